@@ -1,0 +1,159 @@
+"""The desired-state model: frozen, validated objects built from a config file.
+
+These are what `emunet.config` produces and what `emunet.state` consumes. They mirror the
+Kubernetes API objects emunet understands (only the fields it uses) and the emunet `Cluster`
+document. Every object carries its source location so later stages can still point a user at the
+right line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# k3s + Flannel defaults (DESIGN.md section 1).
+DEFAULT_CLUSTER_CIDR = "10.42.0.0/16"
+DEFAULT_SERVICE_CIDR = "10.43.0.0/16"
+DEFAULT_CLUSTER_DNS = "10.43.0.10"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+DEFAULT_VXLAN_VNI = 1
+DEFAULT_VXLAN_PORT = 8472  # Linux/Flannel default, not IANA's 4789 (RFC 7348 section 5)
+DEFAULT_UNDERLAY_CIDR = "192.168.1.0/24"
+DEFAULT_MTU = 1450  # 1500 underlay minus 50 bytes of VXLAN overhead (RFC 7348 section 4.3)
+DEFAULT_DNS_TTL = 5  # CoreDNS kubernetes plugin default TTL
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where an object (or field) was written: file name and 1-based line."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    pod_cidr: str | None = None  # None: the index-th /24 of the cluster CIDR
+    underlay_ip: str | None = None  # None: assigned from the underlay CIDR
+    loc: Loc | None = None
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str = "emunet"
+    nodes: tuple[NodeSpec, ...] = ()
+    cluster_cidr: str = DEFAULT_CLUSTER_CIDR
+    service_cidr: str = DEFAULT_SERVICE_CIDR
+    cluster_dns: str = DEFAULT_CLUSTER_DNS
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    vxlan_vni: int = DEFAULT_VXLAN_VNI
+    vxlan_port: int = DEFAULT_VXLAN_PORT
+    underlay_cidr: str = DEFAULT_UNDERLAY_CIDR
+    mtu: int = DEFAULT_MTU
+    dns_ttl: int = DEFAULT_DNS_TTL
+    dns_upstreams: tuple[str, ...] = ()
+    loc: Loc | None = None
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    loc: Loc | None = None
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    container_port: int
+    protocol: str = "TCP"  # TCP | UDP | SCTP
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    image: str = ""
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    containers: tuple[Container, ...] = ()
+    node_name: str | None = None  # spec.nodeName; None: emunet schedules it
+    hostname: str | None = None  # spec.hostname (headless DNS)
+    subdomain: str | None = None  # spec.subdomain (headless DNS)
+    loc: Loc | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    def container_ports(self) -> tuple[ContainerPort, ...]:
+        return tuple(p for c in self.containers for p in c.ports)
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    target_port: int | str  # a number, or the name of a containerPort
+    protocol: str = "TCP"
+    name: str | None = None
+    node_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    namespace: str
+    name: str
+    ports: tuple[ServicePort, ...] = ()
+    selector: dict[str, str] | None = None  # None: no selector (endpoints managed elsewhere)
+    type: str = "ClusterIP"
+    cluster_ip: str | None = None  # None: allocate; "None": headless
+    external_name: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    loc: Loc | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip == "None"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A document emunet keeps but does not (yet) act on, e.g. a NetworkPolicy.
+
+    Kept whole so that later stages (policy) can use it and `up`/`status` can warn about it.
+    """
+
+    api_version: str
+    kind: str
+    namespace: str | None
+    name: str
+    body: dict
+    loc: Loc | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """One parsed config file: the cluster and the Kubernetes objects in it."""
+
+    cluster: ClusterSpec
+    namespaces: tuple[Namespace, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    services: tuple[Service, ...] = ()
+    others: tuple[Manifest, ...] = ()  # kinds emunet does not implement yet: warned about
+    warnings: tuple[str, ...] = ()
+    source: str = ""

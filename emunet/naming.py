@@ -1,0 +1,58 @@
+"""Deterministic names and addresses of everything emunet creates.
+
+Kernel object names carry the emunet prefix so that a user (and `emunet down`) can tell them
+apart from anything else on the machine; MAC addresses are derived from IPs the way Kubernetes
+CNIs do (0a:58 + the IPv4 address), so every table can be computed from the cluster state alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+DEFAULT_PREFIX = "emunet"
+DEFAULT_RUN_DIR = "/run/emunet"
+
+
+def prefix() -> str:
+    """The name prefix; tests set EMUNET_PREFIX to keep their objects apart from a user's."""
+    return os.environ.get("EMUNET_PREFIX", DEFAULT_PREFIX)
+
+
+def run_dir() -> Path:
+    """Where the running cluster keeps its state, manifest, logs and control socket."""
+    return Path(os.environ.get("EMUNET_RUN_DIR", DEFAULT_RUN_DIR))
+
+
+def node_netns(node: str) -> str:
+    return f"{prefix()}-{node}"
+
+
+def pod_netns(namespace: str, pod: str) -> str:
+    return f"{prefix()}-{namespace}-{pod}"
+
+
+def underlay_netns() -> str:
+    """The namespace holding the underlay bridge (clusters of more than two nodes)."""
+    return f"{prefix()}-underlay"
+
+
+def host_ifname(pod_ip: str) -> str:
+    """Node-side name of a pod's veth: 'veth' + the pod IP in hex (12 chars, IFNAMSIZ-safe)."""
+    return "veth" + ipaddress.IPv4Address(pod_ip).packed.hex()
+
+
+UNDERLAY_IFNAME = "eth0"  # in each node namespace
+POD_IFNAME = "eth0"  # in each pod namespace
+
+
+def mac_from_ip(ip: str, oui: str = "0a:58") -> str:
+    """0a:58:<ip bytes>: the locally administered MAC scheme Kubernetes CNIs use for pods."""
+    return oui + ":" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+def vtep_mac(pod_cidr: str) -> str:
+    """MAC of a node's VXLAN endpoint (Flannel's flannel.1), derived from its pod subnet."""
+    net = ipaddress.IPv4Network(pod_cidr)
+    return mac_from_ip(str(net.network_address), oui="0a:59")
