@@ -1,0 +1,128 @@
+"""`emunet apply` and `emunet delete` as state changes: what to add, update and remove.
+
+Pure over the ClusterState (the supervisor carries the changes out on the host). A change is
+all-or-nothing: it is computed on a copy and only then committed, so a bad manifest changes
+nothing, as the API server rejects a bad object whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .config import load_config
+from .state import KUBE_SYSTEM, ClusterState, PodState, StateError
+
+_KIND_ALIASES = {
+    "pod": "Pod", "pods": "Pod", "po": "Pod",
+    "service": "Service", "services": "Service", "svc": "Service",
+    "namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
+}
+
+
+@dataclass
+class Change:
+    message: str  # kubectl-style: "pod/web created"
+    added_pod: PodState | None = None
+    removed_pod: PodState | None = None
+
+
+def _commit(state: ClusterState, new: ClusterState) -> None:
+    state.__dict__.update(new.__dict__)
+
+
+def _copy(state: ClusterState) -> ClusterState:
+    return ClusterState.from_dict(state.to_dict())
+
+
+def apply_config(state: ClusterState, path: str) -> list[Change]:
+    cfg = load_config(path, base=state.cluster)
+    new = _copy(state)
+    changes: list[Change] = []
+    for ns in cfg.namespaces:
+        verb = "configured" if ns.name in new.namespaces else "created"
+        new.add_namespace(ns)
+        changes.append(Change(f"namespace/{ns.name} {verb}"))
+    for svc in cfg.services:
+        if svc.namespace not in new.namespaces:
+            raise StateError(f"{svc.loc}: namespace {svc.namespace!r} does not exist")
+        old = new.services.get(svc.key)
+        if old is not None and old.service == dataclasses.replace(svc, loc=old.service.loc):
+            changes.append(Change(f"service/{svc.name} unchanged"))
+            continue
+        new.add_service(svc)
+        changes.append(Change(f"service/{svc.name} {'configured' if old else 'created'}"))
+    for pod in cfg.pods:
+        if pod.namespace not in new.namespaces:
+            raise StateError(f"{pod.loc}: namespace {pod.namespace!r} does not exist")
+        old = new.pods.get(pod.key)
+        if old is None:
+            ps = new.add_pod(pod)
+            changes.append(Change(f"pod/{pod.name} created", added_pod=ps))
+            continue
+        same_spec = dataclasses.replace(pod, labels=old.pod.labels, loc=old.pod.loc)
+        if same_spec != old.pod:
+            # The API server forbids changing a pod's spec in place (only labels and a few
+            # fields may change): say so instead of silently recreating it.
+            raise StateError(f"{pod.loc}: pod {pod.namespace}/{pod.name}: pod updates may not "
+                             "change fields other than labels; delete the pod and apply again")
+        if pod.labels != old.pod.labels:
+            new.add_pod(dataclasses.replace(pod, loc=old.pod.loc))
+            changes.append(Change(f"pod/{pod.name} configured"))
+        else:
+            changes.append(Change(f"pod/{pod.name} unchanged"))
+    for other in cfg.others:
+        changes.append(Change(f"{other.kind.lower()}/{other.name} ignored: "
+                              f"{other.kind} is not implemented yet"))
+    _commit(state, new)
+    return changes
+
+
+def delete_config(state: ClusterState, path: str) -> list[Change]:
+    cfg = load_config(path, base=state.cluster)
+    new = _copy(state)
+    changes: list[Change] = []
+    for pod in cfg.pods:
+        changes += _delete(new, "Pod", pod.name, pod.namespace)
+    for svc in cfg.services:
+        changes += _delete(new, "Service", svc.name, svc.namespace)
+    for ns in cfg.namespaces:
+        changes += _delete(new, "Namespace", ns.name, None)
+    _commit(state, new)
+    return changes
+
+
+def delete_object(state: ClusterState, kind: str, name: str, namespace: str | None
+                  ) -> list[Change]:
+    canonical = _KIND_ALIASES.get(kind.lower())
+    if canonical is None:
+        raise StateError(f"cannot delete kind {kind!r}: use pod, service or namespace")
+    new = _copy(state)
+    changes = _delete(new, canonical, name, namespace or "default")
+    if not changes:
+        where = "" if canonical == "Namespace" else f" in namespace {namespace or 'default'}"
+        raise StateError(f"{canonical.lower()} {name!r} not found{where}")
+    _commit(state, new)
+    return changes
+
+
+def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> list[Change]:
+    if kind == "Pod":
+        ps = st.remove_pod((namespace or "default", name))
+        return [Change(f"pod/{name} deleted", removed_pod=ps)] if ps else []
+    if kind == "Service":
+        if (namespace, name) == (KUBE_SYSTEM, "kube-dns"):
+            raise StateError("kube-system/kube-dns is emunet's cluster DNS and cannot be deleted")
+        return [Change(f"service/{name} deleted")] if st.remove_service(
+            (namespace or "default", name)) else []
+    if name in ("default", KUBE_SYSTEM):
+        raise StateError(f"namespace {name} cannot be deleted")
+    if st.namespaces.pop(name, None) is None:
+        return []
+    out = []  # like the namespace controller: everything in it goes too
+    for key in [k for k in st.pods if k[0] == name]:
+        out.append(Change(f"pod/{key[1]} deleted", removed_pod=st.remove_pod(key)))
+    for key in [k for k in st.services if k[0] == name]:
+        st.remove_service(key)
+        out.append(Change(f"service/{key[1]} deleted"))
+    return [*out, Change(f"namespace/{name} deleted")]

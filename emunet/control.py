@@ -1,0 +1,58 @@
+"""The control channel between the CLI and the supervisor: JSON lines on a root-only socket.
+
+Each request is one JSON object with an "op" on one line; the supervisor answers with one JSON
+object per line: zero or more {"progress": ...} lines, then a final {"ok": true, ...} or
+{"ok": false, "error": "..."}.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import naming
+
+
+class ControlError(Exception):
+    """The supervisor is not running, or it refused the request (the message says why)."""
+
+
+def socket_path() -> Path:
+    return naming.run_dir() / "control.sock"
+
+
+def request(op: str, timeout: float = 60.0,
+            on_progress: Callable[[str], None] | None = None, **args: Any) -> dict[str, Any]:
+    path = socket_path()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as e:
+        s.close()
+        raise ControlError("the emunet supervisor is not running (is a cluster up? "
+                           "`emunet up FILE` starts one)") from e
+    with s, s.makefile("rwb") as f:
+        f.write(json.dumps({"op": op, **args}).encode() + b"\n")
+        f.flush()
+        for line in f:
+            msg = json.loads(line)
+            if "progress" in msg:
+                if on_progress:
+                    on_progress(msg["progress"])
+                continue
+            if not msg.get("ok"):
+                raise ControlError(msg.get("error", "request failed"))
+            return msg
+    raise ControlError("the supervisor closed the connection without an answer")
+
+
+def alive() -> bool:
+    try:
+        request("ping", timeout=2.0)
+        return True
+    except (ControlError, OSError):
+        return False

@@ -1,0 +1,178 @@
+"""`emunet up` and `emunet down`: build a cluster all-or-nothing, and remove it completely.
+
+`up` validates, plans, builds the host objects (recording each in the manifest as it goes),
+starts the supervisor and waits until every pod is Ready and DNS answers through the datapath.
+Any failure rolls back everything it made. `down` asks the supervisor to stop, then removes what
+the manifest lists; it works after a crash too, because the manifest is written before each step.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import control, host, naming
+from .config import load_config
+from .state import KUBE_SYSTEM, ClusterState
+from .supervisor import write_state
+
+Progress = Callable[[str], None]
+READY_TIMEOUT = 60.0
+
+
+class UserError(Exception):
+    """A failure the user can act on; the message says what to do."""
+
+
+def manifest_path() -> Path:
+    return naming.run_dir() / "manifest.json"
+
+
+def is_up() -> bool:
+    return manifest_path().exists()
+
+
+def up(path: str, progress: Progress) -> ClusterState:
+    cfg = load_config(path)
+    state = ClusterState.plan(cfg)
+    for w in cfg.warnings:
+        progress(f"warning: {w}")
+    if is_up():
+        raise UserError(f"a cluster is already up (state in {naming.run_dir()}): run "
+                        "`emunet down` first, then `emunet up` again")
+    host.preflight(state)
+    rd = naming.run_dir()
+    rd.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (rd / "logs").mkdir(exist_ok=True)
+    m = host.Manifest.open(manifest_path())
+    try:
+        write_state(state)
+        t0 = time.monotonic()
+        for node in state.nodes:
+            host.build_node(state, node, m)
+        host.build_underlay(state, m)
+        progress(f"nodes: {', '.join(n.name for n in state.nodes)} (underlay "
+                 f"{state.cluster.underlay_cidr}, VXLAN VNI {state.cluster.vxlan_vni} "
+                 f"UDP {state.cluster.vxlan_port})")
+        for ps in state.pods.values():
+            host.add_pod(state, ps, m)
+        progress(f"pods: {len(state.pods)} namespaces and veth pairs "
+                 f"({time.monotonic() - t0:.2f}s)")
+        _start_supervisor(m)
+        progress("supervisor started: node agents, CoreDNS, workloads")
+        _wait_ready(state, progress)
+        return ClusterState.from_json((rd / "state.json").read_text())
+    except BaseException:
+        progress("rolling back")
+        _remove_all(m)
+        raise
+
+
+def _start_supervisor(m: host.Manifest) -> None:
+    logf = open(naming.run_dir() / "logs" / "supervisor.log", "ab")  # noqa: SIM115
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    p = subprocess.Popen([sys.executable, "-m", "emunet.supervisor"], stdin=subprocess.PIPE,
+                         stdout=logf, stderr=subprocess.STDOUT, env=env,
+                         start_new_session=True)
+    logf.close()
+    m.add_process(p.pid, "supervisor")
+    assert p.stdin is not None
+    p.stdin.write(b"go\n")
+    p.stdin.close()
+
+
+def _wait_ready(state: ClusterState, progress: Progress) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    st: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            st = control.request("status", timeout=5)
+        except control.ControlError:
+            st = {}
+        if st and st["pods_ready"] == st["pods"] and all(
+                c["alive"] for c in st["children"].values()):
+            break
+        time.sleep(0.05)
+    else:
+        raise UserError(f"pods not ready after {READY_TIMEOUT:.0f}s ({st.get('pods_ready', 0)}/"
+                        f"{len(state.pods)}); see {naming.run_dir()}/logs/")
+    progress(f"pods ready: {st['pods_ready']}/{st['pods']}")
+    probe = _probe_pod(state)
+    name = f"kube-dns.{KUBE_SYSTEM}.svc.{state.cluster.cluster_domain}"
+    while time.monotonic() < deadline:
+        if dns_query(probe.netns, state.cluster.cluster_dns, name) == state.cluster.cluster_dns:
+            progress(f"DNS answers at {state.cluster.cluster_dns} (asked from {probe.pod.name})")
+            return
+        time.sleep(0.1)
+    raise UserError(f"DNS at {state.cluster.cluster_dns} does not answer; see "
+                    f"{naming.run_dir()}/logs/dns.log and agent logs")
+
+
+def _probe_pod(state: ClusterState):
+    pods = sorted(state.pods.values(), key=lambda p: (p.pod.namespace == KUBE_SYSTEM, p.key))
+    return pods[0]
+
+
+def dns_query(netns: str, server: str, name: str, timeout: float = 0.5) -> str | None:
+    """Ask `server` for the A record of `name` from inside `netns`; the first address or None.
+
+    A minimal RFC 1035 query (header, one question), enough for a readiness probe that takes
+    the same path as a pod's own lookups (DNAT to the coredns pod, overlay if remote).
+    """
+    qid = random.randrange(65536)
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    q += struct.pack("!HH", 1, 1)
+    s = host.socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.settimeout(timeout)
+        s.sendto(q, (server, 53))
+        data = s.recv(4096)
+    except OSError:
+        return None
+    finally:
+        s.close()
+    rid, flags, _qd, an = struct.unpack_from("!HHHH", data)
+    if rid != qid or flags & 0xF or an == 0:
+        return None
+    return ".".join(str(b) for b in data[-4:])  # the last answer's RDATA (an A record)
+
+
+def down(progress: Progress) -> bool:
+    """Stop and remove everything; False if there was nothing to remove."""
+    if not is_up():
+        if naming.run_dir().exists():
+            shutil.rmtree(naming.run_dir(), ignore_errors=True)
+        return False
+    try:
+        pid = control.request("ping", timeout=2)["pid"]
+        control.request("shutdown", timeout=5)
+        _wait_gone(pid, 5.0)
+        progress("supervisor stopped")
+    except (control.ControlError, OSError):
+        progress("supervisor not running; cleaning up from the manifest")
+    _remove_all(host.Manifest.open(manifest_path()))
+    return True
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def _remove_all(m: host.Manifest) -> None:
+    host.teardown(m)
+    shutil.rmtree(naming.run_dir(), ignore_errors=True)

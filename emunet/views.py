@@ -1,0 +1,191 @@
+"""What `emunet get` prints: kubectl-like tables and Kubernetes-style JSON Lists. Pure.
+
+JSON items use the Kubernetes field names (metadata.name, spec.nodeName, status.podIP,
+spec.clusterIP, subsets, ...) so `jq` filters written for kubectl work unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .state import ClusterState, PodState, ServiceState
+
+KINDS = {
+    "pods": "pods", "pod": "pods", "po": "pods",
+    "services": "services", "service": "services", "svc": "services",
+    "endpoints": "endpoints", "ep": "endpoints",
+    "nodes": "nodes", "node": "nodes", "no": "nodes",
+}
+
+
+def table(rows: list[list[str]]) -> str:
+    """Columns padded like kubectl: three spaces between, headers in capitals."""
+    if not rows:
+        return ""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def _meta(name: str, namespace: str | None, labels: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": dict(labels)}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return meta
+
+
+def _ports_str(ss: ServiceState) -> str:
+    return ",".join(f"{p.port}/{p.protocol}" for p in ss.service.ports) or "<none>"
+
+
+def _pod_phase(ps: PodState) -> str:
+    return "Running" if ps.ready else "Pending"
+
+
+def _in_ns(key: tuple[str, str], namespace: str | None) -> bool:
+    return namespace is None or key[0] == namespace
+
+
+def pods(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
+    head = ["NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE"]
+    if wide:
+        head.append("NETNS")
+    if namespace is None:
+        head.insert(0, "NAMESPACE")
+    rows = [head]
+    for ps in sorted(st.pods.values(), key=lambda p: p.key):
+        if not _in_ns(ps.key, namespace):
+            continue
+        n = len(ps.pod.containers)
+        row = [ps.pod.name, f"{n if ps.ready else 0}/{n}", _pod_phase(ps), str(ps.restarts),
+               ps.ip, ps.node]
+        if wide:
+            row.append(ps.netns)
+        if namespace is None:
+            row.insert(0, ps.pod.namespace)
+        rows.append(row)
+    return rows
+
+
+def services(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
+    head = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
+    if wide:
+        head.append("SELECTOR")
+    if namespace is None:
+        head.insert(0, "NAMESPACE")
+    rows = [head]
+    for ss in sorted(st.services.values(), key=lambda s: s.key):
+        if not _in_ns(ss.key, namespace):
+            continue
+        svc = ss.service
+        row = [svc.name, svc.type, ss.cluster_ip or "None", svc.external_name or "<none>",
+               _ports_str(ss)]
+        if wide:
+            row.append(",".join(f"{k}={v}" for k, v in (svc.selector or {}).items()) or "<none>")
+        if namespace is None:
+            row.insert(0, svc.namespace)
+        rows.append(row)
+    return rows
+
+
+def endpoints(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
+    head = ["NAME", "ENDPOINTS"]
+    if namespace is None:
+        head.insert(0, "NAMESPACE")
+    rows = [head]
+    for key in sorted(st.services):
+        if not _in_ns(key, namespace):
+            continue
+        eps = [f"{e.ip}:{e.port}" for lst in st.endpoints(key).values() for e in lst if e.ready]
+        row = [key[1], ",".join(dict.fromkeys(eps)) or "<none>"]
+        if namespace is None:
+            row.insert(0, key[0])
+        rows.append(row)
+    return rows
+
+
+def nodes(st: ClusterState, ready: dict[str, bool], wide: bool) -> list[list[str]]:
+    head = ["NAME", "STATUS", "INTERNAL-IP", "POD-CIDR"]
+    if wide:
+        head += ["NETNS", "VTEP-MAC"]
+    rows = [head]
+    for n in st.nodes:
+        row = [n.name, "Ready" if ready.get(n.name) else "NotReady", n.underlay_ip, n.pod_cidr]
+        if wide:
+            row += [n.netns, n.vtep_mac]
+        rows.append(row)
+    return rows
+
+
+def as_list(st: ClusterState, kind: str, namespace: str | None,
+            ready: dict[str, bool]) -> dict[str, Any]:
+    items: list[dict[str, Any]] = []
+    if kind == "pods":
+        for ps in sorted(st.pods.values(), key=lambda p: p.key):
+            if _in_ns(ps.key, namespace):
+                items.append({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": _meta(ps.pod.name, ps.pod.namespace, ps.pod.labels),
+                    "spec": {"nodeName": ps.node, "containers": [
+                        {"name": c.name, "image": c.image,
+                         "ports": [{"containerPort": p.container_port, "protocol": p.protocol,
+                                    **({"name": p.name} if p.name else {})} for p in c.ports]}
+                        for c in ps.pod.containers]},
+                    "status": {"phase": _pod_phase(ps), "podIP": ps.ip,
+                               "podIPs": [{"ip": ps.ip}],
+                               "hostIP": st.node(ps.node).underlay_ip,
+                               "conditions": [{"type": "Ready",
+                                               "status": "True" if ps.ready else "False"}]},
+                    "emunet": {"netns": ps.netns, "mac": ps.mac, "hostInterface": ps.host_ifname},
+                })
+    elif kind == "services":
+        for ss in sorted(st.services.values(), key=lambda s: s.key):
+            if _in_ns(ss.key, namespace):
+                svc = ss.service
+                items.append({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": _meta(svc.name, svc.namespace, svc.labels),
+                    "spec": {"type": svc.type, "clusterIP": ss.cluster_ip or "None",
+                             "selector": svc.selector, "ports": [
+                                 {"port": p.port, "targetPort": p.target_port,
+                                  "protocol": p.protocol, **({"name": p.name} if p.name else {})}
+                                 for p in svc.ports]},
+                })
+    elif kind == "endpoints":
+        for key in sorted(st.services):
+            if _in_ns(key, namespace):
+                items.append(_endpoints_item(st, key))
+    elif kind == "nodes":
+        for n in st.nodes:
+            items.append({
+                "apiVersion": "v1", "kind": "Node", "metadata": _meta(n.name, None, {}),
+                "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
+                "status": {"addresses": [{"type": "InternalIP", "address": n.underlay_ip}],
+                           "conditions": [{"type": "Ready", "status":
+                                           "True" if ready.get(n.name) else "False"}]},
+            })
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def _endpoints_item(st: ClusterState, key: tuple[str, str]) -> dict[str, Any]:
+    """One v1 Endpoints object; ports with the same backends share a subset, as the API does."""
+    ss = st.services[key]
+    subsets: list[dict[str, Any]] = []
+    for i, eps in st.endpoints(key).items():
+        sp = ss.service.ports[i]
+        port = {"port": eps[0].port if eps else 0, "protocol": sp.protocol,
+                **({"name": sp.name} if sp.name else {})}
+        if not eps:
+            continue
+        addrs = [{"ip": e.ip, "nodeName": e.node,
+                  "targetRef": {"kind": "Pod", "namespace": e.pod[0], "name": e.pod[1]}}
+                 for e in eps if e.ready]
+        unready = [{"ip": e.ip, "nodeName": e.node} for e in eps if not e.ready]
+        subset: dict[str, Any] = {"ports": [port]}
+        if addrs:
+            subset["addresses"] = addrs
+        if unready:
+            subset["notReadyAddresses"] = unready
+        subsets.append(subset)
+    return {"apiVersion": "v1", "kind": "Endpoints",
+            "metadata": _meta(key[1], key[0], ss.service.labels), "subsets": subsets}
