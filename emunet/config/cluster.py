@@ -1,0 +1,231 @@
+"""The emunet `Cluster` document: nodes, address ranges, DNS and VXLAN settings.
+
+Parses `apiVersion: emunet/v1alpha1, kind: Cluster` into `model.ClusterSpec` (defaults from
+`emunet.model`, k3s + Flannel) and checks that the address plan `emunet.state` will derive from
+it is possible: every range a valid IPv4 network, no two ranges overlapping, one pod /24 and one
+underlay address per node, the DNS address inside the service range, a 24-bit VNI and an MTU
+that leaves room for VXLAN's 50 bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from ipaddress import IPv4Address, IPv4Network
+
+from .. import model
+from . import names
+from .fields import Obj
+
+CLUSTER_API_VERSION = "emunet/v1alpha1"
+UNDERLAY_MTU = 1500  # the veths between node namespaces keep Linux's Ethernet default
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (RFC 7348 section 5)
+MAX_VNI = 2**24 - 1  # the VNI is a 24-bit field (RFC 7348 section 5)
+UNDERLAY_FIRST_HOST = 10  # state.py: node i gets underlay network + 10 + i
+
+_SPEC_FIELDS = ("nodes", "clusterCIDR", "serviceCIDR", "clusterDNS", "clusterDomain",
+                "underlay", "vxlan", "mtu", "dns")
+_META_FIELDS = ("name",)
+_META_IGNORED = ("labels", "annotations")
+
+
+def _net(obj: Obj, key: str, default: str | None) -> IPv4Network | None:
+    text = obj.str(key) if obj.has(key) else default
+    if text is None:
+        return None
+    try:
+        return IPv4Network(text, strict=True)
+    except ValueError:
+        pass
+    try:
+        fixed = IPv4Network(text, strict=False)
+    except ValueError:
+        obj.error(key, f"{text!r} is not an IPv4 network", "write it as address/prefix, "
+                  "e.g. 10.42.0.0/16 (emunet is IPv4-only)")
+        return None
+    obj.error(key, f"{text!r} has host bits set", f"did you mean {fixed}?")
+    return None
+
+
+def _addr(obj: Obj, key: str, default: str | None) -> IPv4Address | None:
+    text = obj.str(key) if obj.has(key) else default
+    if text is None:
+        return None
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        obj.error(key, f"{text!r} is not an IPv4 address")
+        return None
+
+
+def default_pod_cidr(cluster: IPv4Network, index: int) -> IPv4Network | None:
+    """The /24 state.py gives node `index` (1-based) when it has no podCIDR: the index-th."""
+    if cluster.prefixlen > 24 or index >= 2 ** (24 - cluster.prefixlen):
+        return None
+    return IPv4Network((int(cluster.network_address) + (index << 8), 24))
+
+
+def parse_cluster(doc: Obj) -> model.ClusterSpec | None:
+    """The Cluster document (already known to have the right apiVersion and kind)."""
+    doc.check_fields(("apiVersion", "kind", "metadata", "spec"), what="Cluster")
+    meta = doc.map("metadata", required=True)
+    name = "emunet"
+    if meta is not None:
+        meta.check_fields(_META_FIELDS, _META_IGNORED, what="metadata")
+        name = meta.str("name", required=True, check=names.dns1123_label) or name
+    spec = doc.map("spec", required=True)
+    if spec is None:
+        return None
+    spec.check_fields(_SPEC_FIELDS, what="Cluster spec")
+    errors_before = len(doc.col.errors)
+    cluster = _net(spec, "clusterCIDR", model.DEFAULT_CLUSTER_CIDR)
+    service = _net(spec, "serviceCIDR", model.DEFAULT_SERVICE_CIDR)
+    underlay_obj = spec.map("underlay")
+    underlay: IPv4Network | None = IPv4Network(model.DEFAULT_UNDERLAY_CIDR)
+    if underlay_obj is not None:
+        underlay_obj.check_fields(("cidr",), what="underlay")
+        underlay = _net(underlay_obj, "cidr", model.DEFAULT_UNDERLAY_CIDR)
+    _check_overlaps(spec, underlay_obj, cluster, service, underlay)
+
+    dns_ip = _addr(spec, "clusterDNS", model.DEFAULT_CLUSTER_DNS)
+    if dns_ip is not None and service is not None:
+        if dns_ip not in service:
+            spec.error("clusterDNS" if spec.has("clusterDNS") else "serviceCIDR",
+                       f"clusterDNS {dns_ip} is outside serviceCIDR {service}",
+                       "kube-dns is a Service, so its ClusterIP comes from the service range")
+        elif dns_ip in (service.network_address, service.broadcast_address):
+            spec.error("clusterDNS", f"{dns_ip} is the network or broadcast address of "
+                       f"{service}", "use a host address such as the .10 one")
+    domain = spec.str("clusterDomain", check=names.dns1123_subdomain)
+
+    vxlan = spec.map("vxlan")
+    vni, port = model.DEFAULT_VXLAN_VNI, model.DEFAULT_VXLAN_PORT
+    if vxlan is not None:
+        vxlan.check_fields(("vni", "port"), what="vxlan")
+        vni = vxlan.int("vni", lo=1, hi=MAX_VNI, why="the VNI is 24 bits (RFC 7348 section 5)")
+        port = vxlan.int("port", lo=1, hi=65535, why="a UDP port; Flannel uses 8472, IANA 4789")
+        vni = model.DEFAULT_VXLAN_VNI if vni is None else vni
+        port = model.DEFAULT_VXLAN_PORT if port is None else port
+
+    mtu = spec.int("mtu", lo=576, hi=9000,
+                   why="576 is the IPv4 minimum (RFC 791), 9000 a jumbo frame")
+    if mtu is not None and mtu > UNDERLAY_MTU - VXLAN_OVERHEAD:
+        spec.error("mtu", f"pod MTU {mtu} does not fit in the {UNDERLAY_MTU}-byte underlay "
+                   f"once VXLAN adds {VXLAN_OVERHEAD} bytes (outer Ethernet 14, IPv4 20, UDP 8, "
+                   "VXLAN 8; RFC 7348 does not fragment)",
+                   f"use at most {UNDERLAY_MTU - VXLAN_OVERHEAD}")
+
+    ttl, upstreams = model.DEFAULT_DNS_TTL, ()
+    dns = spec.map("dns")
+    if dns is not None:
+        dns.check_fields(("ttl", "upstreams"), what="dns")
+        ttl_v = dns.int("ttl", lo=0, hi=2**31 - 1, why="a DNS TTL is 31 bits (RFC 2181 §8)")
+        ttl = model.DEFAULT_DNS_TTL if ttl_v is None else ttl_v
+        upstreams = _upstreams(dns)
+
+    nodes = _nodes(spec, cluster, underlay)
+    if len(doc.col.errors) > errors_before:
+        return None
+    return model.ClusterSpec(
+        name=name, nodes=nodes, cluster_cidr=str(cluster), service_cidr=str(service),
+        cluster_dns=str(dns_ip), cluster_domain=domain or model.DEFAULT_CLUSTER_DOMAIN,
+        vxlan_vni=vni, vxlan_port=port, underlay_cidr=str(underlay),
+        mtu=model.DEFAULT_MTU if mtu is None else mtu, dns_ttl=ttl, dns_upstreams=upstreams,
+        loc=model.Loc(doc.col.file, doc.line))
+
+
+def _check_overlaps(spec: Obj, underlay_obj: Obj | None, cluster: IPv4Network | None,
+                    service: IPv4Network | None, underlay: IPv4Network | None) -> None:
+    """Pod, Service and node addresses must be told apart by address alone."""
+    ranges = [("clusterCIDR", cluster, spec, "clusterCIDR"),
+              ("serviceCIDR", service, spec, "serviceCIDR"),
+              ("underlay.cidr", underlay, underlay_obj, "cidr")]
+    for i, (name_a, net_a, _, _) in enumerate(ranges):
+        for name_b, net_b, obj_b, key_b in ranges[i + 1:]:
+            if net_a is None or net_b is None or not net_a.overlaps(net_b):
+                continue
+            obj, key = (obj_b, key_b) if obj_b is not None and obj_b.has(key_b) else (
+                spec, name_a if spec.has(name_a) else None)
+            obj.error(key, f"{name_b} {net_b} overlaps {name_a} {net_a}",
+                      "pod, service and node ranges must be disjoint, or a packet's "
+                      "destination is ambiguous")
+
+
+def _upstreams(dns: Obj) -> tuple[str, ...]:
+    out = []
+    for item, path, line in dns.list("upstreams"):
+        try:
+            out.append(str(ipaddress.ip_address(item if isinstance(item, str) else "")))
+        except ValueError:
+            dns.col.error(line, path, f"must be an IP address, got {item!r}",
+                          "write a resolver address such as 192.168.1.1")
+    return tuple(out)
+
+
+def _nodes(spec: Obj, cluster: IPv4Network | None,
+           underlay: IPv4Network | None) -> tuple[model.NodeSpec, ...]:
+    items = spec.objs("nodes", required=True)
+    if isinstance(spec.raw("nodes"), list) and not spec.raw("nodes"):
+        spec.error("nodes", "a cluster needs at least one node", "add '- name: node-1'")
+    nodes: list[model.NodeSpec] = []
+    seen: dict[str, int] = {}
+    cidrs: list[tuple[IPv4Network, str]] = []
+    ips: dict[IPv4Address, str] = {}
+    for index, obj in enumerate(items, start=1):
+        obj.check_fields(("name", "podCIDR", "underlayIP"), what="node")
+        name = obj.str("name", required=True, check=names.dns1123_label)
+        if name is not None and name in seen:
+            obj.error("name", f"duplicate node name {name!r} (first on line {seen[name]})")
+        elif name is not None:
+            seen[name] = obj.line_of("name")
+        pod_cidr = _net(obj, "podCIDR", None)
+        if obj.has("podCIDR") and pod_cidr is not None and cluster is not None:
+            if not pod_cidr.subnet_of(cluster):
+                obj.error("podCIDR", f"{pod_cidr} is outside clusterCIDR {cluster}",
+                          "a node's pod range is carved from the cluster range")
+            elif pod_cidr.prefixlen > 30:
+                obj.error("podCIDR", f"{pod_cidr} is too small", "it needs a gateway and at "
+                          "least one pod: use /30 or larger (k3s uses /24)")
+        elif not obj.has("podCIDR") and cluster is not None:
+            pod_cidr = default_pod_cidr(cluster, index)
+            if pod_cidr is None:
+                room = max(0, 2 ** (24 - cluster.prefixlen) - 1) if cluster.prefixlen <= 24 \
+                    else 0
+                obj.error(None, f"no /24 left in clusterCIDR {cluster} for node {index} (it "
+                          f"holds {room} node /24s: node N gets the N-th, the .0 one unused)",
+                          "use a larger clusterCIDR or give the node a podCIDR")
+        for other, other_name in cidrs:
+            if pod_cidr is not None and pod_cidr.overlaps(other):
+                obj.error("podCIDR" if obj.has("podCIDR") else None,
+                          f"pod range {pod_cidr} overlaps node {other_name}'s {other}")
+        if pod_cidr is not None:
+            cidrs.append((pod_cidr, name or f"#{index}"))
+        ip = _underlay_ip(obj, index, underlay)
+        if ip is not None and ip in ips:
+            obj.error("underlayIP" if obj.has("underlayIP") else None,
+                      f"underlay address {ip} is also node {ips[ip]}'s")
+        elif ip is not None:
+            ips[ip] = name or f"#{index}"
+        nodes.append(model.NodeSpec(
+            name=name or "", pod_cidr=str(pod_cidr) if obj.has("podCIDR") else None,
+            underlay_ip=str(ip) if obj.has("underlayIP") else None,
+            loc=model.Loc(spec.col.file, obj.line)))
+    return tuple(nodes)
+
+
+def _underlay_ip(obj: Obj, index: int, underlay: IPv4Network | None) -> IPv4Address | None:
+    if underlay is None:
+        return None
+    if obj.has("underlayIP"):
+        ip = _addr(obj, "underlayIP", None)
+        if ip is not None and (ip not in underlay or ip in (underlay.network_address,
+                                                             underlay.broadcast_address)):
+            obj.error("underlayIP", f"{ip} is not a host address of underlay.cidr {underlay}")
+            return None
+        return ip
+    ip = underlay.network_address + UNDERLAY_FIRST_HOST + index
+    if ip >= underlay.broadcast_address:
+        obj.error(None, f"no underlay address left in {underlay} for node {index} (nodes get "
+                  f"addresses from .{UNDERLAY_FIRST_HOST + 1} up)",
+                  "use a larger underlay.cidr or give the node an underlayIP")
+        return None
+    return ip

@@ -1,0 +1,67 @@
+"""Located config errors and the collector that gathers them while a file is checked.
+
+Every mistake a user can make in a config file becomes a `ConfigError` naming the file, the
+1-based line and the field path (`spec.ports[0].targetPort`), in the one-line shape compilers
+use, so editors and terminals can jump to it. Checking continues after an error so that one run
+reports every mistake; `ConfigError.errors` holds them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class ConfigError(Exception):
+    """One or more mistakes in a config file.
+
+    The attributes describe the first mistake (in file order); `errors` lists all of them, each
+    itself a single-mistake `ConfigError`.
+    """
+
+    def __init__(self, file: str, line: int, path: str, message: str, hint: str = "",
+                 errors: list[ConfigError] | None = None) -> None:
+        self.file = file
+        self.line = line
+        self.path = path
+        self.message = message
+        self.hint = hint
+        self.errors: list[ConfigError] = errors if errors else [self]
+        super().__init__(str(self))
+
+    @classmethod
+    def from_list(cls, errors: list[ConfigError]) -> ConfigError:
+        """One exception carrying several errors, sorted by line (stable for equal lines)."""
+        ordered = sorted(errors, key=lambda e: e.line)
+        first = ordered[0]
+        return cls(first.file, first.line, first.path, first.message, first.hint, ordered)
+
+    def one_line(self) -> str:
+        """`file:line: path: message — hint` (line and path left out when unknown)."""
+        where = f"{self.file}:{self.line}" if self.line > 0 else self.file
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return f"{text} — {self.hint}" if self.hint else text
+
+    def __str__(self) -> str:
+        return "\n".join(e.one_line() for e in self.errors)
+
+
+@dataclass
+class Collector:
+    """Errors and warnings found so far in one file."""
+
+    file: str
+    errors: list[ConfigError] = field(default_factory=list)
+    warnings: list[tuple[int, str]] = field(default_factory=list)
+
+    def error(self, line: int, path: str, message: str, hint: str = "") -> None:
+        self.errors.append(ConfigError(self.file, line, path, message, hint))
+
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append((line, f"{self.file}:{line}: {message}"))
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ConfigError.from_list(self.errors)
+
+    def sorted_warnings(self) -> tuple[str, ...]:
+        return tuple(text for _, text in sorted(self.warnings, key=lambda w: w[0]))

@@ -1,0 +1,266 @@
+"""Kubernetes v1 Namespace, Pod and Service documents to `emunet.model` objects.
+
+Only the fields emunet acts on are mapped; other real Kubernetes fields are accepted and
+ignored (tables below) so that the same file still applies to a real cluster, while anything
+else is an unknown-field error, as with `kubectl apply --validate=strict`. Field rules follow
+the API server's validation (pkg/apis/core/validation): names, ports, protocols, duplicates.
+Checks that span several objects live in `validate.py`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from .. import model
+from . import names
+from .fields import Check, Obj
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
+TOP_IGNORED = ("status",)
+META_FIELDS = ("name", "namespace", "labels", "annotations")
+META_IGNORED = ("uid", "resourceVersion", "generation", "creationTimestamp",
+                "deletionTimestamp", "deletionGracePeriodSeconds", "finalizers",
+                "ownerReferences", "managedFields", "selfLink", "generateName")
+POD_SPEC_FIELDS = ("containers", "nodeName", "hostname", "subdomain", "restartPolicy",
+                   "hostNetwork")
+POD_SPEC_IGNORED = (
+    "initContainers", "ephemeralContainers", "volumes", "serviceAccountName", "serviceAccount",
+    "automountServiceAccountToken", "nodeSelector", "affinity", "tolerations",
+    "priorityClassName", "priority", "schedulerName", "dnsPolicy", "dnsConfig",
+    "securityContext", "terminationGracePeriodSeconds", "activeDeadlineSeconds",
+    "imagePullSecrets", "enableServiceLinks", "shareProcessNamespace", "runtimeClassName",
+    "topologySpreadConstraints", "hostAliases", "readinessGates", "preemptionPolicy",
+    "overhead", "os", "setHostnameAsFQDN", "resourceClaims", "schedulingGates", "hostUsers",
+    "hostPID", "hostIPC", "resources")
+CONTAINER_FIELDS = ("name", "image", "command", "args", "ports", "env")
+CONTAINER_IGNORED = (
+    "resources", "imagePullPolicy", "livenessProbe", "readinessProbe", "startupProbe",
+    "securityContext", "volumeMounts", "volumeDevices", "workingDir", "envFrom", "lifecycle",
+    "terminationMessagePath", "terminationMessagePolicy", "stdin", "stdinOnce", "tty",
+    "resizePolicy", "restartPolicy")
+CONTAINER_PORT_FIELDS = ("containerPort", "protocol", "name")
+CONTAINER_PORT_IGNORED = ("hostPort", "hostIP")
+SERVICE_SPEC_FIELDS = ("selector", "ports", "type", "clusterIP", "clusterIPs", "externalName",
+                       "sessionAffinity")
+SERVICE_SPEC_IGNORED = (
+    "sessionAffinityConfig", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy",
+    "externalTrafficPolicy", "publishNotReadyAddresses", "externalIPs", "loadBalancerIP",
+    "loadBalancerSourceRanges", "loadBalancerClass", "allocateLoadBalancerNodePorts",
+    "healthCheckNodePort", "trafficDistribution")
+SERVICE_PORT_FIELDS = ("port", "targetPort", "protocol", "name", "nodePort")
+SERVICE_PORT_IGNORED = ("appProtocol",)
+
+
+def loc(doc: Obj) -> model.Loc:
+    return model.Loc(doc.col.file, doc.line)
+
+
+def parse_metadata(doc: Obj, namespaced: bool,
+                   name_check: Check) -> tuple[str | None, str, dict[str, str]]:
+    """(name, namespace, labels); name None when missing or invalid (already reported)."""
+    meta = doc.map("metadata", required=True)
+    if meta is None:
+        return None, "default", {}
+    meta.check_fields(META_FIELDS, META_IGNORED, what="metadata")
+    name = meta.str("name", required=True, check=name_check)
+    if name is None and meta.has("generateName") and not meta.has("name"):
+        meta.error("generateName", "generateName is not supported",
+                   "emunet needs fixed names: set metadata.name")
+    namespace = "default"
+    if namespaced:
+        namespace = meta.str("namespace", check=names.dns1035_label) or "default"
+    elif meta.has("namespace"):
+        doc.col.warn(meta.line_of("namespace"), f"metadata.namespace of cluster-scoped "
+                     f"{doc.raw('kind')} {name} is ignored")
+    labels = meta.str_map("labels", names.label_key, names.label_value) or {}
+    meta.str_map("annotations", names.label_key)
+    return name, namespace, labels
+
+
+def parse_namespace(doc: Obj) -> model.Namespace | None:
+    doc.check_fields(TOP_FIELDS, TOP_IGNORED, what="Namespace")
+    name, _, labels = parse_metadata(doc, namespaced=False, name_check=names.dns1035_label)
+    spec = doc.map("spec")
+    if spec is not None:
+        spec.check_fields((), ("finalizers",), what="Namespace spec")
+    return None if name is None else model.Namespace(name, labels, loc(doc))
+
+
+def parse_pod(doc: Obj) -> model.Pod | None:
+    doc.check_fields(TOP_FIELDS, TOP_IGNORED, what="Pod")
+    errors_before = len(doc.col.errors)
+    name, namespace, labels = parse_metadata(doc, True, names.dns1123_subdomain)
+    spec = doc.map("spec", required=True)
+    if spec is None:
+        return None
+    spec.check_fields(POD_SPEC_FIELDS, POD_SPEC_IGNORED, what="Pod spec")
+    if spec.bool("hostNetwork"):
+        spec.error("hostNetwork", "hostNetwork pods are not supported",
+                   "every emunet pod gets its own network namespace; remove hostNetwork")
+    spec.str("restartPolicy", choices=("Always", "OnFailure", "Never"))
+    node = spec.str("nodeName", check=names.dns1123_subdomain)
+    hostname = spec.str("hostname", check=names.dns1123_label)
+    subdomain = spec.str("subdomain", check=names.dns1123_label)
+    items = spec.objs("containers", required=True)
+    if spec.has("containers") and isinstance(spec.raw("containers"), list) and not items \
+            and not spec.raw("containers"):
+        spec.error("containers", "a pod needs at least one container")
+    containers = _containers(items)
+    if len(doc.col.errors) > errors_before or name is None:
+        return None
+    return model.Pod(namespace=namespace, name=name, labels=labels, containers=containers,
+                     node_name=node, hostname=hostname, subdomain=subdomain, loc=loc(doc))
+
+
+def _containers(items: list[Obj]) -> tuple[model.Container, ...]:
+    out = []
+    names_seen: dict[str, int] = {}
+    ports_seen: dict[tuple[int, str], int] = {}
+    port_names: dict[str, int] = {}
+    for c in items:
+        c.check_fields(CONTAINER_FIELDS, CONTAINER_IGNORED, what="container")
+        name = c.str("name", required=True, check=names.dns1123_label)
+        if name is not None and name in names_seen:
+            c.error("name", f"duplicate container name {name!r} (first on line "
+                    f"{names_seen[name]})", "container names must be unique within a pod")
+        elif name is not None:
+            names_seen[name] = c.line_of("name")
+        image = c.str("image", required=True) or ""
+        command, args = c.str_list("command"), c.str_list("args")
+        ports = []
+        for p in c.objs("ports"):
+            p.check_fields(CONTAINER_PORT_FIELDS, CONTAINER_PORT_IGNORED, what="containerPort")
+            number = p.int("containerPort", required=True, lo=1, hi=65535)
+            protocol = p.str("protocol", choices=PROTOCOLS) or "TCP"
+            pname = p.str("name", check=names.port_name)
+            if number is not None:
+                key = (number, protocol)
+                if key in ports_seen:
+                    p.error("containerPort", f"duplicate containerPort {number}/{protocol} "
+                            f"(first on line {ports_seen[key]})")
+                else:
+                    ports_seen[key] = p.line_of("containerPort")
+            if pname is not None and pname in port_names:
+                p.error("name", f"duplicate port name {pname!r} (first on line "
+                        f"{port_names[pname]})", "port names must be unique within a pod")
+            elif pname is not None:
+                port_names[pname] = p.line_of("name")
+            if number is not None:
+                ports.append(model.ContainerPort(number, protocol, pname))
+        env = []
+        for e in c.objs("env"):
+            e.check_fields(("name", "value"), ("valueFrom",), what="env")
+            ename = e.str("name", required=True, check=names.env_name)
+            value = e.str("value") or ""
+            if ename is not None:
+                env.append((ename, value))
+        out.append(model.Container(name=name or "", image=image, command=command, args=args,
+                                   ports=tuple(ports), env=tuple(env)))
+    return tuple(out)
+
+
+def parse_service(doc: Obj) -> model.Service | None:
+    doc.check_fields(TOP_FIELDS, TOP_IGNORED, what="Service")
+    errors_before = len(doc.col.errors)
+    name, namespace, labels = parse_metadata(doc, True, names.dns1035_label)
+    spec = doc.map("spec", required=True)
+    if spec is None:
+        return None
+    spec.check_fields(SERVICE_SPEC_FIELDS, SERVICE_SPEC_IGNORED, what="Service spec")
+    stype = spec.str("type", choices=SERVICE_TYPES) or "ClusterIP"
+    if stype != "ClusterIP":
+        spec.error("type", f"type {stype} is not supported yet",
+                   "emunet builds ClusterIP and headless (clusterIP: None) Services")
+    spec.str("sessionAffinity", choices=("None", "ClientIP"))
+    if spec.has("externalName"):
+        spec.error("externalName", "externalName is only for type ExternalName, which emunet "
+                   "does not support yet")
+    cluster_ip = _cluster_ip(spec)
+    selector = spec.str_map("selector", names.label_key, names.label_value) or None
+    ports = _service_ports(spec, headless=cluster_ip == "None")
+    if len(doc.col.errors) > errors_before or name is None:
+        return None
+    return model.Service(namespace=namespace, name=name, ports=ports, selector=selector,
+                         type=stype, cluster_ip=cluster_ip, labels=labels, loc=loc(doc))
+
+
+def _cluster_ip(spec: Obj) -> str | None:
+    """None: allocate; "None": headless; else an IPv4 address (range checked in validate)."""
+    ip = spec.str("clusterIP") or None
+    if ip is not None and ip != "None":
+        try:
+            ip = str(ipaddress.IPv4Address(ip))
+        except ValueError:
+            spec.error("clusterIP", f"{ip!r} is not an IPv4 address",
+                       'leave it out to get one allocated, or write "None" for headless')
+            return None
+    ips = spec.str_list("clusterIPs")
+    if ips and ip is not None and ips[0] != ip:
+        spec.error("clusterIPs", f"clusterIPs[0] {ips[0]!r} must equal clusterIP {ip!r}")
+    elif ips and ip is None:
+        spec.error("clusterIPs", "clusterIPs without clusterIP", "set clusterIP instead")
+    return ip
+
+
+def _service_ports(spec: Obj, headless: bool) -> tuple[model.ServicePort, ...]:
+    items = spec.objs("ports")
+    if not items and not spec.has("ports") and not headless:
+        spec.error(None, "a Service needs at least one port",
+                   "add spec.ports (only headless Services may have none)")
+    elif not items and isinstance(spec.raw("ports"), list) and not headless:
+        spec.error("ports", "a Service needs at least one port")
+    out = []
+    seen: dict[tuple[int, str], int] = {}
+    port_names: dict[str, int] = {}
+    for p in items:
+        p.check_fields(SERVICE_PORT_FIELDS, SERVICE_PORT_IGNORED, what="Service port")
+        port = p.int("port", required=True, lo=1, hi=65535)
+        protocol = p.str("protocol", choices=PROTOCOLS) or "TCP"
+        pname = p.str("name", check=names.dns1123_label)
+        if pname is None and len(items) > 1 and not p.has("name"):
+            p.error(None, "name is required when a Service has more than one port",
+                    'add e.g. name: http')
+        elif pname is not None and pname in port_names:
+            p.error("name", f"duplicate port name {pname!r} (first on line "
+                    f"{port_names[pname]})")
+        elif pname is not None:
+            port_names[pname] = p.line_of("name")
+        if p.has("nodePort"):
+            p.error("nodePort", "nodePort needs type NodePort, which emunet does not support "
+                    "yet", "remove nodePort")
+        target = _target_port(p)
+        if port is None:
+            continue
+        if (port, protocol) in seen:
+            p.error("port", f"duplicate port {port}/{protocol} (first on line "
+                    f"{seen[(port, protocol)]})")
+        seen[(port, protocol)] = p.line_of("port")
+        out.append(model.ServicePort(port=port, target_port=port if target is None else target,
+                                     protocol=protocol, name=pname))
+    return tuple(out)
+
+
+def _target_port(p: Obj) -> int | str | None:
+    """IntOrString: a number 1-65535 or an IANA port name (RFC 6335); default: `port`."""
+    v = p.raw("targetPort")
+    if v is None:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        if 1 <= v <= 65535:
+            return v
+        p.error("targetPort", f"must be 1-65535 or a port name, got {v}", "fix the value")
+        return None
+    if isinstance(v, str):
+        if v.isdigit():
+            p.error("targetPort", f"{v!r} is a quoted number, which Kubernetes reads as a port "
+                    "name", f"write targetPort: {v} without quotes")
+            return None
+        bad = names.port_name(v)
+        if bad:
+            p.error("targetPort", f"port name {v!r} {bad}")
+            return None
+        return v
+    p.error("targetPort", f"must be 1-65535 or a port name, got {v!r}")
+    return None

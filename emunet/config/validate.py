@@ -1,0 +1,143 @@
+"""Checks that span several objects: references, address plans and name collisions.
+
+Runs after every document parsed cleanly on its own. Checks that a namespace is declared
+before use, a pod's nodeName names a node, pods fit in their node's pod range, network
+namespace names do not collide, and Services are consistent with the service range, kube-dns
+and the pods they select (named targetPorts resolve the way the EndpointSlice controller does).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network
+
+from .. import model, naming
+from . import cluster as cl
+from .documents import Parsed
+from .errors import Collector
+from .fields import at
+
+BUILTIN_NAMESPACES = ("default", "kube-system")
+NETNS_NAME_MAX = 255  # a netns is a file under /run/netns: NAME_MAX
+
+
+def cross_check(col: Collector, parsed: Parsed, spec: model.ClusterSpec, base_mode: bool,
+                known_namespaces: Iterable[str] | None) -> None:
+    if known_namespaces is not None or not base_mode:
+        declared = {*BUILTIN_NAMESPACES, *(known_namespaces or ()),
+                    *(ns.name for ns, _ in parsed.namespaces)}
+        for obj, doc in [*parsed.pods, *parsed.services, *parsed.others]:
+            if obj.namespace is not None and obj.namespace not in declared:
+                line, path = at(doc, "metadata", "namespace")
+                col.error(line, path, f"namespace {obj.namespace!r} is not declared",
+                          f"add a document: apiVersion: v1, kind: Namespace, metadata.name: "
+                          f"{obj.namespace}")
+    _check_nodes_of_pods(col, parsed, spec, base_mode)
+    _check_netns(col, parsed, spec, base_mode)
+    _check_services(col, parsed, spec)
+
+
+def _check_nodes_of_pods(col: Collector, parsed: Parsed, spec: model.ClusterSpec,
+                         base_mode: bool) -> None:
+    """nodeName must exist; a node's pod range holds its hosts minus the gateway (.1)."""
+    capacity: dict[str, int] = {}
+    cluster_net = IPv4Network(spec.cluster_cidr)
+    for i, node in enumerate(spec.nodes, start=1):
+        net = IPv4Network(node.pod_cidr) if node.pod_cidr else cl.default_pod_cidr(cluster_net, i)
+        capacity[node.name] = net.num_addresses - 3 if net is not None else 0
+    used = dict.fromkeys(capacity, 0)
+    if spec.nodes and not base_mode:
+        used[spec.nodes[0].name] += 1  # the CoreDNS pod state.py places on the first node
+    unpinned = []
+    for pod, doc in parsed.pods:
+        if pod.node_name is None:
+            unpinned.append((pod, doc))
+            continue
+        line, path = at(doc, "spec", "nodeName")
+        if pod.node_name not in capacity:
+            close = difflib.get_close_matches(pod.node_name, list(capacity), n=1)
+            col.error(line, path, f"no node named {pod.node_name!r}",
+                      f'did you mean "{close[0]}"?' if close else
+                      "nodes: " + ", ".join(capacity) if capacity else "")
+            continue
+        used[pod.node_name] += 1
+        if used[pod.node_name] > capacity[pod.node_name]:
+            col.error(line, path, f"node {pod.node_name} is full: its pod range holds "
+                      f"{capacity[pod.node_name]} pods (hosts minus the gateway)",
+                      "use a larger podCIDR or place the pod on another node")
+    free = sum(capacity.values()) - sum(used.values())
+    for n, (_, doc) in enumerate(unpinned, start=1):
+        if n > free:
+            line, path = at(doc, "metadata", "name")
+            col.error(line, path, "no room left for this pod on any node",
+                      "add nodes or use larger pod ranges")
+            break
+
+
+def _check_netns(col: Collector, parsed: Parsed, spec: model.ClusterSpec,
+                 base_mode: bool) -> None:
+    """Every node and pod gets a netns named prefix-<node> / prefix-<ns>-<pod> (naming.py);
+    the dash makes ("a-b", "c") and ("a", "b-c") collide, and names are files (NAME_MAX)."""
+    owners: dict[str, str] = {}
+    if not base_mode:
+        owners[naming.underlay_netns()] = "the underlay"
+        for node in spec.nodes:
+            owners.setdefault(naming.node_netns(node.name), f"node {node.name}")
+    for pod, doc in parsed.pods:
+        name = naming.pod_netns(pod.namespace, pod.name)
+        line, path = at(doc, "metadata", "name")
+        if len(name) > NETNS_NAME_MAX:
+            col.error(line, path, f"network namespace name {name[:40]}... is longer than "
+                      f"{NETNS_NAME_MAX} characters", "use a shorter pod name")
+        elif name in owners:
+            col.error(line, path, f"pod {pod.namespace}/{pod.name} would get network namespace "
+                      f"{name!r}, already {owners[name]}'s",
+                      "rename the pod (names are joined with '-')")
+        else:
+            owners[name] = f"pod {pod.namespace}/{pod.name}"
+
+
+def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> None:
+    service_net = IPv4Network(spec.service_cidr)
+    ips: dict[str, str] = {}
+    for svc, doc in parsed.services:
+        who = f"{svc.namespace}/{svc.name}"
+        if svc.key == ("kube-system", "kube-dns"):
+            line, path = at(doc, "metadata", "name")
+            col.error(line, path, "kube-system/kube-dns is reserved",
+                      "emunet creates the kube-dns Service for its CoreDNS pod itself")
+        if svc.cluster_ip and not svc.headless:
+            line, path = at(doc, "spec", "clusterIP")
+            ip = IPv4Address(svc.cluster_ip)
+            if ip not in service_net or ip in (service_net.network_address,
+                                               service_net.broadcast_address):
+                col.error(line, path, f"clusterIP {ip} is not a host address of serviceCIDR "
+                          f"{service_net}", "leave clusterIP out to get one allocated")
+            elif svc.cluster_ip == spec.cluster_dns:
+                col.error(line, path, f"clusterIP {ip} is clusterDNS, the kube-dns Service's",
+                          "pick another address or leave clusterIP out")
+            elif svc.cluster_ip in ips:
+                col.error(line, path, f"clusterIP {ip} is already Service {ips[ip.exploded]}'s")
+            else:
+                ips[svc.cluster_ip] = who
+        if svc.selector is None:
+            continue
+        selected = [p for p, _ in parsed.pods if p.namespace == svc.namespace
+                    and all(p.labels.get(k) == v for k, v in svc.selector.items())]
+        if not selected:
+            sel = ",".join(f"{k}={v}" for k, v in svc.selector.items())
+            col.warn(at(doc, "spec", "selector")[0], f"Service {who}: selector {sel} matches no "
+                     f"pod in {svc.namespace} in this file (no endpoints)")
+            continue
+        for i, sp in enumerate(svc.ports):
+            if isinstance(sp.target_port, int):
+                continue
+            ports = [cp for p in selected for cp in p.container_ports()
+                     if cp.name == sp.target_port]
+            if not any(cp.protocol == sp.protocol for cp in ports):
+                line, path = at(doc, "spec", "ports", i, "targetPort")
+                other = f" (it is declared for {ports[0].protocol})" if ports else ""
+                col.error(line, path, f"no container of the {len(selected)} selected pod(s) "
+                          f"declares a {sp.protocol} port named {sp.target_port!r}{other}",
+                          "name a containerPort so, or use the port number")
