@@ -1,0 +1,405 @@
+"""The host layer: builds and removes the kernel objects of a cluster. The only pyroute2 user.
+
+Nodes and pods are named network namespaces joined by veth pairs; the underlay is one veth pair
+(two nodes) or a bridge in its own namespace (more nodes). Everything created is recorded in a
+`Manifest` *before* it is created, so `teardown` removes exactly that, even after a crash.
+
+Threading: every function here is synchronous (pyroute2's sync `IPRoute` runs its own event
+loop and must not be used from a thread that runs an asyncio loop); call them from a worker
+thread. They are thread-safe: a namespace is entered with setns(2), which switches only the
+calling thread, and the thread's own namespace is restored in `finally`. Netlink sockets,
+ioctl sockets and /proc/sys/net files opened while inside stay bound to that namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pyroute2 import IPRoute, NetlinkError
+from pyroute2 import netns as _pyr_netns
+from pyroute2.ethtool.ioctl import EthtoolError, IoctlEthtool
+
+from . import naming
+from .hostmanifest import HostError, Manifest, process_start_time
+from .state import ClusterState, NodeState, PodState
+
+__all__ = ["HostError", "Manifest", "add_pod", "build_node", "build_underlay", "hosts_file",
+           "list_netns", "netns_exists", "preflight", "remove_pod", "resolv_conf",
+           "socket_in_netns", "teardown"]
+
+NETNS_RUN_DIR = Path(_pyr_netns.NETNS_RUN_DIR)
+ETC_NETNS = Path("/etc/netns")  # `ip netns exec` bind-mounts /etc/netns/<netns>/* over /etc
+UNDERLAY_MTU = 1500  # pod MTU + 50 bytes of VXLAN overhead (RFC 7348 section 4.3)
+UNDERLAY_BRIDGE = "br0"
+TERM_GRACE = 1.0  # seconds between SIGTERM and SIGKILL in teardown
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# The userspace datapath reads frames from AF_PACKET sockets and writes them back: it needs
+# complete checksums (no CHECKSUM_PARTIAL: every tx-checksum-* off) and frames no larger than
+# the MTU (no TSO/GSO/USO super-frames on transmit: every *-segmentation off; no GRO merging on
+# receive: rx-gro*). Kernel feature names, as `ethtool -k` lists them; the legacy per-flag
+# ioctls miss newer bits such as tx-tcp-accecn-segmentation, so the features API is used.
+def _offload_feature(name: str) -> bool:
+    return (name.startswith(("tx-checksum-", "tx-gso-", "rx-gro", "rx-udp-gro"))
+            or name.endswith("-segmentation"))
+
+
+def _exists_msg(what: str) -> str:
+    return f"{what} already exists (left over from an earlier run?): run `emunet down`"
+
+
+# ---- namespaces --------------------------------------------------------------------------------
+
+def netns_exists(name: str) -> bool:
+    return (NETNS_RUN_DIR / name).exists()
+
+
+def list_netns() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+@contextlib.contextmanager
+def _entered(netns: str) -> Iterator[None]:
+    """Run the block with the calling thread inside `netns` (which must exist; never created)."""
+    try:
+        target = os.open(NETNS_RUN_DIR / netns, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise HostError(f"network namespace {netns} does not exist") from None
+    try:
+        # thread-self, not self: another thread may already have switched namespaces.
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target)
+            try:
+                yield
+            finally:
+                _setns(own)
+        finally:
+            os.close(own)
+    finally:
+        os.close(target)
+
+
+def socket_in_netns(netns: str, family: int, type: int, proto: int = 0) -> socket.socket:
+    """A socket living in `netns` (a socket keeps the namespace it was created in)."""
+    with _entered(netns):
+        return socket.socket(family, type, proto)
+
+
+def _create_netns(name: str, m: Manifest) -> None:
+    if netns_exists(name):
+        raise HostError(_exists_msg(f"network namespace {name}"))
+    m.add_netns(name)  # write-ahead: a crash right after creation still leaves it listed
+    try:
+        _pyr_netns.create(name)
+    except OSError as e:
+        if e.errno == errno.EEXIST:  # created by someone else in the meantime: not ours
+            m.discard({"kind": "netns", "name": name})
+            raise HostError(_exists_msg(f"network namespace {name}")) from None
+        raise HostError(f"cannot create network namespace {name}: {e.strerror or e}") from e
+
+
+def _remove_netns(name: str) -> None:
+    try:
+        _pyr_netns.remove(name)  # umount + unlink, as `ip netns delete` does
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise HostError(f"cannot remove network namespace {name}: {e.strerror or e}") from e
+
+
+# ---- inside a namespace ------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _netlink(what: str, netns: str, exists: str | None = None) -> Iterator[IPRoute]:
+    """An IPRoute handle in the current thread's namespace; netlink errors become HostErrors."""
+    try:
+        with IPRoute() as ipr:
+            yield ipr
+    except NetlinkError as e:
+        if e.code == errno.EEXIST and exists:
+            raise HostError(_exists_msg(f"{exists} in network namespace {netns}")) from None
+        raise HostError(f"{what} in network namespace {netns}: {os.strerror(e.code)}") from None
+
+
+def _set_sysctls(netns: str, forward: bool = False) -> None:
+    """ip_forward off (the agent, not the kernel, forwards: DESIGN.md section 2) and IPv6 off
+    (no router solicitations or MLD reports in anyone's tcpdump). Call inside `netns`."""
+    values = {"net/ipv4/ip_forward": "1" if forward else "0"}
+    if Path("/proc/sys/net/ipv6").exists():  # kernels built without IPv6 have nothing to turn off
+        values["net/ipv6/conf/default/disable_ipv6"] = "1"
+        values["net/ipv6/conf/all/disable_ipv6"] = "1"
+    for key, value in values.items():
+        try:
+            Path("/proc/sys", key).write_text(value)
+        except OSError as e:
+            raise HostError(f"cannot set {key.replace('/', '.')}={value} in network namespace "
+                            f"{netns}: {e.strerror}") from e
+
+
+def _offloads_off(ifname: str, netns: str) -> None:
+    """Call inside `netns`: the ioctl socket, and so the device lookup, is in that namespace."""
+    eth = IoctlEthtool(ifname)
+    try:
+        features = eth.get_features()
+        for name in list(features.keys()):
+            if _offload_feature(name) and features.is_available(name):
+                features[name] = False
+        eth.set_features(features)
+    except (EthtoolError, OSError) as e:
+        raise HostError(f"cannot turn off offloads on {ifname} in network namespace {netns}: "
+                        f"{e}") from e
+    finally:
+        eth.close()
+
+
+def _new_namespace(name: str, m: Manifest) -> None:
+    """A recorded namespace with sysctls set and lo up."""
+    _create_netns(name, m)
+    with _entered(name):
+        _set_sysctls(name)
+        with _netlink("setting lo up", name) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+# ---- building ----------------------------------------------------------------------------------
+
+def _planned_netns(state: ClusterState) -> list[str]:
+    names = [n.netns for n in state.nodes]
+    if len(state.nodes) > 2:
+        names.append(naming.underlay_netns())
+    return names + [p.netns for p in state.pods.values()]
+
+
+def preflight(state: ClusterState) -> None:
+    """Refuse to start over leftovers: raise HostError if anything to be created exists."""
+    for name in _planned_netns(state):
+        if netns_exists(name):
+            raise HostError(_exists_msg(f"network namespace {name}"))
+    for pod in state.pods.values():
+        if (ETC_NETNS / pod.netns).exists():
+            raise HostError(_exists_msg(f"directory {ETC_NETNS / pod.netns}"))
+
+
+def build_node(state: ClusterState, node: NodeState, m: Manifest) -> None:
+    """The node namespace: lo up, ip_forward=0, IPv6 off."""
+    _new_namespace(node.netns, m)
+
+
+def _underlay_up(node: NodeState) -> None:
+    """Address and bring up the node's underlay eth0 (created by build_underlay)."""
+    with _entered(node.netns), _netlink("configuring the underlay", node.netns) as ipr:
+        idx = ipr.link_lookup(ifname=naming.UNDERLAY_IFNAME)[0]
+        ipr.addr("add", index=idx, address=node.underlay_ip, prefixlen=node.underlay_prefixlen)
+        ipr.link("set", index=idx, state="up")
+
+
+def build_underlay(state: ClusterState, m: Manifest) -> None:
+    """Join the node namespaces: a veth pair for two nodes, a bridge namespace for more.
+
+    The node ends are all called eth0 with the node's underlay IP; no pod traffic is routed by
+    the kernel over it, only the agents' VXLAN UDP datagrams (RFC 7348).
+    """
+    nodes = state.nodes
+    eth0 = naming.UNDERLAY_IFNAME
+    if len(nodes) == 2:
+        a, b = nodes
+        with _entered(a.netns), _netlink("creating the underlay veth", a.netns,
+                                         exists=f"interface {eth0}") as ipr:
+            ipr.link("add", ifname=eth0, kind="veth", mtu=UNDERLAY_MTU,
+                     peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": b.netns})
+    elif len(nodes) > 2:
+        under = naming.underlay_netns()
+        _new_namespace(under, m)
+        with _entered(under), _netlink("creating the underlay bridge", under,
+                                       exists="an interface") as ipr:
+            # STP off and no forward delay: a fixed loop-free star, ports forward at once.
+            ipr.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge", mtu=UNDERLAY_MTU,
+                     br_stp_state=0, br_forward_delay=0)
+            br = ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0]
+            ipr.link("set", index=br, state="up")
+            for n in nodes:
+                port = f"port{n.index}"
+                ipr.link("add", ifname=port, kind="veth", mtu=UNDERLAY_MTU,
+                         peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": n.netns})
+                idx = ipr.link_lookup(ifname=port)[0]
+                ipr.link("set", index=idx, master=br, state="up")
+    for n in nodes if len(nodes) >= 2 else ():
+        _underlay_up(n)
+
+
+def resolv_conf(state: ClusterState, pod: PodState) -> str:
+    """What kubelet writes for dnsPolicy ClusterFirst (Kubernetes DNS spec; k3s defaults)."""
+    domain = state.cluster.cluster_domain
+    ns = pod.pod.namespace
+    return (f"search {ns}.svc.{domain} svc.{domain} {domain}\n"
+            f"nameserver {state.cluster.cluster_dns}\n"
+            "options ndots:5\n")
+
+
+def hosts_file(state: ClusterState, pod: PodState) -> str:
+    """The kubelet-managed /etc/hosts (pkg/kubelet/kubelet_pods.go, managedHostsHeader)."""
+    p = pod.pod
+    hostname = (p.hostname or p.name)[:63]  # a DNS label, as kubelet truncates it
+    lines = ["# Kubernetes-managed hosts file.",
+             "127.0.0.1\tlocalhost",
+             "::1\tlocalhost ip6-localhost ip6-loopback",
+             "fe00::0\tip6-localnet",
+             "fe00::0\tip6-mcastprefix",
+             "fe00::1\tip6-allnodes",
+             "fe00::2\tip6-allrouters"]
+    if p.subdomain:  # <hostname>.<subdomain>.<namespace>.svc.<domain>, then the short name
+        fqdn = f"{hostname}.{p.subdomain}.{p.namespace}.svc.{state.cluster.cluster_domain}"
+        lines.append(f"{pod.ip}\t{fqdn}\t{hostname}")
+    else:
+        lines.append(f"{pod.ip}\t{hostname}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_etc(state: ClusterState, pod: PodState, m: Manifest) -> None:
+    d = ETC_NETNS / pod.netns
+    if not ETC_NETNS.exists():
+        m.add_dir(ETC_NETNS, if_empty=True)
+    m.add_dir(d)
+    try:
+        ETC_NETNS.mkdir(exist_ok=True)
+        d.mkdir()
+        (d / "resolv.conf").write_text(resolv_conf(state, pod))
+        (d / "hosts").write_text(hosts_file(state, pod))
+    except FileExistsError:
+        m.discard({"kind": "dir", "path": str(d), "if_empty": False})
+        raise HostError(_exists_msg(f"directory {d}")) from None
+    except OSError as e:
+        raise HostError(f"cannot write {d}: {e.strerror}") from e
+
+
+def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
+    """The pod namespace and its veth to the node, as a CNI plugin (Flannel's bridge-less
+    ptp setup) would leave it; on failure, whatever was made for the pod is removed again."""
+    node = state.node(pod.node)
+    prefixlen = ipaddress.IPv4Network(node.pod_cidr).prefixlen
+    mtu = state.cluster.mtu
+    _create_netns(pod.netns, m)
+    try:
+        _write_etc(state, pod, m)
+        with _entered(node.netns):
+            with _netlink(f"creating the veth of pod {pod.netns}", node.netns,
+                          exists=f"interface {pod.host_ifname}") as ipr:
+                # The pod end is born in the pod namespace with its MAC (0a:58:<ip>, as
+                # Kubernetes CNIs derive it); the node end gets no IP: only the agent uses it.
+                ipr.link("add", ifname=pod.host_ifname, kind="veth", mtu=mtu, state="up",
+                         peer={"ifname": naming.POD_IFNAME, "mtu": mtu, "address": pod.mac,
+                               "net_ns_fd": pod.netns})
+            _offloads_off(pod.host_ifname, node.netns)
+        with _entered(pod.netns):
+            _set_sysctls(pod.netns)  # before eth0 comes up: no IPv6 link-local, no DAD
+            with _netlink("configuring eth0", pod.netns) as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                idx = ipr.link_lookup(ifname=naming.POD_IFNAME)[0]
+                ipr.addr("add", index=idx, address=pod.ip, prefixlen=prefixlen)
+                ipr.link("set", index=idx, state="up")
+                ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway_ip)
+            _offloads_off(naming.POD_IFNAME, pod.netns)
+    except BaseException:
+        with contextlib.suppress(HostError):
+            remove_pod(pod, m)
+        raise
+
+
+# ---- removing ----------------------------------------------------------------------------------
+
+def _kill(procs: list[dict]) -> None:
+    """SIGTERM, a short grace, SIGKILL; only pids whose start time still matches the record."""
+    def alive(e: dict) -> bool:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(e["pid"], os.WNOHANG)  # reap it if it is our own child
+        return process_start_time(e["pid"]) == e["start_time"]
+
+    def signal_all(sig: int, es: list[dict]) -> None:
+        for e in es:
+            if alive(e):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(e["pid"], sig)
+
+    signal_all(signal.SIGTERM, procs)
+    deadline = time.monotonic() + TERM_GRACE
+    while (left := [e for e in procs if alive(e)]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    signal_all(signal.SIGKILL, left)
+    for _ in range(100):  # SIGKILL is not instant; removing a netns still in use would leak it
+        if not [e for e in left if alive(e)]:
+            break
+        time.sleep(0.01)
+
+
+def _remove_entry(e: dict, m: Manifest) -> None:
+    if e["kind"] == "netns":
+        _remove_netns(e["name"])
+    elif e["kind"] == "dir":
+        if e.get("if_empty"):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                os.rmdir(e["path"])
+        else:
+            shutil.rmtree(e["path"], ignore_errors=True)
+    m.discard(e)
+
+
+def remove_pod(pod: PodState, m: Manifest) -> None:
+    """Delete the pod's processes, namespace (its veth goes with it) and /etc/netns dir."""
+    procs = [e for e in m.processes() if e.get("netns") == pod.netns]
+    _kill(procs)
+    for e in procs:
+        m.discard(e)
+    node_ns = naming.node_netns(pod.node)
+    if netns_exists(node_ns):
+        # Delete the node end explicitly: a process still holding the pod namespace would
+        # otherwise keep the veth (and the agent's view of it) alive.
+        with _entered(node_ns), IPRoute() as ipr:
+            for idx in ipr.link_lookup(ifname=pod.host_ifname):
+                with contextlib.suppress(NetlinkError):
+                    ipr.link("del", index=idx)
+    for e in reversed(m.entries):
+        if (e["kind"] == "netns" and e["name"] == pod.netns) or (
+                e["kind"] == "dir" and e["path"] == str(ETC_NETNS / pod.netns)):
+            _remove_entry(e, m)
+
+
+def teardown(m: Manifest) -> None:
+    """Remove everything in the manifest: processes first, then the rest newest first.
+
+    Tolerant of objects already gone and idempotent; entries leave the manifest as they go, so
+    an interrupted teardown can simply be run again.
+    """
+    procs = m.processes()
+    _kill(procs)
+    for e in procs:
+        m.discard(e)
+    errors = []
+    for e in reversed(m.entries):
+        try:
+            _remove_entry(e, m)
+        except HostError as err:
+            errors.append(str(err))
+    if errors:
+        raise HostError("; ".join(errors))
