@@ -1,0 +1,224 @@
+"""The node agent: the I/O shell around one node's pure datapath.
+
+Run by the supervisor inside the node namespace:
+    ip netns exec <node netns> python -m emunet.agent --state /run/emunet/state.json --node n1
+
+It opens one AF_PACKET socket per local pod veth and one UDP socket on the VXLAN port, feeds
+every frame/datagram to `Datapath`, and carries out the returned actions. A `selectors` loop
+(epoll) with reads batched until EAGAIN; asyncio adds a callback hop per readiness event and no
+benefit here. SIGHUP reloads the state file, SIGTERM exits 0. Counters go to
+`<run_dir>/agent-<node>.json` every second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+from .datapath import Datapath, Drop, Encap, NodeTables, Send
+from .datapath.packets import fill_l4_checksum
+from .state import ClusterState
+
+log = logging.getLogger("emunet.agent")
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+PACKET_IGNORE_OUTGOING = 23  # do not see our own transmissions (Linux >= 4.20)
+SO_NO_CHECK = 11  # zero outer UDP checksum, as Linux's vxlan driver sends (RFC 7348 §5)
+TP_STATUS_CSUMNOTREADY = 1 << 3  # CHECKSUM_PARTIAL: only the pseudo-header sum is present
+_AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata (linux/if_packet.h)
+_CMSG_LEN = socket.CMSG_SPACE(_AUXDATA.size)
+SOCK_BUF = 4 << 20
+BATCH = 64  # frames per socket per wakeup, so one busy pod cannot starve the others
+
+
+class Agent:
+    def __init__(self, state_path: Path, node: str, run_dir: Path) -> None:
+        self.state_path, self.node, self.run_dir = state_path, node, run_dir
+        self.sel = selectors.DefaultSelector()
+        self.ports: dict[str, socket.socket] = {}
+        self.missing: set[str] = set()
+        self.tx_errors = 0
+        self.csum_filled = 0
+        tables = self._load()
+        self.dp = Datapath(tables, random.Random())
+        me = self._state.node(node)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        self._bufs(self.udp)
+        self.udp.bind((me.underlay_ip, tables.vxlan_port))
+        self.udp.setblocking(False)
+        self.sel.register(self.udp, selectors.EVENT_READ, None)
+        self.wake_r, self.wake_w = socket.socketpair()
+        for s in (self.wake_r, self.wake_w):
+            s.setblocking(False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "signal")
+        signal.set_wakeup_fd(self.wake_w.fileno())
+        self.pending: list[int] = []
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda n, _f: self.pending.append(n))
+        self._sync_ports()
+        log.info("emunet agent %s: %d pods, underlay %s:%d, VNI %d", node,
+                 len(tables.pods_by_port), me.underlay_ip, tables.vxlan_port, tables.vni)
+
+    def _load(self) -> NodeTables:
+        self._state = ClusterState.from_json(self.state_path.read_text())
+        return NodeTables.from_state(self._state, self.node)
+
+    @staticmethod
+    def _bufs(s: socket.socket) -> None:
+        for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE
+            try:
+                s.setsockopt(socket.SOL_SOCKET, force, SOCK_BUF)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, opt, SOCK_BUF)
+
+    def _sync_ports(self) -> None:
+        """Open AF_PACKET sockets for new local pods, close those of removed ones."""
+        want = set(self.dp.tables.pods_by_port)
+        for name in list(self.ports):
+            if name not in want:
+                s = self.ports.pop(name)
+                self.sel.unregister(s)
+                s.close()
+        self.missing = set()
+        for name in want - set(self.ports):
+            # protocol 0 first: the socket receives nothing until bound to its interface
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+                self._bufs(s)
+                s.bind((name, ETH_P_ALL))
+            except OSError as e:  # the veth may not exist yet: retried every second
+                s.close()
+                if name not in self.missing:
+                    log.debug("veth %s not ready: %s", name, e)
+                self.missing.add(name)
+                continue
+            s.setblocking(False)
+            self.ports[name] = s
+            self.sel.register(s, selectors.EVENT_READ, name)
+
+    def reload(self) -> None:
+        self.dp.update(self._load())
+        self._sync_ports()
+        log.info("emunet agent %s: reloaded, %d pods (%d veths not ready)", self.node,
+                 len(self.dp.tables.pods_by_port), len(self.missing))
+
+    def _act(self, actions: list) -> None:
+        for a in actions:
+            try:
+                if type(a) is Send:
+                    s = self.ports.get(a.port)
+                    if s is not None:
+                        s.send(a.frame)
+                elif type(a) is Encap:
+                    self.udp.sendto(a.payload, (a.dst_ip, a.dst_port))
+                elif type(a) is not Drop:
+                    raise TypeError(f"unknown action {a!r}")
+            except (BlockingIOError, OSError):
+                self.tx_errors += 1  # a full queue or a vanished veth: the frame is lost
+
+    def _read_port(self, s: socket.socket, name: str, now: float) -> None:
+        for _ in range(BATCH):
+            try:
+                data, anc, _flags, _addr = s.recvmsg(65535, _CMSG_LEN)
+            except (BlockingIOError, InterruptedError):
+                return
+            for level, typ, cdata in anc:
+                if level == SOL_PACKET and typ == PACKET_AUXDATA and \
+                        _AUXDATA.unpack_from(cdata)[0] & TP_STATUS_CSUMNOTREADY:
+                    frame = bytearray(data)
+                    if fill_l4_checksum(frame):
+                        self.csum_filled += 1
+                    data = bytes(frame)
+            self._act(self.dp.process(data, name, now))
+
+    def _read_udp(self, now: float) -> None:
+        for _ in range(BATCH):
+            try:
+                data, (src, _port) = self.udp.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            self._act(self.dp.process_underlay(data, src, now))
+
+    def write_counters(self) -> None:
+        c = {**self.dp.counters, "tx_errors": self.tx_errors, "csum_filled": self.csum_filled}
+        doc = {"node": self.node, "pid": os.getpid(), "time": time.time(), "counters": c,
+               "ports": sorted(self.ports), "missing_ports": sorted(self.missing)}
+        path = self.run_dir / f"agent-{self.node}.json"
+        tmp = path.with_suffix(".json.tmp")
+        try:
+            tmp.write_text(json.dumps(doc, sort_keys=True))
+            os.replace(tmp, path)  # atomic: `emunet status` never reads half a file
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e)
+
+    def run(self) -> int:
+        next_tick = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + 1.0
+                self.dp.expire(now)
+                if self.missing:
+                    self._sync_ports()
+                self.write_counters()
+            for key, _ in self.sel.select(max(0.0, next_tick - now)):
+                now = time.monotonic()
+                if key.data is None:
+                    self._read_udp(now)
+                elif key.data == "signal":
+                    while True:
+                        try:
+                            self.wake_r.recv(64)
+                        except BlockingIOError:
+                            break
+                else:
+                    self._read_port(key.fileobj, key.data, now)  # type: ignore[arg-type]
+            while self.pending:
+                sig = self.pending.pop(0)
+                if sig == signal.SIGHUP:
+                    try:
+                        self.reload()
+                    except Exception as e:  # a bad state file must not kill the datapath
+                        log.error("reload failed, keeping the old tables: %s", e)
+                else:
+                    log.info("emunet agent %s: exiting on signal %d", self.node, sig)
+                    self.write_counters()
+                    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="emunet.agent", description=__doc__.splitlines()[0])
+    ap.add_argument("--state", required=True, type=Path)
+    ap.add_argument("--node", required=True)
+    ap.add_argument("--run-dir", type=Path, help="default: the state file's directory")
+    ap.add_argument("--debug", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        agent = Agent(args.state, args.node, args.run_dir or args.state.parent)
+    except Exception as e:
+        if args.debug:
+            raise
+        log.error("emunet agent %s: cannot start: %s", args.node, e)
+        return 1
+    return agent.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""What the pure datapath asks its shell to do with a frame: send, encapsulate or drop.
+
+Actions are plain values; the agent turns `Send` into an AF_PACKET write, `Encap` into a UDP
+`sendto` on the VXLAN port, and counts `Drop`s. Nothing here touches a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .reasons import DropReason
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write `frame` (a whole Ethernet frame) out of the node-side veth named `port`."""
+
+    port: str
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Encap:
+    """Send `payload` (VXLAN header + inner frame, RFC 7348 §5) by UDP to dst_ip:dst_port."""
+
+    dst_ip: str
+    dst_port: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """The frame was not forwarded; the reason is for counters and flow observability."""
+
+    reason: DropReason
+    detail: str = ""
+
+
+Action = Send | Encap | Drop

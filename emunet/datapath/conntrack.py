@@ -1,0 +1,184 @@
+"""Connection tracking with precomputed NAT rewrites (the fast path). Pure: `now` is injected.
+
+A connection is tracked under two keys, its original and its reply tuple, as in Linux's
+nf_conntrack. Each direction carries a `Rewrite` whose RFC 1624 checksum deltas are computed
+once when the connection is created, so an established packet costs one dict lookup, a few
+slice assignments and two checksum folds. Timeouts follow the Linux defaults
+(net.netfilter.nf_conntrack_*_timeout*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .packets import (
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    TCP_FIN,
+    TCP_RST,
+    U16,
+    apply_delta,
+    delta_bytes,
+)
+
+# Linux defaults, seconds (Documentation/networking/nf_conntrack-sysctl.rst).
+TCP_SYN_SENT = 120
+TCP_ESTABLISHED = 432000
+TCP_FIN_WAIT = 120  # fin_wait / time_wait
+TCP_CLOSE = 10
+UDP_UNREPLIED = 30
+UDP_STREAM = 120
+ICMP_TIMEOUT = 30
+
+_IP_SRC, _IP_DST, _IP_CSUM = 12, 16, 10  # offsets inside the IPv4 header
+
+
+def make_key(proto: int, src: bytes, dst: bytes, sport: bytes, dport: bytes) -> bytes:
+    """proto(1) src(4) dst(4) sport(2) dport(2); ICMP echo uses (id, 0) as its ports."""
+    return bytes((proto,)) + src + dst + sport + dport
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """The header changes for one direction of a NAT'ed connection, checksum deltas included."""
+
+    src: bytes | None
+    dst: bytes | None
+    sport: bytes | None
+    dport: bytes | None
+    ip_delta: int  # RFC 1624 sum of ~m + m' over the IPv4 header words that change
+    l4_delta: int  # the same for the TCP/UDP checksum (pseudo-header addresses + ports)
+
+    @classmethod
+    def between(cls, proto: int, old: tuple[bytes, bytes, bytes, bytes],
+                new: tuple[bytes, bytes, bytes, bytes]) -> Rewrite | None:
+        """The rewrite turning tuple `old` (src, dst, sport, dport) into `new`; None if equal."""
+        if old == new or (proto == PROTO_ICMP and old[:2] == new[:2]):
+            return None
+        src, dst, sport, dport = (n if n != o else None for o, n in zip(old, new, strict=True))
+        ip_delta = delta_bytes(old[0], new[0]) + delta_bytes(old[1], new[1])
+        l4_delta = 0
+        if proto in (PROTO_TCP, PROTO_UDP):  # ICMP has no pseudo-header (RFC 792)
+            l4_delta = ip_delta + delta_bytes(old[2], new[2]) + delta_bytes(old[3], new[3])
+        else:
+            sport = dport = None  # an ICMP echo id is never rewritten here
+        return cls(src, dst, sport, dport, ip_delta, l4_delta)
+
+    def apply(self, f: bytearray, ip: int, l4: int, proto: int, end: int) -> None:
+        """Rewrite the packet whose IPv4 header starts at `ip` and L4 header at `l4`.
+
+        `end` bounds the L4 bytes present (ICMP errors quote truncated packets).
+        """
+        if self.src is not None:
+            f[ip + _IP_SRC:ip + _IP_SRC + 4] = self.src
+        if self.dst is not None:
+            f[ip + _IP_DST:ip + _IP_DST + 4] = self.dst
+        U16.pack_into(f, ip + _IP_CSUM,
+                      apply_delta(U16.unpack_from(f, ip + _IP_CSUM)[0], self.ip_delta))
+        if proto == PROTO_ICMP:
+            return
+        if self.sport is not None and l4 + 2 <= end:
+            f[l4:l4 + 2] = self.sport
+        if self.dport is not None and l4 + 4 <= end:
+            f[l4 + 2:l4 + 4] = self.dport
+        off = l4 + (16 if proto == PROTO_TCP else 6)
+        if off + 2 > end:
+            return
+        old = U16.unpack_from(f, off)[0]
+        if proto == PROTO_UDP and old == 0:
+            return  # RFC 768: zero means the sender computed no checksum; keep it so
+        new = apply_delta(old, self.l4_delta)
+        U16.pack_into(f, off, 0xFFFF if (proto == PROTO_UDP and new == 0) else new)
+
+
+class Conn:
+    """One tracked connection: both keys, NAT rewrites per direction, state and deadline."""
+
+    __slots__ = ("proto", "orig", "orig_key", "reply_key", "fwd", "rev", "replied", "closing",
+                 "expires", "service", "backend")
+
+    def __init__(self, proto: int, orig: tuple[bytes, bytes, bytes, bytes],
+                 reply: tuple[bytes, bytes, bytes, bytes], service: str = "",
+                 backend: tuple[bytes, int] | None = None) -> None:
+        """`orig` is the tuple as sent by the initiator; `reply` the tuple its peer answers with.
+
+        For a DNAT'ed flow client->ClusterIP:port, reply is backend:bport->client (or ->gateway
+        when hairpinned); the rewrites are derived from the two.
+        """
+        self.proto = proto
+        self.orig = orig
+        rsrc, rdst, rsport, rdport = reply
+        self.orig_key = make_key(proto, *orig[:2], *orig[2:])
+        self.reply_key = make_key(proto, rsrc, rdst, rsport, rdport)
+        # what the original direction looks like once NAT'ed: the mirror of the reply tuple
+        nat_orig = (rdst, rsrc, rdport, rsport)
+        mirrored_orig = (orig[1], orig[0], orig[3], orig[2])
+        self.fwd = Rewrite.between(proto, orig, nat_orig)
+        self.rev = Rewrite.between(proto, reply, mirrored_orig)
+        self.replied = False
+        self.closing = False
+        self.expires = 0.0
+        self.service = service
+        self.backend = backend
+
+    def timeout(self, tcp_flags: int) -> float:
+        if self.proto == PROTO_TCP:
+            if tcp_flags & TCP_RST:
+                return TCP_CLOSE
+            if tcp_flags & TCP_FIN or self.closing:
+                self.closing = True
+                return TCP_FIN_WAIT
+            return TCP_ESTABLISHED if self.replied else TCP_SYN_SENT
+        if self.proto == PROTO_UDP:
+            return UDP_STREAM if self.replied else UDP_UNREPLIED
+        return ICMP_TIMEOUT
+
+
+class Conntrack:
+    """The table: key -> (conn, is_reply). Expired entries vanish on lookup or `expire`."""
+
+    def __init__(self) -> None:
+        self.table: dict[bytes, tuple[Conn, bool]] = {}
+
+    def __len__(self) -> int:
+        return len(self.table) // 2
+
+    def lookup(self, key: bytes, now: float) -> tuple[Conn, bool] | None:
+        hit = self.table.get(key)
+        if hit is not None and hit[0].expires <= now:
+            self.remove(hit[0])
+            return None
+        return hit
+
+    def add(self, conn: Conn, now: float, tcp_flags: int = 0) -> bool:
+        """Track `conn`; False (not added) if its reply tuple clashes with a live entry."""
+        for k in (conn.orig_key, conn.reply_key):
+            if self.lookup(k, now) is not None:
+                return False
+        conn.expires = now + conn.timeout(tcp_flags)
+        self.table[conn.orig_key] = (conn, False)
+        self.table[conn.reply_key] = (conn, True)
+        return True
+
+    @staticmethod
+    def seen(conn: Conn, is_reply: bool, tcp_flags: int, now: float) -> None:
+        """Refresh the deadline for a packet of `conn` (the direction marks it replied)."""
+        if is_reply:
+            conn.replied = True
+        conn.expires = now + conn.timeout(tcp_flags)
+
+    def remove(self, conn: Conn) -> None:
+        for k in (conn.orig_key, conn.reply_key):
+            if self.table.get(k, (None,))[0] is conn:
+                del self.table[k]
+
+    def expire(self, now: float) -> int:
+        """Drop every expired connection; returns how many went."""
+        dead = {id(c): c for c, _ in self.table.values() if c.expires <= now}
+        for c in dead.values():
+            self.remove(c)
+        return len(dead)
+
+    def conns(self) -> list[Conn]:
+        return [c for c, is_reply in self.table.values() if not is_reply]

@@ -1,0 +1,195 @@
+"""Header codecs, Internet checksums and the few packets the datapath generates itself.
+
+Every header layout is declared once as a precompiled `struct.Struct`; the pipeline reads and
+patches frames at fixed offsets. Generated packets (ARP replies, TCP RSTs, ICMP errors, echo
+replies) carry checksums computed from scratch; rewrites use RFC 1624 incremental updates.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+
+ETH_LEN = 14
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+PROTO_ICMP, PROTO_TCP, PROTO_UDP = 1, 6, 17
+
+ETH = struct.Struct("!6s6sH")  # IEEE 802.3: dst, src, ethertype
+ARP = struct.Struct("!HHBBH6s4s6s4s")  # RFC 826: htype ptype hlen plen op sha spa tha tpa
+# RFC 791 §3.1: ver/ihl, tos, total length, id, flags/frag offset, ttl, proto, csum, src, dst
+IPV4 = struct.Struct("!BBHHHBBH4s4s")
+TCP = struct.Struct("!HHIIBBHHH")  # RFC 9293 §3.1: ports, seq, ack, off, flags, win, csum, urp
+UDP = struct.Struct("!HHHH")  # RFC 768: ports, length, checksum
+ICMP = struct.Struct("!BBHHH")  # RFC 792: type, code, checksum, id/unused, seq/unused
+VXLAN = struct.Struct("!B3x3sx")  # RFC 7348 §5: flags (I=0x08), reserved, VNI, reserved
+U16 = struct.Struct("!H")
+
+VXLAN_FLAG_I = 0x08  # RFC 7348 §5: "I" flag, the VNI is valid
+ARP_REQUEST, ARP_REPLY = 1, 2
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
+ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED = 0, 3, 8, 11
+UNREACH_NET, UNREACH_PORT = 0, 3
+IP_DF = 0x4000
+IP_MF_OFFSET = 0x3FFF  # "more fragments" bit + fragment offset: non-zero means a fragment
+DEFAULT_TTL = 64  # Linux net.ipv4.ip_default_ttl
+ICMP_ERROR_MAX = 576  # RFC 1812 §4.3.2.3: an ICMP error fits in 576 bytes
+
+_NATIVE_LE = sys.byteorder == "little"
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def ip_bytes(ip: str) -> bytes:
+    return bytes(int(x) for x in ip.split("."))
+
+
+def ip_str(b: bytes) -> str:
+    return ".".join(str(x) for x in b)
+
+
+# ---- checksums (RFC 1071, RFC 1624) ----------------------------------------------------------
+
+def ones_sum(data: bytes | bytearray | memoryview) -> int:
+    """16-bit one's complement sum (not inverted), in network order.
+
+    RFC 1071 §2(B): the sum is byte-order independent, so summing native 16-bit words with a
+    memoryview cast (fast, C speed) and swapping once at the end gives the same result.
+    """
+    if len(data) & 1:
+        data = bytes(data) + b"\0"
+    s = sum(memoryview(data).cast("H"))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    if _NATIVE_LE:
+        s = ((s & 0xFF) << 8) | (s >> 8)
+    return s
+
+
+def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
+    """The Internet checksum of `data` (RFC 1071), optionally seeded with a partial sum."""
+    s = ones_sum(data) + initial
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def pseudo_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
+    """Sum of the TCP/UDP pseudo-header (RFC 9293 §3.1, RFC 768)."""
+    return ones_sum(src + dst + bytes((0, proto)) + U16.pack(length))
+
+
+def delta16(old: int, new: int) -> int:
+    """The RFC 1624 eqn. 3 term ~m + m' for one 16-bit word changing from old to new."""
+    return (~old & 0xFFFF) + new
+
+
+def delta_bytes(old: bytes, new: bytes) -> int:
+    """RFC 1624 terms for a run of 16-bit words (an address, a port) changing old -> new."""
+    d = 0
+    for i in range(0, len(old), 2):
+        o, n = (old[i] << 8) | old[i + 1], (new[i] << 8) | new[i + 1]
+        if o != n:  # an unchanged word would add 0xffff, -0 in one's complement
+            d += delta16(o, n)
+    return d
+
+
+def apply_delta(csum: int, delta: int) -> int:
+    """RFC 1624 eqn. 3: HC' = ~(~HC + sum(~m + m'))."""
+    s = (~csum & 0xFFFF) + delta
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def fill_l4_checksum(frame: bytearray) -> bool:
+    """Compute the full TCP/UDP checksum of an IPv4 frame in place.
+
+    Needed for frames the kernel hands to AF_PACKET as CHECKSUM_PARTIAL (PACKET_AUXDATA
+    TP_STATUS_CSUMNOTREADY): the field then holds only the pseudo-header sum. Returns False
+    when the frame is not a complete, unfragmented IPv4 TCP/UDP packet.
+    """
+    if len(frame) < ETH_LEN + 20 or ETH.unpack_from(frame)[2] != ETH_P_IP:
+        return False
+    vihl, _, tot, _, frag, _, proto, _, src, dst = IPV4.unpack_from(frame, ETH_LEN)
+    l4 = ETH_LEN + (vihl & 0xF) * 4
+    end = ETH_LEN + tot
+    if frag & IP_MF_OFFSET or end > len(frame) or proto not in (PROTO_TCP, PROTO_UDP):
+        return False
+    off = l4 + (16 if proto == PROTO_TCP else 6)
+    if off + 2 > end:
+        return False
+    frame[off:off + 2] = b"\0\0"
+    c = checksum(memoryview(frame)[l4:end], pseudo_sum(src, dst, proto, end - l4))
+    if proto == PROTO_UDP and c == 0:
+        c = 0xFFFF  # RFC 768: a computed zero is sent as all ones
+    U16.pack_into(frame, off, c)
+    return True
+
+
+# ---- generated packets ------------------------------------------------------------------------
+
+def ipv4_header(src: bytes, dst: bytes, proto: int, payload_len: int, ttl: int = DEFAULT_TTL,
+                ident: int = 0, df: bool = True) -> bytes:
+    hdr = bytearray(IPV4.pack(0x45, 0, 20 + payload_len, ident, IP_DF if df else 0, ttl, proto,
+                              0, src, dst))
+    U16.pack_into(hdr, 10, checksum(hdr))
+    return bytes(hdr)
+
+
+def arp_reply(eth_dst: bytes, answer_mac: bytes, answer_ip: bytes, asker_mac: bytes,
+              asker_ip: bytes) -> bytes:
+    """RFC 826 reply: `answer_ip is-at answer_mac`, unicast to the asker."""
+    return (ETH.pack(eth_dst, answer_mac, ETH_P_ARP)
+            + ARP.pack(1, ETH_P_IP, 6, 4, ARP_REPLY, answer_mac, answer_ip, asker_mac, asker_ip))
+
+
+def tcp_rst(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int, dport: int,
+            seg_seq: int, seg_ack: int, flags: int, seg_len: int) -> bytes:
+    """A reset for an incoming segment (src/dst are the RST's own addresses).
+
+    RFC 9293 §3.10.7.1: if the segment had ACK, the RST takes seq=SEG.ACK; otherwise seq=0 and
+    it ACKs SEG.SEQ+SEG.LEN (SYN and FIN count one each), as Linux's nf_reject does.
+    """
+    if flags & TCP_ACK:
+        seq, ack, rflags = seg_ack, 0, TCP_RST
+    else:
+        ln = seg_len + (1 if flags & TCP_SYN else 0) + (1 if flags & TCP_FIN else 0)
+        seq, ack, rflags = 0, (seg_seq + ln) & 0xFFFFFFFF, TCP_RST | TCP_ACK
+    seg = bytearray(TCP.pack(sport, dport, seq, ack, 5 << 4, rflags, 0, 0, 0))
+    U16.pack_into(seg, 16, checksum(seg, pseudo_sum(src, dst, PROTO_TCP, len(seg))))
+    return ETH.pack(eth_dst, eth_src, ETH_P_IP) + ipv4_header(src, dst, PROTO_TCP, len(seg)) \
+        + bytes(seg)
+
+
+def icmp_error(eth_dst: bytes, eth_src: bytes, src: bytes, icmp_type: int, code: int,
+               original_ip: bytes | bytearray | memoryview) -> bytes:
+    """An ICMP error (RFC 792) quoting the offending IP packet, sent back to its source.
+
+    Linux quotes as much of the original as fits in 576 bytes (RFC 1812 §4.3.2.3).
+    """
+    quote = bytes(original_ip[:ICMP_ERROR_MAX - 28])
+    dst = quote[12:16]
+    msg = bytearray(ICMP.pack(icmp_type, code, 0, 0, 0) + quote)
+    U16.pack_into(msg, 2, checksum(msg))
+    return ETH.pack(eth_dst, eth_src, ETH_P_IP) + ipv4_header(src, dst, PROTO_ICMP, len(msg)) \
+        + bytes(msg)
+
+
+def echo_reply(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes,
+               request_icmp: bytes | bytearray | memoryview) -> bytes:
+    """An echo reply (RFC 792) to an echo request whose ICMP message is `request_icmp`."""
+    msg = bytearray(request_icmp)
+    msg[0] = ICMP_ECHO_REPLY
+    msg[2:4] = b"\0\0"
+    U16.pack_into(msg, 2, checksum(msg))
+    return ETH.pack(eth_dst, eth_src, ETH_P_IP) + ipv4_header(src, dst, PROTO_ICMP, len(msg)) \
+        + bytes(msg)
+
+
+def vxlan_header(vni: int) -> bytes:
+    return VXLAN.pack(VXLAN_FLAG_I, vni.to_bytes(3, "big"))
+
+

@@ -1,0 +1,370 @@
+"""The node datapath: one frame in, a list of actions out. Pure (no sockets, clock or logging).
+
+Stage order follows Cilium's bpf_lxc (DESIGN.md §3):
+
+    from a pod:  validate source -> ARP responder -> TTL check -> conntrack
+                 -> (new flow) service LB / DNAT / reject -> route -> deliver | VXLAN encap
+    from VXLAN:  VXLAN header + VNI -> peer check -> conntrack (reverse NAT) -> deliver
+
+Routing mimics k3s + Flannel: the node is the pods' gateway (a frame sent to the gateway MAC is
+routed: TTL-1, MACs rewritten), frames sent straight to a local pod's MAC are bridged as cni0
+would, and other nodes' pod subnets go through flannel.1-style VXLAN (inner MACs are VTEPs).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from . import packets as pk
+from .actions import Action, Drop, Encap, Send
+from .conntrack import Conn, Conntrack, Rewrite, make_key
+from .packets import PROTO_ICMP, PROTO_TCP, PROTO_UDP, U16
+from .reasons import DropReason
+from .tables import LocalPod, NodeTables
+
+_ETH_IP = b"\x08\x00"
+_ETH_ARP = b"\x08\x06"
+_TTL_DEC_DELTA = 0xFEFF  # RFC 1624 term for the (ttl, proto) word losing 0x0100
+_L4_MIN = {PROTO_TCP: 20, PROTO_UDP: 8, PROTO_ICMP: 8}
+_ICMP_ERRORS = (pk.ICMP_UNREACH, pk.ICMP_TIME_EXCEEDED, 4, 5, 12)  # RFC 792 error types
+_ICMP_ECHOS = (pk.ICMP_ECHO, pk.ICMP_ECHO_REPLY)
+_ZERO16 = b"\0\0"
+
+
+def _ipv4(f: bytearray) -> tuple[int, int, int, bool] | None:
+    """(l4 offset, end of IP packet, protocol, is_fragment) or None when malformed."""
+    if len(f) < pk.ETH_LEN + 20:
+        return None
+    vihl = f[14]
+    ihl = (vihl & 0xF) * 4
+    tot = (f[16] << 8) | f[17]
+    end = pk.ETH_LEN + tot
+    if vihl >> 4 != 4 or ihl < 20 or tot < ihl or end > len(f):
+        return None
+    l4, proto = pk.ETH_LEN + ihl, f[23]
+    frag = bool(((f[20] << 8) | f[21]) & pk.IP_MF_OFFSET)
+    if not frag and l4 + _L4_MIN.get(proto, 0) > end:
+        return None
+    return l4, end, proto, frag
+
+
+def _tuple_key(f: bytearray, l4: int, proto: int) -> bytes | None:
+    """The conntrack key of a TCP/UDP/ICMP echo packet; None for anything untracked."""
+    if proto == PROTO_TCP or proto == PROTO_UDP:
+        return bytes(f[23:24] + f[26:34] + f[l4:l4 + 4])
+    if proto == PROTO_ICMP and f[l4] in _ICMP_ECHOS:
+        return bytes(f[23:24] + f[26:34] + f[l4 + 4:l4 + 6]) + _ZERO16
+    return None
+
+
+class Datapath:
+    """One node's pipeline. `rng` picks service backends (inject a seeded one in tests)."""
+
+    def __init__(self, tables: NodeTables, rng: random.Random) -> None:
+        self.tables = tables
+        self.rng = rng
+        self.ct = Conntrack()
+        self._c: Counter[str] = Counter()
+
+    # ---- control ------------------------------------------------------------------------------
+
+    def update(self, tables: NodeTables) -> None:
+        """Swap in new tables; conntrack is kept so established flows survive.
+
+        Like kube-proxy (pkg/proxy/conntrack), UDP flows to a backend that is no longer a ready
+        endpoint of its Service are forgotten, so the client's next datagram is re-balanced.
+        """
+        self.tables = tables
+        for conn in self.ct.conns():
+            if conn.backend is None or conn.proto != PROTO_UDP:
+                continue
+            target = tables.services.get(
+                (PROTO_UDP, conn.orig[1], U16.unpack(conn.orig[3])[0]))
+            if target is None or conn.backend not in target.backends:
+                self.ct.remove(conn)
+
+    def expire(self, now: float) -> int:
+        return self.ct.expire(now)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {**self._c, "ct_entries": len(self.ct)}
+
+    def _drop(self, reason: DropReason, detail: str = "") -> list[Action]:
+        self._c["drop:" + reason.name] += 1
+        return [Drop(reason, detail)]
+
+    # ---- from a pod veth ----------------------------------------------------------------------
+
+    def process(self, frame: bytes, in_port: str, now: float) -> list[Action]:
+        t = self.tables
+        pod = t.pods_by_port.get(in_port)
+        if pod is None:
+            return self._drop(DropReason.INVALID_SOURCE, f"unknown port {in_port}")
+        if len(frame) < pk.ETH_LEN:
+            return self._drop(DropReason.INVALID_PACKET, "short Ethernet frame")
+        if frame[6:12] != pod.mac:
+            return self._drop(DropReason.INVALID_SOURCE, f"src MAC on {in_port}")
+        etype = frame[12:14]
+        if etype == _ETH_ARP:
+            return self._arp(frame, pod)
+        if etype != _ETH_IP:
+            return self._drop(DropReason.UNSUPPORTED_L3, f"ethertype 0x{etype.hex()}")
+        f = bytearray(frame)
+        parsed = _ipv4(f)
+        if parsed is None:
+            return self._drop(DropReason.INVALID_PACKET, "bad IPv4 header")
+        l4, end, proto, frag = parsed
+        if f[26:30] != pod.ip:
+            return self._drop(DropReason.INVALID_SOURCE, f"src IP {pk.ip_str(f[26:30])}")
+        dmac = bytes(f[0:6])
+        bridged = None
+        if dmac != t.gateway_mac:
+            bridged = t.pods_by_mac.get(dmac)
+            if bridged is None:
+                return self._drop(DropReason.NO_ROUTE, f"dst MAC {dmac.hex(':')}")
+        elif f[22] <= 1:  # routed hop with nothing left: RFC 792 time exceeded from the gateway
+            self._c["drop:" + DropReason.TTL_EXCEEDED.name] += 1
+            return [Send(in_port, pk.icmp_error(pod.mac, t.gateway_mac, t.gateway_ip,
+                                                pk.ICMP_TIME_EXCEEDED, 0, f[14:end])),
+                    Drop(DropReason.TTL_EXCEEDED, "ICMP time exceeded sent")]
+        out = self._track(f, l4, end, proto, frag, now, pod)
+        if out is not None:
+            return out
+        if bridged is not None:  # cni0 bridging: MACs and TTL untouched
+            self._c["forwarded"] += 1
+            return [Send(bridged.port, bytes(f))]
+        return self._route(f)
+
+    def _arp(self, frame: bytes, pod: LocalPod) -> list[Action]:
+        """Answer who-has for the gateway and for local pods (as the bridge would let them)."""
+        if len(frame) < pk.ETH_LEN + pk.ARP.size:
+            return self._drop(DropReason.INVALID_PACKET, "short ARP")
+        _, ptype, hlen, plen, op, sha, spa, _, tpa = pk.ARP.unpack_from(frame, pk.ETH_LEN)
+        if ptype != pk.ETH_P_IP or hlen != 6 or plen != 4 or sha != pod.mac:
+            return self._drop(DropReason.INVALID_PACKET, "ARP not IPv4-over-Ethernet")
+        if spa != pod.ip and spa != b"\0\0\0\0":  # 0.0.0.0: RFC 5227 address probe
+            return self._drop(DropReason.INVALID_SOURCE, f"ARP from {pk.ip_str(spa)}")
+        t = self.tables
+        if op != pk.ARP_REQUEST or tpa == spa:
+            return []  # replies and gratuitous ARP: nothing to answer
+        if tpa == t.gateway_ip:
+            mac = t.gateway_mac
+        else:
+            target = t.pods_by_ip.get(tpa)
+            if target is None:
+                return []  # nobody on the segment has that address: no answer, as on a LAN
+            mac = target.mac
+        self._c["arp_replies"] += 1
+        return [Send(pod.port, pk.arp_reply(pod.mac, mac, tpa, pod.mac, spa))]
+
+    # ---- conntrack, services -------------------------------------------------------------------
+
+    def _track(self, f: bytearray, l4: int, end: int, proto: int, frag: bool, now: float,
+               pod: LocalPod | None) -> list[Action] | None:
+        """Conntrack + NAT. None: carry on to routing (f rewritten); else the final actions.
+
+        `pod` is the sending local pod (None for frames from the overlay: no service LB there,
+        the client's node already did it, as kube-proxy does on the client's node).
+        """
+        if frag:
+            # Linux defragments before conntrack; emunet pods use MTU 1450 with DF (PMTU),
+            # so a fragment can only be routed by address, never load-balanced.
+            if f[30:34] in self.tables.cluster_ips:
+                return self._drop(DropReason.FRAG_NOT_SUPPORTED, "fragment to a ClusterIP")
+            return None
+        if proto == PROTO_ICMP and f[l4] in _ICMP_ERRORS:
+            return self._icmp_error(f, l4, end)
+        key = _tuple_key(f, l4, proto)
+        if key is None:
+            if proto not in (PROTO_ICMP, PROTO_TCP, PROTO_UDP) and \
+                    f[30:34] in self.tables.cluster_ips:
+                return self._drop(DropReason.UNSUPPORTED_L4, f"IP proto {proto} to a ClusterIP")
+            return None  # other ICMP types: routed untracked
+        flags = f[l4 + 13] if proto == PROTO_TCP else 0
+        hit = self.ct.lookup(key, now)
+        if hit is not None:  # fast path: one lookup, precomputed rewrite
+            conn, is_reply = hit
+            rw = conn.rev if is_reply else conn.fwd
+            if rw is not None:
+                rw.apply(f, pk.ETH_LEN, l4, proto, end)
+            Conntrack.seen(conn, is_reply, flags, now)
+            return None
+        t = self.tables
+        dst = bytes(f[30:34])
+        if pod is not None and dst in t.cluster_ips:
+            return self._service(f, l4, end, proto, key, flags, now, pod)
+        if dst == t.gateway_ip:
+            return self._to_gateway(f, l4, end, proto, pod)
+        ports = (key[9:11], key[11:13])
+        orig = (key[1:5], key[5:9], *ports)
+        reply = (orig[1], orig[0], ports[1], ports[0]) if proto != PROTO_ICMP else \
+            (orig[1], orig[0], ports[0], ports[1])
+        self.ct.add(Conn(proto, orig, reply), now, flags)  # a clash just stays untracked
+        return None
+
+    def _service(self, f: bytearray, l4: int, end: int, proto: int, key: bytes, flags: int,
+                 now: float, pod: LocalPod) -> list[Action] | None:
+        """kube-proxy on the client's node: DNAT to a random ready endpoint, or reject."""
+        t = self.tables
+        cip, dport = key[5:9], U16.unpack(key[11:13])[0]
+        svc_name = t.cluster_ips[cip]
+        if proto == PROTO_ICMP:  # kube-proxy (iptables mode) never answers pings to a VIP
+            return self._drop(DropReason.UNSUPPORTED_L4, f"ICMP to ClusterIP of {svc_name}")
+        target = t.services.get((proto, cip, dport))
+        if target is None or not target.backends:
+            why = f"{svc_name}: " + ("no ready endpoints" if target else f"no port {dport}")
+            return self._reject(f, l4, end, proto, pod, why)
+        bip, bport = target.backends[self.rng.randrange(len(target.backends))]
+        src, sport = key[1:5], key[9:11]
+        # Hairpin (the client is the backend): masquerade to the gateway so the reply comes
+        # back through us, as kube-proxy's KUBE-MARK-MASQ does for hairpin traffic.
+        reply_dst = t.gateway_ip if bip == src else src
+        conn = Conn(proto, (src, cip, sport, key[11:13]),
+                    (bip, reply_dst, U16.pack(bport), sport), target.name, (bip, bport))
+        if not self.ct.add(conn, now, flags):
+            return self._drop(DropReason.CT_INVALID, f"NAT tuple clash for {target.name}")
+        self._c["dnat"] += 1
+        assert conn.fwd is not None
+        conn.fwd.apply(f, pk.ETH_LEN, l4, proto, end)
+        return None
+
+    def _reject(self, f: bytearray, l4: int, end: int, proto: int, pod: LocalPod,
+                why: str) -> list[Action]:
+        """kube-proxy's REJECT: TCP gets a RST, UDP an ICMP port unreachable, from the VIP."""
+        t = self.tables
+        self._c["drop:" + DropReason.NO_ENDPOINTS.name] += 1
+        drop = Drop(DropReason.NO_ENDPOINTS, why)
+        if proto == PROTO_TCP:
+            sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)
+            if flags & pk.TCP_RST:
+                return [drop]  # RFC 9293: never answer a reset with a reset
+            seg_len = end - l4 - (off >> 4) * 4
+            rst = pk.tcp_rst(pod.mac, t.gateway_mac, bytes(f[30:34]), pod.ip, dport, sport,
+                             seq, ack, flags, seg_len)
+            return [Send(pod.port, rst), drop]
+        err = pk.icmp_error(pod.mac, t.gateway_mac, bytes(f[30:34]), pk.ICMP_UNREACH,
+                            pk.UNREACH_PORT, f[14:end])
+        return [Send(pod.port, err), drop]
+
+    def _to_gateway(self, f: bytearray, l4: int, end: int, proto: int,
+                    pod: LocalPod | None) -> list[Action]:
+        """The gateway answers pings (like cni0's address); it offers no other service."""
+        t = self.tables
+        if pod is not None and proto == PROTO_ICMP and f[l4] == pk.ICMP_ECHO:
+            self._c["echo_replies"] += 1
+            return [Send(pod.port, pk.echo_reply(pod.mac, t.gateway_mac, t.gateway_ip, pod.ip,
+                                                 f[l4:end]))]
+        return self._drop(DropReason.NO_ROUTE, "the gateway only answers ICMP echo")
+
+    def _icmp_error(self, f: bytearray, l4: int, end: int) -> list[Action] | None:
+        """Translate an ICMP error about a NAT'ed flow (RFC 5508 §4.2, Linux nf_nat_icmp).
+
+        The quoted packet travelled the other way; its reversed tuple is our lookup key. The
+        outer header gets this direction's rewrite, the quote the inverse of the other's.
+        """
+        e = l4 + 8
+        q = _ipv4_quote(f, e, end)
+        if q is None:
+            return self._drop(DropReason.INVALID_PACKET, "ICMP error quote too short")
+        el4, eproto = q
+        if eproto == PROTO_ICMP:
+            id_ = bytes(f[el4 + 4:el4 + 6])
+            ports = (id_, _ZERO16)
+        else:
+            ports = (bytes(f[el4 + 2:el4 + 4]), bytes(f[el4:el4 + 2]))
+        key = make_key(eproto, bytes(f[e + 16:e + 20]), bytes(f[e + 12:e + 16]), *ports)
+        hit = self.ct.lookup(key, float("-inf"))
+        if hit is None:
+            return None  # not tracked (or not NAT'ed): route it as is
+        conn, is_reply = hit
+        outer = conn.rev if is_reply else conn.fwd
+        if outer is None:
+            return None
+        outer.apply(f, pk.ETH_LEN, l4, PROTO_ICMP, end)
+        quoted = (bytes(f[e + 12:e + 16]), bytes(f[e + 16:e + 20]),
+                  bytes(f[el4:el4 + 2]), bytes(f[el4 + 2:el4 + 4]))
+        if eproto == PROTO_ICMP:
+            quoted = quoted[:2] + ports
+        want = conn.orig if is_reply else _mirror(conn.orig)
+        inner = Rewrite.between(eproto, quoted, want)
+        if inner is not None:
+            inner.apply(f, e, el4, eproto, end)
+        f[l4 + 2:l4 + 4] = _ZERO16
+        U16.pack_into(f, l4 + 2, pk.checksum(memoryview(f)[l4:end]))
+        return None
+
+    # ---- routing ------------------------------------------------------------------------------
+
+    def _route(self, f: bytearray) -> list[Action]:
+        """A routed hop: TTL-1, then a local veth or the owning node's VXLAN endpoint."""
+        t = self.tables
+        f[22] -= 1
+        U16.pack_into(f, 24, pk.apply_delta(U16.unpack_from(f, 24)[0], _TTL_DEC_DELTA))
+        dst = bytes(f[30:34])
+        lp = t.pods_by_ip.get(dst)
+        if lp is not None:
+            f[0:12] = lp.routed_macs
+            self._c["forwarded"] += 1
+            return [Send(lp.port, bytes(f))]
+        d = int.from_bytes(dst, "big")
+        if d & t.local_mask == t.local_net:
+            return self._drop(DropReason.NO_ROUTE, f"no pod {pk.ip_str(dst)} on {t.node}")
+        r = t.remote_for(d)
+        if r is None:
+            return self._drop(DropReason.NO_ROUTE, f"{pk.ip_str(dst)} outside the cluster")
+        self._c["encap"] += 1
+        return [Encap(r.underlay_ip, t.vxlan_port, r.encap_prefix + f[12:])]
+
+    # ---- from the overlay ---------------------------------------------------------------------
+
+    def process_underlay(self, payload: bytes, src_ip: str, now: float) -> list[Action]:
+        """A VXLAN datagram from a peer: validate (RFC 7348 §5), decap, deliver to a local pod."""
+        t = self.tables
+        if len(payload) < pk.VXLAN.size + pk.ETH_LEN + 20:
+            return self._drop(DropReason.INVALID_PACKET, "short VXLAN datagram")
+        flags, vni = pk.VXLAN.unpack_from(payload)
+        if not flags & pk.VXLAN_FLAG_I:
+            return self._drop(DropReason.INVALID_VNI, "VXLAN I flag not set")
+        if int.from_bytes(vni, "big") != t.vni:
+            return self._drop(DropReason.INVALID_VNI, f"VNI {int.from_bytes(vni, 'big')}")
+        peer = t.remotes_by_underlay.get(src_ip)
+        if peer is None:
+            return self._drop(DropReason.INVALID_SOURCE, f"VXLAN from unknown {src_ip}")
+        f = bytearray(payload[pk.VXLAN.size:])
+        if f[0:6] != t.vtep_mac:  # flannel.1 would see PACKET_OTHERHOST and drop it
+            return self._drop(DropReason.INVALID_PACKET, "inner dst MAC is not our VTEP")
+        if f[12:14] != _ETH_IP:
+            return self._drop(DropReason.UNSUPPORTED_L3, f"inner ethertype 0x{f[12:14].hex()}")
+        parsed = _ipv4(f)
+        if parsed is None:
+            return self._drop(DropReason.INVALID_PACKET, "bad inner IPv4 header")
+        l4, end, proto, frag = parsed
+        if int.from_bytes(f[26:30], "big") & peer.mask != peer.net:
+            return self._drop(DropReason.INVALID_SOURCE,
+                              f"inner src {pk.ip_str(f[26:30])} not in {peer.name}'s subnet")
+        if f[22] <= 1:
+            return self._drop(DropReason.TTL_EXCEEDED, "decapsulated packet")
+        out = self._track(f, l4, end, proto, frag, now, None)
+        if out is not None:
+            return out
+        if f[30:34] not in t.pods_by_ip:
+            return self._drop(DropReason.NO_ROUTE, f"no pod {pk.ip_str(f[30:34])} on {t.node}")
+        self._c["decap"] += 1
+        return self._route(f)
+
+
+def _mirror(tup: tuple[bytes, bytes, bytes, bytes]) -> tuple[bytes, bytes, bytes, bytes]:
+    return (tup[1], tup[0], tup[3], tup[2])
+
+
+def _ipv4_quote(f: bytearray, e: int, end: int) -> tuple[int, int] | None:
+    """(l4 offset, protocol) of the IPv4 packet quoted in an ICMP error at offset e."""
+    if e + 20 > end or f[e] >> 4 != 4:
+        return None
+    el4 = e + (f[e] & 0xF) * 4
+    proto = f[e + 9]
+    if proto not in (PROTO_TCP, PROTO_UDP, PROTO_ICMP) or el4 + 8 > end:
+        return None
+    return el4, proto
