@@ -332,8 +332,8 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
 def _kill(procs: list[dict]) -> None:
     """SIGTERM, a short grace, SIGKILL; only pids whose start time still matches the record."""
     def alive(e: dict) -> bool:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(e["pid"], os.WNOHANG)  # reap it if it is our own child
+        # A zombie reads as gone (process_start_time); reaping is its parent's job (a Popen
+        # object would misreport its exit status if we reaped it here).
         return process_start_time(e["pid"]) == e["start_time"]
 
     def signal_all(sig: int, es: list[dict]) -> None:
