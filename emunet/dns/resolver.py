@@ -1,0 +1,269 @@
+"""The answer logic: one question in, one `Answer` out, record for record like CoreDNS.
+
+Mirrors CoreDNS's kubernetes plugin (handler.go ServeDNS, kubernetes.go Services/Records,
+parse.go parseRequest, plugin/backend_lookup.go A/SRV/PTR) over the Kubernetes DNS-Based
+Service Discovery spec (github.com/kubernetes/dns docs/specification.md, schema 1.1.0), with
+k3s's Corefile choices: `pods insecure`, reverse zones answered from the cluster. Pure: no
+sockets, clocks or randomness; the SOA serial comes from the Zone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from . import wire
+from .wire import RR
+from .zone import CLUSTER_IP, EXTERNAL, HEADLESS, NO_PORT, ServiceRec, Zone
+
+DNS_SCHEMA_VERSION = "1.1.0"  # spec section 2.1: dns-version.<zone> TXT
+DNS_VERSION_TTL = 28800  # CoreDNS hard-codes this TTL for the dns-version TXT record
+REVERSE_ZONE = "in-addr.arpa"
+MAX_CNAME_CHAIN = 8  # CoreDNS stops following CNAMEs after 8 hops
+
+
+@dataclass
+class Answer:
+    rcode: int
+    aa: bool = True
+    answer: list[RR] = field(default_factory=list)
+    authority: list[RR] = field(default_factory=list)
+    additional: list[RR] = field(default_factory=list)
+    forward: bool = False  # not ours: send to cluster.dns_upstreams
+
+
+@dataclass(frozen=True)
+class Item:
+    """CoreDNS's msg.Service: a target (IP or name), a port and the record's own name."""
+
+    host: str
+    port: int
+    key: str
+
+
+class _NameError(Exception):
+    """NXDOMAIN (CoreDNS: errNoItems, errNsNotExposed, errInvalidRequest)."""
+
+
+def resolve(zone: Zone, qname: str, qtype: int) -> Answer:
+    """Answer a question; qname lowercased without the trailing dot."""
+    d = zone.domain
+    if qname == d or qname.endswith("." + d):
+        return _cluster(zone, qname, qtype)
+    ip = _reverse_ip(qname)
+    if ip is not None and any(ipaddress.IPv4Address(ip) in n for n in zone.reverse_nets):
+        return _reverse(zone, ip, qtype)
+    if zone.upstreams:
+        return Answer(wire.NOERROR, aa=False, forward=True)
+    return Answer(wire.REFUSED, aa=False)
+
+
+def soa(zone: Zone, origin: str) -> RR:
+    """CoreDNS plugin.SOA: TTL min(ttl, 300), minimum = the zone TTL."""
+    return (origin, wire.SOA, min(zone.ttl, 300),
+            (f"ns.dns.{origin}", f"hostmaster.{origin}", zone.serial, 7200, 1800, 86400,
+             zone.ttl))
+
+
+def _nodata(zone: Zone, origin: str) -> Answer:
+    return Answer(wire.NOERROR, authority=[soa(zone, origin)])
+
+
+def _nxdomain(zone: Zone, origin: str) -> Answer:
+    return Answer(wire.NXDOMAIN, authority=[soa(zone, origin)])
+
+
+def _cluster(zone: Zone, qname: str, qtype: int) -> Answer:
+    d = zone.domain
+    base = qname[:-len(d) - 1] if qname != d else ""
+    if qtype in (wire.AXFR, wire.IXFR):
+        return Answer(wire.REFUSED)  # CoreDNS: no zone transfers without the transfer plugin
+    if qtype == wire.SOA:
+        # Any name in the zone gets NODATA for SOA, existing or not (CoreDNS handler.go).
+        return Answer(wire.NOERROR, answer=[soa(zone, d)]) if not base else _nodata(zone, d)
+    if qtype == wire.NS and not base:
+        ns = f"ns.dns.{d}"
+        return Answer(wire.NOERROR, answer=[(qname, wire.NS, zone.ttl, ns)],
+                      additional=[(ns, wire.A, zone.ttl, zone.dns_ip)])
+    if qtype == wire.TXT:
+        if base == "dns-version":
+            return Answer(wire.NOERROR, answer=[
+                (qname, wire.TXT, DNS_VERSION_TTL, (DNS_SCHEMA_VERSION,))])
+        # CoreDNS: NODATA if the name has records of another type, otherwise NXDOMAIN.
+        try:
+            items = _records(zone, base)
+        except _NameError:
+            items = []
+        return _nodata(zone, d) if items else _nxdomain(zone, d)
+    if base == "ns.dns":  # CoreDNS isDefaultNS: the name of the nameserver itself
+        if qtype == wire.A:
+            return Answer(wire.NOERROR, answer=[(qname, wire.A, zone.ttl, zone.dns_ip)])
+        return _nodata(zone, d)
+    try:
+        items = _records(zone, base)
+    except _NameError:
+        return _nxdomain(zone, d)
+    ans = Answer(wire.NOERROR)
+    if qtype in (wire.A, wire.AAAA):
+        ans.answer = _address(zone, qname, qtype, items, 0)
+    elif qtype == wire.CNAME:
+        ans.answer = [(qname, wire.CNAME, zone.ttl, it.host) for it in items
+                      if _host_type(it.host) == wire.CNAME]
+    elif qtype == wire.SRV:
+        ans.answer, ans.additional = _srv(zone, qname, items)
+    if not ans.answer:
+        return _nodata(zone, d)
+    return ans
+
+
+def _records(zone: Zone, base: str) -> list[Item]:
+    """CoreDNS parseRequest + Records: the items for a name below the zone apex."""
+    if base in ("", "svc", "pod"):
+        return []  # apex, svc.<zone>, pod.<zone>: NODATA
+    segs = base.split(".")
+    kind = segs[-1]
+    if kind not in ("svc", "pod"):
+        raise _NameError  # errInvalidRequest
+    namespace = segs[-2]
+    if namespace not in zone.namespaces:
+        raise _NameError  # errNsNotExposed
+    if len(segs) == 2:
+        return []  # <ns>.svc.<zone>: NODATA
+    name = segs[-3]
+    rest = segs[:-3]
+    endpoint = port = proto = ""
+    if len(rest) == 1:
+        endpoint = rest[0]
+    elif len(rest) == 2:  # _port._proto; CoreDNS strips one leading underscore from each
+        port, proto = (s[1:] if s.startswith("_") else s for s in rest)
+    elif rest:
+        raise _NameError  # too long
+    if kind == "pod":
+        return _pod(zone, namespace, name)
+    return _services(zone, zone.services.get((namespace, name)), endpoint, port, proto)
+
+
+def _pod(zone: Zone, namespace: str, name: str) -> list[Item]:
+    """`pods insecure` (spec 2.5 note; k3s default): a-b-c-d.<ns>.pod answers a.b.c.d."""
+    if name.count("-") == 3 and "--" not in name:
+        text = name.replace("-", ".")
+    else:
+        text = name.replace("-", ":")
+    try:
+        ip = str(ipaddress.ip_address(text))
+    except ValueError:
+        raise _NameError from None
+    return [Item(ip, 0, f"{name}.{namespace}.pod.{zone.domain}")]
+
+
+def _match(want_port: str, want_proto: str, p) -> bool:
+    return (not want_port or want_port == p.name.lower()) and (
+        not want_proto or want_proto == p.protocol)
+
+
+def _services(zone: Zone, svc: ServiceRec | None, endpoint: str, port: str,
+              proto: str) -> list[Item]:
+    """CoreDNS findServices for one Service; raise _NameError when nothing matched."""
+    if svc is None:
+        raise _NameError
+    svc_name = f"{svc.name}.{svc.namespace}.svc.{zone.domain}".lower()
+    items: list[Item] = []
+    if svc.kind == EXTERNAL:
+        # No endpoints and no port/protocol pseudo-names for ExternalName (spec 2.4.1 note).
+        if endpoint or port or proto or _host_type(svc.external_name or "") != wire.CNAME:
+            raise _NameError
+        return [Item(svc.external_name or "", 0, svc_name)]
+    if svc.kind == HEADLESS or endpoint:
+        for ep in svc.endpoints:
+            if endpoint and endpoint != ep.hostname:
+                continue
+            for p in ep.ports:
+                if _match(port, proto, p):
+                    items.append(Item(ep.ip, p.port, f"{ep.hostname}.{svc_name}"))
+    else:
+        assert svc.kind == CLUSTER_IP and svc.cluster_ip
+        if not svc.ports and not port and not proto:
+            items.append(Item(svc.cluster_ip, NO_PORT, svc_name))
+        for p in svc.ports:
+            if _match(port, proto, p):
+                items.append(Item(svc.cluster_ip, p.port, svc_name))
+    if not items:
+        raise _NameError
+    return items
+
+
+def _host_type(host: str) -> int:
+    try:
+        return wire.A if ipaddress.ip_address(host).version == 4 else wire.AAAA
+    except ValueError:
+        return wire.CNAME if host else 0
+
+
+def _address(zone: Zone, qname: str, qtype: int, items: list[Item], depth: int) -> list[RR]:
+    """CoreDNS plugin.A/AAAA: one record per distinct address; ExternalName -> CNAME, chased
+    inside the cluster zone (a target outside it is left to the client to resolve)."""
+    out: list[RR] = []
+    seen: set[str] = set()
+    for it in items:
+        t = _host_type(it.host)
+        if t == qtype and it.host not in seen:
+            seen.add(it.host)
+            out.append((qname, qtype, zone.ttl, it.host))
+        elif t == wire.CNAME and it.host != qname and depth < MAX_CNAME_CHAIN:
+            cname = (qname, wire.CNAME, zone.ttl, it.host)
+            d = zone.domain
+            if it.host == d or it.host.endswith("." + d):
+                base = it.host[:-len(d) - 1] if it.host != d else ""
+                try:
+                    nxt = _address(zone, it.host, qtype, _records(zone, base), depth + 1)
+                except _NameError:
+                    nxt = []
+                if nxt:  # CoreDNS adds the CNAME only when the chain completes
+                    out += [cname, *nxt]
+            else:
+                out.append(cname)
+    return out
+
+
+def _srv(zone: Zone, qname: str, items: list[Item]) -> tuple[list[RR], list[RR]]:
+    """CoreDNS plugin.SRV: priority 0, weight 100/n, target the record's own name, and the
+    target's address in the additional section. ExternalName Services give no SRV."""
+    items = [it for it in items if _host_type(it.host) != wire.CNAME]
+    weight = max(1, 100 // len(items)) if items else 0
+    records: list[RR] = []
+    extra: list[RR] = []
+    seen: set[tuple[str, str, int]] = set()
+    for it in items:
+        if it.port == NO_PORT:
+            continue
+        if (it.key, "", it.port) not in seen:
+            seen.add((it.key, "", it.port))
+            records.append((qname, wire.SRV, zone.ttl, (0, weight, it.port, it.key)))
+        if (it.key, it.host, 0) not in seen:
+            seen.add((it.key, it.host, 0))
+            extra.append((it.key, _host_type(it.host), zone.ttl, it.host))
+    return records, extra
+
+
+def _reverse_ip(qname: str) -> str | None:
+    """a.b.c.d from d.c.b.a.in-addr.arpa (RFC 1035 3.5), or None."""
+    if not qname.endswith("." + REVERSE_ZONE):
+        return None
+    parts = qname[:-len(REVERSE_ZONE) - 1].split(".")
+    if len(parts) != 4:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(".".join(reversed(parts))))
+    except ValueError:
+        return None
+
+
+def _reverse(zone: Zone, ip: str, qtype: int) -> Answer:
+    """PTR for ClusterIPs and endpoint IPs (spec 2.3.4, 2.4.3; CoreDNS serviceRecordForIP)."""
+    names = zone.ptr.get(ip, ())
+    qname = ".".join(reversed(ip.split("."))) + "." + REVERSE_ZONE
+    if not names:
+        return _nxdomain(zone, REVERSE_ZONE)
+    if qtype != wire.PTR:
+        return _nodata(zone, REVERSE_ZONE)
+    return Answer(wire.NOERROR, answer=[(qname, wire.PTR, zone.ttl, n) for n in names])

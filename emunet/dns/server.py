@@ -1,0 +1,232 @@
+"""The thin asyncio shell of the DNS responder: UDP and TCP sockets, signals, stats file.
+
+Run inside the coredns pod's namespace by the supervisor:
+    python -m emunet.dns.server --state /run/emunet/state.json
+It binds port 53 over UDP and TCP (RFC 1035 4.2, RFC 7766), answers only clients inside the
+cluster, reloads the state file on SIGHUP, exits 0 on SIGTERM, and every second writes its
+counters to <state dir>/dns.json for `emunet status`. All DNS logic is in `handler.Handler`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import struct
+import sys
+from pathlib import Path
+
+from .. import naming
+from ..state import ClusterState
+from .handler import FORWARD, Handler
+from .zone import Zone
+
+log = logging.getLogger("emunet.dns")
+TCP_LEN = struct.Struct("!H")  # RFC 1035 4.2.2: two-byte length prefix
+TCP_IDLE = 10.0  # seconds a TCP connection may sit idle (RFC 7766 6.2.3 suggests seconds)
+UPSTREAM_TIMEOUT = 2.0
+STATS_PERIOD = 1.0
+
+
+def load_zone(path: Path) -> Zone:
+    """The zone for a state file; the SOA serial is the file's mtime, as CoreDNS uses the
+    time of the last API change."""
+    st = ClusterState.from_json(path.read_text())
+    return Zone.from_state(st, serial=int(path.stat().st_mtime) & 0xFFFFFFFF)
+
+
+class DnsServer:
+    def __init__(self, state_path: Path, host: str = "0.0.0.0", port: int = 53,
+                 stats_path: Path | None = None) -> None:
+        self.state_path = state_path
+        self.host, self.port = host, port
+        self.stats_path = stats_path
+        self.handler = Handler(load_zone(state_path))
+        self._allowed: dict[str, bool] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def reload(self) -> None:
+        try:
+            self.handler.load(load_zone(self.state_path))
+            self._allowed = {}
+            log.info("reloaded %s", self.state_path)
+        except Exception as e:  # keep answering from the old zone; say why
+            log.error("cannot reload %s: %s", self.state_path, e)
+
+    def allowed(self, ip: str) -> bool:
+        ok = self._allowed.get(ip)
+        if ok is None:
+            ok = self._allowed[ip] = self.handler.zone.client_allowed(ip)
+        return ok
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._udp, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=(self.host, self.port))
+        self._tcp = await asyncio.start_server(self._tcp_client, self.host, self.port)
+        if self.stats_path is not None:
+            self._spawn(self._stats_loop())
+        log.info("serving DNS on %s:%d (udp, tcp)", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+        for t in list(self._tasks):
+            t.cancel()
+        if self.stats_path is not None:
+            self.write_stats()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def forward(self, data: bytes) -> bytes:
+        """Relay a query to the first upstream that answers (UDP), else SERVFAIL."""
+        loop = asyncio.get_running_loop()
+        for up in self.handler.zone.upstreams:
+            host, _, port = up.rpartition(":") if up.count(":") == 1 else (up, "", "53")
+            fut: asyncio.Future[bytes] = loop.create_future()
+            try:
+                tr, _ = await loop.create_datagram_endpoint(
+                    lambda f=fut: _OneShot(f, data[:2]), remote_addr=(host, int(port)))
+            except (OSError, ValueError) as e:
+                log.warning("upstream %s: %s", up, e)
+                continue
+            try:
+                tr.sendto(data)
+                reply = await asyncio.wait_for(fut, UPSTREAM_TIMEOUT)
+                self.handler.count_reply(reply)
+                return reply
+            except (TimeoutError, OSError):
+                continue
+            finally:
+                tr.close()
+        return self.handler.servfail(data)
+
+    async def _tcp_client(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            if not peer or not self.allowed(peer[0]):
+                return
+            while True:  # RFC 7766 6.2.1: several queries per connection, in order
+                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                data = await asyncio.wait_for(reader.readexactly(TCP_LEN.unpack(head)[0]),
+                                              TCP_IDLE)
+                out = self.handler.handle(data, udp=False)
+                if out is None:
+                    return
+                if out is FORWARD:
+                    out = await self.forward(data)
+                writer.write(TCP_LEN.pack(len(out)) + out)  # type: ignore[arg-type]
+                await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_PERIOD)
+            self.write_stats()
+
+    def write_stats(self) -> None:
+        """Counters as JSON, replaced atomically so `emunet status` never reads half."""
+        assert self.stats_path is not None
+        tmp = self.stats_path.with_name(self.stats_path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps({"pid": os.getpid(), **self.handler.counters},
+                                      sort_keys=True))
+            os.replace(tmp, self.stats_path)
+        except OSError as e:
+            log.warning("cannot write %s: %s", self.stats_path, e)
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        srv = self.server
+        if not srv.allowed(addr[0]):
+            srv.handler.counters["refused_clients"] += 1
+            return
+        out = srv.handler.handle(data, udp=True)
+        if out is None:
+            return
+        if out is FORWARD:
+            srv._spawn(self._forward(data, addr))
+            return
+        self.transport.sendto(out, addr)  # type: ignore[union-attr, arg-type]
+
+    async def _forward(self, data: bytes, addr) -> None:
+        reply = await self.server.forward(data)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(reply, addr)
+
+
+class _OneShot(asyncio.DatagramProtocol):
+    """Waits for the upstream's reply with our query's ID (RFC 5452: check the ID)."""
+
+    def __init__(self, fut: asyncio.Future, ident: bytes) -> None:
+        self.fut, self.ident = fut, ident
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        if data[:2] == self.ident and not self.fut.done():
+            self.fut.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.fut.done():
+            self.fut.set_exception(exc)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="emunet.dns.server", description=__doc__.split("\n")[0])
+    p.add_argument("--state", type=Path, default=naming.run_dir() / "state.json")
+    p.add_argument("--listen", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=53)
+    p.add_argument("--stats", type=Path, default=None,
+                   help="counters file (default: dns.json next to the state file)")
+    return p.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> int:
+    server = DnsServer(args.state, args.listen, args.port,
+                       args.stats or args.state.parent / "dns.json")
+    await server.start()
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    loop.add_signal_handler(signal.SIGTERM, done.set)
+    loop.add_signal_handler(signal.SIGINT, done.set)
+    await done.wait()
+    await server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s emunet-dns %(levelname)s %(message)s")
+    args = parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except (OSError, ValueError, KeyError) as e:
+        log.error("cannot start: %s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The DNS view of a ClusterState: what CoreDNS's kubernetes plugin reads from the API server.
+
+`Zone.from_state` flattens Services, their ready endpoints (EndpointSlice semantics) and the
+reverse index (ClusterIP or endpoint IP -> names) into plain lookups, so the resolver is
+dictionary access only. Built once per state (re)load.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from ..state import KUBE_SYSTEM, ClusterState, ServiceState
+
+CLUSTER_IP, HEADLESS, EXTERNAL = "ClusterIP", "Headless", "ExternalName"
+NO_PORT = -1  # CoreDNS's marker for an endpoint of a Service without ports (no SRV record)
+
+
+@dataclass(frozen=True)
+class PortRec:
+    name: str  # "" for an unnamed port
+    protocol: str  # lowercased: tcp | udp | sctp
+    port: int
+
+
+@dataclass(frozen=True)
+class EndpointRec:
+    ip: str
+    hostname: str  # spec.hostname when spec.subdomain names the Service, else the dashed IP
+    ports: tuple[PortRec, ...]
+
+
+@dataclass(frozen=True)
+class ServiceRec:
+    namespace: str
+    name: str
+    kind: str  # CLUSTER_IP | HEADLESS | EXTERNAL
+    cluster_ip: str | None
+    ports: tuple[PortRec, ...]
+    external_name: str | None
+    endpoints: tuple[EndpointRec, ...]  # ready endpoints only
+
+
+@dataclass(frozen=True)
+class Zone:
+    domain: str  # lowercased, no trailing dot
+    ttl: int
+    serial: int
+    dns_ip: str  # the kube-dns ClusterIP, answered for ns.dns.<domain>
+    upstreams: tuple[str, ...]
+    namespaces: frozenset[str]
+    services: dict[tuple[str, str], ServiceRec]
+    ptr: dict[str, tuple[str, ...]]  # IPv4 -> PTR targets
+    reverse_nets: tuple[ipaddress.IPv4Network, ...]  # where we are authoritative for PTR
+    client_nets: tuple[ipaddress.IPv4Network, ...] = field(default=())
+
+    @classmethod
+    def from_state(cls, st: ClusterState, serial: int = 1) -> Zone:
+        c = st.cluster
+        domain = c.cluster_domain.lower().rstrip(".")
+        services = {key: _service_rec(st, ss) for key, ss in st.services.items()}
+        namespaces = frozenset(
+            {n.lower() for n in st.namespaces} | {k[0].lower() for k in st.services})
+        services = {(k[0].lower(), k[1].lower()): v for k, v in services.items()}
+        nets = (ipaddress.IPv4Network(c.service_cidr), ipaddress.IPv4Network(c.cluster_cidr))
+        dns = st.services.get((KUBE_SYSTEM, "kube-dns"))
+        return cls(
+            domain=domain, ttl=c.dns_ttl, serial=serial,
+            dns_ip=(dns.cluster_ip if dns and dns.cluster_ip else c.cluster_dns),
+            upstreams=tuple(c.dns_upstreams), namespaces=namespaces, services=services,
+            ptr=_reverse_index(services.values(), domain), reverse_nets=nets,
+            client_nets=(*nets, ipaddress.IPv4Network("127.0.0.0/8")),
+        )
+
+    def client_allowed(self, ip: str) -> bool:
+        """Only pods, Services and loopback may ask (CoreDNS is not an open resolver)."""
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if addr.version == 6:
+            return addr.is_loopback or (addr.ipv4_mapped is not None
+                                        and self.client_allowed(str(addr.ipv4_mapped)))
+        return any(addr in n for n in self.client_nets)
+
+
+def _service_rec(st: ClusterState, ss: ServiceState) -> ServiceRec:
+    svc = ss.service
+    ports = tuple(PortRec(p.name or "", p.protocol.lower(), p.port) for p in svc.ports)
+    if svc.type == "ExternalName":
+        return ServiceRec(svc.namespace, svc.name, EXTERNAL, None, ports,
+                          (svc.external_name or "").lower().rstrip("."), ())
+    kind = HEADLESS if ss.cluster_ip is None else CLUSTER_IP
+    return ServiceRec(svc.namespace, svc.name, kind, ss.cluster_ip, ports, None,
+                      _endpoints(st, ss))
+
+
+def _endpoints(st: ClusterState, ss: ServiceState) -> tuple[EndpointRec, ...]:
+    """Ready endpoints grouped by address, with the ports (named as the Service's) each serves.
+
+    Only ready addresses are published, as CoreDNS reads EndpointSlices (conditions.ready).
+    The hostname follows the EndpointSlice controller: a pod's spec.hostname is used only when
+    its spec.subdomain equals the Service's name; otherwise CoreDNS names the endpoint by its
+    IP with dashes (kubernetes plugin, endpointHostname).
+    """
+    svc = ss.service
+    by_ip: dict[str, list[PortRec]] = {}
+    if not svc.ports:  # headless without ports: addresses only
+        for p in sorted(st.selected_pods(svc), key=lambda p: ipaddress.IPv4Address(p.ip)):
+            if p.ready:
+                by_ip[p.ip] = [PortRec("", "", NO_PORT)]
+    else:
+        for i, eps in st.endpoints(ss.key).items():
+            sp = svc.ports[i]
+            for ep in eps:
+                if ep.ready:
+                    by_ip.setdefault(ep.ip, []).append(
+                        PortRec(sp.name or "", sp.protocol.lower(), ep.port))
+    out = []
+    for ip, ports in by_ip.items():
+        pod = st.pod_by_ip(ip)
+        hostname = ip.replace(".", "-")
+        if pod is not None and pod.pod.hostname and pod.pod.subdomain == svc.name:
+            hostname = pod.pod.hostname.lower()
+        out.append(EndpointRec(ip, hostname, tuple(ports)))
+    return tuple(out)
+
+
+def _reverse_index(services, domain: str) -> dict[str, tuple[str, ...]]:
+    """CoreDNS serviceRecordForIP: a ClusterIP maps to its Service name alone; otherwise an
+    IP maps to one endpoint name per Service it backs."""
+    ptr: dict[str, list[str]] = {}
+    cluster_ips: dict[str, str] = {}
+    for s in services:
+        if s.cluster_ip:
+            cluster_ips.setdefault(s.cluster_ip, f"{s.name}.{s.namespace}.svc.{domain}".lower())
+    for s in services:
+        for ep in s.endpoints:
+            name = f"{ep.hostname}.{s.name}.{s.namespace}.svc.{domain}".lower()
+            if name not in ptr.setdefault(ep.ip, []):
+                ptr[ep.ip].append(name)
+    out = {ip: tuple(names) for ip, names in ptr.items()}
+    out.update({ip: (name,) for ip, name in cluster_ips.items()})
+    return out
