@@ -171,7 +171,7 @@ class Datapath:
         if frag:
             # Linux defragments before conntrack; emunet pods use MTU 1450 with DF (PMTU),
             # so a fragment can only be routed by address, never load-balanced.
-            if f[30:34] in self.tables.cluster_ips:
+            if bytes(f[30:34]) in self.tables.cluster_ips:
                 return self._drop(DropReason.FRAG_NOT_SUPPORTED, "fragment to a ClusterIP")
             return None
         if proto == PROTO_ICMP and f[l4] in _ICMP_ERRORS:
@@ -179,7 +179,7 @@ class Datapath:
         key = _tuple_key(f, l4, proto)
         if key is None:
             if proto not in (PROTO_ICMP, PROTO_TCP, PROTO_UDP) and \
-                    f[30:34] in self.tables.cluster_ips:
+                    bytes(f[30:34]) in self.tables.cluster_ips:
                 return self._drop(DropReason.UNSUPPORTED_L4, f"IP proto {proto} to a ClusterIP")
             return None  # other ICMP types: routed untracked
         flags = f[l4 + 13] if proto == PROTO_TCP else 0
@@ -349,7 +349,7 @@ class Datapath:
         out = self._track(f, l4, end, proto, frag, now, None)
         if out is not None:
             return out
-        if f[30:34] not in t.pods_by_ip:
+        if bytes(f[30:34]) not in t.pods_by_ip:
             return self._drop(DropReason.NO_ROUTE, f"no pod {pk.ip_str(f[30:34])} on {t.node}")
         self._c["decap"] += 1
         return self._route(f)
