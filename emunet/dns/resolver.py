@@ -89,12 +89,13 @@ def _cluster(zone: Zone, qname: str, qtype: int) -> Answer:
         if base == "dns-version":
             return Answer(wire.NOERROR, answer=[
                 (qname, wire.TXT, DNS_VERSION_TTL, (DNS_SCHEMA_VERSION,))])
-        # CoreDNS: NODATA if the name has records of another type, otherwise NXDOMAIN.
+        # CoreDNS 1.11: NXDOMAIN for a name that does not exist, else NODATA. (CoreDNS also
+        # says NXDOMAIN for the apex and <ns>.svc; we keep NODATA there, as RFC 8020 needs.)
         try:
-            items = _records(zone, base)
+            _records(zone, base)
         except _NameError:
-            items = []
-        return _nodata(zone, d) if items else _nxdomain(zone, d)
+            return _nxdomain(zone, d)
+        return _nodata(zone, d)
     if base == "ns.dns":  # CoreDNS isDefaultNS: the name of the nameserver itself
         if qtype == wire.A:
             return Answer(wire.NOERROR, answer=[(qname, wire.A, zone.ttl, zone.dns_ip)])
@@ -169,8 +170,9 @@ def _services(zone: Zone, svc: ServiceRec | None, endpoint: str, port: str,
     svc_name = f"{svc.name}.{svc.namespace}.svc.{zone.domain}".lower()
     items: list[Item] = []
     if svc.kind == EXTERNAL:
-        # No endpoints and no port/protocol pseudo-names for ExternalName (spec 2.4.1 note).
-        if endpoint or port or proto or _host_type(svc.external_name or "") != wire.CNAME:
+        # An ExternalName Service has no endpoints (CoreDNS findServices); a port/protocol
+        # name still answers the CNAME, and SRV leaves it out (Services, "not implemented").
+        if endpoint or _host_type(svc.external_name or "") != wire.CNAME:
             raise _NameError
         return [Item(svc.external_name or "", 0, svc_name)]
     if svc.kind == HEADLESS or endpoint:
