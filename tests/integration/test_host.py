@@ -382,3 +382,13 @@ def test_a_build_that_crashes_halfway_is_cleaned_up_from_its_manifest(env, tmp_p
     assert _leftovers()
     host.teardown(m)
     assert _leftovers() == []
+
+
+@needs_root
+def test_one_node_has_no_underlay(env):
+    state = ClusterState.plan(_config(1))
+    _build(state, env)
+    (node,) = state.nodes
+    assert [link["ifname"] for link in ipj(node.netns, "link")
+            if not link["ifname"].startswith("veth")] == ["lo"]
+    assert not host.netns_exists(naming.underlay_netns())
