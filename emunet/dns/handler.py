@@ -110,6 +110,6 @@ class Handler:
 def _reply_or_error(data: bytes, rcode: int) -> bytes:
     try:
         q = wire.parse_query(data)
-    except (FormErr, Exception):
+    except FormErr:
         return wire.error_response(data, rcode)
     return Handler._build(q, (rcode, 0, 0, 0, b""), udp=True)

@@ -229,11 +229,7 @@ def opt_record(size: int, ext_rcode: int = 0) -> bytes:
     return OPTFIXED.pack(0, OPT, size, (ext_rcode >> 4) << 24, 0)
 
 
-def error_response(data: bytes, rcode: int, with_question: bool = False) -> bytes:
-    """A header-only (or header + question) error reply: ID, opcode and RD copied."""
+def error_response(data: bytes, rcode: int) -> bytes:
+    """A header-only error reply (RFC 1035 4.1.1): ID, opcode and RD copied, QR and RA set."""
     ident, flags, *_ = HEADER.unpack_from(data)
-    out_flags = QR | (flags & (0x7800 | RD)) | RA | (rcode & 0xF)
-    if with_question:
-        q = parse_query(data)
-        return HEADER.pack(ident, out_flags, 1, 0, 0, 0) + q.question
-    return HEADER.pack(ident, out_flags, 0, 0, 0, 0)
+    return HEADER.pack(ident, QR | (flags & (0x7800 | RD)) | RA | (rcode & 0xF), 0, 0, 0, 0)

@@ -1,0 +1,192 @@
+"""The real server on loopback: UDP, TCP (several queries per connection), reload, dig, qps."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+from scapy.layers.dns import DNS
+from test_dns_fixtures import NS, cluster, query, rrs
+
+from emunet.dns.server import DnsServer
+
+SVC = f"monospaced.{NS}.svc.cluster.local"
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@pytest.fixture
+async def server(tmp_path):
+    state = tmp_path / "state.json"
+    state.write_text(cluster().to_json())
+    srv = DnsServer(state, "127.0.0.1", free_port(), tmp_path / "dns.json")
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+async def udp_ask(port: int, data: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    class P(asyncio.DatagramProtocol):
+        def datagram_received(self, d, addr):
+            if not fut.done():
+                fut.set_result(d)
+
+    tr, _ = await loop.create_datagram_endpoint(P, remote_addr=("127.0.0.1", port))
+    try:
+        tr.sendto(data)
+        return await asyncio.wait_for(fut, 2)
+    finally:
+        tr.close()
+
+
+async def test_udp_and_tcp(server):
+    r = DNS(await udp_ask(server.port, query(SVC)))
+    assert r.rcode == 0 and rrs(r.an)[0].rdata == "10.43.0.11"
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        for i, name in enumerate((SVC, "nope." + SVC, f"_http._tcp.{SVC}")):
+            data = query(name, "SRV" if name.startswith("_") else "A", ident=100 + i)
+            writer.write(struct.pack("!H", len(data)) + data)
+        await writer.drain()
+        answers = []
+        for _ in range(3):
+            (n,) = struct.unpack("!H", await reader.readexactly(2))
+            answers.append(DNS(await reader.readexactly(n)))
+    finally:
+        writer.close()
+    assert [(a.id, a.rcode) for a in answers] == [(100, 0), (101, 3), (102, 0)]
+
+
+async def test_reload_shows_in_next_answer_and_stats(server):
+    st = cluster()
+    st.remove_service((NS, "monospaced"))
+    server.state_path.write_text(st.to_json())
+    server.reload()
+    assert DNS(await udp_ask(server.port, query(SVC))).rcode == 3
+    server.write_stats()
+    import json
+    stats = json.loads(server.stats_path.read_text())
+    assert stats["queries"] == 1 and stats["NXDOMAIN"] == 1
+
+
+async def test_forward_failure_is_servfail(tmp_path):
+    state = tmp_path / "state.json"
+    dead = free_port()  # nothing listens there: the upstream query times out or is refused
+    state.write_text(cluster(upstreams=(f"127.0.0.1:{dead}",)).to_json())
+    srv = DnsServer(state, "127.0.0.1", free_port())
+    await srv.start()
+    try:
+        r = DNS(await udp_ask(srv.port, query("example.com")))
+        assert r.rcode == 2 and r.qr == 1
+    finally:
+        await srv.stop()
+
+
+async def test_forward_relays_upstream_answer(tmp_path):
+    up_port = free_port()
+    loop = asyncio.get_running_loop()
+
+    class Upstream(asyncio.DatagramProtocol):
+        def connection_made(self, tr):
+            self.tr = tr
+
+        def datagram_received(self, d, addr):
+            q = DNS(d)
+            self.tr.sendto(bytes(DNS(id=q.id, qr=1, qd=q.qd, an=None, rcode=0, ra=1)), addr)
+
+    up, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", up_port))
+    state = tmp_path / "state.json"
+    state.write_text(cluster(upstreams=(f"127.0.0.1:{up_port}",)).to_json())
+    srv = DnsServer(state, "127.0.0.1", free_port())
+    await srv.start()
+    try:
+        r = DNS(await udp_ask(srv.port, query("example.com", ident=321)))
+        assert r.id == 321 and r.rcode == 0 and r.ra == 1
+    finally:
+        await srv.stop()
+        up.close()
+
+
+def test_dig_and_sigterm(tmp_path):
+    """The CLI as the supervisor runs it: dig over UDP and TCP, then SIGTERM -> exit 0."""
+    dig = shutil.which("dig")
+    state = tmp_path / "state.json"
+    state.write_text(cluster().to_json())
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emunet.dns.server", "--state", str(state),
+         "--listen", "127.0.0.1", "--port", str(port)],
+        stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and not (tmp_path / "dns.json").exists():
+            time.sleep(0.1)
+        assert (tmp_path / "dns.json").exists(), "stats file never written"
+        if dig:
+            for extra in ([], ["+tcp"]):
+                out = subprocess.run([dig, "@127.0.0.1", "-p", str(port), SVC, "+short",
+                                      *extra], capture_output=True, text=True, timeout=10)
+                assert out.stdout.strip() == "10.43.0.11"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+async def test_udp_qps(server, capsys):
+    """Measure, not assert much: a loopback client with 64 queries in flight."""
+    loop = asyncio.get_running_loop()
+    n, window = 20000, 64
+    done = asyncio.Event()
+    got = 0
+    data = query(SVC)
+
+    class C(asyncio.DatagramProtocol):
+        def connection_made(self, tr):
+            self.tr = tr
+            for _ in range(window):
+                tr.sendto(data)
+
+        def datagram_received(self, d, addr):
+            nonlocal got
+            got += 1
+            if got >= n:
+                done.set()
+            elif got + window <= n:
+                self.tr.sendto(data)
+
+    t0 = time.perf_counter()
+    tr, _ = await loop.create_datagram_endpoint(C, remote_addr=("127.0.0.1", server.port))
+    try:
+        await asyncio.wait_for(done.wait(), 60)
+    finally:
+        tr.close()
+    qps = n / (time.perf_counter() - t0)
+    with capsys.disabled():
+        print(f"\nDNS UDP loopback: {qps:,.0f} queries/s (client and server in one process)")
+    assert qps > 1000
