@@ -2,7 +2,7 @@
 
 emunet never sweeps the machine by name (Mininet's `clean.py` is the counter-example, see
 DESIGN.md section 5): it removes exactly what this file says it made. So the manifest is written
-*ahead* of each creation (record, then create) and atomically (temp file, fsync, rename), and a
+*ahead* of each creation (record, then create) and atomically (temp file, rename), and a
 build that crashes half-way can still be cleaned up completely.
 
 Entries, in creation order:
@@ -133,10 +133,10 @@ class Manifest:
             fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp",
                                        dir=self.path.parent)
             try:
+                # No fsync: what the file lists (namespaces, mounts, processes) does not survive
+                # a reboot either; the rename alone makes a process crash see old or new.
                 with os.fdopen(fd, "w") as f:
                     f.write(data + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
                 os.replace(tmp, self.path)
             except BaseException:
                 try:
