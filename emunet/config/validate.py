@@ -101,6 +101,7 @@ def _check_netns(col: Collector, parsed: Parsed, spec: model.ClusterSpec,
 def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> None:
     service_net = IPv4Network(spec.service_cidr)
     ips: dict[str, str] = {}
+    auto = []
     for svc, doc in parsed.services:
         who = f"{svc.namespace}/{svc.name}"
         if svc.key == ("kube-system", "kube-dns"):
@@ -121,6 +122,8 @@ def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> 
                 col.error(line, path, f"clusterIP {ip} is already Service {ips[ip.exploded]}'s")
             else:
                 ips[svc.cluster_ip] = who
+        if svc.cluster_ip is None:
+            auto.append(doc)
         if svc.selector is None:
             continue
         selected = [p for p, _ in parsed.pods if p.namespace == svc.namespace
@@ -141,3 +144,10 @@ def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> 
                 col.error(line, path, f"no container of the {len(selected)} selected pod(s) "
                           f"declares a {sp.protocol} port named {sp.target_port!r}{other}",
                           "name a containerPort so, or use the port number")
+    # state.py allocates ClusterIPs above .10 (.1 is the `kubernetes` Service's, .10 DNS's).
+    free = [h for h in service_net.hosts() if int(h) - int(service_net.network_address) > 10
+            and str(h) not in ips and str(h) != spec.cluster_dns] if auto else []
+    if len(auto) > len(free):
+        line, path = at(auto[len(free)], "metadata", "name")
+        col.error(line, path, f"serviceCIDR {service_net} has no ClusterIP left for this "
+                  f"Service ({len(free)} are allocatable)", "use a larger serviceCIDR")

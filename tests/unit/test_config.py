@@ -284,3 +284,35 @@ def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(bad)
     assert info.value.line == 2
+
+
+def test_service_range_exhausted() -> None:
+    services = "".join(f"""\
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: s{i}}}
+spec:
+  ports: [{{port: 80}}]
+""" for i in range(5))
+    text = MINIMAL.replace("  nodes:", "  serviceCIDR: 10.43.0.0/28\n  nodes:") + services
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "t.yaml")  # .11-.14 are allocatable: the fifth has no address
+    assert info.value.message.startswith("serviceCIDR 10.43.0.0/28 has no ClusterIP left")
+    assert info.value.line == text.splitlines().index("metadata: {name: s4}") + 1
+    cfg = load_config_text(text.replace("/28", "/27"), "t.yaml")
+    assert len(ClusterState.plan(cfg).services) == 6  # five plus kube-dns
+
+
+def test_unimplemented_kind_in_undeclared_namespace() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(MINIMAL + """\
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: deny
+  namespace: nowhere
+spec: {podSelector: {}}
+""", "t.yaml")
+    assert (info.value.line, info.value.path) == (13, "metadata.namespace")
