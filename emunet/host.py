@@ -6,9 +6,10 @@ Nodes and pods are named network namespaces joined by veth pairs; the underlay i
 
 Threading: every function here is synchronous (pyroute2's sync `IPRoute` runs its own event
 loop and must not be used from a thread that runs an asyncio loop); call them from a worker
-thread. They are thread-safe: a namespace is entered with setns(2), which switches only the
-calling thread, and the thread's own namespace is restored in `finally`. Netlink sockets,
-ioctl sockets and /proc/sys/net files opened while inside stay bound to that namespace.
+thread (`socket_in_netns` and `netns_exists` use no netlink and are safe anywhere, they only
+block for microseconds). They are thread-safe: a namespace is entered with setns(2), which
+switches only the calling thread, and the thread's own namespace is restored in `finally`.
+Netlink sockets, ioctl sockets and /proc/sys/net files opened inside stay bound to it.
 
 Why setns and not `IPRoute(netns=name, flags=0)`: pyroute2 creates that socket in a forked
 helper process (~6 ms per handle); entering by setns costs ~0.1 ms and, because the namespace
