@@ -117,7 +117,7 @@ def _dispatch(doc: Obj, out: Parsed) -> None:
     group = api.split("/")[0] if "/" in api else ""
     if kind not in NOT_YET and group in _KNOWN_GROUPS:
         doc.error("kind", f"unknown kind {kind!r} for apiVersion {api}",
-                  suggest(kind, [*IMPLEMENTED, *NOT_YET]).replace("known fields", "kinds"))
+                  suggest(kind, [*IMPLEMENTED, *NOT_YET], noun="kinds"))
         return
     if not _API_VERSION.fullmatch(api):
         doc.error("apiVersion", f"{api!r} is not a Kubernetes apiVersion",

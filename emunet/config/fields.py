@@ -35,16 +35,16 @@ def describe(value: Any) -> str:
     return f"a {type(value).__name__} ({value})"
 
 
-def suggest(name: str, known: Iterable[str]) -> str:
-    """`did you mean "x"?` for a misspelt field, else the list of valid names."""
+def suggest(name: str, known: Iterable[str], noun: str = "fields") -> str:
+    """`did you mean "x"?` for a misspelt name, else the list of valid names."""
     known = sorted(set(known))
     for k in known:
         if k.lower() == name.lower():
-            return f'did you mean "{k}"? (field names are case-sensitive)'
+            return f'did you mean "{k}"? ({noun} are case-sensitive)'
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     if close:
         return f'did you mean "{close[0]}"?'
-    return "known fields: " + ", ".join(known)
+    return f"known {noun}: " + ", ".join(known)
 
 
 class Obj:
@@ -91,10 +91,11 @@ class Obj:
     def _missing(self, key: str, required: bool) -> bool:
         if self.data.get(key) is not None:
             return False
-        if required:
-            self.error(None if key not in self.data else key, f"{self.sub(key)} is required"
-                       if key not in self.data else "must not be empty",
-                       f'add "{key}:" here' if key not in self.data else "")
+        if required and key in self.data:
+            self.error(key, "must not be empty")
+        elif required:  # reported at the enclosing mapping, named by the missing field's path
+            self.col.error(self.line, self.sub(key), "required field is missing",
+                           f'add "{key}:" here')
         return True
 
     # ---- scalars ---------------------------------------------------------------------------
@@ -115,7 +116,7 @@ class Obj:
             choices = list(choices)
             if v not in choices:
                 self.error(key, f"must be one of {', '.join(choices)}, got {v!r}",
-                           suggest(v, choices).replace("known fields", "choices"))
+                           suggest(v, choices, noun="values"))
                 return None
         if check is not None:
             bad = check(v)

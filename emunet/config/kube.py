@@ -220,8 +220,8 @@ def _service_ports(spec: Obj, headless: bool) -> tuple[model.ServicePort, ...]:
         protocol = p.str("protocol", choices=PROTOCOLS) or "TCP"
         pname = p.str("name", check=names.dns1123_label)
         if pname is None and len(items) > 1 and not p.has("name"):
-            p.error(None, "name is required when a Service has more than one port",
-                    'add e.g. name: http')
+            p.col.error(p.line, p.sub("name"), "required when a Service has more than one "
+                        "port", 'add e.g. name: http')
         elif pname is not None and pname in port_names:
             p.error("name", f"duplicate port name {pname!r} (first on line "
                     f"{port_names[pname]})")
