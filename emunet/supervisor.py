@@ -260,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # `up` records our pid in the manifest, then says go: only then may we write to it.
     sys.stdin.readline()
+    # Children inherit an ignored SIGHUP until they install their reload handler: a state
+    # published while one is still starting must not kill it (it reads the state after).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     asyncio.run(Supervisor().run())
     return 0
 

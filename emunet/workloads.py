@@ -107,7 +107,7 @@ class PodWorkload:
 class Workloads:
     """Starts, supervises and stops pod workloads inside the supervisor's event loop."""
 
-    def __init__(self, log_dir: Path, on_process: Callable[[int, str], None]) -> None:
+    def __init__(self, log_dir: Path, on_process: Callable[..., None]) -> None:
         self.log_dir = log_dir
         self.on_process = on_process  # records each started pid (for `emunet down`)
         self.pods: dict[tuple[str, str], PodWorkload] = {}
@@ -162,7 +162,7 @@ class Workloads:
                 p.popen = None
                 return
         self.on_process(p.popen.pid, f"container {ps.pod.namespace}/{ps.pod.name}/"
-                                     f"{p.container.name}")
+                        f"{p.container.name}", netns=ps.netns)
 
     def reap(self, now: float) -> bool:
         """Restart exited containers with back-off (restartPolicy Always). True if any moved."""

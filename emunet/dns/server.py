@@ -212,6 +212,9 @@ async def run(args: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     loop.add_signal_handler(signal.SIGTERM, done.set)
     loop.add_signal_handler(signal.SIGINT, done.set)
+    # The supervisor starts us with SIGHUP ignored (so an early reload signal cannot kill us);
+    # one reload now picks up any state published between our first read and the handler.
+    server.reload()
     await done.wait()
     await server.stop()
     return 0

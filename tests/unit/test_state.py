@@ -20,8 +20,10 @@ from emunet.model import (
 )
 from emunet.state import ClusterState, StateError
 
+HTTP = (ContainerPort(3000, "TCP", "http"),)
 
-def _pod(name, labels, node=None, ports=(ContainerPort(3000, "TCP", "http"),), ns="web"):
+
+def _pod(name, labels, node=None, ports=HTTP, ns="web"):
     return Pod(ns, name, dict(labels), (Container("c", "img", ports=tuple(ports)),),
                node_name=node)
 
