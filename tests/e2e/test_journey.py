@@ -124,8 +124,9 @@ def test_node_namespaces_do_not_forward(cluster):
 
 def test_underlay_carries_vxlan_tcpdump_decodes(cluster):
     netns = f"{cluster.prefix}-node-1"
-    dump = subprocess.Popen(["ip", "netns", "exec", netns, "tcpdump", "-nli", "eth0", "-T", "vxlan", "-c", "2",
-                             "udp", "port", "8472"],
+    # tcpdump reads UDP 8472 as OTV by default; -T vxlan decodes it as Flannel's VXLAN.
+    dump = subprocess.Popen(["ip", "netns", "exec", netns, "tcpdump", "-nli", "eth0",
+                             "-T", "vxlan", "-c", "2", "udp", "port", "8472"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)  # let tcpdump attach
