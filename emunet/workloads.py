@@ -181,11 +181,15 @@ class Workloads:
         return changed
 
     def ready(self, key: tuple[str, str]) -> bool:
-        """Ready when built-in listeners are open and every container process is running."""
+        """Ready when built-in listeners are open, every container process runs, and every TCP
+        containerPort a command container declares accepts connections (its ports listen)."""
         wl = self.pods.get(key)
         if wl is None:
             return False
-        return all(p.popen is not None and p.popen.poll() is None for p in wl.procs)
+        if not all(p.popen is not None and p.popen.poll() is None for p in wl.procs):
+            return False
+        return all(_listens(wl.ps, cp.container_port) for p in wl.procs
+                   for cp in p.container.ports if cp.protocol == "TCP")
 
     async def stop(self, key: tuple[str, str]) -> None:
         wl = self.pods.pop(key, None)
@@ -212,6 +216,17 @@ def _listen(netns: str, kind: int, port: int) -> socket.socket:
         sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+def _listens(ps: PodState, port: int) -> bool:
+    """A TCP connect to the pod's own IP from inside its namespace (over its loopback)."""
+    try:
+        sock = host.socket_in_netns(ps.netns, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    with sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((ps.ip, port)) == 0
 
 
 def _end(popen: subprocess.Popen) -> None:
