@@ -154,7 +154,8 @@ class Supervisor:
                     log.warning("%s exited (%s); restarting", child.role,
                                 child.popen.returncode)
                 child.start(self)
-        if self.workloads.reap(time.time()):
+        moved = self.workloads.reap(time.time())
+        if moved or not all(ps.ready for ps in self.state.pods.values()):
             self._refresh_ready()
 
     def _refresh_ready(self) -> None:
