@@ -274,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as e:
         print(f"emunet: error: {e}", file=sys.stderr)
         return e.code
+    except control.ControlError as e:
+        print(f"emunet: error: {e}", file=sys.stderr)
+        return 2 if e.kind == "input" else 1
     except KeyboardInterrupt:
         print("emunet: interrupted", file=sys.stderr)
         return 130

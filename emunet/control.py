@@ -2,7 +2,7 @@
 
 Each request is one JSON object with an "op" on one line; the supervisor answers with one JSON
 object per line: zero or more {"progress": ...} lines, then a final {"ok": true, ...} or
-{"ok": false, "error": "..."}.
+{"ok": false, "error": "...", "kind": "input"|"failure"}.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from . import naming
 
 
 class ControlError(Exception):
-    """The supervisor is not running, or it refused the request (the message says why)."""
+    """The supervisor is not running, or it refused the request (the message says why).
+
+    `kind` is "input" when the request itself was wrong (a bad manifest, an unknown object:
+    the CLI exits 2, as for any bad input) and "failure" otherwise (exit 1).
+    """
+
+    def __init__(self, message: str, kind: str = "failure") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def socket_path() -> Path:
@@ -45,7 +53,8 @@ def request(op: str, timeout: float = 60.0,
                     on_progress(msg["progress"])
                 continue
             if not msg.get("ok"):
-                raise ControlError(msg.get("error", "request failed"))
+                raise ControlError(msg.get("error", "request failed"),
+                                   msg.get("kind", "failure"))
             return msg
     raise ControlError("the supervisor closed the connection without an answer")
 

@@ -23,7 +23,8 @@ from typing import Any
 
 from . import control, host, naming
 from .apply import Change, apply_config, delete_config, delete_object
-from .state import KUBE_SYSTEM, ClusterState
+from .config import ConfigError
+from .state import KUBE_SYSTEM, ClusterState, StateError
 
 log = logging.getLogger("emunet.supervisor")
 _TICK = 0.25  # how often children are checked; a dead agent is back well within 1 s
@@ -196,9 +197,11 @@ class Supervisor:
             else:
                 try:
                     say({"ok": True, **(await handler(req, say))})
+                except (StateError, ConfigError) as e:  # the request was wrong: exit 2
+                    say({"ok": False, "error": str(e), "kind": "input"})
                 except Exception as e:  # reported to the CLI, which shows it to the user
                     log.exception("request %s failed", op)
-                    say({"ok": False, "error": str(e)})
+                    say({"ok": False, "error": str(e), "kind": "failure"})
             await writer.drain()
         except (ConnectionError, json.JSONDecodeError):
             pass
