@@ -39,6 +39,9 @@ class NodeSpec:
     pod_cidr: str | None = None  # None: the index-th /24 of the cluster CIDR
     underlay_ip: str | None = None  # None: assigned from the underlay CIDR
     loc: Loc | None = None
+    # "emunet": the Python agent forwards; "kernel": Linux forwards, built as Flannel +
+    # kube-proxy (nftables mode) build a k3s node (emunet.kernelnode). Interop and baseline.
+    datapath: str = "emunet"
 
 
 @dataclass(frozen=True)

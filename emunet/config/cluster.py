@@ -171,8 +171,9 @@ def _nodes(spec: Obj, cluster: IPv4Network | None,
     cidrs: list[tuple[IPv4Network, str]] = []
     ips: dict[IPv4Address, str] = {}
     for index, obj in enumerate(items, start=1):
-        obj.check_fields(("name", "podCIDR", "underlayIP"), what="node")
+        obj.check_fields(("name", "podCIDR", "underlayIP", "datapath"), what="node")
         name = obj.str("name", required=True, check=names.dns1123_label)
+        datapath = obj.str("datapath", choices=("emunet", "kernel")) or "emunet"
         if name is not None and name in seen:
             obj.error("name", f"duplicate node name {name!r} (first on line {seen[name]})")
         elif name is not None:
@@ -208,7 +209,7 @@ def _nodes(spec: Obj, cluster: IPv4Network | None,
         nodes.append(model.NodeSpec(
             name=name or "", pod_cidr=str(pod_cidr) if obj.has("podCIDR") else None,
             underlay_ip=str(ip) if obj.has("underlayIP") else None,
-            loc=model.Loc(spec.col.file, obj.line)))
+            loc=model.Loc(spec.col.file, obj.line), datapath=datapath))
     return tuple(nodes)
 
 
