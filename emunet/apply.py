@@ -50,7 +50,16 @@ def apply_config(state: ClusterState, path: str) -> list[Change]:
         if old is not None and old.service == dataclasses.replace(svc, loc=old.service.loc):
             changes.append(Change(f"service/{svc.name} unchanged"))
             continue
-        new.add_service(svc)
+        if (old is not None and old.service.type != "ExternalName" and svc.cluster_ip
+                and svc.cluster_ip != (old.cluster_ip or "None")):
+            # The API server: spec.clusterIP "field is immutable" once allocated.
+            raise StateError(f"{svc.loc}: spec.clusterIP: Service {svc.namespace}/{svc.name} "
+                             f"has clusterIP {old.cluster_ip or 'None'}; it is immutable "
+                             "(delete the Service and apply again)")
+        try:
+            new.add_service(svc)
+        except StateError as e:  # e.g. the clusterIP is another running Service's
+            raise StateError(f"{svc.loc}: spec.clusterIP: {e}") from None
         changes.append(Change(f"service/{svc.name} {'configured' if old else 'created'}"))
     for pod in cfg.pods:
         if pod.namespace not in new.namespaces:

@@ -170,20 +170,43 @@ def parse_service(doc: Obj) -> model.Service | None:
         return None
     spec.check_fields(SERVICE_SPEC_FIELDS, SERVICE_SPEC_IGNORED, what="Service spec")
     stype = spec.str("type", choices=SERVICE_TYPES) or "ClusterIP"
-    if stype != "ClusterIP":
+    if stype not in ("ClusterIP", "ExternalName"):
         spec.error("type", f"type {stype} is not supported yet",
-                   "emunet builds ClusterIP and headless (clusterIP: None) Services")
+                   "emunet builds ClusterIP, headless (clusterIP: None) and ExternalName "
+                   "Services")
     spec.str("sessionAffinity", choices=("None", "ClientIP"))
-    if spec.has("externalName"):
-        spec.error("externalName", "externalName is only for type ExternalName, which emunet "
-                   "does not support yet")
+    external = _external_name(spec, stype)
     cluster_ip = _cluster_ip(spec)
+    if external is not None and cluster_ip is not None:
+        # API server: clusterIP "may not be set for ExternalName services" (not even None).
+        spec.error("clusterIP", "clusterIP may not be set for an ExternalName Service",
+                   "remove clusterIP")
     selector = spec.str_map("selector", names.label_key, names.label_value) or None
-    ports = _service_ports(spec, headless=cluster_ip == "None")
+    # ExternalName Services need no ports (the DNS CNAME is all they are).
+    ports = _service_ports(spec, headless=cluster_ip == "None" or stype == "ExternalName")
     if len(doc.col.errors) > errors_before or name is None:
         return None
     return model.Service(namespace=namespace, name=name, ports=ports, selector=selector,
-                         type=stype, cluster_ip=cluster_ip, labels=labels, loc=loc(doc))
+                         type=stype, cluster_ip=cluster_ip, external_name=external,
+                         labels=labels, loc=loc(doc))
+
+
+def _external_name(spec: Obj, stype: str) -> str | None:
+    """spec.externalName: required for, and only for, type ExternalName; validated as the API
+    server does (a DNS-1123 subdomain once a trailing dot is trimmed)."""
+    if stype != "ExternalName":
+        if spec.has("externalName"):
+            spec.error("externalName", "externalName is only for type ExternalName",
+                       "add type: ExternalName, or remove externalName")
+        return None
+    value = spec.str("externalName", required=True)
+    if value is None:
+        return None
+    bad = names.dns1123_subdomain(value.removesuffix("."))
+    if bad:
+        spec.error("externalName", f"{value!r} {bad}", "write a DNS name like db.example.com")
+        return None
+    return value
 
 
 def _cluster_ip(spec: Obj) -> str | None:

@@ -122,7 +122,7 @@ def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> 
                 col.error(line, path, f"clusterIP {ip} is already Service {ips[ip.exploded]}'s")
             else:
                 ips[svc.cluster_ip] = who
-        if svc.cluster_ip is None:
+        if svc.cluster_ip is None and svc.type != "ExternalName":
             auto.append(doc)
         if svc.selector is None:
             continue
