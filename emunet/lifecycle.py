@@ -28,8 +28,20 @@ Progress = Callable[[str], None]
 READY_TIMEOUT = 60.0
 
 
+FAIL_AT_ENV = "EMUNET_FAIL_AT"
+
+
 class UserError(Exception):
     """A failure the user can act on; the message says what to do."""
+
+
+def _fault(stage: str, n: int | None = None) -> None:
+    """Test hook: EMUNET_FAIL_AT=<stage>[:<n>] makes `up` fail at that step, so tests can prove
+    the rollback (tests/e2e/test_faults.py). Stages: node:<i>, underlay, pod:<i> (1-based, after
+    the i-th is built), supervisor (after it started), ready (after every pod is Ready)."""
+    want = os.environ.get(FAIL_AT_ENV)
+    if want and want in (stage, f"{stage}:{n}"):
+        raise UserError(f"failure injected at {want} ({FAIL_AT_ENV} is set: a test hook)")
 
 
 def manifest_path() -> Path:
@@ -56,19 +68,24 @@ def up(path: str, progress: Progress) -> ClusterState:
     try:
         write_state(state)
         t0 = time.monotonic()
-        for node in state.nodes:
+        for i, node in enumerate(state.nodes, 1):
             host.build_node(state, node, m)
+            _fault("node", i)
         host.build_underlay(state, m)
+        _fault("underlay")
         progress(f"nodes: {', '.join(n.name for n in state.nodes)} (underlay "
                  f"{state.cluster.underlay_cidr}, VXLAN VNI {state.cluster.vxlan_vni} "
                  f"UDP {state.cluster.vxlan_port})")
-        for ps in state.pods.values():
+        for i, ps in enumerate(state.pods.values(), 1):
             host.add_pod(state, ps, m)
+            _fault("pod", i)
         progress(f"pods: {len(state.pods)} namespaces and veth pairs "
                  f"({time.monotonic() - t0:.2f}s)")
         _start_supervisor(m)
         progress("supervisor started: node agents, CoreDNS, workloads")
+        _fault("supervisor")
         _wait_ready(state, progress)
+        _fault("ready")
         return ClusterState.from_json((rd / "state.json").read_text())
     except BaseException:
         progress("rolling back")
