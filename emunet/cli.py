@@ -211,6 +211,14 @@ def cmd_validate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from . import doctor
+
+    findings = doctor.run()
+    print(doctor.report(findings))
+    return 1 if any(f.level == "problem" for f in findings) else 0
+
+
 # ---- argument parsing -----------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
@@ -258,6 +266,9 @@ def parser() -> argparse.ArgumentParser:
                        "(no root needed)")
     p.add_argument("file")
     p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("doctor", help="check this machine (root, kernel, tools, UDP port) and "
+                       "find leftovers of a crashed run; prints the fix for each problem")
+    p.set_defaults(func=cmd_doctor)
     return ap
 
 
