@@ -157,6 +157,7 @@ class Config:
     namespaces: tuple[Namespace, ...] = ()
     pods: tuple[Pod, ...] = ()
     services: tuple[Service, ...] = ()
+    network_policies: tuple = ()  # emunet.policy.model.NetworkPolicy objects
     others: tuple[Manifest, ...] = ()  # kinds emunet does not implement yet: warned about
     warnings: tuple[str, ...] = ()
     source: str = ""

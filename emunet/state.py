@@ -84,6 +84,7 @@ class ClusterState:
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     pods: dict[tuple[str, str], PodState] = field(default_factory=dict)
     services: dict[tuple[str, str], ServiceState] = field(default_factory=dict)
+    policies: dict[tuple[str, str], Any] = field(default_factory=dict)  # NetworkPolicy
     others: list[model.Manifest] = field(default_factory=list)
     last_ip: dict[str, str] = field(default_factory=dict)  # host-local IPAM cursor per node
 
@@ -101,6 +102,7 @@ class ClusterState:
             st.add_service(svc)
         for pod in config.pods:
             st.add_pod(pod)
+        st.policies = {p.key: p for p in config.network_policies}
         st.others = list(config.others)
         return st
 
@@ -282,6 +284,7 @@ class ClusterState:
             "namespaces": [dataclasses.asdict(n) for n in self.namespaces.values()],
             "pods": [dataclasses.asdict(p) for p in self.pods.values()],
             "services": [dataclasses.asdict(s) for s in self.services.values()],
+            "policies": [dataclasses.asdict(p) for p in self.policies.values()],
             "others": [dataclasses.asdict(o) for o in self.others],
             "last_ip": dict(self.last_ip),
         }
@@ -301,6 +304,11 @@ class ClusterState:
         for s in d["services"]:
             ss = ServiceState(service=_service_from(s["service"]), cluster_ip=s["cluster_ip"])
             st.services[ss.key] = ss
+        from .policy.model import from_dict as policy_from_dict  # policy builds on state
+
+        for pd in d.get("policies", []):
+            pol = policy_from_dict(pd)
+            st.policies[pol.key] = pol
         st.others = [model.Manifest(**{**o, "loc": _loc(o.get("loc"))}) for o in d["others"]]
         st.last_ip = dict(d.get("last_ip", {}))
         return st
