@@ -77,6 +77,7 @@ def load_config_text(text: str, file: str = "<config>", base: model.ClusterSpec 
         pods=tuple(o for o, _ in parsed.pods),
         services=tuple(o for o, _ in parsed.services),
         others=tuple(o for o, _ in parsed.others),
+        network_policies=tuple(o for o, _ in parsed.policies),
         warnings=col.sorted_warnings(),
         source=file,
     )

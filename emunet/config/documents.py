@@ -17,11 +17,12 @@ from .. import model
 from . import cluster, kube, names
 from .errors import Collector
 from .fields import Obj, at, describe, suggest
+from .netpol import API_VERSION as NETPOL_API_VERSION
+from .netpol import parse_network_policy
 from .yamlsrc import Document, LDict
 
 # Kinds emunet knows but does not act on yet: kind -> (apiVersion, namespaced, what is missing).
 NOT_YET: dict[str, tuple[str, bool, str]] = {
-    "NetworkPolicy": ("networking.k8s.io/v1", True, "enforced"),
     "CiliumNetworkPolicy": ("cilium.io/v2", True, "enforced"),
     "CiliumClusterwideNetworkPolicy": ("cilium.io/v2", False, "enforced"),
     "Deployment": ("apps/v1", True, "run"),
@@ -61,6 +62,7 @@ class Parsed:
     pods: list[tuple[model.Pod, Obj]] = field(default_factory=list)
     services: list[tuple[model.Service, Obj]] = field(default_factory=list)
     others: list[tuple[model.Manifest, Obj]] = field(default_factory=list)
+    policies: list[tuple[Any, Obj]] = field(default_factory=list)  # NetworkPolicy
     seen: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
 
@@ -99,6 +101,13 @@ def _dispatch(doc: Obj, out: Parsed) -> None:
                       f"use apiVersion: {cluster.CLUSTER_API_VERSION}")
         else:
             out.clusters.append((cluster.parse_cluster(doc), doc))
+        return
+    if kind == "NetworkPolicy":
+        if api != NETPOL_API_VERSION:
+            doc.error("apiVersion", f"{kind} is apiVersion {NETPOL_API_VERSION}, not {api!r}",
+                      f"use apiVersion: {NETPOL_API_VERSION}")
+        elif (pol := parse_network_policy(doc)) is not None:
+            _add(doc, out, kind, pol)
         return
     expected = "v1" if kind in IMPLEMENTED else NOT_YET.get(kind, (None,))[0]
     if expected is not None and api != expected:
@@ -160,6 +169,9 @@ def _add(doc: Obj, out: Parsed, kind: str, obj: Any) -> bool:
                       "each object may appear once per file")
         return False
     out.seen[key] = at(doc, "metadata", "name")[0]
+    if kind == "NetworkPolicy":
+        out.policies.append((obj, doc))
+        return True
     target = {"Namespace": out.namespaces, "Pod": out.pods, "Service": out.services}
     target.get(kind, out.others).append((obj, doc))
     return True

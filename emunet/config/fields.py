@@ -55,6 +55,7 @@ class Obj:
         self.data = data
         self.path = path
         self.line = line
+        self.misspelt: set[str] = set()  # known fields an unknown key looks like (a typo)
 
     # ---- location --------------------------------------------------------------------------
 
@@ -81,6 +82,8 @@ class Obj:
             if key not in known and key not in ignored:
                 where = f" in {what}" if what else ""
                 self.error(key, f'unknown field "{key}"{where}', suggest(key, known | ignored))
+                self.misspelt.update(k for k in known if k.lower() == key.lower())
+                self.misspelt.update(difflib.get_close_matches(key, known, n=1, cutoff=0.6))
 
     def has(self, key: str) -> bool:
         return self.data.get(key) is not None
@@ -93,7 +96,8 @@ class Obj:
             return False
         if required and key in self.data:
             self.error(key, "must not be empty")
-        elif required:  # reported at the enclosing mapping, named by the missing field's path
+        elif required and key not in self.misspelt:  # a typo of it was reported already
+            # reported at the enclosing mapping, named by the missing field's path
             self.col.error(self.line, self.sub(key), "required field is missing",
                            f'add "{key}:" here')
         return True
