@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import model
-from . import cluster, kube, names
+from . import cilium, cluster, kube, names
 from .errors import Collector
 from .fields import Obj, at, describe, suggest
 from .netpol import API_VERSION as NETPOL_API_VERSION
@@ -151,9 +151,11 @@ def _other(doc: Obj, out: Parsed, api: str, kind: str) -> None:
     meta.str_map("labels", names.label_key, names.label_value)
     if name is None or (namespaced and namespace is None):
         return
+    if kind == cilium.KIND and cilium.parse(doc, namespace or "default", name) is None:
+        return  # located errors reported: a policy emunet cannot enforce is never kept
     m = model.Manifest(api_version=api, kind=kind, namespace=namespace, name=name,
                        body=plain(doc.data), loc=kube.loc(doc))
-    if _add(doc, out, kind, m):
+    if _add(doc, out, kind, m) and kind != cilium.KIND:
         who = f"{namespace}/{name}" if namespace else name
         doc.col.warn(doc.line, f"{kind} {who}: not {verb} yet (emunet does not implement "
                      f"{kind} yet)")

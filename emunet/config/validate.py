@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
 from .. import model, naming
+from . import cilium
 from . import cluster as cl
 from .documents import Parsed
 from .errors import Collector
@@ -36,6 +37,7 @@ def cross_check(col: Collector, parsed: Parsed, spec: model.ClusterSpec, base_mo
     _check_nodes_of_pods(col, parsed, spec, base_mode)
     _check_netns(col, parsed, spec, base_mode)
     _check_services(col, parsed, spec)
+    cilium.check_proxy_ports(col, parsed.pods)
 
 
 def _check_nodes_of_pods(col: Collector, parsed: Parsed, spec: model.ClusterSpec,

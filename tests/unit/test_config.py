@@ -50,12 +50,11 @@ def test_story_config_loads() -> None:
     assert svc.key == ("blog-website", "monospaced")
     assert svc.ports == (model.ServicePort(port=80, target_port=3000, protocol="TCP"),)
     assert svc.selector == {"app": "monospaced"} and svc.cluster_ip is None
-    (np,) = cfg.others
-    assert (np.kind, np.namespace, np.name) == ("NetworkPolicy", "blog-website",
-                                                 "monospaced-access")
-    assert np.body["spec"]["podSelector"] == {"matchLabels": {"app": "monospaced"}}
-    assert cfg.warnings == (f"{STORY}:90: NetworkPolicy blog-website/monospaced-access: "
-                            "not enforced yet (emunet does not implement NetworkPolicy yet)",)
+    (np,) = cfg.network_policies
+    assert np.key == ("blog-website", "monospaced-access") and not cfg.others
+    assert np.pod_selector.match_labels == (("app", "monospaced"),)
+    assert np.policy_types == ("Ingress",)
+    assert cfg.warnings == ()  # NetworkPolicy is enforced: nothing to warn about
     # The result is what emunet.state plans from.
     st = ClusterState.plan(cfg)
     assert st.pods[("blog-website", "monospaced-test")].ip == "10.42.2.2"
