@@ -76,6 +76,22 @@ class ContainerPort:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A container probe (core/v1 Probe); defaults are the API server's."""
+
+    kind: str  # "tcpSocket" | "httpGet" | "exec"
+    port: int | str | None = None  # tcpSocket/httpGet: a number or a containerPort name
+    path: str = "/"  # httpGet
+    scheme: str = "HTTP"  # httpGet
+    command: tuple[str, ...] = ()  # exec
+    initial_delay: int = 0  # initialDelaySeconds
+    period: int = 10  # periodSeconds
+    timeout: int = 1  # timeoutSeconds
+    success_threshold: int = 1  # successThreshold (must be 1 for liveness)
+    failure_threshold: int = 3  # failureThreshold
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     image: str = ""
@@ -83,6 +99,8 @@ class Container:
     args: tuple[str, ...] = ()
     ports: tuple[ContainerPort, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,7 @@ class Pod:
     node_name: str | None = None  # spec.nodeName; None: emunet schedules it
     hostname: str | None = None  # spec.hostname (headless DNS)
     subdomain: str | None = None  # spec.subdomain (headless DNS)
+    owner: str | None = None  # "<deployment>-<pod-template-hash>": the ReplicaSet that made it
     loc: Loc | None = None
 
     @property
@@ -135,6 +154,26 @@ class Service:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """apps/v1 Deployment: `template` is a Pod whose name and namespace are unused."""
+
+    namespace: str
+    name: str
+    replicas: int = 1
+    selector: dict[str, str] = field(default_factory=dict)  # matchLabels
+    template: Pod = field(default_factory=lambda: Pod("", ""))
+    strategy: str = "RollingUpdate"  # | "Recreate"
+    max_surge: int | str = "25%"  # an absolute number or a percentage (IntOrString)
+    max_unavailable: int | str = "25%"
+    labels: dict[str, str] = field(default_factory=dict)
+    loc: Loc | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A document emunet keeps but does not (yet) act on, e.g. a NetworkPolicy.
 
@@ -157,6 +196,7 @@ class Config:
     namespaces: tuple[Namespace, ...] = ()
     pods: tuple[Pod, ...] = ()
     services: tuple[Service, ...] = ()
+    deployments: tuple[Deployment, ...] = ()
     network_policies: tuple = ()  # emunet.policy.model.NetworkPolicy objects
     others: tuple[Manifest, ...] = ()  # kinds emunet does not implement yet: warned about
     warnings: tuple[str, ...] = ()

@@ -49,6 +49,7 @@ class PodState:
     host_ifname: str  # node-side veth name
     ready: bool = False
     restarts: int = 0
+    terminating: bool = False  # deleted, out of endpoints, still running its grace period
 
     @property
     def key(self) -> tuple[str, str]:
@@ -84,6 +85,7 @@ class ClusterState:
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     pods: dict[tuple[str, str], PodState] = field(default_factory=dict)
     services: dict[tuple[str, str], ServiceState] = field(default_factory=dict)
+    deployments: dict[tuple[str, str], model.Deployment] = field(default_factory=dict)
     policies: dict[tuple[str, str], Any] = field(default_factory=dict)  # NetworkPolicy
     others: list[model.Manifest] = field(default_factory=list)
     last_ip: dict[str, str] = field(default_factory=dict)  # host-local IPAM cursor per node
@@ -102,6 +104,10 @@ class ClusterState:
             st.add_service(svc)
         for pod in config.pods:
             st.add_pod(pod)
+        if config.deployments:
+            from .deploy import plan_deployments  # the controller builds on this module
+
+            plan_deployments(st, config.deployments)
         st.policies = {p.key: p for p in config.network_policies}
         st.others = list(config.others)
         return st
@@ -284,6 +290,7 @@ class ClusterState:
             "namespaces": [dataclasses.asdict(n) for n in self.namespaces.values()],
             "pods": [dataclasses.asdict(p) for p in self.pods.values()],
             "services": [dataclasses.asdict(s) for s in self.services.values()],
+            "deployments": [dataclasses.asdict(d) for d in self.deployments.values()],
             "policies": [dataclasses.asdict(p) for p in self.policies.values()],
             "others": [dataclasses.asdict(o) for o in self.others],
             "last_ip": dict(self.last_ip),
@@ -304,6 +311,10 @@ class ClusterState:
         for s in d["services"]:
             ss = ServiceState(service=_service_from(s["service"]), cluster_ip=s["cluster_ip"])
             st.services[ss.key] = ss
+        for dd in d.get("deployments", []):
+            dep = model.Deployment(**{**dd, "template": _pod_from(dd["template"]),
+                                      "loc": _loc(dd.get("loc"))})
+            st.deployments[dep.key] = dep
         from .policy.model import from_dict as policy_from_dict  # policy builds on state
 
         for pd in d.get("policies", []):
@@ -346,9 +357,15 @@ def _pod_from(d: dict) -> Pod:
     containers = tuple(
         Container(**{**c, "command": tuple(c["command"]), "args": tuple(c["args"]),
                      "ports": tuple(ContainerPort(**p) for p in c["ports"]),
-                     "env": tuple(tuple(e) for e in c["env"])})
+                     "env": tuple(tuple(e) for e in c["env"]),
+                     "readiness_probe": _probe_from(c.get("readiness_probe")),
+                     "liveness_probe": _probe_from(c.get("liveness_probe"))})
         for c in d["containers"])
     return Pod(**{**d, "containers": containers, "loc": _loc(d.get("loc"))})
+
+
+def _probe_from(d: dict | None) -> model.Probe | None:
+    return model.Probe(**{**d, "command": tuple(d["command"])}) if d else None
 
 
 def _service_from(d: dict) -> Service:

@@ -76,6 +76,7 @@ def load_config_text(text: str, file: str = "<config>", base: model.ClusterSpec 
         namespaces=tuple(o for o, _ in parsed.namespaces),
         pods=tuple(o for o, _ in parsed.pods),
         services=tuple(o for o, _ in parsed.services),
+        deployments=tuple(o for o, _ in parsed.deployments),
         others=tuple(o for o, _ in parsed.others),
         network_policies=tuple(o for o, _ in parsed.policies),
         warnings=col.sorted_warnings(),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import model
-from . import cilium, cluster, kube, names
+from . import cilium, cluster, deployment, kube, names
 from .errors import Collector
 from .fields import Obj, at, describe, suggest
 from .netpol import API_VERSION as NETPOL_API_VERSION
@@ -25,7 +25,6 @@ from .yamlsrc import Document, LDict
 NOT_YET: dict[str, tuple[str, bool, str]] = {
     "CiliumNetworkPolicy": ("cilium.io/v2", True, "enforced"),
     "CiliumClusterwideNetworkPolicy": ("cilium.io/v2", False, "enforced"),
-    "Deployment": ("apps/v1", True, "run"),
     "ReplicaSet": ("apps/v1", True, "run"),
     "StatefulSet": ("apps/v1", True, "run"),
     "DaemonSet": ("apps/v1", True, "run"),
@@ -47,7 +46,8 @@ NOT_YET: dict[str, tuple[str, bool, str]] = {
     "HorizontalPodAutoscaler": ("autoscaling/v2", True, "used"),
 }
 IMPLEMENTED = {"Namespace": kube.parse_namespace, "Pod": kube.parse_pod,
-               "Service": kube.parse_service}
+               "Service": kube.parse_service, "Deployment": deployment.parse_deployment}
+API_VERSIONS = {"Deployment": "apps/v1"}  # of IMPLEMENTED kinds; the others are core v1
 _KNOWN_GROUPS = {v.split("/")[0] if "/" in v else "" for v, _, _ in NOT_YET.values()}
 _API_VERSION = re.compile(r"(([a-z0-9-]+\.)*[a-z0-9-]+/)?v[0-9]+((alpha|beta)[0-9]+)?")
 _KIND = re.compile(r"[A-Z][A-Za-z0-9]*")
@@ -61,6 +61,7 @@ class Parsed:
     namespaces: list[tuple[model.Namespace, Obj]] = field(default_factory=list)
     pods: list[tuple[model.Pod, Obj]] = field(default_factory=list)
     services: list[tuple[model.Service, Obj]] = field(default_factory=list)
+    deployments: list[tuple[model.Deployment, Obj]] = field(default_factory=list)
     others: list[tuple[model.Manifest, Obj]] = field(default_factory=list)
     policies: list[tuple[Any, Obj]] = field(default_factory=list)  # NetworkPolicy
     seen: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
@@ -109,7 +110,8 @@ def _dispatch(doc: Obj, out: Parsed) -> None:
         elif (pol := parse_network_policy(doc)) is not None:
             _add(doc, out, kind, pol)
         return
-    expected = "v1" if kind in IMPLEMENTED else NOT_YET.get(kind, (None,))[0]
+    expected = (API_VERSIONS.get(kind, "v1") if kind in IMPLEMENTED
+                else NOT_YET.get(kind, (None,))[0])
     if expected is not None and api != expected:
         doc.error("apiVersion", f"{kind} is apiVersion {expected}, not {api!r}",
                   f"use apiVersion: {expected}")
@@ -174,6 +176,7 @@ def _add(doc: Obj, out: Parsed, kind: str, obj: Any) -> bool:
     if kind == "NetworkPolicy":
         out.policies.append((obj, doc))
         return True
-    target = {"Namespace": out.namespaces, "Pod": out.pods, "Service": out.services}
+    target = {"Namespace": out.namespaces, "Pod": out.pods, "Service": out.services,
+              "Deployment": out.deployments}
     target.get(kind, out.others).append((obj, doc))
     return True

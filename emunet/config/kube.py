@@ -14,6 +14,7 @@ import ipaddress
 from .. import model
 from . import names
 from .fields import Check, Obj
+from .probe import parse_probe
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
@@ -34,9 +35,10 @@ POD_SPEC_IGNORED = (
     "topologySpreadConstraints", "hostAliases", "readinessGates", "preemptionPolicy",
     "overhead", "os", "setHostnameAsFQDN", "resourceClaims", "schedulingGates", "hostUsers",
     "hostPID", "hostIPC", "resources")
-CONTAINER_FIELDS = ("name", "image", "command", "args", "ports", "env")
+CONTAINER_FIELDS = ("name", "image", "command", "args", "ports", "env", "readinessProbe",
+                    "livenessProbe")
 CONTAINER_IGNORED = (
-    "resources", "imagePullPolicy", "livenessProbe", "readinessProbe", "startupProbe",
+    "resources", "imagePullPolicy", "startupProbe",
     "securityContext", "volumeMounts", "volumeDevices", "workingDir", "envFrom", "lifecycle",
     "terminationMessagePath", "terminationMessagePolicy", "stdin", "stdinOnce", "tty",
     "resizePolicy", "restartPolicy")
@@ -95,6 +97,14 @@ def parse_pod(doc: Obj) -> model.Pod | None:
     spec = doc.map("spec", required=True)
     if spec is None:
         return None
+    fields = parse_pod_spec(spec)
+    if len(doc.col.errors) > errors_before or name is None:
+        return None
+    return model.Pod(namespace=namespace, name=name, labels=labels, loc=loc(doc), **fields)
+
+
+def parse_pod_spec(spec: Obj) -> dict:
+    """A PodSpec (of a Pod, or of a Deployment's template) as model.Pod keyword arguments."""
     spec.check_fields(POD_SPEC_FIELDS, POD_SPEC_IGNORED, what="Pod spec")
     if spec.bool("hostNetwork"):
         spec.error("hostNetwork", "hostNetwork pods are not supported",
@@ -107,11 +117,8 @@ def parse_pod(doc: Obj) -> model.Pod | None:
     if spec.has("containers") and isinstance(spec.raw("containers"), list) and not items \
             and not spec.raw("containers"):
         spec.error("containers", "a pod needs at least one container")
-    containers = _containers(items)
-    if len(doc.col.errors) > errors_before or name is None:
-        return None
-    return model.Pod(namespace=namespace, name=name, labels=labels, containers=containers,
-                     node_name=node, hostname=hostname, subdomain=subdomain, loc=loc(doc))
+    return {"containers": _containers(items), "node_name": node, "hostname": hostname,
+            "subdomain": subdomain}
 
 
 def _containers(items: list[Obj]) -> tuple[model.Container, ...]:
@@ -157,7 +164,9 @@ def _containers(items: list[Obj]) -> tuple[model.Container, ...]:
             if ename is not None:
                 env.append((ename, value))
         out.append(model.Container(name=name or "", image=image, command=command, args=args,
-                                   ports=tuple(ports), env=tuple(env)))
+                                   ports=tuple(ports), env=tuple(env),
+                                   readiness_probe=parse_probe(c, "readinessProbe"),
+                                   liveness_probe=parse_probe(c, "livenessProbe")))
     return tuple(out)
 
 

@@ -8,6 +8,7 @@ and the pods they select (named targetPorts resolve the way the EndpointSlice co
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
@@ -28,7 +29,8 @@ def cross_check(col: Collector, parsed: Parsed, spec: model.ClusterSpec, base_mo
     if known_namespaces is not None or not base_mode:
         declared = {*BUILTIN_NAMESPACES, *(known_namespaces or ()),
                     *(ns.name for ns, _ in parsed.namespaces)}
-        for obj, doc in [*parsed.pods, *parsed.services, *parsed.others]:
+        for obj, doc in [*parsed.pods, *parsed.services, *parsed.deployments, *parsed.others,
+                         *parsed.policies]:
             if obj.namespace is not None and obj.namespace not in declared:
                 line, path = at(doc, "metadata", "namespace")
                 col.error(line, path, f"namespace {obj.namespace!r} is not declared",
@@ -128,7 +130,11 @@ def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> 
             auto.append(doc)
         if svc.selector is None:
             continue
-        selected = [p for p, _ in parsed.pods if p.namespace == svc.namespace
+        # A Deployment's replicas carry its template's labels (and the namespace it is in).
+        templates = [dataclasses.replace(d.template, namespace=d.namespace)
+                     for d, _ in parsed.deployments if d.replicas > 0]
+        selected = [p for p in [*(p for p, _ in parsed.pods), *templates]
+                    if p.namespace == svc.namespace
                     and all(p.labels.get(k) == v for k, v in svc.selector.items())]
         if not selected:
             sel = ",".join(f"{k}={v}" for k, v in svc.selector.items())

@@ -162,7 +162,7 @@ def test_unimplemented_kinds_are_kept_with_warnings() -> None:
     cfg = load_config_text(MINIMAL + """\
 ---
 apiVersion: apps/v1
-kind: Deployment
+kind: StatefulSet
 metadata: {name: web}
 spec: {replicas: 2}
 ---
@@ -176,10 +176,10 @@ kind: Widget
 metadata: {name: w}
 """, "t.yaml")
     assert [(o.kind, o.namespace, o.name) for o in cfg.others] == [
-        ("Deployment", "default", "web"), ("CiliumNetworkPolicy", "kube-system", "l7"),
+        ("StatefulSet", "default", "web"), ("CiliumNetworkPolicy", "kube-system", "l7"),
         ("Widget", "default", "w")]
-    assert cfg.warnings[0] == ("t.yaml:9: Deployment default/web: not run yet "
-                               "(emunet does not implement Deployment yet)")
+    assert cfg.warnings[0] == ("t.yaml:9: StatefulSet default/web: not run yet "
+                               "(emunet does not implement StatefulSet yet)")
     assert "CiliumNetworkPolicy kube-system/l7: not enforced yet" in cfg.warnings[1]
     assert len(cfg.warnings) == 3
 
