@@ -269,6 +269,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check this machine (root, kernel, tools, UDP port) and "
                        "find leftovers of a crashed run; prints the fix for each problem")
     p.set_defaults(func=cmd_doctor)
+    from .labs.cli import add_parser as add_lab_parser  # `emunet lab ...` lives with the labs
+
+    add_lab_parser(sub)
     return ap
 
 
