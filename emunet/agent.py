@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .datapath import Datapath, Drop, Encap, NodeTables, Send
 from .datapath.packets import fill_l4_checksum
+from .policy.verdict import Verdict
 from .state import ClusterState
 
 log = logging.getLogger("emunet.agent")
@@ -126,7 +127,7 @@ class Agent:
                         s.send(a.frame)
                 elif type(a) is Encap:
                     self.udp.sendto(a.payload, (a.dst_ip, a.dst_port))
-                elif type(a) is not Drop:
+                elif type(a) is not Drop and type(a) is not Verdict:
                     raise TypeError(f"unknown action {a!r}")
             except (BlockingIOError, OSError):
                 self.tx_errors += 1  # a full queue or a vanished veth: the frame is lost

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..policy.verdict import Verdict
 from .reasons import DropReason
 
 
@@ -36,4 +37,6 @@ class Drop:
     detail: str = ""
 
 
-Action = Send | Encap | Drop
+# A Verdict (emunet.policy.verdict) precedes the Send/Encap/Drop of a new connection that a
+# NetworkPolicy decided: an event for observability, nothing for the shell to carry out.
+Action = Send | Encap | Drop | Verdict

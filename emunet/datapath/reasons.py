@@ -21,4 +21,4 @@ class DropReason(enum.Enum):
     INVALID_VNI = "invalid VNI"                # Cilium DROP_INVALID_VNI
     CT_INVALID = "conntrack invalid"           # e.g. an ICMP error with no matching flow
     FRAG_NOT_SUPPORTED = "fragmentation not supported"  # Cilium DROP_FRAG_NOSUPPORT
-    POLICY_DENIED = "policy denied"            # reserved for NetworkPolicy (later)
+    POLICY_DENIED = "policy denied"            # Cilium DROP_POLICY: a NetworkPolicy isolates

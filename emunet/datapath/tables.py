@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ..policy.compile import compile_node
+from ..policy.verdict import NodePolicy
 from ..state import ClusterState
 from .packets import PROTO_TCP, PROTO_UDP, ip_bytes, mac_bytes, vxlan_header
 
@@ -65,6 +67,7 @@ class NodeTables:
     # (proto, ClusterIP, port) -> target; ClusterIPs alone for "known IP, unknown port" rejects
     services: dict[tuple[int, bytes, int], ServiceTarget] = field(default_factory=dict)
     cluster_ips: dict[bytes, str] = field(default_factory=dict)
+    policy: NodePolicy = field(default_factory=NodePolicy)  # identities, compiled policies
 
     @classmethod
     def from_state(cls, state: ClusterState, node_name: str) -> NodeTables:
@@ -110,6 +113,7 @@ class NodeTables:
                 backends = tuple((ip_bytes(e.ip), e.port) for e in eps.get(i, ()) if e.ready)
                 t.services[(proto, cip, sp.port)] = ServiceTarget(
                     f"{key[0]}/{key[1]}:{sp.port}/{sp.protocol}", backends)
+        t.policy = compile_node(state, node_name)
         return t
 
     def remote_for(self, ip: int) -> RemoteNode | None:
