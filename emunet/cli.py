@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, control, lifecycle, naming, views
+from . import __version__, control, kernelnode, lifecycle, naming, views
 from .config import ConfigError, load_config
 from .state import ClusterState, StateError
 
@@ -101,8 +101,10 @@ def _node_ready() -> dict[str, bool]:
         st = control.request("status", timeout=3)
     except (control.ControlError, OSError):
         return {}
-    return {name.removeprefix("agent-"): c["alive"] for name, c in st["children"].items()
-            if name.startswith("agent-")}
+    ready = {name.removeprefix("agent-"): c["alive"] for name, c in st["children"].items()
+             if name.startswith("agent-")}
+    # a kernel-mode node has no agent: Linux forwards there as long as the cluster is up
+    return ready | dict.fromkeys(kernelnode.kernel_nodes(_load_state()), True)
 
 
 def cmd_get(a: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from pyroute2.ethtool.ioctl import EthtoolError, IoctlEthtool
 
 from . import naming
 from .hostmanifest import HostError, Manifest, process_start_time  # noqa: F401 (re-export)
+from .kernelnode import BRIDGE, is_kernel
 from .state import ClusterState, NodeState, PodState
 
 __all__ = ["HostError", "Manifest", "add_pod", "build_node", "build_underlay", "hosts_file",
@@ -309,6 +310,7 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
     node = state.node(pod.node)
     prefixlen = ipaddress.IPv4Network(node.pod_cidr).prefixlen
     mtu = state.cluster.mtu
+    kernel = is_kernel(state, pod.node)  # Linux forwards: a cni0 port, offloads left on
     _create_netns(pod.netns, m)
     try:
         _write_etc(state, pod, m)
@@ -317,10 +319,15 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
                           exists=f"interface {pod.host_ifname}") as ipr:
                 # The pod end is born in the pod namespace with its MAC (0a:58:<ip>, as
                 # Kubernetes CNIs derive it); the node end gets no IP: only the agent uses it.
+                bridge = {"master": ipr.link_lookup(ifname=BRIDGE)[0]} if kernel else {}
                 ipr.link("add", ifname=pod.host_ifname, kind="veth", mtu=mtu, state="up",
                          peer={"ifname": naming.POD_IFNAME, "mtu": mtu, "address": pod.mac,
-                               "net_ns_fd": pod.netns})
-            _offloads_off(pod.host_ifname, node.netns)
+                               "net_ns_fd": pod.netns}, **bridge)
+                if kernel:  # hairpin: a pod reaching itself via its Service (CNI bridge's
+                    # hairpinMode, which Flannel sets); the DNAT'ed frame leaves by its port
+                    ipr.brport("set", index=ipr.link_lookup(ifname=pod.host_ifname)[0], mode=1)
+            if not kernel:
+                _offloads_off(pod.host_ifname, node.netns)
         with _entered(pod.netns):
             _set_sysctls(pod.netns)  # before eth0 comes up: no IPv6 link-local, no DAD
             with _netlink("configuring eth0", pod.netns) as ipr:
@@ -329,7 +336,8 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
                 ipr.addr("add", index=idx, address=pod.ip, prefixlen=prefixlen)
                 ipr.link("set", index=idx, state="up")
                 ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway_ip)
-            _offloads_off(naming.POD_IFNAME, pod.netns)
+            if not kernel:
+                _offloads_off(naming.POD_IFNAME, pod.netns)
     except BaseException:
         with contextlib.suppress(HostError):
             remove_pod(pod, m)

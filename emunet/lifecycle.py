@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import control, host, naming
+from . import control, host, kernelnode, naming
 from .config import load_config
 from .state import KUBE_SYSTEM, ClusterState
 from .supervisor import write_state
@@ -72,6 +72,9 @@ def up(path: str, progress: Progress) -> ClusterState:
             host.build_node(state, node, m)
             _fault("node", i)
         host.build_underlay(state, m)
+        for node in state.nodes:
+            if kernelnode.is_kernel(state, node.name):
+                kernelnode.build(state, node)  # Flannel + kube-proxy style; no agent
         _fault("underlay")
         progress(f"nodes: {', '.join(n.name for n in state.nodes)} (underlay "
                  f"{state.cluster.underlay_cidr}, VXLAN VNI {state.cluster.vxlan_vni} "

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import control, host, naming
+from . import control, host, kernelnode, naming
 from .apply import Change, apply_config, delete_config, delete_object
 from .config import ConfigError
 from .state import KUBE_SYSTEM, ClusterState, StateError
@@ -93,6 +93,8 @@ class Supervisor:
         state_path = str(naming.run_dir() / "state.json")
         self.children: dict[str, Child] = {}
         for n in self.state.nodes:
+            if kernelnode.is_kernel(self.state, n.name):
+                continue  # Linux forwards there; its Services are nftables (publish)
             self.children[f"agent-{n.name}"] = Child(
                 f"agent-{n.name}", n.netns,
                 ["emunet.agent", "--state", state_path, "--node", n.name])
@@ -178,6 +180,12 @@ class Supervisor:
 
     def publish(self) -> None:
         write_state(self.state)
+        for n in self.state.nodes:
+            if kernelnode.is_kernel(self.state, n.name):
+                try:
+                    kernelnode.sync_services(self.state, n)
+                except kernelnode.KernelNodeError as e:
+                    log.error("%s", e)
         for child in self.children.values():
             child.signal(signal.SIGHUP)
 

@@ -3,8 +3,15 @@
 Stage order follows Cilium's bpf_lxc (DESIGN.md §3):
 
     from a pod:  validate source -> ARP responder -> TTL check -> conntrack
-                 -> (new flow) service LB / DNAT / reject -> route -> deliver | VXLAN encap
-    from VXLAN:  VXLAN header + VNI -> peer check -> conntrack (reverse NAT) -> deliver
+                 -> (new flow) service LB / DNAT / reject -> egress policy (source pod)
+                    + ingress policy (if the destination is local) -> route
+                 -> deliver | VXLAN encap
+    from VXLAN:  VXLAN header + VNI -> peer check -> conntrack (reverse NAT)
+                 -> (new flow) ingress policy -> deliver
+
+Policy (emunet.policy) is decided once per connection, after DNAT (on the backend pod IP and
+targetPort, as Kubernetes specifies); conntrack then lets the rest of the connection and its
+replies through on both nodes. A denied connection is dropped silently (no RST, no ICMP).
 
 Routing mimics k3s + Flannel: the node is the pods' gateway (a frame sent to the gateway MAC is
 routed: TTL-1, MACs rewritten), frames sent straight to a local pod's MAC are bridged as cni0
@@ -66,6 +73,7 @@ class Datapath:
         self.rng = rng
         self.ct = Conntrack()
         self._c: Counter[str] = Counter()
+        self._v: list[Action] = []  # allow verdicts of the packet in hand (policy events)
 
     # ---- control ------------------------------------------------------------------------------
 
@@ -130,12 +138,17 @@ class Datapath:
                                                 pk.ICMP_TIME_EXCEEDED, 0, f[14:end])),
                     Drop(DropReason.TTL_EXCEEDED, "ICMP time exceeded sent")]
         out = self._track(f, l4, end, proto, frag, now, pod)
-        if out is not None:
-            return out
-        if bridged is not None:  # cni0 bridging: MACs and TTL untouched
+        if out is None and bridged is not None:  # cni0 bridging: MACs and TTL untouched
             self._c["forwarded"] += 1
-            return [Send(bridged.port, bytes(f))]
-        return self._route(f)
+            out = [Send(bridged.port, bytes(f))]
+        return self._verdicts(out if out is not None else self._route(f))
+
+    def _verdicts(self, out: list[Action]) -> list[Action]:
+        """Prefix the policy verdicts taken for this packet (events for observability)."""
+        if self._v:
+            out = [*self._v, *out]
+            self._v = []
+        return out
 
     def _arp(self, frame: bytes, pod: LocalPod) -> list[Action]:
         """Answer who-has for the gateway and for local pods (as the bridge would let them)."""
@@ -173,7 +186,7 @@ class Datapath:
             # so a fragment can only be routed by address, never load-balanced.
             if bytes(f[30:34]) in self.tables.cluster_ips:
                 return self._drop(DropReason.FRAG_NOT_SUPPORTED, "fragment to a ClusterIP")
-            return None
+            return self._policy(f, proto, 0, pod)  # no ports seen: only port-less rules
         if proto == PROTO_ICMP and f[l4] in _ICMP_ERRORS:
             return self._icmp_error(f, l4, end)
         key = _tuple_key(f, l4, proto)
@@ -181,7 +194,7 @@ class Datapath:
             if proto not in (PROTO_ICMP, PROTO_TCP, PROTO_UDP) and \
                     bytes(f[30:34]) in self.tables.cluster_ips:
                 return self._drop(DropReason.UNSUPPORTED_L4, f"IP proto {proto} to a ClusterIP")
-            return None  # other ICMP types: routed untracked
+            return self._policy(f, proto, 0, pod)  # other ICMP types: routed untracked
         flags = f[l4 + 13] if proto == PROTO_TCP else 0
         hit = self.ct.lookup(key, now)
         if hit is not None:  # fast path: one lookup, precomputed rewrite
@@ -201,6 +214,9 @@ class Datapath:
         orig = (key[1:5], key[5:9], *ports)
         reply = (orig[1], orig[0], ports[1], ports[0]) if proto != PROTO_ICMP else \
             (orig[1], orig[0], ports[0], ports[1])
+        denied = self._policy(f, proto, U16.unpack(ports[1])[0], pod)  # ICMP echo: port 0
+        if denied is not None:
+            return denied
         self.ct.add(Conn(proto, orig, reply), now, flags)  # a clash just stays untracked
         return None
 
@@ -221,6 +237,10 @@ class Datapath:
         # Hairpin (the client is the backend): masquerade to the gateway so the reply comes
         # back through us, as kube-proxy's KUBE-MARK-MASQ does for hairpin traffic.
         reply_dst = t.gateway_ip if bip == src else src
+        if bip != src:  # a pod reaching itself through its Service is never policed
+            denied = self._check(src, bip, proto, bport, True)
+            if denied is not None:
+                return denied
         conn = Conn(proto, (src, cip, sport, key[11:13]),
                     (bip, reply_dst, U16.pack(bport), sport), target.name, (bip, bport))
         if not self.ct.add(conn, now, flags):
@@ -228,6 +248,28 @@ class Datapath:
         self._c["dnat"] += 1
         assert conn.fwd is not None
         conn.fwd.apply(f, pk.ETH_LEN, l4, proto, end)
+        return None
+
+    def _policy(self, f: bytearray, proto: int, dport: int, pod: LocalPod | None
+                ) -> list[Action] | None:
+        return self._check(bytes(f[26:30]), bytes(f[30:34]), proto, dport, pod is not None)
+
+    def _check(self, src: bytes, dst: bytes, proto: int, dport: int, local_src: bool
+               ) -> list[Action] | None:
+        """Egress policy of a sending local pod, then ingress policy of a receiving local pod,
+        for a new flow. None: allowed (allow verdicts queued); else the silent drop."""
+        pol = self.tables.policy
+        if not pol.active:
+            return None
+        for v in (pol.egress(src, dst, proto, dport) if local_src else None,
+                  pol.ingress(src, dst, proto, dport)):
+            if v is None:
+                continue
+            if not v.allowed:
+                self._c["drop:" + DropReason.POLICY_DENIED.name] += 1
+                return [v, Drop(DropReason.POLICY_DENIED, v.describe())]
+            self._c["policy_allowed"] += 1
+            self._v.append(v)
         return None
 
     def _reject(self, f: bytearray, l4: int, end: int, proto: int, pod: LocalPod,
@@ -348,11 +390,11 @@ class Datapath:
             return self._drop(DropReason.TTL_EXCEEDED, "decapsulated packet")
         out = self._track(f, l4, end, proto, frag, now, None)
         if out is not None:
-            return out
+            return self._verdicts(out)
         if bytes(f[30:34]) not in t.pods_by_ip:
             return self._drop(DropReason.NO_ROUTE, f"no pod {pk.ip_str(f[30:34])} on {t.node}")
         self._c["decap"] += 1
-        return self._route(f)
+        return self._verdicts(self._route(f))
 
 
 def _mirror(tup: tuple[bytes, bytes, bytes, bytes]) -> tuple[bytes, bytes, bytes, bytes]:
