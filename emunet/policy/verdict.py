@@ -207,6 +207,7 @@ class NodePolicy:
     identities: dict[bytes, int] = field(default_factory=dict)
     identity_labels: dict[int, str] = field(default_factory=dict)  # for display
     pods: dict[bytes, PodPolicy] = field(default_factory=dict)  # local pods by IP
+    active: bool = False  # some local pod is isolated: new flows need a policy lookup
 
     def egress(self, src: bytes, dst: bytes, proto: int, dport: int) -> Verdict | None:
         """The verdict for a new connection leaving local pod `src`; None: not isolated."""

@@ -1,0 +1,201 @@
+"""Compile the cluster's NetworkPolicies into one node's `NodePolicy`. Pure.
+
+Identities: one number per distinct (namespace, pod labels, namespace labels), shared by every
+node (all nodes compile the same state, so they agree), as Cilium allocates them. Then, for each
+local pod and direction, every policy that selects the pod for that direction isolates it
+(NetworkPolicy API: "a pod is isolated for ingress if any policy selects it and has Ingress in
+policyTypes"), and each rule grants (peer, protocol, port range) entries. Policies are
+additive: the union of all grants is allowed, so order never matters for the answer (only for
+which rule is named in the verdict: the first in policy key order).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ..datapath.packets import PROTO_TCP, PROTO_UDP, ip_bytes
+from ..state import ClusterState, PodState, resolve_target_port
+from .model import EGRESS, INGRESS, NetworkPolicy, Peer, PolicyPort, Rule
+from .verdict import (
+    ANY_PEER,
+    ANY_PROTO,
+    FIRST_IDENTITY,
+    HOST,
+    PORT_MAX,
+    CidrGrant,
+    DirectionBuilder,
+    NodePolicy,
+    PodPolicy,
+    RuleRef,
+)
+
+PROTO_SCTP = 132
+PROTOS = {"TCP": PROTO_TCP, "UDP": PROTO_UDP, "SCTP": PROTO_SCTP}
+
+IdentityKey = tuple[str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
+
+
+def identity_key(state: ClusterState, ps: PodState) -> IdentityKey:
+    ns = state.namespaces.get(ps.pod.namespace)
+    ns_labels = ns.labels if ns is not None else {}
+    return (ps.pod.namespace, tuple(sorted(ps.pod.labels.items())),
+            tuple(sorted(ns_labels.items())))
+
+
+def allocate_identities(state: ClusterState) -> dict[IdentityKey, int]:
+    """Deterministic: the same state gives every node the same numbers."""
+    keys = sorted({identity_key(state, ps) for ps in state.pods.values()})
+    return {k: FIRST_IDENTITY + i for i, k in enumerate(keys)}
+
+
+def compile_node(state: ClusterState, node: str,
+                 policies: list[NetworkPolicy] | None = None) -> NodePolicy:
+    """The NodePolicy for `node` from the state's policies (or `policies`, for tests)."""
+    ids = allocate_identities(state)
+    out = NodePolicy()
+    pod_ident: dict[tuple[str, str], int] = {}
+    for ps in state.pods.values():
+        ident = ids[identity_key(state, ps)]
+        pod_ident[ps.key] = ident
+        out.identities[ip_bytes(ps.ip)] = ident
+    for n in state.nodes:
+        out.identities[ip_bytes(n.gateway_ip)] = HOST
+    for key, ident in ids.items():
+        out.identity_labels[ident] = f"{key[0]}:" + ",".join(f"{k}={v}" for k, v in key[1])
+    pols = sorted(state.policies.values() if policies is None else policies,
+                  key=lambda p: p.key)
+    members = _members(state, ids)
+    for ps in state.pods.values():
+        if ps.node != node:
+            continue
+        ing, egr = DirectionBuilder(), DirectionBuilder()
+        for pol in pols:
+            if pol.namespace != ps.pod.namespace or not pol.pod_selector.matches(ps.pod.labels):
+                continue
+            if INGRESS in pol.policy_types:
+                ing.isolate(pol.ref)
+                for i, rule in enumerate(pol.ingress):
+                    _ingress_rule(state, ing, pol, i, rule, ps, members)
+            if EGRESS in pol.policy_types:
+                egr.isolate(pol.ref)
+                for i, rule in enumerate(pol.egress):
+                    _egress_rule(state, egr, pol, i, rule, members)
+        out.pods[ip_bytes(ps.ip)] = PodPolicy(f"{ps.pod.namespace}/{ps.pod.name}",
+                                              pod_ident[ps.key], ing.build(), egr.build())
+    out.active = any(pp.ingress.isolated or pp.egress.isolated for pp in out.pods.values())
+    return out
+
+
+Members = dict[int, list[PodState]]  # identity -> the pods that carry it
+
+
+def _members(state: ClusterState, ids: dict[IdentityKey, int]) -> Members:
+    m: Members = {}
+    for ps in state.pods.values():
+        m.setdefault(ids[identity_key(state, ps)], []).append(ps)
+    return m
+
+
+def _selected(state: ClusterState, pol: NetworkPolicy, peer: Peer, members: Members
+              ) -> list[int]:
+    """The identities a selector peer selects (label-based, so IP churn cannot matter)."""
+    out = []
+    for ident, pods in members.items():
+        ps = pods[0]  # every pod of an identity has the same namespace and labels
+        ns = state.namespaces.get(ps.pod.namespace)
+        if peer.selects(pol.namespace, ps.pod.namespace, ps.pod.labels,
+                        ns.labels if ns is not None else {}):
+            out.append(ident)
+    return out
+
+
+def _cidr_parts(peer: Peer) -> tuple[ipaddress.IPv4Network, list[ipaddress.IPv4Network]]:
+    assert peer.ip_block is not None
+    return (ipaddress.IPv4Network(peer.ip_block.cidr, strict=False),
+            [ipaddress.IPv4Network(e, strict=False) for e in peer.ip_block.except_])
+
+
+def _in_block(ip: str, net: ipaddress.IPv4Network,
+              excepts: list[ipaddress.IPv4Network]) -> bool:
+    a = ipaddress.IPv4Address(ip)
+    return a in net and not any(a in e for e in excepts)
+
+
+def _port_ranges(pp: PolicyPort, pod: PodState | None) -> list[tuple[int, int, int]]:
+    """(proto, lo, hi) for one ports entry; a named port resolves on `pod` (the destination),
+    and resolves to nothing when the destination has no such containerPort."""
+    proto = PROTOS[pp.protocol]
+    if pp.port is None:
+        return [(proto, 0, PORT_MAX)]
+    if isinstance(pp.port, str):
+        if pod is None:
+            return []
+        n = resolve_target_port(pod.pod, pp.port, pp.protocol)
+        return [] if n is None else [(proto, n, n)]
+    return [(proto, pp.port, pp.end_port or pp.port)]
+
+
+def _ingress_rule(state: ClusterState, b: DirectionBuilder, pol: NetworkPolicy, i: int,
+                  rule: Rule, me: PodState, members: Members) -> None:
+    ref = RuleRef(pol.ref, i)
+    # named ports resolve on the destination: this pod (NetworkPolicyPort docs)
+    ranges = [r for pp in rule.ports for r in _port_ranges(pp, me)] if rule.ports \
+        else [(ANY_PROTO, 0, PORT_MAX)]
+    if rule.ports and not ranges:
+        return  # only names this pod does not have: the rule allows nothing
+    keys: list[int | bytes] = []
+    if not rule.peers:
+        keys.append(ANY_PEER)
+    for peer in rule.peers:
+        if peer.ip_block is None:
+            keys.extend(_selected(state, pol, peer, members))
+            continue
+        net, excepts = _cidr_parts(peer)
+        keys.extend(ip_bytes(ps.ip) for ps in state.pods.values()
+                    if _in_block(ps.ip, net, excepts))
+        for proto, lo, hi in ranges:
+            b.grant_cidr(_cidr_grant(net, excepts, proto, lo, hi, ref))
+    for key in keys:
+        for proto, lo, hi in ranges:
+            b.grant(key, proto, lo, hi, ref)
+
+
+def _egress_rule(state: ClusterState, b: DirectionBuilder, pol: NetworkPolicy, i: int,
+                 rule: Rule, members: Members) -> None:
+    ref = RuleRef(pol.ref, i)
+    numeric = [pp for pp in rule.ports if not isinstance(pp.port, str)]
+    named = [pp for pp in rule.ports if isinstance(pp.port, str)]
+    ranges = [r for pp in numeric for r in _port_ranges(pp, None)] if rule.ports \
+        else [(ANY_PROTO, 0, PORT_MAX)]
+    # destination pods of this rule, for named ports (resolved on each destination pod)
+    dest_pods: list[PodState] = []
+    keys: list[int | bytes] = []
+    if not rule.peers:
+        keys.append(ANY_PEER)
+        dest_pods = list(state.pods.values())
+    for peer in rule.peers:
+        if peer.ip_block is None:
+            sel = _selected(state, pol, peer, members)
+            keys.extend(sel)
+            dest_pods.extend(ps for ident in sel for ps in members[ident])
+            continue
+        net, excepts = _cidr_parts(peer)
+        inside = [ps for ps in state.pods.values() if _in_block(ps.ip, net, excepts)]
+        keys.extend(ip_bytes(ps.ip) for ps in inside)
+        dest_pods.extend(inside)
+        for proto, lo, hi in ranges:
+            b.grant_cidr(_cidr_grant(net, excepts, proto, lo, hi, ref))
+    for key in keys:
+        for proto, lo, hi in ranges:
+            b.grant(key, proto, lo, hi, ref)
+    for pp in named:
+        for ps in dest_pods:
+            for proto, lo, _ in _port_ranges(pp, ps):
+                b.grant_named(ip_bytes(ps.ip), proto, lo, ref)
+
+
+def _cidr_grant(net: ipaddress.IPv4Network, excepts: list[ipaddress.IPv4Network], proto: int,
+                lo: int, hi: int, ref: RuleRef) -> CidrGrant:
+    return CidrGrant(int(net.network_address), int(net.netmask),
+                     tuple((int(e.network_address), int(e.netmask)) for e in excepts),
+                     proto, lo, hi, ref)
