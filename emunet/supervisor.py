@@ -233,6 +233,17 @@ class Supervisor:
         self.stopping.set()
         return {}
 
+    async def _op_label(self, req, say) -> dict:
+        """Relabel a pod or namespace; agents recompile identities and policies on SIGHUP."""
+        from .labels import label
+
+        async with self.lock:
+            # label() checks everything before it changes anything: all-or-nothing
+            msg = label(self.state, req["kind"], req["name"], req.get("namespace"),
+                        req["labels"], bool(req.get("overwrite")))
+            self.publish()
+            return {"changes": [msg]}
+
     async def _op_apply(self, req, say) -> dict:
         async with self.lock:
             changes = apply_config(self.state, req["file"])
