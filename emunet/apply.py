@@ -17,6 +17,8 @@ _KIND_ALIASES = {
     "pod": "Pod", "pods": "Pod", "po": "Pod",
     "service": "Service", "services": "Service", "svc": "Service",
     "namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
+    "networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy",
+    "netpol": "NetworkPolicy",
 }
 
 
@@ -80,6 +82,16 @@ def apply_config(state: ClusterState, path: str) -> list[Change]:
             changes.append(Change(f"pod/{pod.name} configured"))
         else:
             changes.append(Change(f"pod/{pod.name} unchanged"))
+    for pol in cfg.network_policies:
+        if pol.namespace not in new.namespaces:
+            raise StateError(f"{pol.loc}: namespace {pol.namespace!r} does not exist")
+        old_p = new.policies.get(pol.key)
+        what = f"networkpolicy.networking.k8s.io/{pol.name}"
+        if old_p is not None and old_p == dataclasses.replace(pol, loc=old_p.loc):
+            changes.append(Change(f"{what} unchanged"))
+            continue
+        new.policies[pol.key] = pol  # agents recompile on the publish that follows
+        changes.append(Change(f"{what} {'configured' if old_p else 'created'}"))
     for other in cfg.others:
         changes.append(Change(f"{other.kind.lower()}/{other.name} ignored: "
                               f"{other.kind} is not implemented yet"))
@@ -95,6 +107,8 @@ def delete_config(state: ClusterState, path: str) -> list[Change]:
         changes += _delete(new, "Pod", pod.name, pod.namespace)
     for svc in cfg.services:
         changes += _delete(new, "Service", svc.name, svc.namespace)
+    for pol in cfg.network_policies:
+        changes += _delete(new, "NetworkPolicy", pol.name, pol.namespace)
     for ns in cfg.namespaces:
         changes += _delete(new, "Namespace", ns.name, None)
     _commit(state, new)
@@ -124,6 +138,9 @@ def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> li
             raise StateError("kube-system/kube-dns is emunet's cluster DNS and cannot be deleted")
         return [Change(f"service/{name} deleted")] if st.remove_service(
             (namespace or "default", name)) else []
+    if kind == "NetworkPolicy":
+        gone = st.policies.pop((namespace or "default", name), None)
+        return [Change(f"networkpolicy.networking.k8s.io/{name} deleted")] if gone else []
     if name in ("default", KUBE_SYSTEM):
         raise StateError(f"namespace {name} cannot be deleted")
     if st.namespaces.pop(name, None) is None:
@@ -134,4 +151,7 @@ def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> li
     for key in [k for k in st.services if k[0] == name]:
         st.remove_service(key)
         out.append(Change(f"service/{key[1]} deleted"))
+    for key in [k for k in st.policies if k[0] == name]:
+        del st.policies[key]
+        out.append(Change(f"networkpolicy.networking.k8s.io/{key[1]} deleted"))
     return [*out, Change(f"namespace/{name} deleted")]
