@@ -260,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_apply)
     p = sub.add_parser("delete", help="delete objects: -f FILE, or KIND NAME [-n NS]")
     p.add_argument("-f", "--filename", dest="file", help="manifest file")
-    p.add_argument("kind", nargs="?", help="pod | service | namespace")
+    p.add_argument("kind", nargs="?", help="pod | service | namespace | networkpolicy")
     p.add_argument("name", nargs="?")
     p.add_argument("-n", "--namespace", help="namespace (default: default)")
     p.set_defaults(func=cmd_delete)
@@ -271,6 +271,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check this machine (root, kernel, tools, UDP port) and "
                        "find leftovers of a crashed run; prints the fix for each problem")
     p.set_defaults(func=cmd_doctor)
+    from .cli_policy import add_parsers as add_policy_parsers  # label, probe
+
+    add_policy_parsers(sub)
     from .labs.cli import add_parser as add_lab_parser  # `emunet lab ...` lives with the labs
 
     add_lab_parser(sub)
