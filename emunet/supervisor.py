@@ -98,6 +98,10 @@ class Supervisor:
             self.children[f"agent-{n.name}"] = Child(
                 f"agent-{n.name}", n.netns,
                 ["emunet.agent", "--state", state_path, "--node", n.name])
+            # Cilium's per-node Envoy: HTTP rules of CiliumNetworkPolicy (emunet.l7.proxy)
+            self.children[f"l7proxy-{n.name}"] = Child(
+                f"l7proxy-{n.name}", n.netns,
+                ["emunet.l7.proxy", "--state", state_path, "--node", n.name])
         dns_pod = self._dns_pod()
         if dns_pod is not None:
             self.children["dns"] = Child("dns", dns_pod.netns,

@@ -217,7 +217,27 @@ class Datapath:
         denied = self._policy(f, proto, U16.unpack(ports[1])[0], pod)  # ICMP echo: port 0
         if denied is not None:
             return denied
-        self.ct.add(Conn(proto, orig, reply), now, flags)  # a clash just stays untracked
+        proxy = self._l7_redirect(proto)
+        if proxy is None:
+            self.ct.add(Conn(proto, orig, reply), now, flags)  # a clash just stays untracked
+            return None
+        conn = Conn(proto, orig, (reply[0], reply[1], U16.pack(proxy), reply[3]))
+        if not self.ct.add(conn, now, flags) or conn.fwd is None:  # never bypass the proxy
+            return self._drop(DropReason.CT_INVALID, "L7 redirect tuple clash")
+        conn.fwd.apply(f, pk.ETH_LEN, l4, proto, end)
+        return None
+
+    def _l7_redirect(self, proto: int) -> int | None:
+        """Cilium's proxy redirect (emunet.l7): the proxy port when the ingress verdict just
+        taken for this new TCP flow carries HTTP rules. Only the destination port changes (the
+        proxy knows the client by its address); conntrack restores it on the replies."""
+        if proto != PROTO_TCP:
+            return None
+        for v in self._v:
+            rule = getattr(v, "rule", None)
+            if getattr(v, "direction", "") == "ingress" and rule is not None \
+                    and rule.l7 is not None:
+                return rule.l7.proxy_port  # type: ignore[attr-defined]
         return None
 
     def _service(self, f: bytearray, l4: int, end: int, proto: int, key: bytes, flags: int,
@@ -241,8 +261,10 @@ class Datapath:
             denied = self._check(src, bip, proto, bport, True)
             if denied is not None:
                 return denied
+        proxy = self._l7_redirect(proto)  # a local backend behind L7 policy: via its proxy
         conn = Conn(proto, (src, cip, sport, key[11:13]),
-                    (bip, reply_dst, U16.pack(bport), sport), target.name, (bip, bport))
+                    (bip, reply_dst, U16.pack(bport if proxy is None else proxy), sport),
+                    target.name, (bip, bport))
         if not self.ct.add(conn, now, flags):
             return self._drop(DropReason.CT_INVALID, f"NAT tuple clash for {target.name}")
         self._c["dnat"] += 1

@@ -80,6 +80,10 @@ def compile_node(state: ClusterState, node: str,
                 egr.isolate(pol.ref)
                 for i, rule in enumerate(pol.egress):
                     _egress_rule(state, egr, pol, i, rule, members)
+        if policies is None:  # CiliumNetworkPolicies feed the same builders (emunet.l7)
+            from ..l7.compile import add_grants
+
+            add_grants(state, ps, ing, egr, pod_ident)
         out.pods[ip_bytes(ps.ip)] = PodPolicy(f"{ps.pod.namespace}/{ps.pod.name}",
                                               pod_ident[ps.key], ing.build(), egr.build())
     out.active = any(pp.ingress.isolated or pp.egress.isolated for pp in out.pods.values())

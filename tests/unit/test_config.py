@@ -167,8 +167,8 @@ metadata: {name: web}
 spec: {replicas: 2}
 ---
 apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: l7, namespace: kube-system}
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: l7}
 spec: {}
 ---
 apiVersion: example.com/v1
@@ -176,11 +176,11 @@ kind: Widget
 metadata: {name: w}
 """, "t.yaml")
     assert [(o.kind, o.namespace, o.name) for o in cfg.others] == [
-        ("StatefulSet", "default", "web"), ("CiliumNetworkPolicy", "kube-system", "l7"),
+        ("StatefulSet", "default", "web"), ("CiliumClusterwideNetworkPolicy", None, "l7"),
         ("Widget", "default", "w")]
     assert cfg.warnings[0] == ("t.yaml:9: StatefulSet default/web: not run yet "
                                "(emunet does not implement StatefulSet yet)")
-    assert "CiliumNetworkPolicy kube-system/l7: not enforced yet" in cfg.warnings[1]
+    assert "CiliumClusterwideNetworkPolicy l7: not enforced yet" in cfg.warnings[1]
     assert len(cfg.warnings) == 3
 
 

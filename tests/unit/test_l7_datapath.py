@@ -1,0 +1,78 @@
+"""The L7 redirect in the datapath: a new TCP flow that an HTTP rule covers reaches the pod on
+its proxy port (only the port rewritten), replies come back from the original port, and an
+L3/L4 deny stays a silent drop. Pure: PipelinePair, Scapy-built frames."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from pipeline_pair import PipelinePair, make_state, pod
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+from emunet.datapath import DropReason
+from emunet.model import Manifest
+
+GW1, GW2 = "0a:58:0a:2a:01:01", "0a:58:0a:2a:02:01"
+VIP = "10.43.0.11"
+CNP = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+       "metadata": {"name": "web-l7", "namespace": "blog"},
+       "spec": {"endpointSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"fromEndpoints": [{"matchLabels": {"k8s:app": "client"}}],
+                             "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}],
+                                          "rules": {"http": [{"method": "GET",
+                                                              "path": "/api/.*"}]}}]}]}}
+
+
+def _state(web_node: str):
+    st = make_state((web_node,))
+    c = st.pods[("blog", "client")]
+    c.pod = dataclasses.replace(c.pod, labels={"app": "client"})
+    st.others = [Manifest("cilium.io/v2", "CiliumNetworkPolicy", "blog", "web-l7", CNP)]
+    return st
+
+
+def _syn(p, dst: str, dport: int, proto=TCP) -> bytes:
+    l4 = TCP(sport=40000, dport=dport, flags="S", seq=1) if proto is TCP else \
+        UDP(sport=40000, dport=dport)
+    return bytes(Ether(src=p.mac, dst=GW1) / IP(src=p.ip, dst=dst) / l4)
+
+
+@pytest.mark.parametrize("web_node", ["node-2", "node-1"])
+def test_redirect_to_proxy_port_and_back(web_node: str) -> None:
+    st = _state(web_node)
+    pair = PipelinePair(st)
+    c, w = pod(st, "client"), pod(st, "web-0")
+    (got,) = pair.send("node-1", _syn(c, VIP, 80), c.host_ifname)
+    pkt = Ether(got.frame)
+    assert got.port == w.host_ifname
+    assert (pkt[IP].src, pkt[IP].dst, pkt[TCP].dport) == (c.ip, w.ip, 15001)  # client kept
+    assert pkt[TCP].chksum == Ether(bytes(_fresh(pkt)))[TCP].chksum
+    gw = GW2 if web_node == "node-2" else GW1
+    reply = Ether(src=w.mac, dst=gw) / IP(src=w.ip, dst=c.ip) / TCP(
+        sport=15001, dport=40000, flags="SA", seq=9, ack=2)
+    (back,) = pair.send(web_node, bytes(reply), w.host_ifname)
+    rp = Ether(back.frame)
+    assert back.port == c.host_ifname
+    assert (rp[IP].src, rp[TCP].sport, rp[TCP].dport) == (VIP, 80, 40000)
+    assert rp[TCP].chksum == Ether(bytes(_fresh(rp)))[TCP].chksum
+
+
+def test_l3l4_deny_is_silent_and_udp_is_not_redirected() -> None:
+    st = _state("node-2")
+    pair = PipelinePair(st)
+    o, w = pod(st, "other"), pod(st, "web-0")
+    assert pair.send("node-1", _syn(o, w.ip, 8080), o.host_ifname) == []  # no RST, no 403
+    assert pair.drops[-1].reason == DropReason.POLICY_DENIED
+    c = pod(st, "client")
+    assert pair.send("node-1", _syn(c, w.ip, 5353, UDP), c.host_ifname) == []  # not allowed
+    assert pair.drops[-1].reason == DropReason.POLICY_DENIED
+
+
+def _fresh(pkt):
+    """The same packet with checksums recomputed by Scapy."""
+    p = pkt.copy()
+    del p[IP].chksum
+    del p[TCP].chksum
+    return p
