@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .config import load_config
+from .deploy import owned_pods
 from .state import KUBE_SYSTEM, ClusterState, PodState, StateError
 
 _KIND_ALIASES = {
@@ -19,6 +20,7 @@ _KIND_ALIASES = {
     "namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
     "networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy",
     "netpol": "NetworkPolicy",
+    "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
 }
 
 
@@ -82,6 +84,17 @@ def apply_config(state: ClusterState, path: str) -> list[Change]:
             changes.append(Change(f"pod/{pod.name} configured"))
         else:
             changes.append(Change(f"pod/{pod.name} unchanged"))
+    for d in cfg.deployments:
+        if d.namespace not in new.namespaces:
+            raise StateError(f"{d.loc}: namespace {d.namespace!r} does not exist")
+        old_d = new.deployments.get(d.key)
+        if old_d is not None and old_d == dataclasses.replace(d, loc=old_d.loc):
+            changes.append(Change(f"deployment.apps/{d.name} unchanged"))
+            continue
+        # The controllers roll the pods toward the new spec (scale, or a rolling update).
+        new.deployments[d.key] = d
+        changes.append(Change(f"deployment.apps/{d.name} "
+                              f"{'configured' if old_d else 'created'}"))
     for pol in cfg.network_policies:
         if pol.namespace not in new.namespaces:
             raise StateError(f"{pol.loc}: namespace {pol.namespace!r} does not exist")
@@ -107,6 +120,8 @@ def delete_config(state: ClusterState, path: str) -> list[Change]:
         changes += _delete(new, "Pod", pod.name, pod.namespace)
     for svc in cfg.services:
         changes += _delete(new, "Service", svc.name, svc.namespace)
+    for d in cfg.deployments:
+        changes += _delete(new, "Deployment", d.name, d.namespace)
     for pol in cfg.network_policies:
         changes += _delete(new, "NetworkPolicy", pol.name, pol.namespace)
     for ns in cfg.namespaces:
@@ -119,7 +134,8 @@ def delete_object(state: ClusterState, kind: str, name: str, namespace: str | No
                   ) -> list[Change]:
     canonical = _KIND_ALIASES.get(kind.lower())
     if canonical is None:
-        raise StateError(f"cannot delete kind {kind!r}: use pod, service or namespace")
+        raise StateError(f"cannot delete kind {kind!r}: use pod, service, deployment or "
+                         "namespace")
     new = _copy(state)
     changes = _delete(new, canonical, name, namespace or "default")
     if not changes:
@@ -138,6 +154,14 @@ def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> li
             raise StateError("kube-system/kube-dns is emunet's cluster DNS and cannot be deleted")
         return [Change(f"service/{name} deleted")] if st.remove_service(
             (namespace or "default", name)) else []
+    if kind == "Deployment":
+        d = st.deployments.pop((namespace or "default", name), None)
+        if d is None:
+            return []
+        # Cascading deletion (the garbage collector): its ReplicaSets' pods go too.
+        pods = [Change(f"pod/{p.pod.name} deleted", removed_pod=st.remove_pod(p.key))
+                for p in owned_pods(st, d) if not p.terminating]
+        return [*pods, Change(f"deployment.apps/{name} deleted")]
     if kind == "NetworkPolicy":
         gone = st.policies.pop((namespace or "default", name), None)
         return [Change(f"networkpolicy.networking.k8s.io/{name} deleted")] if gone else []
@@ -146,6 +170,9 @@ def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> li
     if st.namespaces.pop(name, None) is None:
         return []
     out = []  # like the namespace controller: everything in it goes too
+    for key in [k for k in st.deployments if k[0] == name]:
+        out.append(Change(f"deployment.apps/{key[1]} deleted"))
+        del st.deployments[key]
     for key in [k for k in st.pods if k[0] == name]:
         out.append(Change(f"pod/{key[1]} deleted", removed_pod=st.remove_pod(key)))
     for key in [k for k in st.services if k[0] == name]:

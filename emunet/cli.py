@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, control, kernelnode, lifecycle, naming, views
+from . import __version__, cli_workloads, control, kernelnode, lifecycle, naming, views
 from .config import ConfigError, load_config
 from .state import ClusterState, StateError
 
@@ -108,10 +108,12 @@ def _node_ready() -> dict[str, bool]:
 
 
 def cmd_get(a: argparse.Namespace) -> int:
+    if a.kind.lower() in ("events", "event", "ev"):  # kept by the supervisor, not the state
+        return cli_workloads.cmd_events(a)
     kind = views.KINDS.get(a.kind.lower())
     if kind is None:
-        raise CLIError(f"unknown resource type {a.kind!r}: use pods, services, endpoints or "
-                       "nodes", code=2)
+        raise CLIError(f"unknown resource type {a.kind!r}: use pods, services, endpoints, "
+                       "deployments, events or nodes", code=2)
     st = _load_state()
     ns = None if a.all_namespaces else (a.namespace or "default")
     ready = _node_ready() if kind == "nodes" else {}
@@ -241,7 +243,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="supervisor, node agents, DNS and their counters")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("get", help="list nodes, pods, services or endpoints (like kubectl get)")
-    p.add_argument("kind", help="pods | services | endpoints | nodes")
+    p.add_argument("kind", help="pods | services | endpoints | deployments | events | nodes")
     p.add_argument("-n", "--namespace", help="namespace (default: default)")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="all namespaces")
     p.add_argument("-o", "--output", choices=["wide", "json"], help="wide table or JSON List")
@@ -264,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("-n", "--namespace", help="namespace (default: default)")
     p.set_defaults(func=cmd_delete)
+    cli_workloads.add_parsers(sub)
     p = sub.add_parser("validate", help="check a config file without building anything "
                        "(no root needed)")
     p.add_argument("file")

@@ -24,6 +24,7 @@ from typing import Any
 from . import control, host, kernelnode, naming
 from .apply import Change, apply_config, delete_config, delete_object
 from .config import ConfigError
+from .controllers import Controllers
 from .state import KUBE_SYSTEM, ClusterState, StateError
 
 log = logging.getLogger("emunet.supervisor")
@@ -108,6 +109,7 @@ class Supervisor:
                                          ["emunet.dns.server", "--state", state_path])
         self.lock = asyncio.Lock()
         self.stopping = asyncio.Event()
+        self.controllers = Controllers(self)  # Deployments, probes, termination, events
         self.started = time.time()
 
     def _dns_pod(self):
@@ -152,6 +154,7 @@ class Supervisor:
             await self.workloads.start(ps, builtin=builtin)
         except Exception as e:  # a workload failing must not take the cluster down
             log.error("pod %s/%s: workload failed to start: %s", *ps.key, e)
+        self.controllers.pod_started(ps)
 
     def _tick(self) -> None:
         for child in self.children.values():
@@ -164,19 +167,23 @@ class Supervisor:
         moved = self.workloads.reap(time.time())
         if moved or not all(ps.ready for ps in self.state.pods.values()):
             self._refresh_ready()
+        self.controllers.tick(time.time())
 
     def _refresh_ready(self) -> None:
         """Recompute pod readiness; on any change publish the state (endpoints follow)."""
         changed = False
         dns = self.children.get("dns")
         for ps in self.state.pods.values():
+            if ps.terminating:
+                continue  # out of the endpoints for good (controllers.terminate)
             if ps.pod.labels.get("k8s-app") == "kube-dns" and ps.pod.namespace == KUBE_SYSTEM:
                 ready = dns is not None and dns.alive()
-            else:
-                ready = self.workloads.ready(ps.key)
+            else:  # readiness probes, where declared, have the last word (as in the kubelet)
+                ready = self.workloads.ready(ps.key) and self.controllers.probes_ready(ps.key)
             wl = self.workloads.pods.get(ps.key)
             restarts = wl.restarts if wl else 0
             if ready != ps.ready or restarts != ps.restarts:
+                self.controllers.observed(ps, ready, restarts)
                 ps.ready, ps.restarts = ready, restarts
                 changed = True
         if changed:
@@ -184,6 +191,7 @@ class Supervisor:
 
     def publish(self) -> None:
         write_state(self.state)
+        self.controllers.published()
         for n in self.state.nodes:
             if kernelnode.is_kernel(self.state, n.name):
                 try:
@@ -204,6 +212,8 @@ class Supervisor:
             req = json.loads(line)
             op = req.get("op")
             handler = getattr(self, f"_op_{op}", None)
+            if op in ("scale", "events"):  # served by the controllers
+                handler = getattr(self.controllers, f"op_{op}")
             if handler is None:
                 say({"ok": False, "error": f"unknown request {op!r}"})
             else:
@@ -263,11 +273,10 @@ class Supervisor:
 
     async def _carry_out(self, changes: list[Change], say) -> dict:
         """Make the kernel and the workloads match a state change computed by `apply`."""
-        for ch in changes:
-            if ch.removed_pod is not None:
-                await self.workloads.stop(ch.removed_pod.key)
-                await asyncio.to_thread(host.remove_pod, ch.removed_pod, self.manifest)
-        self.publish()  # agents drop removed pods before new ones appear
+        # Removed pods leave the endpoints now and stop after a grace period, as Kubernetes
+        # terminates pods: clients of their Services never meet a stopped backend.
+        self.controllers.terminate([ch.removed_pod for ch in changes if ch.removed_pod])
+        self.publish()
         for ch in changes:
             if ch.added_pod is not None:
                 await asyncio.to_thread(host.add_pod, self.state, ch.added_pod, self.manifest)

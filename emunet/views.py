@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import deploy
 from .state import ClusterState, PodState, ServiceState
 
 KINDS = {
@@ -15,6 +16,7 @@ KINDS = {
     "services": "services", "service": "services", "svc": "services",
     "endpoints": "endpoints", "ep": "endpoints",
     "nodes": "nodes", "node": "nodes", "no": "nodes",
+    "deployments": "deployments", "deployment": "deployments", "deploy": "deployments",
 }
 
 
@@ -39,6 +41,8 @@ def _ports_str(ss: ServiceState) -> str:
 
 
 def _pod_phase(ps: PodState) -> str:
+    if ps.terminating:
+        return "Terminating"  # what kubectl prints for a pod with a deletionTimestamp
     return "Running" if ps.ready else "Pending"
 
 
@@ -104,6 +108,26 @@ def endpoints(st: ClusterState, namespace: str | None, wide: bool) -> list[list[
     return rows
 
 
+def deployments(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
+    head = ["NAME", "READY", "UP-TO-DATE", "AVAILABLE"]
+    if wide:
+        head += ["SELECTOR"]
+    if namespace is None:
+        head.insert(0, "NAMESPACE")
+    rows = [head]
+    for d in sorted(st.deployments.values(), key=lambda d: d.key):
+        if not _in_ns(d.key, namespace):
+            continue
+        s = deploy.status(st, d)
+        row = [d.name, f"{s['ready']}/{d.replicas}", str(s["updated"]), str(s["available"])]
+        if wide:
+            row.append(",".join(f"{k}={v}" for k, v in d.selector.items()))
+        if namespace is None:
+            row.insert(0, d.namespace)
+        rows.append(row)
+    return rows
+
+
 def nodes(st: ClusterState, ready: dict[str, bool], wide: bool) -> list[list[str]]:
     head = ["NAME", "STATUS", "INTERNAL-IP", "POD-CIDR"]
     if wide:
@@ -155,6 +179,19 @@ def as_list(st: ClusterState, kind: str, namespace: str | None,
         for key in sorted(st.services):
             if _in_ns(key, namespace):
                 items.append(_endpoints_item(st, key))
+    elif kind == "deployments":
+        for d in sorted(st.deployments.values(), key=lambda d: d.key):
+            if _in_ns(d.key, namespace):
+                s = deploy.status(st, d)
+                items.append({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": _meta(d.name, d.namespace, d.labels),
+                    "spec": {"replicas": d.replicas, "selector": {"matchLabels": d.selector},
+                             "strategy": {"type": d.strategy}},
+                    "status": {"replicas": s["replicas"], "readyReplicas": s["ready"],
+                               "updatedReplicas": s["updated"],
+                               "availableReplicas": s["available"]},
+                })
     elif kind == "nodes":
         for n in st.nodes:
             items.append({

@@ -15,9 +15,11 @@ import logging
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from . import host
 from .model import Container
@@ -55,8 +57,18 @@ class _UDPIdentity(asyncio.DatagramProtocol):
         self.transport.sendto(f"{identity(self.ps)} bytes={len(data)}\n".encode(), addr)
 
 
+def access_line(peer: object, request: bytes, status: int, size: int, now: float) -> str:
+    """One request as nginx's default `combined` log format writes it."""
+    head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    agent = next((h.split(":", 1)[1].strip() for h in head[1:]
+                  if h.lower().startswith("user-agent:")), "-")
+    client = peer[0] if isinstance(peer, tuple) else "-"
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
+    return f'{client} - - [{stamp}] "{head[0]}" {status} {size} "-" "{agent}"\n'
+
+
 async def _serve_tcp(ps: PodState, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+                     writer: asyncio.StreamWriter, access: Callable[[str], object]) -> None:
     try:
         first = await asyncio.wait_for(reader.read(4096), timeout=30)
         if first.startswith(_HTTP_METHODS):
@@ -68,7 +80,10 @@ async def _serve_tcp(ps: PodState, reader: asyncio.StreamReader,
                 data += more
             method, _, rest = data.partition(b" ")
             path = rest.split(b" ", 1)[0].decode("latin-1") or "/"
-            writer.write(http_response(ps, method.decode("latin-1"), path))
+            resp = http_response(ps, method.decode("latin-1"), path)
+            writer.write(resp)
+            body = len(resp) - resp.index(b"\r\n\r\n") - 4
+            access(access_line(writer.get_extra_info("peername"), data, 200, body, time.time()))
         else:  # not HTTP: a plain TCP echo, handy for nc and byte-checking load tests
             while first:
                 writer.write(first)
@@ -98,10 +113,12 @@ class PodWorkload:
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     procs: list[_Proc] = field(default_factory=list)
+    logs: list[TextIO] = field(default_factory=list)  # built-in servers' access logs
+    builtin_restarts: int = 0  # liveness restarts of built-in containers
 
     @property
     def restarts(self) -> int:
-        return sum(p.restarts for p in self.procs)
+        return sum(p.restarts for p in self.procs) + self.builtin_restarts
 
 
 class Workloads:
@@ -118,31 +135,71 @@ class Workloads:
             return
         wl = PodWorkload(ps)
         self.pods[ps.key] = wl
-        loop = asyncio.get_running_loop()
         for c in ps.pod.containers:
             if c.command or c.args:
                 wl.procs.append(_Proc(c))
-                continue
-            if not builtin:
-                continue
-            for cp in c.ports:
-                if cp.protocol == "TCP":
-                    sock = await asyncio.to_thread(_listen, ps.netns, socket.SOCK_STREAM,
-                                                   cp.container_port)
-                    srv = await asyncio.start_server(
-                        lambda r, w, ps=ps: _serve_tcp(ps, r, w), sock=sock)
-                    wl.servers.append(srv)
-                elif cp.protocol == "UDP":
-                    sock = await asyncio.to_thread(_listen, ps.netns, socket.SOCK_DGRAM,
-                                                   cp.container_port)
-                    tr, _ = await loop.create_datagram_endpoint(lambda ps=ps: _UDPIdentity(ps),
-                                                                sock=sock)
-                    wl.transports.append(tr)
-                else:
-                    log.warning("%s/%s: built-in server has no %s support; port %d not served",
-                                ps.pod.namespace, ps.pod.name, cp.protocol, cp.container_port)
+            elif builtin:
+                await self._open_builtin(wl, c)
         for p in wl.procs:
             self._spawn(wl, p)
+
+    async def _open_builtin(self, wl: PodWorkload, c: Container) -> None:
+        """A built-in container's listeners; like a web server it logs one line per request
+        to its container log (what `emunet logs` shows)."""
+        ps = wl.ps
+        loop = asyncio.get_running_loop()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        path = self.log_dir / f"{ps.pod.namespace}_{ps.pod.name}_{c.name}.log"
+        out = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        wl.logs.append(out)
+        for cp in c.ports:
+            out.write(f"emunet built-in server: listening on {cp.container_port}/{cp.protocol}"
+                      f" ({identity(ps)})\n")
+            if cp.protocol == "TCP":
+                sock = await asyncio.to_thread(_listen, ps.netns, socket.SOCK_STREAM,
+                                               cp.container_port)
+                srv = await asyncio.start_server(
+                    lambda r, w, ps=ps, out=out: _serve_tcp(
+                        ps, r, w, lambda line: out.closed or out.write(line)), sock=sock)
+                wl.servers.append(srv)
+            elif cp.protocol == "UDP":
+                sock = await asyncio.to_thread(_listen, ps.netns, socket.SOCK_DGRAM,
+                                               cp.container_port)
+                tr, _ = await loop.create_datagram_endpoint(lambda ps=ps: _UDPIdentity(ps),
+                                                            sock=sock)
+                wl.transports.append(tr)
+            else:
+                log.warning("%s/%s: built-in server has no %s support; port %d not served",
+                            ps.pod.namespace, ps.pod.name, cp.protocol, cp.container_port)
+
+    async def restart(self, key: tuple[str, str], container: str) -> None:
+        """Restart one container (a failed liveness probe): a process is ended and `reap`
+        starts it again (with kubelet's back-off); built-in listeners are closed and reopened."""
+        wl = self.pods.get(key)
+        if wl is None:
+            return
+        for p in wl.procs:
+            if p.container.name == container and p.popen is not None:
+                await asyncio.to_thread(_end, p.popen)
+                return
+        c = next((c for c in wl.ps.pod.containers if c.name == container), None)
+        if c is None or c.command or c.args:
+            return
+        self._close_builtin(wl)
+        wl.builtin_restarts += 1
+        for c in wl.ps.pod.containers:
+            if not (c.command or c.args):
+                await self._open_builtin(wl, c)
+
+    @staticmethod
+    def _close_builtin(wl: PodWorkload) -> None:
+        for srv in wl.servers:
+            srv.close()
+        for tr in wl.transports:
+            tr.close()
+        for f in wl.logs:
+            f.close()
+        wl.servers, wl.transports, wl.logs = [], [], []
 
     def _spawn(self, wl: PodWorkload, p: _Proc) -> None:
         ps = wl.ps
@@ -195,10 +252,7 @@ class Workloads:
         wl = self.pods.pop(key, None)
         if wl is None:
             return
-        for srv in wl.servers:
-            srv.close()
-        for tr in wl.transports:
-            tr.close()
+        self._close_builtin(wl)
         for p in wl.procs:
             if p.popen is not None and p.popen.poll() is None:
                 _end(p.popen)
