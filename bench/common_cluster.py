@@ -1,0 +1,116 @@
+"""Helpers the datapath and lifecycle benchmarks share: a cluster brought up through the real CLI
+under a private prefix and run directory (removed again, also on failure), commands in pod
+namespaces, and the statistics every table uses. Not a section of its own (scripts/bench skips
+`common*`).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def percentile(xs: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+class BenchCluster:
+    """`emunet up CONFIG_TEXT` with its own EMUNET_PREFIX/EMUNET_RUN_DIR; use as a context."""
+
+    def __init__(self, tag: str, config_text: str) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"emunet-bench-{tag}-"))
+        self.config = self.tmp / "cluster.yaml"
+        self.config.write_text(config_text)
+        self.prefix = f"{tag}{os.getpid() % 10000}"
+        self.env = {**os.environ, "EMUNET_PREFIX": self.prefix,
+                    "EMUNET_RUN_DIR": str(self.tmp / "run"), "PYTHONPATH": str(ROOT)}
+        self.up_seconds = self.down_seconds = float("nan")
+
+    def emunet(self, *args: str, timeout: float = 300) -> str:
+        p = subprocess.run([sys.executable, "-m", "emunet", *args], env=self.env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"emunet {' '.join(args)}: {p.stdout}{p.stderr}")
+        return p.stdout
+
+    def __enter__(self) -> BenchCluster:
+        t0 = time.monotonic()
+        try:
+            self.emunet("up", str(self.config))
+        except BaseException:
+            self.emunet_down()
+            raise
+        self.up_seconds = time.monotonic() - t0
+        return self
+
+    def emunet_down(self) -> None:
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-m", "emunet", "down"], env=self.env, cwd=ROOT,
+                       capture_output=True, timeout=120)
+        self.down_seconds = time.monotonic() - t0
+
+    def __exit__(self, *exc: object) -> None:
+        self.emunet_down()
+
+    def netns(self, ns: str, pod: str) -> str:
+        return f"{self.prefix}-{ns}-{pod}"
+
+    def node_netns(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    def run_in(self, netns: str, *cmd: str, timeout: float = 120,
+               check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True,
+                              text=True, timeout=timeout, check=check)
+
+    def pids(self) -> list[int]:
+        """Every process of this cluster: the supervisor and all its descendants."""
+        manifest = self.tmp / "run" / "manifest.json"
+        import json
+        roots = [e["pid"] for e in json.loads(manifest.read_text())["entries"]
+                 if e.get("kind") == "process"]
+        children: dict[int, list[int]] = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(d.name))
+        seen: set[int] = set()
+        todo = list(roots)
+        while todo:
+            pid = todo.pop()
+            if pid not in seen and Path(f"/proc/{pid}").exists():
+                seen.add(pid)
+                todo += children.get(pid, [])
+        return sorted(seen)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of every process of the cluster (sum of VmRSS)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
