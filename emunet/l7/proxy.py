@@ -252,6 +252,7 @@ class ProxyProcess:
         self.events = EventLog(run_dir / f"l7-{node}.jsonl")
         self.proxy = Proxy(node, self.events, connect_in_netns)
         self.servers: dict[tuple[str, str, int], asyncio.AbstractServer] = {}
+        self.missing = False  # a listener could not be opened yet: retried every 5 s
 
     async def reload(self) -> None:
         state = ClusterState.from_json(self.state_path.read_text())
@@ -262,6 +263,7 @@ class ProxyProcess:
         for key in list(self.servers):
             if key not in want:
                 self.servers.pop(key).close()
+        self.missing = False
         for key in want:
             if key in self.servers:
                 continue
@@ -270,6 +272,7 @@ class ProxyProcess:
                 sock = _listen_in_netns(netns, pport)
             except OSError as e:  # the pod may be gone or not built yet: next reload retries
                 log.warning("cannot listen on %s:%d in %s: %s", ip, pport, netns, e)
+                self.missing = True
                 continue
             self.servers[key] = await asyncio.start_server(
                 lambda r, w, ip=ip, pport=pport: self._accept(r, w, ip, pport), sock=sock,
@@ -299,7 +302,7 @@ class ProxyProcess:
             await asyncio.wait(waiters, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
             for f in waiters:
                 f.cancel()
-            if hup.is_set() or not stop.is_set():  # SIGHUP, or a periodic retry of listeners
+            if hup.is_set() or (self.missing and not stop.is_set()):
                 hup.clear()
                 try:
                     await self.reload()
