@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from dataclasses import dataclass
 
@@ -116,7 +117,8 @@ async def _connect_probe(probe: Probe, netns: str, ip: str, port: int) -> tuple[
         try:
             await loop.sock_connect(sock, (ip, port))
         except OSError as e:
-            reason = (e.strerror or str(e)).lower()
+            # as Go's net package words it: "connect: connection refused"
+            reason = (os.strerror(e.errno) if e.errno else str(e)).lower()
             prefix = f'Get "{url}": ' if probe.kind == "httpGet" else ""
             return False, f"{prefix}dial tcp {ip}:{port}: connect: {reason}"
         if probe.kind == "tcpSocket":

@@ -1,0 +1,214 @@
+"""Probes (tracker semantics, config, tcp/http runners over loopback), events and access logs."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from emunet import events, probes
+from emunet.config import ConfigError, load_config_text
+from emunet.model import Container, ContainerPort, Probe
+from emunet.state import ClusterState
+from emunet.workloads import access_line
+
+# ---- tracker semantics (kubelet prober worker) -------------------------------------------------
+
+
+def test_readiness_starts_failed_and_needs_success_threshold() -> None:
+    t = probes.ProbeTracker(Probe("tcpSocket", 80, initial_delay=5, period=2,
+                                  success_threshold=2), probes.READINESS, "c", 100.0)
+    assert t.result is False
+    assert not t.due(104.9) and t.due(105.0)  # nothing before initialDelaySeconds
+    t.running = True
+    assert not t.due(200)  # one probe at a time
+    assert t.record(True, 105.0) is False and t.result is False  # 1 of 2 successes
+    assert t.next_due == 107.0
+    assert t.record(True, 107.0) is True and t.result is True
+
+
+def test_readiness_fails_after_failure_threshold_in_a_row() -> None:
+    t = probes.ProbeTracker(Probe("tcpSocket", 80), probes.READINESS, "c", 0.0)
+    t.record(True, 0)
+    assert t.result
+    t.record(False, 10)
+    t.record(False, 20)
+    t.record(True, 30)  # a success resets the failure count
+    t.record(False, 40)
+    t.record(False, 50)
+    assert t.result
+    assert t.record(False, 60) is True and t.result is False  # default failureThreshold 3
+
+
+def test_liveness_starts_healthy_and_resets_on_restart() -> None:
+    t = probes.ProbeTracker(Probe("exec", command=("true",), failure_threshold=1, period=1),
+                            probes.LIVENESS, "c", 0.0)
+    assert t.result is True
+    assert t.record(False, 1) is True and t.result is False
+    t.reset(5.0)
+    assert t.result is True and t.failures == 0 and t.next_due == 5.0
+
+
+def test_trackers_for_containers() -> None:
+    c = Container("web", readiness_probe=Probe("tcpSocket", 80),
+                  liveness_probe=Probe("httpGet", "http"))
+    kinds = [(t.kind, t.container) for t in probes.trackers_for((c, Container("side")), 0)]
+    assert kinds == [(probes.READINESS, "web"), (probes.LIVENESS, "web")]
+
+
+def test_named_probe_port_resolves_against_the_container() -> None:
+    c = Container("web", ports=(ContainerPort(8080, name="http"),))
+    assert probes.probe_port(Probe("httpGet", "http"), c) == 8080
+    assert probes.probe_port(Probe("httpGet", 81), c) == 81
+    assert probes.probe_port(Probe("httpGet", "nope"), c) is None
+
+
+# ---- config -------------------------------------------------------------------------------------
+
+POD = """\
+apiVersion: emunet/v1alpha1
+kind: Cluster
+metadata: {name: t}
+spec: {nodes: [{name: n1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+    - name: c
+      image: nginx
+      ports: [{containerPort: 8080, name: http}]
+"""
+
+
+def test_probe_defaults_and_round_trip() -> None:
+    cfg = load_config_text(POD + """\
+      readinessProbe:
+        httpGet: {path: /healthz, port: http}
+      livenessProbe:
+        exec: {command: [cat, /tmp/ok]}
+        initialDelaySeconds: 3
+        periodSeconds: 1
+""", "t.yaml")
+    c = cfg.pods[0].containers[0]
+    assert c.readiness_probe == Probe("httpGet", "http", path="/healthz")
+    assert (c.readiness_probe.period, c.readiness_probe.timeout,
+            c.readiness_probe.success_threshold, c.readiness_probe.failure_threshold) == (
+        10, 1, 1, 3)  # the API server's defaults
+    assert c.liveness_probe == Probe("exec", command=("cat", "/tmp/ok"), initial_delay=3,
+                                     period=1)
+    st = ClusterState.plan(cfg)
+    assert ClusterState.from_json(st.to_json()).pods[("default", "p")].pod == cfg.pods[0]
+
+
+@pytest.mark.parametrize(("probe", "line", "path", "words"), [
+    ("      readinessProbe:\n        tcpSocket: {port: 80}\n        exec: {command: [true]}\n",
+     14, "spec.containers[0].readinessProbe", "exactly one handler"),
+    ("      livenessProbe:\n        tcpSocket: {port: 80}\n        successThreshold: 2\n",
+     16, "spec.containers[0].livenessProbe.successThreshold", "must be 1"),
+    ("      readinessProbe:\n        tcpSocket: {port: 80}\n        periodSeconds: 0\n",
+     16, "spec.containers[0].readinessProbe.periodSeconds", "must be"),
+    ("      readinessProbe:\n        httpGet: {path: /}\n",
+     15, "spec.containers[0].readinessProbe.httpGet.port", "required"),
+    ("      readinessProbe:\n        grpc: {port: 9000}\n",
+     15, "spec.containers[0].readinessProbe.grpc", "not supported"),
+])
+def test_probe_errors_are_located(probe: str, line: int, path: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(POD + probe, "t.yaml")
+    assert (info.value.line, info.value.path) == (line, path), str(info.value)
+    assert words in str(info.value)
+
+
+# ---- runners over loopback (the netns socket is replaced by a plain one) ------------------------
+
+@pytest.fixture()
+def plain_sockets(monkeypatch):
+    monkeypatch.setattr(probes.host, "socket_in_netns",
+                        lambda netns, family, type, proto=0: socket.socket(family, type, proto))
+
+
+async def _http_server(status: bytes) -> tuple[asyncio.AbstractServer, int]:
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        w.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n")
+        await w.drain()
+        w.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return srv, srv.sockets[0].getsockname()[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(("status", "ok"), [(b"200 OK", True), (b"302 Found", True),
+                                            (b"404 Not Found", False), (b"500 Oops", False)])
+def test_http_probe_status_codes(plain_sockets, status: bytes, ok: bool) -> None:
+    async def go() -> tuple[bool, str]:
+        srv, port = await _http_server(status)
+        async with srv:
+            return await probes.run(Probe("httpGet", port, path="/healthz"), Container("c"),
+                                    "ns", "127.0.0.1")
+
+    result, message = asyncio.run(go())
+    assert result is ok
+    if not ok:
+        assert f"statuscode: {int(status.split()[0])}" in message
+
+
+def test_tcp_probe_refused_says_so(plain_sockets) -> None:
+    port = _free_port()
+    ok, message = asyncio.run(probes.run(Probe("tcpSocket", port), Container("c"), "ns",
+                                         "127.0.0.1"))
+    assert not ok and f"dial tcp 127.0.0.1:{port}: connect: connection refused" in message
+
+
+def test_probe_with_unknown_named_port_fails() -> None:
+    ok, message = asyncio.run(probes.run(Probe("tcpSocket", "http"), Container("c"), "ns",
+                                         "127.0.0.1"))
+    assert not ok and "'http'" in message
+
+
+# ---- events -------------------------------------------------------------------------------------
+
+def test_event_log_folds_repeats_and_is_bounded() -> None:
+    log = events.EventLog(limit=3)
+    log.record(1, "ns", "Pod", "p", "Unhealthy", "Readiness probe failed", events.WARNING)
+    e = log.record(5, "ns", "Pod", "p", "Unhealthy", "Readiness probe failed", events.WARNING)
+    assert e.count == 2 and e.first == 1 and e.last == 5 and len(log.events) == 1
+    for i in range(4):
+        log.record(10 + i, "other", "Pod", f"q{i}", "Started", "Started container c")
+    assert [x["name"] for x in log.list()] == ["q1", "q2", "q3"]
+    assert log.list("ns") == []
+
+
+def test_event_rows_like_kubectl() -> None:
+    log = events.EventLog()
+    log.record(100, "ns", "Deployment", "web", "ScalingReplicaSet", "Scaled up replica set")
+    log.record(90, "ns", "Pod", "p", "Unhealthy", "probe failed", events.WARNING)
+    log.record(130, "ns", "Pod", "p", "Unhealthy", "probe failed", events.WARNING)
+    rows = events.rows(log.list(), now=160, all_namespaces=True)
+    assert rows[0] == ["NAMESPACE", "LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert rows[1] == ["ns", "60s", "Normal", "ScalingReplicaSet", "deployment/web",
+                       "Scaled up replica set"]
+    assert rows[2][1:4] == ["30s (x2 over 70s)", "Warning", "Unhealthy"]
+
+
+@pytest.mark.parametrize(("s", "text"), [(5, "5s"), (119, "119s"), (200, "3m20s"),
+                                         (600, "10m"), (3 * 3600 + 300, "3h5m"),
+                                         (20 * 3600, "20h"), (72 * 3600, "3d")])
+def test_human_duration(s: float, text: str) -> None:
+    assert events.human_duration(s) == text
+
+
+def test_access_line_is_combined_log_format() -> None:
+    line = access_line(("10.42.1.3", 51234), b"GET /x HTTP/1.1\r\nHost: web\r\n"
+                       b"User-Agent: curl/8.10.1\r\n\r\n", 200, 42, 0.0)
+    assert line == ('10.42.1.3 - - [01/Jan/1970:00:00:00 +0000] "GET /x HTTP/1.1" 200 42 "-" '
+                    '"curl/8.10.1"\n')
