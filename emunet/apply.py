@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 from .config import load_config
 from .deploy import owned_pods
+from .model import Manifest
 from .state import KUBE_SYSTEM, ClusterState, PodState, StateError
+
+CNP = "CiliumNetworkPolicy"
 
 _KIND_ALIASES = {
     "pod": "Pod", "pods": "Pod", "po": "Pod",
@@ -21,6 +24,7 @@ _KIND_ALIASES = {
     "networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy",
     "netpol": "NetworkPolicy",
     "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
+    "ciliumnetworkpolicy": CNP, "ciliumnetworkpolicies": CNP, "cnp": CNP,
 }
 
 
@@ -33,6 +37,22 @@ class Change:
 
 def _commit(state: ClusterState, new: ClusterState) -> None:
     state.__dict__.update(new.__dict__)
+
+
+def _apply_cnp(st: ClusterState, m: Manifest) -> Change:
+    """A CiliumNetworkPolicy (validated by the config loader) into the state's manifests; the
+    agents and L7 proxies recompile on the publish that follows."""
+    if m.namespace not in st.namespaces:
+        raise StateError(f"{m.loc}: namespace {m.namespace!r} does not exist")
+    what = f"ciliumnetworkpolicy.cilium.io/{m.name}"
+    for i, o in enumerate(st.others):
+        if (o.kind, o.namespace, o.name) == (CNP, m.namespace, m.name):
+            if o.body == m.body:
+                return Change(f"{what} unchanged")
+            st.others[i] = m
+            return Change(f"{what} configured")
+    st.others.append(m)
+    return Change(f"{what} created")
 
 
 def _copy(state: ClusterState) -> ClusterState:
@@ -106,6 +126,9 @@ def apply_config(state: ClusterState, path: str) -> list[Change]:
         new.policies[pol.key] = pol  # agents recompile on the publish that follows
         changes.append(Change(f"{what} {'configured' if old_p else 'created'}"))
     for other in cfg.others:
+        if other.kind == CNP:
+            changes.append(_apply_cnp(new, other))
+            continue
         changes.append(Change(f"{other.kind.lower()}/{other.name} ignored: "
                               f"{other.kind} is not implemented yet"))
     _commit(state, new)
@@ -124,6 +147,9 @@ def delete_config(state: ClusterState, path: str) -> list[Change]:
         changes += _delete(new, "Deployment", d.name, d.namespace)
     for pol in cfg.network_policies:
         changes += _delete(new, "NetworkPolicy", pol.name, pol.namespace)
+    for other in cfg.others:
+        if other.kind == CNP:
+            changes += _delete(new, CNP, other.name, other.namespace)
     for ns in cfg.namespaces:
         changes += _delete(new, "Namespace", ns.name, None)
     _commit(state, new)
@@ -165,6 +191,12 @@ def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> li
     if kind == "NetworkPolicy":
         gone = st.policies.pop((namespace or "default", name), None)
         return [Change(f"networkpolicy.networking.k8s.io/{name} deleted")] if gone else []
+    if kind == CNP:
+        kept = [o for o in st.others if (o.kind, o.namespace, o.name) !=
+                (CNP, namespace or "default", name)]
+        gone = len(kept) < len(st.others)
+        st.others = kept
+        return [Change(f"ciliumnetworkpolicy.cilium.io/{name} deleted")] if gone else []
     if name in ("default", KUBE_SYSTEM):
         raise StateError(f"namespace {name} cannot be deleted")
     if st.namespaces.pop(name, None) is None:
@@ -181,4 +213,6 @@ def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> li
     for key in [k for k in st.policies if k[0] == name]:
         del st.policies[key]
         out.append(Change(f"networkpolicy.networking.k8s.io/{key[1]} deleted"))
+    for o in [o for o in st.others if o.kind == CNP and o.namespace == name]:
+        out += _delete(st, CNP, o.name, name)
     return [*out, Change(f"namespace/{name} deleted")]

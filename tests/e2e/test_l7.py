@@ -93,3 +93,19 @@ def test_requests_are_l7_events(cluster) -> None:
     ok = next(e for e in events if e["path"] == "/api/posts" and e["status"] == 200)
     assert ok["policy"] == f"{NS}/monospaced-api" and ok["src"]["pod"] == f"{NS}/frontend-client"
     assert ok["dst"]["pod"] == f"{NS}/monospaced-test" and ok["dst"]["port"] == 3000
+
+
+def test_live_change_and_delete(cluster, tmp_path) -> None:
+    doc = (ROOT / "tests" / "e2e" / "configs" / "l7.yaml").read_text().split("---")[-1]
+    changed = tmp_path / "cnp.yaml"
+    changed.write_text(doc.replace('path: "/api/.*"', 'path: "/(api/.*|admin)"'))
+    out = cluster.emunet("apply", "-f", str(changed)).stdout
+    assert "ciliumnetworkpolicy.cilium.io/monospaced-api configured" in out
+    time.sleep(1.0)  # "takes effect for new connections within a second"
+    rc, body = _curl(cluster, "frontend-client", f"{URL}/admin")
+    assert rc == 0 and "path=/admin" in body
+    out = cluster.emunet("delete", "cnp", "monospaced-api", "-n", NS).stdout
+    assert "ciliumnetworkpolicy.cilium.io/monospaced-api deleted" in out
+    time.sleep(1.0)
+    rc, body = _curl(cluster, "intruder", f"{URL}/admin")  # no policy left: not isolated
+    assert rc == 0 and "Hello from monospaced-test" in body
