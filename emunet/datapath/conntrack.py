@@ -4,7 +4,8 @@ A connection is tracked under two keys, its original and its reply tuple, as in 
 nf_conntrack. Each direction carries a `Rewrite` whose RFC 1624 checksum deltas are computed
 once when the connection is created, so an established packet costs one dict lookup, a few
 slice assignments and two checksum folds. Timeouts follow the Linux defaults
-(net.netfilter.nf_conntrack_*_timeout*).
+(net.netfilter.nf_conntrack_*_timeout*); the table is bounded with early drop, and can be
+snapshotted so a restarted agent keeps established connections and their NAT (DESIGN.md §3).
 """
 
 from __future__ import annotations
@@ -135,11 +136,27 @@ class Conn:
         return ICMP_TIMEOUT
 
 
-class Conntrack:
-    """The table: key -> (conn, is_reply). Expired entries vanish on lookup or `expire`."""
+DEFAULT_MAX = 65536  # nf_conntrack_max's classic default; Cluster spec.conntrack.max sets it
+_EARLY_DROP_SCAN = 128  # oldest entries looked at for an unreplied victim (Linux: one bucket)
 
-    def __init__(self) -> None:
+
+class Conntrack:
+    """The table: key -> (conn, is_reply). Expired entries vanish on lookup or `expire`.
+
+    Bounded like Linux's: at `max_entries` connections a new one first evicts the oldest
+    connection that never saw a reply (nf_conntrack's early_drop of non-ASSURED entries), so a
+    SYN flood recycles its own half-open entries and never evicts established flows; when
+    there is no such victim the new connection is refused (counted in `insert_failed`, Linux's
+    "table full, dropping packet"). `version` changes with every add and remove, so the agent
+    can snapshot the table when it changed (`to_records` / `from_records`).
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_MAX) -> None:
         self.table: dict[bytes, tuple[Conn, bool]] = {}
+        self.max_entries = max_entries
+        self.version = 0
+        self.evicted = 0
+        self.insert_failed = 0
 
     def __len__(self) -> int:
         return len(self.table) // 2
@@ -152,14 +169,30 @@ class Conntrack:
         return hit
 
     def add(self, conn: Conn, now: float, tcp_flags: int = 0) -> bool:
-        """Track `conn`; False (not added) if its reply tuple clashes with a live entry."""
+        """Track `conn`; False (not added) if its reply tuple clashes with a live entry or the
+        table is full of connections that all saw replies."""
         for k in (conn.orig_key, conn.reply_key):
             if self.lookup(k, now) is not None:
                 return False
+        if len(self.table) >= 2 * self.max_entries and not self._early_drop(now):
+            self.insert_failed += 1
+            return False
         conn.expires = now + conn.timeout(tcp_flags)
         self.table[conn.orig_key] = (conn, False)
         self.table[conn.reply_key] = (conn, True)
+        self.version += 1
         return True
+
+    def _early_drop(self, now: float) -> bool:
+        """Make room: evict an expired or unreplied connection among the oldest entries."""
+        for i, (conn, _) in enumerate(self.table.values()):
+            if i >= _EARLY_DROP_SCAN:
+                return False
+            if conn.expires <= now or not conn.replied:
+                self.remove(conn)
+                self.evicted += 1
+                return True
+        return False
 
     @staticmethod
     def seen(conn: Conn, is_reply: bool, tcp_flags: int, now: float) -> None:
@@ -172,6 +205,7 @@ class Conntrack:
         for k in (conn.orig_key, conn.reply_key):
             if self.table.get(k, (None,))[0] is conn:
                 del self.table[k]
+                self.version += 1
 
     def expire(self, now: float) -> int:
         """Drop every expired connection; returns how many went."""
@@ -182,3 +216,40 @@ class Conntrack:
 
     def conns(self) -> list[Conn]:
         return [c for c, is_reply in self.table.values() if not is_reply]
+
+    # ---- snapshots: what a restarted agent needs to keep established flows (and their NAT) --
+
+    def to_records(self, now: float) -> list[list]:
+        """JSON-able records: the two tuples (the rewrites derive from them), the service and
+        backend (the NAT decision), state flags and the time left."""
+        out = []
+        for c in self.conns():
+            out.append([c.proto, b"".join(c.orig).hex(), c.reply_key[1:].hex(),
+                        c.replied, c.closing, round(max(0.0, c.expires - now), 3), c.service,
+                        c.backend[0].hex() if c.backend else None,
+                        c.backend[1] if c.backend else None])
+        return out
+
+    def from_records(self, records: list[list], now: float) -> int:
+        """Load records written by `to_records` (by a previous agent); returns how many.
+
+        The time left is kept, so a flow idle before the crash expires on schedule; a record
+        that does not parse is skipped (a snapshot is a hint, never a reason to fail).
+        """
+        n = 0
+        for r in records:
+            try:
+                proto, orig, reply, replied, closing, left, service, bip, bport = r
+                o, rp = bytes.fromhex(orig), bytes.fromhex(reply)
+                if len(o) != 12 or len(rp) != 12:
+                    continue
+                conn = Conn(int(proto), (o[0:4], o[4:8], o[8:10], o[10:12]),
+                            (rp[0:4], rp[4:8], rp[8:10], rp[10:12]), str(service),
+                            (bytes.fromhex(bip), int(bport)) if bip else None)
+            except (ValueError, TypeError):
+                continue
+            conn.replied, conn.closing = bool(replied), bool(closing)
+            if self.add(conn, now):
+                conn.expires = now + float(left)
+                n += 1
+        return n
