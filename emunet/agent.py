@@ -25,8 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-from .datapath import Datapath, Drop, Encap, NodeTables, Send
+from .datapath import Drop, Encap, NodeTables, Send
 from .datapath.packets import fill_l4_checksum
+from .observe.flowlog import FlowLog
+from .observe.hook import ObservedDatapath
+from .observe.record import describe
 from .policy.verdict import Verdict
 from .state import ClusterState
 
@@ -53,8 +56,12 @@ class Agent:
         self.tx_errors = 0
         self.csum_filled = 0
         tables = self._load()
-        self.dp = Datapath(tables, random.Random())
+        self.dp = ObservedDatapath(tables, random.Random())
         me = self._state.node(node)
+        # flow events (emunet.observe): records appended to a capped file `observe` reads
+        self.flows = FlowLog(run_dir / f"flows-{node}.jsonl")
+        self.started = time.time()
+        self.wall_offset = time.time() - time.monotonic()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
         self._bufs(self.udp)
@@ -157,7 +164,9 @@ class Agent:
 
     def write_counters(self) -> None:
         c = {**self.dp.counters, "tx_errors": self.tx_errors, "csum_filled": self.csum_filled}
+        c["flow_events_lost"] = self.dp.lost_events
         doc = {"node": self.node, "pid": os.getpid(), "time": time.time(), "counters": c,
+               "started": self.started,
                "ports": sorted(self.ports), "missing_ports": sorted(self.missing)}
         path = self.run_dir / f"agent-{self.node}.json"
         tmp = path.with_suffix(".json.tmp")
@@ -166,6 +175,13 @@ class Agent:
             os.replace(tmp, path)  # atomic: `emunet status` never reads half a file
         except OSError as e:
             log.warning("cannot write %s: %s", path, e)
+
+    def flush_events(self) -> None:
+        """Kept datapath events -> flow records on disk (after a batch, off the fast path)."""
+        names = {p.port: p.name for p in self.dp.tables.pods_by_port.values()}
+        me = self._state.node(self.node).underlay_ip
+        self.flows.write([describe(ev, self.node, me, self.dp.ct.table, self.dp.traced,
+                                   self.wall_offset, names) for ev in self.dp.drain()])
 
     def run(self) -> int:
         next_tick = time.monotonic()
@@ -189,6 +205,8 @@ class Agent:
                             break
                 else:
                     self._read_port(key.fileobj, key.data, now)  # type: ignore[arg-type]
+            if self.dp.events:
+                self.flush_events()
             while self.pending:
                 sig = self.pending.pop(0)
                 if sig == signal.SIGHUP:

@@ -280,6 +280,9 @@ def parser() -> argparse.ArgumentParser:
     from .labs.cli import add_parser as add_lab_parser  # `emunet lab ...` lives with the labs
 
     add_lab_parser(sub)
+    from .observe.cli import add_parsers as add_observe_parsers  # observe, trace, capture
+
+    add_observe_parsers(sub)
     return ap
 
 

@@ -1,0 +1,142 @@
+"""The event hook: a `Datapath` that remembers the decisions worth showing. Pure.
+
+Cost model (DESIGN.md §3: established packets must stay ~1 µs of Python). The hook never
+parses or formats anything per packet. After the pipeline has decided, it keeps a reference to
+the input frame and the action list (a tuple append, no copy) only when the packet
+  - opened a conntrack entry (the first packet of a flow: what `hubble observe` lists),
+  - was dropped (every drop, with its reason),
+  - carries the trace mark (IPv4 TOS `TRACE_TOS`, set by `emunet trace` on its probe socket),
+  - or belongs to a flow whose first packet carried the mark (its replies do not: the server's
+    socket knows nothing of the mark, so the flow's conntrack keys are remembered instead).
+Turning a kept event into a record happens later, outside the fast path (`record.describe`).
+Byte and packet counters cost one `len` and an add per packet.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Any
+
+from ..datapath import Datapath, Drop, Encap, NodeTables, Send
+from ..datapath.packets import ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, VXLAN
+
+# DSCP 45 (TOS byte 0xB4): unassigned by IANA (RFC 2474 pool 1 is 0-63, no standard meaning
+# for 45), so ordinary pod traffic never carries it. The datapath never rewrites TOS, and
+# RFC 7348 §5 keeps the inner header intact, so the peer node sees the mark too.
+TRACE_TOS = 0xB4
+EVENTS_MAX = 4096  # kept events between two drains (the agent drains after every batch)
+TRACED_MAX = 1024  # conntrack keys of traced flows remembered at most
+
+FROM_ENDPOINT, FROM_OVERLAY = 0, 1  # where a kept event's frame entered the datapath
+
+Event = tuple[float, int, str, bytes, list[Any], bool]
+"""(now, FROM_ENDPOINT|FROM_OVERLAY, in_port or peer underlay IP, input bytes, actions, new)."""
+
+_ICMP_ECHOS = (0, 8)
+
+
+def flow_key(frame: bytes | bytearray, off: int = 0) -> bytes | None:
+    """The conntrack key (emunet.datapath.conntrack.make_key) of the IPv4 frame at `off`."""
+    ip = off + ETH_LEN
+    if len(frame) < ip + 20 or frame[off + 12:off + 14] != b"\x08\x00":
+        return None
+    proto = frame[ip + 9]
+    l4 = ip + (frame[ip] & 0xF) * 4
+    if len(frame) < l4 + 8:
+        return None
+    addrs = bytes(frame[ip + 12:ip + 20])
+    if proto == PROTO_TCP or proto == PROTO_UDP:
+        return bytes((proto,)) + addrs + bytes(frame[l4:l4 + 4])
+    if proto == PROTO_ICMP and frame[l4] in _ICMP_ECHOS:
+        return bytes((proto,)) + addrs + bytes(frame[l4 + 4:l4 + 6]) + b"\0\0"
+    return None
+
+
+class ObservedDatapath(Datapath):
+    """`Datapath` plus kept events (`events`), traced flows and byte counters."""
+
+    def __init__(self, tables: NodeTables, rng: random.Random,
+                 max_events: int = EVENTS_MAX) -> None:
+        super().__init__(tables, rng)
+        self.events: deque[Event] = deque(maxlen=max_events)
+        self.traced: dict[bytes, bool] = {}  # conntrack key -> is the flow's reply direction
+        self.rx_bytes = 0
+        self.tx_bytes = 0
+        self.lost_events = 0
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {**super().counters, "rx_bytes": self.rx_bytes, "tx_bytes": self.tx_bytes,
+                "traced_flows": len(self.traced) // 2}
+
+    def process(self, frame: bytes, in_port: str, now: float) -> list[Any]:
+        n = len(self.ct.table)
+        out = super().process(frame, in_port, now)
+        self.rx_bytes += len(frame)
+        new = len(self.ct.table) > n
+        if (new or (out and type(out[-1]) is Drop)
+                or (len(frame) > 15 and frame[15] == TRACE_TOS and frame[12] == 8)
+                or (self.traced and flow_key(frame) in self.traced)):
+            self._keep(now, FROM_ENDPOINT, in_port, frame, out, new, 0)
+        return self._count_tx(out)
+
+    def process_underlay(self, payload: bytes, src_ip: str, now: float) -> list[Any]:
+        n = len(self.ct.table)
+        out = super().process_underlay(payload, src_ip, now)
+        self.rx_bytes += len(payload)
+        new = len(self.ct.table) > n
+        v = VXLAN.size
+        if (new or (out and type(out[-1]) is Drop)
+                or (len(payload) > v + 15 and payload[v + 15] == TRACE_TOS)
+                or (self.traced and flow_key(payload, v) in self.traced)):
+            self._keep(now, FROM_OVERLAY, src_ip, payload, out, new, v)
+        return self._count_tx(out)
+
+    def _count_tx(self, out: list[Any]) -> list[Any]:
+        for a in out:
+            t = type(a)
+            if t is Send:
+                self.tx_bytes += len(a.frame)
+            elif t is Encap:
+                self.tx_bytes += len(a.payload)
+        return out
+
+    def _keep(self, now: float, where: int, src: str, data: bytes, out: list[Any], new: bool,
+              off: int) -> None:
+        if len(self.events) == self.events.maxlen:
+            self.lost_events += 1
+        self.events.append((now, where, src, data, out, new))
+        if new and off + 15 < len(data) and data[off + 15] == TRACE_TOS:
+            self._remember(data, off)
+
+    def _remember(self, data: bytes, off: int) -> None:
+        """Trace every packet of the flow this marked packet opened, replies included."""
+        key = flow_key(data, off)
+        hit = self.ct.table.get(key) if key is not None else None
+        if hit is None:
+            return
+        if len(self.traced) >= 2 * TRACED_MAX:
+            self.prune()
+            if len(self.traced) >= 2 * TRACED_MAX:
+                return  # a tracing storm: keep what we have rather than grow without bound
+        conn = hit[0]
+        self.traced[conn.orig_key] = False
+        self.traced[conn.reply_key] = True
+
+    def prune(self) -> None:
+        """Forget traced keys whose connection is gone."""
+        table = self.ct.table
+        self.traced = {k: r for k, r in self.traced.items() if k in table}
+
+    def expire(self, now: float) -> int:
+        n = super().expire(now)
+        if self.traced:
+            self.prune()
+        return n
+
+    def drain(self) -> list[Event]:
+        """Hand the kept events to the caller (the agent), oldest first."""
+        out = list(self.events)
+        self.events.clear()
+        return out

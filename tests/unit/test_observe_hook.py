@@ -1,0 +1,116 @@
+"""The event hook and records: which packets are kept, and what their records say."""
+
+from __future__ import annotations
+
+import random
+
+from pipeline_pair import PipelinePair, make_state, pod
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+from emunet.datapath import NodeTables
+from emunet.observe.hook import TRACE_TOS, ObservedDatapath
+from emunet.observe.record import describe
+
+GW_MAC = "0a:58:0a:2a:01:01"
+GW2_MAC = "0a:58:0a:2a:02:01"
+WEB_VIP = "10.43.0.11"
+EMPTY_VIP = "10.43.0.12"
+
+
+class ObservedPair(PipelinePair):
+    def __init__(self, st) -> None:
+        super().__init__(st)
+        self.dps = {n: ObservedDatapath(NodeTables.from_state(st, n), random.Random(1))
+                    for n in ("node-1", "node-2")}
+
+    def records(self, node: str) -> list[dict]:
+        dp = self.dps[node]
+        names = {p.port: p.name for p in dp.tables.pods_by_port.values()}
+        return [describe(ev, node, self.st.node(node).underlay_ip, dp.ct.table, dp.traced,
+                         1000.0, names) for ev in dp.drain()]
+
+
+def syn(c, dst, dport, sport=40000, tos=0, flags="S"):
+    return bytes(Ether(src=c.mac, dst=GW_MAC) / IP(src=c.ip, dst=dst, tos=tos) /
+                 TCP(sport=sport, dport=dport, flags=flags, seq=1))
+
+
+def test_first_packet_of_a_flow_is_kept_established_ones_are_not():
+    st = make_state()
+    pp = ObservedPair(st)
+    c, w = pod(st, "client"), pod(st, "web-0")
+    [delivered] = pp.send("node-1", syn(c, WEB_VIP, 80), c.host_ifname)
+    r1 = pp.records("node-1")
+    assert len(r1) == 1
+    r = r1[0]
+    assert r["ct"] == "new" and r["verdict"] == "FORWARDED" and r["to"] == "overlay"
+    assert r["service"] == "blog/web:80/TCP" and r["backend"] == f"{w.ip}:8080"
+    assert r["pkt"]["dst"] == WEB_VIP and r["pkt_out"]["dst"] == w.ip
+    assert r["pkt_out"]["dport"] == 8080 and r["pkt"]["flags"] == ["SYN"]
+    assert r["out_outer"] == {"src": "192.168.1.11", "dst": "192.168.1.12", "dport": 8472,
+                              "vni": 1}
+    assert r["in_pod"] == "blog/client" and r["time"] == 1100.0
+    [r2] = pp.records("node-2")
+    assert r2["from"] == "overlay" and r2["outer"]["src"] == "192.168.1.11"
+    assert r2["ct"] == "new" and r2["to"] == "endpoint" and r2["out_pod"] == "blog/web-0"
+    assert r2["pkt_out"]["ttl"] == 62
+    # the reply and later packets of the flow ride conntrack: nothing kept
+    reply = bytes(Ether(src=w.mac, dst=GW2_MAC) / IP(src=w.ip, dst=c.ip) /
+                  TCP(sport=8080, dport=40000, flags="SA"))
+    [back] = pp.send("node-2", reply, w.host_ifname)
+    assert IP(back.frame[14:]).src == WEB_VIP  # reverse NAT on the client's node
+    pp.send("node-1", syn(c, WEB_VIP, 80, flags="A"), c.host_ifname)
+    assert pp.records("node-1") == [] and pp.records("node-2") == []
+    assert pp.dps["node-1"].rx_bytes > 0 and pp.dps["node-1"].tx_bytes > 0
+
+
+def test_drops_are_always_kept_with_reason_and_the_answer_to_the_sender():
+    st = make_state()
+    pp = ObservedPair(st)
+    c = pod(st, "client")
+    pp.send("node-1", syn(c, EMPTY_VIP, 80), c.host_ifname)
+    [r] = pp.records("node-1")
+    assert r["verdict"] == "DROPPED" and r["drop"]["reason"] == "NO_ENDPOINTS"
+    assert "blog/empty" in r["drop"]["detail"]
+    assert r["reply_to_sender"]["pkt"]["flags"] == ["RST", "ACK"]
+    spoof = bytes(Ether(src=c.mac, dst=GW_MAC) / IP(src="10.42.1.99", dst="10.42.1.4") /
+                  ICMP())
+    for _ in range(3):
+        pp.send("node-1", spoof, c.host_ifname)
+    recs = pp.records("node-1")
+    assert [x["drop"]["reason"] for x in recs] == ["INVALID_SOURCE"] * 3
+
+
+def test_a_marked_flow_is_traced_both_ways_on_both_nodes():
+    st = make_state()
+    pp = ObservedPair(st)
+    c, w = pod(st, "client"), pod(st, "web-0")
+    pp.send("node-1", syn(c, WEB_VIP, 80, tos=TRACE_TOS), c.host_ifname)
+    assert pp.records("node-1")[0]["traced"]
+    assert pp.records("node-2")[0]["traced"]
+    reply = bytes(Ether(src=w.mac, dst=GW2_MAC) / IP(src=w.ip, dst=c.ip) /
+                  TCP(sport=8080, dport=40000, flags="SA"))
+    pp.send("node-2", reply, w.host_ifname)
+    [r2] = pp.records("node-2")
+    [r1] = pp.records("node-1")
+    assert r2["ct"] == "reply" and r2["traced"] and r2["to"] == "overlay"
+    assert r1["ct"] == "reply" and r1["traced"] and r1["from"] == "overlay"
+    assert r1["pkt"]["src"] == w.ip and r1["pkt_out"]["src"] == WEB_VIP  # reverse NAT
+    assert r1["pkt_out"]["sport"] == 80
+    # an unmarked flow stays untraced
+    pp.send("node-1", syn(c, WEB_VIP, 80, sport=40001), c.host_ifname)
+    assert not pp.records("node-1")[0]["traced"]
+    # the traced keys go with their connection
+    pp.dps["node-1"].expire(1e9)
+    assert pp.dps["node-1"].traced == {}
+
+
+def test_event_buffer_is_bounded():
+    st = make_state()
+    c = pod(st, "client")
+    dp = ObservedDatapath(NodeTables.from_state(st, "node-1"), random.Random(1), max_events=4)
+    bad = bytes(Ether(src=c.mac, dst=GW_MAC) / IP(src="10.9.9.9", dst=c.ip) / UDP())
+    for _ in range(10):
+        dp.process(bad, c.host_ifname, 0)
+    assert len(dp.drain()) == 4 and dp.lost_events == 6
