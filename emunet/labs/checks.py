@@ -45,6 +45,7 @@ class Context:
         marker = running_lab() or {}
         self.baseline: dict[str, Any] = marker.get("baseline", {})
         self.task: Task | None = None
+        self.wait = True  # False: each check once, no retry window
 
     # -- cluster --------------------------------------------------------------------------------
 
@@ -97,9 +98,13 @@ class Context:
         return value.strip() if value is not None else None
 
 
-def check_lab(lab: Lab, progress: Progress, *, clock: Callable[[], float] = time.monotonic,
+def check_lab(lab: Lab, progress: Progress, *, wait: bool = True,
+              clock: Callable[[], float] = time.monotonic,
               sleep: Callable[[float], None] = time.sleep) -> list[TaskResult]:
-    """Every task's result, in order. Raises LabError when this lab's cluster is not up."""
+    """Every task's result, in order. Raises LabError when this lab's cluster is not up.
+
+    `wait=False` tries each check once (no retry window).
+    """
     marker = running_lab()
     if marker is None or not lifecycle.is_up():
         raise LabError(f"lab {lab.id} is not running: start it with `sudo emunet lab start "
@@ -108,6 +113,7 @@ def check_lab(lab: Lab, progress: Progress, *, clock: Callable[[], float] = time
         raise LabError(f"the cluster that is up belongs to lab {marker.get('lab')}, not lab "
                        f"{lab.id}: `sudo emunet lab reset {lab.id}` switches to it")
     ctx = Context(lab, progress)
+    ctx.wait = wait
     return [run_task(ctx, t, clock=clock, sleep=sleep) for t in lab.tasks]
 
 
@@ -127,7 +133,7 @@ def run_task(ctx: Context, task: Task, *, clock: Callable[[], float] = time.mono
 def run_check(ctx: Context, check: Check, *, clock: Callable[[], float] = time.monotonic,
               sleep: Callable[[float], None] = time.sleep) -> str | None:
     """None when the check passes (within its retry window), else the last problem."""
-    deadline = clock() + check.retry
+    deadline = clock() + (check.retry if ctx.wait else 0.0)
     while True:
         try:
             problem = _once(ctx, check)

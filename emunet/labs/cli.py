@@ -123,7 +123,7 @@ def cmd_check(a: argparse.Namespace) -> int:
     lab = _lab(a.lab)
     progress = Progress()
     try:
-        results = check_lab(lab, progress)
+        results = check_lab(lab, progress, wait=not a.no_wait)
     except LabError as e:
         raise LabUserError(str(e)) from None
     progress.set_results(lab.id, {r.task.id: r.ok for r in results})
@@ -215,6 +215,9 @@ def add_parser(sub: Any) -> None:
         v = verbs.add_parser(name, help=text)
         v.add_argument("lab", help="lab number or name")
         v.set_defaults(func=func)
+        if name == "check":
+            v.add_argument("--no-wait", action="store_true", help="do not retry failing checks "
+                           "(they otherwise wait a few seconds for the cluster to converge)")
     v = verbs.add_parser("hint", help="the next hint for a task (the first failing one "
                          "if not given)")
     v.add_argument("lab", help="lab number or name")
