@@ -7,7 +7,8 @@ It opens one AF_PACKET socket per local pod veth and one UDP socket on the VXLAN
 every frame/datagram to `Datapath`, and carries out the returned actions. A `selectors` loop
 (epoll) with reads batched until EAGAIN; asyncio adds a callback hop per readiness event and no
 benefit here. SIGHUP reloads the state file, SIGTERM exits 0. Counters go to
-`<run_dir>/agent-<node>.json` every second.
+`<run_dir>/agent-<node>.json` every second, conntrack snapshots to `conntrack-<node>.json`
+(emunet/ctstore.py) so a restarted agent keeps established connections.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from .ctstore import CtStore
 from .datapath import Drop, Encap, NodeTables, Send
 from .datapath.packets import fill_l4_checksum
 from .observe.flowlog import FlowLog
@@ -57,6 +59,9 @@ class Agent:
         self.csum_filled = 0
         tables = self._load()
         self.dp = ObservedDatapath(tables, random.Random())
+        # conntrack (and so NAT) outlives this process: load the last agent's snapshot first
+        self.ct_store = CtStore.attach(self.dp.ct, run_dir, node,
+                                       self._state.cluster.conntrack_max, time.monotonic())
         me = self._state.node(node)
         # flow events (emunet.observe): records appended to a capped file `observe` reads
         self.flows = FlowLog(run_dir / f"flows-{node}.jsonl")
@@ -121,6 +126,7 @@ class Agent:
 
     def reload(self) -> None:
         self.dp.update(self._load())
+        self.ct_store.configure(self._state.cluster.conntrack_max)
         self._sync_ports()
         log.info("emunet agent %s: reloaded, %d pods (%d veths not ready)", self.node,
                  len(self.dp.tables.pods_by_port), len(self.missing))
@@ -163,7 +169,8 @@ class Agent:
             self._act(self.dp.process_underlay(data, src, now))
 
     def write_counters(self) -> None:
-        c = {**self.dp.counters, "tx_errors": self.tx_errors, "csum_filled": self.csum_filled}
+        c = {**self.dp.counters, **self.ct_store.counters(), "tx_errors": self.tx_errors,
+             "csum_filled": self.csum_filled}
         c["flow_events_lost"] = self.dp.lost_events
         doc = {"node": self.node, "pid": os.getpid(), "time": time.time(), "counters": c,
                "started": self.started,
@@ -193,7 +200,7 @@ class Agent:
                 if self.missing:
                     self._sync_ports()
                 self.write_counters()
-            for key, _ in self.sel.select(max(0.0, next_tick - now)):
+            for key, _ in self.sel.select(max(0.0, min(next_tick, self.ct_store.due) - now)):
                 now = time.monotonic()
                 if key.data is None:
                     self._read_udp(now)
@@ -207,6 +214,7 @@ class Agent:
                     self._read_port(key.fileobj, key.data, now)  # type: ignore[arg-type]
             if self.dp.events:
                 self.flush_events()
+            self.ct_store.maybe_save(time.monotonic())
             while self.pending:
                 sig = self.pending.pop(0)
                 if sig == signal.SIGHUP:
@@ -216,6 +224,7 @@ class Agent:
                         log.error("reload failed, keeping the old tables: %s", e)
                 else:
                     log.info("emunet agent %s: exiting on signal %d", self.node, sig)
+                    self.ct_store.save(time.monotonic())
                     self.write_counters()
                     return 0
 

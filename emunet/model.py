@@ -20,6 +20,7 @@ DEFAULT_VXLAN_PORT = 8472  # Linux/Flannel default, not IANA's 4789 (RFC 7348 se
 DEFAULT_UNDERLAY_CIDR = "192.168.1.0/24"
 DEFAULT_MTU = 1450  # 1500 underlay minus 50 bytes of VXLAN overhead (RFC 7348 section 4.3)
 DEFAULT_DNS_TTL = 5  # CoreDNS kubernetes plugin default TTL
+DEFAULT_CONNTRACK_MAX = 65536  # per node agent; nf_conntrack_max's classic default
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class ClusterSpec:
     underlay_cidr: str = DEFAULT_UNDERLAY_CIDR
     mtu: int = DEFAULT_MTU
     dns_ttl: int = DEFAULT_DNS_TTL
+    conntrack_max: int = DEFAULT_CONNTRACK_MAX  # spec.conntrack.max: tracked connections
     dns_upstreams: tuple[str, ...] = ()
     loc: Loc | None = None
 
