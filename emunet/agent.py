@@ -188,7 +188,8 @@ class Agent:
         names = {p.port: p.name for p in self.dp.tables.pods_by_port.values()}
         me = self._state.node(self.node).underlay_ip
         self.flows.write([describe(ev, self.node, me, self.dp.ct.table, self.dp.traced,
-                                   self.wall_offset, names) for ev in self.dp.drain()])
+                                   self.wall_offset, names, self.dp.tables.vxlan_port)
+                           for ev in self.dp.drain()])
 
     def run(self) -> int:
         next_tick = time.monotonic()

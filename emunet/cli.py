@@ -158,24 +158,14 @@ def cmd_status(a: argparse.Namespace) -> int:
         for name, c in sup["children"].items():
             state = "running" if c["alive"] else "DEAD"
             print(f"  {name:<16} {state:<8} pid {c['pid']}  restarts {c['restarts']}")
-    for f in sorted(naming.run_dir().glob("agent-*.json")) + [naming.run_dir() / "dns.json"]:
-        try:
-            counters = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        print(f"{f.stem}: " + ", ".join(f"{k}={v}" for k, v in _flat(counters)))
+    from .observe.counters import status_lines  # per-node datapath and DNS counters
+
+    for line in status_lines(naming.run_dir(), sup):
+        print(line)
     for o in st.others:
         print(f"warning: {o.loc}: {o.kind} {o.namespace}/{o.name} is not enforced: emunet does "
               f"not implement {o.kind} yet")
     return 0
-
-
-def _flat(d: dict, prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flat(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
 
 
 def cmd_apply(a: argparse.Namespace) -> int:

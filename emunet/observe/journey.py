@@ -55,7 +55,7 @@ def hops(rec: dict[str, Any], d: Directory) -> list[dict[str, Any]]:
     pkt = rec.get("pkt", {})
     out_pkt = rec.get("pkt_out") or {}
     h: list[dict[str, Any]] = []
-    what = f"{pkt.get('proto', '')} {summary(pkt).removeprefix('TCP Flags: ')}".strip()
+    what = summary(pkt).replace("TCP Flags:", "TCP").replace(",", "")
     if rec.get("from") == "endpoint":
         h.append(_hop("L7->L4", node, "send",
                       f"{_ep(d, pkt.get('src'))} sends {what} {_addr(pkt, 'src')} -> "
@@ -77,6 +77,8 @@ def hops(rec: dict[str, Any], d: Directory) -> list[dict[str, Any]]:
                "established": "established connection: conntrack hit, precomputed rewrite",
                "reply": "reply of a tracked connection: conntrack hit (no policy check)",
                "untracked": "not tracked (no connection state for this packet)"}
+    if ct == "untracked" and rec.get("verdict") == "DROPPED" and pkt.get("proto") != "ICMP":
+        ct_text["untracked"] = "no conntrack entry: a new connection is checked first"
     h.append(_hop("L4", node, "conntrack", ct_text.get(ct or "", str(ct))))
     if rec.get("backend") and ct == "new" and out_pkt.get("dst") != pkt.get("dst"):
         h.append(_hop("L3/L4", node, "dnat",
@@ -91,6 +93,10 @@ def hops(rec: dict[str, Any], d: Directory) -> list[dict[str, Any]]:
             text = (f"{p.get('direction')} policy: DENIED, {p.get('pod')} is isolated by "
                     f"{', '.join(p.get('policies', []))} and no rule allows this")
         h.append(_hop("L3/L4", node, "policy", text, policy=p))
+    if ct == "new" and not rec.get("policy"):
+        h.append(_hop("L3/L4", node, "policy",
+                      f"policy: no NetworkPolicy isolates this traffic on {node}, so it is "
+                      "allowed (the Kubernetes default)"))
     if ct == "reply" and out_pkt and out_pkt.get("src") != pkt.get("src"):
         h.append(_hop("L3/L4", node, "reverse-nat",
                       f"reverse NAT: source {_addr(pkt, 'src')} -> {_addr(out_pkt, 'src')} (the "

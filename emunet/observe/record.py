@@ -52,7 +52,7 @@ def headers(frame: bytes, off: int = 0) -> dict[str, Any]:
     return h
 
 
-def _outer(payload: bytes, src: str, dst: str, dport: int) -> dict[str, Any]:
+def _outer(payload: bytes, src: str, dst: str, dport: int | None) -> dict[str, Any]:
     vni = int.from_bytes(VXLAN.unpack_from(payload)[1], "big") if len(payload) >= 8 else None
     return {"src": src, "dst": dst, "dport": dport, "vni": vni}
 
@@ -72,7 +72,8 @@ def _policy(a: Any) -> dict[str, Any]:
 
 
 def describe(ev: Event, node: str, underlay_ip: str, ct_table: dict, traced: dict,
-             wall_offset: float, port_names: dict[str, str] | None = None) -> dict[str, Any]:
+             wall_offset: float, port_names: dict[str, str] | None = None,
+             vxlan_port: int | None = None) -> dict[str, Any]:
     """One kept event as a record. `wall_offset` turns the pipeline's monotonic time to epoch.
 
     `ct_table` and `traced` are the datapath's conntrack table and traced keys, read right after
@@ -84,7 +85,7 @@ def describe(ev: Event, node: str, underlay_ip: str, ct_table: dict, traced: dic
     rec: dict[str, Any] = {"time": round(now + wall_offset, 6), "node": node, "pkt": pkt}
     if where == FROM_OVERLAY:
         rec["from"] = "overlay"
-        rec["outer"] = _outer(data, src, underlay_ip, 0)
+        rec["outer"] = _outer(data, src, underlay_ip, vxlan_port)
     else:
         rec["from"] = "endpoint"
         rec["in_port"] = src

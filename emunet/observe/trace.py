@@ -291,16 +291,22 @@ def _print(report: dict, a: argparse.Namespace, d: Directory, state: ClusterStat
 
 
 def _print_packets(pkts: list[dict], indent: str, brief: bool) -> None:
-    full = pkts if not brief else pkts[:2]
+    """The first request in full, then the first reply (or, when the request was dropped, a
+    count of the retransmissions); the rest of the connection as a count."""
+    shown = pkts[:1]
+    reply = next((p for p in pkts if p["reply"]), None)
+    if reply is not None:
+        shown.append(reply)
     n = 0
-    for i, p in enumerate(full):
-        if i >= 2 and not brief:
-            break
+    for p in shown:
         print(f"{indent}{'reply' if p['reply'] else 'request'}:")
         for h in p["hops"]:
             n += 1
             print(f"{indent}{n:>3}. [{h['layer']:<11}] {h['node']}: {h['text']}")
-    rest = pkts[len(full):] if brief else pkts[2:]
-    if rest:
+    rest = [p for p in pkts if all(p is not q for q in shown)]
+    dropped = [p for p in rest if p["hops"] and p["hops"][-1]["step"] == "drop"]
+    if dropped and len(dropped) == len(rest):
+        print(f"{indent}... {len(rest)} retransmissions, each dropped at the same hop")
+    elif rest:
         print(f"{indent}... and {len(rest)} more packets of this connection "
-              f"(emunet trace -o json shows them all)")
+              "(emunet trace -o json shows them all)")
