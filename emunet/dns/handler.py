@@ -4,8 +4,11 @@ The sans-IO core of the server: protocol checks (RFC 1035 4.1.1, RFC 6891 EDNS0)
 precomputed-answer cache, truncation (RFC 1035 4.2.1, RFC 2181 9) and counters. The answer
 sections for a question are encoded once and cached under the lowercased question: compression
 pointers to the question make the cached bytes valid for every spelling of the name, so a hit
-costs one header pack and two concatenations. `load` swaps the zone and drops the cache, so a
-state reload shows in the very next answer.
+costs one header pack and two concatenations. In front of it, UDP replies are also cached whole
+under the query's bytes after the ID (flags, counts, question as spelt, OPT): the reply depends on
+nothing else, so a repeated query costs one slice, one dict lookup and one concatenation (the
+precomputed-answer lever the benchmark measures). `load` swaps the zone and drops both caches, so
+a state reload shows in the very next answer.
 """
 
 from __future__ import annotations
@@ -26,27 +29,42 @@ class Handler:
         self.zone = zone
         # (qname, qtype, qclass) -> (flag bits, ancount, nscount, arcount, body) or FORWARD
         self.cache: dict[tuple[str, int, int], object] = {}
+        # query bytes after the ID -> (reply bytes after the ID, rcode name); UDP replies only
+        self.wire: dict[bytes, tuple[bytes, str]] = {}
         self.counters: Counter[str] = Counter()
 
     def load(self, zone: Zone) -> None:
         self.zone = zone
         self.cache = {}
+        self.wire = {}
 
     def handle(self, data: bytes, udp: bool = True) -> bytes | object | None:
         """The reply to one message, FORWARD, or None to drop it silently."""
-        self.counters["queries"] += 1
+        counters = self.counters
+        counters["queries"] += 1
+        if udp:
+            hit = self.wire.get(data[2:])
+            if hit is not None:
+                counters[hit[1]] += 1
+                return data[:2] + hit[0]
         out = self._handle(data, udp)
         if out is None:
-            self.counters["dropped"] += 1
+            counters["dropped"] += 1
         elif out is FORWARD:
-            self.counters["forwarded"] += 1
+            counters["forwarded"] += 1
         else:
-            self.count_reply(out)  # type: ignore[arg-type]
+            rcode = self.count_reply(out)  # type: ignore[arg-type]
+            if udp and len(data) >= 12:
+                if len(self.wire) >= MAX_CACHE:
+                    self.wire = {}
+                self.wire[data[2:]] = (out[2:], rcode)  # type: ignore[index]
         return out
 
-    def count_reply(self, reply: bytes) -> None:
+    def count_reply(self, reply: bytes) -> str:
         rcode = reply[3] & 0xF if len(reply) >= 4 else wire.SERVFAIL
-        self.counters[wire.RCODE_NAMES.get(rcode, str(rcode))] += 1
+        name = wire.RCODE_NAMES.get(rcode, str(rcode))
+        self.counters[name] += 1
+        return name
 
     def servfail(self, data: bytes) -> bytes:
         """The reply when forwarding failed (upstream timeout or error)."""
