@@ -85,6 +85,7 @@ def capture(netns: str, ifaces: list[str], path: Path, count: int | None,
         n = 0
         end = time.monotonic() + duration if duration else None
         with PcapWriter(str(path), linktype=1, sync=True) as w:
+            w.write_header(None)  # even an empty capture is a valid pcap (LINKTYPE_ETHERNET)
             try:
                 while count is None or n < count:
                     left = None if end is None else end - time.monotonic()
