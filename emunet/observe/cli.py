@@ -95,17 +95,18 @@ def cmd_observe(a: argparse.Namespace) -> int:
     d = hubble.Directory(state)
     out = _Printer(a.output)
     last = a.last if a.last is not None else (None if (a.follow or a.since) else 20)
+    stop = time.monotonic() + a.follow_for if a.follow_for else None
+    live = flowlog.follow(run_dir, stop=stop) if a.follow else None  # before the read: no gap
     stored = list(_flows(flowlog.read_all(run_dir), d, flt))
     for f in stored[-last:] if last else ([] if last == 0 else stored):
         out.add(f)
     out.end()
-    if not a.follow:
+    if live is None:
         return 0
-    stop = time.monotonic() + a.follow_for if a.follow_for else None
     state_path = run_dir / "state.json"
     seen = _mtime(state_path)
     try:
-        for r in flowlog.follow(run_dir, stop=stop):
+        for r in live:
             if _mtime(state_path) != seen:  # pods come and go: names follow the state
                 seen = _mtime(state_path)
                 d = hubble.Directory(ClusterState.from_json(state_path.read_text()))

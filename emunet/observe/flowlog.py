@@ -98,12 +98,17 @@ def follow(run_dir: Path, poll: float = 0.2, lag: float = 0.3,
     comes out in time order; `stop` (a time.monotonic() deadline) ends the stream for tests.
     """
     pos: dict[Path, tuple[int, int]] = {}
-    for p in sources(run_dir):
+    for p in sources(run_dir):  # now, not at the first next(): "from now on" means now
         try:
             st = p.stat()
             pos[p] = (st.st_ino, st.st_size)
         except OSError:
             pass
+    return _follow(run_dir, pos, poll, lag, stop)
+
+
+def _follow(run_dir: Path, pos: dict[Path, tuple[int, int]], poll: float, lag: float,
+            stop: float | None) -> Iterator[dict[str, Any]]:
     held: list[tuple[float, int, dict[str, Any]]] = []
     seq = 0
     while stop is None or time.monotonic() < stop:
