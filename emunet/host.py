@@ -153,7 +153,10 @@ def _netlink(what: str, netns: str, exists: str | None = None) -> Iterator[IPRou
 def _set_sysctls(netns: str) -> None:
     """ip_forward off (the agent, not the kernel, forwards: DESIGN.md section 2) and IPv6 off
     (no router solicitations or MLD reports in anyone's tcpdump). Call inside `netns`."""
-    values = {"net/ipv4/ip_forward": "0"}
+    # As containerd and Docker set in every pod: unprivileged processes (workloads run as
+    # nobody by default, emunet/workloads.py) may bind ports < 1024 and open ICMP echo sockets.
+    values = {"net/ipv4/ip_forward": "0", "net/ipv4/ip_unprivileged_port_start": "0",
+              "net/ipv4/ping_group_range": "0 2147483647"}
     if Path("/proc/sys/net/ipv6").exists():  # kernels built without IPv6 have nothing to turn off
         values["net/ipv6/conf/default/disable_ipv6"] = "1"
         values["net/ipv6/conf/all/disable_ipv6"] = "1"

@@ -102,6 +102,10 @@ class Container:
     ports: tuple[ContainerPort, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     readiness_probe: Probe | None = None
+    # securityContext.runAsUser/runAsGroup (the container's, else the pod's); None: emunet's
+    # default, nobody/nogroup 65534 (there is no image whose USER could say otherwise)
+    run_as_user: int | None = None
+    run_as_group: int | None = None
     liveness_probe: Probe | None = None
 
 

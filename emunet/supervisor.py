@@ -299,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     # Children inherit an ignored SIGHUP until they install their reload handler: a state
     # published while one is still starting must not kill it (it reads the state after).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Everything the cluster writes (state, counters, conntrack snapshots, logs) is root-only;
+    # agents and the DNS responder inherit this, container processes get 022 back (workloads).
+    os.umask(0o077)
     asyncio.run(Supervisor().run())
     return 0
 

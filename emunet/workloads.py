@@ -29,6 +29,7 @@ log = logging.getLogger("emunet.workloads")
 
 _HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ")
 _MAX_HEADER = 64 * 1024
+NOBODY = 65534  # the default user and group of container processes (see run_as)
 _BACKOFF_MAX = 300.0  # kubelet's CrashLoopBackOff cap (5 minutes)
 
 
@@ -205,7 +206,8 @@ class Workloads:
         ps = wl.ps
         self.log_dir.mkdir(parents=True, exist_ok=True)
         logf = self.log_dir / f"{ps.pod.namespace}_{ps.pod.name}_{p.container.name}.log"
-        argv = ["ip", "netns", "exec", ps.netns, *p.container.command, *p.container.args]
+        cmd = [*p.container.command, *p.container.args]
+        argv = ["ip", "netns", "exec", ps.netns, *run_as(p.container), *cmd]
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                "HOSTNAME": ps.pod.name, **dict(p.container.env)}
         with open(logf, "ab") as out:
@@ -213,9 +215,9 @@ class Workloads:
                 # Own session: `down` can end the process group (a shell and its children).
                 p.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                            stderr=subprocess.STDOUT, env=env,
-                                           start_new_session=True)
+                                           start_new_session=True, umask=0o022)
             except OSError as e:
-                out.write(f"emunet: cannot start {argv[4:]}: {e}\n".encode())
+                out.write(f"emunet: cannot start {cmd}: {e}\n".encode())
                 p.popen = None
                 return
         self.on_process(p.popen.pid, f"container {ps.pod.namespace}/{ps.pod.name}/"
@@ -260,6 +262,19 @@ class Workloads:
     async def stop_all(self) -> None:
         for key in list(self.pods):
             await self.stop(key)
+
+
+def run_as(c: Container) -> list[str]:
+    """The setpriv(1) prefix that drops root for a container's process, after `ip netns exec`
+    (which needs root to enter the namespace). securityContext.runAsUser/runAsGroup when set;
+    otherwise nobody/nogroup (65534): emunet has no image whose USER could say otherwise, and a
+    workload has no business being root on the host. runAsUser 0 keeps root (group 0 unless
+    runAsGroup says otherwise). Supplementary groups are cleared."""
+    uid = NOBODY if c.run_as_user is None else c.run_as_user
+    gid = c.run_as_group if c.run_as_group is not None else (0 if uid == 0 else NOBODY)
+    if uid == 0 and gid == 0:
+        return []
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
 
 
 def _listen(netns: str, kind: int, port: int) -> socket.socket:

@@ -25,21 +25,28 @@ META_IGNORED = ("uid", "resourceVersion", "generation", "creationTimestamp",
                 "deletionTimestamp", "deletionGracePeriodSeconds", "finalizers",
                 "ownerReferences", "managedFields", "selfLink", "generateName")
 POD_SPEC_FIELDS = ("containers", "nodeName", "hostname", "subdomain", "restartPolicy",
-                   "hostNetwork")
+                   "hostNetwork", "securityContext")
 POD_SPEC_IGNORED = (
     "initContainers", "ephemeralContainers", "volumes", "serviceAccountName", "serviceAccount",
     "automountServiceAccountToken", "nodeSelector", "affinity", "tolerations",
     "priorityClassName", "priority", "schedulerName", "dnsPolicy", "dnsConfig",
-    "securityContext", "terminationGracePeriodSeconds", "activeDeadlineSeconds",
+    "terminationGracePeriodSeconds", "activeDeadlineSeconds",
     "imagePullSecrets", "enableServiceLinks", "shareProcessNamespace", "runtimeClassName",
     "topologySpreadConstraints", "hostAliases", "readinessGates", "preemptionPolicy",
     "overhead", "os", "setHostnameAsFQDN", "resourceClaims", "schedulingGates", "hostUsers",
     "hostPID", "hostIPC", "resources")
 CONTAINER_FIELDS = ("name", "image", "command", "args", "ports", "env", "readinessProbe",
-                    "livenessProbe")
+                    "livenessProbe", "securityContext")
+# securityContext: runAsUser/runAsGroup are honoured; the rest is valid Kubernetes, not acted on
+SECURITY_FIELDS = ("runAsUser", "runAsGroup")
+SECURITY_IGNORED = (
+    "runAsNonRoot", "fsGroup", "fsGroupChangePolicy", "supplementalGroups",
+    "supplementalGroupsPolicy", "seLinuxOptions", "seLinuxChangePolicy", "seccompProfile",
+    "appArmorProfile", "sysctls", "windowsOptions", "capabilities", "privileged",
+    "allowPrivilegeEscalation", "readOnlyRootFilesystem", "procMount")
 CONTAINER_IGNORED = (
     "resources", "imagePullPolicy", "startupProbe",
-    "securityContext", "volumeMounts", "volumeDevices", "workingDir", "envFrom", "lifecycle",
+    "volumeMounts", "volumeDevices", "workingDir", "envFrom", "lifecycle",
     "terminationMessagePath", "terminationMessagePolicy", "stdin", "stdinOnce", "tty",
     "resizePolicy", "restartPolicy")
 CONTAINER_PORT_FIELDS = ("containerPort", "protocol", "name")
@@ -113,15 +120,28 @@ def parse_pod_spec(spec: Obj) -> dict:
     node = spec.str("nodeName", check=names.dns1123_subdomain)
     hostname = spec.str("hostname", check=names.dns1123_label)
     subdomain = spec.str("subdomain", check=names.dns1123_label)
+    pod_user, pod_group = _security(spec)
     items = spec.objs("containers", required=True)
     if spec.has("containers") and isinstance(spec.raw("containers"), list) and not items \
             and not spec.raw("containers"):
         spec.error("containers", "a pod needs at least one container")
-    return {"containers": _containers(items), "node_name": node, "hostname": hostname,
-            "subdomain": subdomain}
+    return {"containers": _containers(items, pod_user, pod_group), "node_name": node,
+            "hostname": hostname, "subdomain": subdomain}
 
 
-def _containers(items: list[Obj]) -> tuple[model.Container, ...]:
+def _security(obj: Obj) -> tuple[int | None, int | None]:
+    """securityContext.runAsUser / runAsGroup of a pod spec or a container (Linux ids)."""
+    sc = obj.map("securityContext")
+    if sc is None:
+        return None, None
+    sc.check_fields(SECURITY_FIELDS, SECURITY_IGNORED, what="securityContext")
+    why = "a Linux user or group id (Kubernetes allows 0-2147483647)"
+    return (sc.int("runAsUser", lo=0, hi=2**31 - 1, why=why),
+            sc.int("runAsGroup", lo=0, hi=2**31 - 1, why=why))
+
+
+def _containers(items: list[Obj], pod_user: int | None = None,
+                pod_group: int | None = None) -> tuple[model.Container, ...]:
     out = []
     names_seen: dict[str, int] = {}
     ports_seen: dict[tuple[int, str], int] = {}
@@ -156,6 +176,7 @@ def _containers(items: list[Obj]) -> tuple[model.Container, ...]:
                 port_names[pname] = p.line_of("name")
             if number is not None:
                 ports.append(model.ContainerPort(number, protocol, pname))
+        user, group = _security(c)  # the container's settings win over the pod's
         env = []
         for e in c.objs("env"):
             e.check_fields(("name", "value"), ("valueFrom",), what="env")
@@ -166,7 +187,9 @@ def _containers(items: list[Obj]) -> tuple[model.Container, ...]:
         out.append(model.Container(name=name or "", image=image, command=command, args=args,
                                    ports=tuple(ports), env=tuple(env),
                                    readiness_probe=parse_probe(c, "readinessProbe"),
-                                   liveness_probe=parse_probe(c, "livenessProbe")))
+                                   liveness_probe=parse_probe(c, "livenessProbe"),
+                                   run_as_user=pod_user if user is None else user,
+                                   run_as_group=pod_group if group is None else group))
     return tuple(out)
 
 
