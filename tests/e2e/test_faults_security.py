@@ -1,0 +1,116 @@
+"""Security of a running cluster: root-only state and control socket, no listener in the root
+namespace, workloads as an unprivileged user unless securityContext says otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IS_ROOT, unique_prefix
+from tests.e2e.cluster import ROOT, Cluster
+
+CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "robust.yaml")
+PODS = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: plain, namespace: rb}
+spec:
+  containers: [{name: c, image: busybox, command: [sh, -c, 'id -u; id -g; exec sleep 100000']}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: custom, namespace: rb}
+spec:
+  securityContext: {runAsUser: 1000, fsGroup: 2000}
+  containers:
+  - name: c
+    image: busybox
+    command: [sh, -c, 'id -u; id -g; exec sleep 100000']
+    securityContext: {runAsUser: 1234, runAsGroup: 4321, allowPrivilegeEscalation: false}
+  - name: d
+    image: busybox
+    command: [sh, -c, 'id -u; id -g; exec sleep 100000']
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if not IS_ROOT:
+        pytest.skip("needs root (network namespaces)")
+    run = tmp_path_factory.mktemp("run")
+    c = Cluster(CONFIG, unique_prefix("ems"), run / "emunet")
+    try:
+        c.emunet("up", CONFIG, timeout=120)
+        (run / "pods.yaml").write_text(PODS)
+        c.emunet("apply", "-f", str(run / "pods.yaml"))
+        yield c
+    finally:
+        c.emunet("down", check=False)
+        assert not c.netns()
+
+
+def _ids(c: Cluster, pod: str, container: str) -> tuple[str, str]:
+    log = c.run_dir / "logs" / f"rb_{pod}_{container}.log"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = log.read_text().split() if log.exists() else []
+        if len(lines) >= 2:
+            return lines[0], lines[1]
+        time.sleep(0.1)
+    raise AssertionError(f"{log} never showed the ids")
+
+
+def test_workloads_run_unprivileged_unless_security_context_says(cluster):
+    assert _ids(cluster, "plain", "c") == ("65534", "65534")  # nobody/nogroup by default
+    assert _ids(cluster, "custom", "c") == ("1234", "4321")  # the container's context
+    assert _ids(cluster, "custom", "d") == ("1000", "65534")  # the pod's runAsUser
+
+
+def _as_nobody(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd],
+                          capture_output=True, text=True, timeout=10)
+
+
+def test_state_and_control_socket_are_root_only(cluster):
+    rd = cluster.run_dir
+    assert stat.S_IMODE(rd.stat().st_mode) == 0o700 and rd.stat().st_uid == 0
+    for name in ("state.json", "manifest.json", "conntrack-node-1.json", "agent-node-1.json"):
+        st = (rd / name).stat()
+        assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) & 0o077 == 0, name
+    sock = rd / "control.sock"
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) & 0o077 == 0
+    assert _as_nobody("cat", str(rd / "state.json")).returncode != 0
+    code = f"import socket; socket.socket(socket.AF_UNIX).connect({str(sock)!r})"
+    p = _as_nobody("python3", "-c", code)
+    assert p.returncode != 0 and "Permission denied" in p.stderr
+
+
+def _our_pids(c: Cluster) -> set[int]:
+    doc = json.loads((c.run_dir / "manifest.json").read_text())
+    leaders = {e["pid"] for e in doc["entries"] if e["kind"] == "process"}
+    out = set(leaders)
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                raw = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            if int(raw[raw.rindex(")") + 2:].split()[2]) in leaders:
+                out.add(int(d))
+    return out
+
+
+def test_no_emunet_listener_in_the_root_namespace(cluster):
+    ours = _our_pids(cluster)
+    assert len(ours) >= 6  # supervisor, 2 agents, dns, containers ...
+    out = subprocess.run(["ss", "-lntupH"], capture_output=True, text=True, check=True).stdout
+    listeners = {int(p) for p in re.findall(r"pid=(\d+)", out)}
+    assert not listeners & ours, [line for line in out.splitlines()
+                                  if any(f"pid={p}," in line for p in listeners & ours)]
