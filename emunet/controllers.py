@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("emunet.controllers")
 GRACE = 1.0  # seconds a terminating pod keeps serving after it left the endpoints
+AGENT_RELOAD = 0.2  # time for the agents to reload the state after a SIGHUP
 
 
 class Controllers:
@@ -75,6 +76,14 @@ class Controllers:
         if key not in self.trackers:
             return False  # not started yet: its probes do not exist yet either
         return all(t.result for t in self.trackers.get(key, ()) if t.kind == probes.READINESS)
+
+    def held_by_probes(self) -> int:
+        """Pods that run but whose readiness probe has failed (the probe has spoken)."""
+        return sum(1 for key, ts in self.trackers.items()
+                   if (ps := self.sup.state.pods.get(key)) is not None and not ps.ready
+                   and not ps.terminating and self.sup.workloads.ready(key)
+                   and any(t.kind == probes.READINESS and t.failures and not t.result
+                           for t in ts))
 
     def observed(self, ps: PodState, ready: bool, restarts: int) -> None:
         """Called by the supervisor's readiness refresh before it stores a change."""
@@ -192,12 +201,14 @@ class Controllers:
             ps = self.sup.state.pods.get(key)
             if ps is None or not ps.terminating:
                 return
+            # The agents let go of the pod's veth before it is deleted under them.
+            self.sup.state.pods.pop(key, None)
+            self.sup.publish()
+            await asyncio.sleep(AGENT_RELOAD)
             await self.sup.workloads.stop(key)
             self.trackers.pop(key, None)
             self.restarts.pop(key, None)
             await asyncio.to_thread(host.remove_pod, ps, self.sup.manifest)
-            self.sup.state.pods.pop(key, None)
-            self.sup.publish()
 
     # ---- probes -----------------------------------------------------------------------------
 

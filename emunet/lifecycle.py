@@ -117,14 +117,18 @@ def _wait_ready(state: ClusterState, progress: Progress) -> None:
             st = control.request("status", timeout=5)
         except control.ControlError:
             st = {}
-        if st and st["pods_ready"] == st["pods"] and all(
+        # A pod whose readiness probe has failed is running as declared: `up` says so and
+        # does not wait for it (kubectl apply does not wait for readiness either).
+        if st and st["pods_ready"] + st.get("pods_held", 0) == st["pods"] and all(
                 c["alive"] for c in st["children"].values()):
             break
         time.sleep(0.05)
     else:
         raise UserError(f"pods not ready after {READY_TIMEOUT:.0f}s ({st.get('pods_ready', 0)}/"
                         f"{len(state.pods)}); see {naming.run_dir()}/logs/")
-    progress(f"pods ready: {st['pods_ready']}/{st['pods']}")
+    progress(f"pods ready: {st['pods_ready']}/{st['pods']}" + (
+        f" ({st['pods_held']} not Ready: readiness probe failing; see `emunet get events`)"
+        if st.get("pods_held") else ""))
     probe = _probe_pod(state)
     name = f"kube-dns.{KUBE_SYSTEM}.svc.{state.cluster.cluster_domain}"
     while time.monotonic() < deadline:

@@ -241,6 +241,7 @@ class Supervisor:
                               "restarts": c.restarts, "since": c.started}
         return {"children": children, "uptime": time.time() - self.started,
                 "pods_ready": sum(p.ready for p in self.state.pods.values()),
+                "pods_held": self.controllers.held_by_probes(),
                 "pods": len(self.state.pods)}
 
     async def _op_shutdown(self, req, say) -> dict:

@@ -197,6 +197,13 @@ class Datapath:
             return self._policy(f, proto, 0, pod)  # other ICMP types: routed untracked
         flags = f[l4 + 13] if proto == PROTO_TCP else 0
         hit = self.ct.lookup(key, now)
+        if hit is not None and hit[0].closing and not hit[1] and flags & 0x12 == 0x02:
+            # A new SYN (no ACK) on a closing connection's tuple: the client reused its port
+            # while our entry lingers. Linux conntrack destroys the old entry and tracks the SYN
+            # as a new connection (nf_conntrack_proto_tcp, TIME_WAIT/CLOSE + SYN), so it is
+            # load-balanced afresh and never sent to a backend that has since gone.
+            self.ct.remove(hit[0])
+            hit = None
         if hit is not None:  # fast path: one lookup, precomputed rewrite
             conn, is_reply = hit
             rw = conn.rev if is_reply else conn.fwd
