@@ -143,12 +143,12 @@ _EARLY_DROP_SCAN = 128  # oldest entries looked at for an unreplied victim (Linu
 class Conntrack:
     """The table: key -> (conn, is_reply). Expired entries vanish on lookup or `expire`.
 
-    Bounded like Linux's: at `max_entries` connections a new one first evicts the oldest
-    connection that never saw a reply (nf_conntrack's early_drop of non-ASSURED entries), so a
-    SYN flood recycles its own half-open entries and never evicts established flows; when
-    there is no such victim the new connection is refused (counted in `insert_failed`, Linux's
-    "table full, dropping packet"). `version` changes with every add and remove, so the agent
-    can snapshot the table when it changed (`to_records` / `from_records`).
+    Bounded like Linux's: at `max_entries` connections a new one first evicts an old
+    connection that never saw a reply or is closing (nf_conntrack's early_drop), so a SYN
+    flood recycles its own half-open entries and never evicts established flows; when there
+    is no such victim among those looked at, the new connection is refused (counted in
+    `insert_failed`, Linux's "table full, dropping packet"). `version` changes with every add
+    and remove, so the agent can snapshot the table when it changed (`to_records`).
     """
 
     def __init__(self, max_entries: int = DEFAULT_MAX) -> None:
@@ -184,15 +184,28 @@ class Conntrack:
         return True
 
     def _early_drop(self, now: float) -> bool:
-        """Make room: evict an expired or unreplied connection among the oldest entries."""
-        for i, (conn, _) in enumerate(self.table.values()):
-            if i >= _EARLY_DROP_SCAN:
-                return False
-            if conn.expires <= now or not conn.replied:
-                self.remove(conn)
-                self.evicted += 1
-                return True
-        return False
+        """Make room: evict an expired, unreplied or closing connection (Linux's early_drop
+        and tcp_can_early_drop) among the oldest entries. The established ones looked at are
+        moved to the back (a clock sweep), so the next call looks at others."""
+        passed: list[Conn] = []
+        victim = None
+        for i, (conn, is_reply) in enumerate(self.table.values()):
+            if i >= 2 * _EARLY_DROP_SCAN:
+                break
+            if is_reply:
+                continue
+            if conn.expires <= now or not conn.replied or conn.closing:
+                victim = conn
+                break
+            passed.append(conn)
+        for conn in passed:  # to the back of the (insertion-ordered) table
+            for k in (conn.orig_key, conn.reply_key):
+                self.table[k] = self.table.pop(k)
+        if victim is None:
+            return False
+        self.remove(victim)
+        self.evicted += 1
+        return True
 
     @staticmethod
     def seen(conn: Conn, is_reply: bool, tcp_flags: int, now: float) -> None:

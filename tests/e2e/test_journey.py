@@ -50,7 +50,7 @@ def test_up_reports_pods_and_next_steps(cluster):
     out = cluster.up_output
     assert "is up" in out
     assert "frontend-client" in out and "monospaced-test" in out
-    assert "warning" in out and "NetworkPolicy" in out  # not enforced yet: said, not hidden
+    assert "NetworkPolicy" not in out  # enforced now: nothing to warn about
     assert "emunet exec -n blog-website" in out
 
 
@@ -97,9 +97,27 @@ def test_plain_ip_netns_exec_works(cluster):
 
 
 def test_ping_pod_on_other_node(cluster):
-    ip = cluster.pod(NS, "monospaced-test")["status"]["podIP"]
-    out = cluster.exec(NS, "frontend-client", "ping", "-c", "1", "-W", "2", ip)
+    # monospaced-test (node-2) pings frontend-client (node-1): the story's policy isolates
+    # monospaced for ingress on TCP 3000 only, so pings *to* it are (rightly) dropped.
+    ip = cluster.pod(NS, "frontend-client")["status"]["podIP"]
+    out = cluster.exec(NS, "monospaced-test", "ping", "-c", "1", "-W", "2", ip)
     assert "1 received" in out.stdout
+
+
+def test_story_network_policy_lets_only_the_frontend_in(cluster):
+    """Step 6: only app=frontend-client may reach monospaced on 3000 (through the Service:
+    policy sees the post-DNAT pod IP and targetPort); the intruder's curl times out."""
+    ok = cluster.exec(NS, "frontend-client", "curl", "-sS", "--max-time", "5",
+                      "http://monospaced")
+    assert "monospaced-test" in ok.stdout
+    t0 = time.monotonic()
+    no = cluster.exec(NS, "intruder", "curl", "-sS", "--max-time", "2", "http://monospaced",
+                      check=False)
+    assert no.returncode == 28, no.stderr  # curl: operation timed out (a silent drop)
+    assert time.monotonic() - t0 >= 1.5
+    ip = cluster.pod(NS, "monospaced-test")["status"]["podIP"]
+    ping = cluster.exec(NS, "frontend-client", "ping", "-c", "1", "-W", "1", ip, check=False)
+    assert ping.returncode != 0  # the policy's only port is TCP 3000: ICMP is not allowed
 
 
 def test_exec_passes_exit_status_through(cluster):

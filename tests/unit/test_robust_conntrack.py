@@ -114,3 +114,23 @@ def test_full_of_established_flows_refuses_new_ones():
     pair.send("node-1", _syn(c, 40002), c.host_ifname)
     assert ct.insert_failed == 1 and len(ct) == 2
     assert pair.drops  # the new flow's SYN was dropped, with a reason
+
+
+def test_flood_after_many_established_flows_still_recycles_itself():
+    """More established flows than one early-drop scan looks at: the clock sweep moves them
+    to the back, so the flood's half-open entries are still found and evicted."""
+    st = make_state()
+    dp = datapath(st, "node-1")
+    dp.ct.max_entries = 400
+    c, o = pod(st, "client"), pod(st, "other")
+    for port in range(1, 301):  # 300 established client -> other flows
+        dp.process(_syn(c, port, dst=o.ip, dport=7), c.host_ifname, 0)
+        back = Ether(src=o.mac, dst=GW_MAC) / IP(src=o.ip, dst=c.ip) / TCP(
+            sport=7, dport=port, flags="SA")
+        dp.process(bytes(back), o.host_ifname, 0)
+    syn = bytearray(_syn(c, 0))
+    for port in range(1000, 6000):
+        syn[34:36] = port.to_bytes(2, "big")
+        dp.process(bytes(syn), c.host_ifname, 1)
+    assert len(dp.ct) == 400 and dp.ct.insert_failed == 0
+    assert sum(x.replied for x in dp.ct.conns()) == 300
