@@ -137,7 +137,7 @@ class Conn:
 
 
 DEFAULT_MAX = 65536  # nf_conntrack_max's classic default; Cluster spec.conntrack.max sets it
-_EARLY_DROP_SCAN = 128  # oldest entries looked at for an unreplied victim (Linux: one bucket)
+_EARLY_DROP_SCAN = 1024  # connections looked at for a victim (bounds the cost of a full table)
 
 
 class Conntrack:
