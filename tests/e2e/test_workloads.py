@@ -1,0 +1,322 @@
+"""A living cluster, end to end with the real CLI: Deployments scale, pods die and come back with
+new IPs, rolling updates, probes, logs and events, while a client's requests never fail."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import needs_root, unique_prefix
+from tests.e2e.cluster import ROOT, Cluster
+
+pytestmark = needs_root
+NS = "shop"
+
+CLUSTER = """\
+apiVersion: emunet/v1alpha1
+kind: Cluster
+metadata: {name: living}
+spec:
+  nodes: [{name: node-1}, {name: node-2}]
+---
+"""
+
+WEB = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: web
+          image: IMAGE
+          ports:
+            - {containerPort: 8080, name: http}
+            - {containerPort: 9100, name: metrics}
+          readinessProbe:
+            httpGet: {path: /healthz, port: http}
+            periodSeconds: 1
+"""
+
+OBJECTS = """\
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports:
+    - {name: http, port: 80, targetPort: http}
+    - {name: metrics, port: 9090, targetPort: metrics}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-headless, namespace: shop}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: gated, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: gated}}
+  template:
+    metadata: {labels: {app: gated}}
+    spec:
+      containers:
+        - name: app
+          image: nginx
+          ports: [{containerPort: 8080}]
+          readinessProbe:
+            exec: {command: [test, -e, GATE]}
+            periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: gated, namespace: shop}
+spec:
+  selector: {app: gated}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: lively, namespace: shop}
+spec:
+  nodeName: node-2
+  containers:
+    - name: main
+      image: busybox
+      command: [sleep, infinity]
+      livenessProbe:
+        exec: {command: [test, -e, ALIVE]}
+        periodSeconds: 1
+        failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop}
+spec:
+  nodeName: node-1
+  containers:
+    - name: client
+      image: curlimages/curl
+      command: [sleep, infinity]
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("workloads")
+    (tmp / "alive").touch()
+    config = tmp / "living.yaml"
+    config.write_text(CLUSTER + WEB.replace("IMAGE", "nginx:1.27") + OBJECTS.replace(
+        "GATE", str(tmp / "gate")).replace("ALIVE", str(tmp / "alive")))
+    c = Cluster(str(config), unique_prefix("emw"), tmp / "run")
+    c.tmp = tmp
+    try:
+        c.emunet("up", c.config, timeout=120)
+        yield c
+    finally:
+        down = c.emunet("down", check=False)
+        assert down.returncode == 0, down.stderr
+        assert not c.netns(), f"namespaces left after down: {c.netns()}"
+        assert not c.run_dir.exists()
+
+
+def pods(c: Cluster, prefix: str) -> dict[str, tuple[str, str]]:
+    """Running (not terminating) pods of the shop namespace named prefix-*: name -> (ip, status)."""
+    out = {}
+    for line in c.emunet("get", "pods", "-n", NS).stdout.splitlines()[1:]:
+        f = line.split()
+        if f[0].startswith(prefix + "-") and f[2] != "Terminating":
+            out[f[0]] = (f[4], f[1])
+    return out
+
+
+def ready_ips(c: Cluster, svc: str) -> set[str]:
+    for item in c.get("endpoints"):
+        if (item["metadata"]["namespace"], item["metadata"]["name"]) == (NS, svc):
+            return {a["ip"] for s in item["subsets"] for a in s.get("addresses", [])}
+    raise KeyError(svc)
+
+
+def wait_for(what: str, check, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def curl(c: Cluster, url: str, n: int = 1) -> list[str]:
+    """n requests from the client pod; the pod name of each answer ('' for a failure)."""
+    script = (f'for i in $(seq {n}); do curl -s -m 2 {url} | head -1 || true; echo; done')
+    out = c.exec(NS, "client", "sh", "-c", script, check=False, timeout=60).stdout
+    return [m.group(1) if (m := re.match(r"Hello from (\S+)", line)) else ""
+            for line in out.split("\n") if line or False][:n]
+
+
+class CurlLoop:
+    """A client curling a Service in a loop (one request at a time) until told to stop."""
+
+    def __init__(self, c: Cluster, url: str) -> None:
+        self.stop = c.tmp / f"stop-{time.monotonic_ns()}"
+        script = (f'while [ ! -e {self.stop} ]; do '
+                  f'curl -s -m 2 -o /dev/null -w "%{{http_code}} " {url} || echo -n "ERR "; '
+                  f'curl -s -m 2 {url} | head -1; done')
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "emunet", "exec", "-n", NS, "client", "--", "sh", "-c",
+             script], env=c.env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+
+    def finish(self) -> list[str]:
+        time.sleep(0.5)
+        self.stop.touch()
+        out, _ = self.proc.communicate(timeout=30)
+        return [line for line in out.splitlines() if line.strip()]
+
+
+def test_deployment_pods_are_named_labelled_and_ready(cluster):
+    (name,) = pods(cluster, "web")
+    m = re.fullmatch(r"web-([456789bcdf]+)-([bcdfghjklmnpqrstvwxz2456789]{5})", name)
+    assert m, name
+    item = cluster.pod(NS, name)
+    assert item["metadata"]["labels"] == {"app": "web", "pod-template-hash": m.group(1)}
+    out = cluster.emunet("get", "deployments", "-n", NS).stdout
+    assert re.search(r"web\s+1/1\s+1\s+1", out), out
+
+
+def test_scale_1_5_2_endpoints_dns_and_spread(cluster):
+    assert "deployment.apps/web scaled" in cluster.emunet(
+        "scale", "deployment", "web", "--replicas", "5", "-n", NS).stdout
+    wait_for("5 ready endpoints", lambda: len(ready_ips(cluster, "web")) == 5)
+    five = pods(cluster, "web")
+    assert len(five) == 5 and ready_ips(cluster, "web") == {ip for ip, _ in five.values()}
+    nodes = {cluster.pod(NS, n)["spec"]["nodeName"] for n in five}
+    assert nodes == {"node-1", "node-2"}  # spread
+    dns = cluster.exec(NS, "client", "getent", "ahostsv4", "web-headless").stdout
+    assert {line.split()[0] for line in dns.splitlines()} == ready_ips(cluster, "web")
+    answers = curl(cluster, "http://web/", 60)
+    assert set(answers) == set(five), answers  # every replica serves through the ClusterIP
+    # a second port of the same Service, by its named targetPort
+    assert curl(cluster, "http://web:9090/")[0] in five
+
+    cluster.emunet("scale", "deployment/web", "--replicas", "2", "-n", NS)
+    wait_for("2 endpoints", lambda: len(ready_ips(cluster, "web")) == 2)
+    wait_for("3 pods gone", lambda: len(pods(cluster, "web")) == 2)
+    dns = cluster.exec(NS, "client", "getent", "ahostsv4", "web-headless").stdout
+    assert {line.split()[0] for line in dns.splitlines()} == ready_ips(cluster, "web")
+    assert set(curl(cluster, "http://web/", 30)) == set(pods(cluster, "web"))
+
+
+def test_deleted_pod_comes_back_with_a_new_ip_and_no_request_fails(cluster):
+    before = pods(cluster, "web")
+    victim = sorted(before)[0]
+    loop = CurlLoop(cluster, "http://web.shop.svc.cluster.local/")
+    time.sleep(1)
+    t0 = time.monotonic()
+    assert f"pod/{victim} deleted" in cluster.emunet("delete", "pod", victim, "-n", NS).stdout
+    after = wait_for("a ready replacement", lambda: (p := pods(cluster, "web")) and len(
+        ready_ips(cluster, "web")) == 2 and victim not in p and len(p) == 2 and p)
+    took = time.monotonic() - t0
+    (new,) = set(after) - set(before)
+    assert after[new][0] not in {ip for ip, _ in before.values()}  # a new IP
+    assert ready_ips(cluster, "web") == {ip for ip, _ in after.values()}
+    lines = loop.finish()
+    assert len(lines) > 20 and all(line.startswith("200 Hello from") for line in lines), \
+        [line for line in lines if not line.startswith("200")]
+    assert took < 30, f"replacement took {took:.1f}s"
+    # The supervisor's own clock (events): the victim leaves the endpoints at once, and its
+    # replacement is in them within a couple of seconds (build, start, first readiness probe).
+    evs = json.loads(cluster.emunet("get", "events", "-n", NS, "-o", "json").stdout)["items"]
+    killed = next(e["firstTimestamp"] for e in evs
+                  if e["reason"] == "Killing" and e["involvedObject"]["name"] == victim)
+    changes = [e for e in evs if e["reason"] == "EndpointsChanged"
+               and e["involvedObject"]["name"] == "web" and e["lastTimestamp"] >= killed]
+    left = min(e["lastTimestamp"] for e in changes if f"-{before[victim][0]}" in e["message"])
+    joined = min(e["lastTimestamp"] for e in changes if f"+{after[new][0]}" in e["message"])
+    assert left - killed < 0.5 and joined - killed < 3.0, (left - killed, joined - killed)
+
+
+def test_rolling_update_serves_every_request(cluster):
+    old = pods(cluster, "web")
+    loop = CurlLoop(cluster, "http://web/")
+    time.sleep(1)
+    update = cluster.tmp / "web-v2.yaml"
+    update.write_text(WEB.replace("IMAGE", "nginx:1.28").replace("replicas: 1", "replicas: 2"))
+    assert "deployment.apps/web configured" in cluster.emunet("apply", "-f", str(update)).stdout
+
+    def rolled():
+        now = pods(cluster, "web")
+        return len(now) == 2 and not set(now) & set(old) and len(ready_ips(cluster, "web")) == 2
+    wait_for("the rollout", rolled, timeout=30)
+    new = pods(cluster, "web")
+    lines = loop.finish()
+    bad = [line for line in lines if not line.startswith("200 Hello from")]
+    assert not bad, bad
+    served = {line.split()[-1] for line in lines}
+    assert served & set(old) and served & set(new)  # old pods served until new ones were Ready
+    events = cluster.emunet("get", "events", "-n", NS).stdout
+    assert re.search(r"Scaled up replica set web-\w+ from 0 to 1", events)
+    assert "Scaled down replica set" in events
+
+
+def test_readiness_probe_keeps_pods_out_of_endpoints(cluster):
+    gated = pods(cluster, "gated")
+    assert len(gated) == 2 and all(ready == "0/1" for _, ready in gated.values())
+    assert ready_ips(cluster, "gated") == set()
+    fail = cluster.exec(NS, "client", "curl", "-s", "-m", "3", "http://gated/", check=False)
+    assert fail.returncode == 7  # rejected at once (no ready endpoints), not a timeout
+    events = cluster.emunet("get", "events", "-n", NS).stdout
+    assert "Readiness probe failed" in events and "Warning" in events
+    (cluster.tmp / "gate").touch()
+    wait_for("gated pods ready", lambda: len(ready_ips(cluster, "gated")) == 2)
+    assert set(curl(cluster, "http://gated/", 20)) == set(gated)
+
+
+def test_liveness_probe_restarts_the_container(cluster):
+    def restarts() -> int:
+        line = next(x for x in cluster.emunet("get", "pods", "-n", NS).stdout.splitlines()
+                    if x.startswith("lively "))
+        return int(line.split()[3])
+    assert restarts() == 0
+    (cluster.tmp / "alive").unlink()
+    wait_for("a restart", lambda: restarts() >= 1, timeout=10)
+    (cluster.tmp / "alive").touch()
+    events = cluster.emunet("get", "events", "-n", NS).stdout
+    assert "failed liveness probe, will be restarted" in events
+    assert "Liveness probe failed" in events
+
+
+def test_logs_and_events(cluster):
+    name = sorted(pods(cluster, "web"))[0]
+    curl(cluster, "http://web/", 4)
+    out = cluster.emunet("logs", "-n", NS, name).stdout
+    assert re.search(r'"GET / HTTP/1.1" 200 \d+ "-" "curl/', out), out
+    assert "kube-probe/" in out  # the readiness probe's requests, as a web server logs them
+    assert cluster.emunet("logs", "-n", NS, name, "--tail", "1").stdout.count("\n") == 1
+    missing = cluster.emunet("logs", "-n", NS, name, "-c", "nope", check=False)
+    assert missing.returncode == 2 and "choose one of: [web]" in missing.stderr
+    events = cluster.emunet("get", "events", "-A").stdout
+    assert events.splitlines()[0].split()[:3] == ["NAMESPACE", "LAST", "SEEN"]
+    for reason in ("Scheduled", "Started", "Ready", "Killing", "ScalingReplicaSet",
+                   "SuccessfulCreate", "SuccessfulDelete", "EndpointsChanged"):
+        assert reason in events, reason
