@@ -6,7 +6,9 @@ namespaces, and the statistics every table uses. Not a section of its own (scrip
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,7 +26,7 @@ def median(xs: list[float]) -> float:
 def percentile(xs: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty list."""
     s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
+    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
 
 
 def ratio(a: float, b: float) -> float:
@@ -68,6 +70,7 @@ class BenchCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.emunet_down()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def netns(self, ns: str, pod: str) -> str:
         return f"{self.prefix}-{ns}-{pod}"

@@ -91,7 +91,8 @@ def config(datapath: str) -> str:
         pod("client", "node-1", "client", ["sleep", "infinity"], None),
         pod("iperf-remote", "node-2", "iperf-remote", iperf, IPERF_PORT),
         pod("iperf-local", "node-1", "iperf-local", iperf, IPERF_PORT),
-        pod("echo", "node-2", "echo", ["python3", "-c", ECHO_SERVER], ECHO_PORT),
+        # the system Python: containers run as nobody, who may not read a user's pyenv/venv
+        pod("echo", "node-2", "echo", ["/usr/bin/python3", "-c", ECHO_SERVER], ECHO_PORT),
         svc("iperf-remote", "iperf-remote", IPERF_PORT),
         svc("iperf-local", "iperf-local", IPERF_PORT),
         svc("echo", "echo", ECHO_PORT),
