@@ -33,13 +33,22 @@ def _frames(st, tos: int = 0, n: int = 1, dst: str = "10.43.0.11") -> list[bytes
                   TCP(sport=10000 + i, dport=80, flags="A") / (b"x" * 64)) for i in range(n)]
 
 
-def _per_packet(dp, frames: list[bytes], port: str, reps: int) -> float:
-    t0 = time.perf_counter()
+def _per_packet(dp, frames: list[bytes], port: str, reps: int, chunk: int = 1000) -> float:
+    """µs per packet: the fastest chunk of `chunk` packets (a shared machine preempts us;
+    the minimum over short chunks is what the code costs, not what the neighbours cost)."""
+    best = float("inf")
     now = 1.0
-    for _ in range(reps):
-        for f in frames:
-            dp.process(f, port, now)
-    return (time.perf_counter() - t0) / (reps * len(frames)) * 1e6
+    total = reps * len(frames)
+    done = 0
+    while done < total:
+        t0 = time.perf_counter()
+        n = 0
+        while n < chunk and done < total:
+            dp.process(frames[done % len(frames)], port, now)
+            n += 1
+            done += 1
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e6
 
 
 def run() -> dict:

@@ -14,7 +14,7 @@ from typing import Any
 
 _KNOWN = {"forwarded", "encap", "decap", "rx_bytes", "tx_bytes", "ct_entries", "dnat",
           "policy_allowed", "arp_replies", "echo_replies", "traced_flows", "flow_events_lost",
-          "tx_errors", "csum_filled"}
+          "tx_errors", "csum_filled", "flow_events_suppressed"}
 
 
 def _size(n: int) -> str:
@@ -53,7 +53,8 @@ def agent_lines(doc: dict[str, Any], restarts: int | None, now: float) -> list[s
                  f"{c.get('dnat', 0)} translations; policy-allowed connections: "
                  f"{c.get('policy_allowed', 0)}")
     extra = {k: v for k, v in c.items() if k not in _KNOWN and not k.startswith("drop:")}
-    extra.update({k: c[k] for k in ("tx_errors", "flow_events_lost") if c.get(k)})
+    extra.update({k: c[k] for k in ("tx_errors", "flow_events_lost", "flow_events_suppressed")
+                  if c.get(k)})
     if extra:
         lines.append("  other: " + ", ".join(f"{k}={v}" for k, v in sorted(extra.items())))
     return lines

@@ -8,7 +8,10 @@ the input frame and the action list (a tuple append, no copy) only when the pack
   - carries the trace mark (IPv4 TOS `TRACE_TOS`, set by `emunet trace` on its probe socket),
   - or belongs to a flow whose first packet carried the mark (its replies do not: the server's
     socket knows nothing of the mark, so the flow's conntrack keys are remembered instead).
-Turning a kept event into a record happens later, outside the fast path (`record.describe`).
+Turning a kept event into a record happens later, outside the fast path (`record.describe`,
+tens of µs each), so a flood of new flows or drops (a SYN flood, a scan, garbage frames) could
+make the agent spend its time describing: untraced events are kept up to `EVENTS_PER_S` per
+second, the rest only counted (`suppressed_events`), like Cilium's monitor aggregation.
 Byte and packet counters cost one `len` and an add per packet.
 """
 
@@ -27,6 +30,7 @@ from ..datapath.packets import ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, VXLAN
 TRACE_TOS = 0xB4
 EVENTS_MAX = 4096  # kept events between two drains (the agent drains after every batch)
 TRACED_MAX = 1024  # conntrack keys of traced flows remembered at most
+EVENTS_PER_S = 2000  # untraced events kept per second (new flows and drops); traced: all
 
 FROM_ENDPOINT, FROM_OVERLAY = 0, 1  # where a kept event's frame entered the datapath
 
@@ -64,11 +68,15 @@ class ObservedDatapath(Datapath):
         self.rx_bytes = 0
         self.tx_bytes = 0
         self.lost_events = 0
+        self.suppressed_events = 0
+        self._window = 0.0
+        self._budget = EVENTS_PER_S
 
     @property
     def counters(self) -> dict[str, int]:
         return {**super().counters, "rx_bytes": self.rx_bytes, "tx_bytes": self.tx_bytes,
-                "traced_flows": len(self.traced) // 2}
+                "traced_flows": len(self.traced) // 2,
+                "flow_events_suppressed": self.suppressed_events}
 
     def process(self, frame: bytes, in_port: str, now: float) -> list[Any]:
         n = len(self.ct.table)
@@ -78,7 +86,8 @@ class ObservedDatapath(Datapath):
         if (new or (out and type(out[-1]) is Drop)
                 or (len(frame) > 15 and frame[15] == TRACE_TOS and frame[12] == 8)
                 or (self.traced and flow_key(frame) in self.traced)):
-            self._keep(now, FROM_ENDPOINT, in_port, frame, out, new, 0)
+            self._keep(now, FROM_ENDPOINT, in_port, frame, out, new, 0,
+                       (len(frame) > 15 and frame[15] == TRACE_TOS) or bool(self.traced))
         return self._count_tx(out)
 
     def process_underlay(self, payload: bytes, src_ip: str, now: float) -> list[Any]:
@@ -90,7 +99,9 @@ class ObservedDatapath(Datapath):
         if (new or (out and type(out[-1]) is Drop)
                 or (len(payload) > v + 15 and payload[v + 15] == TRACE_TOS)
                 or (self.traced and flow_key(payload, v) in self.traced)):
-            self._keep(now, FROM_OVERLAY, src_ip, payload, out, new, v)
+            self._keep(now, FROM_OVERLAY, src_ip, payload, out, new, v,
+                       (len(payload) > v + 15 and payload[v + 15] == TRACE_TOS)
+                       or bool(self.traced))
         return self._count_tx(out)
 
     def _count_tx(self, out: list[Any]) -> list[Any]:
@@ -103,7 +114,14 @@ class ObservedDatapath(Datapath):
         return out
 
     def _keep(self, now: float, where: int, src: str, data: bytes, out: list[Any], new: bool,
-              off: int) -> None:
+              off: int, maybe_traced: bool) -> None:
+        if not maybe_traced:  # the budget (module doc); a possibly traced packet always passes
+            if now >= self._window:
+                self._window, self._budget = now + 1.0, EVENTS_PER_S
+            if self._budget <= 0:
+                self.suppressed_events += 1
+                return
+            self._budget -= 1
         if len(self.events) == self.events.maxlen:
             self.lost_events += 1
         self.events.append((now, where, src, data, out, new))

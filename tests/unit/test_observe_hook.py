@@ -9,6 +9,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from emunet.datapath import NodeTables
+from emunet.observe import hook
 from emunet.observe.hook import TRACE_TOS, ObservedDatapath
 from emunet.observe.record import describe
 
@@ -114,3 +115,19 @@ def test_event_buffer_is_bounded():
     for _ in range(10):
         dp.process(bad, c.host_ifname, 0)
     assert len(dp.drain()) == 4 and dp.lost_events == 6
+
+
+def test_untraced_events_have_a_per_second_budget_traced_ones_do_not(monkeypatch):
+    monkeypatch.setattr(hook, "EVENTS_PER_S", 5)
+    st = make_state()
+    c = pod(st, "client")
+    dp = ObservedDatapath(NodeTables.from_state(st, "node-1"), random.Random(1))
+    bad = bytes(Ether(src=c.mac, dst=GW_MAC) / IP(src="10.9.9.9", dst=c.ip) / UDP())
+    for _ in range(8):
+        dp.process(bad, c.host_ifname, 10.0)
+    for i in range(3):
+        dp.process(syn(c, WEB_VIP, 80, sport=41000 + i, tos=TRACE_TOS), c.host_ifname, 10.5)
+    assert len(dp.drain()) == 5 + 3 and dp.suppressed_events == 3
+    dp.process(bad, c.host_ifname, 11.0)  # a new second, a new budget
+    assert len(dp.drain()) == 1
+    assert dp.counters["flow_events_suppressed"] == 3
