@@ -63,13 +63,20 @@ class BenchCluster:
         return self
 
     def emunet_down(self) -> None:
-        t0 = time.monotonic()
-        subprocess.run([sys.executable, "-m", "emunet", "down"], env=self.env, cwd=ROOT,
-                       capture_output=True, timeout=120)
-        self.down_seconds = time.monotonic() - t0
+        """`emunet down`, timed; retried once, and never silent: a cluster left behind would
+        keep its namespaces and processes on a shared machine."""
+        for _ in range(2):
+            t0 = time.monotonic()
+            p = subprocess.run([sys.executable, "-m", "emunet", "down"], env=self.env,
+                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+            self.down_seconds = time.monotonic() - t0
+            if p.returncode == 0:
+                return
+        raise RuntimeError(f"emunet down failed; clean up with EMUNET_PREFIX={self.prefix} "
+                           f"EMUNET_RUN_DIR={self.tmp / 'run'} emunet down\n{p.stderr}")
 
     def __exit__(self, *exc: object) -> None:
-        self.emunet_down()
+        self.emunet_down()  # raises (and keeps self.tmp, which holds the manifest) on failure
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def netns(self, ns: str, pod: str) -> str:
