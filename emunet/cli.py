@@ -200,8 +200,11 @@ def cmd_validate(a: argparse.Namespace) -> int:
     st = ClusterState.plan(cfg)
     for w in cfg.warnings:
         print(f"warning: {w}")
+    deployments = (f", {len(cfg.deployments)} deployments "
+                   f"({sum(d.replicas for d in cfg.deployments)} replicas)"
+                   if cfg.deployments else "")
     print(f"{a.file}: valid: {len(st.nodes)} nodes, {len(cfg.pods)} pods, "
-          f"{len(cfg.services)} services")
+          f"{len(cfg.services)} services{deployments}")
     return 0
 
 

@@ -313,6 +313,15 @@ def test_logs_and_events(cluster):
     assert re.search(r'"GET / HTTP/1.1" 200 \d+ "-" "curl/', out), out
     assert "kube-probe/" in out  # the readiness probe's requests, as a web server logs them
     assert cluster.emunet("logs", "-n", NS, name, "--tail", "1").stdout.count("\n") == 1
+    follow = subprocess.Popen([sys.executable, "-m", "emunet", "logs", "-f", "-n", NS, name,
+                               "--tail", "0"], env=cluster.env, cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    cluster.exec(NS, "client", "curl", "-s", f"http://{pods(cluster, 'web')[name][0]}:8080/"
+                 "followed")
+    time.sleep(1)
+    follow.terminate()
+    assert '"GET /followed HTTP/1.1" 200' in follow.communicate(timeout=10)[0]
     missing = cluster.emunet("logs", "-n", NS, name, "-c", "nope", check=False)
     assert missing.returncode == 2 and "choose one of: [web]" in missing.stderr
     events = cluster.emunet("get", "events", "-A").stdout
