@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,7 +15,11 @@ ROOT = Path(__file__).resolve().parents[2]
 class Cluster:
     """A cluster brought up by `emunet up` for a test, with its own prefix and run dir."""
 
-    def __init__(self, config: str, prefix: str, run_dir: Path) -> None:
+    def __init__(self, config: str, prefix: str, run_dir: Path | None = None) -> None:
+        if run_dir is None:
+            # Outside pytest's numbered temp dirs, which a concurrent pytest run may prune while
+            # this cluster still needs its manifest for `down`. `down` removes it.
+            run_dir = Path(tempfile.mkdtemp(prefix=f"emunet-{prefix}-"))
         self.config = config
         self.prefix = prefix
         self.run_dir = run_dir

@@ -14,9 +14,8 @@ CONFIGS = ROOT / "tests" / "e2e" / "configs"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(str(CONFIGS / "apply-base.yaml"), unique_prefix("ema"),
-                tmp_path_factory.mktemp("run") / "emunet")
+def cluster():
+    c = Cluster(str(CONFIGS / "apply-base.yaml"), unique_prefix("ema"))
     try:
         c.emunet("up", c.config)
         yield c
@@ -59,7 +58,8 @@ def test_apply_creates_namespace_pods_and_service(cluster):
 
 def test_delete_pod_removes_it_from_endpoints_and_the_kernel(cluster):
     cluster.emunet("delete", "pod", "cart-2", "-n", "shop")
-    assert f"{cluster.prefix}-shop-cart-2" not in cluster.netns()
+    # Like the kubelet, the pod leaves the endpoints first and is stopped after a short grace.
+    assert _until(lambda: f"{cluster.prefix}-shop-cart-2" not in cluster.netns())
     for _ in range(10):
         assert "cart-1" in _curl(cluster, "http://cart.shop").stdout
 
@@ -75,7 +75,7 @@ def test_delete_service_makes_the_name_disappear(cluster):
 def test_delete_namespace_cascades(cluster):
     out = cluster.emunet("delete", "namespace", "shop").stdout
     assert "pod/cart-1 deleted" in out and "namespace/shop deleted" in out
-    assert not [n for n in cluster.netns() if "-shop-" in n]
+    assert _until(lambda: not [n for n in cluster.netns() if "-shop-" in n])
 
 
 def test_delete_unknown_object_is_a_clear_error(cluster):

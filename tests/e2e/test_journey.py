@@ -19,9 +19,8 @@ NS = "blog-website"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emj"),
-                tmp_path_factory.mktemp("run") / "emunet")
+def cluster():
+    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emj"))
     pids: list[int] = []
     try:
         up = c.emunet("up", c.config, timeout=120)
