@@ -125,6 +125,16 @@ class Agent:
             self.ports[name] = s
             self.sel.register(s, selectors.EVENT_READ, name)
 
+    def _lose_port(self, name: str, err: OSError) -> None:
+        """A veth vanished (pod deleted before our reload): close it, retry if still wanted."""
+        s = self.ports.pop(name, None)
+        if s is not None:
+            self.sel.unregister(s)
+            s.close()
+        if name in self.dp.tables.pods_by_port:
+            self.missing.add(name)
+        log.info("veth %s gone (%s)", name, err.strerror)
+
     def reload(self) -> None:
         self.dp.update(self._load())
         self.ct_store.configure(self._state.cluster.conntrack_max)
@@ -171,6 +181,9 @@ class Agent:
             try:
                 data, anc, _flags, _addr = recv(65535, _CMSG_LEN)
             except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # ENETDOWN/ENXIO: the pod's veth went away under us
+                self._lose_port(name, e)
                 return
             # PACKET_AUXDATA is the only control message asked for (struct tpacket_auxdata)
             if anc and unpack(anc[0][2])[0] & TP_STATUS_CSUMNOTREADY:
