@@ -21,6 +21,8 @@ DEFAULT_UNDERLAY_CIDR = "192.168.1.0/24"
 DEFAULT_MTU = 1450  # 1500 underlay minus 50 bytes of VXLAN overhead (RFC 7348 section 4.3)
 DEFAULT_DNS_TTL = 5  # CoreDNS kubernetes plugin default TTL
 DEFAULT_CONNTRACK_MAX = 65536  # per node agent; nf_conntrack_max's classic default
+DEFAULT_AFFINITY_TIMEOUT = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds (3 hours)
+NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver --service-node-port-range default
 
 
 @dataclass(frozen=True)
@@ -149,10 +151,19 @@ class Service:
     external_name: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     loc: Loc | None = None
+    # spec.sessionAffinity "ClientIP": a client IP keeps its backend for affinity_timeout
+    # seconds after its last new connection (sessionAffinityConfig.clientIP.timeoutSeconds)
+    session_affinity: str = "None"
+    affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @property
+    def node_port_type(self) -> bool:
+        """NodePort, or LoadBalancer (NodePort + ClusterIP here: no external IP allocator)."""
+        return self.type in ("NodePort", "LoadBalancer")
 
     @property
     def headless(self) -> bool:

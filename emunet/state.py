@@ -171,9 +171,39 @@ class ClusterState:
             ip = old.cluster_ip  # a Service keeps its ClusterIP across updates
         else:
             ip = self._allocate_service_ip()
+        if svc.node_port_type:
+            svc = self._allocate_node_ports(svc, old)
         st = ServiceState(service=svc, cluster_ip=ip)
         self.services[svc.key] = st
         return st
+
+    def _allocate_node_ports(self, svc: Service, old: ServiceState | None) -> Service:
+        """Every port of a NodePort/LoadBalancer Service gets a node port: the given one, the
+        one it had (updates keep it, as the API server does), else the lowest free one (the API
+        server picks at random; emunet stays deterministic). Ports are the whole cluster's."""
+        used: dict[tuple[int, str], str] = {}
+        for key, other in self.services.items():
+            if key != svc.key:
+                for sp in other.service.ports:
+                    if sp.node_port is not None:
+                        used[(sp.node_port, sp.protocol)] = f"{key[0]}/{key[1]}"
+        kept = {(sp.port, sp.protocol): sp.node_port for sp in old.service.ports} if old else {}
+        taken = {n for n, _ in used}
+        ports = []
+        for sp in svc.ports:
+            np_ = sp.node_port or kept.get((sp.port, sp.protocol))
+            if np_ is not None and (np_, sp.protocol) in used:
+                raise StateError(f"Service {svc.namespace}/{svc.name}: nodePort {np_}/"
+                                 f"{sp.protocol} is already Service {used[(np_, sp.protocol)]}'s")
+            if np_ is None:
+                lo, hi = model.NODE_PORT_RANGE
+                np_ = next((n for n in range(lo, hi + 1) if n not in taken), None)
+                if np_ is None:
+                    raise StateError(f"the node port range {lo}-{hi} is full")
+            taken.add(np_)
+            used[(np_, sp.protocol)] = f"{svc.namespace}/{svc.name}"
+            ports.append(dataclasses.replace(sp, node_port=np_))
+        return dataclasses.replace(svc, ports=tuple(ports))
 
     def _allocate_service_ip(self) -> str:
         net = ipaddress.IPv4Network(self.cluster.service_cidr)

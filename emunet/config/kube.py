@@ -52,9 +52,9 @@ CONTAINER_IGNORED = (
 CONTAINER_PORT_FIELDS = ("containerPort", "protocol", "name")
 CONTAINER_PORT_IGNORED = ("hostPort", "hostIP")
 SERVICE_SPEC_FIELDS = ("selector", "ports", "type", "clusterIP", "clusterIPs", "externalName",
-                       "sessionAffinity")
+                       "sessionAffinity", "sessionAffinityConfig")
 SERVICE_SPEC_IGNORED = (
-    "sessionAffinityConfig", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy",
+    "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy",
     "externalTrafficPolicy", "publishNotReadyAddresses", "externalIPs", "loadBalancerIP",
     "loadBalancerSourceRanges", "loadBalancerClass", "allocateLoadBalancerNodePorts",
     "healthCheckNodePort", "trafficDistribution")
@@ -202,25 +202,46 @@ def parse_service(doc: Obj) -> model.Service | None:
         return None
     spec.check_fields(SERVICE_SPEC_FIELDS, SERVICE_SPEC_IGNORED, what="Service spec")
     stype = spec.str("type", choices=SERVICE_TYPES) or "ClusterIP"
-    if stype not in ("ClusterIP", "ExternalName"):
-        spec.error("type", f"type {stype} is not supported yet",
-                   "emunet builds ClusterIP, headless (clusterIP: None) and ExternalName "
-                   "Services")
-    spec.str("sessionAffinity", choices=("None", "ClientIP"))
+    affinity, timeout = service_affinity(spec)
     external = _external_name(spec, stype)
     cluster_ip = _cluster_ip(spec)
+    if cluster_ip == "None" and stype in ("NodePort", "LoadBalancer"):
+        # API server: "may not be set to 'None' for LoadBalancer or NodePort services"
+        spec.error("clusterIP", f"a {stype} Service cannot be headless",
+                   "remove clusterIP: None, or use type ClusterIP")
     if external is not None and cluster_ip is not None:
         # API server: clusterIP "may not be set for ExternalName services" (not even None).
         spec.error("clusterIP", "clusterIP may not be set for an ExternalName Service",
                    "remove clusterIP")
     selector = spec.str_map("selector", names.label_key, names.label_value) or None
     # ExternalName Services need no ports (the DNS CNAME is all they are).
-    ports = _service_ports(spec, headless=cluster_ip == "None" or stype == "ExternalName")
+    ports = _service_ports(spec, headless=cluster_ip == "None" or stype == "ExternalName",
+                           node_ports=stype in ("NodePort", "LoadBalancer"))
     if len(doc.col.errors) > errors_before or name is None:
         return None
     return model.Service(namespace=namespace, name=name, ports=ports, selector=selector,
                          type=stype, cluster_ip=cluster_ip, external_name=external,
-                         labels=labels, loc=loc(doc))
+                         labels=labels, loc=loc(doc), session_affinity=affinity,
+                         affinity_timeout=timeout)
+
+
+def service_affinity(spec: Obj) -> tuple[str, int]:
+    """spec.sessionAffinity and sessionAffinityConfig.clientIP.timeoutSeconds, checked as the
+    API server does (0 < timeoutSeconds <= 86400, default 10800; only with ClientIP)."""
+    affinity = spec.str("sessionAffinity", choices=("None", "ClientIP")) or "None"
+    timeout = model.DEFAULT_AFFINITY_TIMEOUT
+    cfg = spec.map("sessionAffinityConfig")
+    if cfg is None:
+        return affinity, timeout
+    cfg.check_fields(("clientIP",), what="sessionAffinityConfig")
+    if affinity != "ClientIP":
+        spec.error("sessionAffinityConfig", "sessionAffinityConfig needs sessionAffinity: "
+                   "ClientIP", "add sessionAffinity: ClientIP, or remove the config")
+    client = cfg.map("clientIP")
+    if client is not None:
+        client.check_fields(("timeoutSeconds",), what="clientIP")
+        timeout = client.int("timeoutSeconds", lo=1, hi=86400) or timeout
+    return affinity, timeout
 
 
 def _external_name(spec: Obj, stype: str) -> str | None:
@@ -259,7 +280,8 @@ def _cluster_ip(spec: Obj) -> str | None:
     return ip
 
 
-def _service_ports(spec: Obj, headless: bool) -> tuple[model.ServicePort, ...]:
+def _service_ports(spec: Obj, headless: bool, node_ports: bool = False
+                   ) -> tuple[model.ServicePort, ...]:
     items = spec.objs("ports")
     if not items and not spec.has("ports") and not headless:
         spec.error(None, "a Service needs at least one port",
@@ -268,6 +290,7 @@ def _service_ports(spec: Obj, headless: bool) -> tuple[model.ServicePort, ...]:
         spec.error("ports", "a Service needs at least one port")
     out = []
     seen: dict[tuple[int, str], int] = {}
+    seen_np: dict[tuple[int, str], int] = {}
     port_names: dict[str, int] = {}
     for p in items:
         p.check_fields(SERVICE_PORT_FIELDS, SERVICE_PORT_IGNORED, what="Service port")
@@ -282,9 +305,7 @@ def _service_ports(spec: Obj, headless: bool) -> tuple[model.ServicePort, ...]:
                     f"{port_names[pname]})")
         elif pname is not None:
             port_names[pname] = p.line_of("name")
-        if p.has("nodePort"):
-            p.error("nodePort", "nodePort needs type NodePort, which emunet does not support "
-                    "yet", "remove nodePort")
+        node_port = _node_port(p, node_ports, seen_np)
         target = _target_port(p)
         if port is None:
             continue
@@ -293,8 +314,30 @@ def _service_ports(spec: Obj, headless: bool) -> tuple[model.ServicePort, ...]:
                     f"{seen[(port, protocol)]})")
         seen[(port, protocol)] = p.line_of("port")
         out.append(model.ServicePort(port=port, target_port=port if target is None else target,
-                                     protocol=protocol, name=pname))
+                                     protocol=protocol, name=pname, node_port=node_port))
     return tuple(out)
+
+
+def _node_port(p: Obj, allowed: bool, seen: dict[tuple[int, str], int]) -> int | None:
+    """ports[].nodePort: only for NodePort/LoadBalancer, inside the node port range, and not
+    twice per protocol in one Service (other Services are checked by config.validate)."""
+    if not p.has("nodePort"):
+        return None
+    if not allowed:
+        p.error("nodePort", "nodePort needs type NodePort or LoadBalancer",
+                "add type: NodePort, or remove nodePort")
+        return None
+    lo, hi = model.NODE_PORT_RANGE
+    value = p.int("nodePort", lo=lo, hi=hi,
+                  why=f"the node port range is {lo}-{hi} (--service-node-port-range)")
+    if value is None:
+        return None
+    proto = p.str("protocol") or "TCP"
+    if (value, proto) in seen:
+        p.error("nodePort", f"duplicate nodePort {value}/{proto} (first on line "
+                f"{seen[(value, proto)]})")
+    seen[(value, proto)] = p.line_of("nodePort")
+    return value
 
 
 def _target_port(p: Obj) -> int | str | None:

@@ -105,6 +105,7 @@ def _check_netns(col: Collector, parsed: Parsed, spec: model.ClusterSpec,
 def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> None:
     service_net = IPv4Network(spec.service_cidr)
     ips: dict[str, str] = {}
+    node_ports: dict[tuple[int, str], str] = {}
     auto = []
     for svc, doc in parsed.services:
         who = f"{svc.namespace}/{svc.name}"
@@ -128,6 +129,14 @@ def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> 
                 ips[svc.cluster_ip] = who
         if svc.cluster_ip is None and svc.type != "ExternalName":
             auto.append(doc)
+        for i, sp in enumerate(svc.ports):  # a node port is the whole cluster's, as on a node
+            if sp.node_port is None:
+                continue
+            line, path = at(doc, "spec", "ports", i, "nodePort")
+            first = node_ports.setdefault((sp.node_port, sp.protocol), who)
+            if first != who:
+                col.error(line, path, f"nodePort {sp.node_port}/{sp.protocol} is already "
+                          f"Service {first}'s", "pick another or leave nodePort out")
         if svc.selector is None:
             continue
         # A Deployment's replicas carry its template's labels (and the namespace it is in).

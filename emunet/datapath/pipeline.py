@@ -25,6 +25,7 @@ from collections import Counter
 
 from . import packets as pk
 from .actions import Action, Drop, Encap, Send
+from .affinity import Affinity
 from .conntrack import Conn, Conntrack, Rewrite, make_key
 from .packets import PROTO_ICMP, PROTO_TCP, PROTO_UDP, U16
 from .reasons import DropReason
@@ -72,6 +73,10 @@ class Datapath:
         self.tables = tables
         self.rng = rng
         self.ct = Conntrack()
+        self.affinity = Affinity()  # sessionAffinity: ClientIP
+        # NodePort clients on the underlay: IP -> reply MACs (client's + our eth0's), learned
+        # from their frames (emunet.datapath.nodeport), as the node's neighbour table would
+        self.neigh: dict[bytes, bytes] = {}
         self._c: Counter[str] = Counter()
         self._v: list[Action] = []  # allow verdicts of the packet in hand (policy events)
 
@@ -93,7 +98,14 @@ class Datapath:
                 self.ct.remove(conn)
 
     def expire(self, now: float) -> int:
+        self.affinity.expire(now)
         return self.ct.expire(now)
+
+    def process_nodeport(self, frame: bytes, now: float) -> list[Action]:
+        """A frame for a node port that arrived on this node's underlay eth0."""
+        from .nodeport import from_underlay  # builds on this module
+
+        return self._verdicts(from_underlay(self, frame, now))
 
     @property
     def counters(self) -> dict[str, int]:
@@ -138,6 +150,8 @@ class Datapath:
                                                 pk.ICMP_TIME_EXCEEDED, 0, f[14:end])),
                     Drop(DropReason.TTL_EXCEEDED, "ICMP time exceeded sent")]
         out = self._track(f, l4, end, proto, frag, now, pod)
+        if out is None and self.neigh and bytes(f[30:34]) in self.neigh:
+            return self._verdicts(self._to_underlay(f))  # a NodePort reply, reverse-NAT'ed
         if out is None and bridged is not None:  # cni0 bridging: MACs and TTL untouched
             self._c["forwarded"] += 1
             out = [Send(bridged.port, bytes(f))]
@@ -259,8 +273,8 @@ class Datapath:
         if target is None or not target.backends:
             why = f"{svc_name}: " + ("no ready endpoints" if target else f"no port {dport}")
             return self._reject(f, l4, end, proto, pod, why)
-        bip, bport = target.backends[self.rng.randrange(len(target.backends))]
         src, sport = key[1:5], key[9:11]
+        bip, bport = self.affinity.pick(target, src, now, self.rng)
         # Hairpin (the client is the backend): masquerade to the gateway so the reply comes
         # back through us, as kube-proxy's KUBE-MARK-MASQ does for hairpin traffic.
         reply_dst = t.gateway_ip if bip == src else src
@@ -388,6 +402,16 @@ class Datapath:
         self._c["encap"] += 1
         return [Encap(r.underlay_ip, t.vxlan_port, r.encap_prefix + f[12:])]
 
+    def _to_underlay(self, f: bytearray) -> list[Action]:
+        """Out of the node's eth0 to a NodePort client: TTL-1, the learned MACs."""
+        from .nodeport import UNDERLAY_PORT
+
+        f[22] -= 1
+        U16.pack_into(f, 24, pk.apply_delta(U16.unpack_from(f, 24)[0], _TTL_DEC_DELTA))
+        f[0:12] = self.neigh[bytes(f[30:34])]
+        self._c["nodeport_out"] += 1
+        return [Send(UNDERLAY_PORT, bytes(f))]
+
     # ---- from the overlay ---------------------------------------------------------------------
 
     def process_underlay(self, payload: bytes, src_ip: str, now: float) -> list[Action]:
@@ -420,6 +444,8 @@ class Datapath:
         out = self._track(f, l4, end, proto, frag, now, None)
         if out is not None:
             return self._verdicts(out)
+        if self.neigh and bytes(f[30:34]) in self.neigh:
+            return self._verdicts(self._to_underlay(f))  # a remote backend's NodePort reply
         if bytes(f[30:34]) not in t.pods_by_ip:
             return self._drop(DropReason.NO_ROUTE, f"no pod {pk.ip_str(f[30:34])} on {t.node}")
         self._c["decap"] += 1

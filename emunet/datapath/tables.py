@@ -47,6 +47,7 @@ class ServiceTarget:
 
     name: str  # namespace/name:port, for drop details
     backends: tuple[tuple[bytes, int], ...]
+    affinity: int = 0  # sessionAffinity ClientIP: its timeoutSeconds; 0: None
 
 
 @dataclass
@@ -67,6 +68,10 @@ class NodeTables:
     # (proto, ClusterIP, port) -> target; ClusterIPs alone for "known IP, unknown port" rejects
     services: dict[tuple[int, bytes, int], ServiceTarget] = field(default_factory=dict)
     cluster_ips: dict[bytes, str] = field(default_factory=dict)
+    # NodePort: (proto, node port) -> target, for frames arriving on this node's underlay eth0
+    # (emunet.nodeport); pods reach <any node IP>:<node port> through `services` as well
+    underlay_ip: bytes = b""
+    nodeports: dict[tuple[int, int], ServiceTarget] = field(default_factory=dict)
     policy: NodePolicy = field(default_factory=NodePolicy)  # identities, compiled policies
 
     @classmethod
@@ -100,19 +105,31 @@ class NodeTables:
             remotes.append(r)
             t.remotes_by_underlay[r.underlay_ip] = r
         t.remotes = tuple(remotes)
+        t.underlay_ip = ip_bytes(me.underlay_ip)
+        node_ips = [ip_bytes(n.underlay_ip) for n in state.nodes]
         for key, svc in state.services.items():
             if not svc.cluster_ip:
                 continue
             cip = ip_bytes(svc.cluster_ip)
             t.cluster_ips[cip] = f"{key[0]}/{key[1]}"
             eps = state.endpoints(key)
-            for i, sp in enumerate(svc.service.ports):
+            s = svc.service
+            affinity = s.affinity_timeout if s.session_affinity == "ClientIP" else 0
+            for i, sp in enumerate(s.ports):
                 proto = _PROTOS.get(sp.protocol)
                 if proto is None:
                     continue  # SCTP: not implemented; traffic to it is rejected as unknown port
                 backends = tuple((ip_bytes(e.ip), e.port) for e in eps.get(i, ()) if e.ready)
-                t.services[(proto, cip, sp.port)] = ServiceTarget(
-                    f"{key[0]}/{key[1]}:{sp.port}/{sp.protocol}", backends)
+                target = ServiceTarget(f"{key[0]}/{key[1]}:{sp.port}/{sp.protocol}",
+                                       backends, affinity)
+                t.services[(proto, cip, sp.port)] = target
+                if sp.node_port is not None and s.node_port_type:
+                    np_target = ServiceTarget(f"{target.name} (nodePort {sp.node_port})",
+                                              backends, affinity)
+                    t.nodeports[(proto, sp.node_port)] = np_target
+                    for nip in node_ips:  # kube-proxy: a node port on every node address
+                        t.cluster_ips.setdefault(nip, "node ports")
+                        t.services[(proto, nip, sp.node_port)] = np_target
         t.policy = compile_node(state, node_name)
         return t
 

@@ -1,0 +1,110 @@
+"""NodePort in the datapath: frames for a node port that arrive on the node's underlay eth0. Pure.
+
+kube-proxy with `externalTrafficPolicy: Cluster` (the default): a connection to
+<node IP>:<nodePort> is DNAT'ed to a ready endpoint of the Service, on any node, and SNAT'ed to
+the node (masquerade), so the backend's replies come back through this node, which reverses both
+translations and sends them out of eth0 to the client. Here the SNAT address is the node's pod
+gateway (10.42.<n>.1): it lies in this node's pod subnet, so the replies of a backend on another
+node come back over VXLAN like any pod traffic (Flannel masquerades to flannel.1's address for
+the same reason). The client's MAC and ours are learned from its frame, as the node's
+neighbour table would (`Datapath.neigh`); replies leave through `Datapath._to_underlay`.
+
+A node port without ready endpoints is rejected at once (TCP RST, ICMP port unreachable), as
+kube-proxy's REJECT rule does for ClusterIPs; so is a port no Service owns, as the node's kernel
+would (the agent's eth0 filter hands it every TCP/UDP packet in the node port range).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import packets as pk
+from .actions import Action, Drop, Send
+from .conntrack import Conn, Conntrack
+from .packets import PROTO_TCP, PROTO_UDP, U16
+from .reasons import DropReason
+
+if TYPE_CHECKING:
+    from .pipeline import Datapath
+
+UNDERLAY_PORT = "eth0"  # the action port of the node's underlay link (pod ports are veth*)
+SNAT_TRIES = 8  # the client's port first, then random ones in Linux's ephemeral range
+EPHEMERAL = (32768, 61000)  # net.ipv4.ip_local_port_range default: clear of node ports
+
+
+def from_underlay(dp: Datapath, frame: bytes, now: float) -> list[Action]:
+    from .pipeline import _ETH_IP, _ipv4, _tuple_key
+
+    t = dp.tables
+    if len(frame) < pk.ETH_LEN or frame[12:14] != _ETH_IP:
+        return dp._drop(DropReason.UNSUPPORTED_L3, "not IPv4 on eth0")
+    f = bytearray(frame)
+    parsed = _ipv4(f)
+    if parsed is None:
+        return dp._drop(DropReason.INVALID_PACKET, "bad IPv4 header on eth0")
+    l4, end, proto, frag = parsed
+    if frag or proto not in (PROTO_TCP, PROTO_UDP) or f[30:34] != t.underlay_ip:
+        return dp._drop(DropReason.NO_ROUTE, "not for a node port of this node")
+    if f[22] <= 1:
+        return dp._drop(DropReason.TTL_EXCEEDED, "node port packet")
+    src = bytes(f[26:30])
+    s = int.from_bytes(src, "big")
+    if s & t.local_mask == t.local_net or t.remote_for(s) is not None:
+        return dp._drop(DropReason.INVALID_SOURCE, f"pod address {pk.ip_str(src)} on eth0")
+    dp.neigh[src] = bytes(f[6:12]) + bytes(f[0:6])  # reply: to the client's MAC, from ours
+    key = _tuple_key(f, l4, proto)
+    assert key is not None
+    flags = f[l4 + 13] if proto == PROTO_TCP else 0
+    hit = dp.ct.lookup(key, now)
+    if hit is not None and hit[0].closing and not hit[1] and flags & 0x12 == 0x02:
+        dp.ct.remove(hit[0])  # a reused port's new SYN is a new connection (see _track)
+        hit = None
+    if hit is not None:
+        conn, is_reply = hit
+        rw = conn.rev if is_reply else conn.fwd
+        if rw is not None:
+            rw.apply(f, pk.ETH_LEN, l4, proto, end)
+        Conntrack.seen(conn, is_reply, flags, now)
+        return dp._route(f)
+    sport, dport = key[9:11], U16.unpack(key[11:13])[0]
+    target = t.nodeports.get((proto, dport))
+    if target is None or not target.backends:
+        why = (f"{target.name}: no ready endpoints" if target else f"no Service has node "
+               f"port {dport}/{'TCP' if proto == PROTO_TCP else 'UDP'}")
+        return _reject(dp, f, l4, end, proto, why)
+    bip, bport = dp.affinity.pick(target, src, now, dp.rng)
+    denied = dp._check(t.gateway_ip, bip, proto, bport, False)  # the backend sees the node
+    if denied is not None:
+        return denied
+    conn = None
+    for i in range(SNAT_TRIES):
+        snat = sport if i == 0 else U16.pack(dp.rng.randrange(*EPHEMERAL))
+        c = Conn(proto, (src, t.underlay_ip, sport, key[11:13]),
+                 (bip, t.gateway_ip, U16.pack(bport), snat), target.name, (bip, bport))
+        if dp.ct.add(c, now, flags):
+            conn = c
+            break
+    if conn is None or conn.fwd is None:
+        return dp._drop(DropReason.CT_INVALID, f"no free SNAT port for {target.name}")
+    dp._c["nodeport_dnat"] += 1
+    conn.fwd.apply(f, pk.ETH_LEN, l4, proto, end)
+    return dp._route(f)
+
+
+def _reject(dp: Datapath, f: bytearray, l4: int, end: int, proto: int,
+            why: str) -> list[Action]:
+    """TCP RST / ICMP port unreachable from the node's address, back out of eth0."""
+    dp._c["drop:" + DropReason.NO_ENDPOINTS.name] += 1
+    drop = Drop(DropReason.NO_ENDPOINTS, why)
+    macs = dp.neigh[bytes(f[26:30])]
+    dst_mac, src_mac = macs[0:6], macs[6:12]
+    if proto == PROTO_TCP:
+        sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)
+        if flags & pk.TCP_RST:
+            return [drop]  # RFC 9293: never answer a reset with a reset
+        rst = pk.tcp_rst(dst_mac, src_mac, bytes(f[30:34]), bytes(f[26:30]), dport, sport,
+                         seq, ack, flags, end - l4 - (off >> 4) * 4)
+        return [Send(UNDERLAY_PORT, rst), drop]
+    err = pk.icmp_error(dst_mac, src_mac, bytes(f[30:34]), pk.ICMP_UNREACH, pk.UNREACH_PORT,
+                        f[14:end])
+    return [Send(UNDERLAY_PORT, err), drop]
