@@ -93,6 +93,10 @@ def apply_config(state: ClusterState, path: str) -> list[Change]:
             ps = new.add_pod(pod)
             changes.append(Change(f"pod/{pod.name} created", added_pod=ps))
             continue
+        if old.terminating:
+            # As the API server answers while the old object still exists: try again later.
+            raise StateError(f"{pod.loc}: pod {pod.namespace}/{pod.name} is being deleted; "
+                             "wait until `emunet get pods` no longer lists it, then apply again")
         same_spec = dataclasses.replace(pod, labels=old.pod.labels, loc=old.pod.loc)
         if same_spec != old.pod:
             # The API server forbids changing a pod's spec in place (only labels and a few
