@@ -50,6 +50,8 @@ kind: Pod
 metadata: {{name: blob, namespace: rb, labels: {{app: blob}}}}
 spec:
   nodeName: node-2
+  # root: the command is this checkout's Python, which may sit where `nobody` cannot reach
+  securityContext: {{runAsUser: 0}}
   containers:
   - name: blob
     image: python:3.11
