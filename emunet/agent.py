@@ -28,7 +28,9 @@ from pathlib import Path
 
 from .ctstore import CtStore
 from .datapath import Drop, Encap, NodeTables, Send
+from .datapath.nodeport import UNDERLAY_PORT
 from .datapath.packets import fill_l4_checksum
+from .nodeport import underlay_socket
 from .observe.flowlog import FlowLog
 from .observe.hook import ObservedDatapath
 from .observe.record import describe
@@ -74,6 +76,13 @@ class Agent:
         self.udp.bind((me.underlay_ip, tables.vxlan_port))
         self.udp.setblocking(False)
         self.sel.register(self.udp, selectors.EVENT_READ, None)
+        # NodePort: TCP/UDP for this node's address in 30000-32767 (emunet/nodeport.py)
+        self.eth0: socket.socket | None = None
+        try:
+            self.eth0 = underlay_socket(me.underlay_ip)
+            self.sel.register(self.eth0, selectors.EVENT_READ, "eth0")
+        except OSError as e:  # no underlay eth0 (a lone node built without one)
+            log.info("no NodePort socket on eth0: %s", e)
         self.wake_r, self.wake_w = socket.socketpair()
         for s in (self.wake_r, self.wake_w):
             s.setblocking(False)
@@ -164,6 +173,8 @@ class Agent:
                     s = self.ports.get(a.port)
                     if s is not None:
                         s.send(a.frame)
+                    elif a.port == UNDERLAY_PORT and self.eth0 is not None:  # NodePort
+                        self.eth0.send(a.frame)
                 elif type(a) is Encap:
                     s = self.peer_socks.get((a.dst_ip, a.dst_port)) or self._peer(
                         a.dst_ip, a.dst_port)
@@ -202,6 +213,14 @@ class Agent:
                 return
             act(process(data, src, now))
 
+    def _read_eth0(self, now: float) -> None:
+        for _ in range(BATCH):
+            try:
+                data = self.eth0.recv(65535)  # type: ignore[union-attr]
+            except (BlockingIOError, InterruptedError):
+                return
+            self._act(self.dp.process_nodeport(data, now))
+
     def write_counters(self) -> None:
         c = {**self.dp.counters, **self.ct_store.counters(), "tx_errors": self.tx_errors,
              "csum_filled": self.csum_filled}
@@ -239,6 +258,8 @@ class Agent:
                 now = time.monotonic()
                 if key.data is None:
                     self._read_udp(now)
+                elif key.data == "eth0":
+                    self._read_eth0(now)
                 elif key.data == "signal":
                     while True:
                         try:

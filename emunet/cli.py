@@ -133,6 +133,12 @@ def cmd_get(a: argparse.Namespace) -> int:
 def cmd_exec(a: argparse.Namespace) -> int:
     _need_root()
     st = _load_state()
+    if a.outside:  # the NodePort client on the underlay (emunet/nodeport.py)
+        cmd = ([a.pod] if a.pod and a.pod != "--" else []) + a.command
+        cmd = cmd[1:] if cmd[:1] == ["--"] else cmd
+        if not cmd:
+            raise CLIError("no command given: emunet exec --outside -- CMD [ARGS...]", code=2)
+        os.execvp("ip", ["ip", "netns", "exec", naming.outside_netns(), *cmd])
     ps = st.pods.get((a.namespace or "default", a.pod))
     if ps is None:
         raise CLIError(f"pod {a.pod!r} not found in namespace {a.namespace or 'default'} "
@@ -247,9 +253,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--stdin", action="store_true", help="accepted for kubectl habits; "
                    "stdin is always passed")
     p.add_argument("-t", "--tty", action="store_true", help="accepted for kubectl habits")
-    p.add_argument("pod")
+    p.add_argument("--outside", action="store_true",
+                   help="run in the outside client namespace on the underlay (no POD)")
+    p.add_argument("pod", nargs="?")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     p.set_defaults(func=cmd_exec)
+    from .cli_faults import add_parsers as add_fault_parsers  # node stop|start, link
+
+    add_fault_parsers(sub)
     p = sub.add_parser("apply", help="create or update objects in the running cluster")
     p.add_argument("-f", "--filename", dest="file", required=True, help="manifest file")
     p.set_defaults(func=cmd_apply)

@@ -197,8 +197,8 @@ def _new_namespace(name: str, m: Manifest) -> None:
 
 def _planned_netns(state: ClusterState) -> list[str]:
     names = [n.netns for n in state.nodes]
-    if len(state.nodes) > 2:
-        names.append(naming.underlay_netns())
+    # the bridge and the outside client (lifecycle.up builds them for every cluster)
+    names += [naming.underlay_netns(), naming.outside_netns()]
     return names + [p.netns for p in state.pods.values()]
 
 
@@ -225,17 +225,19 @@ def _underlay_up(node: NodeState) -> None:
         ipr.link("set", index=idx, state="up")
 
 
-def build_underlay(state: ClusterState, m: Manifest) -> None:
+def build_underlay(state: ClusterState, m: Manifest, outside: bool = False) -> None:
     """Join the node namespaces: a veth pair for two nodes, a bridge namespace for more.
 
     The node ends are all called eth0 with the node's underlay IP; no pod traffic is routed by
-    the kernel over it, only the agents' VXLAN UDP datagrams (RFC 7348).
+    the kernel over it, only the agents' VXLAN UDP datagrams (RFC 7348) and NodePort traffic.
+    `outside`: also plug the outside client namespace into the bridge (always a bridge then,
+    whatever the node count): the machine a NodePort user connects from.
     """
     nodes = state.nodes
     eth0 = naming.UNDERLAY_IFNAME
-    if len(nodes) < 2:
+    if len(nodes) < 2 and not outside:
         return  # one node: pods talk through its agent only
-    if len(nodes) == 2:
+    if len(nodes) == 2 and not outside:
         a, b = nodes
         with _entered(a.netns), _netlink("creating the underlay veth", a.netns,
                                          exists=f"interface {eth0}") as ipr:
@@ -259,6 +261,33 @@ def build_underlay(state: ClusterState, m: Manifest) -> None:
                 ipr.link("set", index=idx, master=br, state="up")
     for n in nodes:
         _underlay_up(n)
+    if outside:
+        _build_outside(state, m)
+
+
+def _build_outside(state: ClusterState, m: Manifest) -> None:
+    """`<prefix>-outside`: a client namespace on the underlay bridge (port0), with the last
+    host address of the underlay network; `emunet exec --outside` runs commands there. Its
+    offloads are off, as a pod's: the node agent that answers its NodePort connections reads
+    standard, MTU-sized frames with full checksums."""
+    from .nodeport import outside_ip
+
+    name, eth0 = naming.outside_netns(), naming.UNDERLAY_IFNAME
+    under = naming.underlay_netns()
+    _new_namespace(name, m)
+    with _entered(under), _netlink("plugging in the outside client", under) as ipr:
+        ipr.link("add", ifname="port0", kind="veth", mtu=UNDERLAY_MTU,
+                 peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": name})
+        idx = ipr.link_lookup(ifname="port0")[0]
+        ipr.link("set", index=idx, master=ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0],
+                 state="up")
+    net = ipaddress.IPv4Network(state.cluster.underlay_cidr)
+    with _entered(name), _netlink("configuring the outside client", name) as ipr:
+        idx = ipr.link_lookup(ifname=eth0)[0]
+        ipr.addr("add", index=idx, address=outside_ip(str(net)), prefixlen=net.prefixlen)
+        ipr.link("set", index=idx, state="up")
+        _offloads_off(eth0, name)
+
 
 
 def resolv_conf(state: ClusterState, pod: PodState) -> str:

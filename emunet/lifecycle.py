@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import control, host, kernelnode, naming
+from . import control, faults, host, kernelnode, naming, nodeport
 from .config import load_config
 from .state import KUBE_SYSTEM, ClusterState
 from .supervisor import write_state
@@ -71,10 +71,13 @@ def up(path: str, progress: Progress) -> ClusterState:
         for i, node in enumerate(state.nodes, 1):
             host.build_node(state, node, m)
             _fault("node", i)
-        host.build_underlay(state, m)
+        host.build_underlay(state, m, outside=True)
         for node in state.nodes:
             if kernelnode.is_kernel(state, node.name):
                 kernelnode.build(state, node)  # Flannel + kube-proxy style; no agent
+            else:  # node ports are the agent's, never the node kernel's (emunet/nodeport.py)
+                nodeport.install_ingress_drop(node.netns, node.underlay_ip)
+        faults.apply_declared(state)  # Cluster document: per-node impairment blocks
         _fault("underlay")
         progress(f"nodes: {', '.join(n.name for n in state.nodes)} (underlay "
                  f"{state.cluster.underlay_cidr}, VXLAN VNI {state.cluster.vxlan_vni} "

@@ -37,6 +37,20 @@ class Loc:
 
 
 @dataclass(frozen=True)
+class Impairment:
+    """A node's underlay link impairment (emunet.faults): tc netem + tbf on its eth0."""
+
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    rate_bps: int = 0  # 0: no rate limit
+
+    @property
+    def active(self) -> bool:
+        return bool(self.delay_ms or self.loss_pct or self.rate_bps)
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     name: str
     pod_cidr: str | None = None  # None: the index-th /24 of the cluster CIDR
@@ -45,6 +59,7 @@ class NodeSpec:
     # "emunet": the Python agent forwards; "kernel": Linux forwards, built as Flannel +
     # kube-proxy (nftables mode) build a k3s node (emunet.kernelnode). Interop and baseline.
     datapath: str = "emunet"
+    impairment: Impairment | None = None  # Cluster document: nodes[].impairment
 
 
 @dataclass(frozen=True)

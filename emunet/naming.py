@@ -38,6 +38,11 @@ def underlay_netns() -> str:
     return f"{prefix()}-underlay"
 
 
+def outside_netns() -> str:
+    """The outside client on the underlay (NodePort from outside the cluster)."""
+    return f"{prefix()}-outside"
+
+
 def host_ifname(pod_ip: str) -> str:
     """Node-side name of a pod's veth: 'veth' + the pod IP in hex (12 chars, IFNAMSIZ-safe)."""
     return "veth" + ipaddress.IPv4Address(pod_ip).packed.hex()

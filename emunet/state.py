@@ -378,7 +378,9 @@ def _loc(d: dict | None) -> model.Loc | None:
 
 
 def _cluster_from(d: dict) -> ClusterSpec:
-    nodes = tuple(NodeSpec(**{**n, "loc": _loc(n.get("loc"))}) for n in d["nodes"])
+    nodes = tuple(NodeSpec(**{**n, "loc": _loc(n.get("loc")),
+                              "impairment": model.Impairment(**n["impairment"])
+                              if n.get("impairment") else None}) for n in d["nodes"])
     return ClusterSpec(**{**d, "nodes": nodes, "dns_upstreams": tuple(d["dns_upstreams"]),
                           "loc": _loc(d.get("loc"))})
 

@@ -110,6 +110,8 @@ class Supervisor:
         self.lock = asyncio.Lock()
         self.stopping = asyncio.Event()
         self.controllers = Controllers(self)  # Deployments, probes, termination, events
+        self.stopped_nodes: set[str] = set()  # `emunet node stop` (emunet/nodepower.py)
+        self.paused: set[str] = set()  # children not to restart: their node is stopped
         self.started = time.time()
 
     def _dns_pod(self):
@@ -158,7 +160,7 @@ class Supervisor:
 
     def _tick(self) -> None:
         for child in self.children.values():
-            if not child.alive():
+            if not child.alive() and child.role not in self.paused:
                 if child.popen is not None:
                     child.restarts += 1
                     log.warning("%s exited (%s); restarting", child.role,
@@ -247,6 +249,16 @@ class Supervisor:
     async def _op_shutdown(self, req, say) -> dict:
         self.stopping.set()
         return {}
+
+    async def _op_node(self, req, say) -> dict:
+        """`emunet node stop|start NODE`: a node failure and its recovery."""
+        from . import nodepower
+
+        if req.get("action") not in ("stop", "start"):
+            raise StateError(f"unknown node action {req.get('action')!r}: use stop or start")
+        async with self.lock:
+            fn = nodepower.stop if req["action"] == "stop" else nodepower.start
+            return {"changes": [await fn(self, req["node"])]}
 
     async def _op_label(self, req, say) -> dict:
         """Relabel a pod or namespace; agents recompile identities and policies on SIGHUP."""

@@ -179,7 +179,8 @@ def _nodes(spec: Obj, cluster: IPv4Network | None,
     cidrs: list[tuple[IPv4Network, str]] = []
     ips: dict[IPv4Address, str] = {}
     for index, obj in enumerate(items, start=1):
-        obj.check_fields(("name", "podCIDR", "underlayIP", "datapath"), what="node")
+        obj.check_fields(("name", "podCIDR", "underlayIP", "datapath", "impairment"),
+                         what="node")
         name = obj.str("name", required=True, check=names.dns1123_label)
         datapath = obj.str("datapath", choices=("emunet", "kernel")) or "emunet"
         if name is not None and name in seen:
@@ -217,8 +218,28 @@ def _nodes(spec: Obj, cluster: IPv4Network | None,
         nodes.append(model.NodeSpec(
             name=name or "", pod_cidr=str(pod_cidr) if obj.has("podCIDR") else None,
             underlay_ip=str(ip) if obj.has("underlayIP") else None,
-            loc=model.Loc(spec.col.file, obj.line), datapath=datapath))
+            loc=model.Loc(spec.col.file, obj.line), datapath=datapath,
+            impairment=_impairment(obj)))
     return tuple(nodes)
+
+
+def _impairment(node: Obj) -> model.Impairment | None:
+    """nodes[].impairment: {delay, jitter, loss, rate} as tc writes them (emunet.faults)."""
+    from ..faults import ImpairmentError, parse  # faults builds on the model
+
+    imp = node.map("impairment")
+    if imp is None:
+        return None
+    keys = ("delay", "jitter", "loss", "rate")
+    imp.check_fields(keys, what="impairment")
+    values = {k: imp.str(k) for k in keys}
+    try:
+        return parse(**values)
+    except ImpairmentError as e:
+        field, _, msg = str(e).partition(": ")
+        imp.error(field if field in keys and imp.has(field) else None, msg,
+                  "e.g. impairment: {delay: 50ms, jitter: 5ms, loss: 5%, rate: 10mbit}")
+        return None
 
 
 def _underlay_ip(obj: Obj, index: int, underlay: IPv4Network | None) -> IPv4Address | None:

@@ -86,6 +86,7 @@ def _check_netns(col: Collector, parsed: Parsed, spec: model.ClusterSpec,
     owners: dict[str, str] = {}
     if not base_mode:
         owners[naming.underlay_netns()] = "the underlay"
+        owners[naming.outside_netns()] = "the outside client"
         for node in spec.nodes:
             owners.setdefault(naming.node_netns(node.name), f"node {node.name}")
     for pod, doc in parsed.pods:

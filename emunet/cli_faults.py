@@ -1,0 +1,72 @@
+"""CLI verbs for faults: `emunet node stop|start NODE` and `emunet link set|show|reset`.
+
+Node power goes through the supervisor (emunet/nodepower.py); link impairments are tc qdiscs on
+the node's underlay eth0, set directly (emunet/faults.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import control, faults, views
+from .hostmanifest import HostError
+
+
+def _cli():
+    from . import cli  # cli imports this module to register the verbs
+
+    return cli
+
+
+def cmd_node(a: argparse.Namespace) -> int:
+    cli = _cli()
+    cli._need_root()
+    res = control.request("node", action=a.action, node=a.node, timeout=30)
+    for line in res["changes"]:
+        print(line)
+    return 0
+
+
+def cmd_link(a: argparse.Namespace) -> int:
+    cli = _cli()
+    cli._need_root()
+    st = cli._load_state()
+    if a.action == "show":
+        print(views.table(faults.show(st)))
+        return 0
+    if not a.node:
+        raise cli.CLIError(f"say which node: emunet link {a.action} NODE", code=2)
+    names = [n.name for n in st.nodes]
+    if a.node not in names:
+        raise cli.CLIError(f"no node named {a.node!r} (nodes: {', '.join(names)})", code=2)
+    try:
+        if a.action == "reset":
+            faults.reset(st, a.node)
+            print(f"link/{a.node} reset (no impairment)")
+            return 0
+        imp = faults.parse(a.delay, a.jitter, a.loss, a.rate)
+        faults.apply(st, a.node, imp)
+    except faults.ImpairmentError as e:
+        raise cli.CLIError(str(e), code=2) from None
+    except HostError as e:
+        raise cli.CLIError(str(e)) from None
+    print(f"link/{a.node} impaired: {faults.describe(imp)}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("node", help="stop or start a node (its agent and pods), as a failure",
+                       usage="emunet node stop|start NODE")
+    p.add_argument("action", choices=["stop", "start"])
+    p.add_argument("node")
+    p.set_defaults(func=cmd_node)
+    p = sub.add_parser("link", help="impair a node's underlay link (tc netem/tbf)",
+                       usage="emunet link set NODE [--delay 50ms] [--jitter 5ms] [--loss 5%%] "
+                             "[--rate 10mbit] | show | reset NODE")
+    p.add_argument("action", choices=["set", "show", "reset"])
+    p.add_argument("node", nargs="?")
+    p.add_argument("--delay", help="added one-way delay, e.g. 50ms (netem)")
+    p.add_argument("--jitter", help="delay variation, e.g. 5ms (netem; needs --delay)")
+    p.add_argument("--loss", help="random loss, e.g. 5%% (netem)")
+    p.add_argument("--rate", help="rate limit, e.g. 10mbit (tbf)")
+    p.set_defaults(func=cmd_link)

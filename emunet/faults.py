@@ -1,0 +1,187 @@
+"""Link impairments on a node's underlay eth0 (Mininet's TCLink, containerlab's `tools netem`).
+
+`emunet link set NODE --delay 50ms --jitter 5ms --loss 5% --rate 10mbit` turns into iproute2 tc
+qdiscs on the node's eth0: netem for delay, jitter and loss (root, handle 1:), tbf for the rate
+(netem's child 1:1, or the root alone when only a rate is asked). tc shapes what a device
+*sends*, so the impairment applies to everything leaving the node on the underlay (its VXLAN
+datagrams and NodePort replies): a ping from a pod on this node to one elsewhere gets the delay
+once per round trip. The same block is declarable per node in the Cluster document
+(`impairment:`). What is set is kept in `<run dir>/links.json` for `emunet link show`.
+
+Parsing is pure (values as tc writes them); only `apply`/`reset` run tc (`tc -n <node netns>`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import asdict
+
+from . import naming
+from .hostmanifest import HostError
+from .model import Impairment
+from .state import ClusterState
+
+_TIME = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s)$")
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$")
+_PCT = re.compile(r"^(\d+(?:\.\d+)?)%$")
+_TIME_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_RATE_UNIT = {"bit": 1, "kbit": 1000, "mbit": 1000_000, "gbit": 1000_000_000}
+TBF_LATENCY_MS = 100  # how long a packet may wait in tbf before it is dropped
+
+
+class ImpairmentError(ValueError):
+    """A value tc would not take: the message names the field and the expected form."""
+
+
+def parse_time(field: str, text: str) -> float:
+    """'50ms' | '0.5s' | '200us' -> milliseconds."""
+    m = _TIME.match(text.strip())
+    if m is None:
+        raise ImpairmentError(f"{field}: {text!r} is not a duration (write e.g. 50ms)")
+    return float(m.group(1)) * _TIME_UNIT[m.group(2)]
+
+
+def parse_rate(field: str, text: str) -> int:
+    """'10mbit' -> bits per second (tc's units: bit, kbit, mbit, gbit; k = 1000)."""
+    m = _RATE.match(text.strip().lower())
+    if m is None or float(m.group(1)) <= 0:
+        raise ImpairmentError(f"{field}: {text!r} is not a rate (write e.g. 10mbit)")
+    return int(float(m.group(1)) * _RATE_UNIT[m.group(2)])
+
+
+def parse_loss(field: str, text: str) -> float:
+    """'5%' -> 5.0 (0-100)."""
+    m = _PCT.match(text.strip())
+    if m is None or float(m.group(1)) > 100:
+        raise ImpairmentError(f"{field}: {text!r} is not a percentage 0-100% (write e.g. 5%)")
+    return float(m.group(1))
+
+
+def parse(delay: str | None = None, jitter: str | None = None, loss: str | None = None,
+          rate: str | None = None) -> Impairment:
+    """Build an Impairment from tc-style strings; jitter needs a delay (netem's rule)."""
+    imp = Impairment(
+        delay_ms=parse_time("delay", delay) if delay else 0.0,
+        jitter_ms=parse_time("jitter", jitter) if jitter else 0.0,
+        loss_pct=parse_loss("loss", loss) if loss else 0.0,
+        rate_bps=parse_rate("rate", rate) if rate else 0)
+    if imp.jitter_ms and not imp.delay_ms:
+        raise ImpairmentError("jitter: needs a delay (netem varies the delay by the jitter)")
+    if imp.jitter_ms > imp.delay_ms:
+        raise ImpairmentError("jitter: larger than the delay (netem would reorder packets)")
+    if not imp.active:
+        raise ImpairmentError("nothing to set: give --delay, --jitter, --loss or --rate")
+    return imp
+
+
+def describe(imp: Impairment) -> str:
+    parts = []
+    if imp.delay_ms:
+        parts.append(f"delay {imp.delay_ms:g}ms" + (f" ±{imp.jitter_ms:g}ms"
+                                                    if imp.jitter_ms else ""))
+    if imp.loss_pct:
+        parts.append(f"loss {imp.loss_pct:g}%")
+    if imp.rate_bps:
+        parts.append(f"rate {imp.rate_bps / 1e6:g}mbit")
+    return ", ".join(parts) or "none"
+
+
+def tc_commands(netns: str, imp: Impairment, dev: str = "eth0") -> list[list[str]]:
+    """The tc commands for one impairment (replace: idempotent over an earlier one)."""
+    tc = ["tc", "-n", netns, "qdisc"]
+    netem = []
+    if imp.delay_ms:
+        netem += ["delay", f"{imp.delay_ms:g}ms"]
+        if imp.jitter_ms:
+            netem += [f"{imp.jitter_ms:g}ms"]
+    if imp.loss_pct:
+        netem += ["loss", f"{imp.loss_pct:g}%"]
+    tbf = []
+    if imp.rate_bps:
+        # burst: at least one 10 ms tick of the rate and a few full frames (tbf needs > MTU)
+        burst = max(imp.rate_bps // 8 // 100, 4 * 1514)
+        tbf = ["tbf", "rate", f"{imp.rate_bps}bit", "burst", str(burst),
+               "latency", f"{TBF_LATENCY_MS}ms"]
+    cmds = [[*tc, "del", "dev", dev, "root"]]  # may fail (nothing set): ignored by apply
+    if netem:
+        cmds.append([*tc, "add", "dev", dev, "root", "handle", "1:", "netem", *netem])
+        if tbf:
+            cmds.append([*tc, "add", "dev", dev, "parent", "1:1", "handle", "10:", *tbf])
+    elif tbf:
+        cmds.append([*tc, "add", "dev", dev, "root", "handle", "1:", *tbf])
+    return cmds
+
+
+def _run(cmd: list[str], ignore_error: bool = False) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if r.returncode != 0 and not ignore_error:
+        err = r.stderr.strip()
+        if "netem" in cmd and ("not found" in err.lower() or "unknown qdisc" in err.lower()):
+            raise HostError("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): delay, "
+                            "jitter and loss cannot be emulated here; --rate works (tbf)")
+        raise HostError(f"{' '.join(cmd)}: {err}")
+
+
+def _links_path():
+    return naming.run_dir() / "links.json"
+
+
+def read_links() -> dict[str, dict]:
+    try:
+        return json.loads(_links_path().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_links(links: dict[str, dict]) -> None:
+    path = _links_path()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(links, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def apply(state: ClusterState, node: str, imp: Impairment) -> None:
+    """Set the impairment on NODE's eth0 (replacing any earlier one) and record it."""
+    netns = state.node(node).netns
+    cmds = tc_commands(netns, imp)
+    _run(cmds[0], ignore_error=True)
+    try:
+        for cmd in cmds[1:]:
+            _run(cmd)
+    except HostError:
+        _run(cmds[0], ignore_error=True)  # never leave half an impairment behind
+        raise
+    links = read_links()
+    links[node] = asdict(imp)
+    _write_links(links)
+
+
+def reset(state: ClusterState, node: str) -> None:
+    _run(["tc", "-n", state.node(node).netns, "qdisc", "del", "dev", "eth0", "root"],
+         ignore_error=True)
+    links = read_links()
+    links.pop(node, None)
+    _write_links(links)
+
+
+def apply_declared(state: ClusterState) -> None:
+    """`up`: the impairment blocks of the Cluster document."""
+    for spec in state.cluster.nodes:
+        if spec.impairment is not None and spec.impairment.active:
+            apply(state, spec.name, spec.impairment)
+
+
+def show(state: ClusterState) -> list[list[str]]:
+    """Rows for `emunet link show`: node, underlay IP, what is set, the kernel's qdiscs."""
+    links = read_links()
+    rows = [["NODE", "UNDERLAY", "IMPAIRMENT", "QDISC (tc)"]]
+    for n in state.nodes:
+        imp = Impairment(**links[n.name]) if n.name in links else None
+        r = subprocess.run(["tc", "-n", n.netns, "qdisc", "show", "dev", "eth0"],
+                           capture_output=True, text=True, check=False)
+        qdiscs = "; ".join(line.strip() for line in r.stdout.splitlines()
+                           if not line.startswith("qdisc clsact")) or "-"
+        rows.append([n.name, n.underlay_ip, describe(imp) if imp else "none", qdiscs])
+    return rows
