@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from .ctstore import CtStore
-from .datapath import Drop, Encap, NodeTables, Send
+from .datapath import Drop, Encap, NodeTables, Send, gso
 from .datapath.nodeport import UNDERLAY_PORT
 from .datapath.packets import fill_l4_checksum
 from .nodeport import underlay_socket
@@ -41,12 +41,13 @@ log = logging.getLogger("emunet.agent")
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
-PACKET_AUXDATA = 8
+PACKET_VNET_HDR = 15  # frames carry a struct virtio_net_hdr: GSO super-frames kept whole
 PACKET_IGNORE_OUTGOING = 23  # do not see our own transmissions (Linux >= 4.20)
 SO_NO_CHECK = 11  # zero outer UDP checksum, as Linux's vxlan driver sends (RFC 7348 §5)
-TP_STATUS_CSUMNOTREADY = 1 << 3  # CHECKSUM_PARTIAL: only the pseudo-header sum is present
-_AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata (linux/if_packet.h)
-_CMSG_LEN = socket.CMSG_SPACE(_AUXDATA.size)
+SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104  # UDP GSO (Linux >= 4.18) and GRO (>= 5.0)
+_GRO_CMSG_LEN = socket.CMSG_SPACE(4)
+_U16N = struct.Struct("=H")
+RECV_MAX = 65536 + 14 + gso.VNET_LEN  # a 64 KB GSO super-frame with its headers
 SOCK_BUF = 4 << 20
 BATCH = 64  # frames per socket per wakeup, so one busy pod cannot starve the others
 
@@ -60,6 +61,9 @@ class Agent:
         self.peer_socks: dict[tuple[str, int], socket.socket] = {}
         self.tx_errors = 0
         self.csum_filled = 0
+        # offloads (emunet.datapath.gso): the GSO segment size of the frame in hand (0: none)
+        self.gso_size = 0
+        self.gso_stats = {"gso_rx": 0, "gso_segments": 0, "gro_merged": 0, "gso_dropped": 0}
         tables = self._load()
         self.dp = ObservedDatapath(tables, random.Random())
         # conntrack (and so NAT) outlives this process: load the last agent's snapshot first
@@ -74,6 +78,10 @@ class Agent:
         self.udp.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
         self._bufs(self.udp)
         self.udp.bind((me.underlay_ip, tables.vxlan_port))
+        # UDP GRO: one recv returns a train of same-sized datagrams of one sender (the
+        # underlay's GRO coalesced them; each is still a standard VXLAN datagram on the wire)
+        self.udp.setsockopt(SOL_UDP, UDP_GRO, 1)
+        self.big = self._state.cluster.mtu + 14  # a longer frame can only be a super-frame
         self.udp.setblocking(False)
         self.sel.register(self.udp, selectors.EVENT_READ, None)
         # NodePort: TCP/UDP for this node's address in 30000-32767 (emunet/nodeport.py)
@@ -121,7 +129,7 @@ class Agent:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             try:
                 s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-                s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+                s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
                 self._bufs(s)
                 s.bind((name, ETH_P_ALL))
             except OSError as e:  # the veth may not exist yet: retried every second
@@ -151,19 +159,20 @@ class Agent:
         log.info("emunet agent %s: reloaded, %d pods (%d veths not ready)", self.node,
                  len(self.dp.tables.pods_by_port), len(self.missing))
 
-    def _peer(self, ip: str, port: int) -> socket.socket:
+    def _peer(self, ip: str, port: int, checksum: bool = False) -> socket.socket:
         """A UDP socket connected to one peer VTEP: send() skips the per-datagram address
         parse and route lookup of sendto(). Its source port is ephemeral, which RFC 7348 §5
         allows (it recommends a hashed source port; receivers key on the destination port)."""
-        s = self.peer_socks.get((ip, port))
+        s = self.peer_socks.get((ip, port, checksum))
         if s is None:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+            if not checksum:  # Linux refuses UDP GSO without checksums: a socket of its own
+                s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
             self._bufs(s)
             s.bind((self._state.node(self.node).underlay_ip, 0))
             s.connect((ip, port))
             s.setblocking(False)
-            self.peer_socks[(ip, port)] = s
+            self.peer_socks[(ip, port, checksum)] = s
         return s
 
     def _act(self, actions: list) -> None:
@@ -171,12 +180,23 @@ class Agent:
             try:
                 if type(a) is Send:
                     s = self.ports.get(a.port)
-                    if s is not None:
-                        s.send(a.frame)
-                    elif a.port == UNDERLAY_PORT and self.eth0 is not None:  # NodePort
-                        self.eth0.send(a.frame)
+                    if s is None:
+                        if a.port == UNDERLAY_PORT and self.eth0 is not None:  # NodePort
+                            if self.gso_size and len(a.frame) > self.big:  # the wire: MSS
+                                for seg in gso.segment_tcp(a.frame, 0, self.gso_size):
+                                    self.eth0.send(seg)
+                            else:
+                                self.eth0.send(a.frame)
+                        continue
+                    if self.gso_size and len(a.frame) > self.big:
+                        self._send_super(s, a.frame)
+                    else:
+                        s.send(gso.VNET_NONE + a.frame)
                 elif type(a) is Encap:
-                    s = self.peer_socks.get((a.dst_ip, a.dst_port)) or self._peer(
+                    if self.gso_size and len(a.payload) > self.big + 8:
+                        self._encap_super(a)
+                        continue
+                    s = self.peer_socks.get((a.dst_ip, a.dst_port, False)) or self._peer(
                         a.dst_ip, a.dst_port)
                     s.send(a.payload)
                 elif type(a) is not Drop and type(a) is not Verdict:
@@ -184,34 +204,93 @@ class Agent:
             except (BlockingIOError, OSError):
                 self.tx_errors += 1  # a full queue or a vanished veth: the frame is lost
 
+    def _send_super(self, s: socket.socket, frame: bytes) -> None:
+        """A TCP super-frame to a pod, whole: a GSO vnet header and CHECKSUM_PARTIAL (the
+        pseudo-header sum over the frame's final, NAT'ed addresses); the pod's kernel takes it
+        as one 64 KB receive, as it would from a virtio NIC."""
+        l4 = 14 + (frame[14] & 0xF) * 4
+        mv = memoryview(frame)
+        s.sendmsg((gso.vnet_tcp4(frame, 14, self.gso_size), mv[:l4 + 16],
+                   gso.partial_csum(frame, 14), mv[l4 + 18:]))
+
+    def _encap_super(self, a: Encap) -> None:
+        """A TCP super-frame to another node: cut into MSS-sized inner frames (standard VXLAN
+        datagrams, complete checksums), sent with UDP GSO: one sendmsg per up to 64 datagrams,
+        which the kernel splits into separate datagrams before the wire."""
+        segs = gso.segment_tcp(a.payload, 8, self.gso_size)
+        self.gso_stats["gso_segments"] += len(segs)
+        s = self.peer_socks.get((a.dst_ip, a.dst_port, True)) or self._peer(
+            a.dst_ip, a.dst_port, True)
+        for batch in gso.gso_batches(segs):
+            try:
+                if len(batch) == 1:
+                    s.send(batch[0])
+                else:
+                    s.sendmsg((b"".join(batch),),
+                              ((SOL_UDP, UDP_SEGMENT, _U16N.pack(len(batch[0]))),))
+            except OSError:
+                self.tx_errors += 1
+
     def _read_port(self, s: socket.socket, name: str, now: float) -> None:
-        # recvmsg(65535) measured as fast as recvmsg_into a reused buffer plus a copy (the
+        # recv(RECV_MAX) measured as fast as recv_into a reused buffer plus a copy (the
         # oversized bytes object is shrunk in place); method lookups are hoisted out of the loop.
-        recv, process, act, unpack = s.recvmsg, self.dp.process, self._act, _AUXDATA.unpack_from
+        recv, process, act, big = s.recv, self.dp.process, self._act, self.big
         for _ in range(BATCH):
             try:
-                data, anc, _flags, _addr = recv(65535, _CMSG_LEN)
+                data = recv(RECV_MAX)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:  # ENETDOWN/ENXIO: the pod's veth went away under us
                 self._lose_port(name, e)
                 return
-            # PACKET_AUXDATA is the only control message asked for (struct tpacket_auxdata)
-            if anc and unpack(anc[0][2])[0] & TP_STATUS_CSUMNOTREADY:
-                frame = bytearray(data)
-                if fill_l4_checksum(frame):
+            # struct virtio_net_hdr first (PACKET_VNET_HDR): flags, gso_type, ..., gso_size
+            flags, gso_type = data[0], data[1]
+            frame = data[gso.VNET_LEN:]
+            if gso_type and len(frame) > big:
+                if gso_type & ~gso.GSO_ECN != gso.GSO_TCPV4:  # the veth only offloads TCP
+                    self.gso_stats["gso_dropped"] += 1
+                    continue
+                self.gso_stats["gso_rx"] += 1
+                self.gso_size = _U16N.unpack_from(data, 4)[0]  # gso_size
+                try:
+                    act(process(frame, name, now))
+                finally:
+                    self.gso_size = 0
+                continue
+            if flags & gso.VNET_F_NEEDS_CSUM:  # CHECKSUM_PARTIAL: finish it, as a NIC would
+                buf = bytearray(frame)
+                if fill_l4_checksum(buf):
                     self.csum_filled += 1
-                data = bytes(frame)
-            act(process(data, name, now))
+                frame = bytes(buf)
+            act(process(frame, name, now))
 
     def _read_udp(self, now: float) -> None:
-        recv, process, act = self.udp.recvfrom, self.dp.process_underlay, self._act
+        recv, process, act = self.udp.recvmsg, self.dp.process_underlay, self._act
         for _ in range(BATCH):
             try:
-                data, (src, _port) = recv(65535)
+                data, anc, _flags, (src, _port) = recv(65535, _GRO_CMSG_LEN)
             except (BlockingIOError, InterruptedError):
                 return
-            act(process(data, src, now))
+            size = 0
+            for level, kind, val in anc:
+                if level == SOL_UDP and kind == UDP_GRO:
+                    size = int.from_bytes(val[:4], sys.byteorder)
+            if not size or size >= len(data):
+                act(process(data, src, now))
+                continue
+            # a GRO train: datagrams of `size` bytes (the last may be shorter); consecutive
+            # segments of one TCP flow become one super-frame for the pod (emunet.datapath.gso)
+            grams = [data[i:i + size] for i in range(0, len(data), size)]
+            for gram, gso_size in gso.coalesce_tcp(grams, 8):
+                if gso_size:
+                    self.gso_stats["gro_merged"] += 1
+                    self.gso_size = gso_size
+                    try:
+                        act(process(gram, src, now))
+                    finally:
+                        self.gso_size = 0
+                else:
+                    act(process(gram, src, now))
 
     def _read_eth0(self, now: float) -> None:
         for _ in range(BATCH):
@@ -223,7 +302,7 @@ class Agent:
 
     def write_counters(self) -> None:
         c = {**self.dp.counters, **self.ct_store.counters(), "tx_errors": self.tx_errors,
-             "csum_filled": self.csum_filled}
+             "csum_filled": self.csum_filled, **self.gso_stats}
         c["flow_events_lost"] = self.dp.lost_events
         doc = {"node": self.node, "pid": os.getpid(), "time": time.time(), "counters": c,
                "started": self.started,

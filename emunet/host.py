@@ -63,6 +63,19 @@ def _offload_feature(name: str) -> bool:
             or name.endswith("-segmentation"))
 
 
+# spec.offloads (the default): pod veths keep TCP segmentation and checksum offloads, as on a
+# real node; the agent reads TCP super-frames with a virtio-net header (PACKET_VNET_HDR) and
+# segments them itself before VXLAN (emunet.datapath.gso). UDP segmentation and GRO stay off.
+_POD_OFFLOADS = ("tx-checksum-ipv4", "tx-checksum-ip-generic", "tx-tcp-segmentation",
+                 "tx-tcp-ecn-segmentation", "tx-tcp-mangleid-segmentation",
+                 "tx-generic-segmentation")
+# The emunet node's underlay eth0 stands for a wire and a NIC: frames leave it MTU-sized with
+# complete checksums (segmentation and tx-checksum off, so the agents' UDP GSO trains are split
+# into standard datagrams before the wire); on receive its GRO coalesces same-flow datagrams
+# for the agent's UDP_GRO socket, as a NIC driver's GRO would.
+_UNDERLAY_OFFLOADS = ("rx-gro",)
+
+
 def _exists_msg(what: str) -> str:
     return f"{what} already exists (left over from an earlier run?): run `emunet down`"
 
@@ -170,12 +183,17 @@ def _set_sysctls(netns: str) -> None:
 
 def _offloads_off(ifname: str, netns: str) -> None:
     """Call inside `netns`: the ioctl socket, and so the device lookup, is in that namespace."""
+    _offloads_only(ifname, netns, ())
+
+
+def _offloads_only(ifname: str, netns: str, keep: tuple[str, ...]) -> None:
+    """Every offload feature off except those named in `keep` (turned on). Inside `netns`."""
     eth = IoctlEthtool(ifname)
     try:
         features = eth.get_features()
         for name in list(features.keys()):
             if _offload_feature(name) and features.is_available(name):
-                features[name] = False
+                features[name] = name in keep
         eth.set_features(features)
     except (EthtoolError, OSError) as e:
         raise HostError(f"cannot turn off offloads on {ifname} in network namespace {netns}: "
@@ -217,12 +235,14 @@ def build_node(state: ClusterState, node: NodeState, m: Manifest) -> None:
     _new_namespace(node.netns, m)
 
 
-def _underlay_up(node: NodeState) -> None:
+def _underlay_up(node: NodeState, offloads: bool) -> None:
     """Address and bring up the node's underlay eth0 (created by build_underlay)."""
     with _entered(node.netns), _netlink("configuring the underlay", node.netns) as ipr:
         idx = ipr.link_lookup(ifname=naming.UNDERLAY_IFNAME)[0]
         ipr.addr("add", index=idx, address=node.underlay_ip, prefixlen=node.underlay_prefixlen)
         ipr.link("set", index=idx, state="up")
+        if offloads:
+            _offloads_only(naming.UNDERLAY_IFNAME, node.netns, _UNDERLAY_OFFLOADS)
 
 
 def build_underlay(state: ClusterState, m: Manifest, outside: bool = False) -> None:
@@ -260,7 +280,7 @@ def build_underlay(state: ClusterState, m: Manifest, outside: bool = False) -> N
                 idx = ipr.link_lookup(ifname=port)[0]
                 ipr.link("set", index=idx, master=br, state="up")
     for n in nodes:
-        _underlay_up(n)
+        _underlay_up(n, state.cluster.offloads and not is_kernel(state, n.name))
     if outside:
         _build_outside(state, m)
 
@@ -287,7 +307,6 @@ def _build_outside(state: ClusterState, m: Manifest) -> None:
         ipr.addr("add", index=idx, address=outside_ip(str(net)), prefixlen=net.prefixlen)
         ipr.link("set", index=idx, state="up")
         _offloads_off(eth0, name)
-
 
 
 def resolv_conf(state: ClusterState, pod: PodState) -> str:
@@ -360,6 +379,8 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
                     ipr.brport("set", index=ipr.link_lookup(ifname=pod.host_ifname)[0], mode=1)
             if not kernel:
                 _offloads_off(pod.host_ifname, node.netns)
+                if state.cluster.offloads:
+                    _offloads_only(pod.host_ifname, node.netns, _POD_OFFLOADS)
         with _entered(pod.netns):
             _set_sysctls(pod.netns)  # before eth0 comes up: no IPv6 link-local, no DAD
             with _netlink("configuring eth0", pod.netns) as ipr:
@@ -370,6 +391,8 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
                 ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway_ip)
             if not kernel:
                 _offloads_off(naming.POD_IFNAME, pod.netns)
+                if state.cluster.offloads:
+                    _offloads_only(naming.POD_IFNAME, pod.netns, _POD_OFFLOADS)
     except BaseException:
         with contextlib.suppress(HostError):
             remove_pod(pod, m)

@@ -76,6 +76,9 @@ class ClusterSpec:
     mtu: int = DEFAULT_MTU
     dns_ttl: int = DEFAULT_DNS_TTL
     conntrack_max: int = DEFAULT_CONNTRACK_MAX  # spec.conntrack.max: tracked connections
+    # spec.offloads: TSO/checksum offloads stay on in emunet pods' veths; agents carry TCP
+    # super-frames whole and segment them for the wire (emunet.datapath.gso)
+    offloads: bool = True
     dns_upstreams: tuple[str, ...] = ()
     loc: Loc | None = None
 

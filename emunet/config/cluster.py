@@ -23,7 +23,7 @@ MAX_VNI = 2**24 - 1  # the VNI is a 24-bit field (RFC 7348 section 5)
 UNDERLAY_FIRST_HOST = 10  # state.py: node i gets underlay network + 10 + i
 
 _SPEC_FIELDS = ("nodes", "clusterCIDR", "serviceCIDR", "clusterDNS", "clusterDomain",
-                "underlay", "vxlan", "mtu", "dns", "conntrack")
+                "underlay", "vxlan", "mtu", "dns", "conntrack", "offloads")
 _META_FIELDS = ("name",)
 _META_IGNORED = ("labels", "annotations")
 
@@ -130,6 +130,7 @@ def parse_cluster(doc: Obj) -> model.ClusterSpec | None:
                    why="connections each node agent tracks (Linux: nf_conntrack_max)")
         ct_max = ct_max if v is None else v
 
+    offloads = spec.bool("offloads")
     nodes = _nodes(spec, cluster, underlay)
     if len(doc.col.errors) > errors_before:
         return None
@@ -138,7 +139,8 @@ def parse_cluster(doc: Obj) -> model.ClusterSpec | None:
         cluster_dns=str(dns_ip), cluster_domain=domain or model.DEFAULT_CLUSTER_DOMAIN,
         vxlan_vni=vni, vxlan_port=port, underlay_cidr=str(underlay),
         mtu=model.DEFAULT_MTU if mtu is None else mtu, dns_ttl=ttl, dns_upstreams=upstreams,
-        conntrack_max=ct_max, loc=model.Loc(doc.col.file, doc.line))
+        conntrack_max=ct_max, offloads=True if offloads is None else offloads,
+        loc=model.Loc(doc.col.file, doc.line))
 
 
 def _check_overlaps(spec: Obj, underlay_obj: Obj | None, cluster: IPv4Network | None,

@@ -7,6 +7,7 @@ fixture, also when a test fails; the run dir is a temporary directory.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import os
 import shutil
@@ -180,14 +181,28 @@ def test_resolv_conf_and_hosts_inside_the_pod(two):
 
 
 @needs_root
-def test_offloads_off_on_both_veth_ends(two):
-    state, _ = two
+@pytest.mark.parametrize("offloads", [False, True])
+def test_offloads_on_both_veth_ends(env, offloads):
+    # spec.offloads: false -> every offload off; true (the default) -> TCP segmentation and
+    # checksum offloads on (the agent takes super-frames with a vnet header), UDP
+    # segmentation and GRO still off; the underlay eth0 sends MTU-sized, complete frames.
+    cfg = _config(2)
+    cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, offloads=offloads))
+    state = ClusterState.plan(cfg)
+    _build(state, env)
+    on = "on" if offloads else "off"
     for p in state.pods.values():
         for ns, ifname in ((p.netns, "eth0"), (state.node(p.node).netns, p.host_ifname)):
             out = in_ns(ns, "ethtool", "-k", ifname).stdout
-            for feature in ("tx-checksumming", "tcp-segmentation-offload",
-                            "generic-segmentation-offload", "generic-receive-offload"):
+            for feature in ("tx-checksumming", "tcp-segmentation-offload"):
+                assert f"{feature}: {on}" in out, (ns, ifname, feature)
+            for feature in ("generic-receive-offload", "tx-udp-segmentation"):
                 assert f"{feature}: off" in out, (ns, ifname, feature)
+    for n in state.nodes:
+        out = in_ns(n.netns, "ethtool", "-k", "eth0").stdout
+        for feature in ("tx-checksumming", "tcp-segmentation-offload", "tx-udp-segmentation"):
+            assert f"{feature}: off" in out or not offloads, (n.name, feature)
+        assert f"generic-receive-offload: {on}" in out or not offloads, n.name
 
 
 @needs_root

@@ -1,0 +1,204 @@
+"""TCP segmentation and coalescing for the agent's offload path. Pure (bytes in, bytes out).
+
+With TSO/checksum offloads on in the pod veths, AF_PACKET with PACKET_VNET_HDR hands the agent
+TCP super-frames (up to 64 KB) with a virtio-net header (virtio spec 1.x §5.1.6, struct
+virtio_net_hdr) instead of MTU-sized frames. The wire must stay standard RFC 7348 VXLAN with
+inner frames that fit the pod MTU, so:
+  - `segment_tcp` cuts a super-frame into MSS-sized segments with complete checksums, as a
+    NIC's TSO (or Linux's tcp_gso_segment) would: seq advances, IP ID increments, FIN/PSH only
+    on the last segment, CWR only on the first;
+  - `coalesce_tcp` does the reverse on the receiving node, as Linux's GRO (tcp_gro_receive)
+    does: consecutive in-order segments of one flow with identical headers, each checksum
+    verified first, become one super-frame the pod receives with a GSO vnet header.
+Checksums use `int.from_bytes(...) % 0xFFFF`: 2**16 = 1 (mod 0xFFFF), so a big-endian number
+is congruent to the sum of its 16-bit words, i.e. the RFC 1071 one's complement sum, at C
+speed (measured 2.4x faster than summing a memoryview cast to 16-bit words).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .packets import ETH_LEN, PROTO_TCP
+
+VNET = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+VNET_LEN = VNET.size  # 10: no num_buffers (PACKET_VNET_HDR uses the legacy header)
+VNET_F_NEEDS_CSUM = 1  # CHECKSUM_PARTIAL: csum_start/csum_offset say where to finish it
+GSO_NONE, GSO_TCPV4, GSO_ECN = 0, 1, 0x80
+VNET_NONE = bytes(VNET_LEN)
+MAX_DATAGRAMS = 64  # UDP_MAX_SEGMENTS of older kernels: at most this many per UDP GSO send
+MAX_DATAGRAM_BYTES = 65000  # one UDP GSO send carries one IPv4 datagram's worth of payload
+_FIN_PSH, _CWR = 0x09, 0x80
+_TCP_ACK, _TCP_PSH = 0x10, 0x08
+
+
+def ones(data: bytes | bytearray | memoryview) -> int:
+    """A value congruent (mod 0xFFFF) to the RFC 1071 sum of `data` (zero-padded if odd)."""
+    x = int.from_bytes(data, "big")
+    return x << 8 if len(data) & 1 else x
+
+
+def fold(total: int) -> int:
+    """The Internet checksum (~sum) of words summing to `total` (mod 0xFFFF)."""
+    r = total % 0xFFFF
+    return 0xFFFF - r if r else 0
+
+
+def _pseudo(f: bytes | bytearray | memoryview, ip: int) -> int:
+    """Pseudo-header terms without the length (RFC 9293 §3.1): addresses and protocol."""
+    return ones(f[ip + 12:ip + 20]) + f[ip + 9]
+
+
+def ip_checksum(hdr: bytearray | memoryview) -> None:
+    """Recompute an IPv4 header's checksum in place."""
+    hdr[10:12] = b"\0\0"
+    hdr[10:12] = fold(ones(hdr)).to_bytes(2, "big")
+
+
+def partial_csum(f: bytes | bytearray | memoryview, ip: int) -> bytes:
+    """What a CHECKSUM_PARTIAL TCP/UDP header holds: the folded, non-inverted pseudo-header sum
+    over the addresses now in the frame (Linux: ~tcp_v4_check(len, saddr, daddr, 0))."""
+    ihl = (f[ip] & 0xF) * 4
+    tot = (f[ip + 2] << 8) | f[ip + 3]
+    r = (_pseudo(f, ip) + tot - ihl) % 0xFFFF
+    return (r or 0xFFFF).to_bytes(2, "big")
+
+
+def vnet_tcp4(f: bytes | bytearray | memoryview, ip: int, gso_size: int) -> bytes:
+    """The vnet header handing a TCPv4 super-frame to the kernel for segmentation (GSO)."""
+    l4 = ip + (f[ip] & 0xF) * 4
+    return VNET.pack(VNET_F_NEEDS_CSUM, GSO_TCPV4, l4 + (f[l4 + 12] >> 4) * 4, gso_size,
+                     l4, 16)
+
+
+def segment_tcp(buf: bytes, off: int, mss: int) -> list[bytes]:
+    """Cut the TCPv4 super-frame whose Ethernet header starts at `off` into MSS-sized frames;
+    each result keeps `buf[:off]` (the VXLAN header) in front. Checksums are complete."""
+    ip = off + ETH_LEN
+    ihl = (buf[ip] & 0xF) * 4
+    l4 = ip + ihl
+    thl = (buf[l4 + 12] >> 4) * 4
+    data = l4 + thl
+    end = min(len(buf), ip + ((buf[ip + 2] << 8) | buf[ip + 3]))
+    if mss <= 0 or end - data <= mss:
+        mss = max(1, end - data)
+    prefix = buf[:ip]
+    iph = bytearray(buf[ip:l4])
+    th = bytearray(buf[l4:data])
+    th[16:18] = b"\0\0"
+    ident = (iph[4] << 8) | iph[5]
+    seq = int.from_bytes(th[4:8], "big")
+    flags = th[13]
+    pseudo = _pseudo(buf, ip)
+    mv = memoryview(buf)
+    out = []
+    pos = data
+    first = True
+    while pos < end:
+        n = min(mss, end - pos)
+        last = pos + n >= end
+        th[4:8] = seq.to_bytes(4, "big")
+        th[13] = flags & (0xFF if last else ~_FIN_PSH) & (0xFF if first else ~_CWR)
+        th[16:18] = b"\0\0"
+        payload = mv[pos:pos + n]
+        th[16:18] = fold(pseudo + thl + n + ones(th) + ones(payload)).to_bytes(2, "big")
+        iph[2:4] = (ihl + thl + n).to_bytes(2, "big")
+        iph[4:6] = ident.to_bytes(2, "big")
+        ip_checksum(iph)
+        out.append(b"".join((prefix, iph, th, payload)))
+        seq = (seq + n) & 0xFFFFFFFF
+        ident = (ident + 1) & 0xFFFF
+        pos += n
+        first = False
+    return out
+
+
+def gso_batches(datagrams: list[bytes]) -> list[list[bytes]]:
+    """Group datagrams into UDP GSO sends: equal sizes except a shorter last one, bounded."""
+    out: list[list[bytes]] = []
+    cur: list[bytes] = []
+    size = total = 0
+    for d in datagrams:
+        if cur and (len(d) > size or len(cur[-1]) < size or len(cur) >= MAX_DATAGRAMS
+                    or total + len(d) > MAX_DATAGRAM_BYTES):
+            out.append(cur)
+            cur, total = [], 0
+        if not cur:
+            size = len(d)
+        cur.append(d)
+        total += len(d)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _tcp_segment_info(d: bytes, off: int) -> tuple[int, int, int] | None:
+    """(l4 offset, data offset, end) of a plain IPv4 TCP segment (no IP options, not a
+    fragment, ACK with at most PSH) whose checksum verifies; None otherwise."""
+    ip = off + ETH_LEN
+    if len(d) < ip + 40 or d[off + 12:off + 14] != b"\x08\x00" or d[ip] != 0x45 \
+            or d[ip + 9] != PROTO_TCP or d[ip + 6] & 0x3F or d[ip + 7]:
+        return None
+    end = ip + ((d[ip + 2] << 8) | d[ip + 3])
+    l4 = ip + 20
+    thl = (d[l4 + 12] >> 4) * 4
+    if end != len(d) or thl < 20 or l4 + thl >= end or d[l4 + 13] & ~_TCP_PSH != _TCP_ACK \
+            or d[l4 + 18] or d[l4 + 19]:
+        return None
+    if (_pseudo(d, ip) + end - l4 + ones(memoryview(d)[l4:end])) % 0xFFFF:
+        return None  # a bad checksum: never merged (GRO validates before merging)
+    return l4, l4 + thl, end
+
+
+def coalesce_tcp(datagrams: list[bytes], off: int) -> list[tuple[bytes, int]]:
+    """Merge runs of consecutive segments of one TCP flow (GRO). Returns (datagram, gso_size);
+    gso_size is 0 for a datagram passed through as it came. A merged datagram's TCP checksum
+    is left stale: the agent sends it as CHECKSUM_PARTIAL (`partial_csum`) after the pipeline.
+    """
+    out: list[tuple[bytes, int]] = []
+    i, n = 0, len(datagrams)
+    while i < n:
+        d = datagrams[i]
+        info = _tcp_segment_info(d, off)
+        i += 1
+        if info is None:
+            out.append((d, 0))
+            continue
+        l4, data, end = info
+        size = end - data
+        hdr_same = d[:l4 + 4]  # VXLAN, Ethernet, IPv4 (id/len/csum masked below), ports
+        seq = int.from_bytes(d[l4 + 4:l4 + 8], "big")
+        rest = d[l4 + 8:l4 + 13] + d[l4 + 14:l4 + 16] + d[l4 + 20:data]  # ack, off, win, opts
+        payloads = [memoryview(d)[data:end]]
+        total = data - off - ETH_LEN + size
+        psh = d[l4 + 13] & _TCP_PSH
+        while i < n and not psh:
+            e = datagrams[i]
+            einfo = _tcp_segment_info(e, off)
+            if einfo is None or einfo[:2] != (l4, data) or e[off + ETH_LEN + 12:l4 + 4] != \
+                    hdr_same[off + ETH_LEN + 12:] or e[:off + ETH_LEN + 2] != \
+                    hdr_same[:off + ETH_LEN + 2] or e[off + ETH_LEN + 6:off + ETH_LEN + 10] \
+                    != hdr_same[off + ETH_LEN + 6:off + ETH_LEN + 10]:
+                break
+            esize = einfo[2] - data
+            if int.from_bytes(e[l4 + 4:l4 + 8], "big") != (seq + size * len(payloads)) \
+                    & 0xFFFFFFFF or esize > size or \
+                    e[l4 + 8:l4 + 13] + e[l4 + 14:l4 + 16] + e[l4 + 20:data] != rest or \
+                    total + esize > 65535 - ETH_LEN:
+                break
+            payloads.append(memoryview(e)[data:einfo[2]])
+            total += esize
+            psh = e[l4 + 13] & _TCP_PSH
+            i += 1
+            if esize < size:
+                break  # a short segment ends a GSO run (all but the last are gso_size)
+        if len(payloads) == 1:
+            out.append((d, 0))
+            continue
+        head = bytearray(d[:data])
+        ip = off + ETH_LEN
+        head[ip + 2:ip + 4] = total.to_bytes(2, "big")
+        ip_checksum(memoryview(head)[ip:l4])
+        head[l4 + 13] |= psh
+        out.append((b"".join((head, *payloads)), size))
+    return out
