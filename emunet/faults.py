@@ -118,7 +118,7 @@ def _run(cmd: list[str], ignore_error: bool = False) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode != 0 and not ignore_error:
         err = r.stderr.strip()
-        if "netem" in cmd and ("not found" in err.lower() or "unknown qdisc" in err.lower()):
+        if "netem" in cmd and ("unknown" in err.lower() or "not found" in err.lower()):
             raise HostError("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): delay, "
                             "jitter and loss cannot be emulated here; --rate works (tbf)")
         raise HostError(f"{' '.join(cmd)}: {err}")
