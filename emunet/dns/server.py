@@ -4,7 +4,8 @@ Run inside the coredns pod's namespace by the supervisor:
     python -m emunet.dns.server --state /run/emunet/state.json
 It binds port 53 over UDP and TCP (RFC 1035 4.2, RFC 7766), answers only clients inside the
 cluster, reloads the state file on SIGHUP, exits 0 on SIGTERM, and every second writes its
-counters to <state dir>/dns.json for `emunet status`. All DNS logic is in `handler.Handler`.
+counters to <state dir>/dns.json for `emunet status`. All DNS logic is in `handler.Handler`;
+answered queries are kept for `emunet observe` by `events.DnsEvents` (<state dir>/dns-events.jsonl).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import signal
 import socket
 import struct
 import sys
+import time
 from pathlib import Path
 
 from .. import naming
 from ..state import ClusterState
+from .events import FILE_NAME as EVENTS_FILE
+from .events import TICK, DnsEvents
 from .handler import FORWARD, Handler
 from .zone import Zone
 
@@ -38,17 +42,24 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux socket(7); not i
 def load_zone(path: Path) -> Zone:
     """The zone for a state file; the SOA serial is the file's mtime, as CoreDNS uses the
     time of the last API change."""
+    return load(path)[0]
+
+
+def load(path: Path) -> tuple[Zone, ClusterState]:
     st = ClusterState.from_json(path.read_text())
-    return Zone.from_state(st, serial=int(path.stat().st_mtime) & 0xFFFFFFFF)
+    return Zone.from_state(st, serial=int(path.stat().st_mtime) & 0xFFFFFFFF), st
 
 
 class DnsServer:
     def __init__(self, state_path: Path, host: str = "0.0.0.0", port: int = 53,
-                 stats_path: Path | None = None) -> None:
+                 stats_path: Path | None = None, events_path: Path | None = None) -> None:
         self.state_path = state_path
         self.host, self.port = host, port
         self.stats_path = stats_path
-        self.handler = Handler(load_zone(state_path))
+        zone, st = load(state_path)
+        self.handler = Handler(zone)
+        self.events = DnsEvents(events_path)
+        self.events.set_state(st, host, port)
         self._allowed: dict[str, bool] = {}
         self._udp: socket.socket | None = None
         self._tcp: asyncio.Server | None = None
@@ -67,7 +78,9 @@ class DnsServer:
 
     def reload(self) -> None:
         try:
-            self.handler.load(load_zone(self.state_path))
+            zone, st = load(self.state_path)
+            self.handler.load(zone)
+            self.events.set_state(st, self.host, self.port)
             self._allowed = {}
             log.info("reloaded %s", self.state_path)
         except Exception as e:  # keep answering from the old zone; say why
@@ -95,6 +108,8 @@ class DnsServer:
         self._tcp = await asyncio.start_server(self._tcp_client, self.host, self.port)
         if self.stats_path is not None:
             self._spawn(self._stats_loop())
+        if self.events.log is not None:
+            self._spawn(self._events_loop())
         log.info("serving DNS on %s:%d (udp, tcp)", self.host, self.port)
 
     async def stop(self) -> None:
@@ -107,6 +122,7 @@ class DnsServer:
             await self._tcp.wait_closed()
         for t in list(self._tasks):
             t.cancel()
+        self.events.close()
         if self.stats_path is not None:
             self.write_stats()
 
@@ -154,12 +170,18 @@ class DnsServer:
                     return
                 if out is FORWARD:
                     out = await self.forward(data)
+                self.events.add(time.time(), "TCP", peer[:2], data, out)  # type: ignore[arg-type]
                 writer.write(TCP_LEN.pack(len(out)) + out)  # type: ignore[arg-type]
                 await writer.drain()
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
+
+    async def _events_loop(self) -> None:
+        while True:  # decoding and writing happen here, never in the answer path
+            await asyncio.sleep(TICK)
+            self.events.flush()
 
     async def _stats_loop(self) -> None:
         while True:
@@ -174,11 +196,14 @@ class DnsServer:
             return
         recv, send, handle = sock.recvfrom, sock.sendto, self.handler.handle
         allowed, counters = self._allowed, self.handler.counters
+        # Events (events.py): keep (bytes, bytes) within the tick's budget, decode later.
+        ev = self.events
+        room, pending, now, unkept = ev.room, ev.pending, time.time(), 0
         for _ in range(UDP_BATCH):
             try:
                 data, addr = recv(4096)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:  # e.g. ICMP errors queued on the socket
                 continue
             if self.dirty:
@@ -202,9 +227,18 @@ class DnsServer:
                 counters["send_dropped"] += 1  # socket buffer full: UDP, the client retries
             except OSError as e:
                 log.debug("sendto %s: %s", addr, e)
+            if room:
+                room -= 1
+                pending.append((now, "UDP", addr, data, out))  # type: ignore[arg-type]
+            else:
+                unkept += 1
+        ev.room = room
+        if ev.per_tick:
+            ev.suppressed += unkept
 
     async def _forward_udp(self, data: bytes, addr) -> None:
         reply = await self.forward(data)
+        self.events.add(time.time(), "UDP", addr, data, reply)
         if self._udp is not None:
             try:
                 self._udp.sendto(reply, addr)
@@ -216,8 +250,10 @@ class DnsServer:
         assert self.stats_path is not None
         tmp = self.stats_path.with_name(self.stats_path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps({"pid": os.getpid(), **self.handler.counters},
-                                      sort_keys=True))
+            doc = {"pid": os.getpid(), **self.handler.counters}
+            if self.events.suppressed:  # a flood was counted, not described (events.py)
+                doc["dns_events_suppressed"] = self.events.suppressed
+            tmp.write_text(json.dumps(doc, sort_keys=True))
             os.replace(tmp, self.stats_path)
         except OSError as e:
             log.warning("cannot write %s: %s", self.stats_path, e)
@@ -245,12 +281,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=53)
     p.add_argument("--stats", type=Path, default=None,
                    help="counters file (default: dns.json next to the state file)")
+    p.add_argument("--events", type=Path, default=None,
+                   help="query/answer events (default: dns-events.jsonl next to the state file)")
     return p.parse_args(argv)
 
 
 async def run(args: argparse.Namespace) -> int:
     server = DnsServer(args.state, args.listen, args.port,
-                       args.stats or args.state.parent / "dns.json")
+                       args.stats or args.state.parent / "dns.json",
+                       args.events or args.state.parent / EVENTS_FILE)
     await server.start()
     loop = asyncio.get_running_loop()
     done = asyncio.Event()

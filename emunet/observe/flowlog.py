@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 CAP = 4 << 20  # bytes per file; two files per source
-PATTERNS = ("flows-*.jsonl", "l7-*.jsonl")  # node datapaths; DNS responder and L7 proxy
+# node datapaths; L7 proxies; the DNS responder (emunet.dns.events)
+PATTERNS = ("flows-*.jsonl", "l7-*.jsonl", "dns-events.jsonl")
 
 
 class FlowLog:
@@ -59,8 +60,11 @@ class FlowLog:
 
 
 def sources(run_dir: Path) -> list[Path]:
-    """The current file of every source in the run dir."""
-    return sorted(p for pat in PATTERNS for p in run_dir.glob(pat))
+    """The current file of every source in the run dir, also of a source whose current file
+    is not there (right after a rotation, until its next write: the DNS responder may be idle)."""
+    found = {p for pat in PATTERNS for p in run_dir.glob(pat)}
+    found |= {p.with_name(p.name[:-2]) for pat in PATTERNS for p in run_dir.glob(pat + ".1")}
+    return sorted(found)
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:

@@ -199,13 +199,9 @@ def l7_flow(rec: dict[str, Any], d: Directory) -> dict[str, Any]:
     l7: dict[str, Any] = {"type": "RESPONSE" if rec.get("response", True) else "REQUEST"}
     if rec.get("latency_ms") is not None:
         l7["latency_ns"] = int(rec["latency_ms"] * 1e6)
-    proto = "UDP" if kind == "l7-dns" else "TCP"
+    proto = rec.get("proto") or ("UDP" if kind == "l7-dns" else "TCP")
     if kind == "l7-dns":
-        l7["dns"] = {"query": rec.get("query", ""), "ips": rec.get("ips", []),
-                     "rcode": rec.get("rcode_num", 0), "qtypes": [rec.get("qtype", "")],
-                     "rrtypes": rec.get("rrtypes", []), "observation_source": "emunet-dns"}
-        text = f"DNS Answer \"{rec.get('query', '')}\" {rec.get('qtype', '')} " \
-               f"{rec.get('rcode', '')} {' '.join(rec.get('ips', []))}".rstrip()
+        l7["dns"], text = _dns(rec, l7["type"] == "RESPONSE")
     else:
         l7["http"] = {"code": rec.get("status") or 0, "method": rec.get("method", ""),
                       "url": f"http://{rec.get('host', '')}{rec.get('path', '')}",
@@ -218,8 +214,8 @@ def l7_flow(rec: dict[str, Any], d: Directory) -> dict[str, Any]:
         "verdict": "DROPPED" if verdict == "DENIED" else verdict,
         "IP": {"source": src.get("ip"), "destination": dst.get("ip"), "ipVersion": "IPv4"},
         "l4": {proto: {"source_port": src.get("port"), "destination_port": dst.get("port")}},
-        "source": d.endpoint(src.get("ip")),
-        "destination": d.endpoint(dst.get("ip")),
+        "source": _l7_endpoint(d, src),
+        "destination": _l7_endpoint(d, dst),
         "Type": "L7",
         "node_name": rec.get("node"),
         "l7": l7,
@@ -233,3 +229,27 @@ def l7_flow(rec: dict[str, Any], d: Directory) -> dict[str, Any]:
                                     "namespace": rec["policy"].rpartition("/")[0],
                                     "kind": "CiliumNetworkPolicy", "rule": rec.get("rule")}]
     return f
+
+
+def _l7_endpoint(d: Directory, side: dict[str, Any]) -> dict[str, Any]:
+    """The endpoint from the state; a pod gone since keeps the name its record carries."""
+    ep = d.endpoint(side.get("ip"))
+    if "pod_name" not in ep and side.get("pod"):
+        ep["namespace"], _, ep["pod_name"] = side["pod"].partition("/")
+    return ep
+
+
+def _dns(rec: dict[str, Any], response: bool) -> tuple[dict[str, Any], str]:
+    """flow.proto's `DNS` message and Hubble's summary (pkg/hubble/parser/seven/dns.go)."""
+    query, qtype = rec.get("query", ""), rec.get("qtype", "")
+    dns: dict[str, Any] = {"query": query, "qtypes": [qtype] if qtype else [],
+                           "observation_source": "emunet-dns"}
+    if not response:
+        return dns, f"DNS Query {query} {qtype}"
+    dns.update(ips=rec.get("ips", []), ttl=rec.get("ttl", 0), cnames=rec.get("cnames", []),
+               rcode=rec.get("rcode_num", 0), rrtypes=rec.get("rrtypes", []))
+    if dns["rcode"]:
+        said = f"RCode: {rec.get('rcode', dns['rcode'])}"
+    else:
+        said = '"' + ",".join(dns["ips"] + dns["cnames"]) + '"'
+    return dns, f"DNS Answer {said} TTL: {dns['ttl']} (Query {query} {qtype})"
