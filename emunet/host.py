@@ -279,6 +279,9 @@ def build_underlay(state: ClusterState, m: Manifest, outside: bool = False) -> N
                          peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": n.netns})
                 idx = ipr.link_lookup(ifname=port)[0]
                 ipr.link("set", index=idx, master=br, state="up")
+                # a switch port forwards frames as they came: a veth with TSO on would also
+                # make them ineligible for the receiving eth0's GRO (veth_xmit)
+                _offloads_off(port, under)
     for n in nodes:
         _underlay_up(n, state.cluster.offloads and not is_kernel(state, n.name))
     if outside:
