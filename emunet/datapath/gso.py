@@ -73,7 +73,13 @@ def vnet_tcp4(f: bytes | bytearray | memoryview, ip: int, gso_size: int) -> byte
 
 def segment_tcp(buf: bytes, off: int, mss: int) -> list[bytes]:
     """Cut the TCPv4 super-frame whose Ethernet header starts at `off` into MSS-sized frames;
-    each result keeps `buf[:off]` (the VXLAN header) in front. Checksums are complete."""
+    each result keeps `buf[:off]` (the VXLAN header) in front. Checksums are complete.
+
+    Per segment only the IP total length, ID and checksum and the TCP sequence number, flags
+    and checksum change: both checksums are the constant words' sum (computed once) plus the
+    changing ones (mod 0xFFFF, a 32-bit seq counts as its two words), and each header is one
+    `struct.pack` of constant slices and the new fields.
+    """
     ip = off + ETH_LEN
     ihl = (buf[ip] & 0xF) * 4
     l4 = ip + ihl
@@ -82,34 +88,34 @@ def segment_tcp(buf: bytes, off: int, mss: int) -> list[bytes]:
     end = min(len(buf), ip + ((buf[ip + 2] << 8) | buf[ip + 3]))
     if mss <= 0 or end - data <= mss:
         mss = max(1, end - data)
-    prefix = buf[:ip]
-    iph = bytearray(buf[ip:l4])
-    th = bytearray(buf[l4:data])
-    th[16:18] = b"\0\0"
-    ident = (iph[4] << 8) | iph[5]
-    seq = int.from_bytes(th[4:8], "big")
-    flags = th[13]
-    pseudo = _pseudo(buf, ip)
+    head, frag, addrs = buf[:ip + 2], buf[ip + 6:ip + 10], buf[ip + 12:l4 + 4]
+    ackoff, win, tail = buf[l4 + 8:l4 + 13], buf[l4 + 14:l4 + 16], buf[l4 + 18:data]
+    hdr = struct.Struct(f"!{ip + 2}sHH4sH{ihl - 12 + 4}sI5sB2sH{thl - 18}s")
+    ip_base = ones(buf[ip:ip + 2]) + ones(frag) + ones(buf[ip + 12:l4])
+    tcp_base = (_pseudo(buf, ip) + thl + ones(buf[l4:l4 + 4]) + ones(ackoff) + ones(win)
+                + ones(tail))
+    ident = (buf[ip + 4] << 8) | buf[ip + 5]
+    seq = int.from_bytes(buf[l4 + 4:l4 + 8], "big")
+    flags = buf[l4 + 13]
     mv = memoryview(buf)
+    pack, frombytes, join = hdr.pack, int.from_bytes, b"".join
     out = []
     pos = data
-    first = True
     while pos < end:
         n = min(mss, end - pos)
-        last = pos + n >= end
-        th[4:8] = seq.to_bytes(4, "big")
-        th[13] = flags & (0xFF if last else ~_FIN_PSH) & (0xFF if first else ~_CWR)
-        th[16:18] = b"\0\0"
+        f = flags if pos + n >= end else flags & ~_FIN_PSH
+        if pos != data:
+            f &= ~_CWR
         payload = mv[pos:pos + n]
-        th[16:18] = fold(pseudo + thl + n + ones(th) + ones(payload)).to_bytes(2, "big")
-        iph[2:4] = (ihl + thl + n).to_bytes(2, "big")
-        iph[4:6] = ident.to_bytes(2, "big")
-        ip_checksum(iph)
-        out.append(b"".join((prefix, iph, th, payload)))
+        x = frombytes(payload, "big")
+        tot = ihl + thl + n
+        r = (tcp_base + n + seq + f + (x << 8 if n & 1 else x)) % 0xFFFF
+        ri = (ip_base + tot + ident) % 0xFFFF
+        out.append(join((pack(head, tot, ident, frag, 0xFFFF - ri if ri else 0, addrs, seq,
+                              ackoff, f, win, 0xFFFF - r if r else 0, tail), payload)))
         seq = (seq + n) & 0xFFFFFFFF
         ident = (ident + 1) & 0xFFFF
         pos += n
-        first = False
     return out
 
 
@@ -154,9 +160,15 @@ def coalesce_tcp(datagrams: list[bytes], off: int) -> list[tuple[bytes, int]]:
     """Merge runs of consecutive segments of one TCP flow (GRO). Returns (datagram, gso_size);
     gso_size is 0 for a datagram passed through as it came. A merged datagram's TCP checksum
     is left stale: the agent sends it as CHECKSUM_PARTIAL (`partial_csum`) after the pipeline.
+
+    A segment joins the run when everything but the IP length/ID/checksum and the TCP seq,
+    checksum and PSH is byte-identical (one struct unpack compares them), its seq follows,
+    it is not longer than the first, and its checksum verifies (as tcp_gro_receive demands).
     """
     out: list[tuple[bytes, int]] = []
     i, n = 0, len(datagrams)
+    ip = off + ETH_LEN
+    frombytes = int.from_bytes
     while i < n:
         d = datagrams[i]
         info = _tcp_segment_info(d, off)
@@ -166,29 +178,33 @@ def coalesce_tcp(datagrams: list[bytes], off: int) -> list[tuple[bytes, int]]:
             continue
         l4, data, end = info
         size = end - data
-        hdr_same = d[:l4 + 4]  # VXLAN, Ethernet, IPv4 (id/len/csum masked below), ports
-        seq = int.from_bytes(d[l4 + 4:l4 + 8], "big")
-        rest = d[l4 + 8:l4 + 13] + d[l4 + 14:l4 + 16] + d[l4 + 20:data]  # ack, off, win, opts
+        hdr = struct.Struct(f"!{ip + 2}s2x2x4s2x{l4 + 4 - ip - 12}sI5sB2s2x{data - l4 - 18}s")
+        unpack = hdr.unpack_from
+        k = unpack(d)
+        same = k[:3]
+        rest = k[4] + k[6] + k[7]
+        seq = (k[3] + size) & 0xFFFFFFFF
+        base = _pseudo(d, ip) + data - l4
         payloads = [memoryview(d)[data:end]]
-        total = data - off - ETH_LEN + size
-        psh = d[l4 + 13] & _TCP_PSH
+        total = data - ip + size
+        psh = k[5] & _TCP_PSH
         while i < n and not psh:
             e = datagrams[i]
-            einfo = _tcp_segment_info(e, off)
-            if einfo is None or einfo[:2] != (l4, data) or e[off + ETH_LEN + 12:l4 + 4] != \
-                    hdr_same[off + ETH_LEN + 12:] or e[:off + ETH_LEN + 2] != \
-                    hdr_same[:off + ETH_LEN + 2] or e[off + ETH_LEN + 6:off + ETH_LEN + 10] \
-                    != hdr_same[off + ETH_LEN + 6:off + ETH_LEN + 10]:
+            esize = len(e) - data
+            if esize <= 0 or esize > size or total + esize > 0xFFFF \
+                    or ((e[ip + 2] << 8) | e[ip + 3]) != len(e) - ip:
                 break
-            esize = einfo[2] - data
-            if int.from_bytes(e[l4 + 4:l4 + 8], "big") != (seq + size * len(payloads)) \
-                    & 0xFFFFFFFF or esize > size or \
-                    e[l4 + 8:l4 + 13] + e[l4 + 14:l4 + 16] + e[l4 + 20:data] != rest or \
-                    total + esize > 65535 - ETH_LEN:
+            t = unpack(e)
+            if t[:3] != same or t[3] != seq or t[5] & ~_TCP_PSH != _TCP_ACK \
+                    or t[4] + t[6] + t[7] != rest:
                 break
-            payloads.append(memoryview(e)[data:einfo[2]])
+            x = frombytes(memoryview(e)[l4:], "big")
+            if (base + esize + (x << 8 if esize & 1 else x)) % 0xFFFF:
+                break  # a bad checksum: never merged (GRO validates before merging)
+            payloads.append(memoryview(e)[data:])
             total += esize
-            psh = e[l4 + 13] & _TCP_PSH
+            seq = (seq + esize) & 0xFFFFFFFF
+            psh = t[5] & _TCP_PSH
             i += 1
             if esize < size:
                 break  # a short segment ends a GSO run (all but the last are gso_size)
@@ -196,7 +212,6 @@ def coalesce_tcp(datagrams: list[bytes], off: int) -> list[tuple[bytes, int]]:
             out.append((d, 0))
             continue
         head = bytearray(d[:data])
-        ip = off + ETH_LEN
         head[ip + 2:ip + 4] = total.to_bytes(2, "big")
         ip_checksum(memoryview(head)[ip:l4])
         head[l4 + 13] |= psh

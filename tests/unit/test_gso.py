@@ -51,8 +51,9 @@ def test_cwr_on_first_segment_fin_on_last_only():
     assert [s[34 + 13] for s in segs] == [0x90, 0x10, 0x11]
 
 
-def test_coalesce_inverts_segmentation():
-    frame = super_frame(os.urandom(20000))
+@pytest.mark.parametrize("size", [20000, 4195, 1399])
+def test_coalesce_inverts_segmentation(size):
+    frame = super_frame(os.urandom(size))
     segs = gso.segment_tcp(VX + frame, 8, 1398)
     [(merged, size)] = gso.coalesce_tcp(segs, 8)
     assert size == 1398
