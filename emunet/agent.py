@@ -30,6 +30,7 @@ from .ctstore import CtStore
 from .datapath import Drop, Encap, NodeTables, Send, gso
 from .datapath.nodeport import UNDERLAY_PORT
 from .datapath.packets import fill_l4_checksum
+from .impairment import UnderlayShaper, link_shape
 from .nodeport import underlay_socket
 from .observe.flowlog import FlowLog
 from .observe.hook import ObservedDatapath
@@ -66,6 +67,8 @@ class Agent:
         self.gso_stats = {"gso_rx": 0, "gso_segments": 0, "gro_merged": 0, "gso_dropped": 0}
         tables = self._load()
         self.dp = ObservedDatapath(tables, random.Random())
+        self.shaper = UnderlayShaper(random.Random())  # `emunet link set` (emunet.impairment)
+        self._shape()
         # conntrack (and so NAT) outlives this process: load the last agent's snapshot first
         self.ct_store = CtStore.attach(self.dp.ct, run_dir, node,
                                        self._state.cluster.conntrack_max, time.monotonic())
@@ -152,8 +155,22 @@ class Agent:
             self.missing.add(name)
         log.info("veth %s gone (%s)", name, err.strerror)
 
+    def _shape(self) -> None:
+        """While this node's link is impaired, underlay sends go through the shaper; else the
+        class's `_act` (an instance attribute shadows it): no cost when nothing is set."""
+        if self.shaper.configure(link_shape(self._state.links.get(self.node))):
+            self._act = self._act_shaped  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("_act", None)
+
+    def _act_shaped(self, actions: list) -> None:
+        rest = self.shaper.take(actions, self.gso_size, self.big, time.monotonic())
+        if rest:
+            Agent._act(self, rest)
+
     def reload(self) -> None:
         self.dp.update(self._load())
+        self._shape()
         self.ct_store.configure(self._state.cluster.conntrack_max)
         self._sync_ports()
         log.info("emunet agent %s: reloaded, %d pods (%d veths not ready)", self.node,
@@ -302,7 +319,7 @@ class Agent:
 
     def write_counters(self) -> None:
         c = {**self.dp.counters, **self.ct_store.counters(), "tx_errors": self.tx_errors,
-             "csum_filled": self.csum_filled, **self.gso_stats}
+             "csum_filled": self.csum_filled, **self.gso_stats, **self.shaper.counters()}
         c["flow_events_lost"] = self.dp.lost_events
         doc = {"node": self.node, "pid": os.getpid(), "time": time.time(), "counters": c,
                "started": self.started,
@@ -333,7 +350,8 @@ class Agent:
                 if self.missing:
                     self._sync_ports()
                 self.write_counters()
-            for key, _ in self.sel.select(max(0.0, min(next_tick, self.ct_store.due) - now)):
+            wake = min(next_tick, self.ct_store.due, self.shaper.due)
+            for key, _ in self.sel.select(max(0.0, wake - now)):
                 now = time.monotonic()
                 if key.data is None:
                     self._read_udp(now)
@@ -347,6 +365,8 @@ class Agent:
                             break
                 else:
                     self._read_port(key.fileobj, key.data, now)  # type: ignore[arg-type]
+            if self.shaper.due <= time.monotonic():  # delayed underlay sends now due
+                Agent._act(self, self.shaper.release(time.monotonic()))
             if self.dp.events:
                 self.flush_events()
             self.ct_store.maybe_save(time.monotonic())

@@ -1,15 +1,16 @@
 """CLI verbs for faults: `emunet node stop|start NODE` and `emunet link set|show|reset`.
 
-Node power goes through the supervisor (emunet/nodepower.py); link impairments are tc qdiscs on
-the node's underlay eth0, set directly (emunet/faults.py).
+Both go through the supervisor: node power (emunet/nodepower.py), and link impairments, which
+live in the cluster state the agents read (delay/jitter/loss) plus a tc tbf for the rate
+(emunet/faults.py, emunet/impairment.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from . import control, faults, views
-from .hostmanifest import HostError
 
 
 def _cli():
@@ -39,18 +40,16 @@ def cmd_link(a: argparse.Namespace) -> int:
     names = [n.name for n in st.nodes]
     if a.node not in names:
         raise cli.CLIError(f"no node named {a.node!r} (nodes: {', '.join(names)})", code=2)
-    try:
-        if a.action == "reset":
-            faults.reset(st, a.node)
-            print(f"link/{a.node} reset (no impairment)")
-            return 0
-        imp = faults.parse(a.delay, a.jitter, a.loss, a.rate)
-        faults.apply(st, a.node, imp)
-    except faults.ImpairmentError as e:
-        raise cli.CLIError(str(e), code=2) from None
-    except HostError as e:
-        raise cli.CLIError(str(e)) from None
-    print(f"link/{a.node} impaired: {faults.describe(imp)}")
+    imp = None
+    if a.action == "set":
+        try:
+            imp = faults.parse(a.delay, a.jitter, a.loss, a.rate, a.distribution)
+        except faults.ImpairmentError as e:
+            raise cli.CLIError(str(e), code=2) from None
+    res = control.request("link", node=a.node, timeout=30,
+                          impairment=dataclasses.asdict(imp) if imp else None)
+    for line in res["changes"]:
+        print(line)
     return 0
 
 
@@ -60,13 +59,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=["stop", "start"])
     p.add_argument("node")
     p.set_defaults(func=cmd_node)
-    p = sub.add_parser("link", help="impair a node's underlay link (tc netem/tbf)",
-                       usage="emunet link set NODE [--delay 50ms] [--jitter 5ms] [--loss 5%%] "
-                             "[--rate 10mbit] | show | reset NODE")
+    p = sub.add_parser("link", help="impair a node's underlay link (delay, loss, rate)",
+                       usage="emunet link set NODE [--delay 50ms] [--jitter 5ms "
+                             "[--distribution normal]] [--loss 5%%] [--rate 10mbit] "
+                             "| show | reset NODE")
     p.add_argument("action", choices=["set", "show", "reset"])
     p.add_argument("node", nargs="?")
-    p.add_argument("--delay", help="added one-way delay, e.g. 50ms (netem)")
-    p.add_argument("--jitter", help="delay variation, e.g. 5ms (netem; needs --delay)")
-    p.add_argument("--loss", help="random loss, e.g. 5%% (netem)")
-    p.add_argument("--rate", help="rate limit, e.g. 10mbit (tbf)")
+    p.add_argument("--delay", help="added one-way delay, e.g. 50ms (the agent, as netem)")
+    p.add_argument("--jitter", help="delay variation, e.g. 5ms (needs --delay)")
+    p.add_argument("--distribution", help="of the jitter: uniform (default) or normal")
+    p.add_argument("--loss", help="random loss, e.g. 5%% (the agent, as netem)")
+    p.add_argument("--rate", help="rate limit, e.g. 10mbit (the kernel's tc tbf)")
     p.set_defaults(func=cmd_link)

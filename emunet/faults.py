@@ -1,25 +1,30 @@
-"""Link impairments on a node's underlay eth0 (Mininet's TCLink, containerlab's `tools netem`).
+"""Link impairments on a node's underlay (Mininet's TCLink, containerlab's `tools netem`).
 
-`emunet link set NODE --delay 50ms --jitter 5ms --loss 5% --rate 10mbit` turns into iproute2 tc
-qdiscs on the node's eth0: netem for delay, jitter and loss (root, handle 1:), tbf for the rate
-(netem's child 1:1, or the root alone when only a rate is asked). tc shapes what a device
-*sends*, so the impairment applies to everything leaving the node on the underlay (its VXLAN
-datagrams and NodePort replies): a ping from a pod on this node to one elsewhere gets the delay
-once per round trip. The same block is declarable per node in the Cluster document
-(`impairment:`). What is set is kept in `<run dir>/links.json` for `emunet link show`.
+`emunet link set NODE --delay 50ms --jitter 5ms --loss 5% --rate 10mbit` is recorded in the
+cluster state (`links`, published by the supervisor like any change) and applied in two places:
 
-Parsing is pure (values as tc writes them); only `apply`/`reset` run tc (`tc -n <node netns>`).
+- delay, jitter and loss by the node's agent, on every frame it sends onto the underlay (VXLAN
+  datagrams, NodePort replies), with netem's semantics (emunet/impairment.py). Not tc netem:
+  CONFIG_NET_SCH_NETEM is optional and missing on some kernels; this way the result is the same
+  on every machine. A ping from a pod on this node to one elsewhere gets the delay once per
+  round trip (the reply leaves the other node unimpaired), as with netem on eth0.
+- the rate by the kernel: a tc tbf qdisc on the node's eth0 (tbf is in every distribution
+  kernel; it queues in the kernel and pushes back on the sender, as a slow link does).
+
+A node with `datapath: kernel` has no agent: there the kernel's netem does delay/jitter/loss
+(netem as the parent of tbf), and a kernel without netem is told so. The same block is
+declarable per node in the Cluster document (`impairment:`).
+
+Parsing is pure (values as tc writes them); only `apply_tc`/`reset_tc` run tc (`tc -n NETNS`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-from dataclasses import asdict
 
-from . import naming
 from .hostmanifest import HostError
+from .impairment import DISTRIBUTIONS, LinkShape
 from .model import Impairment
 from .state import ClusterState
 
@@ -60,13 +65,19 @@ def parse_loss(field: str, text: str) -> float:
 
 
 def parse(delay: str | None = None, jitter: str | None = None, loss: str | None = None,
-          rate: str | None = None) -> Impairment:
+          rate: str | None = None, distribution: str | None = None) -> Impairment:
     """Build an Impairment from tc-style strings; jitter needs a delay (netem's rule)."""
+    if distribution is not None and distribution not in DISTRIBUTIONS:
+        raise ImpairmentError(f"distribution: {distribution!r} is not one of "
+                              f"{', '.join(DISTRIBUTIONS)}")
     imp = Impairment(
         delay_ms=parse_time("delay", delay) if delay else 0.0,
         jitter_ms=parse_time("jitter", jitter) if jitter else 0.0,
         loss_pct=parse_loss("loss", loss) if loss else 0.0,
-        rate_bps=parse_rate("rate", rate) if rate else 0)
+        rate_bps=parse_rate("rate", rate) if rate else 0,
+        distribution=distribution or "uniform")
+    if distribution and not imp.jitter_ms:
+        raise ImpairmentError("distribution: applies to the jitter; give --jitter too")
     if imp.jitter_ms and not imp.delay_ms:
         raise ImpairmentError("jitter: needs a delay (netem varies the delay by the jitter)")
     if imp.jitter_ms > imp.delay_ms:
@@ -76,11 +87,22 @@ def parse(delay: str | None = None, jitter: str | None = None, loss: str | None 
     return imp
 
 
+def shape(imp: Impairment | None) -> LinkShape | None:
+    """The agent's part (delay, jitter, loss), in seconds and a probability; None if nothing."""
+    if imp is None:
+        return None
+    s = LinkShape(imp.delay_ms / 1000, imp.jitter_ms / 1000, imp.loss_pct / 100,
+                  imp.distribution)
+    return s if s.active else None
+
+
 def describe(imp: Impairment) -> str:
     parts = []
     if imp.delay_ms:
         parts.append(f"delay {imp.delay_ms:g}ms" + (f" ±{imp.jitter_ms:g}ms"
                                                     if imp.jitter_ms else ""))
+        if imp.jitter_ms and imp.distribution != "uniform":
+            parts[-1] += f" ({imp.distribution})"
     if imp.loss_pct:
         parts.append(f"loss {imp.loss_pct:g}%")
     if imp.rate_bps:
@@ -88,15 +110,19 @@ def describe(imp: Impairment) -> str:
     return ", ".join(parts) or "none"
 
 
-def tc_commands(netns: str, imp: Impairment, dev: str = "eth0") -> list[list[str]]:
-    """The tc commands for one impairment (replace: idempotent over an earlier one)."""
+def tc_commands(netns: str, imp: Impairment, dev: str = "eth0",
+                netem_too: bool = False) -> list[list[str]]:
+    """The tc commands for one impairment (replace: idempotent over an earlier one): tbf for
+    the rate; netem only with `netem_too` (a kernel-datapath node, which has no agent)."""
     tc = ["tc", "-n", netns, "qdisc"]
     netem = []
-    if imp.delay_ms:
+    if imp.delay_ms and netem_too:
         netem += ["delay", f"{imp.delay_ms:g}ms"]
         if imp.jitter_ms:
             netem += [f"{imp.jitter_ms:g}ms"]
-    if imp.loss_pct:
+            if imp.distribution != "uniform":
+                netem += ["distribution", imp.distribution]
+    if imp.loss_pct and netem_too:
         netem += ["loss", f"{imp.loss_pct:g}%"]
     tbf = []
     if imp.rate_bps:
@@ -124,28 +150,12 @@ def _run(cmd: list[str], ignore_error: bool = False) -> None:
         raise HostError(f"{' '.join(cmd)}: {err}")
 
 
-def _links_path():
-    return naming.run_dir() / "links.json"
+def apply_tc(state: ClusterState, node: str, imp: Impairment) -> None:
+    """The kernel's part of NODE's impairment on its eth0 (replacing any earlier one)."""
+    from .kernelnode import is_kernel  # builds on state, as this module
 
-
-def read_links() -> dict[str, dict]:
-    try:
-        return json.loads(_links_path().read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _write_links(links: dict[str, dict]) -> None:
-    path = _links_path()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(links, indent=1, sort_keys=True))
-    tmp.replace(path)
-
-
-def apply(state: ClusterState, node: str, imp: Impairment) -> None:
-    """Set the impairment on NODE's eth0 (replacing any earlier one) and record it."""
     netns = state.node(node).netns
-    cmds = tc_commands(netns, imp)
+    cmds = tc_commands(netns, imp, netem_too=is_kernel(state, node))
     _run(cmds[0], ignore_error=True)
     try:
         for cmd in cmds[1:]:
@@ -153,32 +163,37 @@ def apply(state: ClusterState, node: str, imp: Impairment) -> None:
     except HostError:
         _run(cmds[0], ignore_error=True)  # never leave half an impairment behind
         raise
-    links = read_links()
-    links[node] = asdict(imp)
-    _write_links(links)
 
 
-def reset(state: ClusterState, node: str) -> None:
+def reset_tc(state: ClusterState, node: str) -> None:
     _run(["tc", "-n", state.node(node).netns, "qdisc", "del", "dev", "eth0", "root"],
          ignore_error=True)
-    links = read_links()
-    links.pop(node, None)
-    _write_links(links)
+
+
+def set_link(state: ClusterState, node: str, imp: Impairment | None) -> str:
+    """The supervisor's `link set` (imp) / `link reset` (None): tc first, then the state the
+    caller publishes (the agents pick up delay/jitter/loss on their reload)."""
+    state.node(node)  # StateError for an unknown node
+    if imp is None:
+        reset_tc(state, node)
+        state.links.pop(node, None)
+        return f"link/{node} reset (no impairment)"
+    apply_tc(state, node, imp)
+    state.links[node] = imp
+    return f"link/{node} impaired: {describe(imp)}"
 
 
 def apply_declared(state: ClusterState) -> None:
-    """`up`: the impairment blocks of the Cluster document."""
-    for spec in state.cluster.nodes:
-        if spec.impairment is not None and spec.impairment.active:
-            apply(state, spec.name, spec.impairment)
+    """`up`: the Cluster document's impairment blocks (already in state.links)."""
+    for node, imp in state.links.items():
+        apply_tc(state, node, imp)
 
 
 def show(state: ClusterState) -> list[list[str]]:
     """Rows for `emunet link show`: node, underlay IP, what is set, the kernel's qdiscs."""
-    links = read_links()
     rows = [["NODE", "UNDERLAY", "IMPAIRMENT", "QDISC (tc)"]]
     for n in state.nodes:
-        imp = Impairment(**links[n.name]) if n.name in links else None
+        imp = state.links.get(n.name)
         r = subprocess.run(["tc", "-n", n.netns, "qdisc", "show", "dev", "eth0"],
                            capture_output=True, text=True, check=False)
         qdiscs = "; ".join(line.strip() for line in r.stdout.splitlines()

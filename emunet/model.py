@@ -38,12 +38,14 @@ class Loc:
 
 @dataclass(frozen=True)
 class Impairment:
-    """A node's underlay link impairment (emunet.faults): tc netem + tbf on its eth0."""
+    """A node's underlay link impairment (emunet.faults): delay, jitter and loss applied by the
+    node's agent (emunet.impairment, netem semantics), the rate by tc tbf on its eth0."""
 
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     loss_pct: float = 0.0
     rate_bps: int = 0  # 0: no rate limit
+    distribution: str = "uniform"  # of the jitter: uniform | normal (netem's names)
 
     @property
     def active(self) -> bool:

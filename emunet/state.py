@@ -89,6 +89,9 @@ class ClusterState:
     policies: dict[tuple[str, str], Any] = field(default_factory=dict)  # NetworkPolicy
     others: list[model.Manifest] = field(default_factory=list)
     last_ip: dict[str, str] = field(default_factory=dict)  # host-local IPAM cursor per node
+    # node -> its underlay link impairment now (`emunet link set`, seeded from the Cluster
+    # document's nodes[].impairment); the agents apply delay/jitter/loss (emunet.faults)
+    links: dict[str, model.Impairment] = field(default_factory=dict)
 
     # ---- building -------------------------------------------------------------------------
 
@@ -110,6 +113,8 @@ class ClusterState:
             plan_deployments(st, config.deployments)
         st.policies = {p.key: p for p in config.network_policies}
         st.others = list(config.others)
+        st.links = {n.name: n.impairment for n in config.cluster.nodes
+                    if n.impairment is not None and n.impairment.active}
         return st
 
     def _plan_nodes(self) -> None:
@@ -324,6 +329,7 @@ class ClusterState:
             "policies": [dataclasses.asdict(p) for p in self.policies.values()],
             "others": [dataclasses.asdict(o) for o in self.others],
             "last_ip": dict(self.last_ip),
+            "links": {n: dataclasses.asdict(i) for n, i in self.links.items()},
         }
 
     def to_json(self) -> str:
@@ -352,6 +358,7 @@ class ClusterState:
             st.policies[pol.key] = pol
         st.others = [model.Manifest(**{**o, "loc": _loc(o.get("loc"))}) for o in d["others"]]
         st.last_ip = dict(d.get("last_ip", {}))
+        st.links = {n: model.Impairment(**i) for n, i in d.get("links", {}).items()}
         return st
 
     @classmethod

@@ -260,6 +260,17 @@ class Supervisor:
             fn = nodepower.stop if req["action"] == "stop" else nodepower.start
             return {"changes": [await fn(self, req["node"])]}
 
+    async def _op_link(self, req, say) -> dict:
+        """`emunet link set|reset NODE`: tc for the rate, the state for the agents (faults)."""
+        from . import faults
+        from .model import Impairment
+
+        imp = Impairment(**req["impairment"]) if req.get("impairment") else None
+        async with self.lock:
+            msg = await asyncio.to_thread(faults.set_link, self.state, req["node"], imp)
+            self.publish()
+            return {"changes": [msg]}
+
     async def _op_label(self, req, say) -> dict:
         """Relabel a pod or namespace; agents recompile identities and policies on SIGHUP."""
         from .labels import label

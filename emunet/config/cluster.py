@@ -232,7 +232,7 @@ def _impairment(node: Obj) -> model.Impairment | None:
     imp = node.map("impairment")
     if imp is None:
         return None
-    keys = ("delay", "jitter", "loss", "rate")
+    keys = ("delay", "jitter", "loss", "rate", "distribution")
     imp.check_fields(keys, what="impairment")
     values = {k: imp.str(k) for k in keys}
     try:
