@@ -37,7 +37,9 @@ def _meta(name: str, namespace: str | None, labels: dict[str, str]) -> dict[str,
 
 
 def _ports_str(ss: ServiceState) -> str:
-    return ",".join(f"{p.port}/{p.protocol}" for p in ss.service.ports) or "<none>"
+    """kubectl's PORT(S): `80/TCP`, with the node port `80:30080/TCP` (NodePort, LoadBalancer)."""
+    return ",".join(f"{p.port}{f':{p.node_port}' if p.node_port else ''}/{p.protocol}"
+                    for p in ss.service.ports) or "<none>"
 
 
 def _pod_phase(ps: PodState) -> str:
@@ -82,8 +84,8 @@ def services(st: ClusterState, namespace: str | None, wide: bool) -> list[list[s
         if not _in_ns(ss.key, namespace):
             continue
         svc = ss.service
-        row = [svc.name, svc.type, ss.cluster_ip or "None", svc.external_name or "<none>",
-               _ports_str(ss)]
+        external = svc.external_name or ("<pending>" if svc.type == "LoadBalancer" else "<none>")
+        row = [svc.name, svc.type, ss.cluster_ip or "None", external, _ports_str(ss)]
         if wide:
             row.append(",".join(f"{k}={v}" for k, v in (svc.selector or {}).items()) or "<none>")
         if namespace is None:
@@ -170,9 +172,11 @@ def as_list(st: ClusterState, kind: str, namespace: str | None,
                     "apiVersion": "v1", "kind": "Service",
                     "metadata": _meta(svc.name, svc.namespace, svc.labels),
                     "spec": {"type": svc.type, "clusterIP": ss.cluster_ip or "None",
-                             "selector": svc.selector, "ports": [
+                             "selector": svc.selector, "sessionAffinity": svc.session_affinity,
+                             "ports": [
                                  {"port": p.port, "targetPort": p.target_port,
-                                  "protocol": p.protocol, **({"name": p.name} if p.name else {})}
+                                  "protocol": p.protocol, **({"name": p.name} if p.name else {}),
+                                  **({"nodePort": p.node_port} if p.node_port else {})}
                                  for p in svc.ports]},
                 })
     elif kind == "endpoints":
