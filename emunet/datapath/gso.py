@@ -38,6 +38,19 @@ def ones(data: bytes | bytearray | memoryview) -> int:
     return x << 8 if len(data) & 1 else x
 
 
+# 2**k = 1 (mod 0xFFFF) for k a multiple of 16: adding a number's high and low k-bit halves
+# keeps it congruent; four halvings (shift, mask, add: simple digit loops) before the one
+# division measured 1.55 -> 0.86 us for a 1398-byte segment.
+_HALVES = tuple((k, (1 << k) - 1) for k in (6144, 3072, 1536, 768))
+
+
+def mod_ffff(y: int) -> int:
+    """y % 0xFFFF, faster for numbers of a few thousand bits."""
+    for k, m in _HALVES:
+        y = (y >> k) + (y & m)
+    return y % 0xFFFF
+
+
 def fold(total: int) -> int:
     """The Internet checksum (~sum) of words summing to `total` (mod 0xFFFF)."""
     r = total % 0xFFFF
@@ -109,7 +122,7 @@ def segment_tcp(buf: bytes, off: int, mss: int) -> list[bytes]:
         payload = mv[pos:pos + n]
         x = frombytes(payload, "big")
         tot = ihl + thl + n
-        r = (tcp_base + n + seq + f + (x << 8 if n & 1 else x)) % 0xFFFF
+        r = mod_ffff(tcp_base + n + seq + f + (x << 8 if n & 1 else x))
         ri = (ip_base + tot + ident) % 0xFFFF
         out.append(join((pack(head, tot, ident, frag, 0xFFFF - ri if ri else 0, addrs, seq,
                               ackoff, f, win, 0xFFFF - r if r else 0, tail), payload)))
@@ -151,7 +164,7 @@ def _tcp_segment_info(d: bytes, off: int) -> tuple[int, int, int] | None:
     if end != len(d) or thl < 20 or l4 + thl >= end or d[l4 + 13] & ~_TCP_PSH != _TCP_ACK \
             or d[l4 + 18] or d[l4 + 19]:
         return None
-    if (_pseudo(d, ip) + end - l4 + ones(memoryview(d)[l4:end])) % 0xFFFF:
+    if mod_ffff(_pseudo(d, ip) + end - l4 + ones(memoryview(d)[l4:end])):
         return None  # a bad checksum: never merged (GRO validates before merging)
     return l4, l4 + thl, end
 
@@ -199,7 +212,7 @@ def coalesce_tcp(datagrams: list[bytes], off: int) -> list[tuple[bytes, int]]:
                     or t[4] + t[6] + t[7] != rest:
                 break
             x = frombytes(memoryview(e)[l4:], "big")
-            if (base + esize + (x << 8 if esize & 1 else x)) % 0xFFFF:
+            if mod_ffff(base + esize + (x << 8 if esize & 1 else x)):
                 break  # a bad checksum: never merged (GRO validates before merging)
             payloads.append(memoryview(e)[data:])
             total += esize
