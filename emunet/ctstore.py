@@ -75,8 +75,7 @@ class CtStore:
 
     def save(self, now: float) -> None:
         version = self.ct.version
-        data = json.dumps({"version": 1, "conns": self.ct.to_records(now)},
-                          separators=(",", ":"))
+        data = self.ct.to_json(now)  # the JSON of to_records, faster (conntrack.py)
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -10,6 +10,7 @@ snapshotted so a restarted agent keeps established connections and their NAT (DE
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from .packets import (
@@ -97,7 +98,7 @@ class Conn:
     """One tracked connection: both keys, NAT rewrites per direction, state and deadline."""
 
     __slots__ = ("proto", "orig", "orig_key", "reply_key", "fwd", "rev", "replied", "closing",
-                 "expires", "service", "backend")
+                 "expires", "service", "backend", "json_parts")
 
     def __init__(self, proto: int, orig: tuple[bytes, bytes, bytes, bytes],
                  reply: tuple[bytes, bytes, bytes, bytes], service: str = "",
@@ -122,6 +123,7 @@ class Conn:
         self.expires = 0.0
         self.service = service
         self.backend = backend
+        self.json_parts: tuple[str, str] | None = None  # Conntrack.to_json's constant text
 
     def timeout(self, tcp_flags: int) -> float:
         if self.proto == PROTO_TCP:
@@ -242,6 +244,26 @@ class Conntrack:
                         c.backend[0].hex() if c.backend else None,
                         c.backend[1] if c.backend else None])
         return out
+
+    def to_json(self, now: float) -> str:
+        """`json.dumps({"version": 1, "conns": to_records(now)}, separators=(",", ":"))`,
+        text for text, with each connection's constant part formatted once: the agent writes
+        a snapshot up to 10 times a second (emunet.ctstore), 5,000 connections measured 20 ms
+        with json.dumps."""
+        out = []
+        for c in self.conns():
+            parts = c.json_parts
+            if parts is None:
+                sep = (",", ":")
+                head = json.dumps([c.proto, b"".join(c.orig).hex(), c.reply_key[1:].hex()],
+                                  separators=sep)
+                tail = json.dumps([c.service, c.backend[0].hex() if c.backend else None,
+                                   c.backend[1] if c.backend else None], separators=sep)
+                parts = c.json_parts = (head[:-1] + ",", "," + tail[1:])
+            left = round(max(0.0, c.expires - now), 3)
+            out.append(f"{parts[0]}{'true' if c.replied else 'false'},"
+                       f"{'true' if c.closing else 'false'},{float(left)!r}{parts[1]}")
+        return '{"version":1,"conns":[' + ",".join(out) + "]}"
 
     def from_records(self, records: list[list], now: float) -> int:
         """Load records written by `to_records` (by a previous agent); returns how many.
