@@ -103,8 +103,13 @@ class ClusterState:
         for ns in (Namespace("default"), Namespace(KUBE_SYSTEM), *config.namespaces):
             st.add_namespace(ns)
         st._add_dns()
+        # node ports a document names are kept for it: an earlier Service's allocation must
+        # not take one (the API server sees them one by one; a file is one request here)
+        st._asked_node_ports = {sp.node_port for svc in config.services for sp in svc.ports
+                                if sp.node_port is not None}
         for svc in config.services:
             st.add_service(svc)
+        st._asked_node_ports = set()
         for pod in config.pods:
             st.add_pod(pod)
         if config.deployments:
@@ -193,7 +198,7 @@ class ClusterState:
                     if sp.node_port is not None:
                         used[(sp.node_port, sp.protocol)] = f"{key[0]}/{key[1]}"
         kept = {(sp.port, sp.protocol): sp.node_port for sp in old.service.ports} if old else {}
-        taken = {n for n, _ in used}
+        taken = {n for n, _ in used} | getattr(self, "_asked_node_ports", set())
         ports = []
         for sp in svc.ports:
             np_ = sp.node_port or kept.get((sp.port, sp.protocol))

@@ -235,12 +235,17 @@ def _impairment(node: Obj) -> model.Impairment | None:
     keys = ("delay", "jitter", "loss", "rate", "distribution")
     imp.check_fields(keys, what="impairment")
     values = {k: imp.str(k) for k in keys}
+    if any(imp.has(k) and values[k] is None for k in keys):
+        return None  # a value of the wrong type: already reported, nothing more to say
+    example = "e.g. impairment: {delay: 50ms, jitter: 5ms, loss: 5%, rate: 10mbit}"
+    if not any(values.values()):
+        imp.error(None, "an empty impairment: give delay, jitter, loss or rate", example)
+        return None
     try:
         return parse(**values)
     except ImpairmentError as e:
         field, _, msg = str(e).partition(": ")
-        imp.error(field if field in keys and imp.has(field) else None, msg,
-                  "e.g. impairment: {delay: 50ms, jitter: 5ms, loss: 5%, rate: 10mbit}")
+        imp.error(field if field in keys and imp.has(field) else None, msg, example)
         return None
 
 
