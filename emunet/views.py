@@ -17,7 +17,12 @@ KINDS = {
     "endpoints": "endpoints", "ep": "endpoints",
     "nodes": "nodes", "node": "nodes", "no": "nodes",
     "deployments": "deployments", "deployment": "deployments", "deploy": "deployments",
+    "networkpolicies": "networkpolicies", "networkpolicy": "networkpolicies",
+    "netpol": "networkpolicies",
+    "ciliumnetworkpolicies": "ciliumnetworkpolicies", "ciliumnetworkpolicy":
+    "ciliumnetworkpolicies", "cnp": "ciliumnetworkpolicies",
 }
+_CNP = "CiliumNetworkPolicy"
 
 
 def table(rows: list[list[str]]) -> str:
@@ -130,6 +135,51 @@ def deployments(st: ClusterState, namespace: str | None, wide: bool) -> list[lis
     return rows
 
 
+def _selector_str(sel) -> str:
+    """A LabelSelector as kubectl prints it (`app=web,tier in (a,b)`); empty: <none>."""
+    parts = [f"{k}={v}" for k, v in sel.match_labels]
+    for r in sel.match_expressions:
+        vals = ",".join(r.values)
+        parts.append({"In": f"{r.key} in ({vals})", "NotIn": f"{r.key} notin ({vals})",
+                      "Exists": r.key, "DoesNotExist": f"!{r.key}"}.get(r.operator, r.key))
+    return ",".join(parts) or "<none>"
+
+
+def networkpolicies(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
+    head = ["NAME", "POD-SELECTOR"] + (["POLICY-TYPES"] if wide else [])
+    if namespace is None:
+        head.insert(0, "NAMESPACE")
+    rows = [head]
+    for pol in sorted(st.policies.values(), key=lambda p: p.key):
+        if not _in_ns(pol.key, namespace):
+            continue
+        row = [pol.name, _selector_str(pol.pod_selector)]
+        if wide:
+            row.append(",".join(pol.policy_types))
+        if namespace is None:
+            row.insert(0, pol.namespace)
+        rows.append(row)
+    return rows
+
+
+def ciliumnetworkpolicies(st: ClusterState, namespace: str | None, wide: bool
+                          ) -> list[list[str]]:
+    head = ["NAME", "ENDPOINT-SELECTOR"]
+    if namespace is None:
+        head.insert(0, "NAMESPACE")
+    rows = [head]
+    for m in sorted((o for o in st.others if o.kind == _CNP), key=lambda o: (o.namespace, o.name)):
+        if not _in_ns((m.namespace or "", m.name), namespace):
+            continue
+        sel = (m.body.get("spec") or {}).get("endpointSelector") or {}
+        labels = sel.get("matchLabels") or {}
+        row = [m.name, ",".join(f"{k}={v}" for k, v in labels.items()) or "<all>"]
+        if namespace is None:
+            row.insert(0, m.namespace or "")
+        rows.append(row)
+    return rows
+
+
 def nodes(st: ClusterState, ready: dict[str, bool], wide: bool) -> list[list[str]]:
     head = ["NAME", "STATUS", "INTERNAL-IP", "POD-CIDR"]
     if wide:
@@ -196,6 +246,25 @@ def as_list(st: ClusterState, kind: str, namespace: str | None,
                                "updatedReplicas": s["updated"],
                                "availableReplicas": s["available"]},
                 })
+    elif kind == "networkpolicies":
+        for pol in sorted(st.policies.values(), key=lambda p: p.key):
+            if _in_ns(pol.key, namespace):
+                sel = pol.pod_selector
+                items.append({
+                    "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": _meta(pol.name, pol.namespace, {}),
+                    "spec": {"podSelector": {
+                        "matchLabels": dict(sel.match_labels),
+                        "matchExpressions": [{"key": r.key, "operator": r.operator,
+                                              "values": list(r.values)}
+                                             for r in sel.match_expressions]},
+                        "policyTypes": list(pol.policy_types)},
+                })
+    elif kind == "ciliumnetworkpolicies":
+        for m in sorted((o for o in st.others if o.kind == _CNP),
+                        key=lambda o: (o.namespace, o.name)):
+            if _in_ns((m.namespace or "", m.name), namespace):
+                items.append(m.body)  # the manifest as applied
     elif kind == "nodes":
         for n in st.nodes:
             items.append({

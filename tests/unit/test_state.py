@@ -132,3 +132,21 @@ def test_views_json_list_uses_kubernetes_field_names():
     assert eps["subsets"][0]["ports"][0] == {"port": 3000, "protocol": "TCP", "name": "http"}
     rows = views.pods(st, None, wide=True)
     assert rows[0][0] == "NAMESPACE" and rows[0][-1] == "NETNS"
+
+
+def test_views_list_network_and_cilium_policies():
+    from pathlib import Path
+
+    from emunet.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    st = ClusterState.plan(load_config(str(root / "configs" / "two-node.yaml")))
+    rows = views.networkpolicies(st, None, wide=True)
+    assert rows[1] == ["blog-website", "monospaced-access", "app=monospaced", "Ingress"]
+    item = views.as_list(st, "networkpolicies", "blog-website", {})["items"][0]
+    assert item["spec"]["podSelector"]["matchLabels"] == {"app": "monospaced"}
+    st = ClusterState.plan(load_config(str(root / "tests" / "e2e" / "configs" / "l7.yaml")))
+    rows = views.ciliumnetworkpolicies(st, "blog-website", wide=False)
+    assert rows[1] == ["monospaced-api", "app=monospaced"]
+    cnp = views.as_list(st, "ciliumnetworkpolicies", None, {})["items"][0]
+    assert cnp["kind"] == "CiliumNetworkPolicy"
