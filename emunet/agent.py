@@ -234,17 +234,18 @@ class Agent:
         """A TCP super-frame to another node: cut into MSS-sized inner frames (standard VXLAN
         datagrams, complete checksums), sent with UDP GSO: one sendmsg per up to 64 datagrams,
         which the kernel splits into separate datagrams before the wire."""
-        segs = gso.segment_tcp(a.payload, 8, self.gso_size)
-        self.gso_stats["gso_segments"] += len(segs)
+        parts = gso.segment_tcp_iov(a.payload, 8, self.gso_size)
+        self.gso_stats["gso_segments"] += len(parts)
         s = self.peer_socks.get((a.dst_ip, a.dst_port, True)) or self._peer(
             a.dst_ip, a.dst_port, True)
-        for batch in gso.gso_batches(segs):
-            try:
-                if len(batch) == 1:
-                    s.send(batch[0])
+        sizes = [len(h) + len(p) for h, p in parts]
+        for r in gso.gso_ranges(sizes):
+            try:  # scatter-gather: headers and payload views, never joined in Python
+                if len(r) == 1:
+                    s.sendmsg(parts[r.start])
                 else:
-                    s.sendmsg((b"".join(batch),),
-                              ((SOL_UDP, UDP_SEGMENT, _U16N.pack(len(batch[0]))),))
+                    s.sendmsg([x for i in r for x in parts[i]],
+                              ((SOL_UDP, UDP_SEGMENT, _U16N.pack(sizes[r.start])),))
             except OSError:
                 self.tx_errors += 1
 

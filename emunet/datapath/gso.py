@@ -86,7 +86,13 @@ def vnet_tcp4(f: bytes | bytearray | memoryview, ip: int, gso_size: int) -> byte
 
 def segment_tcp(buf: bytes, off: int, mss: int) -> list[bytes]:
     """Cut the TCPv4 super-frame whose Ethernet header starts at `off` into MSS-sized frames;
-    each result keeps `buf[:off]` (the VXLAN header) in front. Checksums are complete.
+    each result keeps `buf[:off]` (the VXLAN header) in front. Checksums are complete."""
+    return [h + p for h, p in segment_tcp_iov(buf, off, mss)]
+
+
+def segment_tcp_iov(buf: bytes, off: int, mss: int) -> list[tuple[bytes, memoryview]]:
+    """`segment_tcp` as (headers, payload view) pairs: what a scatter-gather sendmsg takes,
+    so no segment is ever copied in Python.
 
     Per segment only the IP total length, ID and checksum and the TCP sequence number, flags
     and checksum change: both checksums are the constant words' sum (computed once) plus the
@@ -111,7 +117,7 @@ def segment_tcp(buf: bytes, off: int, mss: int) -> list[bytes]:
     seq = int.from_bytes(buf[l4 + 4:l4 + 8], "big")
     flags = buf[l4 + 13]
     mv = memoryview(buf)
-    pack, frombytes, join = hdr.pack, int.from_bytes, b"".join
+    pack, frombytes = hdr.pack, int.from_bytes
     out = []
     pos = data
     while pos < end:
@@ -124,8 +130,8 @@ def segment_tcp(buf: bytes, off: int, mss: int) -> list[bytes]:
         tot = ihl + thl + n
         r = mod_ffff(tcp_base + n + seq + f + (x << 8 if n & 1 else x))
         ri = (ip_base + tot + ident) % 0xFFFF
-        out.append(join((pack(head, tot, ident, frag, 0xFFFF - ri if ri else 0, addrs, seq,
-                              ackoff, f, win, 0xFFFF - r if r else 0, tail), payload)))
+        out.append((pack(head, tot, ident, frag, 0xFFFF - ri if ri else 0, addrs, seq, ackoff, f,
+                         win, 0xFFFF - r if r else 0, tail), payload))
         seq = (seq + n) & 0xFFFFFFFF
         ident = (ident + 1) & 0xFFFF
         pos += n
@@ -134,20 +140,23 @@ def segment_tcp(buf: bytes, off: int, mss: int) -> list[bytes]:
 
 def gso_batches(datagrams: list[bytes]) -> list[list[bytes]]:
     """Group datagrams into UDP GSO sends: equal sizes except a shorter last one, bounded."""
-    out: list[list[bytes]] = []
-    cur: list[bytes] = []
-    size = total = 0
-    for d in datagrams:
-        if cur and (len(d) > size or len(cur[-1]) < size or len(cur) >= MAX_DATAGRAMS
-                    or total + len(d) > MAX_DATAGRAM_BYTES):
-            out.append(cur)
-            cur, total = [], 0
-        if not cur:
-            size = len(d)
-        cur.append(d)
-        total += len(d)
-    if cur:
-        out.append(cur)
+    return [datagrams[r.start:r.stop] for r in gso_ranges([len(d) for d in datagrams])]
+
+
+def gso_ranges(sizes: list[int]) -> list[range]:
+    """`gso_batches` on datagram sizes: the index ranges of each UDP GSO send."""
+    out: list[range] = []
+    start = total = size = 0
+    for i, n in enumerate(sizes):
+        if i > start and (n > size or sizes[i - 1] < size or i - start >= MAX_DATAGRAMS
+                          or total + n > MAX_DATAGRAM_BYTES):
+            out.append(range(start, i))
+            start, total = i, 0
+        if i == start:
+            size = n
+        total += n
+    if start < len(sizes):
+        out.append(range(start, len(sizes)))
     return out
 
 
