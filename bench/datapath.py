@@ -18,6 +18,8 @@ offloads). The same clients then run on both, each figure the median of --repeat
 
 Prints a table with the emunet/kernel ratio and writes JSON with --json. The underlay (the
 "wire") carries MTU-sized frames with complete checksums on both sides (see kernelnode).
+emunet pods keep TSO/checksum offloads (spec.offloads, the default; emunet.datapath.gso);
+--offloads-off adds a third column, the same emunet cluster with `offloads: false`.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ RR_CLIENT = textwrap.dedent("""
 """)
 
 
-def config(datapath: str) -> str:
+def config(datapath: str, offloads: bool = True) -> str:
     """Two nodes; iperf3 servers on each node, an echo server on node-2, a client on node-1."""
     def pod(name: str, node: str, app: str, command: list[str], port: int | None) -> str:
         ports = f"\n      ports: [{{containerPort: {port}}}]" if port else ""
@@ -85,6 +87,8 @@ def config(datapath: str) -> str:
     iperf = ["iperf3", "-s", "-p", str(IPERF_PORT)]
     docs = [
         "apiVersion: emunet/v1alpha1\nkind: Cluster\nmetadata: {name: bench}\nspec:\n"
+        + ("" if offloads else "  offloads: false\n")
+        +
         f"  nodes:\n    - {{name: node-1, datapath: {datapath}}}\n"
         f"    - {{name: node-2, datapath: {datapath}}}\n",
         f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n",
@@ -139,11 +143,13 @@ def rr(c: BenchCluster, ip: str, seconds: float) -> float:
     return float(p.stdout)
 
 
-def measure(datapath: str, repeat: int, seconds: float, log) -> dict:
-    with BenchCluster("ebp" if datapath == "emunet" else "ebk", config(datapath)) as c:
+def measure(datapath: str, repeat: int, seconds: float, log, offloads: bool = True) -> dict:
+    tag = ("ebp" if offloads else "ebo") if datapath == "emunet" else "ebk"
+    with BenchCluster(tag, config(datapath, offloads)) as c:
         cips = _cluster_ips(c)
         remote_ip = _pod_ip(c, "echo")  # iperf-remote: the policy admits TCP 5201 only
-        log(f"  {datapath}: up in {c.up_seconds:.1f}s; measuring")
+        log(f"  {datapath}{'' if offloads else ' (offloads off)'}: up in {c.up_seconds:.1f}s; "
+            "measuring")
         rows: dict[str, list[float]] = {"tcp_cross_gbps": [], "tcp_same_gbps": [],
                                         "ping_p50_ms": [], "ping_p99_ms": [], "rr_per_s": []}
         ping(c, remote_ip, 20)  # warm up ARP/neighbour and conntrack paths
@@ -167,12 +173,18 @@ ROWS = [("tcp_cross_gbps", "TCP cross-node via ClusterIP + policy, Gbit/s", True
 
 
 def report(res: dict) -> str:
-    lines = [f"{'':56} {'emunet':>9} {'kernel':>9} {'ratio':>7}"]
+    off = res.get("emunet_offloads_off")
+    lines = [f"{'':56} {'emunet':>9} {'kernel':>9} {'ratio':>7}"
+             + (f" {'offl.off':>9} {'ratio':>7}" if off else "")]
     for key, label, higher_better in ROWS:
         e, k = res["emunet"][key]["median"], res["kernel"][key]["median"]
         r = res["ratios"][key]
-        lines.append(f"{label:56} {e:9.3f} {k:9.3f} {r:6.2f}x" + ("" if higher_better
-                                                                   else " (lower is better)"))
+        extra = ""
+        if off:
+            o = off[key]["median"]
+            extra = f" {o:9.3f} {ratio(o, k):6.2f}x"
+        lines.append(f"{label:56} {e:9.3f} {k:9.3f} {r:6.2f}x{extra}"
+                     + ("" if higher_better else " (lower is better)"))
     for key in ("up_s", "down_s"):
         e, k = res["emunet"][key], res["kernel"][key]
         lines.append(f"{'emunet ' + key.replace('_s', '') + ', 2 nodes / 5 pods, s':56} "
@@ -182,10 +194,13 @@ def report(res: dict) -> str:
     return "\n".join(lines)
 
 
-def run(repeat: int, seconds: float, log=lambda s: print(s, file=sys.stderr)) -> dict:
+def run(repeat: int, seconds: float, log=lambda s: print(s, file=sys.stderr),
+        offloads_off: bool = False) -> dict:
     res: dict = {"repeat": repeat, "seconds": seconds}
     for datapath in ("emunet", "kernel"):
         res[datapath] = measure(datapath, repeat, seconds, log)
+    if offloads_off:  # the same emunet cluster without TSO in pod veths, same run
+        res["emunet_offloads_off"] = measure("emunet", repeat, seconds, log, offloads=False)
     res["ratios"] = {key: ratio(res["emunet"][key]["median"], res["kernel"][key]["median"])
                      for key, _, _ in ROWS}
     return res
@@ -196,8 +211,10 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     ap.add_argument("--seconds", type=float, default=3.0, help="length of each timed run")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--offloads-off", action="store_true",
+                    help="also measure the emunet cluster with spec.offloads: false")
     args = ap.parse_args()
-    res = run(max(1, args.repeat), args.seconds)
+    res = run(max(1, args.repeat), args.seconds, offloads_off=args.offloads_off)
     print(report(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))

@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from bench import datapath
+from emunet.config import ConfigError, load_config_text
 from emunet.datapath import gso
 from emunet.datapath import packets as pk
 
@@ -94,3 +96,12 @@ def test_partial_csum_and_vnet_header():
     assert part == pk.pseudo_sum(SRC, DST, 6, len(frame) - 34)
     flags, gso_type, hdr_len, size, start, off = gso.VNET.unpack(gso.vnet_tcp4(frame, 14, 1398))
     assert (flags, gso_type, hdr_len, size, start, off) == (1, 1, 66, 1398, 34, 16)
+
+
+def test_spec_offloads_parses_defaults_on_and_is_checked():
+    assert load_config_text(datapath.config("emunet"), "b.yaml").cluster.offloads is True
+    off = load_config_text(datapath.config("emunet", offloads=False), "b.yaml")
+    assert off.cluster.offloads is False
+    bad = datapath.config("emunet").replace("spec:\n", "spec:\n  offloads: sometimes\n", 1)
+    with pytest.raises(ConfigError, match="offloads.*true or false"):
+        load_config_text(bad, "b.yaml")
