@@ -64,7 +64,8 @@ class Agent:
         self.csum_filled = 0
         # offloads (emunet.datapath.gso): the GSO segment size of the frame in hand (0: none)
         self.gso_size = 0
-        self.gso_stats = {"gso_rx": 0, "gso_segments": 0, "gro_merged": 0, "gso_dropped": 0}
+        self.gso_stats = {"gso_rx": 0, "gso_segments": 0, "gro_merged": 0, "gso_dropped": 0,
+                          "eth0_gro_rx": 0}
         tables = self._load()
         self.dp = ObservedDatapath(tables, random.Random())
         self.shaper = UnderlayShaper(random.Random())  # `emunet link set` (emunet.impairment)
@@ -91,6 +92,9 @@ class Agent:
         self.eth0: socket.socket | None = None
         try:
             self.eth0 = underlay_socket(me.underlay_ip)
+            # eth0's GRO (on for the VXLAN socket's UDP_GRO) also merges an outside client's
+            # TCP segments: the vnet header says so, and such a frame goes to its pod whole
+            self.eth0.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             self.sel.register(self.eth0, selectors.EVENT_READ, "eth0")
         except OSError as e:  # no underlay eth0 (a lone node built without one)
             log.info("no NodePort socket on eth0: %s", e)
@@ -201,9 +205,9 @@ class Agent:
                         if a.port == UNDERLAY_PORT and self.eth0 is not None:  # NodePort
                             if self.gso_size and len(a.frame) > self.big:  # the wire: MSS
                                 for seg in gso.segment_tcp(a.frame, 0, self.gso_size):
-                                    self.eth0.send(seg)
+                                    self.eth0.send(gso.VNET_NONE + seg)
                             else:
-                                self.eth0.send(a.frame)
+                                self.eth0.send(gso.VNET_NONE + a.frame)
                         continue
                     if self.gso_size and len(a.frame) > self.big:
                         self._send_super(s, a.frame)
@@ -313,10 +317,22 @@ class Agent:
     def _read_eth0(self, now: float) -> None:
         for _ in range(BATCH):
             try:
-                data = self.eth0.recv(65535)  # type: ignore[union-attr]
+                data = self.eth0.recv(RECV_MAX)  # type: ignore[union-attr]
             except (BlockingIOError, InterruptedError):
                 return
-            self._act(self.dp.process_nodeport(data, now))
+            frame = data[gso.VNET_LEN:]
+            if data[1] and len(frame) > self.big:  # a GRO-merged TCP train (vnet gso_type)
+                if data[1] & ~gso.GSO_ECN != gso.GSO_TCPV4:
+                    self.gso_stats["gso_dropped"] += 1
+                    continue
+                self.gso_stats["eth0_gro_rx"] += 1
+                self.gso_size = _U16N.unpack_from(data, 4)[0]
+                try:
+                    self._act(self.dp.process_nodeport(frame, now))
+                finally:
+                    self.gso_size = 0
+                continue
+            self._act(self.dp.process_nodeport(frame, now))
 
     def write_counters(self) -> None:
         c = {**self.dp.counters, **self.ct_store.counters(), "tx_errors": self.tx_errors,
