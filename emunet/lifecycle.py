@@ -95,7 +95,10 @@ def up(path: str, progress: Progress) -> ClusterState:
         return ClusterState.from_json((rd / "state.json").read_text())
     except BaseException:
         progress("rolling back")
-        _remove_all(m)
+        # The supervisor records its children in the manifest file itself: stop it first (so
+        # it starts nothing more), then remove what the file, not our stale copy, lists.
+        _stop_supervisor(progress)
+        _remove_all(host.Manifest.open(manifest_path()))
         raise
 
 
@@ -179,14 +182,21 @@ def down(progress: Progress) -> bool:
         if naming.run_dir().exists():
             shutil.rmtree(naming.run_dir(), ignore_errors=True)
         return False
+    if not _stop_supervisor(progress):
+        progress("supervisor not running; cleaning up from the manifest")
+    _remove_all(host.Manifest.open(manifest_path()))
+    return True
+
+
+def _stop_supervisor(progress: Progress) -> bool:
+    """Ask a running supervisor to stop its children and exit; False if none answers."""
     try:
         pid = control.request("ping", timeout=2)["pid"]
         control.request("shutdown", timeout=5)
-        _wait_gone(pid, 5.0)
-        progress("supervisor stopped")
     except (control.ControlError, OSError):
-        progress("supervisor not running; cleaning up from the manifest")
-    _remove_all(host.Manifest.open(manifest_path()))
+        return False
+    _wait_gone(pid, 5.0)
+    progress("supervisor stopped")
     return True
 
 

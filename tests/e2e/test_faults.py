@@ -49,7 +49,21 @@ def _alive(procs: list[tuple[int, int]]) -> list[int]:
     return [pid for pid, start in procs if (st := _stat(pid)) and st[1] == start]
 
 
+def _using(run_dir: Path) -> list[int]:
+    """Live processes whose command line names the cluster's run dir (agents, DNS, proxies)."""
+    out = []
+    for d in os.listdir("/proc"):
+        try:
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes() if d.isdigit() else b""
+        except OSError:
+            continue
+        if str(run_dir).encode() in cmd and _stat(int(d)) is not None:
+            out.append(int(d))
+    return out
+
+
 def _assert_clean(c: Cluster) -> None:
+    assert not _using(c.run_dir), f"processes of the cluster left: {_using(c.run_dir)}"
     assert not c.netns(), f"namespaces left: {c.netns()}"
     assert not list(Path("/etc/netns").glob(c.prefix + "-*")), "/etc/netns entries left"
     assert not c.run_dir.exists(), "run dir left"
