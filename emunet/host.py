@@ -25,9 +25,7 @@ import errno
 import ipaddress
 import os
 import shutil
-import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +36,8 @@ from pyroute2.ethtool.ioctl import EthtoolError, IoctlEthtool
 from . import naming
 from .hostmanifest import HostError, Manifest, process_start_time  # noqa: F401 (re-export)
 from .kernelnode import BRIDGE, is_kernel
+from .podfiles import hosts_file, resolv_conf  # noqa: F401 (re-export)
+from .procs import end_recorded
 from .state import ClusterState, NodeState, PodState
 
 __all__ = ["HostError", "Manifest", "add_pod", "build_node", "build_underlay", "hosts_file",
@@ -48,7 +48,6 @@ NETNS_RUN_DIR = Path(_pyr_netns.NETNS_RUN_DIR)
 ETC_NETNS = Path("/etc/netns")  # `ip netns exec` bind-mounts /etc/netns/<netns>/* over /etc
 UNDERLAY_MTU = 1500  # pod MTU + 50 bytes of VXLAN overhead (RFC 7348 section 4.3)
 UNDERLAY_BRIDGE = "br0"
-TERM_GRACE = 1.0  # seconds between SIGTERM and SIGKILL in teardown
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -312,34 +311,6 @@ def _build_outside(state: ClusterState, m: Manifest) -> None:
         _offloads_off(eth0, name)
 
 
-def resolv_conf(state: ClusterState, pod: PodState) -> str:
-    """What kubelet writes for dnsPolicy ClusterFirst (Kubernetes DNS spec; k3s defaults)."""
-    domain = state.cluster.cluster_domain
-    ns = pod.pod.namespace
-    return (f"search {ns}.svc.{domain} svc.{domain} {domain}\n"
-            f"nameserver {state.cluster.cluster_dns}\n"
-            "options ndots:5\n")
-
-
-def hosts_file(state: ClusterState, pod: PodState) -> str:
-    """The kubelet-managed /etc/hosts (pkg/kubelet/kubelet_pods.go, managedHostsHeader)."""
-    p = pod.pod
-    hostname = (p.hostname or p.name)[:63]  # a DNS label, as kubelet truncates it
-    lines = ["# Kubernetes-managed hosts file.",
-             "127.0.0.1\tlocalhost",
-             "::1\tlocalhost ip6-localhost ip6-loopback",
-             "fe00::0\tip6-localnet",
-             "fe00::0\tip6-mcastprefix",
-             "fe00::1\tip6-allnodes",
-             "fe00::2\tip6-allrouters"]
-    if p.subdomain:  # <hostname>.<subdomain>.<namespace>.svc.<domain>, then the short name
-        fqdn = f"{hostname}.{p.subdomain}.{p.namespace}.svc.{state.cluster.cluster_domain}"
-        lines.append(f"{pod.ip}\t{fqdn}\t{hostname}")
-    else:
-        lines.append(f"{pod.ip}\t{hostname}")
-    return "\n".join(lines) + "\n"
-
-
 def _write_etc(state: ClusterState, pod: PodState, m: Manifest) -> None:
     d = ETC_NETNS / pod.netns
     if not ETC_NETNS.exists():
@@ -404,65 +375,6 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
 
 # ---- removing ----------------------------------------------------------------------------------
 
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """pid -> (process group, start time) of every live process (proc(5) stat fields 5, 22)."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2:].split()  # from field 3 (state) on
-        if fields[0] not in ("Z", "X"):
-            out[int(d)] = (int(fields[2]), int(fields[19]))
-    return out
-
-
-def _ours(procs: list[dict]) -> list[int]:
-    """The live pids of recorded processes and of their process groups.
-
-    Every recorded process was started in its own session (start_new_session), so its group
-    holds what it forked too (a container's shell and its children) even after the leader was
-    SIGKILLed. A group is ours only if its leader still has the recorded start time, or the
-    leader is gone (Linux never reuses a pid while a group of that id exists) and members
-    started after it; a recycled leader pid belongs to someone else and is left alone.
-    """
-    table = _proc_table()
-    out: set[int] = set()
-    for e in procs:
-        pid, start = e["pid"], e["start_time"]
-        leader = table.get(pid)
-        if leader is not None and leader[1] != start:
-            continue
-        out.update(p for p, (pgid, st) in table.items()
-                   if p == pid or (pgid == pid and st >= start))
-    return sorted(out)
-
-
-def _kill(procs: list[dict]) -> None:
-    """SIGTERM, a short grace, SIGKILL: recorded processes and their groups (see `_ours`)."""
-    def signal_all(sig: int, pids: list[int]) -> None:
-        # A zombie reads as gone (_proc_table); reaping is its parent's job (a Popen object
-        # would misreport its exit status if we reaped it here).
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    if not procs:
-        return
-    signal_all(signal.SIGTERM, _ours(procs))
-    deadline = time.monotonic() + TERM_GRACE
-    while (left := _ours(procs)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    signal_all(signal.SIGKILL, left)
-    for _ in range(100):  # SIGKILL is not instant; removing a netns still in use would leak it
-        if not _ours(procs):
-            break
-        time.sleep(0.01)
-
-
 def _remove_entry(e: dict, m: Manifest) -> None:
     if e["kind"] == "netns":
         _remove_netns(e["name"])
@@ -478,7 +390,7 @@ def _remove_entry(e: dict, m: Manifest) -> None:
 def remove_pod(pod: PodState, m: Manifest) -> None:
     """Delete the pod's processes, namespace (its veth goes with it) and /etc/netns dir."""
     procs = [e for e in m.processes() if e.get("netns") == pod.netns]
-    _kill(procs)
+    end_recorded(procs)
     for e in procs:
         m.discard(e)
     node_ns = naming.node_netns(pod.node)
@@ -502,7 +414,7 @@ def teardown(m: Manifest) -> None:
     an interrupted teardown can simply be run again.
     """
     procs = m.processes()
-    _kill(procs)
+    end_recorded(procs)
     for e in procs:
         m.discard(e)
     errors = []
