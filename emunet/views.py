@@ -6,6 +6,7 @@ spec.clusterIP, subsets, ...) so `jq` filters written for kubectl work unchanged
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from . import deploy
@@ -57,82 +58,64 @@ def _in_ns(key: tuple[str, str], namespace: str | None) -> bool:
     return namespace is None or key[0] == namespace
 
 
-def pods(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
-    head = ["NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE"]
-    if wide:
-        head.append("NETNS")
+def _namespaced(head: list[str], items: Iterable[tuple[tuple[str, str], list[str]]],
+                namespace: str | None) -> list[list[str]]:
+    """A kubectl table of namespaced objects: `items` yields (namespace, name) and a row, in
+    order; with -A (namespace None) a NAMESPACE column comes first, else only that namespace."""
     if namespace is None:
-        head.insert(0, "NAMESPACE")
-    rows = [head]
-    for ps in sorted(st.pods.values(), key=lambda p: p.key):
-        if not _in_ns(ps.key, namespace):
-            continue
+        return [["NAMESPACE", *head], *([key[0], *row] for key, row in items)]
+    return [head, *(row for key, row in items if key[0] == namespace)]
+
+
+def _labels_str(labels: dict[str, str] | None, empty: str = "<none>") -> str:
+    return ",".join(f"{k}={v}" for k, v in (labels or {}).items()) or empty
+
+
+def pods(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
+    def row(ps: PodState) -> list[str]:
         n = len(ps.pod.containers)
-        row = [ps.pod.name, f"{n if ps.ready else 0}/{n}", _pod_phase(ps), str(ps.restarts),
-               ps.ip, ps.node]
-        if wide:
-            row.append(ps.netns)
-        if namespace is None:
-            row.insert(0, ps.pod.namespace)
-        rows.append(row)
-    return rows
+        return [ps.pod.name, f"{n if ps.ready else 0}/{n}", _pod_phase(ps), str(ps.restarts),
+                ps.ip, ps.node, *([ps.netns] if wide else [])]
+
+    head = ["NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE", *(["NETNS"] if wide else [])]
+    return _namespaced(head, ((ps.key, row(ps)) for ps in sorted(st.pods.values(),
+                                                                   key=lambda p: p.key)),
+                       namespace)
 
 
 def services(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
-    head = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
-    if wide:
-        head.append("SELECTOR")
-    if namespace is None:
-        head.insert(0, "NAMESPACE")
-    rows = [head]
-    for ss in sorted(st.services.values(), key=lambda s: s.key):
-        if not _in_ns(ss.key, namespace):
-            continue
+    def row(ss: ServiceState) -> list[str]:
         svc = ss.service
         external = svc.external_name or ("<pending>" if svc.type == "LoadBalancer" else "<none>")
-        row = [svc.name, svc.type, ss.cluster_ip or "None", external, _ports_str(ss)]
-        if wide:
-            row.append(",".join(f"{k}={v}" for k, v in (svc.selector or {}).items()) or "<none>")
-        if namespace is None:
-            row.insert(0, svc.namespace)
-        rows.append(row)
-    return rows
+        return [svc.name, svc.type, ss.cluster_ip or "None", external, _ports_str(ss),
+                *([_labels_str(svc.selector)] if wide else [])]
+
+    head = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", *(["SELECTOR"] if wide else [])]
+    return _namespaced(head, ((ss.key, row(ss)) for ss in sorted(st.services.values(),
+                                                                   key=lambda s: s.key)),
+                       namespace)
 
 
 def endpoints(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
-    head = ["NAME", "ENDPOINTS"]
-    if namespace is None:
-        head.insert(0, "NAMESPACE")
-    rows = [head]
-    for key in sorted(st.services):
-        if not _in_ns(key, namespace):
-            continue
+    def row(key: tuple[str, str]) -> list[str]:
         eps = [f"{e.ip}:{e.port}" for lst in st.endpoints(key).values() for e in lst if e.ready]
-        row = [key[1], ",".join(dict.fromkeys(eps)) or "<none>"]
-        if namespace is None:
-            row.insert(0, key[0])
-        rows.append(row)
-    return rows
+        return [key[1], ",".join(dict.fromkeys(eps)) or "<none>"]
+
+    return _namespaced(["NAME", "ENDPOINTS"],
+                       ((key, row(key)) for key in sorted(st.services) if _in_ns(key, namespace)),
+                       namespace)
 
 
 def deployments(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
-    head = ["NAME", "READY", "UP-TO-DATE", "AVAILABLE"]
-    if wide:
-        head += ["SELECTOR"]
-    if namespace is None:
-        head.insert(0, "NAMESPACE")
-    rows = [head]
-    for d in sorted(st.deployments.values(), key=lambda d: d.key):
-        if not _in_ns(d.key, namespace):
-            continue
+    def row(d) -> list[str]:
         s = deploy.status(st, d)
-        row = [d.name, f"{s['ready']}/{d.replicas}", str(s["updated"]), str(s["available"])]
-        if wide:
-            row.append(",".join(f"{k}={v}" for k, v in d.selector.items()))
-        if namespace is None:
-            row.insert(0, d.namespace)
-        rows.append(row)
-    return rows
+        return [d.name, f"{s['ready']}/{d.replicas}", str(s["updated"]), str(s["available"]),
+                *([_labels_str(d.selector)] if wide else [])]
+
+    head = ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", *(["SELECTOR"] if wide else [])]
+    return _namespaced(head, ((d.key, row(d)) for d in sorted(st.deployments.values(),
+                                                                key=lambda d: d.key)
+                              if _in_ns(d.key, namespace)), namespace)
 
 
 def _selector_str(sel) -> str:
@@ -146,38 +129,22 @@ def _selector_str(sel) -> str:
 
 
 def networkpolicies(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
-    head = ["NAME", "POD-SELECTOR"] + (["POLICY-TYPES"] if wide else [])
-    if namespace is None:
-        head.insert(0, "NAMESPACE")
-    rows = [head]
-    for pol in sorted(st.policies.values(), key=lambda p: p.key):
-        if not _in_ns(pol.key, namespace):
-            continue
-        row = [pol.name, _selector_str(pol.pod_selector)]
-        if wide:
-            row.append(",".join(pol.policy_types))
-        if namespace is None:
-            row.insert(0, pol.namespace)
-        rows.append(row)
-    return rows
+    head = ["NAME", "POD-SELECTOR", *(["POLICY-TYPES"] if wide else [])]
+    return _namespaced(head, ((pol.key, [pol.name, _selector_str(pol.pod_selector),
+                                         *([",".join(pol.policy_types)] if wide else [])])
+                              for pol in sorted(st.policies.values(), key=lambda p: p.key)),
+                       namespace)
 
 
 def ciliumnetworkpolicies(st: ClusterState, namespace: str | None, wide: bool
                           ) -> list[list[str]]:
-    head = ["NAME", "ENDPOINT-SELECTOR"]
-    if namespace is None:
-        head.insert(0, "NAMESPACE")
-    rows = [head]
-    for m in sorted((o for o in st.others if o.kind == _CNP), key=lambda o: (o.namespace, o.name)):
-        if not _in_ns((m.namespace or "", m.name), namespace):
-            continue
+    def row(m) -> list[str]:
         sel = (m.body.get("spec") or {}).get("endpointSelector") or {}
-        labels = sel.get("matchLabels") or {}
-        row = [m.name, ",".join(f"{k}={v}" for k, v in labels.items()) or "<all>"]
-        if namespace is None:
-            row.insert(0, m.namespace or "")
-        rows.append(row)
-    return rows
+        return [m.name, _labels_str(sel.get("matchLabels"), empty="<all>")]
+
+    cnps = sorted((o for o in st.others if o.kind == _CNP), key=lambda o: (o.namespace, o.name))
+    return _namespaced(["NAME", "ENDPOINT-SELECTOR"],
+                       (((m.namespace or "", m.name), row(m)) for m in cnps), namespace)
 
 
 def nodes(st: ClusterState, ready: dict[str, bool], wide: bool) -> list[list[str]]:
