@@ -13,7 +13,6 @@ benefit here. SIGHUP reloads the state file, SIGTERM exits 0. Counters go to
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import nodeproc
 from .ctstore import CtStore
 from .datapath import Drop, Encap, NodeTables, Send, gso
 from .datapath.nodeport import UNDERLAY_PORT
@@ -402,16 +402,9 @@ class Agent:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="emunet.agent", description=__doc__.splitlines()[0])
-    ap.add_argument("--state", required=True, type=Path)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--run-dir", type=Path, help="default: the state file's directory")
-    ap.add_argument("--debug", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = nodeproc.parse_args("emunet.agent", __doc__, argv)
     try:
-        agent = Agent(args.state, args.node, args.run_dir or args.state.parent)
+        agent = Agent(args.state, args.node, args.run_dir)
     except Exception as e:
         if args.debug:
             raise

@@ -17,7 +17,6 @@ do); SIGTERM exits 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import nodeproc
 from ..datapath.packets import ip_bytes
 from ..state import ClusterState
 from . import http1
@@ -316,15 +316,8 @@ class ProxyProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="emunet.l7.proxy", description=__doc__.splitlines()[0])
-    ap.add_argument("--state", required=True, type=Path)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--run-dir", type=Path, help="default: the state file's directory")
-    ap.add_argument("--debug", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    proc = ProxyProcess(args.state, args.node, args.run_dir or args.state.parent)
+    args = nodeproc.parse_args("emunet.l7.proxy", __doc__, argv)
+    proc = ProxyProcess(args.state, args.node, args.run_dir)
     return asyncio.run(proc.run())
 
 
