@@ -92,6 +92,11 @@ class ClusterState:
     # node -> its underlay link impairment now (`emunet link set`, seeded from the Cluster
     # document's nodes[].impairment); the agents apply delay/jitter/loss (emunet.faults)
     links: dict[str, model.Impairment] = field(default_factory=dict)
+    # Derived, not serialised: ClusterIP -> Service key, built on first use and kept in step
+    # by add_service/remove_service, so allocating 5,000 Services is not quadratic.
+    _ip_owner: dict[str, tuple[str, str]] | None = field(default=None, repr=False,
+                                                         compare=False)
+    _svc_cursor: int = field(default=0, repr=False, compare=False)
 
     # ---- building -------------------------------------------------------------------------
 
@@ -184,6 +189,11 @@ class ClusterState:
         if svc.node_port_type:
             svc = self._allocate_node_ports(svc, old)
         st = ServiceState(service=svc, cluster_ip=ip)
+        owners = self._owners()
+        if old is not None and old.cluster_ip and owners.get(old.cluster_ip) == svc.key:
+            del owners[old.cluster_ip]
+        if ip:
+            owners[ip] = svc.key
         self.services[svc.key] = st
         return st
 
@@ -215,15 +225,28 @@ class ClusterState:
             ports.append(dataclasses.replace(sp, node_port=np_))
         return dataclasses.replace(svc, ports=tuple(ports))
 
+    def _owners(self) -> dict[str, tuple[str, str]]:
+        if self._ip_owner is None:
+            self._ip_owner = {s.cluster_ip: k for k, s in self.services.items() if s.cluster_ip}
+        return self._ip_owner
+
     def _allocate_service_ip(self) -> str:
+        """The next free address after the last one handed out (wrapping), from .11 on.
+
+        .1 is the `kubernetes` Service's in every cluster and .10 the DNS address by default;
+        a cursor (like host-local IPAM's) keeps allocation linear in the number of Services.
+        """
         net = ipaddress.IPv4Network(self.cluster.service_cidr)
-        used = {s.cluster_ip for s in self.services.values()} | {self.cluster.cluster_dns}
-        # .1 is the `kubernetes` Service's in every cluster; start after the DNS address.
-        for host in net.hosts():
-            if int(host) - int(net.network_address) <= 10:
-                continue
-            if str(host) not in used:
-                return str(host)
+        first, last = int(net.network_address) + 11, int(net.broadcast_address) - 1
+        owners, dns = self._owners(), self.cluster.cluster_dns
+        size = last - first + 1
+        start = self._svc_cursor if first <= self._svc_cursor <= last else first
+        for i in range(max(size, 0)):
+            cand = first + (start - first + i) % size
+            ip = str(ipaddress.IPv4Address(cand))
+            if ip not in owners and ip != dns:
+                self._svc_cursor = cand + 1
+                return ip
         raise StateError(f"service CIDR {self.cluster.service_cidr} is full")
 
     def add_pod(self, pod: Pod) -> PodState:
@@ -274,7 +297,10 @@ class ClusterState:
         return self.pods.pop(key, None)
 
     def remove_service(self, key: tuple[str, str]) -> ServiceState | None:
-        return self.services.pop(key, None)
+        gone = self.services.pop(key, None)
+        if gone is not None and gone.cluster_ip and self._ip_owner is not None:
+            self._ip_owner.pop(gone.cluster_ip, None)
+        return gone
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -285,10 +311,8 @@ class ClusterState:
         raise StateError(f"no node named {name!r}")
 
     def service_by_ip(self, ip: str) -> ServiceState | None:
-        for s in self.services.values():
-            if s.cluster_ip == ip:
-                return s
-        return None
+        key = self._owners().get(ip)
+        return self.services.get(key) if key is not None else None
 
     def pod_by_ip(self, ip: str) -> PodState | None:
         for p in self.pods.values():
