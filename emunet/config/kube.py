@@ -351,14 +351,20 @@ def _target_port(p: Obj) -> int | str | None:
         p.error("targetPort", f"must be 1-65535 or a port name, got {v}", "fix the value")
         return None
     if isinstance(v, str):
-        if v.isdigit():
-            p.error("targetPort", f"{v!r} is a quoted number, which Kubernetes reads as a port "
-                    "name", f"write targetPort: {v} without quotes")
-            return None
-        bad = names.port_name(v)
-        if bad:
-            p.error("targetPort", f"port name {v!r} {bad}")
-            return None
-        return v
+        return port_name_ref(p, "targetPort", v)
     p.error("targetPort", f"must be 1-65535 or a port name, got {v!r}")
     return None
+
+
+def port_name_ref(p: Obj, field: str, v: str) -> str | None:
+    """A port given by name (a Service targetPort, a NetworkPolicy port): an IANA_SVC_NAME, and
+    never a quoted number, which Kubernetes would read as a name that matches nothing."""
+    if v.isdigit():
+        p.error(field, f"{v!r} is a quoted number, which Kubernetes reads as a port name",
+                f"write {field}: {v} without quotes")
+        return None
+    bad = names.port_name(v)
+    if bad:
+        p.error(field, f"port name {v!r} {bad}")
+        return None
+    return v

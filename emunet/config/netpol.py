@@ -157,15 +157,9 @@ def _port(p: Obj) -> pm.PolicyPort | None:
         if port is None:
             return None
     elif isinstance(raw, str):
-        if raw.isdigit():
-            p.error("port", f"{raw!r} is a quoted number, which Kubernetes reads as a port "
-                    "name", f"write port: {raw} without quotes")
+        port = kube.port_name_ref(p, "port", raw)
+        if port is None:
             return None
-        bad = names.port_name(raw)
-        if bad:
-            p.error("port", f"port name {raw!r} {bad}")
-            return None
-        port = raw
     end = p.int("endPort", lo=1, hi=65535)
     if p.has("endPort"):
         if port is None:
