@@ -113,6 +113,7 @@ spec:
   vxlan: {vni: 42, port: 4789}
   mtu: 1400
   dns: {ttl: 30, upstreams: [192.168.1.1, "2001:db8::1"]}
+  busyPoll: 0
 """, "c.yaml")
     c = cfg.cluster
     assert c.nodes[0].pod_cidr == "10.10.5.0/24" and c.nodes[0].underlay_ip == "172.20.0.5"
@@ -121,6 +122,7 @@ spec:
         "10.96.0.0/12", "10.96.0.10", "example.internal")
     assert (c.vxlan_vni, c.vxlan_port, c.mtu, c.dns_ttl) == (42, 4789, 1400, 30)
     assert c.dns_upstreams == ("192.168.1.1", "2001:db8::1")
+    assert c.busy_poll_us == 0  # spec.busyPoll: 0 turns the agents' busy-polling off
 
 
 def test_accepted_but_ignored_kubernetes_fields() -> None:

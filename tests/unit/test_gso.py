@@ -8,6 +8,7 @@ import os
 import pytest
 
 from bench import datapath
+from emunet import model
 from emunet.config import ConfigError, load_config_text
 from emunet.datapath import gso
 from emunet.datapath import packets as pk
@@ -105,3 +106,10 @@ def test_spec_offloads_parses_defaults_on_and_is_checked():
     bad = datapath.config("emunet").replace("spec:\n", "spec:\n  offloads: sometimes\n", 1)
     with pytest.raises(ConfigError, match="offloads.*true or false"):
         load_config_text(bad, "b.yaml")
+
+
+def test_bench_busy_poll_column_config():
+    """bench.datapath --busy-poll-off builds the same cluster with spec.busyPoll: 0."""
+    assert load_config_text(datapath.config("emunet"), "b.yaml").cluster.busy_poll_us == model.DEFAULT_BUSY_POLL_US
+    off = load_config_text(datapath.config("emunet", busy_poll=0), "b.yaml")
+    assert off.cluster.busy_poll_us == 0
