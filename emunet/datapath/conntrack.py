@@ -234,24 +234,29 @@ class Conntrack:
 
     # ---- snapshots: what a restarted agent needs to keep established flows (and their NAT) --
 
-    def to_records(self, now: float) -> list[list]:
+    def to_records(self, now: float, closing: bool = True) -> list[list]:
         """JSON-able records: the two tuples (the rewrites derive from them), the service and
-        backend (the NAT decision), state flags and the time left."""
+        backend (the NAT decision), state flags and the time left. closing=False leaves out
+        connections that saw a FIN or RST (see emunet.ctstore)."""
         out = []
         for c in self.conns():
+            if c.closing and not closing:
+                continue
             out.append([c.proto, b"".join(c.orig).hex(), c.reply_key[1:].hex(),
                         c.replied, c.closing, round(max(0.0, c.expires - now), 3), c.service,
                         c.backend[0].hex() if c.backend else None,
                         c.backend[1] if c.backend else None])
         return out
 
-    def to_json(self, now: float) -> str:
-        """`json.dumps({"version": 1, "conns": to_records(now)}, separators=(",", ":"))`,
-        text for text, with each connection's constant part formatted once: the agent writes
-        a snapshot up to 10 times a second (emunet.ctstore), 5,000 connections measured 20 ms
-        with json.dumps."""
+    def to_json(self, now: float, closing: bool = True) -> str:
+        """`json.dumps({"version": 1, "conns": to_records(now, closing)}, separators=(",",
+        ":"))`, text for text, with each connection's constant part formatted once: the agent
+        writes a snapshot up to 10 times a second (emunet.ctstore), 5,000 connections measured
+        20 ms with json.dumps."""
         out = []
         for c in self.conns():
+            if c.closing and not closing:
+                continue
             parts = c.json_parts
             if parts is None:
                 sep = (",", ":")

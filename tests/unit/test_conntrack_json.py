@@ -34,3 +34,9 @@ def test_to_json_is_the_json_of_to_records(now):
                                              separators=(",", ":"))
     fresh = Conntrack()
     assert fresh.from_records(json.loads(ct.to_json(0.0))["conns"], 0.0) == len(ct)
+    # the agent's snapshots (emunet.ctstore) leave closing connections out
+    live = ct.to_json(now, closing=False)
+    assert live == json.dumps({"version": 1, "conns": ct.to_records(now, closing=False)},
+                              separators=(",", ":"))
+    n_live = sum(not c.closing for c in ct.conns())
+    assert 0 < n_live < len(ct.conns()) and len(json.loads(live)["conns"]) == n_live

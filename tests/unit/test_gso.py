@@ -110,6 +110,7 @@ def test_spec_offloads_parses_defaults_on_and_is_checked():
 
 def test_bench_busy_poll_column_config():
     """bench.datapath --busy-poll-off builds the same cluster with spec.busyPoll: 0."""
-    assert load_config_text(datapath.config("emunet"), "b.yaml").cluster.busy_poll_us == model.DEFAULT_BUSY_POLL_US
+    on = load_config_text(datapath.config("emunet"), "b.yaml")
+    assert on.cluster.busy_poll_us == model.DEFAULT_BUSY_POLL_US
     off = load_config_text(datapath.config("emunet", busy_poll=0), "b.yaml")
     assert off.cluster.busy_poll_us == 0
