@@ -19,7 +19,9 @@ offloads). The same clients then run on both, each figure the median of --repeat
 Prints a table with the emunet/kernel ratio and writes JSON with --json. The underlay (the
 "wire") carries MTU-sized frames with complete checksums on both sides (see kernelnode).
 emunet pods keep TSO/checksum offloads (spec.offloads, the default; emunet.datapath.gso);
---offloads-off adds a third column, the same emunet cluster with `offloads: false`.
+--offloads-off adds a column, the same emunet cluster with `offloads: false`; --busy-poll-off
+one with `busyPoll: 0`. The "py floor" column (bench.common_floor; --no-floor skips it) replaces
+the agents with a forwarder that has no logic at all: the least any Python datapath costs here.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import textwrap
 from pathlib import Path
 
 from bench.common_cluster import BenchCluster, median, percentile, ratio
+from bench.common_floor import PythonFloor
 
 NS = "bench"
 IPERF_PORT, ECHO_PORT = 5201, 7000
@@ -46,6 +49,8 @@ ECHO_SERVER = textwrap.dedent(f"""
             d = c.recv(4096)
             if d:
                 c.sendall(d)
+                while c.recv(4096):  # the client closes first: TIME_WAIT stays on its side
+                    pass
         finally:
             c.close()
 """)
@@ -70,7 +75,7 @@ RR_CLIENT = textwrap.dedent("""
 """)
 
 
-def config(datapath: str, offloads: bool = True) -> str:
+def config(datapath: str, offloads: bool = True, busy_poll: int | None = None) -> str:
     """Two nodes; iperf3 servers on each node, an echo server on node-2, a client on node-1."""
     def pod(name: str, node: str, app: str, command: list[str], port: int | None) -> str:
         ports = f"\n      ports: [{{containerPort: {port}}}]" if port else ""
@@ -88,6 +93,7 @@ def config(datapath: str, offloads: bool = True) -> str:
     docs = [
         "apiVersion: emunet/v1alpha1\nkind: Cluster\nmetadata: {name: bench}\nspec:\n"
         + ("" if offloads else "  offloads: false\n")
+        + ("" if busy_poll is None else f"  busyPoll: {busy_poll}\n")
         +
         f"  nodes:\n    - {{name: node-1, datapath: {datapath}}}\n"
         f"    - {{name: node-2, datapath: {datapath}}}\n",
@@ -143,13 +149,21 @@ def rr(c: BenchCluster, ip: str, seconds: float) -> float:
     return float(p.stdout)
 
 
-def measure(datapath: str, repeat: int, seconds: float, log, offloads: bool = True) -> dict:
+def measure(datapath: str, repeat: int, seconds: float, log, offloads: bool = True,
+            floor: bool = False, busy_poll: int | None = None) -> dict:
     tag = ("ebp" if offloads else "ebo") if datapath == "emunet" else "ebk"
-    with BenchCluster(tag, config(datapath, offloads)) as c:
+    tag = "ebb" if busy_poll is not None else tag
+    with BenchCluster(tag, config(datapath, offloads, busy_poll)) as c:
         cips = _cluster_ips(c)
         remote_ip = _pod_ip(c, "echo")  # iperf-remote: the policy admits TCP 5201 only
-        log(f"  {datapath}{'' if offloads else ' (offloads off)'}: up in {c.up_seconds:.1f}s; "
-            "measuring")
+        variant = ("" if offloads else " (offloads off)") + (
+            "" if busy_poll is None else f" (busyPoll {busy_poll})")
+        log(f"  {datapath}{variant}: up in {c.up_seconds:.1f}s; measuring")
+        # The rr client opens ~10k connections a run and closes first: without reuse of
+        # TIME_WAIT ports (RFC 6191 timestamps) the faster side runs out of ephemeral ports
+        # and slows to a crawl in later runs (seen: the kernel's 4.5k/s fell to 0.4k/s).
+        c.run_in(c.netns(NS, "client"), "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1",
+                 "net.ipv4.ip_local_port_range=1024 65535")
         rows: dict[str, list[float]] = {"tcp_cross_gbps": [], "tcp_same_gbps": [],
                                         "ping_p50_ms": [], "ping_p99_ms": [], "rr_per_s": []}
         ping(c, remote_ip, 20)  # warm up ARP/neighbour and conntrack paths
@@ -161,8 +175,24 @@ def measure(datapath: str, repeat: int, seconds: float, log, offloads: bool = Tr
             rows["ping_p99_ms"].append(percentile(rtts, 99))
             rows["rr_per_s"].append(rr(c, cips["echo"], seconds))
         res = {k: {"median": median(v), "runs": v} for k, v in rows.items()}
+        if floor:
+            log("  python floor: the agents replaced by a no-logic forwarder; measuring")
+            res["floor"] = measure_floor(c, remote_ip, repeat, seconds)
     res["up_s"], res["down_s"] = c.up_seconds, c.down_seconds
     return res
+
+
+def measure_floor(c: BenchCluster, echo_ip: str, repeat: int, seconds: float) -> dict:
+    """Ping and rr to the echo pod's IP through the Python floor (bench.common_floor)."""
+    rows: dict[str, list[float]] = {"ping_p50_ms": [], "ping_p99_ms": [], "rr_per_s": []}
+    with PythonFloor(c, ["node-1", "node-2"], ["client", "echo"], NS):
+        ping(c, echo_ip, 20)
+        for _ in range(repeat):
+            rtts = ping(c, echo_ip, 200)
+            rows["ping_p50_ms"].append(percentile(rtts, 50))
+            rows["ping_p99_ms"].append(percentile(rtts, 99))
+            rows["rr_per_s"].append(rr(c, echo_ip, seconds))
+    return {k: {"median": median(v), "runs": v} for k, v in rows.items()}
 
 
 ROWS = [("tcp_cross_gbps", "TCP cross-node via ClusterIP + policy, Gbit/s", True),
@@ -172,18 +202,25 @@ ROWS = [("tcp_cross_gbps", "TCP cross-node via ClusterIP + policy, Gbit/s", True
         ("rr_per_s", "TCP connect/request/response/close via ClusterIP, /s", True)]
 
 
+EXTRA = {"emunet_offloads_off": "offl.off", "emunet_busy_poll_off": "bp.off"}
+
+
 def report(res: dict) -> str:
-    off = res.get("emunet_offloads_off")
+    """emunet | kernel | ratio, then each extra emunet column and the Python floor with their
+    ratios to the kernel (the floor has ping and rr only: it carries no NAT and no policy)."""
+    cols = [(name, res[key]) for key, name in EXTRA.items() if key in res]
+    floor = res["emunet"].get("floor")
+    if floor:
+        cols.append(("py floor", floor))
     lines = [f"{'':56} {'emunet':>9} {'kernel':>9} {'ratio':>7}"
-             + (f" {'offl.off':>9} {'ratio':>7}" if off else "")]
+             + "".join(f" {name:>9} {'ratio':>7}" for name, _ in cols)]
     for key, label, higher_better in ROWS:
         e, k = res["emunet"][key]["median"], res["kernel"][key]["median"]
-        r = res["ratios"][key]
         extra = ""
-        if off:
-            o = off[key]["median"]
-            extra = f" {o:9.3f} {ratio(o, k):6.2f}x"
-        lines.append(f"{label:56} {e:9.3f} {k:9.3f} {r:6.2f}x{extra}"
+        for _, col in cols:
+            o = col.get(key, {}).get("median")
+            extra += f" {o:9.3f} {ratio(o, k):6.2f}x" if o is not None else f" {'-':>9} {'':7}"
+        lines.append(f"{label:56} {e:9.3f} {k:9.3f} {res['ratios'][key]:6.2f}x{extra}"
                      + ("" if higher_better else " (lower is better)"))
     for key in ("up_s", "down_s"):
         e, k = res["emunet"][key], res["kernel"][key]
@@ -191,16 +228,22 @@ def report(res: dict) -> str:
                      f"{e:9.2f} {k:9.2f} {ratio(e, k):6.2f}x (lower is better)")
     lines += [f"medians of {res['repeat']} runs of {res['seconds']}s; policy: enforced on "
               "emunet nodes only (a kernel node runs Flannel + kube-proxy, no NetworkPolicy)"]
+    if floor:
+        lines += ["py floor: the agents replaced by a no-logic Python forwarder (recv, MAC "
+                  "rewrite or VXLAN header, send), to the echo pod's IP: the least any Python "
+                  "datapath costs here"]
     return "\n".join(lines)
 
 
 def run(repeat: int, seconds: float, log=lambda s: print(s, file=sys.stderr),
-        offloads_off: bool = False) -> dict:
+        offloads_off: bool = False, busy_poll_off: bool = False, floor: bool = True) -> dict:
     res: dict = {"repeat": repeat, "seconds": seconds}
-    for datapath in ("emunet", "kernel"):
-        res[datapath] = measure(datapath, repeat, seconds, log)
+    res["emunet"] = measure("emunet", repeat, seconds, log, floor=floor)
+    res["kernel"] = measure("kernel", repeat, seconds, log)
     if offloads_off:  # the same emunet cluster without TSO in pod veths, same run
         res["emunet_offloads_off"] = measure("emunet", repeat, seconds, log, offloads=False)
+    if busy_poll_off:  # the same emunet cluster with spec.busyPoll: 0
+        res["emunet_busy_poll_off"] = measure("emunet", repeat, seconds, log, busy_poll=0)
     res["ratios"] = {key: ratio(res["emunet"][key]["median"], res["kernel"][key]["median"])
                      for key, _, _ in ROWS}
     return res
@@ -213,8 +256,13 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--offloads-off", action="store_true",
                     help="also measure the emunet cluster with spec.offloads: false")
+    ap.add_argument("--busy-poll-off", action="store_true",
+                    help="also measure the emunet cluster with spec.busyPoll: 0")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the Python floor (the agents replaced by a no-logic forwarder)")
     args = ap.parse_args()
-    res = run(max(1, args.repeat), args.seconds, offloads_off=args.offloads_off)
+    res = run(max(1, args.repeat), args.seconds, offloads_off=args.offloads_off,
+              busy_poll_off=args.busy_poll_off, floor=not args.no_floor)
     print(report(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
