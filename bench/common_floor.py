@@ -4,7 +4,8 @@ The datapath bench measures emunet against the kernel; this module answers the n
 how much of the gap is emunet's logic and how much is Python itself. For a moment the cluster's
 own agents are stopped (the supervisor is SIGSTOPped first so it does not restart them) and a
 forwarder with no logic at all takes their place in each node namespace: AF_PACKET per pod veth
-and a UDP socket on the VXLAN port, epoll, recv, a MAC rewrite or an 8-byte VXLAN header, send.
+and a UDP socket on the VXLAN port, epoll (busy-polling as the agents do, spec.busyPoll), recv,
+a MAC rewrite or an 8-byte VXLAN header, send.
 No conntrack, NAT, policy, TTL, checksums or observability; ARP for the gateway is answered so the
 pods keep their neighbour entries. What it cannot carry (NAT: the ClusterIP) it does not try:
 its figures are to pod IPs, and the pods' checksum offload is turned off so their TCP segments
@@ -24,7 +25,7 @@ import time
 from bench.common_cluster import BenchCluster
 
 FORWARDER = r'''
-import json, select, socket, sys
+import json, os, select, socket, sys, time
 state, node = json.load(open(sys.argv[1])), sys.argv[2]
 nodes = {n["name"]: n for n in state["nodes"]}
 me = nodes[node]
@@ -83,11 +84,20 @@ for s in [udp] + [t[0] for t in local.values()]:
     s.setblocking(False)
     ep.register(s.fileno(), select.EPOLLIN)
     handlers[s.fileno()] = (from_udp if s is udp else from_pod, s)
+spin = state["cluster"].get("busy_poll_us", 0) * 1e-6  # the agents' busy-poll, the same way
+busy = time.monotonic()
 print("ready", flush=True)
 while True:
-    for fd, _ in ep.poll():
+    events = ep.poll(0)
+    if not events:
+        if time.monotonic() - busy < spin:
+            os.sched_yield()
+            continue
+        events = ep.poll()
+    for fd, _ in events:
         fn, s = handlers[fd]
         fn(s)
+    busy = time.monotonic()
 '''
 
 
