@@ -21,22 +21,20 @@ import random
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 from pathlib import Path
 
 from . import nodeproc
+from .agenttx import _U16N, SO_NO_CHECK, SOL_UDP, UDP_GRO, Transmit
 from .ctstore import CtStore
-from .datapath import Drop, Encap, NodeTables, Send, gso
-from .datapath.nodeport import UNDERLAY_PORT
+from .datapath import NodeTables, gso
 from .datapath.packets import fill_l4_checksum
-from .impairment import UnderlayShaper, link_shape
+from .impairment import UnderlayShaper
 from .nodeport import underlay_socket
 from .observe.flowlog import FlowLog
 from .observe.hook import ObservedDatapath
 from .observe.record import describe
-from .policy.verdict import Verdict
 from .state import ClusterState
 
 log = logging.getLogger("emunet.agent")
@@ -45,16 +43,14 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_VNET_HDR = 15  # frames carry a struct virtio_net_hdr: GSO super-frames kept whole
 PACKET_IGNORE_OUTGOING = 23  # do not see our own transmissions (Linux >= 4.20)
-SO_NO_CHECK = 11  # zero outer UDP checksum, as Linux's vxlan driver sends (RFC 7348 §5)
-SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104  # UDP GSO (Linux >= 4.18) and GRO (>= 5.0)
 _GRO_CMSG_LEN = socket.CMSG_SPACE(4)
-_U16N = struct.Struct("=H")
 RECV_MAX = 65536 + 14 + gso.VNET_LEN  # a 64 KB GSO super-frame with its headers
-SOCK_BUF = 4 << 20
 BATCH = 64  # frames per socket per wakeup, so one busy pod cannot starve the others
 
 
-class Agent:
+class Agent(Transmit):
+    """One node's agent: sockets, the receive loop, reloads, counters (sends: agenttx)."""
+
     def __init__(self, state_path: Path, node: str, run_dir: Path) -> None:
         self.state_path, self.node, self.run_dir = state_path, node, run_dir
         # raw epoll, fd -> bound reader: selectors' key objects cost ~1 us per wakeup
@@ -133,14 +129,6 @@ class Agent:
         self.spin = self._state.cluster.busy_poll_us * 1e-6
         return NodeTables.from_state(self._state, self.node)
 
-    @staticmethod
-    def _bufs(s: socket.socket) -> None:
-        for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE
-            try:
-                s.setsockopt(socket.SOL_SOCKET, force, SOCK_BUF)
-            except OSError:
-                s.setsockopt(socket.SOL_SOCKET, opt, SOCK_BUF)
-
     def _sync_ports(self) -> None:
         """Open AF_PACKET sockets for new local pods, close those of removed ones."""
         want = set(self.dp.tables.pods_by_port)
@@ -178,19 +166,6 @@ class Agent:
             self.missing.add(name)
         log.info("veth %s gone (%s)", name, err.strerror)
 
-    def _shape(self) -> None:
-        """While this node's link is impaired, underlay sends go through the shaper; else the
-        class's `_act` (an instance attribute shadows it): no cost when nothing is set."""
-        if self.shaper.configure(link_shape(self._state.links.get(self.node))):
-            self._act = self._act_shaped  # type: ignore[method-assign]
-        else:
-            self.__dict__.pop("_act", None)
-
-    def _act_shaped(self, actions: list) -> None:
-        rest = self.shaper.take(actions, self.gso_size, self.big, time.monotonic())
-        if rest:
-            Agent._act(self, rest)
-
     def reload(self) -> None:
         self.dp.update(self._load())
         self._shape()
@@ -198,79 +173,6 @@ class Agent:
         self._sync_ports()
         log.info("emunet agent %s: reloaded, %d pods (%d veths not ready)", self.node,
                  len(self.dp.tables.pods_by_port), len(self.missing))
-
-    def _peer(self, ip: str, port: int, checksum: bool = False) -> socket.socket:
-        """A UDP socket connected to one peer VTEP: send() skips the per-datagram address
-        parse and route lookup of sendto(). Its source port is ephemeral, which RFC 7348 §5
-        allows (it recommends a hashed source port; receivers key on the destination port)."""
-        s = self.peer_socks.get((ip, port, checksum))
-        if s is None:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            if not checksum:  # Linux refuses UDP GSO without checksums: a socket of its own
-                s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
-            self._bufs(s)
-            s.bind((self._state.node(self.node).underlay_ip, 0))
-            s.connect((ip, port))
-            s.setblocking(False)
-            self.peer_socks[(ip, port, checksum)] = s
-        return s
-
-    def _act(self, actions: list) -> None:
-        for a in actions:
-            try:
-                if type(a) is Send:
-                    s = self.ports.get(a.port)
-                    if s is None:
-                        if a.port == UNDERLAY_PORT and self.eth0 is not None:  # NodePort
-                            if self.gso_size and len(a.frame) > self.big:  # the wire: MSS
-                                for seg in gso.segment_tcp(a.frame, 0, self.gso_size):
-                                    self.eth0.send(gso.VNET_NONE + seg)
-                            else:
-                                self.eth0.send(gso.VNET_NONE + a.frame)
-                        continue
-                    if self.gso_size and len(a.frame) > self.big:
-                        self._send_super(s, a.frame)
-                    else:
-                        s.send(gso.VNET_NONE + a.frame)
-                elif type(a) is Encap:
-                    if self.gso_size and len(a.payload) > self.big + 8:
-                        self._encap_super(a)
-                        continue
-                    s = self.peer_socks.get((a.dst_ip, a.dst_port, False)) or self._peer(
-                        a.dst_ip, a.dst_port)
-                    s.send(a.payload)
-                elif type(a) is not Drop and type(a) is not Verdict:
-                    raise TypeError(f"unknown action {a!r}")
-            except (BlockingIOError, OSError):
-                self.tx_errors += 1  # a full queue or a vanished veth: the frame is lost
-
-    def _send_super(self, s: socket.socket, frame: bytes) -> None:
-        """A TCP super-frame to a pod, whole: a GSO vnet header and CHECKSUM_PARTIAL (the
-        pseudo-header sum over the frame's final, NAT'ed addresses); the pod's kernel takes it
-        as one 64 KB receive, as it would from a virtio NIC."""
-        l4 = 14 + (frame[14] & 0xF) * 4
-        mv = memoryview(frame)
-        s.sendmsg((gso.vnet_tcp4(frame, 14, self.gso_size), mv[:l4 + 16],
-                   gso.partial_csum(frame, 14), mv[l4 + 18:]))
-
-    def _encap_super(self, a: Encap) -> None:
-        """A TCP super-frame to another node: cut into MSS-sized inner frames (standard VXLAN
-        datagrams, complete checksums), sent with UDP GSO: one sendmsg per up to 64 datagrams,
-        which the kernel splits into separate datagrams before the wire."""
-        parts = gso.segment_tcp_iov(a.payload, 8, self.gso_size)
-        self.gso_stats["gso_segments"] += len(parts)
-        s = self.peer_socks.get((a.dst_ip, a.dst_port, True)) or self._peer(
-            a.dst_ip, a.dst_port, True)
-        sizes = [len(h) + len(p) for h, p in parts]
-        for r in gso.gso_ranges(sizes):
-            try:  # scatter-gather: headers and payload views, never joined in Python
-                if len(r) == 1:
-                    s.sendmsg(parts[r.start])
-                else:
-                    s.sendmsg([x for i in r for x in parts[i]],
-                              ((SOL_UDP, UDP_SEGMENT, _U16N.pack(sizes[r.start])),))
-            except OSError:
-                self.tx_errors += 1
 
     def _read_port(self, s: socket.socket, name: str, now: float) -> None:
         # recv(RECV_MAX) measured as fast as recv_into a reused buffer plus a copy (the
