@@ -1,0 +1,132 @@
+"""Datapath's answers and ICMP errors: off the forwarding fast path, the frames the node writes
+itself (ARP replies, kube-proxy's REJECT, the gateway's echo replies) and the NAT of ICMP errors
+about tracked flows. A mixin: Datapath inherits these methods, so calls cost what they did.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from . import packets as pk
+from .actions import Action, Drop, Send
+from .conntrack import Conntrack, Rewrite, make_key
+from .packets import PROTO_ICMP, PROTO_TCP, PROTO_UDP, U16
+from .reasons import DropReason
+from .tables import LocalPod, NodeTables
+
+_ZERO16 = b"\0\0"  # ICMP echo's second "port" in a conntrack tuple (as in pipeline._tuple_key)
+
+
+class Replies:
+    """Methods of Datapath that answer a frame or translate an ICMP error (see module doc)."""
+
+    # Set by Datapath.__init__; declared here for type checkers and readers.
+    tables: NodeTables
+    ct: Conntrack
+    _c: Counter[str]
+
+    if TYPE_CHECKING:
+        def _drop(self, reason: DropReason, detail: str = "") -> list[Action]: ...
+
+    def _arp(self, frame: bytes, pod: LocalPod) -> list[Action]:
+        """Answer who-has for the gateway and for local pods (as the bridge would let them)."""
+        if len(frame) < pk.ETH_LEN + pk.ARP.size:
+            return self._drop(DropReason.INVALID_PACKET, "short ARP")
+        _, ptype, hlen, plen, op, sha, spa, _, tpa = pk.ARP.unpack_from(frame, pk.ETH_LEN)
+        if ptype != pk.ETH_P_IP or hlen != 6 or plen != 4 or sha != pod.mac:
+            return self._drop(DropReason.INVALID_PACKET, "ARP not IPv4-over-Ethernet")
+        if spa != pod.ip and spa != b"\0\0\0\0":  # 0.0.0.0: RFC 5227 address probe
+            return self._drop(DropReason.INVALID_SOURCE, f"ARP from {pk.ip_str(spa)}")
+        t = self.tables
+        if op != pk.ARP_REQUEST or tpa == spa:
+            return []  # replies and gratuitous ARP: nothing to answer
+        if tpa == t.gateway_ip:
+            mac = t.gateway_mac
+        else:
+            target = t.pods_by_ip.get(tpa)
+            if target is None:
+                return []  # nobody on the segment has that address: no answer, as on a LAN
+            mac = target.mac
+        self._c["arp_replies"] += 1
+        return [Send(pod.port, pk.arp_reply(pod.mac, mac, tpa, pod.mac, spa))]
+
+    def _reject(self, f: bytearray, l4: int, end: int, proto: int, pod: LocalPod,
+                why: str) -> list[Action]:
+        """kube-proxy's REJECT: TCP gets a RST, UDP an ICMP port unreachable, from the VIP."""
+        t = self.tables
+        self._c["drop:" + DropReason.NO_ENDPOINTS.name] += 1
+        drop = Drop(DropReason.NO_ENDPOINTS, why)
+        if proto == PROTO_TCP:
+            sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)
+            if flags & pk.TCP_RST:
+                return [drop]  # RFC 9293: never answer a reset with a reset
+            seg_len = end - l4 - (off >> 4) * 4
+            rst = pk.tcp_rst(pod.mac, t.gateway_mac, bytes(f[30:34]), pod.ip, dport, sport,
+                             seq, ack, flags, seg_len)
+            return [Send(pod.port, rst), drop]
+        err = pk.icmp_error(pod.mac, t.gateway_mac, bytes(f[30:34]), pk.ICMP_UNREACH,
+                            pk.UNREACH_PORT, f[14:end])
+        return [Send(pod.port, err), drop]
+
+    def _to_gateway(self, f: bytearray, l4: int, end: int, proto: int,
+                    pod: LocalPod | None) -> list[Action]:
+        """The gateway answers pings (like cni0's address); it offers no other service."""
+        t = self.tables
+        if pod is not None and proto == PROTO_ICMP and f[l4] == pk.ICMP_ECHO:
+            self._c["echo_replies"] += 1
+            return [Send(pod.port, pk.echo_reply(pod.mac, t.gateway_mac, t.gateway_ip, pod.ip,
+                                                 f[l4:end]))]
+        return self._drop(DropReason.NO_ROUTE, "the gateway only answers ICMP echo")
+
+    def _icmp_error(self, f: bytearray, l4: int, end: int) -> list[Action] | None:
+        """Translate an ICMP error about a NAT'ed flow (RFC 5508 §4.2, Linux nf_nat_icmp).
+
+        The quoted packet travelled the other way; its reversed tuple is our lookup key. The
+        outer header gets this direction's rewrite, the quote the inverse of the other's.
+        """
+        e = l4 + 8
+        q = _ipv4_quote(f, e, end)
+        if q is None:
+            return self._drop(DropReason.INVALID_PACKET, "ICMP error quote too short")
+        el4, eproto = q
+        if eproto == PROTO_ICMP:
+            id_ = bytes(f[el4 + 4:el4 + 6])
+            ports = (id_, _ZERO16)
+        else:
+            ports = (bytes(f[el4 + 2:el4 + 4]), bytes(f[el4:el4 + 2]))
+        key = make_key(eproto, bytes(f[e + 16:e + 20]), bytes(f[e + 12:e + 16]), *ports)
+        hit = self.ct.lookup(key, float("-inf"))
+        if hit is None:
+            return None  # not tracked (or not NAT'ed): route it as is
+        conn, is_reply = hit
+        outer = conn.rev if is_reply else conn.fwd
+        if outer is None:
+            return None
+        outer.apply(f, pk.ETH_LEN, l4, PROTO_ICMP, end)
+        quoted = (bytes(f[e + 12:e + 16]), bytes(f[e + 16:e + 20]),
+                  bytes(f[el4:el4 + 2]), bytes(f[el4 + 2:el4 + 4]))
+        if eproto == PROTO_ICMP:
+            quoted = quoted[:2] + ports
+        want = conn.orig if is_reply else _mirror(conn.orig)
+        inner = Rewrite.between(eproto, quoted, want)
+        if inner is not None:
+            inner.apply(f, e, el4, eproto, end)
+        f[l4 + 2:l4 + 4] = _ZERO16
+        U16.pack_into(f, l4 + 2, pk.checksum(memoryview(f)[l4:end]))
+        return None
+
+
+def _mirror(tup: tuple[bytes, bytes, bytes, bytes]) -> tuple[bytes, bytes, bytes, bytes]:
+    return (tup[1], tup[0], tup[3], tup[2])
+
+
+def _ipv4_quote(f: bytearray, e: int, end: int) -> tuple[int, int] | None:
+    """(l4 offset, protocol) of the IPv4 packet quoted in an ICMP error at offset e."""
+    if e + 20 > end or f[e] >> 4 != 4:
+        return None
+    el4 = e + (f[e] & 0xF) * 4
+    proto = f[e + 9]
+    if proto not in (PROTO_TCP, PROTO_UDP, PROTO_ICMP) or el4 + 8 > end:
+        return None
+    return el4, proto
