@@ -3,7 +3,8 @@
 `ClusterState.plan(config)` turns a validated `Config` into concrete nodes (pod subnets, underlay
 IPs, gateway and VTEP MACs), pods (node, IP, MAC, namespace names) and Services (ClusterIPs).
 Endpoints are derived, never stored: they follow pod readiness and labels. The state serialises
-to JSON (`/run/emunet/state.json`) for the node agents and the DNS responder.
+to JSON (`/run/emunet/state.json`, shape in `emunet.statejson`) for the node agents and the DNS
+responder.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import model, naming
-from .model import ClusterSpec, Config, Container, ContainerPort, Namespace, NodeSpec, Pod, Service
+from .model import ClusterSpec, Config, Container, ContainerPort, Namespace, Pod, Service
 
 KUBE_SYSTEM = "kube-system"
 NS_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
@@ -346,49 +347,21 @@ class ClusterState:
         return out
 
     # ---- serialisation ---------------------------------------------------------------------
+    # The dict shape lives in emunet.statejson, imported on use because it builds on this module.
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "cluster": dataclasses.asdict(self.cluster),
-            "nodes": [dataclasses.asdict(n) for n in self.nodes],
-            "namespaces": [dataclasses.asdict(n) for n in self.namespaces.values()],
-            "pods": [dataclasses.asdict(p) for p in self.pods.values()],
-            "services": [dataclasses.asdict(s) for s in self.services.values()],
-            "deployments": [dataclasses.asdict(d) for d in self.deployments.values()],
-            "policies": [dataclasses.asdict(p) for p in self.policies.values()],
-            "others": [dataclasses.asdict(o) for o in self.others],
-            "last_ip": dict(self.last_ip),
-            "links": {n: dataclasses.asdict(i) for n, i in self.links.items()},
-        }
+        from .statejson import state_to_dict
+
+        return state_to_dict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClusterState:
-        st = cls(cluster=_cluster_from(d["cluster"]))
-        st.nodes = [NodeState(**n) for n in d["nodes"]]
-        for n in d["namespaces"]:
-            st.namespaces[n["name"]] = Namespace(n["name"], n["labels"], _loc(n.get("loc")))
-        for p in d["pods"]:
-            ps = PodState(**{**p, "pod": _pod_from(p["pod"])})
-            st.pods[ps.key] = ps
-        for s in d["services"]:
-            ss = ServiceState(service=_service_from(s["service"]), cluster_ip=s["cluster_ip"])
-            st.services[ss.key] = ss
-        for dd in d.get("deployments", []):
-            dep = model.Deployment(**{**dd, "template": _pod_from(dd["template"]),
-                                      "loc": _loc(dd.get("loc"))})
-            st.deployments[dep.key] = dep
-        from .policy.model import from_dict as policy_from_dict  # policy builds on state
+        from .statejson import state_from_dict
 
-        for pd in d.get("policies", []):
-            pol = policy_from_dict(pd)
-            st.policies[pol.key] = pol
-        st.others = [model.Manifest(**{**o, "loc": _loc(o.get("loc"))}) for o in d["others"]]
-        st.last_ip = dict(d.get("last_ip", {}))
-        st.links = {n: model.Impairment(**i) for n, i in d.get("links", {}).items()}
-        return st
+        return state_from_dict(d, cls)
 
     @classmethod
     def from_json(cls, text: str) -> ClusterState:
@@ -408,34 +381,3 @@ def resolve_target_port(pod: Pod, target: int | str, protocol: str) -> int | Non
             return cp.container_port
     return None
 
-
-def _loc(d: dict | None) -> model.Loc | None:
-    return model.Loc(**d) if d else None
-
-
-def _cluster_from(d: dict) -> ClusterSpec:
-    nodes = tuple(NodeSpec(**{**n, "loc": _loc(n.get("loc")),
-                              "impairment": model.Impairment(**n["impairment"])
-                              if n.get("impairment") else None}) for n in d["nodes"])
-    return ClusterSpec(**{**d, "nodes": nodes, "dns_upstreams": tuple(d["dns_upstreams"]),
-                          "loc": _loc(d.get("loc"))})
-
-
-def _pod_from(d: dict) -> Pod:
-    containers = tuple(
-        Container(**{**c, "command": tuple(c["command"]), "args": tuple(c["args"]),
-                     "ports": tuple(ContainerPort(**p) for p in c["ports"]),
-                     "env": tuple(tuple(e) for e in c["env"]),
-                     "readiness_probe": _probe_from(c.get("readiness_probe")),
-                     "liveness_probe": _probe_from(c.get("liveness_probe"))})
-        for c in d["containers"])
-    return Pod(**{**d, "containers": containers, "loc": _loc(d.get("loc"))})
-
-
-def _probe_from(d: dict | None) -> model.Probe | None:
-    return model.Probe(**{**d, "command": tuple(d["command"])}) if d else None
-
-
-def _service_from(d: dict) -> Service:
-    ports = tuple(model.ServicePort(**p) for p in d["ports"])
-    return Service(**{**d, "ports": ports, "loc": _loc(d.get("loc"))})
