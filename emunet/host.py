@@ -8,24 +8,18 @@ Threading: every function here is synchronous (pyroute2's sync `IPRoute` runs it
 loop and must not be used from a thread that runs an asyncio loop); call them from a worker
 thread (`socket_in_netns` and `netns_exists` use no netlink and are safe anywhere, they only
 block for microseconds). They are thread-safe: a namespace is entered with setns(2), which
-switches only the calling thread, and the thread's own namespace is restored in `finally`.
-Netlink sockets, ioctl sockets and /proc/sys/net files opened inside stay bound to it.
-
-Why setns and not `IPRoute(netns=name, flags=0)`: pyroute2 creates that socket in a forked
-helper process (~6 ms per handle); entering by setns costs ~0.1 ms and, because the namespace
-file is opened without O_CREAT, gives the same guarantee that a missing namespace is an error
-and never silently created.
+switches only the calling thread, and the thread's own namespace is restored in `finally`
+(emunet.hostns, which also says why setns and not pyroute2's netns handles). Netlink sockets,
+ioctl sockets and /proc/sys/net files opened inside stay bound to it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import ipaddress
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +29,7 @@ from pyroute2.ethtool.ioctl import EthtoolError, IoctlEthtool
 
 from . import naming
 from .hostmanifest import HostError, Manifest, process_start_time  # noqa: F401 (re-export)
+from .hostns import entered, list_netns, netns_exists, socket_in_netns
 from .kernelnode import BRIDGE, is_kernel
 from .podfiles import hosts_file, resolv_conf  # noqa: F401 (re-export)
 from .procs import end_recorded
@@ -44,13 +39,9 @@ __all__ = ["HostError", "Manifest", "add_pod", "build_node", "build_underlay", "
            "list_netns", "netns_exists", "preflight", "remove_pod", "resolv_conf",
            "socket_in_netns", "teardown"]
 
-NETNS_RUN_DIR = Path(_pyr_netns.NETNS_RUN_DIR)
 ETC_NETNS = Path("/etc/netns")  # `ip netns exec` bind-mounts /etc/netns/<netns>/* over /etc
 UNDERLAY_MTU = 1500  # pod MTU + 50 bytes of VXLAN overhead (RFC 7348 section 4.3)
 UNDERLAY_BRIDGE = "br0"
-
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 # The userspace datapath reads frames from AF_PACKET sockets and writes them back: it needs
 # complete checksums (no CHECKSUM_PARTIAL: every tx-checksum-* off) and frames no larger than
@@ -80,51 +71,6 @@ def _exists_msg(what: str) -> str:
 
 
 # ---- namespaces --------------------------------------------------------------------------------
-
-def netns_exists(name: str) -> bool:
-    return (NETNS_RUN_DIR / name).exists()
-
-
-def list_netns() -> list[str]:
-    try:
-        return sorted(os.listdir(NETNS_RUN_DIR))
-    except FileNotFoundError:
-        return []
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"setns: {os.strerror(e)}")
-
-
-@contextlib.contextmanager
-def _entered(netns: str) -> Iterator[None]:
-    """Run the block with the calling thread inside `netns` (which must exist; never created)."""
-    try:
-        target = os.open(NETNS_RUN_DIR / netns, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise HostError(f"network namespace {netns} does not exist") from None
-    try:
-        # thread-self, not self: another thread may already have switched namespaces.
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-            try:
-                yield
-            finally:
-                _setns(own)
-        finally:
-            os.close(own)
-    finally:
-        os.close(target)
-
-
-def socket_in_netns(netns: str, family: int, type: int, proto: int = 0) -> socket.socket:
-    """A socket living in `netns` (a socket keeps the namespace it was created in)."""
-    with _entered(netns):
-        return socket.socket(family, type, proto)
-
 
 def _create_netns(name: str, m: Manifest) -> None:
     if netns_exists(name):
@@ -204,7 +150,7 @@ def _offloads_only(ifname: str, netns: str, keep: tuple[str, ...]) -> None:
 def _new_namespace(name: str, m: Manifest) -> None:
     """A recorded namespace with sysctls set and lo up."""
     _create_netns(name, m)
-    with _entered(name):
+    with entered(name):
         _set_sysctls(name)
         with _netlink("setting lo up", name) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
@@ -236,7 +182,7 @@ def build_node(state: ClusterState, node: NodeState, m: Manifest) -> None:
 
 def _underlay_up(node: NodeState, offloads: bool) -> None:
     """Address and bring up the node's underlay eth0 (created by build_underlay)."""
-    with _entered(node.netns), _netlink("configuring the underlay", node.netns) as ipr:
+    with entered(node.netns), _netlink("configuring the underlay", node.netns) as ipr:
         idx = ipr.link_lookup(ifname=naming.UNDERLAY_IFNAME)[0]
         ipr.addr("add", index=idx, address=node.underlay_ip, prefixlen=node.underlay_prefixlen)
         ipr.link("set", index=idx, state="up")
@@ -258,15 +204,15 @@ def build_underlay(state: ClusterState, m: Manifest, outside: bool = False) -> N
         return  # one node: pods talk through its agent only
     if len(nodes) == 2 and not outside:
         a, b = nodes
-        with _entered(a.netns), _netlink("creating the underlay veth", a.netns,
-                                         exists=f"interface {eth0}") as ipr:
+        with entered(a.netns), _netlink("creating the underlay veth", a.netns,
+                                        exists=f"interface {eth0}") as ipr:
             ipr.link("add", ifname=eth0, kind="veth", mtu=UNDERLAY_MTU,
                      peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": b.netns})
     else:
         under = naming.underlay_netns()
         _new_namespace(under, m)
-        with _entered(under), _netlink("creating the underlay bridge", under,
-                                       exists="an interface") as ipr:
+        with entered(under), _netlink("creating the underlay bridge", under,
+                                      exists="an interface") as ipr:
             # STP off and no forward delay: a fixed loop-free star, ports forward at once.
             ipr.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge", mtu=UNDERLAY_MTU,
                      br_stp_state=0, br_forward_delay=0)
@@ -297,14 +243,14 @@ def _build_outside(state: ClusterState, m: Manifest) -> None:
     name, eth0 = naming.outside_netns(), naming.UNDERLAY_IFNAME
     under = naming.underlay_netns()
     _new_namespace(name, m)
-    with _entered(under), _netlink("plugging in the outside client", under) as ipr:
+    with entered(under), _netlink("plugging in the outside client", under) as ipr:
         ipr.link("add", ifname="port0", kind="veth", mtu=UNDERLAY_MTU,
                  peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": name})
         idx = ipr.link_lookup(ifname="port0")[0]
         ipr.link("set", index=idx, master=ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0],
                  state="up")
     net = ipaddress.IPv4Network(state.cluster.underlay_cidr)
-    with _entered(name), _netlink("configuring the outside client", name) as ipr:
+    with entered(name), _netlink("configuring the outside client", name) as ipr:
         idx = ipr.link_lookup(ifname=eth0)[0]
         ipr.addr("add", index=idx, address=outside_ip(str(net)), prefixlen=net.prefixlen)
         ipr.link("set", index=idx, state="up")
@@ -339,7 +285,7 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
     _create_netns(pod.netns, m)
     try:
         _write_etc(state, pod, m)
-        with _entered(node.netns):
+        with entered(node.netns):
             with _netlink(f"creating the veth of pod {pod.netns}", node.netns,
                           exists=f"interface {pod.host_ifname}") as ipr:
                 # The pod end is born in the pod namespace with its MAC (0a:58:<ip>, as
@@ -355,7 +301,7 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
                 _offloads_off(pod.host_ifname, node.netns)
                 if state.cluster.offloads:
                     _offloads_only(pod.host_ifname, node.netns, _POD_OFFLOADS)
-        with _entered(pod.netns):
+        with entered(pod.netns):
             _set_sysctls(pod.netns)  # before eth0 comes up: no IPv6 link-local, no DAD
             with _netlink("configuring eth0", pod.netns) as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
@@ -397,7 +343,7 @@ def remove_pod(pod: PodState, m: Manifest) -> None:
     if netns_exists(node_ns):
         # Delete the node end explicitly: a process still holding the pod namespace would
         # otherwise keep the veth (and the agent's view of it) alive.
-        with _entered(node_ns), IPRoute() as ipr:
+        with entered(node_ns), IPRoute() as ipr:
             for idx in ipr.link_lookup(ifname=pod.host_ifname):
                 with contextlib.suppress(NetlinkError):
                     ipr.link("del", index=idx)
