@@ -131,27 +131,23 @@ class DnsServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def forward(self, data: bytes) -> bytes:
-        """Relay a query to the first upstream that answers (UDP), else SERVFAIL."""
-        loop = asyncio.get_running_loop()
+    async def forward(self, data: bytes, tcp: bool = False) -> bytes:
+        """Relay a query to the first upstream that answers, else SERVFAIL.
+
+        Over the client's own transport, as CoreDNS's forward plugin does by default (its
+        force_tcp / prefer_udp options change that): a query that came over TCP goes upstream
+        over TCP; a UDP answer with TC set is relayed as is and the client retries over TCP.
+        """
         for up in self.handler.zone.upstreams:
             host, _, port = up.rpartition(":") if up.count(":") == 1 else (up, "", "53")
-            fut: asyncio.Future[bytes] = loop.create_future()
+            ask = _ask_tcp if tcp else _ask_udp
             try:
-                tr, _ = await loop.create_datagram_endpoint(
-                    lambda f=fut: _OneShot(f, data[:2]), remote_addr=(host, int(port)))
-            except (OSError, ValueError) as e:
-                log.warning("upstream %s: %s", up, e)
+                reply = await asyncio.wait_for(ask(host, int(port), data), UPSTREAM_TIMEOUT)
+            except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError) as e:
+                log.debug("upstream %s (%s): %s", up, "TCP" if tcp else "UDP", e)
                 continue
-            try:
-                tr.sendto(data)
-                reply = await asyncio.wait_for(fut, UPSTREAM_TIMEOUT)
-                self.handler.count_reply(reply)
-                return reply
-            except (TimeoutError, OSError):
-                continue
-            finally:
-                tr.close()
+            self.handler.count_reply(reply)
+            return reply
         return self.handler.servfail(data)
 
     async def _tcp_client(self, reader: asyncio.StreamReader,
@@ -169,7 +165,7 @@ class DnsServer:
                 if out is None:
                     return
                 if out is FORWARD:
-                    out = await self.forward(data)
+                    out = await self.forward(data, tcp=True)
                 self.events.add(time.time(), "TCP", peer[:2], data, out)  # type: ignore[arg-type]
                 writer.write(TCP_LEN.pack(len(out)) + out)  # type: ignore[arg-type]
                 await writer.drain()
@@ -272,6 +268,33 @@ class _OneShot(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         if not self.fut.done():
             self.fut.set_exception(exc)
+
+
+async def _ask_udp(host: str, port: int, data: bytes) -> bytes:
+    """One query to an upstream over UDP; the first reply with our ID."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[bytes] = loop.create_future()
+    tr, _ = await loop.create_datagram_endpoint(lambda: _OneShot(fut, data[:2]),
+                                                remote_addr=(host, port))
+    try:
+        tr.sendto(data)
+        return await fut
+    finally:
+        tr.close()
+
+
+async def _ask_tcp(host: str, port: int, data: bytes) -> bytes:
+    """One query to an upstream over TCP (RFC 7766: two-byte length prefix)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(TCP_LEN.pack(len(data)) + data)
+        await writer.drain()
+        reply = await reader.readexactly(TCP_LEN.unpack(await reader.readexactly(2))[0])
+        if reply[:2] != data[:2]:
+            raise ValueError("reply ID does not match the query's")
+        return reply
+    finally:
+        writer.close()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

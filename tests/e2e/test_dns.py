@@ -199,6 +199,10 @@ def test_forwarding_to_the_upstream_a_pod_runs(cluster):
     assert r.answer == ["www.example.com. 60 IN A 192.0.2.44"]
     assert cluster.exec(NS, "client", "getent", "hosts", "www.example.com").stdout.split() == [
         "192.0.2.44", "www.example.com"]
+    # over TCP the query goes upstream over TCP too (CoreDNS forward's default); the fake
+    # upstream answers TCP queries with another address
+    r = dig(cluster, "+tcp", "www.example.com")
+    assert r.status == "NOERROR" and r.answer == ["www.example.com. 60 IN A 192.0.2.45"]
 
 
 def test_names_outside_the_domain_are_refused_without_upstreams(cluster, tmp_path):

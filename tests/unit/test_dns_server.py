@@ -132,6 +132,42 @@ async def test_forward_relays_upstream_answer(tmp_path):
         up.close()
 
 
+async def test_forward_keeps_the_clients_transport(tmp_path):
+    """As CoreDNS's forward plugin by default: a TCP query goes upstream over TCP, a UDP one
+    over UDP (this upstream listens on TCP only, so the UDP query fails over to SERVFAIL)."""
+    up_port = free_port()
+    seen: list[int] = []
+
+    async def upstream(reader, writer):
+        (n,) = struct.unpack("!H", await reader.readexactly(2))
+        q = DNS(await reader.readexactly(n))
+        seen.append(q.id)
+        out = bytes(DNS(id=q.id, qr=1, qd=q.qd, rcode=0, ra=1))
+        writer.write(struct.pack("!H", len(out)) + out)
+        await writer.drain()
+        writer.close()
+
+    up = await asyncio.start_server(upstream, "127.0.0.1", up_port)
+    state = tmp_path / "state.json"
+    state.write_text(cluster(upstreams=(f"127.0.0.1:{up_port}",)).to_json())
+    srv = DnsServer(state, "127.0.0.1", free_port())
+    await srv.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        data = query("example.com", ident=654)
+        writer.write(struct.pack("!H", len(data)) + data)
+        await writer.drain()
+        (n,) = struct.unpack("!H", await reader.readexactly(2))
+        r = DNS(await reader.readexactly(n))
+        writer.close()
+        assert r.id == 654 and r.rcode == 0 and r.ra == 1 and seen == [654]
+        r = DNS(await udp_ask(srv.port, query("example.com", ident=655)))
+        assert r.rcode == 2 and seen == [654]  # SERVFAIL: nothing answers UDP upstream
+    finally:
+        await srv.stop()
+        up.close()
+
+
 def test_dig_and_sigterm(tmp_path):
     """The CLI as the supervisor runs it: dig over UDP and TCP, then SIGTERM -> exit 0."""
     dig = shutil.which("dig")
