@@ -14,13 +14,37 @@ a state reload shows in the very next answer.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 from . import wire
-from .resolver import resolve
-from .wire import AA, HEADER, OPCODE_SHIFT, QR, RA, RD, TC, FormErr, Query
+from .resolver import resolve, soa
+from .wire import AA, HEADER, OPCODE_SHIFT, QR, RA, RD, RR, TC, FormErr, Query
 from .zone import Zone
 
 FORWARD = object()  # handle() result: not our zone, send the query to an upstream as is
+
+
+@dataclass(frozen=True, slots=True)
+class Chase:
+    """handle() result: our answer ends in a CNAME to `target`, outside the cluster domain.
+
+    CoreDNS's kubernetes plugin looks such a target up through its own forward plugin and
+    answers the CNAME followed by the upstream's answer records; when that lookup fails it
+    drops the CNAME (plugin/backend_lookup.go), which leaves NODATA. The server does the
+    lookup and calls `Handler.chased`. Never cached whole: the upstream's part may change.
+    """
+
+    query: Query
+    answer: tuple[RR, ...]
+    nodata: tuple[int, int, int, int, bytes]  # the entry for a failed lookup
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class _ChaseEntry:
+    answer: tuple[RR, ...]
+    nodata: tuple[int, int, int, int, bytes]
+    target: str
 MAX_CACHE = 50_000  # entries; question names come from clients, so the cache is bounded
 
 
@@ -52,6 +76,8 @@ class Handler:
             counters["dropped"] += 1
         elif out is FORWARD:
             counters["forwarded"] += 1
+        elif type(out) is Chase:
+            counters["chased"] += 1
         else:
             rcode = self.count_reply(out)  # type: ignore[arg-type]
             if udp and len(data) >= 12:
@@ -93,7 +119,22 @@ class Handler:
             self.cache[key] = entry
         if entry is FORWARD:
             return FORWARD
+        if type(entry) is _ChaseEntry:
+            return Chase(q, entry.answer, entry.nodata, entry.target)
         return self._build(q, entry, udp)  # type: ignore[arg-type]
+
+    def chased(self, ch: Chase, records: list[RR] | None, udp: bool) -> bytes:
+        """The reply to a Chase: our CNAMEs and the upstream's records (None: the lookup
+        failed, so NODATA, as CoreDNS)."""
+        q = ch.query
+        if records is None:
+            out = self._build(q, ch.nodata, udp)
+        else:
+            answer = [*ch.answer, *records]
+            body = wire.encode_body(q, answer, [], [])
+            out = self._build(q, (AA, len(answer), 0, 0, body), udp)
+        self.count_reply(out)
+        return out
 
     def _compute(self, q: Query) -> object:
         if q.qclass not in (wire.CLASS_IN, wire.CLASS_ANY):
@@ -101,6 +142,10 @@ class Handler:
         ans = resolve(self.zone, q.qname, q.qtype)
         if ans.forward:
             return FORWARD
+        if ans.chase is not None:
+            nodata = (wire.NOERROR | AA, 0, 1, 0,  # CoreDNS's NODATA: the zone's SOA
+                      wire.encode_body(q, [], [soa(self.zone, self.zone.domain)], []))
+            return _ChaseEntry(tuple(ans.answer), nodata, ans.chase)
         body = wire.encode_body(q, ans.answer, ans.authority, ans.additional)
         flags = (AA if ans.aa else 0) | ans.rcode
         return (flags, len(ans.answer), len(ans.authority), len(ans.additional), body)

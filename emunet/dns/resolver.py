@@ -30,6 +30,9 @@ class Answer:
     authority: list[RR] = field(default_factory=list)
     additional: list[RR] = field(default_factory=list)
     forward: bool = False  # not ours: send to cluster.dns_upstreams
+    # the answer ends in a CNAME to a name outside the cluster domain and upstreams exist:
+    # the server asks them for it and appends their records (CoreDNS's upstream lookup)
+    chase: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,11 @@ def _cluster(zone: Zone, qname: str, qtype: int) -> Answer:
     ans = Answer(wire.NOERROR)
     if qtype in (wire.A, wire.AAAA):
         ans.answer = _address(zone, qname, qtype, items, 0)
+        last = ans.answer[-1] if ans.answer else None
+        if zone.upstreams and last is not None and last[1] == wire.CNAME:
+            target = str(last[3])
+            if target != d and not target.endswith("." + d):
+                ans.chase = target
     elif qtype == wire.CNAME:
         ans.answer = [(qname, wire.CNAME, zone.ttl, it.host) for it in items
                       if _host_type(it.host) == wire.CNAME]
@@ -203,7 +211,7 @@ def _host_type(host: str) -> int:
 
 def _address(zone: Zone, qname: str, qtype: int, items: list[Item], depth: int) -> list[RR]:
     """CoreDNS plugin.A/AAAA: one record per distinct address; ExternalName -> CNAME, chased
-    inside the cluster zone (a target outside it is left to the client to resolve)."""
+    inside the cluster zone (a target outside it: Answer.chase, looked up upstream)."""
     out: list[RR] = []
     seen: set[str] = set()
     for it in items:

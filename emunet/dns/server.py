@@ -15,22 +15,23 @@ import asyncio
 import json
 import logging
 import os
+import random
 import signal
 import socket
-import struct
 import sys
 import time
 from pathlib import Path
 
 from .. import naming
 from ..state import ClusterState
+from . import upstream
 from .events import FILE_NAME as EVENTS_FILE
 from .events import TICK, DnsEvents
-from .handler import FORWARD, Handler
+from .handler import FORWARD, Chase, Handler
+from .upstream import TCP_LEN
 from .zone import Zone
 
 log = logging.getLogger("emunet.dns")
-TCP_LEN = struct.Struct("!H")  # RFC 1035 4.2.2: two-byte length prefix
 TCP_IDLE = 10.0  # seconds a TCP connection may sit idle (RFC 7766 6.2.3 suggests seconds)
 UPSTREAM_TIMEOUT = 2.0
 STATS_PERIOD = 1.0
@@ -138,17 +139,34 @@ class DnsServer:
         force_tcp / prefer_udp options change that): a query that came over TCP goes upstream
         over TCP; a UDP answer with TC set is relayed as is and the client retries over TCP.
         """
-        for up in self.handler.zone.upstreams:
-            host, _, port = up.rpartition(":") if up.count(":") == 1 else (up, "", "53")
-            ask = _ask_tcp if tcp else _ask_udp
+        reply = await self._ask(data, tcp)
+        if reply is None:
+            return self.handler.servfail(data)
+        self.handler.count_reply(reply)
+        return reply
+
+    async def chase(self, ch: Chase, tcp: bool = False) -> bytes:
+        """An ExternalName's out-of-cluster target, looked up upstream (handler.Chase)."""
+        ident = random.getrandbits(16)  # RFC 5452: an unpredictable ID for our own query
+        reply = await self._ask(upstream.build_query(ch.target, ch.query.qtype, ident), tcp)
+        records = None
+        if reply is not None:
             try:
-                reply = await asyncio.wait_for(ask(host, int(port), data), UPSTREAM_TIMEOUT)
+                records = upstream.answer_records(reply, ident)
+            except ValueError as e:
+                log.debug("chase of %s: %s", ch.target, e)
+        return self.handler.chased(ch, records, udp=not tcp)
+
+    async def _ask(self, data: bytes, tcp: bool) -> bytes | None:
+        """The first upstream's reply to `data`, None when none answered."""
+        for up in self.handler.zone.upstreams:
+            ask = upstream.ask_tcp if tcp else upstream.ask_udp
+            try:
+                host, port = upstream.host_port(up)
+                return await asyncio.wait_for(ask(host, port, data), UPSTREAM_TIMEOUT)
             except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError) as e:
                 log.debug("upstream %s (%s): %s", up, "TCP" if tcp else "UDP", e)
-                continue
-            self.handler.count_reply(reply)
-            return reply
-        return self.handler.servfail(data)
+        return None
 
     async def _tcp_client(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
@@ -166,6 +184,8 @@ class DnsServer:
                     return
                 if out is FORWARD:
                     out = await self.forward(data, tcp=True)
+                elif type(out) is Chase:
+                    out = await self.chase(out, tcp=True)
                 self.events.add(time.time(), "TCP", peer[:2], data, out)  # type: ignore[arg-type]
                 writer.write(TCP_LEN.pack(len(out)) + out)  # type: ignore[arg-type]
                 await writer.drain()
@@ -214,8 +234,8 @@ class DnsServer:
             out = handle(data, True)
             if out is None:
                 continue
-            if out is FORWARD:
-                self._spawn(self._forward_udp(data, addr))
+            if out is FORWARD or type(out) is Chase:
+                self._spawn(self._forward_udp(data, addr, out))
                 continue
             try:
                 send(out, addr)  # type: ignore[arg-type]
@@ -232,8 +252,11 @@ class DnsServer:
         if ev.per_tick:
             ev.suppressed += unkept
 
-    async def _forward_udp(self, data: bytes, addr) -> None:
-        reply = await self.forward(data)
+    async def _forward_udp(self, data: bytes, addr, out: object) -> None:
+        if type(out) is Chase:
+            reply = await self.chase(out)  # type: ignore[arg-type]
+        else:
+            reply = await self.forward(data)
         self.events.add(time.time(), "UDP", addr, data, reply)
         if self._udp is not None:
             try:
@@ -253,48 +276,6 @@ class DnsServer:
             os.replace(tmp, self.stats_path)
         except OSError as e:
             log.warning("cannot write %s: %s", self.stats_path, e)
-
-
-class _OneShot(asyncio.DatagramProtocol):
-    """Waits for the upstream's reply with our query's ID (RFC 5452: check the ID)."""
-
-    def __init__(self, fut: asyncio.Future, ident: bytes) -> None:
-        self.fut, self.ident = fut, ident
-
-    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
-        if data[:2] == self.ident and not self.fut.done():
-            self.fut.set_result(data)
-
-    def error_received(self, exc: Exception) -> None:
-        if not self.fut.done():
-            self.fut.set_exception(exc)
-
-
-async def _ask_udp(host: str, port: int, data: bytes) -> bytes:
-    """One query to an upstream over UDP; the first reply with our ID."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[bytes] = loop.create_future()
-    tr, _ = await loop.create_datagram_endpoint(lambda: _OneShot(fut, data[:2]),
-                                                remote_addr=(host, port))
-    try:
-        tr.sendto(data)
-        return await fut
-    finally:
-        tr.close()
-
-
-async def _ask_tcp(host: str, port: int, data: bytes) -> bytes:
-    """One query to an upstream over TCP (RFC 7766: two-byte length prefix)."""
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(TCP_LEN.pack(len(data)) + data)
-        await writer.drain()
-        reply = await reader.readexactly(TCP_LEN.unpack(await reader.readexactly(2))[0])
-        if reply[:2] != data[:2]:
-            raise ValueError("reply ID does not match the query's")
-        return reply
-    finally:
-        writer.close()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

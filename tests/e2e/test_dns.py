@@ -4,7 +4,8 @@ One cluster for the module (tests/e2e/configs/dns.yaml): a client pod on node-1 
 ClusterIP, so every query is DNATed by the agent and, for pods on node-2, crosses the VXLAN
 overlay. Expected shapes follow CoreDNS's kubernetes plugin tests (handler_test.go: A, SRV
 weight 100/n, SOA fields 7200 1800 86400 <ttl>, NXDOMAIN vs NODATA with the SOA, dns-version TXT
-TTL 28800, ExternalName CNAME chased inside the zone) and the Kubernetes DNS specification.
+TTL 28800, ExternalName CNAME chased inside the zone and, outside it, upstream) and the
+Kubernetes DNS specification.
 """
 
 from __future__ import annotations
@@ -174,6 +175,15 @@ def test_external_name_is_a_cname(cluster):
     assert r.answer == [f"ext-in.{NS}.svc.{D}. 5 IN CNAME {API}.", f"{API}. 5 IN A 10.43.0.80"]
     r = dig(cluster, "CNAME", f"ext-out.{NS}.svc.{D}")
     assert r.answer == [f"ext-out.{NS}.svc.{D}. 5 IN CNAME www.example.org."]
+    # a target outside the cluster: CoreDNS looks it up upstream (its `upstream`, on by
+    # default) and answers the CNAME and the upstream's record, over UDP and over TCP
+    for how, ip in (("+notcp", "192.0.2.44"), ("+tcp", "192.0.2.45")):
+        r = dig(cluster, how, f"ext-out.{NS}.svc.{D}")
+        assert r.status == "NOERROR" and r.answer == [
+            f"ext-out.{NS}.svc.{D}. 5 IN CNAME www.example.org.",
+            f"www.example.org. 60 IN A {ip}"], r.text
+    out = cluster.exec(NS, "client", "getent", "hosts", f"ext-out.{NS}.svc.{D}").stdout
+    assert out.split()[0] == "192.0.2.44"
 
 
 def test_nslookup_getent_getaddrinfo_and_curl_by_short_name(cluster):
