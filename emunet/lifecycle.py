@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import control, faults, host, kernelnode, naming, nodeport
 from .config import load_config
+from .l7 import listeners
 from .state import KUBE_SYSTEM, ClusterState
 from .supervisor import write_state
 
@@ -140,10 +141,30 @@ def _wait_ready(state: ClusterState, progress: Progress) -> None:
     while time.monotonic() < deadline:
         if dns_query(probe.netns, state.cluster.cluster_dns, name) == state.cluster.cluster_dns:
             progress(f"DNS answers at {state.cluster.cluster_dns} (asked from {probe.pod.name})")
-            return
+            break
         time.sleep(0.1)
-    raise UserError(f"DNS at {state.cluster.cluster_dns} does not answer; see "
-                    f"{naming.run_dir()}/logs/dns.log and agent logs")
+    else:
+        raise UserError(f"DNS at {state.cluster.cluster_dns} does not answer; see "
+                        f"{naming.run_dir()}/logs/dns.log and agent logs")
+    _wait_l7(state, deadline, progress)
+
+
+def _wait_l7(state: ClusterState, deadline: float, progress: Progress) -> None:
+    """Until every L7 proxy listener the state needs is open (emunet.l7.listeners): before
+    that, a connection its policy redirects would be refused."""
+    want = listeners.expected(state)
+    if not want:
+        return
+    run = naming.run_dir()
+    while time.monotonic() < deadline:
+        late = sorted(n for n, ls in want.items() if not ls <= listeners.open_on(run, n))
+        if not late:
+            progress(f"L7 proxies listening: {sum(map(len, want.values()))} redirected "
+                     f"port(s) on {len(want)} node(s)")
+            return
+        time.sleep(0.05)
+    raise UserError(f"the L7 proxy of {', '.join(late)} is not listening on every redirected "
+                    f"port; see {run}/logs/l7proxy-{late[0]}.log")
 
 
 def _probe_pod(state: ClusterState):

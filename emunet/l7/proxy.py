@@ -32,7 +32,7 @@ from typing import Any
 from .. import nodeproc
 from ..datapath.packets import ip_bytes
 from ..state import ClusterState
-from . import http1
+from . import http1, listeners
 from .compile import L7Port, decide, l7_ports
 from .events import EventLog
 
@@ -248,7 +248,7 @@ class ProxyProcess:
     """Keeps one listener per (pod, proxy port) of the current policy; reloads on SIGHUP."""
 
     def __init__(self, state_path: Path, node: str, run_dir: Path) -> None:
-        self.state_path, self.node = state_path, node
+        self.state_path, self.node, self.run_dir = state_path, node, run_dir
         self.events = EventLog(run_dir / f"l7-{node}.jsonl")
         self.proxy = Proxy(node, self.events, connect_in_netns)
         self.servers: dict[tuple[str, str, int], asyncio.AbstractServer] = {}
@@ -277,6 +277,11 @@ class ProxyProcess:
             self.servers[key] = await asyncio.start_server(
                 lambda r, w, ip=ip, pport=pport: self._accept(r, w, ip, pport), sock=sock,
                 limit=http1.MAX_HEAD)
+        try:  # for `emunet up`, which waits until every listener the state needs is open
+            listeners.publish(self.run_dir, self.node,
+                              {(ip, pport) for _, ip, pport in self.servers}, self.missing)
+        except OSError as e:
+            log.warning("cannot publish the listeners: %s", e)
         log.info("emunet l7 proxy %s: %d listeners (%s)", self.node, len(self.servers),
                  ", ".join(f"{ip}:{lp.port}->{pp}" for (ip, pp), lp in
                            sorted(policy.by_proxy_port.items())) or "none")
