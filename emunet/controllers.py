@@ -75,14 +75,17 @@ class Controllers:
     def probes_ready(self, key: tuple[str, str]) -> bool:
         if key not in self.trackers:
             return False  # not started yet: its probes do not exist yet either
-        return all(t.result for t in self.trackers.get(key, ()) if t.kind == probes.READINESS)
+        # Ready: started (startup probe passed, if any) and every readiness probe passing
+        return all(t.result for t in self.trackers.get(key, ())
+                   if t.kind in (probes.READINESS, probes.STARTUP))
 
     def held_by_probes(self) -> int:
-        """Pods that run but whose readiness probe has failed (the probe has spoken)."""
+        """Pods that run but whose readiness or startup probe has failed (it has spoken)."""
         return sum(1 for key, ts in self.trackers.items()
                    if (ps := self.sup.state.pods.get(key)) is not None and not ps.ready
                    and not ps.terminating and self.sup.workloads.ready(key)
-                   and any(t.kind == probes.READINESS and t.failures and not t.result
+                   and any(t.kind in (probes.READINESS, probes.STARTUP) and t.failures
+                           and not t.result
                            for t in ts))
 
     def observed(self, ps: PodState, ready: bool, restarts: int) -> None:
@@ -218,6 +221,8 @@ class Controllers:
             if ps is None or ps.terminating:
                 continue
             for t in trackers:
+                if t.kind != probes.STARTUP and not probes.started(trackers, t.container):
+                    continue  # kubelet: other probes are off until the startup probe passes
                 if t.due(now):
                     t.running = True
                     self._spawn(self._probe(ps, t))
@@ -234,13 +239,14 @@ class Controllers:
         if not ok:
             self.event(ps, "Pod", ps.pod.name, "Unhealthy", f"{t.kind} probe failed: {message}",
                        WARNING)
-        if not t.record(ok, now, message):
-            return
-        if t.kind == probes.LIVENESS and not t.result:
+        flipped = t.record(ok, now, message)
+        if t.gives_up or (flipped and t.kind == probes.LIVENESS and not t.result):
             self.event(ps, "Pod", ps.pod.name, "Killing", f"Container {t.container} failed "
-                       "liveness probe, will be restarted")
+                       f"{t.kind.lower()} probe, will be restarted")
             await self.sup.workloads.restart(ps.key, t.container)
             for other in self.trackers.get(ps.key, ()):
                 if other.container == t.container:
                     other.reset(time.time())
+        elif not flipped:
+            return
         self.sup._refresh_ready()

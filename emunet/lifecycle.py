@@ -134,8 +134,8 @@ def _wait_ready(state: ClusterState, progress: Progress) -> None:
         raise UserError(f"pods not ready after {READY_TIMEOUT:.0f}s ({st.get('pods_ready', 0)}/"
                         f"{len(state.pods)}); see {naming.run_dir()}/logs/")
     progress(f"pods ready: {st['pods_ready']}/{st['pods']}" + (
-        f" ({st['pods_held']} not Ready: readiness probe failing; see `emunet get events`)"
-        if st.get("pods_held") else ""))
+        f" ({st['pods_held']} not Ready: a readiness or startup probe failing; see "
+        "`emunet get events`)" if st.get("pods_held") else ""))
     probe = _probe_pod(state)
     name = f"kube-dns.{KUBE_SYSTEM}.svc.{state.cluster.cluster_domain}"
     while time.monotonic() < deadline:

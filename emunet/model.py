@@ -134,6 +134,8 @@ class Container:
     run_as_user: int | None = None
     run_as_group: int | None = None
     liveness_probe: Probe | None = None
+    # until it succeeds the other probes are off; failing it restarts the container (kubelet)
+    startup_probe: Probe | None = None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ three ways to run one (tcpSocket, httpGet, exec) from inside the pod's network n
 (pkg/kubelet/prober/worker.go) - nothing runs before initialDelaySeconds, then one probe every
 periodSeconds; the result flips only after successThreshold successes or failureThreshold
 failures in a row. A readiness result starts as failure (a pod is not Ready until its probe
-passes); a liveness result starts as success, and its failure restarts the container.
+passes); a liveness result starts as success, and its failure restarts the container. A
+startup probe (kubelet: "all other probes are disabled until it succeeds") starts as failure,
+stops once it has succeeded, and failureThreshold failures in a row restart the container.
 
 The runners do the I/O: tcp/http connect to the pod IP from a socket created inside the pod's
 netns (as the kubelet on the node connects to the pod IP); exec runs the command with
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from . import host
 from .model import Container, Probe
 
-READINESS, LIVENESS = "Readiness", "Liveness"
+READINESS, LIVENESS, STARTUP = "Readiness", "Liveness", "Startup"
 USER_AGENT = "kube-probe/1.31"  # what the kubelet sends; servers log it
 
 
@@ -53,7 +55,15 @@ class ProbeTracker:
         self.next_due = started + self.probe.initial_delay
 
     def due(self, now: float) -> bool:
+        if self.kind == STARTUP and self.result:
+            return False  # a startup probe that succeeded is done until the next restart
         return not self.running and now >= self.next_due
+
+    @property
+    def gives_up(self) -> bool:
+        """A startup probe that failed failureThreshold times in a row: restart."""
+        return self.kind == STARTUP and not self.result and \
+            self.failures >= self.probe.failure_threshold
 
     def record(self, ok: bool, now: float, message: str = "") -> bool:
         """A probe finished at `now`; True if the result flipped."""
@@ -75,11 +85,18 @@ class ProbeTracker:
 def trackers_for(containers: tuple[Container, ...], now: float) -> list[ProbeTracker]:
     out = []
     for c in containers:
+        if c.startup_probe is not None:
+            out.append(ProbeTracker(c.startup_probe, STARTUP, c.name, now))
         if c.readiness_probe is not None:
             out.append(ProbeTracker(c.readiness_probe, READINESS, c.name, now))
         if c.liveness_probe is not None:
             out.append(ProbeTracker(c.liveness_probe, LIVENESS, c.name, now))
     return out
+
+
+def started(trackers: list[ProbeTracker], container: str) -> bool:
+    """Whether the container's startup probe (if it has one) has succeeded."""
+    return all(t.result for t in trackers if t.kind == STARTUP and t.container == container)
 
 
 def probe_port(probe: Probe, container: Container) -> int | None:

@@ -74,7 +74,8 @@ def _pod_from(d: dict) -> Pod:
                      "ports": tuple(ContainerPort(**p) for p in c["ports"]),
                      "env": tuple(tuple(e) for e in c["env"]),
                      "readiness_probe": _probe_from(c.get("readiness_probe")),
-                     "liveness_probe": _probe_from(c.get("liveness_probe"))})
+                     "liveness_probe": _probe_from(c.get("liveness_probe")),
+                     "startup_probe": _probe_from(c.get("startup_probe"))})
         for c in d["containers"])
     return Pod(**{**d, "containers": containers, "loc": _loc(d.get("loc"))})
 

@@ -36,7 +36,7 @@ POD_SPEC_IGNORED = (
     "overhead", "os", "setHostnameAsFQDN", "resourceClaims", "schedulingGates", "hostUsers",
     "hostPID", "hostIPC", "resources")
 CONTAINER_FIELDS = ("name", "image", "command", "args", "ports", "env", "readinessProbe",
-                    "livenessProbe", "securityContext")
+                    "livenessProbe", "startupProbe", "securityContext")
 # securityContext: runAsUser/runAsGroup are honoured; the rest is valid Kubernetes, not acted on
 SECURITY_FIELDS = ("runAsUser", "runAsGroup")
 SECURITY_IGNORED = (
@@ -45,7 +45,7 @@ SECURITY_IGNORED = (
     "appArmorProfile", "sysctls", "windowsOptions", "capabilities", "privileged",
     "allowPrivilegeEscalation", "readOnlyRootFilesystem", "procMount")
 CONTAINER_IGNORED = (
-    "resources", "imagePullPolicy", "startupProbe",
+    "resources", "imagePullPolicy",
     "volumeMounts", "volumeDevices", "workingDir", "envFrom", "lifecycle",
     "terminationMessagePath", "terminationMessagePolicy", "stdin", "stdinOnce", "tty",
     "resizePolicy", "restartPolicy")
@@ -188,6 +188,7 @@ def _containers(items: list[Obj], pod_user: int | None = None,
                                    ports=tuple(ports), env=tuple(env),
                                    readiness_probe=parse_probe(c, "readinessProbe"),
                                    liveness_probe=parse_probe(c, "livenessProbe"),
+                                   startup_probe=parse_probe(c, "startupProbe"),
                                    run_as_user=pod_user if user is None else user,
                                    run_as_group=pod_group if group is None else group))
     return tuple(out)

@@ -1,7 +1,8 @@
-"""A container's readinessProbe / livenessProbe (core/v1 Probe) to `model.Probe`.
+"""A container's readinessProbe / livenessProbe / startupProbe (core/v1 Probe) to `model.Probe`.
 
 Validation follows the API server (pkg/apis/core/validation validateProbe/validateHandler):
-exactly one handler, positive periods and thresholds, successThreshold 1 for liveness; the
+exactly one handler, positive periods and thresholds, successThreshold 1 for liveness and
+startup probes; the
 defaults are the API server's (period 10s, timeout 1s, success 1, failure 3).
 """
 
@@ -38,9 +39,9 @@ def parse_probe(c: Obj, key: str) -> model.Probe | None:
                                ("failureThreshold", 1, 3)):
         v = p.int(field, lo=lo, hi=2**31 - 1)
         ints[field] = default if v is None else v
-    if key == "livenessProbe" and ints["successThreshold"] != 1:
-        p.error("successThreshold", "must be 1 for a livenessProbe",
-                "a liveness probe restarts on failure; one success is enough")
+    if key in ("livenessProbe", "startupProbe") and ints["successThreshold"] != 1:
+        p.error("successThreshold", f"must be 1 for a {key}",
+                "the API server allows no other value; one success is enough")
     port: int | str | None = None
     path, scheme, command = "/", "HTTP", ()
     h = p.map(kind)

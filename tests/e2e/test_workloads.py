@@ -110,6 +110,38 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: slowstart, namespace: shop}
+spec:
+  nodeName: node-2
+  containers:
+    - name: main
+      image: busybox
+      command: [sleep, infinity]
+      startupProbe:
+        exec: {command: [test, -e, STARTED]}
+        periodSeconds: 1
+        failureThreshold: 600
+      livenessProbe:  # fails until STARTED exists: it must not run before the startup probe passes
+        exec: {command: [test, -e, STARTED]}
+        periodSeconds: 1
+        failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: neverstarts, namespace: shop}
+spec:
+  nodeName: node-1
+  containers:
+    - name: main
+      image: busybox
+      command: [sleep, infinity]
+      startupProbe:
+        exec: {command: [test, -e, STARTED.never]}
+        periodSeconds: 1
+        failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: client, namespace: shop}
 spec:
   nodeName: node-1
@@ -126,7 +158,8 @@ def cluster(tmp_path_factory):
     (tmp / "alive").touch()
     config = tmp / "living.yaml"
     config.write_text(CLUSTER + WEB.replace("IMAGE", "nginx:1.27") + OBJECTS.replace(
-        "GATE", str(tmp / "gate")).replace("ALIVE", str(tmp / "alive")))
+        "GATE", str(tmp / "gate")).replace("ALIVE", str(tmp / "alive")).replace(
+        "STARTED", str(tmp / "started")))
     c = Cluster(str(config), unique_prefix("emw"), tmp / "run")
     c.tmp = tmp
     try:
@@ -304,6 +337,36 @@ def test_liveness_probe_restarts_the_container(cluster):
     events = cluster.emunet("get", "events", "-n", NS).stdout
     assert "failed liveness probe, will be restarted" in events
     assert "Liveness probe failed" in events
+
+
+def _restarts(cluster, pod: str) -> int:
+    line = next(x for x in cluster.emunet("get", "pods", "-n", NS).stdout.splitlines()
+                if x.startswith(pod + " "))
+    return int(line.split()[3])
+
+
+def test_startup_probe_holds_the_other_probes_then_the_pod_starts(cluster):
+    """kubelet: every other probe is off until the startup probe passes; no readiness probe,
+    so the pod is Ready once it has started."""
+    time.sleep(3)  # the liveness probe would have restarted it by now, had it run
+    line = next(x for x in cluster.emunet("get", "pods", "-n", NS).stdout.splitlines()
+                if x.startswith("slowstart "))
+    assert line.split()[1] == "0/1" and _restarts(cluster, "slowstart") == 0
+    assert "Startup probe failed" in cluster.emunet("get", "events", "-n", NS).stdout
+    (cluster.tmp / "started").touch()
+
+    def ready() -> bool:
+        return any(x.startswith("slowstart ") and x.split()[1] == "1/1"
+                   for x in cluster.emunet("get", "pods", "-n", NS).stdout.splitlines())
+    wait_for("slowstart Ready", ready, timeout=10)
+    assert _restarts(cluster, "slowstart") == 0
+
+
+def test_failing_startup_probe_restarts_the_container(cluster):
+    wait_for("a restart", lambda: _restarts(cluster, "neverstarts") >= 1, timeout=15)
+    events = cluster.emunet("get", "events", "-n", NS).stdout
+    assert "failed startup probe, will be restarted" in events
+    cluster.emunet("delete", "pod", "neverstarts", "-n", NS)  # end its restart loop here
 
 
 def test_logs_and_events(cluster):

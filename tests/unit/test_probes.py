@@ -50,11 +50,31 @@ def test_liveness_starts_healthy_and_resets_on_restart() -> None:
     assert t.result is True and t.failures == 0 and t.next_due == 5.0
 
 
+def test_startup_probe_gates_and_gives_up() -> None:
+    t = probes.ProbeTracker(Probe("exec", command=("true",), failure_threshold=2, period=1),
+                            probes.STARTUP, "c", 0.0)
+    r = probes.ProbeTracker(Probe("tcpSocket", 80), probes.READINESS, "c", 0.0)
+    assert t.result is False and not probes.started([t, r], "c")
+    assert probes.started([t, r], "other")  # no startup probe: started at once
+    t.record(False, 0)
+    assert not t.gives_up
+    t.record(False, 1)
+    assert t.gives_up  # failureThreshold in a row: the container is restarted
+    t.reset(2.0)
+    assert not t.gives_up and t.due(2.0)
+    assert t.record(True, 2.0) is True and probes.started([t, r], "c")
+    assert not t.due(100.0)  # done until the next restart
+    t.reset(200.0)
+    assert t.result is False and t.due(200.0)
+
+
 def test_trackers_for_containers() -> None:
     c = Container("web", readiness_probe=Probe("tcpSocket", 80),
                   liveness_probe=Probe("httpGet", "http"))
     kinds = [(t.kind, t.container) for t in probes.trackers_for((c, Container("side")), 0)]
     assert kinds == [(probes.READINESS, "web"), (probes.LIVENESS, "web")]
+    s = Container("slow", startup_probe=Probe("tcpSocket", 80))
+    assert [t.kind for t in probes.trackers_for((s,), 0)] == [probes.STARTUP]
 
 
 def test_named_probe_port_resolves_against_the_container() -> None:
@@ -91,6 +111,9 @@ def test_probe_defaults_and_round_trip() -> None:
         exec: {command: [cat, /tmp/ok]}
         initialDelaySeconds: 3
         periodSeconds: 1
+      startupProbe:
+        tcpSocket: {port: 8080}
+        failureThreshold: 30
 """, "t.yaml")
     c = cfg.pods[0].containers[0]
     assert c.readiness_probe == Probe("httpGet", "http", path="/healthz")
@@ -99,6 +122,7 @@ def test_probe_defaults_and_round_trip() -> None:
         10, 1, 1, 3)  # the API server's defaults
     assert c.liveness_probe == Probe("exec", command=("cat", "/tmp/ok"), initial_delay=3,
                                      period=1)
+    assert c.startup_probe == Probe("tcpSocket", 8080, failure_threshold=30)
     st = ClusterState.plan(cfg)
     assert ClusterState.from_json(st.to_json()).pods[("default", "p")].pod == cfg.pods[0]
 
@@ -108,6 +132,8 @@ def test_probe_defaults_and_round_trip() -> None:
      14, "spec.containers[0].readinessProbe", "exactly one handler"),
     ("      livenessProbe:\n        tcpSocket: {port: 80}\n        successThreshold: 2\n",
      16, "spec.containers[0].livenessProbe.successThreshold", "must be 1"),
+    ("      startupProbe:\n        tcpSocket: {port: 80}\n        successThreshold: 3\n",
+     16, "spec.containers[0].startupProbe.successThreshold", "must be 1"),
     ("      readinessProbe:\n        tcpSocket: {port: 80}\n        periodSeconds: 0\n",
      16, "spec.containers[0].readinessProbe.periodSeconds", "must be"),
     ("      readinessProbe:\n        httpGet: {path: /}\n",
