@@ -11,7 +11,8 @@ stops once it has succeeded, and failureThreshold failures in a row restart the 
 
 The runners do the I/O: tcp/http connect to the pod IP from a socket created inside the pod's
 netns (as the kubelet on the node connects to the pod IP); exec runs the command with
-`ip netns exec`, as `kubectl exec` would run it in the container.
+`ip netns exec` as the container's user (securityContext, else nobody: emunet.workloads.run_as),
+as the kubelet runs it in the container.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from . import host
 from .model import Container, Probe
+from .workloads import run_as
 
 READINESS, LIVENESS, STARTUP = "Readiness", "Liveness", "Startup"
 USER_AGENT = "kube-probe/1.31"  # what the kubelet sends; servers log it
@@ -112,7 +114,7 @@ def probe_port(probe: Probe, container: Container) -> int | None:
 async def run(probe: Probe, container: Container, netns: str, ip: str) -> tuple[bool, str]:
     """Run a probe once: (success, the kubelet-style failure message)."""
     if probe.kind == "exec":
-        return await _exec(probe, netns)
+        return await _exec(probe, container, netns)
     port = probe_port(probe, container)
     if port is None:
         return False, f"port {probe.port!r} is not a port of container {container.name}"
@@ -162,10 +164,15 @@ async def _connect_probe(probe: Probe, netns: str, ip: str, port: int) -> tuple[
         sock.close()
 
 
-async def _exec(probe: Probe, netns: str) -> tuple[bool, str]:
+def exec_argv(probe: Probe, container: Container, netns: str) -> list[str]:
+    """An exec probe's command line: in the pod's namespace, as the container's user."""
+    return ["ip", "netns", "exec", netns, *run_as(container), *probe.command]
+
+
+async def _exec(probe: Probe, container: Container, netns: str) -> tuple[bool, str]:
     try:
         proc = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", netns, *probe.command, stdin=asyncio.subprocess.DEVNULL,
+            *exec_argv(probe, container, netns), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     except OSError as e:
         return False, f"exec {list(probe.command)}: {e}"

@@ -79,6 +79,7 @@ spec:
   template:
     metadata: {labels: {app: gated}}
     spec:
+      securityContext: {runAsUser: 0}  # the exec probes' files sit in the test's private tmp
       containers:
         - name: app
           image: nginx
@@ -98,6 +99,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: lively, namespace: shop}
 spec:
+  securityContext: {runAsUser: 0}
   nodeName: node-2
   containers:
     - name: main
@@ -112,6 +114,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: slowstart, namespace: shop}
 spec:
+  securityContext: {runAsUser: 0}
   nodeName: node-2
   containers:
     - name: main
@@ -130,6 +133,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: neverstarts, namespace: shop}
 spec:
+  securityContext: {runAsUser: 0}
   nodeName: node-1
   containers:
     - name: main
@@ -139,6 +143,20 @@ spec:
         exec: {command: [test, -e, STARTED.never]}
         periodSeconds: 1
         failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: whoami, namespace: shop}
+spec:
+  nodeName: node-1
+  securityContext: {runAsUser: 1234, runAsGroup: 1234}
+  containers:
+    - name: main
+      image: busybox
+      command: [sleep, infinity]
+      readinessProbe:  # the kubelet runs exec probes in the container, as its user
+        exec: {command: [sh, -c, 'test "$(id -u):$(id -g)" = 1234:1234']}
+        periodSeconds: 1
 ---
 apiVersion: v1
 kind: Pod
@@ -360,6 +378,13 @@ def test_startup_probe_holds_the_other_probes_then_the_pod_starts(cluster):
                    for x in cluster.emunet("get", "pods", "-n", NS).stdout.splitlines())
     wait_for("slowstart Ready", ready, timeout=10)
     assert _restarts(cluster, "slowstart") == 0
+
+
+def test_exec_probe_runs_as_the_containers_user(cluster):
+    def ready() -> bool:
+        return any(x.startswith("whoami ") and x.split()[1] == "1/1"
+                   for x in cluster.emunet("get", "pods", "-n", NS).stdout.splitlines())
+    wait_for("whoami Ready", ready, timeout=10)
 
 
 def test_failing_startup_probe_restarts_the_container(cluster):

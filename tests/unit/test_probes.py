@@ -238,3 +238,12 @@ def test_access_line_is_combined_log_format() -> None:
                        b"User-Agent: curl/8.10.1\r\n\r\n", 200, 42, 0.0)
     assert line == ('10.42.1.3 - - [01/Jan/1970:00:00:00 +0000] "GET /x HTTP/1.1" 200 42 "-" '
                     '"curl/8.10.1"\n')
+
+
+def test_exec_probe_runs_as_the_containers_user() -> None:
+    p = Probe("exec", command=("cat", "/tmp/ok"))
+    argv = probes.exec_argv(p, Container("c"), "ns1")
+    assert argv[:4] == ["ip", "netns", "exec", "ns1"] and argv[-2:] == ["cat", "/tmp/ok"]
+    assert "--reuid=65534" in argv  # nobody, as the container's own processes
+    assert probes.exec_argv(p, Container("c", run_as_user=0), "ns1") == [
+        "ip", "netns", "exec", "ns1", "cat", "/tmp/ok"]
