@@ -10,11 +10,10 @@ import asyncio
 import pytest
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 from test_dns_fixtures import NS, cluster, handler, query, rrs
-from test_dns_server import free_port, udp_ask
+from test_dns_server import free_port, serving, tcp_ask, tcp_upstream, udp_ask
 
 from emunet.dns import upstream, wire
 from emunet.dns.handler import Chase
-from emunet.dns.server import DnsServer
 
 EXT = f"ext.{NS}.svc.cluster.local"
 
@@ -71,7 +70,6 @@ def test_upstream_query_and_answer_records():
 
 
 async def test_server_chases_over_udp_and_tcp(tmp_path):
-    up_port = free_port()
     loop = asyncio.get_running_loop()
     asked = []
 
@@ -85,52 +83,30 @@ async def test_server_chases_over_udp_and_tcp(tmp_path):
             self.tr.sendto(bytes(DNS(id=q.id, qr=1, qd=q.qd, ra=1, an=DNSRR(
                 rrname=q.qd[0].qname, type="A", ttl=60, rdata="203.0.113.9"))), addr)
 
-    async def tcp_upstream(reader, writer):
-        n = int.from_bytes(await reader.readexactly(2), "big")
-        q = DNS(await reader.readexactly(n))
+    def tcp_answer(q):
         asked.append(("tcp", q.qd[0].qtype))
-        out = bytes(DNS(id=q.id, qr=1, qd=q.qd, ra=1, an=DNSRR(
-            rrname=q.qd[0].qname, type="A", ttl=60, rdata="203.0.113.10")))
-        writer.write(len(out).to_bytes(2, "big") + out)
-        await writer.drain()
-        writer.close()
+        return DNS(id=q.id, qr=1, qd=q.qd, ra=1, an=DNSRR(
+            rrname=q.qd[0].qname, type="A", ttl=60, rdata="203.0.113.10"))
 
+    up_port, tcp_up = await tcp_upstream(tcp_answer)
     up, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", up_port))
-    tcp_up = await asyncio.start_server(tcp_upstream, "127.0.0.1", up_port)
-    state = tmp_path / "state.json"
-    state.write_text(cluster(upstreams=(f"127.0.0.1:{up_port}",)).to_json())
-    srv = DnsServer(state, "127.0.0.1", free_port())
-    await srv.start()
     try:
-        r = DNS(await udp_ask(srv.port, query(EXT, ident=31)))
-        assert r.id == 31 and r.rcode == 0
-        assert [(x.type, x.rdata) for x in rrs(r.an)] == [
-            (wire.CNAME, b"example.com."), (wire.A, "203.0.113.9")]
-        assert asked == [(b"example.com.", wire.A)]
-        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-        data = query(EXT, ident=32)
-        writer.write(len(data).to_bytes(2, "big") + data)
-        await writer.drain()
-        r = DNS(await reader.readexactly(int.from_bytes(await reader.readexactly(2), "big")))
-        writer.close()
-        assert [(x.type, x.rdata) for x in rrs(r.an)] == [
-            (wire.CNAME, b"example.com."), (wire.A, "203.0.113.10")]
-        assert asked[-1] == ("tcp", wire.A)
+        async with serving(tmp_path, up_port) as srv:
+            r = DNS(await udp_ask(srv.port, query(EXT, ident=31)))
+            assert r.id == 31 and r.rcode == 0
+            assert [(x.type, x.rdata) for x in rrs(r.an)] == [
+                (wire.CNAME, b"example.com."), (wire.A, "203.0.113.9")]
+            assert asked == [(b"example.com.", wire.A)]
+            r = DNS(await tcp_ask(srv.port, query(EXT, ident=32)))
+            assert [(x.type, x.rdata) for x in rrs(r.an)] == [
+                (wire.CNAME, b"example.com."), (wire.A, "203.0.113.10")]
+            assert asked[-1] == ("tcp", wire.A)
     finally:
-        await srv.stop()
         up.close()
         tcp_up.close()
 
 
 async def test_server_chase_with_a_dead_upstream_is_nodata(tmp_path):
-    dead = free_port()
-    state = tmp_path / "state.json"
-    state.write_text(cluster(upstreams=(f"127.0.0.1:{dead}",)).to_json())
-    srv = DnsServer(state, "127.0.0.1", free_port())
-    await srv.start()
-    try:
+    async with serving(tmp_path, free_port()) as srv:  # nothing listens on the upstream port
         r = DNS(await udp_ask(srv.port, query(EXT)))
         assert r.rcode == 0 and not rrs(r.an) and rrs(r.ns)[0].type == wire.SOA
-    finally:
-        await srv.stop()
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -35,16 +36,25 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-@pytest.fixture
-async def server(tmp_path):
+@contextlib.asynccontextmanager
+async def serving(tmp_path, upstream_port: int | None = None):
+    """Our server on loopback (stats in tmp_path/dns.json), with one upstream at
+    127.0.0.1:upstream_port if given."""
     state = tmp_path / "state.json"
-    state.write_text(cluster().to_json())
+    ups = () if upstream_port is None else (f"127.0.0.1:{upstream_port}",)
+    state.write_text(cluster(upstreams=ups).to_json())
     srv = DnsServer(state, "127.0.0.1", free_port(), tmp_path / "dns.json")
     await srv.start()
     try:
         yield srv
     finally:
         await srv.stop()
+
+
+@pytest.fixture
+async def server(tmp_path):
+    async with serving(tmp_path) as srv:
+        yield srv
 
 
 async def udp_ask(port: int, data: bytes) -> bytes:
@@ -132,39 +142,47 @@ async def test_forward_relays_upstream_answer(tmp_path):
         up.close()
 
 
-async def test_forward_keeps_the_clients_transport(tmp_path):
-    """As CoreDNS's forward plugin by default: a TCP query goes upstream over TCP, a UDP one
-    over UDP (this upstream listens on TCP only, so the UDP query fails over to SERVFAIL)."""
-    up_port = free_port()
-    seen: list[int] = []
-
-    async def upstream(reader, writer):
-        (n,) = struct.unpack("!H", await reader.readexactly(2))
-        q = DNS(await reader.readexactly(n))
-        seen.append(q.id)
-        out = bytes(DNS(id=q.id, qr=1, qd=q.qd, rcode=0, ra=1))
-        writer.write(struct.pack("!H", len(out)) + out)
-        await writer.drain()
-        writer.close()
-
-    up = await asyncio.start_server(upstream, "127.0.0.1", up_port)
-    state = tmp_path / "state.json"
-    state.write_text(cluster(upstreams=(f"127.0.0.1:{up_port}",)).to_json())
-    srv = DnsServer(state, "127.0.0.1", free_port())
-    await srv.start()
+async def tcp_ask(port: int, data: bytes) -> bytes:
+    """One query over TCP (RFC 7766 length prefix), its reply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-        data = query("example.com", ident=654)
         writer.write(struct.pack("!H", len(data)) + data)
         await writer.drain()
         (n,) = struct.unpack("!H", await reader.readexactly(2))
-        r = DNS(await reader.readexactly(n))
-        writer.close()
-        assert r.id == 654 and r.rcode == 0 and r.ra == 1 and seen == [654]
-        r = DNS(await udp_ask(srv.port, query("example.com", ident=655)))
-        assert r.rcode == 2 and seen == [654]  # SERVFAIL: nothing answers UDP upstream
+        return await reader.readexactly(n)
     finally:
-        await srv.stop()
+        writer.close()
+
+
+async def tcp_upstream(answer):
+    """A TCP-only upstream on a free port answering each query with answer(query)."""
+    async def serve(reader, writer):
+        (n,) = struct.unpack("!H", await reader.readexactly(2))
+        out = bytes(answer(DNS(await reader.readexactly(n))))
+        writer.write(struct.pack("!H", len(out)) + out)
+        await writer.drain()
+        writer.close()
+    port = free_port()
+    return port, await asyncio.start_server(serve, "127.0.0.1", port)
+
+
+async def test_forward_keeps_the_clients_transport(tmp_path):
+    """As CoreDNS's forward plugin by default: a TCP query goes upstream over TCP, a UDP one
+    over UDP (this upstream listens on TCP only, so the UDP query fails over to SERVFAIL)."""
+    seen: list[int] = []
+
+    def answer(q):
+        seen.append(q.id)
+        return DNS(id=q.id, qr=1, qd=q.qd, rcode=0, ra=1)
+
+    up_port, up = await tcp_upstream(answer)
+    try:
+        async with serving(tmp_path, up_port) as srv:
+            r = DNS(await tcp_ask(srv.port, query("example.com", ident=654)))
+            assert r.id == 654 and r.rcode == 0 and r.ra == 1 and seen == [654]
+            r = DNS(await udp_ask(srv.port, query("example.com", ident=655)))
+            assert r.rcode == 2 and seen == [654]  # SERVFAIL: nothing answers UDP upstream
+    finally:
         up.close()
 
 
