@@ -110,11 +110,17 @@ def ruleset(state: ClusterState) -> str:
     endpoint chain with `numgen random mod N`; the endpoint chain marks hairpin traffic (a pod
     reaching itself through its Service) for masquerade and DNATs. Services with no ready
     endpoint are rejected at once. Only ready endpoints are used (EndpointSlice `ready`).
-    Loading is atomic: the table is deleted and rewritten in one nft transaction.
+    NodePorts: a `service-nodeports` map keyed by protocol . port, matched for packets to one
+    of the node's own addresses (`fib daddr type local`), goes to a per-port external chain
+    that marks for masquerade (externalTrafficPolicy: Cluster) and continues in the Service's
+    chain; a NodePort with no ready endpoint is rejected. Loading is atomic: the table is
+    deleted and rewritten in one nft transaction.
     """
     cluster_cidr = state.cluster.cluster_cidr
     service_ips: list[str] = []
     no_endpoints: list[str] = []
+    node_ports: list[str] = []
+    no_endpoint_node_ports: list[str] = []
     chains: list[str] = []
     for key in sorted(state.services):
         svc = state.services[key]
@@ -127,11 +133,19 @@ def ruleset(state: ClusterState) -> str:
                 continue
             match = f"{svc.cluster_ip} . {proto} . {sp.port}"
             ready = [e for e in eps.get(i, ()) if e.ready]
+            node_port = sp.node_port if svc.service.node_port_type else None
             if not ready:
                 no_endpoints.append(f"{match} : goto reject-chain")
+                if node_port:
+                    no_endpoint_node_ports.append(f"{proto} . {node_port} : goto reject-chain")
                 continue
             name = f"service-{key[0]}/{key[1]}/{proto}/{sp.port}"
             service_ips.append(f"{match} : goto {name}")
+            if node_port:
+                ext = f"external-{key[0]}/{key[1]}/{proto}/{sp.port}"
+                node_ports.append(f"{proto} . {node_port} : goto {ext}")
+                chains.append(f"  chain {ext} {{\n    jump mark-for-masquerade\n"
+                              f"    goto {name}\n  }}")
             picks = []
             for j, e in enumerate(ready):
                 ep = f"endpoint-{key[0]}/{key[1]}/{proto}/{sp.port}__{e.ip}/{e.port}"
@@ -144,19 +158,26 @@ def ruleset(state: ClusterState) -> str:
                           f"    numgen random mod {len(ready)} vmap {{ {', '.join(picks)} }}\n"
                           "  }")
 
-    def vmap(name: str, elements: list[str]) -> str:
+    def vmap(name: str, elements: list[str], key: str = "ipv4_addr . inet_proto") -> str:
         body = f"    elements = {{ {', '.join(elements)} }}\n" if elements else ""
-        return (f"  map {name} {{\n    type ipv4_addr . inet_proto . inet_service : verdict\n"
+        return (f"  map {name} {{\n    type {key} . inet_service : verdict\n"
                 f"{body}  }}")
 
+    local = "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport"
     table = "\n".join([
         vmap("service-ips", service_ips),
         vmap("no-endpoint-services", no_endpoints),
+        vmap("service-nodeports", node_ports, "inet_proto"),
+        vmap("no-endpoint-nodeports", no_endpoint_node_ports, "inet_proto"),
         "  chain reject-chain {\n    reject\n  }",
-        "  chain services {\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }",
+        "  chain services {\n    ip daddr . meta l4proto . th dport vmap @service-ips\n"
+        f"    {local} vmap @service-nodeports\n  }}",
         "  chain service-endpoints-check {\n"
-        "    ip daddr . meta l4proto . th dport vmap @no-endpoint-services\n  }",
+        "    ip daddr . meta l4proto . th dport vmap @no-endpoint-services\n"
+        f"    {local} vmap @no-endpoint-nodeports\n  }}",
         "  chain filter-forward {\n    type filter hook forward priority -110; policy accept;\n"
+        "    ct state new jump service-endpoints-check\n  }",
+        "  chain filter-input {\n    type filter hook input priority -110; policy accept;\n"
         "    ct state new jump service-endpoints-check\n  }",
         "  chain filter-output {\n    type filter hook output priority -110; policy accept;\n"
         "    ct state new jump service-endpoints-check\n  }",

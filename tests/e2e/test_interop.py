@@ -114,3 +114,24 @@ def test_service_without_endpoints_is_rejected_on_the_kernel_node(cluster, tmp_p
         assert float(p.stdout) < 2
     finally:
         cluster.emunet("delete", "-f", str(f))
+
+
+@pytest.mark.parametrize(("node", "server"), [("node-2", "web-1"), ("node-1", "web-2"),
+                                              ("node-2", "web-2")])
+def test_node_port_from_outside_on_either_kind_of_node(cluster, tmp_path, node, server):
+    """kube-proxy's NodePort on the kernel node (nftables: fib daddr type local, masquerade)
+    and emunet's on its node, each reaching a backend on either kind of node."""
+    port = {"web-1": 30181, "web-2": 30182}[server]
+    f = tmp_path / "np.yaml"
+    f.write_text(f"apiVersion: v1\nkind: Service\nmetadata: {{name: np-{server}, namespace: "
+                 f"demo}}\nspec:\n  type: NodePort\n  selector: {{app: {server}}}\n"
+                 f"  ports: [{{port: 80, targetPort: 8080, nodePort: {port}}}]\n")
+    cluster.emunet("apply", "-f", str(f))
+    try:
+        ip = next(n["status"]["addresses"][0]["address"] for n in cluster.get("nodes")
+                  if n["metadata"]["name"] == node)
+        out = cluster.emunet("exec", "--outside", "--", "curl", "-s", "-m", "5",
+                             f"http://{ip}:{port}/np", timeout=30).stdout
+        assert f"pod={server} " in out and "path=/np" in out, out
+    finally:
+        cluster.emunet("delete", "-f", str(f))

@@ -32,7 +32,11 @@ def _state(nodes=(("node-1", "emunet"), ("node-2", "kernel")), web=2) -> Cluster
                  for i in range(web))
     svcs = (Service("web", "w", (ServicePort(80, 3000), ServicePort(81, 3000, "SCTP")),
                     selector={"app": "w"}),
-            Service("web", "empty", (ServicePort(80, 80),), selector={"app": "nobody"}))
+            Service("web", "empty", (ServicePort(80, 80),), selector={"app": "nobody"}),
+            Service("web", "np", (ServicePort(8080, 3000, node_port=30080),),
+                    selector={"app": "w"}, type="NodePort"),
+            Service("web", "np-empty", (ServicePort(8080, 80, node_port=30081),),
+                    selector={"app": "nobody"}, type="NodePort"))
     cfg = Config(cluster=ClusterSpec(nodes=tuple(NodeSpec(n, datapath=d) for n, d in nodes)),
                  namespaces=(Namespace("web"),), pods=pods, services=svcs)
     return ClusterState.plan(cfg)
@@ -103,6 +107,21 @@ def test_hairpin_and_outside_clients_are_masqueraded():
     assert "ip saddr != 10.42.0.0/16 jump mark-for-masquerade" in rules
     assert re.search(r"ip saddr (10\.42\.2\.\d+) jump mark-for-masquerade\n\s+meta l4proto tcp "
                      r"dnat to \1:3000", rules)
+
+
+def test_node_ports_go_through_an_external_chain_or_are_rejected():
+    """kube-proxy nftables mode: packets to the node's own address by protocol . nodePort,
+    masqueraded (externalTrafficPolicy: Cluster), then the Service's own chain."""
+    rules = kernelnode.ruleset(_ready(_state(web=1), "w0"))
+    assert "tcp . 30080 : goto external-web/np/tcp/8080" in rules
+    chain = rules.split("chain external-web/np/tcp/8080 {")[1].split("}\n")[0]
+    assert chain.split() == ["jump", "mark-for-masquerade", "goto", "service-web/np/tcp/8080"]
+    assert "tcp . 30081 : goto reject-chain" in rules  # no ready endpoint: rejected
+    local = "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap"
+    assert f"{local} @service-nodeports" in rules and f"{local} @no-endpoint-nodeports" in rules
+    assert "type filter hook input priority -110" in rules  # the reject for the node itself
+    # a ClusterIP Service never gets a node port
+    assert "30080" not in rules.split("map service-ips")[1].split("}")[0]
 
 
 @pytest.mark.skipif(not IS_ROOT or not shutil.which("nft"), reason="needs root and nft")
