@@ -6,6 +6,7 @@ namespaces, and the statistics every table uses. Not a section of its own (scrip
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -31,6 +32,23 @@ def percentile(xs: list[float], q: float) -> float:
 
 def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
+
+
+def pod_doc(ns: str, name: str, node: str, app: str, command: list[str],
+            port: int | None) -> str:
+    """A one-container bench Pod pinned to `node`, labelled app=`app`."""
+    ports = f"\n      ports: [{{containerPort: {port}}}]" if port else ""
+    return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, "
+            f"labels: {{app: {app}}}}}\nspec:\n  nodeName: {node}\n  containers:\n"
+            f"    - name: main\n      image: bench\n      command: {json.dumps(command)}"
+            f"{ports}\n")
+
+
+def service_doc(ns: str, name: str, app: str, port: int, target: int | None = None) -> str:
+    """A ClusterIP Service selecting app=`app`, `port` -> `target` (default: the same)."""
+    return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n"
+            f"spec:\n  selector: {{app: {app}}}\n  ports: [{{port: {port}, "
+            f"targetPort: {port if target is None else target}}}]\n")
 
 
 class BenchCluster:
@@ -93,7 +111,6 @@ class BenchCluster:
     def pids(self) -> list[int]:
         """Every process of this cluster: the supervisor and all its descendants."""
         manifest = self.tmp / "run" / "manifest.json"
-        import json
         roots = [e["pid"] for e in json.loads(manifest.read_text())["entries"]
                  if e.get("kind") == "process"]
         children: dict[int, list[int]] = {}
@@ -113,11 +130,15 @@ class BenchCluster:
                 todo += children.get(pid, [])
         return sorted(seen)
 
-    def rss_bytes(self) -> int:
-        """Resident memory of every process of the cluster (sum of VmRSS)."""
+    def rss_bytes(self, module: bytes | None = None) -> int:
+        """Resident memory of every process of the cluster (sum of VmRSS); with `module`,
+        only of the processes whose command line names it (e.g. b"emunet.agent")."""
         total = 0
         for pid in self.pids():
             try:
+                if module is not None and \
+                        module not in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                    continue
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1]) * 1024

@@ -33,7 +33,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from bench.common_cluster import BenchCluster, median, percentile, ratio
+from bench.common_cluster import BenchCluster, median, percentile, pod_doc, ratio, service_doc
 from bench.common_floor import PythonFloor
 
 NS = "bench"
@@ -77,18 +77,6 @@ RR_CLIENT = textwrap.dedent("""
 
 def config(datapath: str, offloads: bool = True, busy_poll: int | None = None) -> str:
     """Two nodes; iperf3 servers on each node, an echo server on node-2, a client on node-1."""
-    def pod(name: str, node: str, app: str, command: list[str], port: int | None) -> str:
-        ports = f"\n      ports: [{{containerPort: {port}}}]" if port else ""
-        return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {NS}, "
-                f"labels: {{app: {app}}}}}\nspec:\n  nodeName: {node}\n  containers:\n"
-                f"    - name: main\n      image: bench\n      command: {json.dumps(command)}"
-                f"{ports}\n")
-
-    def svc(name: str, app: str, port: int) -> str:
-        return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {NS}}}\n"
-                f"spec:\n  selector: {{app: {app}}}\n  ports: [{{port: {port}, "
-                f"targetPort: {port}}}]\n")
-
     iperf = ["iperf3", "-s", "-p", str(IPERF_PORT)]
     docs = [
         "apiVersion: emunet/v1alpha1\nkind: Cluster\nmetadata: {name: bench}\nspec:\n"
@@ -98,14 +86,15 @@ def config(datapath: str, offloads: bool = True, busy_poll: int | None = None) -
         f"  nodes:\n    - {{name: node-1, datapath: {datapath}}}\n"
         f"    - {{name: node-2, datapath: {datapath}}}\n",
         f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n",
-        pod("client", "node-1", "client", ["sleep", "infinity"], None),
-        pod("iperf-remote", "node-2", "iperf-remote", iperf, IPERF_PORT),
-        pod("iperf-local", "node-1", "iperf-local", iperf, IPERF_PORT),
+        pod_doc(NS, "client", "node-1", "client", ["sleep", "infinity"], None),
+        pod_doc(NS, "iperf-remote", "node-2", "iperf-remote", iperf, IPERF_PORT),
+        pod_doc(NS, "iperf-local", "node-1", "iperf-local", iperf, IPERF_PORT),
         # the system Python: containers run as nobody, who may not read a user's pyenv/venv
-        pod("echo", "node-2", "echo", ["/usr/bin/python3", "-c", ECHO_SERVER], ECHO_PORT),
-        svc("iperf-remote", "iperf-remote", IPERF_PORT),
-        svc("iperf-local", "iperf-local", IPERF_PORT),
-        svc("echo", "echo", ECHO_PORT),
+        pod_doc(NS, "echo", "node-2", "echo", ["/usr/bin/python3", "-c", ECHO_SERVER],
+                ECHO_PORT),
+        service_doc(NS, "iperf-remote", "iperf-remote", IPERF_PORT),
+        service_doc(NS, "iperf-local", "iperf-local", IPERF_PORT),
+        service_doc(NS, "echo", "echo", ECHO_PORT),
         # the policy the issue asks for: only the client may reach the cross-node server
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: iperf, "
         f"namespace: {NS}}}\nspec:\n  podSelector: {{matchLabels: {{app: iperf-remote}}}}\n"

@@ -19,24 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-from bench.common_cluster import BenchCluster, median, ratio
+from bench.common_cluster import BenchCluster, median, pod_doc, ratio, service_doc
 from bench.datapath import IPERF_PORT, iperf
 
 NS = "bench"
-
-
-def _pod(name: str, node: str, app: str, command: list[str], port: int | None) -> str:
-    ports = f"\n      ports: [{{containerPort: {port}}}]" if port else ""
-    return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {NS}, "
-            f"labels: {{app: {app}}}}}\nspec:\n  nodeName: {node}\n  containers:\n"
-            f"    - name: main\n      image: bench\n      command: {json.dumps(command)}"
-            f"{ports}\n")
-
-
-def _svc(name: str, app: str, port: int, target: int) -> str:
-    return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {NS}}}\n"
-            f"spec:\n  selector: {{app: {app}}}\n  ports: [{{port: {port}, "
-            f"targetPort: {target}}}]\n")
 
 
 def _policy(name: str, app: str) -> str:
@@ -55,36 +41,20 @@ def config(services: int = 0, policies: int = 0) -> str:
         "  nodes:\n    - {name: node-1, datapath: emunet}\n"
         "    - {name: node-2, datapath: emunet}\n",
         f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n",
-        _pod("client", "node-1", "client", ["sleep", "infinity"], None),
-        _pod("iperf-remote", "node-2", "iperf-remote",
-             ["iperf3", "-s", "-p", str(IPERF_PORT)], IPERF_PORT),
-        _svc("iperf-remote", "iperf-remote", IPERF_PORT, IPERF_PORT),
+        pod_doc(NS, "client", "node-1", "client", ["sleep", "infinity"], None),
+        pod_doc(NS, "iperf-remote", "node-2", "iperf-remote",
+                ["iperf3", "-s", "-p", str(IPERF_PORT)], IPERF_PORT),
+        service_doc(NS, "iperf-remote", "iperf-remote", IPERF_PORT),
         _policy("iperf", "iperf-remote"),
     ]
     for i in range(services):
         # a distinct port per Service, so no two rules share a (ClusterIP, port) shape by luck
         app = "iperf-remote" if i % 2 else f"nobody-{i}"
-        docs.append(_svc(f"extra-{i}", app, 10000 + i, IPERF_PORT))
+        docs.append(service_doc(NS, f"extra-{i}", app, 10000 + i, IPERF_PORT))
     for i in range(policies):
         docs.append(_policy(f"copy-{i}", "iperf-remote") if i % 2
                     else _policy(f"other-{i}", f"nobody-{i}"))
     return "---\n".join(docs)
-
-
-def agent_rss_bytes(c: BenchCluster) -> int:
-    """Sum of VmRSS of the node agents (`python -m emunet.agent ...`) of this cluster."""
-    total = 0
-    for pid in c.pids():
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"emunet.agent" not in cmd:
-                continue
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
 
 
 def measure(tag: str, services: int, policies: int, repeat: int, seconds: float, log) -> dict:
@@ -98,7 +68,7 @@ def measure(tag: str, services: int, policies: int, repeat: int, seconds: float,
             "measuring")
         iperf(c, cip, 1.0)  # warm-up: neighbour entries, first conntrack entries
         runs = [iperf(c, cip, seconds) for _ in range(repeat)]
-        rss = agent_rss_bytes(c)
+        rss = c.rss_bytes(b"emunet.agent")
     return {"services": services + 1, "policies": policies + 1,
             "tcp_cross_gbps": {"median": median(runs), "runs": runs},
             "up_s": c.up_seconds, "down_s": c.down_seconds, "agent_rss_mb": rss / 2**20}
