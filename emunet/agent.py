@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import nodeproc
@@ -55,7 +56,7 @@ class Agent(Transmit):
         self.state_path, self.node, self.run_dir = state_path, node, run_dir
         # raw epoll, fd -> bound reader: selectors' key objects cost ~1 us per wakeup
         self.ep = select.epoll()
-        self.handlers: dict[int, object] = {}
+        self.handlers: dict[int, Callable[[float], None]] = {}
         self.ports: dict[str, socket.socket] = {}
         self.missing: set[str] = set()
         self.peer_socks: dict[tuple[str, int], socket.socket] = {}
@@ -109,7 +110,7 @@ class Agent(Transmit):
         log.info("emunet agent %s: %d pods, underlay %s:%d, VNI %d", node,
                  len(tables.pods_by_port), me.underlay_ip, tables.vxlan_port, tables.vni)
 
-    def _watch(self, s: socket.socket, reader) -> None:
+    def _watch(self, s: socket.socket, reader: Callable[[float], None]) -> None:
         self.ep.register(s.fileno(), select.EPOLLIN)
         self.handlers[s.fileno()] = reader
 

@@ -44,13 +44,12 @@ def open_on(run_dir: Path, node: str) -> set[Listener]:
 def expected(state: ClusterState) -> dict[str, set[Listener]]:
     """Per emunet node, the listeners its proxy must have open for this state."""
     from ..kernelnode import is_kernel
-    from ..policy.compile import allocate_identities, identity_key
+    from ..policy.compile import pod_identities
     from .compile import cilium_policies, l7_ports
 
     if not cilium_policies(state):
         return {}
-    ids = allocate_identities(state)
-    identity_of = {ps.key: ids[identity_key(state, ps)] for ps in state.pods.values()}
+    identity_of = pod_identities(state)
     out: dict[str, set[Listener]] = {}
     for ps in state.pods.values():
         if is_kernel(state, ps.node):

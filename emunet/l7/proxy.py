@@ -54,10 +54,9 @@ class ProxyPolicy:
 
     @classmethod
     def from_state(cls, state: ClusterState, node: str) -> ProxyPolicy:
-        from ..policy.compile import allocate_identities, compile_node, identity_key
+        from ..policy.compile import compile_node, pod_identities
 
-        ids = allocate_identities(state)
-        identity_of = {ps.key: ids[identity_key(state, ps)] for ps in state.pods.values()}
+        identity_of = pod_identities(state)
         out = cls(compile_node(state, node))
         for ps in state.pods.values():
             out.names[ps.ip] = f"{ps.pod.namespace}/{ps.pod.name}"

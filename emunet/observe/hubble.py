@@ -72,12 +72,11 @@ class Directory:
 def _identities(state: ClusterState) -> dict[tuple[str, str], int]:
     """Pod -> numeric identity, the same numbers the policy engine uses (when installed)."""
     try:
-        from ..policy.compile import allocate_identities, identity_key
+        from ..policy.compile import pod_identities
     except ImportError:
         return {}
     try:
-        ids = allocate_identities(state)
-        return {p.key: ids[identity_key(state, p)] for p in state.pods.values()}
+        return pod_identities(state)
     except (KeyError, AttributeError, TypeError):
         return {}
 

@@ -48,6 +48,12 @@ def allocate_identities(state: ClusterState) -> dict[IdentityKey, int]:
     return {k: FIRST_IDENTITY + i for i, k in enumerate(keys)}
 
 
+def pod_identities(state: ClusterState) -> dict[tuple[str, str], int]:
+    """Pod key -> its numeric identity (allocate_identities, per pod)."""
+    ids = allocate_identities(state)
+    return {ps.key: ids[identity_key(state, ps)] for ps in state.pods.values()}
+
+
 def compile_node(state: ClusterState, node: str,
                  policies: list[NetworkPolicy] | None = None) -> NodePolicy:
     """The NodePolicy for `node` from the state's policies (or `policies`, for tests)."""
