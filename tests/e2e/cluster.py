@@ -42,6 +42,16 @@ class Cluster:
     def get(self, kind: str) -> list[dict]:
         return json.loads(self.emunet("get", kind, "-A", "-o", "json").stdout)["items"]
 
+    def down_clean(self) -> None:
+        """`emunet down`, then nothing of this cluster left: no namespace, no /etc/netns
+        entry, no run dir (the fixtures' teardown)."""
+        down = self.emunet("down", check=False)
+        left = self.netns()
+        assert down.returncode == 0, down.stderr
+        assert not left, f"namespaces left after down: {left}"
+        assert not any(Path("/etc/netns").glob(self.prefix + "-*")), "/etc/netns entries left"
+        assert not self.run_dir.exists(), "run dir left after down"
+
     def netns(self) -> list[str]:
         out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         return [line.split()[0] for line in out.splitlines()

@@ -131,9 +131,7 @@ def cluster(tmp_path_factory):
         c.emunet("up", c.config, timeout=120)
         yield c
     finally:
-        down = c.emunet("down", check=False)
-        assert down.returncode == 0, down.stderr
-        assert not c.netns(), "namespaces left after down"
+        c.down_clean()
 
 
 def _snapshot(c: Cluster) -> tuple:

@@ -42,10 +42,7 @@ def cluster(tmp_path_factory):
         c.ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in c.get("pods")}
         yield c
     finally:
-        down = c.emunet("down", check=False)
-        left = c.netns()
-        assert down.returncode == 0, down.stderr
-        assert not left, f"namespaces left after down: {left}"
+        c.down_clean()
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -30,11 +29,7 @@ def cluster(tmp_path_factory):
         c.cips = {s["metadata"]["name"]: s["spec"]["clusterIP"] for s in c.get("services")}
         yield c
     finally:
-        down = c.emunet("down", check=False)
-        left = c.netns()
-        assert down.returncode == 0, down.stderr
-        assert not left, f"namespaces left after down: {left}"
-        assert not any(Path("/etc/netns").glob(c.prefix + "-*")), "/etc/netns entries left"
+        c.down_clean()
 
 
 def _in_node(c: Cluster, node: str, *cmd: str) -> str:

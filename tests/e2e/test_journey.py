@@ -28,12 +28,7 @@ def cluster():
         pids = [ch["pid"] for ch in c.status()["children"].values()]
         yield c
     finally:
-        down = c.emunet("down", check=False)
-        left = c.netns()
-        assert down.returncode == 0, down.stderr
-        assert not left, f"namespaces left after down: {left}"
-        assert not any(Path("/etc/netns").glob(c.prefix + "-*")), "/etc/netns entries left"
-        assert not c.run_dir.exists(), "run dir left after down"
+        c.down_clean()
         for pid in pids:
             assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} left"
 

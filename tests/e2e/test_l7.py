@@ -26,10 +26,7 @@ def cluster(tmp_path_factory):
         c.up_output = up.stdout + up.stderr
         yield c
     finally:
-        down = c.emunet("down", check=False)
-        assert down.returncode == 0, down.stderr
-        assert not c.netns(), "namespaces left after down"
-        assert not c.run_dir.exists(), "run dir left after down"
+        c.down_clean()
 
 
 def _curl(c: Cluster, pod: str, *args: str) -> tuple[int, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -34,12 +33,7 @@ def make_cluster(tmp_path):
 
     yield make
     for c in made:
-        down = c.emunet("down", check=False)
-        left = c.netns()
-        assert down.returncode == 0, down.stderr
-        assert not left, f"namespaces left after down: {left}"
-        assert not any(Path("/etc/netns").glob(c.prefix + "-*")), "/etc/netns entries left"
-        assert not c.run_dir.exists(), "run dir left after down"
+        c.down_clean()
 
 
 def results(out: str) -> dict[str, str]:

@@ -41,10 +41,7 @@ def c():
                  for p in c.get("pods")}
         yield c
     finally:
-        down = c.emunet("down", check=False)
-        assert down.returncode == 0, down.stderr
-        assert not c.netns(), "namespaces left after down"
-        assert not c.run_dir.exists()
+        c.down_clean()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -69,9 +69,7 @@ def cluster(tmp_path_factory):
             time.sleep(0.2)
         yield c
     finally:
-        down = c.emunet("down", check=False)
-        assert down.returncode == 0, down.stderr
-        assert not c.netns(), "namespaces left after down"
+        c.down_clean()
 
 
 def trace_json(c: Cluster, pod: str, dest: str, *extra: str) -> tuple[int, dict]:

@@ -99,9 +99,7 @@ def cluster(tmp_path_factory):
         yield c
     finally:
         cfg.unlink(missing_ok=True)
-        down = c.emunet("down", check=False)
-        assert down.returncode == 0, down.stderr
-        assert not c.netns(), f"namespaces left after down: {c.netns()}"
+        c.down_clean()
 
 
 def _counters(c: Cluster, node: str) -> dict:

@@ -99,10 +99,7 @@ def cluster():
                  for n in c.get("nodes")}
         yield c
     finally:
-        down = c.emunet("down", check=False)
-        left = c.netns()
-        assert down.returncode == 0, down.stderr
-        assert not left, f"namespaces left after down: {left}"
+        c.down_clean()
 
 
 def _wait(cond, timeout: float, what: str) -> None:

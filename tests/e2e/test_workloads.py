@@ -184,10 +184,7 @@ def cluster(tmp_path_factory):
         c.emunet("up", c.config, timeout=120)
         yield c
     finally:
-        down = c.emunet("down", check=False)
-        assert down.returncode == 0, down.stderr
-        assert not c.netns(), f"namespaces left after down: {c.netns()}"
-        assert not c.run_dir.exists()
+        c.down_clean()
 
 
 def pods(c: Cluster, prefix: str) -> dict[str, tuple[str, str]]:
