@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import nodeproc
-from .agenttx import _U16N, SO_NO_CHECK, SOL_UDP, UDP_GRO, Transmit
+from .agenttx import SO_NO_CHECK, SOL_UDP, U16N, UDP_GRO, Transmit
 from .ctstore import CtStore
 from .datapath import NodeTables, gso
 from .datapath.packets import fill_l4_checksum
@@ -195,7 +195,7 @@ class Agent(Transmit):
                     self.gso_stats["gso_dropped"] += 1
                     continue
                 self.gso_stats["gso_rx"] += 1
-                self.gso_size = _U16N.unpack_from(data, 4)[0]  # gso_size
+                self.gso_size = U16N.unpack_from(data, 4)[0]  # gso_size
                 try:
                     act(process(frame, name, now))
                 finally:
@@ -248,7 +248,7 @@ class Agent(Transmit):
                     self.gso_stats["gso_dropped"] += 1
                     continue
                 self.gso_stats["eth0_gro_rx"] += 1
-                self.gso_size = _U16N.unpack_from(data, 4)[0]
+                self.gso_size = U16N.unpack_from(data, 4)[0]
                 try:
                     self._act(self.dp.process_nodeport(frame, now))
                 finally:

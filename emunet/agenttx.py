@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 SO_NO_CHECK = 11  # zero outer UDP checksum, as Linux's vxlan driver sends (RFC 7348 §5)
 SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104  # UDP GSO (Linux >= 4.18) and GRO (>= 5.0)
-_U16N = struct.Struct("=H")
+U16N = struct.Struct("=H")
 SOCK_BUF = 4 << 20
 
 
@@ -133,6 +133,6 @@ class Transmit:
                     s.sendmsg(parts[r.start])
                 else:
                     s.sendmsg([x for i in r for x in parts[i]],
-                              ((SOL_UDP, UDP_SEGMENT, _U16N.pack(sizes[r.start])),))
+                              ((SOL_UDP, UDP_SEGMENT, U16N.pack(sizes[r.start])),))
             except OSError:
                 self.tx_errors += 1
