@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from emunet.config import load_config_text
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 
 ROOT = Path(__file__).resolve().parents[1]
 EMU_PORT, MASQ_PORT = 5301, 5302

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import naming
+from emunet import naming
 
 
 class ControlError(Exception):

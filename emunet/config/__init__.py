@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from .. import model
-from .documents import parse_documents
-from .errors import Collector, ConfigError
-from .validate import cross_check
-from .yamlsrc import read_documents
+from emunet import model
+from emunet.config.documents import parse_documents
+from emunet.config.errors import Collector, ConfigError
+from emunet.config.validate import cross_check
+from emunet.config.yamlsrc import read_documents
 
 __all__ = ["ConfigError", "load_config", "load_config_text"]
 

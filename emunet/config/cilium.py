@@ -17,12 +17,12 @@ from typing import Any
 
 import re2
 
-from .. import model
-from ..l7 import cnp
-from . import names
-from .errors import Collector, ConfigError
-from .fields import Obj, at
-from .yamlsrc import LDict, LList
+from emunet import model
+from emunet.config import names
+from emunet.config.errors import Collector, ConfigError
+from emunet.config.fields import Obj, at
+from emunet.config.yamlsrc import LDict, LList
+from emunet.model import cilium as cnp
 
 API_VERSION = "cilium.io/v2"
 KIND = "CiliumNetworkPolicy"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import ipaddress
 from ipaddress import IPv4Address, IPv4Network
 
-from .. import model
-from . import names
-from .fields import Obj
+from emunet import model
+from emunet.config import names
+from emunet.config.fields import Obj
 
 CLUSTER_API_VERSION = "emunet/v1alpha1"
 UNDERLAY_MTU = 1500  # the veths between node namespaces keep Linux's Ethernet default
@@ -230,7 +230,7 @@ def _nodes(spec: Obj, cluster: IPv4Network | None,
 
 def _impairment(node: Obj) -> model.Impairment | None:
     """nodes[].impairment: {delay, jitter, loss, rate} as tc writes them (emunet.faults)."""
-    from ..faults import ImpairmentError, parse  # faults builds on the model
+    from emunet.host.tc import ImpairmentError, parse  # faults builds on the model
 
     imp = node.map("impairment")
     if imp is None:

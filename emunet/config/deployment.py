@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
-from .. import model
-from . import kube, names
-from .fields import Obj
+from emunet import model
+from emunet.config import kube, names
+from emunet.config.fields import Obj
 
 SPEC_FIELDS = ("replicas", "selector", "template", "strategy")
 SPEC_IGNORED = ("minReadySeconds", "revisionHistoryLimit", "progressDeadlineSeconds", "paused")

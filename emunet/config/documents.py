@@ -13,13 +13,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import model
-from . import cilium, cluster, deployment, kube, names
-from .errors import Collector
-from .fields import Obj, at, describe, suggest
-from .netpol import API_VERSION as NETPOL_API_VERSION
-from .netpol import parse_network_policy
-from .yamlsrc import Document, LDict
+from emunet import model
+from emunet.config import cilium, cluster, deployment, kube, names
+from emunet.config.errors import Collector
+from emunet.config.fields import Obj, at, describe, suggest
+from emunet.config.netpol import API_VERSION as NETPOL_API_VERSION
+from emunet.config.netpol import parse_network_policy
+from emunet.config.yamlsrc import Document, LDict
 
 # Kinds emunet knows but does not act on yet: kind -> (apiVersion, namespaced, what is missing).
 NOT_YET: dict[str, tuple[str, bool, str]] = {

@@ -12,8 +12,8 @@ import difflib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import Collector
-from .yamlsrc import LDict, LList
+from emunet.config.errors import Collector
+from emunet.config.yamlsrc import LDict, LList
 
 Check = Callable[[str], "str | None"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from .. import model
-from . import names
-from .fields import Check, Obj
-from .probe import parse_probe
+from emunet import model
+from emunet.config import names
+from emunet.config.fields import Check, Obj
+from emunet.config.probespec import parse_probe
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ..policy import model as pm
-from . import kube, names
-from .fields import Obj
+from emunet.config import kube, names
+from emunet.config.fields import Obj
+from emunet.model import netpol as pm
 
 API_VERSION = "networking.k8s.io/v1"
 SPEC_FIELDS = ("podSelector", "policyTypes", "ingress", "egress")

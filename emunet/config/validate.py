@@ -13,12 +13,12 @@ import difflib
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
-from .. import model, naming
-from . import cilium
-from . import cluster as cl
-from .documents import Parsed
-from .errors import Collector
-from .fields import at
+from emunet import model, naming
+from emunet.config import cilium
+from emunet.config import cluster as cl
+from emunet.config.documents import Parsed
+from emunet.config.errors import Collector
+from emunet.config.fields import at
 
 BUILTIN_NAMESPACES = ("default", "kube-system")
 NETNS_NAME_MAX = 255  # a netns is a file under /run/netns: NAME_MAX

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..policy.verdict import Verdict
-from .reasons import DropReason
+from emunet.datapath.reasons import DropReason
+from emunet.policy.verdict import Verdict
 
 
 @dataclass(frozen=True, slots=True)

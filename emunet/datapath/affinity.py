@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from .tables import ServiceTarget
+from emunet.datapath.tables import ServiceTarget
 
 Backend = tuple[bytes, int]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .packets import (
+from emunet.packets import (
     PROTO_ICMP,
     PROTO_TCP,
     PROTO_UDP,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 
-from .packets import ETH_LEN, PROTO_TCP
+from emunet.packets import ETH_LEN, PROTO_TCP
 
 VNET = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 VNET_LEN = VNET.size  # 10: no num_buffers (PACKET_VNET_HDR uses the legacy header)

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import packets as pk
-from .actions import Action, Drop, Send
-from .conntrack import Conn, Conntrack
-from .packets import PROTO_TCP, PROTO_UDP, U16
-from .reasons import DropReason
+from emunet import packets as pk
+from emunet.datapath.actions import Action, Drop, Send
+from emunet.datapath.conntrack import Conn, Conntrack
+from emunet.datapath.reasons import DropReason
+from emunet.packets import PROTO_TCP, PROTO_UDP, U16
 
 if TYPE_CHECKING:
-    from .pipeline import Datapath
+    from emunet.datapath.pipeline import Datapath
 
 UNDERLAY_PORT = "eth0"  # the action port of the node's underlay link (pod ports are veth*)
 SNAT_TRIES = 8  # the client's port first, then random ones in Linux's ephemeral range
@@ -33,7 +33,7 @@ EPHEMERAL = (32768, 61000)  # net.ipv4.ip_local_port_range default: clear of nod
 
 
 def from_underlay(dp: Datapath, frame: bytes, now: float) -> list[Action]:
-    from .pipeline import _ETH_IP, _ipv4, _tuple_key
+    from emunet.datapath.pipeline import _ETH_IP, _ipv4, _tuple_key
 
     t = dp.tables
     if len(frame) < pk.ETH_LEN or frame[12:14] != _ETH_IP:

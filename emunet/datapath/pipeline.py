@@ -23,14 +23,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from . import packets as pk
-from .actions import Action, Drop, Encap, Send
-from .affinity import Affinity
-from .conntrack import Conn, Conntrack
-from .packets import PROTO_ICMP, PROTO_TCP, PROTO_UDP, U16
-from .reasons import DropReason
-from .replies import Replies
-from .tables import LocalPod, NodeTables
+from emunet import packets as pk
+from emunet.datapath.actions import Action, Drop, Encap, Send
+from emunet.datapath.affinity import Affinity
+from emunet.datapath.conntrack import Conn, Conntrack
+from emunet.datapath.reasons import DropReason
+from emunet.datapath.replies import Replies
+from emunet.datapath.tables import LocalPod, NodeTables
+from emunet.packets import PROTO_ICMP, PROTO_TCP, PROTO_UDP, U16
 
 _ETH_IP = b"\x08\x00"
 _ETH_ARP = b"\x08\x06"
@@ -108,7 +108,7 @@ class Datapath(Replies):
 
     def process_nodeport(self, frame: bytes, now: float) -> list[Action]:
         """A frame for a node port that arrived on this node's underlay eth0."""
-        from .nodeport import from_underlay  # builds on this module
+        from emunet.datapath.nodeport import from_underlay  # builds on this module
 
         return self._verdicts(from_underlay(self, frame, now))
 
@@ -322,7 +322,7 @@ class Datapath(Replies):
 
     def _to_underlay(self, f: bytearray) -> list[Action]:
         """Out of the node's eth0 to a NodePort client: TTL-1, the learned MACs."""
-        from .nodeport import UNDERLAY_PORT
+        from emunet.datapath.nodeport import UNDERLAY_PORT
 
         f[22] -= 1
         U16.pack_into(f, 24, pk.apply_delta(U16.unpack_from(f, 24)[0], _TTL_DEC_DELTA))

@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from . import packets as pk
-from .actions import Action, Drop, Send
-from .conntrack import Conntrack, Rewrite, make_key
-from .packets import PROTO_ICMP, PROTO_TCP, PROTO_UDP, U16
-from .reasons import DropReason
-from .tables import LocalPod, NodeTables
+from emunet import packets as pk
+from emunet.datapath.actions import Action, Drop, Send
+from emunet.datapath.conntrack import Conntrack, Rewrite, make_key
+from emunet.datapath.reasons import DropReason
+from emunet.datapath.tables import LocalPod, NodeTables
+from emunet.packets import PROTO_ICMP, PROTO_TCP, PROTO_UDP, U16
 
 _ZERO16 = b"\0\0"  # ICMP echo's second "port" in a conntrack tuple (as in pipeline._tuple_key)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from ..policy.compile import compile_node
-from ..policy.verdict import NodePolicy
-from ..state import ClusterState
-from .packets import PROTO_TCP, PROTO_UDP, ip_bytes, mac_bytes, vxlan_header
+from emunet.packets import PROTO_TCP, PROTO_UDP, ip_bytes, mac_bytes, vxlan_header
+from emunet.policy.compile import compile_node
+from emunet.policy.verdict import NodePolicy
+from emunet.state.cluster import ClusterState
 
 _PROTOS = {"TCP": PROTO_TCP, "UDP": PROTO_UDP}
 

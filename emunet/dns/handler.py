@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from . import wire
-from .resolver import resolve, soa
-from .wire import AA, HEADER, OPCODE_SHIFT, QR, RA, RD, RR, TC, FormErr, Query
-from .zone import Zone
+from emunet.dns import wire
+from emunet.dns.resolver import resolve, soa
+from emunet.dns.wire import AA, HEADER, OPCODE_SHIFT, QR, RA, RD, RR, TC, FormErr, Query
+from emunet.dns.zone import Zone
 
 FORWARD = object()  # handle() result: not our zone, send the query to an upstream as is
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from . import wire
-from .wire import RR
-from .zone import CLUSTER_IP, EXTERNAL, HEADLESS, NO_PORT, ServiceRec, Zone
+from emunet.dns import wire
+from emunet.dns.wire import RR
+from emunet.dns.zone import CLUSTER_IP, EXTERNAL, HEADLESS, NO_PORT, ServiceRec, Zone
 
 DNS_SCHEMA_VERSION = "1.1.0"  # spec section 2.1: dns-version.<zone> TXT
 DNS_VERSION_TTL = 28800  # CoreDNS hard-codes this TTL for the dns-version TXT record

@@ -22,14 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-from .. import naming
-from ..state import ClusterState
-from . import upstream
-from .events import FILE_NAME as EVENTS_FILE
-from .events import TICK, DnsEvents
-from .handler import FORWARD, Chase, Handler
-from .upstream import TCP_LEN
-from .zone import Zone
+from emunet import naming
+from emunet.dns import upstream
+from emunet.dns.handler import FORWARD, Chase, Handler
+from emunet.dns.querylog import FILE_NAME as EVENTS_FILE
+from emunet.dns.querylog import TICK, DnsEvents
+from emunet.dns.upstream import TCP_LEN
+from emunet.dns.zone import Zone
+from emunet.state.cluster import ClusterState
 
 log = logging.getLogger("emunet.dns")
 TCP_IDLE = 10.0  # seconds a TCP connection may sit idle (RFC 7766 6.2.3 suggests seconds)

@@ -13,8 +13,8 @@ import asyncio
 import socket
 import struct
 
-from . import wire
-from .wire import CLASS_IN, HEADER, QFIXED, RD, RR, RRFIXED
+from emunet.dns import wire
+from emunet.dns.wire import CLASS_IN, HEADER, QFIXED, RD, RR, RRFIXED
 
 TCP_LEN = struct.Struct("!H")  # RFC 1035 4.2.2 / RFC 7766: two-byte length prefix
 MAX_POINTERS = 16  # compression pointers followed per name: a loop is malformed, not infinite

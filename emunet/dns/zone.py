@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from ..state import KUBE_SYSTEM, ClusterState, ServiceState
+from emunet.state.cluster import KUBE_SYSTEM, ClusterState, ServiceState
 
 CLUSTER_IP, HEADLESS, EXTERNAL = "ClusterIP", "Headless", "ExternalName"
 NO_PORT = -1  # CoreDNS's marker for an endpoint of a Service without ports (no SRV record)

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from ..state import ClusterState
+from emunet.state.cluster import ClusterState
 
 Listener = tuple[str, int]  # (pod IP, proxy port)
 
@@ -43,9 +43,9 @@ def open_on(run_dir: Path, node: str) -> set[Listener]:
 
 def expected(state: ClusterState) -> dict[str, set[Listener]]:
     """Per emunet node, the listeners its proxy must have open for this state."""
-    from ..kernelnode import is_kernel
-    from ..policy.compile import pod_identities
-    from .compile import cilium_policies, l7_ports
+    from emunet.host.kernelnode import is_kernel
+    from emunet.policy.cilium import cilium_policies, l7_ports
+    from emunet.policy.compile import pod_identities
 
     if not cilium_policies(state):
         return {}

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import nodeproc
-from ..datapath.packets import ip_bytes
-from ..state import ClusterState
-from . import http1, listeners
-from .compile import L7Port, decide, l7_ports
-from .events import EventLog
+from emunet import nodeproc
+from emunet.l7 import http1, listeners
+from emunet.l7.httplog import EventLog
+from emunet.packets import ip_bytes
+from emunet.policy.cilium import L7Port, decide, l7_ports
+from emunet.state.cluster import ClusterState
 
 log = logging.getLogger("emunet.l7.proxy")
 IDLE_TIMEOUT = 300.0  # seconds a kept-alive connection may wait for its next request
@@ -54,7 +54,7 @@ class ProxyPolicy:
 
     @classmethod
     def from_state(cls, state: ClusterState, node: str) -> ProxyPolicy:
-        from ..policy.compile import compile_node, pod_identities
+        from emunet.policy.compile import compile_node, pod_identities
 
         identity_of = pod_identities(state)
         out = cls(compile_node(state, node))
@@ -220,7 +220,7 @@ async def _relay_body(r: asyncio.StreamReader, w: asyncio.StreamWriter | None, k
 
 async def connect_in_netns(netns: str, ip: str, port: int) -> Upstream:
     """A TCP connection made from inside `netns` (to the pod's own IP: over its loopback)."""
-    from .. import host
+    from emunet.host import netlink as host
 
     sock = host.socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -233,7 +233,7 @@ async def connect_in_netns(netns: str, ip: str, port: int) -> Upstream:
 
 
 def _listen_in_netns(netns: str, port: int) -> socket.socket:
-    from .. import host
+    from emunet.host import netlink as host
 
     sock = host.socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -23,10 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import lifecycle, naming
-from ..state import ClusterState, NodeState, PodState
-from .catalog import Check, Lab, LabError, Task
-from .progress import Progress, running_lab
+from emunet import naming
+from emunet.cluster import lifecycle
+from emunet.labs.catalog import Check, Lab, LabError, Task
+from emunet.labs.progress import Progress, running_lab
+from emunet.state.cluster import ClusterState, NodeState, PodState
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .. import naming
+from emunet import naming
 
 
 def lab_dir() -> Path:

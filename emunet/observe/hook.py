@@ -21,8 +21,8 @@ import random
 from collections import deque
 from typing import Any
 
-from ..datapath import Datapath, Drop, Encap, NodeTables, Send
-from ..datapath.packets import ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, VXLAN
+from emunet.datapath import Datapath, Drop, Encap, NodeTables, Send
+from emunet.packets import ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, VXLAN
 
 # DSCP 45 (TOS byte 0xB4): unassigned by IANA (RFC 2474 pool 1 is 0-63, no standard meaning
 # for 45), so ordinary pod traffic never carries it. The datapath never rewrites TOS, and

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..state import ClusterState
+from emunet.state.cluster import ClusterState
 
 # emunet DropReason name -> (Hubble DropReason enum name, number) from flow.proto
 DROP_REASONS = {
@@ -72,7 +72,7 @@ class Directory:
 def _identities(state: ClusterState) -> dict[tuple[str, str], int]:
     """Pod -> numeric identity, the same numbers the policy engine uses (when installed)."""
     try:
-        from ..policy.compile import pod_identities
+        from emunet.policy.compile import pod_identities
     except ImportError:
         return {}
     try:

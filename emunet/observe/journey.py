@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .hubble import DROP_REASONS, Directory, summary
+from emunet.observe.hubble import DROP_REASONS, Directory, summary
 
 # Where in the story (and the OSI model) each drop reason stops a packet
 DROP_STAGE = {

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..datapath import Drop, Encap, Send
-from ..datapath.packets import ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, VXLAN, ip_str
-from .hook import FROM_OVERLAY, TRACE_TOS, Event, flow_key
+from emunet.datapath import Drop, Encap, Send
+from emunet.observe.hook import FROM_OVERLAY, TRACE_TOS, Event, flow_key
+from emunet.packets import ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, VXLAN, ip_str
 
 PROTO_NAMES = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP"}
 TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..datapath.packets import PROTO_TCP, PROTO_UDP, ip_bytes
-from ..state import ClusterState, PodState, resolve_target_port
-from .model import EGRESS, INGRESS, NetworkPolicy, Peer, PolicyPort, Rule
-from .verdict import (
+from emunet.model.netpol import EGRESS, INGRESS, NetworkPolicy, Peer, PolicyPort, Rule
+from emunet.packets import PROTO_TCP, PROTO_UDP, ip_bytes
+from emunet.policy.verdict import (
     ANY_PEER,
     ANY_PROTO,
     FIRST_IDENTITY,
@@ -28,6 +27,7 @@ from .verdict import (
     PodPolicy,
     RuleRef,
 )
+from emunet.state.cluster import ClusterState, PodState, resolve_target_port
 
 PROTO_SCTP = 132
 PROTOS = {"TCP": PROTO_TCP, "UDP": PROTO_UDP, "SCTP": PROTO_SCTP}
@@ -87,7 +87,7 @@ def compile_node(state: ClusterState, node: str,
                 for i, rule in enumerate(pol.egress):
                     _egress_rule(state, egr, pol, i, rule, members)
         if policies is None:  # CiliumNetworkPolicies feed the same builders (emunet.l7)
-            from ..l7.compile import add_grants
+            from emunet.policy.cilium import add_grants
 
             add_grants(state, ps, ing, egr, pod_ident)
         out.pods[ip_bytes(ps.ip)] = PodPolicy(f"{ps.pod.namespace}/{ps.pod.name}",

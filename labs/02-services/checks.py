@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emunet.state import resolve_target_port
+from emunet.state.cluster import resolve_target_port
 
 KEY = ("blog-website", "monospaced")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from emunet import cli
+from emunet.cli import main as cli
 from tests.conftest import IS_ROOT, needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 

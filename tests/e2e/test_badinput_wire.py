@@ -18,7 +18,8 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 
-from emunet import host, lifecycle
+from emunet.cluster import lifecycle
+from emunet.host import netlink as host
 from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 

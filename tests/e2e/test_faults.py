@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from emunet import host
+from emunet.host import netlink as host
 from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
@@ -117,7 +117,7 @@ def test_down_after_sigkill_of_every_process_removes_exactly_ours(tmp_path, byst
         # the client's shell forked two sleeps: they are in its group, not in the manifest
         assert len(procs) >= len(roles) + 2
         sup = next(pid for pid, _ in procs if
-                   "emunet.supervisor" in Path(f"/proc/{pid}/cmdline").read_text())
+                   "emunet.cluster.supervisor" in Path(f"/proc/{pid}/cmdline").read_text())
         os.kill(sup, signal.SIGKILL)  # first, so nothing is restarted
         for pid, _ in procs:
             os.kill(pid, signal.SIGKILL)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from emunet import host
+from emunet.host import netlink as host
 from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from emunet.l7.events import read_events
+from emunet.l7.httplog import read_events
 from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 

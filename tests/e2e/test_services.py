@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from emunet import host
+from emunet.host import netlink as host
 from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 

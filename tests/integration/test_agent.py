@@ -25,7 +25,7 @@ from emunet.model import (
     Service,
     ServicePort,
 )
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from emunet import host, model, naming
-from emunet.state import ClusterState
+from emunet import model, naming
+from emunet.host import netlink as host
+from emunet.state.cluster import ClusterState
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (network namespaces)")
@@ -375,8 +376,9 @@ def test_a_build_that_crashes_halfway_is_cleaned_up_from_its_manifest(env, tmp_p
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(REPO)!r})
-        from emunet import host, model
-        from emunet.state import ClusterState
+        from emunet import model
+        from emunet.host import netlink as host
+        from emunet.state.cluster import ClusterState
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_host import _config, _build
         calls = []

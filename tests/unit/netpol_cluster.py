@@ -9,9 +9,9 @@ the destination's.
 from __future__ import annotations
 
 from emunet.config import load_config_text
-from emunet.datapath.packets import PROTO_TCP, PROTO_UDP, ip_bytes
+from emunet.packets import PROTO_TCP, PROTO_UDP, ip_bytes
 from emunet.policy.compile import PROTOS, compile_node
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 
 NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")

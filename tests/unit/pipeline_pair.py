@@ -20,7 +20,7 @@ from emunet.model import (
     Service,
     ServicePort,
 )
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 
 
 def web_pod(name: str, node: str, ready: bool = True) -> Pod:

@@ -10,7 +10,7 @@ import pytest
 
 from emunet import model
 from emunet.config import ConfigError, load_config, load_config_text
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 
 ROOT = Path(__file__).resolve().parents[2]
 STORY = ROOT / "configs" / "two-node.yaml"

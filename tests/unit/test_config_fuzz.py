@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from emunet import model
 from emunet.config import ConfigError, load_config_text
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 
 STORY = (Path(__file__).resolve().parents[2] / "configs" / "two-node.yaml").read_text()
 STORY_LINES = STORY.splitlines()

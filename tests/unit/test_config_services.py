@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from emunet.apply import apply_config
+from emunet.cluster.apply import apply_config
 from emunet.config import ConfigError, load_config_text
 from emunet.dns.zone import EXTERNAL, HEADLESS, Zone
-from emunet.state import ClusterState, StateError
+from emunet.state.cluster import ClusterState, StateError
 
 BASE = """\
 apiVersion: emunet/v1alpha1

@@ -14,6 +14,7 @@ from scapy.layers.l2 import Ether
 from emunet.datapath import Drop, DropReason, Encap, Send
 from emunet.datapath.affinity import Affinity
 from emunet.datapath.tables import ServiceTarget
+from emunet.host.underlay import bpf_matches, bpf_program, outside_ip, port_blocks
 from emunet.model import (
     ClusterSpec,
     Config,
@@ -24,8 +25,7 @@ from emunet.model import (
     Service,
     ServicePort,
 )
-from emunet.nodeport import bpf_matches, bpf_program, outside_ip, port_blocks
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 
 OUT_IP, OUT_MAC, ETH0_MAC = "192.168.1.254", "02:00:00:00:00:fe", "02:00:00:00:00:11"
 NODE1, NODE2 = "192.168.1.11", "192.168.1.12"

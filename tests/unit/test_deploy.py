@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from emunet import deploy
-from emunet.apply import _delete
+from emunet.cluster.apply import _delete
 from emunet.config import ConfigError, load_config_text
 from emunet.model import Container, ContainerPort, Pod
-from emunet.state import ClusterState
+from emunet.state import deploy
+from emunet.state.cluster import ClusterState
 
 CLUSTER = """\
 apiVersion: emunet/v1alpha1

@@ -12,8 +12,9 @@ from scapy.layers.dns import DNS, DNSQR, DNSRR
 from test_dns_fixtures import NS, cluster, handler, query
 from test_dns_server import free_port, udp_ask
 
-from emunet.dns import events, server
-from emunet.dns.events import DnsEvents, answer, question
+from emunet.dns import querylog as events
+from emunet.dns import server
+from emunet.dns.querylog import DnsEvents, answer, question
 from emunet.dns.server import DnsServer
 from emunet.observe import filters, flowlog, hubble
 

@@ -17,7 +17,7 @@ from emunet.model import (
     Service,
     ServicePort,
 )
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 
 NS = "blog-website"
 SERIAL = 12345

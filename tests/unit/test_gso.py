@@ -9,9 +9,9 @@ import pytest
 
 from bench import datapath
 from emunet import model
+from emunet import packets as pk
 from emunet.config import ConfigError, load_config_text
 from emunet.datapath import gso
-from emunet.datapath import packets as pk
 
 SRC, DST = bytes([10, 42, 0, 5]), bytes([10, 42, 1, 7])
 MACS = b"\xaa" * 6 + b"\xbb" * 6

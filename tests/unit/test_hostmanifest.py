@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from emunet.hostmanifest import HostError, Manifest, process_start_time
+from emunet.host.manifest import HostError, Manifest, process_start_time
 
 
 def test_new_manifest_is_empty_and_not_written_until_a_change(tmp_path):

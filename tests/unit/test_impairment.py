@@ -12,9 +12,9 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from emunet import faults
 from emunet.datapath import Drop, Encap, Send
-from emunet.impairment import Impairer, LinkShape, UnderlayShaper, link_shape
+from emunet.datapath.netem import Impairer, LinkShape, UnderlayShaper, link_shape
+from emunet.host import tc as faults
 from emunet.model import Impairment
 
 
@@ -164,7 +164,7 @@ def test_agent_takes_the_shaped_path_only_while_impaired():
     """The no-impairment fast path is the class's `_act`, untouched (no per-frame check)."""
     from types import SimpleNamespace
 
-    from emunet.agent import Agent
+    from emunet.agent.loop import Agent
 
     a = object.__new__(Agent)
     a.node, a.shaper = "node-1", UnderlayShaper(random.Random(9))

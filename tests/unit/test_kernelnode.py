@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from emunet import kernelnode
 from emunet.config import load_config
+from emunet.host import kernelnode
 from emunet.model import (
     ClusterSpec,
     Config,
@@ -21,7 +21,7 @@ from emunet.model import (
     Service,
     ServicePort,
 )
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 from tests.conftest import IS_ROOT
 from tests.e2e.cluster import ROOT
 

@@ -8,7 +8,7 @@ import pytest
 from bench import datapath, lifecycle
 from bench.common_cluster import percentile, ratio
 from emunet.config import load_config_text
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 
 
 @pytest.mark.parametrize("mode", ["emunet", "kernel"])

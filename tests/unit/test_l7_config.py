@@ -6,7 +6,7 @@ import pytest
 
 from emunet.config import ConfigError, load_config_text
 from emunet.config.cilium import from_manifest
-from emunet.l7 import cnp
+from emunet.model import cilium as cnp
 
 HEAD = """\
 apiVersion: emunet/v1alpha1

@@ -9,11 +9,12 @@ import json
 
 import pytest
 
-from emunet.datapath.packets import PROTO_TCP, ip_bytes
-from emunet.l7 import cnp, http1
-from emunet.l7.compile import L7Entry, L7Port
-from emunet.l7.events import EventLog, read_events
+from emunet.l7 import http1
+from emunet.l7.httplog import EventLog, read_events
 from emunet.l7.proxy import Proxy, ProxyPolicy
+from emunet.model import cilium as cnp
+from emunet.packets import PROTO_TCP, ip_bytes
+from emunet.policy.cilium import L7Entry, L7Port
 from emunet.policy.verdict import DirectionBuilder, NodePolicy, PodPolicy, RuleRef
 
 SERVER, CLIENT, STRANGER = "127.0.0.2", "127.0.0.3", "127.0.0.4"

@@ -17,7 +17,7 @@ from emunet.labs import catalog
 from emunet.labs.catalog import Check, LabError, load_lab, load_labs
 from emunet.labs.checks import Context, normalise, run_check, run_task
 from emunet.labs.progress import Progress
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 
 ROOT = Path(__file__).resolve().parents[2]
 LABS = load_labs(ROOT / "labs")

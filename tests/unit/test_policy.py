@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from netpol_cluster import ALL, Reach, expect, state
 
+from emunet.model.netpol import LabelSelector, Requirement
 from emunet.policy.compile import allocate_identities, compile_node
-from emunet.policy.model import LabelSelector, Requirement
 from emunet.policy.verdict import WORLD, PortMap, RuleRef
 
 

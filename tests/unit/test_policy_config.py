@@ -6,8 +6,8 @@ import pytest
 from netpol_cluster import model_yaml, state
 
 from emunet.config import ConfigError, load_config_text
-from emunet.labels import label
-from emunet.state import ClusterState, StateError
+from emunet.state.cluster import ClusterState, StateError
+from emunet.state.labels import label
 
 
 def load(spec: str):

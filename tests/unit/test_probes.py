@@ -7,11 +7,12 @@ import socket
 
 import pytest
 
-from emunet import events, probes
+from emunet.cluster import events
+from emunet.cluster import prober as probes
+from emunet.cluster.workloads import access_line
 from emunet.config import ConfigError, load_config_text
 from emunet.model import Container, ContainerPort, Probe
-from emunet.state import ClusterState
-from emunet.workloads import access_line
+from emunet.state.cluster import ClusterState
 
 # ---- tracker semantics (kubelet prober worker) -------------------------------------------------
 

@@ -8,8 +8,8 @@ import pytest
 from pipeline_pair import PipelinePair, make_state
 from test_robust_conntrack import _open
 
+from emunet.agent.ctstore import SAVE_INTERVAL, CtStore
 from emunet.config import ConfigError, load_config_text
-from emunet.ctstore import SAVE_INTERVAL, CtStore
 from emunet.datapath.conntrack import DEFAULT_MAX, Conntrack
 
 CLUSTER = "apiVersion: emunet/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n" \

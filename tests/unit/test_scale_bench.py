@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bench import scale
 from emunet.config import load_config_text
-from emunet.state import ClusterState
+from emunet.state.cluster import ClusterState
 
 
 def _plan(services: int, policies: int) -> tuple:

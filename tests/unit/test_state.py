@@ -6,7 +6,8 @@ import ipaddress
 
 import pytest
 
-from emunet import naming, views
+from emunet import naming
+from emunet.cli import views
 from emunet.model import (
     ClusterSpec,
     Config,
@@ -18,7 +19,7 @@ from emunet.model import (
     Service,
     ServicePort,
 )
-from emunet.state import ClusterState, StateError
+from emunet.state.cluster import ClusterState, StateError
 
 HTTP = (ContainerPort(3000, "TCP", "http"),)
 

@@ -1,0 +1,339 @@
+"""The node agent: the I/O shell around one node's pure datapath.
+
+Run by the supervisor inside the node namespace:
+    ip netns exec <node netns> python -m emunet.agent --state /run/emunet/state.json --node n1
+
+It opens one AF_PACKET socket per local pod veth and one UDP socket on the VXLAN port, feeds
+every frame/datagram to `Datapath`, and carries out the returned actions. A raw epoll loop
+(fd -> bound reader; `selectors` costs ~1 µs more per wake-up, asyncio a callback hop) with
+reads batched until EAGAIN, busy-polling for spec.busyPoll µs after traffic. SIGHUP reloads
+the state file, SIGTERM exits 0. Counters go to `<run_dir>/agent-<node>.json` every second,
+conntrack snapshots to `conntrack-<node>.json` (emunet/ctstore.py) so a restarted agent keeps
+established connections.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from emunet import nodeproc
+from emunet.agent.ctstore import CtStore
+from emunet.agent.tx import SO_NO_CHECK, SOL_UDP, U16N, UDP_GRO, Transmit
+from emunet.datapath import NodeTables, gso
+from emunet.datapath.netem import UnderlayShaper
+from emunet.host.underlay import underlay_socket
+from emunet.observe.flowlog import FlowLog
+from emunet.observe.hook import ObservedDatapath
+from emunet.observe.record import describe
+from emunet.packets import fill_l4_checksum
+from emunet.state.cluster import ClusterState
+
+log = logging.getLogger("emunet.agent")
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_VNET_HDR = 15  # frames carry a struct virtio_net_hdr: GSO super-frames kept whole
+PACKET_IGNORE_OUTGOING = 23  # do not see our own transmissions (Linux >= 4.20)
+_GRO_CMSG_LEN = socket.CMSG_SPACE(4)
+RECV_MAX = 65536 + 14 + gso.VNET_LEN  # a 64 KB GSO super-frame with its headers
+BATCH = 64  # frames per socket per wakeup, so one busy pod cannot starve the others
+
+
+class Agent(Transmit):
+    """One node's agent: sockets, the receive loop, reloads, counters (sends: agenttx)."""
+
+    def __init__(self, state_path: Path, node: str, run_dir: Path) -> None:
+        self.state_path, self.node, self.run_dir = state_path, node, run_dir
+        # raw epoll, fd -> bound reader: selectors' key objects cost ~1 us per wakeup
+        self.ep = select.epoll()
+        self.handlers: dict[int, Callable[[float], None]] = {}
+        self.ports: dict[str, socket.socket] = {}
+        self.missing: set[str] = set()
+        self.peer_socks: dict[tuple[str, int], socket.socket] = {}
+        self.tx_errors = 0
+        self.csum_filled = 0
+        # offloads (emunet.datapath.gso): the GSO segment size of the frame in hand (0: none)
+        self.gso_size = 0
+        self.gso_stats = {"gso_rx": 0, "gso_segments": 0, "gro_merged": 0, "gso_dropped": 0,
+                          "eth0_gro_rx": 0}
+        tables = self._load()
+        self.dp = ObservedDatapath(tables, random.Random())
+        self.shaper = UnderlayShaper(random.Random())  # `emunet link set` (emunet.impairment)
+        self._shape()
+        # conntrack (and so NAT) outlives this process: load the last agent's snapshot first
+        self.ct_store = CtStore.attach(self.dp.ct, run_dir, node,
+                                       self._state.cluster.conntrack_max, time.monotonic())
+        me = self._state.node(node)
+        # flow events (emunet.observe): records appended to a capped file `observe` reads
+        self.flows = FlowLog(run_dir / f"flows-{node}.jsonl")
+        self.started = time.time()
+        self.wall_offset = time.time() - time.monotonic()
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        self._bufs(self.udp)
+        self.udp.bind((me.underlay_ip, tables.vxlan_port))
+        # UDP GRO: one recv returns a train of same-sized datagrams of one sender (the
+        # underlay's GRO coalesced them; each is still a standard VXLAN datagram on the wire)
+        self.udp.setsockopt(SOL_UDP, UDP_GRO, 1)
+        self.big = self._state.cluster.mtu + 14  # a longer frame can only be a super-frame
+        self.udp.setblocking(False)
+        self._watch(self.udp, self._read_udp)
+        # NodePort: TCP/UDP for this node's address in 30000-32767 (emunet/nodeport.py)
+        self.eth0: socket.socket | None = None
+        try:
+            self.eth0 = underlay_socket(me.underlay_ip)
+            # eth0's GRO (on for the VXLAN socket's UDP_GRO) also merges an outside client's
+            # TCP segments: the vnet header says so, and such a frame goes to its pod whole
+            self.eth0.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            self._watch(self.eth0, self._read_eth0)
+        except OSError as e:  # no underlay eth0 (a lone node built without one)
+            log.info("no NodePort socket on eth0: %s", e)
+        self.wake_r, self.wake_w = socket.socketpair()
+        for s in (self.wake_r, self.wake_w):
+            s.setblocking(False)
+        self._watch(self.wake_r, self._drain_wakeups)
+        signal.set_wakeup_fd(self.wake_w.fileno())
+        self.pending: list[int] = []
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda n, _f: self.pending.append(n))
+        self._sync_ports()
+        log.info("emunet agent %s: %d pods, underlay %s:%d, VNI %d", node,
+                 len(tables.pods_by_port), me.underlay_ip, tables.vxlan_port, tables.vni)
+
+    def _watch(self, s: socket.socket, reader: Callable[[float], None]) -> None:
+        self.ep.register(s.fileno(), select.EPOLLIN)
+        self.handlers[s.fileno()] = reader
+
+    def _unwatch(self, s: socket.socket) -> None:
+        self.ep.unregister(s.fileno())
+        del self.handlers[s.fileno()]
+
+    def _drain_wakeups(self, _now: float) -> None:
+        while True:
+            try:
+                self.wake_r.recv(64)
+            except BlockingIOError:
+                return
+
+    def _load(self) -> NodeTables:
+        self._state = ClusterState.from_json(self.state_path.read_text())
+        self.spin = self._state.cluster.busy_poll_us * 1e-6
+        return NodeTables.from_state(self._state, self.node)
+
+    def _sync_ports(self) -> None:
+        """Open AF_PACKET sockets for new local pods, close those of removed ones."""
+        want = set(self.dp.tables.pods_by_port)
+        for name in list(self.ports):
+            if name not in want:
+                s = self.ports.pop(name)
+                self._unwatch(s)
+                s.close()
+        self.missing = set()
+        for name in want - set(self.ports):
+            # protocol 0 first: the socket receives nothing until bound to its interface
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                self._bufs(s)
+                s.bind((name, ETH_P_ALL))
+            except OSError as e:  # the veth may not exist yet: retried every second
+                s.close()
+                if name not in self.missing:
+                    log.debug("veth %s not ready: %s", name, e)
+                self.missing.add(name)
+                continue
+            s.setblocking(False)
+            self.ports[name] = s
+            self._watch(s, lambda now, s=s, name=name: self._read_port(s, name, now))
+
+    def _lose_port(self, name: str, err: OSError) -> None:
+        """A veth vanished (pod deleted before our reload): close it, retry if still wanted."""
+        s = self.ports.pop(name, None)
+        if s is not None:
+            self._unwatch(s)
+            s.close()
+        if name in self.dp.tables.pods_by_port:
+            self.missing.add(name)
+        log.info("veth %s gone (%s)", name, err.strerror)
+
+    def reload(self) -> None:
+        self.dp.update(self._load())
+        self._shape()
+        self.ct_store.configure(self._state.cluster.conntrack_max)
+        self._sync_ports()
+        log.info("emunet agent %s: reloaded, %d pods (%d veths not ready)", self.node,
+                 len(self.dp.tables.pods_by_port), len(self.missing))
+
+    def _read_port(self, s: socket.socket, name: str, now: float) -> None:
+        # recv(RECV_MAX) measured as fast as recv_into a reused buffer plus a copy (the
+        # oversized bytes object is shrunk in place); method lookups are hoisted out of the loop.
+        recv, process, act, big = s.recv, self.dp.process, self._act, self.big
+        for _ in range(BATCH):
+            try:
+                data = recv(RECV_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # ENETDOWN/ENXIO: the pod's veth went away under us
+                self._lose_port(name, e)
+                return
+            # struct virtio_net_hdr first (PACKET_VNET_HDR): flags, gso_type, ..., gso_size
+            flags, gso_type = data[0], data[1]
+            frame = data[gso.VNET_LEN:]
+            if gso_type and len(frame) > big:
+                if gso_type & ~gso.GSO_ECN != gso.GSO_TCPV4:  # the veth only offloads TCP
+                    self.gso_stats["gso_dropped"] += 1
+                    continue
+                self.gso_stats["gso_rx"] += 1
+                self.gso_size = U16N.unpack_from(data, 4)[0]  # gso_size
+                try:
+                    act(process(frame, name, now))
+                finally:
+                    self.gso_size = 0
+                continue
+            if flags & gso.VNET_F_NEEDS_CSUM:  # CHECKSUM_PARTIAL: finish it, as a NIC would
+                buf = bytearray(frame)
+                if fill_l4_checksum(buf):
+                    self.csum_filled += 1
+                frame = bytes(buf)
+            act(process(frame, name, now))
+
+    def _read_udp(self, now: float) -> None:
+        recv, process, act = self.udp.recvmsg, self.dp.process_underlay, self._act
+        for _ in range(BATCH):
+            try:
+                data, anc, _flags, (src, _port) = recv(65535, _GRO_CMSG_LEN)
+            except (BlockingIOError, InterruptedError):
+                return
+            size = 0
+            for level, kind, val in anc:
+                if level == SOL_UDP and kind == UDP_GRO:
+                    size = int.from_bytes(val[:4], sys.byteorder)
+            if not size or size >= len(data):
+                act(process(data, src, now))
+                continue
+            # a GRO train: datagrams of `size` bytes (the last may be shorter); consecutive
+            # segments of one TCP flow become one super-frame for the pod (emunet.datapath.gso)
+            grams = [data[i:i + size] for i in range(0, len(data), size)]
+            for gram, gso_size in gso.coalesce_tcp(grams, 8):
+                if gso_size:
+                    self.gso_stats["gro_merged"] += 1
+                    self.gso_size = gso_size
+                    try:
+                        act(process(gram, src, now))
+                    finally:
+                        self.gso_size = 0
+                else:
+                    act(process(gram, src, now))
+
+    def _read_eth0(self, now: float) -> None:
+        for _ in range(BATCH):
+            try:
+                data = self.eth0.recv(RECV_MAX)  # type: ignore[union-attr]
+            except (BlockingIOError, InterruptedError):
+                return
+            frame = data[gso.VNET_LEN:]
+            if data[1] and len(frame) > self.big:  # a GRO-merged TCP train (vnet gso_type)
+                if data[1] & ~gso.GSO_ECN != gso.GSO_TCPV4:
+                    self.gso_stats["gso_dropped"] += 1
+                    continue
+                self.gso_stats["eth0_gro_rx"] += 1
+                self.gso_size = U16N.unpack_from(data, 4)[0]
+                try:
+                    self._act(self.dp.process_nodeport(frame, now))
+                finally:
+                    self.gso_size = 0
+                continue
+            self._act(self.dp.process_nodeport(frame, now))
+
+    def write_counters(self) -> None:
+        c = {**self.dp.counters, **self.ct_store.counters(), "tx_errors": self.tx_errors,
+             "csum_filled": self.csum_filled, **self.gso_stats, **self.shaper.counters()}
+        c["flow_events_lost"] = self.dp.lost_events
+        doc = {"node": self.node, "pid": os.getpid(), "time": time.time(), "counters": c,
+               "started": self.started,
+               "ports": sorted(self.ports), "missing_ports": sorted(self.missing)}
+        path = self.run_dir / f"agent-{self.node}.json"
+        tmp = path.with_suffix(".json.tmp")
+        try:
+            tmp.write_text(json.dumps(doc, sort_keys=True))
+            os.replace(tmp, path)  # atomic: `emunet status` never reads half a file
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e)
+
+    def flush_events(self) -> None:
+        """Kept datapath events -> flow records on disk (after a batch, off the fast path)."""
+        names = {p.port: p.name for p in self.dp.tables.pods_by_port.values()}
+        me = self._state.node(self.node).underlay_ip
+        self.flows.write([describe(ev, self.node, me, self.dp.ct.table, self.dp.traced,
+                                   self.wall_offset, names, self.dp.tables.vxlan_port)
+                           for ev in self.dp.drain()])
+
+    def run(self) -> int:
+        next_tick = busy = time.monotonic()
+        poll, handlers, yield_cpu = self.ep.poll, self.handlers, os.sched_yield
+        while True:
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + 1.0
+                self.dp.expire(now)
+                if self.missing:
+                    self._sync_ports()
+                self.write_counters()
+            events = poll(0)
+            if not events:
+                if now - busy < self.spin:
+                    # busy-poll (spec.busyPoll, Linux's net.core.busy_poll): a reply usually
+                    # follows within a few hundred µs; sleeping in epoll would add a wake-up
+                    # and cold caches to its path. sched_yield lets pods run on this CPU.
+                    yield_cpu()
+                else:
+                    wake = min(next_tick, self.ct_store.due, self.shaper.due)
+                    events = poll(max(0.0, wake - now))
+            if events:
+                now = busy = time.monotonic()
+                for fd, _ in events:
+                    handlers[fd](now)
+            if self.shaper.due <= time.monotonic():  # delayed underlay sends now due
+                Agent._act(self, self.shaper.release(time.monotonic()))
+            if self.dp.events:
+                self.flush_events()
+            self.ct_store.maybe_save(time.monotonic())
+            while self.pending:
+                sig = self.pending.pop(0)
+                if sig == signal.SIGHUP:
+                    try:
+                        self.reload()
+                    except Exception as e:  # a bad state file must not kill the datapath
+                        log.error("reload failed, keeping the old tables: %s", e)
+                else:
+                    log.info("emunet agent %s: exiting on signal %d", self.node, sig)
+                    self.ct_store.save(time.monotonic())
+                    self.write_counters()
+                    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = nodeproc.parse_args("emunet.agent", __doc__, argv)
+    try:
+        agent = Agent(args.state, args.node, args.run_dir)
+    except Exception as e:
+        if args.debug:
+            raise
+        log.error("emunet agent %s: cannot start: %s", args.node, e)
+        return 1
+    return agent.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

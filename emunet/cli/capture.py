@@ -1,0 +1,127 @@
+"""`emunet capture POINT -w FILE.pcap`: a pcap of what passes one point of the journey.
+
+POINT is
+  [NS/]POD            the pod's eth0, captured inside the pod's namespace (what the app sends)
+  node/NAME           the node's underlay eth0: VXLAN on the wire between nodes
+  node/NAME/veths     the node's datapath view: every pod-facing veth in the node namespace
+                      (frames from pods before NAT, frames to pods after NAT)
+An AF_PACKET socket per interface is created inside the right namespace (a socket keeps the
+namespace it was made in); Scapy's PcapWriter writes the file (LINKTYPE_ETHERNET), so tcpdump,
+tshark and Wireshark open it. VXLAN is on UDP 8472 (Flannel's port, not the IANA 4789 that
+Wireshark decodes by default): `tshark -r FILE -d udp.port==8472,vxlan`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from scapy.utils import PcapWriter
+
+from emunet import naming
+from emunet.cli.observe import VerbError, load_state, run_verb
+from emunet.host import netlink as host
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("capture", help="write a pcap at a pod's eth0, a node's underlay or a "
+                       "node's pod veths", description=__doc__.split("\n\n")[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("point", help="[NS/]POD | node/NAME | node/NAME/veths")
+    p.add_argument("-n", "--namespace", help="the pod's namespace (default: default)")
+    p.add_argument("-w", "--write", required=True, metavar="FILE.pcap")
+    p.add_argument("-c", "--count", type=int, help="stop after N packets")
+    p.add_argument("--duration", type=float, help="stop after S seconds")
+    p.set_defaults(func=lambda a: run_verb(cmd_capture, a))
+
+
+def interfaces(point: str, namespace: str | None) -> tuple[str, list[str], str]:
+    """(netns, interfaces, description) for a capture point."""
+    state = load_state()
+    parts = point.split("/")
+    if parts[0] == "node" and len(parts) in (2, 3):
+        try:
+            node = state.node(parts[1])
+        except Exception:
+            raise VerbError(f"no node {parts[1]!r} (see `emunet get nodes`)", code=2) from None
+        if len(parts) == 2:
+            return node.netns, [naming.UNDERLAY_IFNAME], f"{node.name} underlay eth0"
+        if parts[2] != "veths":
+            raise VerbError(f"capture point {point!r}: use node/NAME or node/NAME/veths", code=2)
+        veths = sorted(p.host_ifname for p in state.pods.values() if p.node == node.name)
+        return node.netns, veths, f"{node.name} pod veths ({len(veths)})"
+    ns, _, name = point.rpartition("/")
+    ns = ns or namespace or "default"
+    pod = state.pods.get((ns, name))
+    if pod is None:
+        raise VerbError(f"capture point {point!r}: no pod {name!r} in namespace {ns}, and not "
+                        "node/NAME[/veths]", code=2)
+    return pod.netns, [naming.POD_IFNAME], f"{ns}/{name} eth0"
+
+
+def capture(netns: str, ifaces: list[str], path: Path, count: int | None,
+            duration: float | None) -> int:
+    """Capture until `count` packets or `duration` seconds (or Ctrl-C); returns packets."""
+    sel = selectors.DefaultSelector()
+    socks = []
+    try:
+        for ifname in ifaces:
+            s = host.socket_in_netns(netns, socket.AF_PACKET, socket.SOCK_RAW, 0)
+            socks.append(s)
+            try:
+                s.bind((ifname, ETH_P_ALL))
+            except OSError as e:
+                raise VerbError(f"cannot capture on {ifname} in {netns}: {e.strerror}") from None
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+        n = 0
+        end = time.monotonic() + duration if duration else None
+        with PcapWriter(str(path), linktype=1, sync=True) as w:
+            w.write_header(None)  # even an empty capture is a valid pcap (LINKTYPE_ETHERNET)
+            try:
+                while count is None or n < count:
+                    left = None if end is None else end - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    for key, _ in sel.select(left if left is not None else 1.0):
+                        try:
+                            data = key.fileobj.recv(65535)  # type: ignore[union-attr]
+                        except BlockingIOError:
+                            continue
+                        t = time.time()
+                        w.write_packet(data, sec=int(t), usec=int((t % 1) * 1e6),
+                                       caplen=len(data), wirelen=len(data))
+                        n += 1
+                        if count is not None and n >= count:
+                            break
+            except KeyboardInterrupt:
+                pass
+        return n
+    finally:
+        for s in socks:
+            s.close()
+
+
+def cmd_capture(a: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise VerbError("capture opens packet sockets in the cluster's namespaces: run it with "
+                        "sudo")
+    if a.count is None and a.duration is None:
+        print("capturing until Ctrl-C (use -c N or --duration S to stop by itself)", flush=True)
+    netns, ifaces, what = interfaces(a.point, a.namespace)
+    if not ifaces:
+        raise VerbError(f"nothing to capture at {a.point}: no interfaces")
+    n = capture(netns, ifaces, Path(a.write), a.count, a.duration)
+    print(f"{n} packets from {what} written to {a.write}")
+    if a.point.startswith("node/"):
+        print(f"VXLAN is on UDP 8472: tshark -r {a.write} -d udp.port==8472,vxlan")
+    return 0

@@ -1,0 +1,232 @@
+"""`emunet lab ...`: list, start, check, hint, answer and reset the lab exercises.
+
+The verbs only glue the catalog (what a lab is), the checks (is it done?) and the progress
+(answers, hints) to `emunet up`/`down`; everything lab-specific lives in the lab's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+from emunet import naming
+from emunet.cli import views
+from emunet.cluster import lifecycle
+from emunet.labs.catalog import Lab, LabError, find_lab, load_labs
+from emunet.labs.checks import TaskResult, check_lab
+from emunet.labs.progress import Progress, mark_running, running_lab
+
+
+class LabUserError(lifecycle.UserError):
+    """Shown to the user as `emunet: error: ...` (exit 1) by the CLI's error handling."""
+
+
+def _lab(key: str) -> Lab:
+    try:
+        return find_lab(key)
+    except LabError as e:
+        raise LabUserError(str(e)) from None
+
+
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise LabUserError(f"`emunet lab {what}` builds or inspects network namespaces and "
+                           "needs root: run it with sudo")
+
+
+def _say(msg: str) -> None:
+    print(f"  {msg}", flush=True)
+
+
+# ---- verbs ----------------------------------------------------------------------------------
+
+def cmd_list(a: argparse.Namespace) -> int:
+    try:
+        labs = load_labs()
+    except LabError as e:
+        raise LabUserError(str(e)) from None
+    running = running_lab() if lifecycle.is_up() else None
+    progress = Progress()
+    rows = [["LAB", "TITLE", "STORY", "TASKS", "STATUS"]]
+    for lab in labs:
+        done = progress.results(lab.id)
+        passed = sum(1 for t in lab.tasks if done.get(t.id))
+        status = f"{passed}/{len(lab.tasks)} passed" if done else "not checked"
+        if running and running.get("lab") == lab.id:
+            status = "RUNNING, " + status
+        rows.append([str(lab.id), lab.title, lab.story, str(len(lab.tasks)), status])
+    print(views.table(rows))
+    print("\nstart one with: sudo emunet lab start N   (the README: labs/NN-name/README.md)")
+    return 0
+
+
+def cmd_start(a: argparse.Namespace) -> int:
+    _need_root("start")
+    lab = _lab(a.lab)
+    if lifecycle.is_up():
+        marker = running_lab()
+        if marker and marker.get("lab") == lab.id:
+            print(f"lab {lab.id} ({lab.title}) is already running; `sudo emunet lab reset "
+                  f"{lab.id}` starts it over")
+            _print_tasks(lab)
+            return 0
+        owner = f"lab {marker['lab']}" if marker else "a cluster not started by `emunet lab`"
+        raise LabUserError(f"another cluster is up ({owner}, state in {naming.run_dir()}): "
+                           "`sudo emunet down` first, or `sudo emunet lab reset "
+                           f"{lab.id}` to replace it")
+    _start(lab)
+    return 0
+
+
+def _start(lab: Lab) -> None:
+    t0 = time.monotonic()
+    print(f"emunet: starting lab {lab.id}: {lab.title} ({lab.story})", flush=True)
+    st = lifecycle.up(str(lab.config), _say)
+    mark_running(lab.id, _baseline(st))
+    print(f"lab {lab.id} is up in {time.monotonic() - t0:.1f}s\n")
+    print(views.table(views.pods(st, None, wide=True)) + "\n")
+    _print_tasks(lab)
+
+
+def _baseline(st: Any) -> dict[str, Any]:
+    """What the cluster looked like at start: pod IPs and (fresh) agent counters."""
+    started = time.time()
+    counters: dict[str, dict[str, int]] = {}
+    deadline = time.monotonic() + 2.5  # agents write their counters every second
+    for node in st.nodes:
+        path = naming.run_dir() / f"agent-{node.name}.json"
+        while True:
+            try:
+                doc = json.loads(path.read_text())
+                if doc.get("time", 0) >= started - 0.5 or time.monotonic() > deadline:
+                    counters[node.name] = doc.get("counters", {})
+                    break
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    break
+            time.sleep(0.1)
+    pods = {f"{ns}/{name}": ps.ip for (ns, name), ps in st.pods.items()}
+    return {"pods": pods, "counters": counters}
+
+
+def _print_tasks(lab: Lab) -> None:
+    print(f"read the lab: {lab.readme}")
+    for t in lab.tasks:
+        print(f"  {t.number}. [{t.id}] {t.title}")
+    print(f"\ncheck your work: sudo emunet lab check {lab.id}    "
+          f"a hint: sudo emunet lab hint {lab.id} [TASK]")
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    _need_root("check")
+    lab = _lab(a.lab)
+    progress = Progress()
+    try:
+        results = check_lab(lab, progress, wait=not a.no_wait)
+    except LabError as e:
+        raise LabUserError(str(e)) from None
+    progress.set_results(lab.id, {r.task.id: r.ok for r in results})
+    for r in results:
+        print(_format(lab, r, progress))
+    passed = sum(r.ok for r in results)
+    print(f"\nlab {lab.id}: {passed}/{len(results)} tasks pass"
+          + (": well done!" if passed == len(results) else ""))
+    return 0 if passed == len(results) else 1
+
+
+def _format(lab: Lab, r: TaskResult, progress: Progress) -> str:
+    head = f"{'PASS' if r.ok else 'FAIL'}  {r.task.number}. [{r.task.id}] {r.task.title}"
+    if r.ok:
+        return head
+    shown = max(1, progress.hints_shown(lab.id, r.task.id))
+    more = (f" (more: sudo emunet lab hint {lab.id} {r.task.id})"
+            if shown < len(r.task.hints) else "")
+    return (f"{head}\n      why:  {r.detail}\n"
+            f"      hint: {r.task.hints[shown - 1]}{more}")
+
+
+def cmd_hint(a: argparse.Namespace) -> int:
+    lab = _lab(a.lab)
+    progress = Progress()
+    if a.task:
+        task = _task(lab, a.task)
+    else:  # the first task that failed last time, else the first one still hiding hints
+        last = progress.results(lab.id)
+        task = next((t for t in lab.tasks if last and not last.get(t.id, False)), None) or next(
+            (t for t in lab.tasks if progress.hints_shown(lab.id, t.id) < len(t.hints)),
+            lab.tasks[-1])
+    before = progress.hints_shown(lab.id, task.id)
+    shown = progress.reveal_hint(lab.id, task.id, len(task.hints))
+    print(f"lab {lab.id}, task {task.number} [{task.id}]: {task.title}")
+    for i, h in enumerate(task.hints[:shown], 1):
+        print(f"  hint {i}/{len(task.hints)}: {h}")
+    if shown == before:
+        print("  (that was the last hint: the README's 'What to look at' has the rest)")
+    return 0
+
+
+def _task(lab: Lab, key: str):
+    try:
+        return lab.task(key)
+    except LabError as e:
+        raise LabUserError(str(e)) from None
+
+
+def cmd_answer(a: argparse.Namespace) -> int:
+    lab = _lab(a.lab)
+    task = _task(lab, a.task)
+    if task.answer is None:
+        raise LabUserError(f"task {task.number} [{task.id}] of lab {lab.id} is checked on the "
+                           f"cluster itself; there is nothing to record")
+    value = " ".join(a.value)
+    progress = Progress()
+    progress.set_answer(lab.id, task.id, value)
+    print(f"recorded lab {lab.id} task {task.number} [{task.id}]: {value!r} (in "
+          f"{progress.answers_file}); check it: sudo emunet lab check {lab.id}")
+    return 0
+
+
+def cmd_reset(a: argparse.Namespace) -> int:
+    _need_root("reset")
+    lab = _lab(a.lab)
+    if lifecycle.is_up():
+        lifecycle.down(_say)
+        print("emunet: previous cluster removed")
+    Progress().clear_answers(lab.id)
+    _start(lab)
+    return 0
+
+
+# ---- argument parsing -----------------------------------------------------------------------
+
+def add_parser(sub: Any) -> None:
+    """Register `emunet lab` and its verbs on the CLI's subparsers."""
+    p = sub.add_parser("lab", help="lab exercises that follow the story and check themselves",
+                       description="Lab exercises: `list`, then `start N`, read "
+                       "labs/NN-*/README.md, work, `check N`; `hint N` when stuck.")
+    verbs = p.add_subparsers(dest="lab_verb", metavar="VERB", required=True)
+    v = verbs.add_parser("list", help="the labs, which one is running, what passed")
+    v.set_defaults(func=cmd_list)
+    for name, func, text in (("start", cmd_start, "bring up the lab's start state"),
+                             ("check", cmd_check, "PASS/FAIL per task (exit 0 when all pass)"),
+                             ("reset", cmd_reset, "remove the cluster, forget this lab's "
+                              "answers, start again")):
+        v = verbs.add_parser(name, help=text)
+        v.add_argument("lab", help="lab number or name")
+        v.set_defaults(func=func)
+        if name == "check":
+            v.add_argument("--no-wait", action="store_true", help="do not retry failing checks "
+                           "(they otherwise wait a few seconds for the cluster to converge)")
+    v = verbs.add_parser("hint", help="the next hint for a task (the first failing one "
+                         "if not given)")
+    v.add_argument("lab", help="lab number or name")
+    v.add_argument("task", nargs="?", help="task number or id")
+    v.set_defaults(func=cmd_hint)
+    v = verbs.add_parser("answer", help="record an answer a task asks for")
+    v.add_argument("lab", help="lab number or name")
+    v.add_argument("task", help="task number or id")
+    v.add_argument("value", nargs="+", help="what you found")
+    v.set_defaults(func=cmd_answer)

@@ -1,0 +1,313 @@
+"""`emunet trace`: send a real probe from a pod and tell its journey hop by hop.
+
+The probe is an ordinary socket created inside the pod's network namespace, with IPv4 TOS
+`TRACE_TOS` so that every node's datapath records each packet of the flow, replies included
+(`hook`). A name is first resolved the way the pod's resolver would (resolv.conf search list,
+ndots:5) by real queries to the cluster DNS, themselves marked, so the DNS hop shows the server
+and the answer. Then the agents' records of the probe's flow are read back and rendered
+(`journey`). `-o json` prints the same as data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import json
+import os
+import socket
+import struct
+import time
+from typing import Any
+
+from scapy.layers.dns import DNS, DNSQR
+
+from emunet import naming
+from emunet.cli.observe import VerbError, load_state, run_verb
+from emunet.host import netlink as host
+from emunet.observe import flowlog, journey
+from emunet.observe.hook import TRACE_TOS
+from emunet.observe.hubble import Directory
+from emunet.state.cluster import ClusterState, PodState
+
+SETTLE = 0.4  # seconds for the agents to write the last records after the probe ends
+PROBE = b"emunet trace probe\n"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("trace", help="send a real probe from a pod and show its journey hop "
+                       "by hop (DNS, veth, conntrack, DNAT, policy, VXLAN, delivery, reply)",
+                       usage="emunet trace [-n NS] POD DEST[:PORT] [--protocol tcp|udp|icmp]")
+    p.add_argument("-n", "--namespace", help="the pod's namespace (default: default)")
+    p.add_argument("pod")
+    p.add_argument("dest", help="a Service or pod name, a DNS name or an IP, with :PORT")
+    p.add_argument("--protocol", choices=["tcp", "udp", "icmp"],
+                   help="default: the Service port's protocol, else tcp with a port, icmp "
+                   "without")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(func=lambda a: run_verb(cmd_trace, a))
+
+
+# ---- the probe (I/O) -----------------------------------------------------------------------
+
+def _sock(netns: str, family: int, type_: int, proto: int = 0) -> socket.socket:
+    s = host.socket_in_netns(netns, family, type_, proto)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, TRACE_TOS)
+    return s
+
+
+def dns_lookup(netns: str, server: str, name: str, timeout: float) -> dict[str, Any]:
+    """One A query from the pod, marked; the answer as the pod's resolver would get it."""
+    q = DNS(id=os.getpid() & 0xFFFF, rd=1, qd=DNSQR(qname=name, qtype="A"))
+    s = _sock(netns, socket.AF_INET, socket.SOCK_DGRAM)
+    t0 = time.monotonic()
+    sport = None
+    try:
+        s.settimeout(timeout)
+        s.connect((server, 53))
+        sport = s.getsockname()[1]
+        s.send(bytes(q))
+        data = s.recv(4096)
+    except TimeoutError:
+        return {"name": name, "server": server, "sport": sport, "rcode": "TIMEOUT", "ips": []}
+    except OSError as e:
+        return {"name": name, "server": server, "rcode": f"ERROR {e.strerror}", "ips": []}
+    finally:
+        s.close()
+    r = DNS(data)
+    ips = [str(a.rdata) for a in (r.an or []) if a.type == 1] if r.ancount else []
+    rcode = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}.get(r.rcode, str(r.rcode))
+    return {"name": name, "server": server, "sport": sport, "rcode": rcode, "ips": ips,
+            "ms": round((time.monotonic() - t0) * 1000, 2)}
+
+
+def resolve(state: ClusterState, pod: PodState, name: str, timeout: float) -> list[dict]:
+    """The queries a glibc resolver makes with the pod's resolv.conf (ndots:5: search first)."""
+    domain = state.cluster.cluster_domain
+    search = [f"{pod.pod.namespace}.svc.{domain}", f"svc.{domain}", domain]
+    names = [name.rstrip(".")] if name.endswith(".") else \
+        ([f"{name}.{s}" for s in search] + [name]) if name.count(".") < 5 else \
+        [name] + [f"{name}.{s}" for s in search]
+    tries = []
+    for n in names:
+        r = dns_lookup(pod.netns, state.cluster.cluster_dns, n + ".", timeout)
+        tries.append(r)
+        if r["ips"] or r["rcode"] not in ("NXDOMAIN", "NOERROR"):
+            break
+    return tries
+
+
+def probe(pod: PodState, ip: str, port: int | None, proto: str,
+          timeout: float) -> dict[str, Any]:
+    """Send one real probe; what the pod's socket saw."""
+    t0 = time.monotonic()
+    res: dict[str, Any] = {"protocol": proto, "dst": ip, "port": port}
+    if proto == "icmp":
+        s = _sock(pod.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        ident = os.getpid() & 0xFFFF
+        res["id"] = ident
+        body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + PROBE
+        body = body[:2] + struct.pack("!H", _csum(body)) + body[4:]
+        try:
+            s.settimeout(timeout)
+            s.sendto(body, (ip, 0))
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                data, _ = s.recvfrom(2048)
+                icmp = data[(data[0] & 0xF) * 4:]
+                if icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
+                    res["result"] = "echo reply"
+                    break
+                if icmp[0] in (3, 11):
+                    res["result"] = f"ICMP error type {icmp[0]} code {icmp[1]}"
+                    break
+            else:
+                res["result"] = "timeout"
+        except TimeoutError:
+            res["result"] = "timeout"
+        finally:
+            s.close()
+    else:
+        kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+        s = _sock(pod.netns, socket.AF_INET, kind)
+        s.settimeout(timeout)
+        try:
+            s.bind(("0.0.0.0", 0))
+            res["sport"] = s.getsockname()[1]
+            s.connect((ip, port))
+            if proto == "tcp":
+                res["result"] = "connected"
+            else:
+                s.send(PROBE)
+                s.recv(4096)
+                res["result"] = "reply received"
+        except ConnectionRefusedError:
+            res["result"] = "refused (TCP RST)" if proto == "tcp" else \
+                "refused (ICMP port unreachable)"
+        except TimeoutError:
+            res["result"] = "timeout"
+        except OSError as e:
+            res["result"] = f"error: {errno.errorcode.get(e.errno or 0, '')} {e.strerror}"
+        finally:
+            s.close()
+    res["ms"] = round((time.monotonic() - t0) * 1000, 2)
+    return res
+
+
+def _csum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+# ---- reading the journey back --------------------------------------------------------------
+
+def flow_records(records: list[dict], client_ip: str, sport: int | None, proto: str,
+                 since: float) -> list[dict]:
+    """The traced records of the probe's flow (both directions, every node), time order."""
+    out = []
+    for r in records:
+        p = r.get("pkt", {})
+        if r.get("time", 0) < since or not r.get("traced") or p.get("proto") != proto:
+            continue
+        port = p.get("id") if proto == "ICMP" else None
+        fwd = p.get("src") == client_ip and (p.get("sport") == sport or port == sport)
+        back = p.get("dst") == client_ip and (p.get("dport") == sport or port == sport)
+        if fwd or back:
+            out.append(r)
+    return out
+
+
+def _target(state: ClusterState, pod: PodState, dest: str) -> tuple[str, int | None]:
+    host_, _, port = dest.rpartition(":") if dest.count(":") == 1 else (dest, "", "")
+    if not host_:
+        host_, port = dest, ""
+    if port and not port.isdigit():
+        raise VerbError(f"bad port in {dest!r}: use DEST:PORT with a number", code=2)
+    return host_, int(port) if port else None
+
+
+def cmd_trace(a: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise VerbError("trace sends a probe from inside a pod's namespace: run it with sudo")
+    state = load_state()
+    ns = a.namespace or "default"
+    pod = state.pods.get((ns, a.pod))
+    if pod is None:
+        raise VerbError(f"pod {a.pod!r} not found in namespace {ns} (see `emunet get pods -A`)")
+    d = Directory(state)
+    name, port = _target(state, pod, a.dest)
+    report: dict[str, Any] = {"pod": f"{ns}/{a.pod}", "node": pod.node, "pod_ip": pod.ip,
+                              "dest": a.dest, "dns": [], "packets": []}
+    t0 = time.time()
+    try:
+        ip = str(ipaddress.IPv4Address(name))
+    except ValueError:
+        ip = None
+    if ip is None:
+        report["dns"] = resolve(state, pod, name, a.timeout)
+        ok = next((r for r in report["dns"] if r["ips"]), None)
+        if ok is not None:
+            ip = ok["ips"][0]
+        else:
+            target = state.pods.get((ns, name))
+            if target is None:
+                report["result"] = {"result": f"{name!r} does not resolve: "
+                                    f"{report['dns'][-1]['rcode']}"}
+                return _print(report, a, d, state, t0, fail=True)
+            ip = target.ip  # pods have no DNS name of their own (only Services do)
+            report["dns_note"] = f"{name} is a pod: its IP comes from the cluster state"
+    svc = d.services.get(ip)
+    proto = a.protocol
+    if proto is None:
+        sp = svc.service.ports[0] if svc and svc.service.ports else None
+        proto = (sp.protocol.lower() if sp and (port is None or sp.port == port) else
+                 ("tcp" if port or sp else "icmp"))
+    if port is None and proto != "icmp":
+        if svc and svc.service.ports:
+            port = svc.service.ports[0].port
+        else:
+            raise VerbError(f"say which port: {a.dest}:PORT (or --protocol icmp)", code=2)
+    report["probe"] = probe(pod, ip, port, proto, a.timeout)
+    report["result"] = {"result": report["probe"]["result"], "ms": report["probe"]["ms"]}
+    return _print(report, a, d, state, t0, fail=report["probe"]["result"] in
+                  ("timeout",) or report["probe"]["result"].startswith(("refused", "error",
+                                                                        "ICMP")))
+
+
+def _collect(report: dict, d: Directory, t0: float) -> None:
+    time.sleep(SETTLE)
+    records = flowlog.read_all(naming.run_dir())
+    client = report["pod_ip"]
+    for q in report["dns"]:
+        if q.get("sport"):
+            q["packets"] = _packets(flow_records(records, client, q["sport"], "UDP", t0), d)
+    pr = report.get("probe")
+    if pr:
+        key = pr.get("id") if pr["protocol"] == "icmp" else pr.get("sport")
+        recs = flow_records(records, client, key, pr["protocol"].upper(), t0)
+        report["packets"] = _packets(recs, d)
+
+
+def _packets(recs: list[dict], d: Directory) -> list[dict]:
+    out = []
+    for group in journey.packets(recs):
+        hops = [h for r in group for h in journey.hops(r, d)]
+        out.append({"reply": group[0].get("ct") == "reply", "hops": hops})
+    return out
+
+
+def _print(report: dict, a: argparse.Namespace, d: Directory, state: ClusterState,
+           t0: float, fail: bool) -> int:
+    _collect(report, d, t0)
+    if a.output == "json":
+        print(json.dumps(report, indent=2))
+        return 1 if fail else 0
+    print(f"trace from {report['pod']} ({report['pod_ip']} on {report['node']}) to "
+          f"{report['dest']}\n")
+    for q in report["dns"]:
+        ans = ", ".join(q["ips"]) or q["rcode"]
+        ms = f", {q['ms']} ms" if "ms" in q else ""
+        print(f"[L7 DNS] {q['name']} -> {ans}  (asked {q['server']}, the kube-dns Service, "
+              f"{q['rcode']}{ms})")
+        if q.get("packets") and (q["ips"] or q is report["dns"][-1]):
+            _print_packets(q["packets"], indent="    ", brief=True)
+    if report.get("dns_note"):
+        print(f"[state] {report['dns_note']}")
+    if report.get("probe"):
+        pr = report["probe"]
+        print(f"\nprobe: {pr['protocol'].upper()} to {pr['dst']}"
+              f"{':' + str(pr['port']) if pr.get('port') else ''}\n")
+        _print_packets(report["packets"], indent="  ", brief=False)
+        if not report["packets"]:
+            print("  (no datapath records of the probe: is the node agent running? "
+                  "see `emunet status`)")
+    res = report["result"]
+    print(f"\nresult: {res['result']}" + (f" in {res['ms']} ms" if "ms" in res else ""))
+    return 1 if fail else 0
+
+
+def _print_packets(pkts: list[dict], indent: str, brief: bool) -> None:
+    """The first request in full, then the first reply (or, when the request was dropped, a
+    count of the retransmissions); the rest of the connection as a count."""
+    shown = pkts[:1]
+    reply = next((p for p in pkts if p["reply"]), None)
+    if reply is not None:
+        shown.append(reply)
+    n = 0
+    for p in shown:
+        print(f"{indent}{'reply' if p['reply'] else 'request'}:")
+        for h in p["hops"]:
+            n += 1
+            print(f"{indent}{n:>3}. [{h['layer']:<11}] {h['node']}: {h['text']}")
+    rest = [p for p in pkts if all(p is not q for q in shown)]
+    dropped = [p for p in rest if p["hops"] and p["hops"][-1]["step"] == "drop"]
+    if dropped and len(dropped) == len(rest):
+        print(f"{indent}... {len(rest)} retransmissions, each dropped at the same hop")
+    elif rest:
+        print(f"{indent}... and {len(rest)} more packets of this connection "
+              "(emunet trace -o json shows them all)")

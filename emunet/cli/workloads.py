@@ -1,0 +1,134 @@
+"""The CLI verbs of a living cluster: `scale`, `logs` and `get events` (kubectl's shapes).
+
+    emunet scale deployment web --replicas 5 -n shop
+    emunet logs -n shop web-7d9f8b6c4d-x2kqp [-c web] [-f]
+    emunet get events -A
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from emunet import control, naming
+from emunet.cli import views
+from emunet.cluster import events
+from emunet.state.cluster import KUBE_SYSTEM, PodState
+
+
+def _cli():  # cli.py imports this module; its helpers are looked up when a verb runs
+    from emunet.cli import main as cli
+
+    return cli
+
+
+def cmd_scale(a: argparse.Namespace) -> int:
+    cli = _cli()
+    cli._need_root()
+    kind, _, name = a.target.partition("/")
+    if not name:
+        kind, name = a.target, a.name
+    if kind.lower() not in ("deployment", "deployments", "deploy"):
+        raise cli.CLIError(f"cannot scale {kind!r}: only deployments scale", code=2)
+    if not name:
+        raise cli.CLIError("say which: emunet scale deployment NAME --replicas N", code=2)
+    if a.replicas < 0:
+        raise cli.CLIError("--replicas must be 0 or more", code=2)
+    res = control.request("scale", name=name, namespace=a.namespace or "default",
+                          replicas=a.replicas, timeout=30)
+    for line in res["changes"]:
+        print(line)
+    return 0
+
+
+def log_path(ps: PodState, container: str) -> Path:
+    """Where a container's output goes (the supervisor's workloads write it)."""
+    if ps.pod.namespace == KUBE_SYSTEM and ps.pod.labels.get("k8s-app") == "kube-dns":
+        return naming.run_dir() / "logs" / "dns.log"  # CoreDNS is the supervised `dns` child
+    return naming.run_dir() / "logs" / f"{ps.pod.namespace}_{ps.pod.name}_{container}.log"
+
+
+def cmd_logs(a: argparse.Namespace) -> int:
+    cli = _cli()
+    cli._need_root()
+    st = cli._load_state()
+    ns = a.namespace or "default"
+    ps = st.pods.get((ns, a.pod))
+    if ps is None:
+        raise cli.CLIError(f'pods "{a.pod}" not found in namespace {ns}')
+    names = [c.name for c in ps.pod.containers]
+    container = a.container
+    if container is None:
+        if len(names) > 1:
+            raise cli.CLIError(f"a container name must be specified for pod {a.pod}, choose "
+                               f"one of: [{' '.join(names)}]", code=2)
+        container = names[0]
+    elif container not in names:
+        raise cli.CLIError(f"container {container} is not valid for pod {a.pod}, choose one "
+                           f"of: [{' '.join(names)}]", code=2)
+    path = log_path(ps, container)
+    pos = _copy_from(path, 0, a.tail)
+    while a.follow:
+        time.sleep(0.2)
+        pos = _copy_from(path, pos, None)
+        if pos < 0 or (ps.key not in cli._load_state().pods):
+            break  # the pod is gone: kubectl logs -f ends too
+    return 0
+
+
+def _copy_from(path: Path, pos: int, tail: int | None) -> int:
+    """Write what `path` holds after `pos` to stdout; the new position (-1: file gone)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(pos)
+            data = f.read()
+    except FileNotFoundError:
+        return pos if pos == 0 else -1
+    if tail is not None and tail >= 0:
+        data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail else b""
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return pos + len(data) if tail is None else path.stat().st_size
+
+
+def cmd_events(a: argparse.Namespace) -> int:
+    ns = None if a.all_namespaces else (a.namespace or "default")
+    res = control.request("events", namespace=ns, timeout=10)
+    if a.output == "json":
+        import json
+
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Event", "type": e["type"], "reason": e["reason"],
+             "message": e["message"], "count": e["count"],
+             "metadata": {"namespace": e["namespace"]},
+             "involvedObject": {"kind": e["kind"], "name": e["name"],
+                                "namespace": e["namespace"]},
+             "firstTimestamp": e["first"], "lastTimestamp": e["last"]}
+            for e in res["events"]]}, indent=2))
+        return 0
+    rows = events.rows(res["events"], res["now"], all_namespaces=ns is None)
+    if len(rows) == 1:
+        print(f"No events found in {ns} namespace." if ns else "No events found.")
+        return 0
+    print(views.table(rows))
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scale", help="set a Deployment's replicas (like kubectl scale)",
+                       usage="emunet scale deployment NAME --replicas N [-n NS]")
+    p.add_argument("target", help="deployment, or deployment/NAME")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--replicas", type=int, required=True)
+    p.add_argument("-n", "--namespace", help="namespace (default: default)")
+    p.set_defaults(func=cmd_scale)
+    p = sub.add_parser("logs", help="print a container's log (like kubectl logs)",
+                       usage="emunet logs [-n NS] POD [-c CONTAINER] [-f] [--tail N]")
+    p.add_argument("pod")
+    p.add_argument("-n", "--namespace", help="namespace (default: default)")
+    p.add_argument("-c", "--container", help="which container (needed if the pod has more)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("--tail", type=int, help="only the last N lines")
+    p.set_defaults(func=cmd_logs)

@@ -1,0 +1,222 @@
+"""`emunet apply` and `emunet delete` as state changes: what to add, update and remove.
+
+Pure over the ClusterState (the supervisor carries the changes out on the host). A change is
+all-or-nothing: it is computed on a copy and only then committed, so a bad manifest changes
+nothing, as the API server rejects a bad object whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from emunet.config import load_config
+from emunet.model import Manifest
+from emunet.state.cluster import KUBE_SYSTEM, ClusterState, PodState, StateError
+from emunet.state.deploy import owned_pods
+
+CNP = "CiliumNetworkPolicy"
+
+_KIND_ALIASES = {
+    "pod": "Pod", "pods": "Pod", "po": "Pod",
+    "service": "Service", "services": "Service", "svc": "Service",
+    "namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
+    "networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy",
+    "netpol": "NetworkPolicy",
+    "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
+    "ciliumnetworkpolicy": CNP, "ciliumnetworkpolicies": CNP, "cnp": CNP,
+}
+
+
+@dataclass
+class Change:
+    message: str  # kubectl-style: "pod/web created"
+    added_pod: PodState | None = None
+    removed_pod: PodState | None = None
+
+
+def _commit(state: ClusterState, new: ClusterState) -> None:
+    state.__dict__.update(new.__dict__)
+
+
+def _apply_cnp(st: ClusterState, m: Manifest) -> Change:
+    """A CiliumNetworkPolicy (validated by the config loader) into the state's manifests; the
+    agents and L7 proxies recompile on the publish that follows."""
+    if m.namespace not in st.namespaces:
+        raise StateError(f"{m.loc}: namespace {m.namespace!r} does not exist")
+    what = f"ciliumnetworkpolicy.cilium.io/{m.name}"
+    for i, o in enumerate(st.others):
+        if (o.kind, o.namespace, o.name) == (CNP, m.namespace, m.name):
+            if o.body == m.body:
+                return Change(f"{what} unchanged")
+            st.others[i] = m
+            return Change(f"{what} configured")
+    st.others.append(m)
+    return Change(f"{what} created")
+
+
+def _copy(state: ClusterState) -> ClusterState:
+    return ClusterState.from_dict(state.to_dict())
+
+
+def apply_config(state: ClusterState, path: str) -> list[Change]:
+    cfg = load_config(path, base=state.cluster)
+    new = _copy(state)
+    changes: list[Change] = []
+    for ns in cfg.namespaces:
+        verb = "configured" if ns.name in new.namespaces else "created"
+        new.add_namespace(ns)
+        changes.append(Change(f"namespace/{ns.name} {verb}"))
+    for svc in cfg.services:
+        if svc.namespace not in new.namespaces:
+            raise StateError(f"{svc.loc}: namespace {svc.namespace!r} does not exist")
+        old = new.services.get(svc.key)
+        if old is not None and old.service == dataclasses.replace(svc, loc=old.service.loc):
+            changes.append(Change(f"service/{svc.name} unchanged"))
+            continue
+        if (old is not None and old.service.type != "ExternalName" and svc.cluster_ip
+                and svc.cluster_ip != (old.cluster_ip or "None")):
+            # The API server: spec.clusterIP "field is immutable" once allocated.
+            raise StateError(f"{svc.loc}: spec.clusterIP: Service {svc.namespace}/{svc.name} "
+                             f"has clusterIP {old.cluster_ip or 'None'}; it is immutable "
+                             "(delete the Service and apply again)")
+        try:
+            new.add_service(svc)
+        except StateError as e:  # e.g. the clusterIP is another running Service's
+            raise StateError(f"{svc.loc}: spec.clusterIP: {e}") from None
+        changes.append(Change(f"service/{svc.name} {'configured' if old else 'created'}"))
+    for pod in cfg.pods:
+        if pod.namespace not in new.namespaces:
+            raise StateError(f"{pod.loc}: namespace {pod.namespace!r} does not exist")
+        old = new.pods.get(pod.key)
+        if old is None:
+            ps = new.add_pod(pod)
+            changes.append(Change(f"pod/{pod.name} created", added_pod=ps))
+            continue
+        if old.terminating:
+            # As the API server answers while the old object still exists: try again later.
+            raise StateError(f"{pod.loc}: pod {pod.namespace}/{pod.name} is being deleted; "
+                             "wait until `emunet get pods` no longer lists it, then apply again")
+        same_spec = dataclasses.replace(pod, labels=old.pod.labels, loc=old.pod.loc)
+        if same_spec != old.pod:
+            # The API server forbids changing a pod's spec in place (only labels and a few
+            # fields may change): say so instead of silently recreating it.
+            raise StateError(f"{pod.loc}: pod {pod.namespace}/{pod.name}: pod updates may not "
+                             "change fields other than labels; delete the pod and apply again")
+        if pod.labels != old.pod.labels:
+            new.add_pod(dataclasses.replace(pod, loc=old.pod.loc))
+            changes.append(Change(f"pod/{pod.name} configured"))
+        else:
+            changes.append(Change(f"pod/{pod.name} unchanged"))
+    for d in cfg.deployments:
+        if d.namespace not in new.namespaces:
+            raise StateError(f"{d.loc}: namespace {d.namespace!r} does not exist")
+        old_d = new.deployments.get(d.key)
+        if old_d is not None and old_d == dataclasses.replace(d, loc=old_d.loc):
+            changes.append(Change(f"deployment.apps/{d.name} unchanged"))
+            continue
+        # The controllers roll the pods toward the new spec (scale, or a rolling update).
+        new.deployments[d.key] = d
+        changes.append(Change(f"deployment.apps/{d.name} "
+                              f"{'configured' if old_d else 'created'}"))
+    for pol in cfg.network_policies:
+        if pol.namespace not in new.namespaces:
+            raise StateError(f"{pol.loc}: namespace {pol.namespace!r} does not exist")
+        old_p = new.policies.get(pol.key)
+        what = f"networkpolicy.networking.k8s.io/{pol.name}"
+        if old_p is not None and old_p == dataclasses.replace(pol, loc=old_p.loc):
+            changes.append(Change(f"{what} unchanged"))
+            continue
+        new.policies[pol.key] = pol  # agents recompile on the publish that follows
+        changes.append(Change(f"{what} {'configured' if old_p else 'created'}"))
+    for other in cfg.others:
+        if other.kind == CNP:
+            changes.append(_apply_cnp(new, other))
+            continue
+        changes.append(Change(f"{other.kind.lower()}/{other.name} ignored: "
+                              f"{other.kind} is not implemented yet"))
+    _commit(state, new)
+    return changes
+
+
+def delete_config(state: ClusterState, path: str) -> list[Change]:
+    cfg = load_config(path, base=state.cluster)
+    new = _copy(state)
+    changes: list[Change] = []
+    for pod in cfg.pods:
+        changes += _delete(new, "Pod", pod.name, pod.namespace)
+    for svc in cfg.services:
+        changes += _delete(new, "Service", svc.name, svc.namespace)
+    for d in cfg.deployments:
+        changes += _delete(new, "Deployment", d.name, d.namespace)
+    for pol in cfg.network_policies:
+        changes += _delete(new, "NetworkPolicy", pol.name, pol.namespace)
+    for other in cfg.others:
+        if other.kind == CNP:
+            changes += _delete(new, CNP, other.name, other.namespace)
+    for ns in cfg.namespaces:
+        changes += _delete(new, "Namespace", ns.name, None)
+    _commit(state, new)
+    return changes
+
+
+def delete_object(state: ClusterState, kind: str, name: str, namespace: str | None
+                  ) -> list[Change]:
+    canonical = _KIND_ALIASES.get(kind.lower())
+    if canonical is None:
+        raise StateError(f"cannot delete kind {kind!r}: use pod, service, deployment or "
+                         "namespace")
+    new = _copy(state)
+    changes = _delete(new, canonical, name, namespace or "default")
+    if not changes:
+        where = "" if canonical == "Namespace" else f" in namespace {namespace or 'default'}"
+        raise StateError(f"{canonical.lower()} {name!r} not found{where}")
+    _commit(state, new)
+    return changes
+
+
+def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> list[Change]:
+    if kind == "Pod":
+        ps = st.remove_pod((namespace or "default", name))
+        return [Change(f"pod/{name} deleted", removed_pod=ps)] if ps else []
+    if kind == "Service":
+        if (namespace, name) == (KUBE_SYSTEM, "kube-dns"):
+            raise StateError("kube-system/kube-dns is emunet's cluster DNS and cannot be deleted")
+        return [Change(f"service/{name} deleted")] if st.remove_service(
+            (namespace or "default", name)) else []
+    if kind == "Deployment":
+        d = st.deployments.pop((namespace or "default", name), None)
+        if d is None:
+            return []
+        # Cascading deletion (the garbage collector): its ReplicaSets' pods go too.
+        pods = [Change(f"pod/{p.pod.name} deleted", removed_pod=st.remove_pod(p.key))
+                for p in owned_pods(st, d) if not p.terminating]
+        return [*pods, Change(f"deployment.apps/{name} deleted")]
+    if kind == "NetworkPolicy":
+        gone = st.policies.pop((namespace or "default", name), None)
+        return [Change(f"networkpolicy.networking.k8s.io/{name} deleted")] if gone else []
+    if kind == CNP:
+        kept = [o for o in st.others if (o.kind, o.namespace, o.name) !=
+                (CNP, namespace or "default", name)]
+        gone = len(kept) < len(st.others)
+        st.others = kept
+        return [Change(f"ciliumnetworkpolicy.cilium.io/{name} deleted")] if gone else []
+    if name in ("default", KUBE_SYSTEM):
+        raise StateError(f"namespace {name} cannot be deleted")
+    if st.namespaces.pop(name, None) is None:
+        return []
+    out = []  # like the namespace controller: everything in it goes too
+    for key in [k for k in st.deployments if k[0] == name]:
+        out.append(Change(f"deployment.apps/{key[1]} deleted"))
+        del st.deployments[key]
+    for key in [k for k in st.pods if k[0] == name]:
+        out.append(Change(f"pod/{key[1]} deleted", removed_pod=st.remove_pod(key)))
+    for key in [k for k in st.services if k[0] == name]:
+        st.remove_service(key)
+        out.append(Change(f"service/{key[1]} deleted"))
+    for key in [k for k in st.policies if k[0] == name]:
+        del st.policies[key]
+        out.append(Change(f"networkpolicy.networking.k8s.io/{key[1]} deleted"))
+    for o in [o for o in st.others if o.kind == CNP and o.namespace == name]:
+        out += _delete(st, CNP, o.name, name)
+    return [*out, Change(f"namespace/{name} deleted")]

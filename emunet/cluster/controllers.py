@@ -1,0 +1,254 @@
+"""The supervisor's controllers: Deployments, probes, graceful pod termination, events.
+
+What kube-controller-manager and the kubelet do for a living cluster, carried out in the
+supervisor's event loop on each tick:
+
+- Deployments: `deploy.reconcile` decides; new pods are added to the state, built on the host
+  and started; deleted pods terminate gracefully.
+- Termination (Kubernetes' terminating-endpoint behaviour): a deleted pod is first marked
+  terminating, which takes it out of every Service's endpoints and DNS; the state is published
+  (agents and DNS reload on SIGHUP), and only after a grace period is the pod stopped and its
+  namespace removed. A client looping over the Service never meets a stopped backend.
+- Probes: readiness decides endpoint membership, a liveness failure restarts the container.
+- Events: everything above is recorded in a bounded `EventLog` served to `emunet get events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from emunet.cluster import prober as probes
+from emunet.cluster.events import WARNING, EventLog
+from emunet.host import netlink as host
+from emunet.state import deploy
+from emunet.state.cluster import PodState, StateError
+
+if TYPE_CHECKING:
+    from emunet.cluster.supervisor import Supervisor
+
+log = logging.getLogger("emunet.controllers")
+GRACE = 1.0  # seconds a terminating pod keeps serving after it left the endpoints
+AGENT_RELOAD = 0.2  # time for the agents to reload the state after a SIGHUP
+
+
+class Controllers:
+    def __init__(self, sup: Supervisor, rng: random.Random | None = None) -> None:
+        self.sup = sup
+        self.events = EventLog()
+        self.rng = rng or random.Random()
+        self.trackers: dict[tuple[str, str], list[probes.ProbeTracker]] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.reconciling = False
+        self.endpoints: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.restarts: dict[tuple[str, str], int] = {}
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("controller task failed", exc_info=task.exception())
+
+    def event(self, ps_or_ns: PodState | str, kind: str, name: str, reason: str, message: str,
+              type: str = "Normal") -> None:
+        ns = ps_or_ns.pod.namespace if isinstance(ps_or_ns, PodState) else ps_or_ns
+        self.events.record(time.time(), ns, kind, name, reason, message, type)
+
+    # ---- hooks the supervisor calls ---------------------------------------------------------
+
+    def pod_started(self, ps: PodState) -> None:
+        now = time.time()
+        self.trackers[ps.key] = probes.trackers_for(ps.pod.containers, now)
+        self.restarts[ps.key] = 0
+        self.event(ps, "Pod", ps.pod.name, "Scheduled",
+                   f"Successfully assigned {ps.pod.namespace}/{ps.pod.name} to {ps.node}")
+        for c in ps.pod.containers:
+            self.event(ps, "Pod", ps.pod.name, "Started", f"Started container {c.name}")
+
+    def probes_ready(self, key: tuple[str, str]) -> bool:
+        if key not in self.trackers:
+            return False  # not started yet: its probes do not exist yet either
+        # Ready: started (startup probe passed, if any) and every readiness probe passing
+        return all(t.result for t in self.trackers.get(key, ())
+                   if t.kind in (probes.READINESS, probes.STARTUP))
+
+    def held_by_probes(self) -> int:
+        """Pods that run but whose readiness or startup probe has failed (it has spoken)."""
+        return sum(1 for key, ts in self.trackers.items()
+                   if (ps := self.sup.state.pods.get(key)) is not None and not ps.ready
+                   and not ps.terminating and self.sup.workloads.ready(key)
+                   and any(t.kind in (probes.READINESS, probes.STARTUP) and t.failures
+                           and not t.result
+                           for t in ts))
+
+    def observed(self, ps: PodState, ready: bool, restarts: int) -> None:
+        """Called by the supervisor's readiness refresh before it stores a change."""
+        if restarts > self.restarts.get(ps.key, 0):
+            self.restarts[ps.key] = restarts
+            for t in self.trackers.get(ps.key, ()):
+                t.reset(time.time())  # a restarted container is probed from scratch
+            self.event(ps, "Pod", ps.pod.name, "Started", f"Restarted (restart {restarts})")
+        if ready != ps.ready:
+            self.event(ps, "Pod", ps.pod.name, "Ready" if ready else "NotReady",
+                       f"Pod is {'' if ready else 'not '}Ready: "
+                       f"{'in' if ready else 'out of'} the endpoints of its Services")
+
+    def published(self) -> None:
+        """After each state publish: an EndpointsChanged event per Service whose ready
+        endpoints moved (the story's lesson: pod IPs shift, the Service stays)."""
+        st = self.sup.state
+        now: dict[tuple[str, str], tuple[str, ...]] = {}
+        for key in st.services:
+            eps = sorted({e.ip for lst in st.endpoints(key).values() for e in lst if e.ready},
+                         key=lambda ip: tuple(int(x) for x in ip.split(".")))
+            now[key] = tuple(eps)
+            before = self.endpoints.get(key)
+            if before is not None and before != now[key]:
+                added = sorted(set(now[key]) - set(before))
+                gone = sorted(set(before) - set(now[key]))
+                delta = "; ".join(x for x in (f"+{','.join(added)}" if added else "",
+                                              f"-{','.join(gone)}" if gone else "") if x)
+                self.event(key[0], "Service", key[1], "EndpointsChanged",
+                           f"ready addresses: {','.join(eps) or '<none>'} ({delta})")
+        self.endpoints = now
+
+    def tick(self, now: float) -> None:
+        self._run_probes(now)
+        if self.sup.state.deployments and not self.reconciling and not self.sup.lock.locked():
+            self.reconciling = True
+            self._spawn(self._reconcile())
+
+    # ---- Deployments ------------------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        try:
+            async with self.sup.lock:
+                for key in list(self.sup.state.deployments):
+                    d = self.sup.state.deployments.get(key)
+                    if d is not None:
+                        await self._sync(d)
+        finally:
+            self.reconciling = False
+
+    async def _sync(self, d: deploy.Deployment) -> None:
+        st = self.sup.state
+        plan = deploy.reconcile(st, d, self.rng)
+        if not plan.create and not plan.delete:
+            return
+        for e in plan.events:
+            self.event(d.namespace, e.kind, e.name, e.reason, e.message)
+        try:
+            created = deploy.apply_plan(st, plan)
+        except StateError as e:  # e.g. every pod range is full
+            created = []
+            self.event(d.namespace, "ReplicaSet", deploy.rs_name(
+                d, deploy.template_hash(d.template)), "FailedCreate", str(e), WARNING)
+        self.terminate(plan.delete)
+        for ps in created:
+            try:
+                await asyncio.to_thread(host.add_pod, st, ps, self.sup.manifest)
+            except Exception as e:  # the pod goes again; the next sync retries
+                log.error("pod %s/%s: cannot build: %s", *ps.key, e)
+                st.remove_pod(ps.key)
+                self.event(ps, "Pod", ps.pod.name, "FailedCreatePodSandBox", str(e), WARNING)
+                continue
+            await self.sup._start_pod(ps)
+        self.sup._refresh_ready()
+        self.sup.publish()
+
+    async def op_events(self, req: dict[str, Any], say: Any) -> dict[str, Any]:
+        return {"events": self.events.list(req.get("namespace")), "now": time.time()}
+
+    async def op_scale(self, req: dict[str, Any], say: Any) -> dict[str, Any]:
+        key = (req.get("namespace") or "default", req["name"])
+        async with self.sup.lock:
+            d = self.sup.state.deployments.get(key)
+            if d is None:
+                raise StateError(f"deployment {key[1]!r} not found in namespace {key[0]}")
+            if req["replicas"] < 0:
+                raise StateError("--replicas must be 0 or more")
+            self.sup.state.deployments[key] = dataclasses.replace(d, replicas=req["replicas"])
+            self.sup.publish()
+        return {"changes": [f"deployment.apps/{key[1]} scaled"]}
+
+    # ---- termination ------------------------------------------------------------------------
+
+    def terminate(self, keys: list[tuple[str, str]] | list[PodState]) -> None:
+        """Take pods out of the endpoints now; stop them after the grace period.
+
+        Pods already removed from the state by `apply`/`delete` are passed as PodStates and
+        put back as terminating for their grace period. The caller publishes."""
+        st = self.sup.state
+        for k in keys:
+            if isinstance(k, PodState):
+                st.pods[k.key] = k
+                k = k.key
+            ps = st.pods.get(k)
+            if ps is None or ps.terminating:
+                continue
+            ps.terminating, ps.ready = True, False
+            for c in ps.pod.containers:
+                self.event(ps, "Pod", ps.pod.name, "Killing", f"Stopping container {c.name}")
+            self._spawn(self._finish_later(k))
+
+    async def _finish_later(self, key: tuple[str, str]) -> None:
+        await asyncio.sleep(GRACE)
+        async with self.sup.lock:
+            ps = self.sup.state.pods.get(key)
+            if ps is None or not ps.terminating:
+                return
+            # The agents let go of the pod's veth before it is deleted under them.
+            self.sup.state.pods.pop(key, None)
+            self.sup.publish()
+            await asyncio.sleep(AGENT_RELOAD)
+            await self.sup.workloads.stop(key)
+            self.trackers.pop(key, None)
+            self.restarts.pop(key, None)
+            await asyncio.to_thread(host.remove_pod, ps, self.sup.manifest)
+
+    # ---- probes -----------------------------------------------------------------------------
+
+    def _run_probes(self, now: float) -> None:
+        for key, trackers in self.trackers.items():
+            ps = self.sup.state.pods.get(key)
+            if ps is None or ps.terminating:
+                continue
+            for t in trackers:
+                if t.kind != probes.STARTUP and not probes.started(trackers, t.container):
+                    continue  # kubelet: other probes are off until the startup probe passes
+                if t.due(now):
+                    t.running = True
+                    self._spawn(self._probe(ps, t))
+
+    async def _probe(self, ps: PodState, t: probes.ProbeTracker) -> None:
+        container = next(c for c in ps.pod.containers if c.name == t.container)
+        try:
+            ok, message = await probes.run(t.probe, container, ps.netns, ps.ip)
+        except Exception as e:  # a probe that cannot run is a failed probe
+            ok, message = False, str(e)
+        if t not in self.trackers.get(ps.key, ()):
+            return  # the pod went away meanwhile
+        now = time.time()
+        if not ok:
+            self.event(ps, "Pod", ps.pod.name, "Unhealthy", f"{t.kind} probe failed: {message}",
+                       WARNING)
+        flipped = t.record(ok, now, message)
+        if t.gives_up or (flipped and t.kind == probes.LIVENESS and not t.result):
+            self.event(ps, "Pod", ps.pod.name, "Killing", f"Container {t.container} failed "
+                       f"{t.kind.lower()} probe, will be restarted")
+            await self.sup.workloads.restart(ps.key, t.container)
+            for other in self.trackers.get(ps.key, ()):
+                if other.container == t.container:
+                    other.reset(time.time())
+        elif not flipped:
+            return
+        self.sup._refresh_ready()

@@ -1,0 +1,240 @@
+"""`emunet up` and `emunet down`: build a cluster all-or-nothing, and remove it completely.
+
+`up` validates, plans, builds the host objects (recording each in the manifest as it goes),
+starts the supervisor and waits until every pod is Ready and DNS answers through the datapath.
+Any failure rolls back everything it made. `down` asks the supervisor to stop, then removes what
+the manifest lists; it works after a crash too, because the manifest is written before each step.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from emunet import control, naming
+from emunet.cluster.supervisor import write_state
+from emunet.config import load_config
+from emunet.host import kernelnode
+from emunet.host import netlink as host
+from emunet.host import tc as faults
+from emunet.host import underlay as nodeport
+from emunet.l7 import listeners
+from emunet.state.cluster import KUBE_SYSTEM, ClusterState
+
+Progress = Callable[[str], None]
+READY_TIMEOUT = 60.0
+
+
+FAIL_AT_ENV = "EMUNET_FAIL_AT"
+
+
+class UserError(Exception):
+    """A failure the user can act on; the message says what to do."""
+
+
+def _fault(stage: str, n: int | None = None) -> None:
+    """Test hook: EMUNET_FAIL_AT=<stage>[:<n>] makes `up` fail at that step, so tests can prove
+    the rollback (tests/e2e/test_faults.py). Stages: node:<i>, underlay, pod:<i> (1-based, after
+    the i-th is built), supervisor (after it started), ready (after every pod is Ready)."""
+    want = os.environ.get(FAIL_AT_ENV)
+    if want and want in (stage, f"{stage}:{n}"):
+        raise UserError(f"failure injected at {want} ({FAIL_AT_ENV} is set: a test hook)")
+
+
+def manifest_path() -> Path:
+    return naming.run_dir() / "manifest.json"
+
+
+def is_up() -> bool:
+    return manifest_path().exists()
+
+
+def up(path: str, progress: Progress) -> ClusterState:
+    cfg = load_config(path)
+    state = ClusterState.plan(cfg)
+    for w in cfg.warnings:
+        progress(f"warning: {w}")
+    if is_up():
+        raise UserError(f"a cluster is already up (state in {naming.run_dir()}): run "
+                        "`emunet down` first, then `emunet up` again")
+    host.preflight(state)
+    rd = naming.run_dir()
+    rd.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (rd / "logs").mkdir(exist_ok=True)
+    m = host.Manifest.open(manifest_path())
+    try:
+        write_state(state)
+        t0 = time.monotonic()
+        for i, node in enumerate(state.nodes, 1):
+            host.build_node(state, node, m)
+            _fault("node", i)
+        host.build_underlay(state, m, outside=True)
+        for node in state.nodes:
+            if kernelnode.is_kernel(state, node.name):
+                kernelnode.build(state, node)  # Flannel + kube-proxy style; no agent
+            else:  # node ports are the agent's, never the node kernel's (emunet/nodeport.py)
+                nodeport.install_ingress_drop(node.netns, node.underlay_ip)
+        faults.apply_declared(state)  # Cluster document: per-node impairment blocks
+        _fault("underlay")
+        progress(f"nodes: {', '.join(n.name for n in state.nodes)} (underlay "
+                 f"{state.cluster.underlay_cidr}, VXLAN VNI {state.cluster.vxlan_vni} "
+                 f"UDP {state.cluster.vxlan_port})")
+        for i, ps in enumerate(state.pods.values(), 1):
+            host.add_pod(state, ps, m)
+            _fault("pod", i)
+        progress(f"pods: {len(state.pods)} namespaces and veth pairs "
+                 f"({time.monotonic() - t0:.2f}s)")
+        _start_supervisor(m)
+        progress("supervisor started: node agents, CoreDNS, workloads")
+        _fault("supervisor")
+        _wait_ready(state, progress)
+        _fault("ready")
+        return ClusterState.from_json((rd / "state.json").read_text())
+    except BaseException:
+        progress("rolling back")
+        # The supervisor records its children in the manifest file itself: stop it first (so
+        # it starts nothing more), then remove what the file, not our stale copy, lists.
+        _stop_supervisor(progress)
+        _remove_all(host.Manifest.open(manifest_path()))
+        raise
+
+
+def _start_supervisor(m: host.Manifest) -> None:
+    logf = open(naming.run_dir() / "logs" / "supervisor.log", "ab")  # noqa: SIM115
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.Popen([sys.executable, "-m", "emunet.cluster.supervisor"], stdin=subprocess.PIPE,
+                         stdout=logf, stderr=subprocess.STDOUT, env=env,
+                         start_new_session=True)
+    logf.close()
+    m.add_process(p.pid, "supervisor")
+    assert p.stdin is not None
+    p.stdin.write(b"go\n")
+    p.stdin.close()
+
+
+def _wait_ready(state: ClusterState, progress: Progress) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    st: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            st = control.request("status", timeout=5)
+        except control.ControlError:
+            st = {}
+        # A pod whose readiness probe has failed is running as declared: `up` says so and
+        # does not wait for it (kubectl apply does not wait for readiness either).
+        if st and st["pods_ready"] + st.get("pods_held", 0) == st["pods"] and all(
+                c["alive"] for c in st["children"].values()):
+            break
+        time.sleep(0.05)
+    else:
+        raise UserError(f"pods not ready after {READY_TIMEOUT:.0f}s ({st.get('pods_ready', 0)}/"
+                        f"{len(state.pods)}); see {naming.run_dir()}/logs/")
+    progress(f"pods ready: {st['pods_ready']}/{st['pods']}" + (
+        f" ({st['pods_held']} not Ready: a readiness or startup probe failing; see "
+        "`emunet get events`)" if st.get("pods_held") else ""))
+    probe = _probe_pod(state)
+    name = f"kube-dns.{KUBE_SYSTEM}.svc.{state.cluster.cluster_domain}"
+    while time.monotonic() < deadline:
+        if dns_query(probe.netns, state.cluster.cluster_dns, name) == state.cluster.cluster_dns:
+            progress(f"DNS answers at {state.cluster.cluster_dns} (asked from {probe.pod.name})")
+            break
+        time.sleep(0.1)
+    else:
+        raise UserError(f"DNS at {state.cluster.cluster_dns} does not answer; see "
+                        f"{naming.run_dir()}/logs/dns.log and agent logs")
+    _wait_l7(state, deadline, progress)
+
+
+def _wait_l7(state: ClusterState, deadline: float, progress: Progress) -> None:
+    """Until every L7 proxy listener the state needs is open (emunet.l7.listeners): before
+    that, a connection its policy redirects would be refused."""
+    want = listeners.expected(state)
+    if not want:
+        return
+    run = naming.run_dir()
+    while time.monotonic() < deadline:
+        late = sorted(n for n, ls in want.items() if not ls <= listeners.open_on(run, n))
+        if not late:
+            progress(f"L7 proxies listening: {sum(map(len, want.values()))} redirected "
+                     f"port(s) on {len(want)} node(s)")
+            return
+        time.sleep(0.05)
+    raise UserError(f"the L7 proxy of {', '.join(late)} is not listening on every redirected "
+                    f"port; see {run}/logs/l7proxy-{late[0]}.log")
+
+
+def _probe_pod(state: ClusterState):
+    pods = sorted(state.pods.values(), key=lambda p: (p.pod.namespace == KUBE_SYSTEM, p.key))
+    return pods[0]
+
+
+def dns_query(netns: str, server: str, name: str, timeout: float = 0.5) -> str | None:
+    """Ask `server` for the A record of `name` from inside `netns`; the first address or None.
+
+    A minimal RFC 1035 query (header, one question), enough for a readiness probe that takes
+    the same path as a pod's own lookups (DNAT to the coredns pod, overlay if remote).
+    """
+    qid = random.randrange(65536)
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    q += struct.pack("!HH", 1, 1)
+    s = host.socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.settimeout(timeout)
+        s.sendto(q, (server, 53))
+        data = s.recv(4096)
+    except OSError:
+        return None
+    finally:
+        s.close()
+    rid, flags, _qd, an = struct.unpack_from("!HHHH", data)
+    if rid != qid or flags & 0xF or an == 0:
+        return None
+    return ".".join(str(b) for b in data[-4:])  # the last answer's RDATA (an A record)
+
+
+def down(progress: Progress) -> bool:
+    """Stop and remove everything; False if there was nothing to remove."""
+    if not is_up():
+        if naming.run_dir().exists():
+            shutil.rmtree(naming.run_dir(), ignore_errors=True)
+        return False
+    if not _stop_supervisor(progress):
+        progress("supervisor not running; cleaning up from the manifest")
+    _remove_all(host.Manifest.open(manifest_path()))
+    return True
+
+
+def _stop_supervisor(progress: Progress) -> bool:
+    """Ask a running supervisor to stop its children and exit; False if none answers."""
+    try:
+        pid = control.request("ping", timeout=2)["pid"]
+        control.request("shutdown", timeout=5)
+    except (control.ControlError, OSError):
+        return False
+    _wait_gone(pid, 5.0)
+    progress("supervisor stopped")
+    return True
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def _remove_all(m: host.Manifest) -> None:
+    host.teardown(m)
+    shutil.rmtree(naming.run_dir(), ignore_errors=True)

@@ -1,0 +1,61 @@
+"""`emunet node stop|start NODE`: a node failure and its recovery, inside the supervisor.
+
+Stop is what a node crash looks like to the cluster: the node's agent (and L7 proxy, and the
+DNS responder if CoreDNS runs there) stops and is not restarted, so nothing is forwarded to or
+from its pods any more; its pods' workloads stop, so the kubelet-side readiness turns false and
+the pods leave every Service's endpoints (the other nodes' agents reload and stop balancing to
+them); `emunet get nodes` shows it NotReady (no live agent). The pods stay in the state with
+their IPs: emunet does not run the node-lifecycle controller's eviction (Kubernetes waits 5
+minutes before evicting the pods of an unreachable node), so a Deployment is not rescheduled
+elsewhere. Start restarts the agents and the workloads; the pods come back Ready with the same
+IPs and rejoin the endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from emunet.state.cluster import KUBE_SYSTEM, StateError
+
+if TYPE_CHECKING:
+    from emunet.cluster.supervisor import Supervisor
+
+
+def _roles(sup: Supervisor, node: str) -> list[str]:
+    roles = [r for r in (f"agent-{node}", f"l7proxy-{node}") if r in sup.children]
+    dns = next((p for p in sup.state.pods.values() if p.pod.namespace == KUBE_SYSTEM
+                and p.pod.labels.get("k8s-app") == "kube-dns"), None)
+    if dns is not None and dns.node == node and "dns" in sup.children:
+        roles.append("dns")
+    return roles
+
+
+async def stop(sup: Supervisor, node: str) -> str:
+    sup.state.node(node)  # StateError for an unknown node
+    if node in sup.stopped_nodes:
+        raise StateError(f"node {node} is already stopped")
+    sup.stopped_nodes.add(node)
+    for role in _roles(sup, node):
+        sup.paused.add(role)
+        await asyncio.to_thread(sup.children[role].stop)
+    pods = [ps for ps in sup.state.pods.values() if ps.node == node]
+    for ps in pods:
+        await sup.workloads.stop(ps.key)
+    sup._refresh_ready()  # readiness false -> out of the endpoints, published to the agents
+    return f"node/{node} stopped ({len(pods)} pods down, agent stopped)"
+
+
+async def start(sup: Supervisor, node: str) -> str:
+    sup.state.node(node)
+    if node not in sup.stopped_nodes:
+        raise StateError(f"node {node} is not stopped")
+    for role in _roles(sup, node):
+        sup.paused.discard(role)
+        sup.children[role].start(sup)
+    pods = [ps for ps in sup.state.pods.values() if ps.node == node and not ps.terminating]
+    for ps in pods:
+        await sup._start_pod(ps)
+    sup.stopped_nodes.discard(node)
+    sup._refresh_ready()
+    return f"node/{node} started ({len(pods)} pods starting)"

@@ -1,0 +1,336 @@
+"""The supervisor: the background process `emunet up` leaves running.
+
+It owns the node agents and the DNS responder (child processes, restarted when they die), runs
+every pod's workload, keeps `state.json` current (pod readiness drives endpoints) and answers the
+CLI on the root-only control socket (status, apply, delete, shutdown). Every process it starts is
+recorded in the manifest first, so `emunet down` can end it even if the supervisor itself died.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from emunet import control, naming
+from emunet.cluster.apply import Change, apply_config, delete_config, delete_object
+from emunet.cluster.controllers import Controllers
+from emunet.config import ConfigError
+from emunet.host import kernelnode
+from emunet.host import netlink as host
+from emunet.state.cluster import KUBE_SYSTEM, ClusterState, StateError
+
+log = logging.getLogger("emunet.cluster.supervisor")
+_TICK = 0.25  # how often children are checked; a dead agent is back well within 1 s
+
+
+def write_state(state: ClusterState) -> None:
+    path = naming.run_dir() / "state.json"
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(state.to_json())
+    os.replace(tmp, path)
+
+
+def read_state() -> ClusterState:
+    return ClusterState.from_json((naming.run_dir() / "state.json").read_text())
+
+
+class Child:
+    """A supervised helper process (a node agent or the DNS responder)."""
+
+    def __init__(self, role: str, netns: str, argv: list[str]) -> None:
+        self.role, self.netns, self.argv = role, netns, argv
+        self.popen: subprocess.Popen | None = None
+        self.restarts = 0
+        self.started = 0.0
+
+    def start(self, sup: Supervisor) -> None:
+        logf = open(naming.run_dir() / "logs" / f"{self.role}.log", "ab")  # noqa: SIM115
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        self.popen = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, sys.executable, "-m", *self.argv],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
+        logf.close()
+        self.started = time.time()
+        sup.manifest.add_process(self.popen.pid, self.role)
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.popen is not None
+            self.popen.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.popen is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        from emunet.cluster.workloads import Workloads
+
+        self.state = read_state()
+        self.manifest = host.Manifest.open(naming.run_dir() / "manifest.json")
+        (naming.run_dir() / "logs").mkdir(exist_ok=True)
+        self.workloads = Workloads(naming.run_dir() / "logs", self.manifest.add_process)
+        state_path = str(naming.run_dir() / "state.json")
+        self.children: dict[str, Child] = {}
+        for n in self.state.nodes:
+            if kernelnode.is_kernel(self.state, n.name):
+                continue  # Linux forwards there; its Services are nftables (publish)
+            self.children[f"agent-{n.name}"] = Child(
+                f"agent-{n.name}", n.netns,
+                ["emunet.agent", "--state", state_path, "--node", n.name])
+            # Cilium's per-node Envoy: HTTP rules of CiliumNetworkPolicy (emunet.l7.proxy)
+            self.children[f"l7proxy-{n.name}"] = Child(
+                f"l7proxy-{n.name}", n.netns,
+                ["emunet.l7.proxy", "--state", state_path, "--node", n.name])
+        dns_pod = self._dns_pod()
+        if dns_pod is not None:
+            self.children["dns"] = Child("dns", dns_pod.netns,
+                                         ["emunet.dns.server", "--state", state_path])
+        self.lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
+        self.controllers = Controllers(self)  # Deployments, probes, termination, events
+        self.stopped_nodes: set[str] = set()  # `emunet node stop` (emunet/nodepower.py)
+        self.paused: set[str] = set()  # children not to restart: their node is stopped
+        self.started = time.time()
+
+    def _dns_pod(self):
+        for p in self.state.pods.values():
+            if p.pod.namespace == KUBE_SYSTEM and p.pod.labels.get("k8s-app") == "kube-dns":
+                return p
+        return None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        sock = control.socket_path()
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        old = os.umask(0o077)  # the control socket is root-only
+        server = await asyncio.start_unix_server(self._client, path=str(sock))
+        os.umask(old)
+        for child in self.children.values():
+            child.start(self)
+        for ps in list(self.state.pods.values()):
+            await self._start_pod(ps)
+        self._refresh_ready()
+        try:
+            while not self.stopping.is_set():
+                self._tick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), _TICK)
+        finally:
+            server.close()
+            await self.workloads.stop_all()
+            for child in self.children.values():
+                child.stop()
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+
+    async def _start_pod(self, ps) -> None:
+        builtin = ps.pod.labels.get("k8s-app") != "kube-dns"  # coredns is served by `dns`
+        try:
+            await self.workloads.start(ps, builtin=builtin)
+        except Exception as e:  # a workload failing must not take the cluster down
+            log.error("pod %s/%s: workload failed to start: %s", *ps.key, e)
+        self.controllers.pod_started(ps)
+
+    def _tick(self) -> None:
+        for child in self.children.values():
+            if not child.alive() and child.role not in self.paused:
+                if child.popen is not None:
+                    child.restarts += 1
+                    log.warning("%s exited (%s); restarting", child.role,
+                                child.popen.returncode)
+                child.start(self)
+        moved = self.workloads.reap(time.time())
+        if moved or not all(ps.ready for ps in self.state.pods.values()):
+            self._refresh_ready()
+        self.controllers.tick(time.time())
+
+    def _refresh_ready(self) -> None:
+        """Recompute pod readiness; on any change publish the state (endpoints follow)."""
+        changed = False
+        dns = self.children.get("dns")
+        for ps in self.state.pods.values():
+            if ps.terminating:
+                continue  # out of the endpoints for good (controllers.terminate)
+            if ps.pod.labels.get("k8s-app") == "kube-dns" and ps.pod.namespace == KUBE_SYSTEM:
+                ready = dns is not None and dns.alive()
+            else:  # readiness probes, where declared, have the last word (as in the kubelet)
+                ready = self.workloads.ready(ps.key) and self.controllers.probes_ready(ps.key)
+            wl = self.workloads.pods.get(ps.key)
+            restarts = wl.restarts if wl else 0
+            if ready != ps.ready or restarts != ps.restarts:
+                self.controllers.observed(ps, ready, restarts)
+                ps.ready, ps.restarts = ready, restarts
+                changed = True
+        if changed:
+            self.publish()
+
+    def publish(self) -> None:
+        write_state(self.state)
+        self.controllers.published()
+        for n in self.state.nodes:
+            if kernelnode.is_kernel(self.state, n.name):
+                try:
+                    kernelnode.sync_services(self.state, n)
+                except kernelnode.KernelNodeError as e:
+                    log.error("%s", e)
+        for child in self.children.values():
+            child.signal(signal.SIGHUP)
+
+    # ---- control socket ----------------------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def say(msg: dict[str, Any]) -> None:
+            writer.write(json.dumps(msg).encode() + b"\n")
+
+        try:
+            line = await reader.readline()
+            req = json.loads(line)
+            op = req.get("op")
+            handler = getattr(self, f"_op_{op}", None)
+            if op in ("scale", "events"):  # served by the controllers
+                handler = getattr(self.controllers, f"op_{op}")
+            if handler is None:
+                say({"ok": False, "error": f"unknown request {op!r}"})
+            else:
+                try:
+                    say({"ok": True, **(await handler(req, say))})
+                except (StateError, ConfigError) as e:  # the request was wrong: exit 2
+                    say({"ok": False, "error": str(e), "kind": "input"})
+                except Exception as e:  # reported to the CLI, which shows it to the user
+                    log.exception("request %s failed", op)
+                    say({"ok": False, "error": str(e), "kind": "failure"})
+            await writer.drain()
+        except (ConnectionError, json.JSONDecodeError):
+            pass
+        finally:
+            writer.close()
+
+    async def _op_ping(self, req, say) -> dict:
+        return {"pid": os.getpid()}
+
+    async def _op_status(self, req, say) -> dict:
+        self._refresh_ready()
+        children = {}
+        for name, c in self.children.items():
+            children[name] = {"alive": c.alive(), "pid": c.popen.pid if c.popen else None,
+                              "restarts": c.restarts, "since": c.started}
+        return {"children": children, "uptime": time.time() - self.started,
+                "pods_ready": sum(p.ready for p in self.state.pods.values()),
+                "pods_held": self.controllers.held_by_probes(),
+                "pods": len(self.state.pods)}
+
+    async def _op_shutdown(self, req, say) -> dict:
+        self.stopping.set()
+        return {}
+
+    async def _op_node(self, req, say) -> dict:
+        """`emunet node stop|start NODE`: a node failure and its recovery."""
+        from emunet.cluster import nodepower
+
+        if req.get("action") not in ("stop", "start"):
+            raise StateError(f"unknown node action {req.get('action')!r}: use stop or start")
+        async with self.lock:
+            fn = nodepower.stop if req["action"] == "stop" else nodepower.start
+            return {"changes": [await fn(self, req["node"])]}
+
+    async def _op_link(self, req, say) -> dict:
+        """`emunet link set|reset NODE`: tc for the rate, the state for the agents (faults)."""
+        from emunet.host import tc as faults
+        from emunet.model import Impairment
+
+        imp = Impairment(**req["impairment"]) if req.get("impairment") else None
+        async with self.lock:
+            msg = await asyncio.to_thread(faults.set_link, self.state, req["node"], imp)
+            self.publish()
+            return {"changes": [msg]}
+
+    async def _op_label(self, req, say) -> dict:
+        """Relabel a pod or namespace; agents recompile identities and policies on SIGHUP."""
+        from emunet.state.labels import label
+
+        async with self.lock:
+            # label() checks everything before it changes anything: all-or-nothing
+            msg = label(self.state, req["kind"], req["name"], req.get("namespace"),
+                        req["labels"], bool(req.get("overwrite")))
+            self.publish()
+            return {"changes": [msg]}
+
+    async def _op_apply(self, req, say) -> dict:
+        async with self.lock:
+            changes = apply_config(self.state, req["file"])
+            return await self._carry_out(changes, say)
+
+    async def _op_delete(self, req, say) -> dict:
+        async with self.lock:
+            if req.get("file"):
+                changes = delete_config(self.state, req["file"])
+            else:
+                changes = delete_object(self.state, req["kind"], req["name"], req["namespace"])
+            return await self._carry_out(changes, say)
+
+    async def _carry_out(self, changes: list[Change], say) -> dict:
+        """Make the kernel and the workloads match a state change computed by `apply`."""
+        # Removed pods leave the endpoints now and stop after a grace period, as Kubernetes
+        # terminates pods: clients of their Services never meet a stopped backend.
+        self.controllers.terminate([ch.removed_pod for ch in changes if ch.removed_pod])
+        self.publish()
+        for ch in changes:
+            if ch.added_pod is not None:
+                await asyncio.to_thread(host.add_pod, self.state, ch.added_pod, self.manifest)
+                await self._start_pod(ch.added_pod)
+        self._refresh_ready()
+        self.publish()
+        for ch in changes:
+            say({"progress": ch.message})
+        return {"changes": [ch.message for ch in changes]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="emunet-supervisor")
+    ap.add_argument("--debug", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # `up` records our pid in the manifest, then says go: only then may we write to it.
+    sys.stdin.readline()
+    # Children inherit an ignored SIGHUP until they install their reload handler: a state
+    # published while one is still starting must not kill it (it reads the state after).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Everything the cluster writes (state, counters, conntrack snapshots, logs) is root-only;
+    # agents and the DNS responder inherit this, container processes get 022 back (workloads).
+    os.umask(0o077)
+    asyncio.run(Supervisor().run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Pod workloads: emunet's built-in servers and real container processes.
+
+A container without `command` gets emunet's built-in server on each declared containerPort:
+TCP answers HTTP with the pod's identity (and echoes anything that is not HTTP), UDP answers each
+datagram with the same identity. All built-in servers of all pods live in the supervisor's one
+event loop: a socket belongs to the network namespace it was created in, so one process can serve
+every pod (no Python process per pod). A container with `command`/`args` runs that real process
+inside the pod's namespace via `ip netns exec`, which also bind-mounts the pod's resolv.conf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from emunet.host import netlink as host
+from emunet.model import Container
+from emunet.state.cluster import PodState
+
+log = logging.getLogger("emunet.workloads")
+
+_HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ")
+_MAX_HEADER = 64 * 1024
+NOBODY = 65534  # the default user and group of container processes (see run_as)
+_BACKOFF_MAX = 300.0  # kubelet's CrashLoopBackOff cap (5 minutes)
+
+
+def identity(ps: PodState) -> str:
+    return (f"pod={ps.pod.name} namespace={ps.pod.namespace} ip={ps.ip} node={ps.node}")
+
+
+def http_response(ps: PodState, method: str, path: str) -> bytes:
+    body = (f"Hello from {ps.pod.name}\n{identity(ps)} path={path}\n").encode()
+    head = (f"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nX-Emunet-Pod: {ps.pod.namespace}/{ps.pod.name}\r\n"
+            f"X-Emunet-Node: {ps.node}\r\nConnection: close\r\n\r\n").encode()
+    return head if method == "HEAD" else head + body
+
+
+class _UDPIdentity(asyncio.DatagramProtocol):
+    def __init__(self, ps: PodState) -> None:
+        self.ps = ps
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(f"{identity(self.ps)} bytes={len(data)}\n".encode(), addr)
+
+
+def access_line(peer: object, request: bytes, status: int, size: int, now: float) -> str:
+    """One request as nginx's default `combined` log format writes it."""
+    head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    agent = next((h.split(":", 1)[1].strip() for h in head[1:]
+                  if h.lower().startswith("user-agent:")), "-")
+    client = peer[0] if isinstance(peer, tuple) else "-"
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
+    return f'{client} - - [{stamp}] "{head[0]}" {status} {size} "-" "{agent}"\n'
+
+
+async def _serve_tcp(ps: PodState, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter, access: Callable[[str], object]) -> None:
+    try:
+        first = await asyncio.wait_for(reader.read(4096), timeout=30)
+        if first.startswith(_HTTP_METHODS):
+            data = first
+            while b"\r\n\r\n" not in data and len(data) < _MAX_HEADER:
+                more = await asyncio.wait_for(reader.read(4096), timeout=30)
+                if not more:
+                    break
+                data += more
+            method, _, rest = data.partition(b" ")
+            path = rest.split(b" ", 1)[0].decode("latin-1") or "/"
+            resp = http_response(ps, method.decode("latin-1"), path)
+            writer.write(resp)
+            body = len(resp) - resp.index(b"\r\n\r\n") - 4
+            access(access_line(writer.get_extra_info("peername"), data, 200, body, time.time()))
+        else:  # not HTTP: a plain TCP echo, handy for nc and byte-checking load tests
+            while first:
+                writer.write(first)
+                await writer.drain()
+                first = await reader.read(65536)
+        await writer.drain()
+    except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+@dataclass
+class _Proc:
+    container: Container
+    popen: subprocess.Popen | None = None
+    restarts: int = 0
+    backoff: float = 0.0
+    next_start: float = 0.0
+
+
+@dataclass
+class PodWorkload:
+    """Everything running for one pod: built-in listeners and container processes."""
+
+    ps: PodState
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    transports: list[asyncio.BaseTransport] = field(default_factory=list)
+    procs: list[_Proc] = field(default_factory=list)
+    logs: list[TextIO] = field(default_factory=list)  # built-in servers' access logs
+    builtin_restarts: int = 0  # liveness restarts of built-in containers
+
+    @property
+    def restarts(self) -> int:
+        return sum(p.restarts for p in self.procs) + self.builtin_restarts
+
+
+class Workloads:
+    """Starts, supervises and stops pod workloads inside the supervisor's event loop."""
+
+    def __init__(self, log_dir: Path, on_process: Callable[..., None]) -> None:
+        self.log_dir = log_dir
+        self.on_process = on_process  # records each started pid (for `emunet down`)
+        self.pods: dict[tuple[str, str], PodWorkload] = {}
+
+    async def start(self, ps: PodState, builtin: bool = True) -> None:
+        """Open the pod's listeners and start its processes (idempotent per pod)."""
+        if ps.key in self.pods:
+            return
+        wl = PodWorkload(ps)
+        self.pods[ps.key] = wl
+        for c in ps.pod.containers:
+            if c.command or c.args:
+                wl.procs.append(_Proc(c))
+            elif builtin:
+                await self._open_builtin(wl, c)
+        for p in wl.procs:
+            self._spawn(wl, p)
+
+    async def _open_builtin(self, wl: PodWorkload, c: Container) -> None:
+        """A built-in container's listeners; like a web server it logs one line per request
+        to its container log (what `emunet logs` shows)."""
+        ps = wl.ps
+        loop = asyncio.get_running_loop()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        path = self.log_dir / f"{ps.pod.namespace}_{ps.pod.name}_{c.name}.log"
+        out = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        wl.logs.append(out)
+        for cp in c.ports:
+            out.write(f"emunet built-in server: listening on {cp.container_port}/{cp.protocol}"
+                      f" ({identity(ps)})\n")
+            if cp.protocol == "TCP":
+                sock = await asyncio.to_thread(_listen, ps.netns, socket.SOCK_STREAM,
+                                               cp.container_port)
+                srv = await asyncio.start_server(
+                    lambda r, w, ps=ps, out=out: _serve_tcp(
+                        ps, r, w, lambda line: out.closed or out.write(line)), sock=sock)
+                wl.servers.append(srv)
+            elif cp.protocol == "UDP":
+                sock = await asyncio.to_thread(_listen, ps.netns, socket.SOCK_DGRAM,
+                                               cp.container_port)
+                tr, _ = await loop.create_datagram_endpoint(lambda ps=ps: _UDPIdentity(ps),
+                                                            sock=sock)
+                wl.transports.append(tr)
+            else:
+                log.warning("%s/%s: built-in server has no %s support; port %d not served",
+                            ps.pod.namespace, ps.pod.name, cp.protocol, cp.container_port)
+
+    async def restart(self, key: tuple[str, str], container: str) -> None:
+        """Restart one container (a failed liveness probe): a process is ended and `reap`
+        starts it again (with kubelet's back-off); built-in listeners are closed and reopened."""
+        wl = self.pods.get(key)
+        if wl is None:
+            return
+        for p in wl.procs:
+            if p.container.name == container and p.popen is not None:
+                await asyncio.to_thread(_end, p.popen)
+                return
+        c = next((c for c in wl.ps.pod.containers if c.name == container), None)
+        if c is None or c.command or c.args:
+            return
+        self._close_builtin(wl)
+        wl.builtin_restarts += 1
+        for c in wl.ps.pod.containers:
+            if not (c.command or c.args):
+                await self._open_builtin(wl, c)
+
+    @staticmethod
+    def _close_builtin(wl: PodWorkload) -> None:
+        for srv in wl.servers:
+            srv.close()
+        for tr in wl.transports:
+            tr.close()
+        for f in wl.logs:
+            f.close()
+        wl.servers, wl.transports, wl.logs = [], [], []
+
+    def _spawn(self, wl: PodWorkload, p: _Proc) -> None:
+        ps = wl.ps
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        logf = self.log_dir / f"{ps.pod.namespace}_{ps.pod.name}_{p.container.name}.log"
+        cmd = [*p.container.command, *p.container.args]
+        argv = ["ip", "netns", "exec", ps.netns, *run_as(p.container), *cmd]
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+               "HOSTNAME": ps.pod.name, **dict(p.container.env)}
+        with open(logf, "ab") as out:
+            try:
+                # Own session: `down` can end the process group (a shell and its children).
+                p.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                           stderr=subprocess.STDOUT, env=env,
+                                           start_new_session=True, umask=0o022)
+            except OSError as e:
+                out.write(f"emunet: cannot start {cmd}: {e}\n".encode())
+                p.popen = None
+                return
+        self.on_process(p.popen.pid, f"container {ps.pod.namespace}/{ps.pod.name}/"
+                        f"{p.container.name}", netns=ps.netns)
+
+    def reap(self, now: float) -> bool:
+        """Restart exited containers with back-off (restartPolicy Always). True if any moved."""
+        changed = False
+        for wl in self.pods.values():
+            for p in wl.procs:
+                if p.popen is not None and p.popen.poll() is not None:
+                    p.popen = None
+                    p.restarts += 1
+                    p.backoff = min(_BACKOFF_MAX, max(10.0, p.backoff * 2))  # kubelet: 10s, x2
+                    p.next_start = now + (0 if p.restarts == 1 else p.backoff)
+                    changed = True
+                if p.popen is None and now >= p.next_start:
+                    self._spawn(wl, p)
+                    changed = True
+        return changed
+
+    def ready(self, key: tuple[str, str]) -> bool:
+        """Ready when built-in listeners are open, every container process runs, and every TCP
+        containerPort a command container declares accepts connections (its ports listen)."""
+        wl = self.pods.get(key)
+        if wl is None:
+            return False
+        if not all(p.popen is not None and p.popen.poll() is None for p in wl.procs):
+            return False
+        return all(_listens(wl.ps, cp.container_port) for p in wl.procs
+                   for cp in p.container.ports if cp.protocol == "TCP")
+
+    async def stop(self, key: tuple[str, str]) -> None:
+        wl = self.pods.pop(key, None)
+        if wl is None:
+            return
+        self._close_builtin(wl)
+        for p in wl.procs:
+            if p.popen is not None and p.popen.poll() is None:
+                _end(p.popen)
+
+    async def stop_all(self) -> None:
+        for key in list(self.pods):
+            await self.stop(key)
+
+
+def run_as(c: Container) -> list[str]:
+    """The setpriv(1) prefix that drops root for a container's process, after `ip netns exec`
+    (which needs root to enter the namespace). securityContext.runAsUser/runAsGroup when set;
+    otherwise nobody/nogroup (65534): emunet has no image whose USER could say otherwise, and a
+    workload has no business being root on the host. runAsUser 0 keeps root (group 0 unless
+    runAsGroup says otherwise). Supplementary groups are cleared."""
+    uid = NOBODY if c.run_as_user is None else c.run_as_user
+    gid = c.run_as_group if c.run_as_group is not None else (0 if uid == 0 else NOBODY)
+    if uid == 0 and gid == 0:
+        return []
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+
+
+def _listen(netns: str, kind: int, port: int) -> socket.socket:
+    sock = host.socket_in_netns(netns, socket.AF_INET, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _listens(ps: PodState, port: int) -> bool:
+    """A TCP connect to the pod's own IP from inside its namespace (over its loopback)."""
+    try:
+        sock = host.socket_in_netns(ps.netns, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    with sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((ps.ip, port)) == 0
+
+
+def _end(popen: subprocess.Popen) -> None:
+    """SIGTERM the container's process group, SIGKILL after the grace period."""
+    try:
+        os.killpg(popen.pid, 15)
+        popen.wait(timeout=2)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(popen.pid, 9)
+        except ProcessLookupError:
+            pass
+        popen.wait()

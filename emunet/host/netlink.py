@@ -1,0 +1,373 @@
+"""The host layer: builds and removes the kernel objects of a cluster. The only pyroute2 user.
+
+Nodes and pods are named network namespaces joined by veth pairs; the underlay is one veth pair
+(two nodes) or a bridge in its own namespace (more nodes). Everything created is recorded in a
+`Manifest` *before* it is created, so `teardown` removes exactly that, even after a crash.
+
+Threading: every function here is synchronous (pyroute2's sync `IPRoute` runs its own event
+loop and must not be used from a thread that runs an asyncio loop); call them from a worker
+thread (`socket_in_netns` and `netns_exists` use no netlink and are safe anywhere, they only
+block for microseconds). They are thread-safe: a namespace is entered with setns(2), which
+switches only the calling thread, and the thread's own namespace is restored in `finally`
+(emunet.hostns, which also says why setns and not pyroute2's netns handles). Netlink sockets,
+ioctl sockets and /proc/sys/net files opened inside stay bound to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from pyroute2 import IPRoute, NetlinkError
+from pyroute2 import netns as _pyr_netns
+from pyroute2.ethtool.ioctl import EthtoolError, IoctlEthtool
+
+from emunet import naming
+from emunet.host.kernelnode import BRIDGE, is_kernel
+from emunet.host.manifest import HostError, Manifest, process_start_time  # noqa: F401 (re-export)
+from emunet.host.netns import entered, list_netns, netns_exists, socket_in_netns
+from emunet.host.podfiles import hosts_file, resolv_conf  # noqa: F401 (re-export)
+from emunet.host.procs import end_recorded
+from emunet.state.cluster import ClusterState, NodeState, PodState
+
+__all__ = ["HostError", "Manifest", "add_pod", "build_node", "build_underlay", "hosts_file",
+           "list_netns", "netns_exists", "preflight", "remove_pod", "resolv_conf",
+           "socket_in_netns", "teardown"]
+
+ETC_NETNS = Path("/etc/netns")  # `ip netns exec` bind-mounts /etc/netns/<netns>/* over /etc
+UNDERLAY_MTU = 1500  # pod MTU + 50 bytes of VXLAN overhead (RFC 7348 section 4.3)
+UNDERLAY_BRIDGE = "br0"
+
+# The userspace datapath reads frames from AF_PACKET sockets and writes them back: it needs
+# complete checksums (no CHECKSUM_PARTIAL: every tx-checksum-* off) and frames no larger than
+# the MTU (no TSO/GSO/USO super-frames on transmit: every *-segmentation off; no GRO merging on
+# receive: rx-gro*). Kernel feature names, as `ethtool -k` lists them; the legacy per-flag
+# ioctls miss newer bits such as tx-tcp-accecn-segmentation, so the features API is used.
+def _offload_feature(name: str) -> bool:
+    return (name.startswith(("tx-checksum-", "tx-gso-", "rx-gro", "rx-udp-gro"))
+            or name.endswith("-segmentation"))
+
+
+# spec.offloads (the default): pod veths keep TCP segmentation and checksum offloads, as on a
+# real node; the agent reads TCP super-frames with a virtio-net header (PACKET_VNET_HDR) and
+# segments them itself before VXLAN (emunet.datapath.gso). UDP segmentation and GRO stay off.
+_POD_OFFLOADS = ("tx-checksum-ipv4", "tx-checksum-ip-generic", "tx-tcp-segmentation",
+                 "tx-tcp-ecn-segmentation", "tx-tcp-mangleid-segmentation",
+                 "tx-generic-segmentation")
+# The emunet node's underlay eth0 stands for a wire and a NIC: frames leave it MTU-sized with
+# complete checksums (segmentation and tx-checksum off, so the agents' UDP GSO trains are split
+# into standard datagrams before the wire); on receive its GRO coalesces same-flow datagrams
+# for the agent's UDP_GRO socket, as a NIC driver's GRO would.
+_UNDERLAY_OFFLOADS = ("rx-gro",)
+
+
+def _exists_msg(what: str) -> str:
+    return f"{what} already exists (left over from an earlier run?): run `emunet down`"
+
+
+# ---- namespaces --------------------------------------------------------------------------------
+
+def _create_netns(name: str, m: Manifest) -> None:
+    if netns_exists(name):
+        raise HostError(_exists_msg(f"network namespace {name}"))
+    m.add_netns(name)  # write-ahead: a crash right after creation still leaves it listed
+    try:
+        _pyr_netns.create(name)
+    except OSError as e:
+        if e.errno == errno.EEXIST:  # created by someone else in the meantime: not ours
+            m.discard({"kind": "netns", "name": name})
+            raise HostError(_exists_msg(f"network namespace {name}")) from None
+        raise HostError(f"cannot create network namespace {name}: {e.strerror or e}") from e
+
+
+def _remove_netns(name: str) -> None:
+    try:
+        _pyr_netns.remove(name)  # umount + unlink, as `ip netns delete` does
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise HostError(f"cannot remove network namespace {name}: {e.strerror or e}") from e
+
+
+# ---- inside a namespace ------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _netlink(what: str, netns: str, exists: str | None = None) -> Iterator[IPRoute]:
+    """An IPRoute handle in the current thread's namespace; netlink errors become HostErrors."""
+    try:
+        with IPRoute() as ipr:
+            yield ipr
+    except NetlinkError as e:
+        if e.code == errno.EEXIST and exists:
+            raise HostError(_exists_msg(f"{exists} in network namespace {netns}")) from None
+        raise HostError(f"{what} in network namespace {netns}: {os.strerror(e.code)}") from None
+
+
+def _set_sysctls(netns: str) -> None:
+    """ip_forward off (the agent, not the kernel, forwards: DESIGN.md section 2) and IPv6 off
+    (no router solicitations or MLD reports in anyone's tcpdump). Call inside `netns`."""
+    # As containerd and Docker set in every pod: unprivileged processes (workloads run as
+    # nobody by default, emunet/workloads.py) may bind ports < 1024 and open ICMP echo sockets.
+    values = {"net/ipv4/ip_forward": "0", "net/ipv4/ip_unprivileged_port_start": "0",
+              "net/ipv4/ping_group_range": "0 2147483647"}
+    if Path("/proc/sys/net/ipv6").exists():  # kernels built without IPv6 have nothing to turn off
+        values["net/ipv6/conf/default/disable_ipv6"] = "1"
+        values["net/ipv6/conf/all/disable_ipv6"] = "1"
+    for key, value in values.items():
+        try:
+            Path("/proc/sys", key).write_text(value)
+        except OSError as e:
+            raise HostError(f"cannot set {key.replace('/', '.')}={value} in network namespace "
+                            f"{netns}: {e.strerror}") from e
+
+
+def _offloads_off(ifname: str, netns: str) -> None:
+    """Call inside `netns`: the ioctl socket, and so the device lookup, is in that namespace."""
+    _offloads_only(ifname, netns, ())
+
+
+def _offloads_only(ifname: str, netns: str, keep: tuple[str, ...]) -> None:
+    """Every offload feature off except those named in `keep` (turned on). Inside `netns`."""
+    eth = IoctlEthtool(ifname)
+    try:
+        features = eth.get_features()
+        for name in list(features.keys()):
+            if _offload_feature(name) and features.is_available(name):
+                features[name] = name in keep
+        eth.set_features(features)
+    except (EthtoolError, OSError) as e:
+        raise HostError(f"cannot turn off offloads on {ifname} in network namespace {netns}: "
+                        f"{e}") from e
+    finally:
+        eth.close()
+
+
+def _new_namespace(name: str, m: Manifest) -> None:
+    """A recorded namespace with sysctls set and lo up."""
+    _create_netns(name, m)
+    with entered(name):
+        _set_sysctls(name)
+        with _netlink("setting lo up", name) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+# ---- building ----------------------------------------------------------------------------------
+
+def _planned_netns(state: ClusterState) -> list[str]:
+    names = [n.netns for n in state.nodes]
+    # the bridge and the outside client (lifecycle.up builds them for every cluster)
+    names += [naming.underlay_netns(), naming.outside_netns()]
+    return names + [p.netns for p in state.pods.values()]
+
+
+def preflight(state: ClusterState) -> None:
+    """Refuse to start over leftovers: raise HostError if anything to be created exists."""
+    for name in _planned_netns(state):
+        if netns_exists(name):
+            raise HostError(_exists_msg(f"network namespace {name}"))
+    for pod in state.pods.values():
+        if (ETC_NETNS / pod.netns).exists():
+            raise HostError(_exists_msg(f"directory {ETC_NETNS / pod.netns}"))
+
+
+def build_node(state: ClusterState, node: NodeState, m: Manifest) -> None:
+    """The node namespace: lo up, ip_forward=0, IPv6 off."""
+    _new_namespace(node.netns, m)
+
+
+def _underlay_up(node: NodeState, offloads: bool) -> None:
+    """Address and bring up the node's underlay eth0 (created by build_underlay)."""
+    with entered(node.netns), _netlink("configuring the underlay", node.netns) as ipr:
+        idx = ipr.link_lookup(ifname=naming.UNDERLAY_IFNAME)[0]
+        ipr.addr("add", index=idx, address=node.underlay_ip, prefixlen=node.underlay_prefixlen)
+        ipr.link("set", index=idx, state="up")
+        if offloads:
+            _offloads_only(naming.UNDERLAY_IFNAME, node.netns, _UNDERLAY_OFFLOADS)
+
+
+def build_underlay(state: ClusterState, m: Manifest, outside: bool = False) -> None:
+    """Join the node namespaces: a veth pair for two nodes, a bridge namespace for more.
+
+    The node ends are all called eth0 with the node's underlay IP; no pod traffic is routed by
+    the kernel over it, only the agents' VXLAN UDP datagrams (RFC 7348) and NodePort traffic.
+    `outside`: also plug the outside client namespace into the bridge (always a bridge then,
+    whatever the node count): the machine a NodePort user connects from.
+    """
+    nodes = state.nodes
+    eth0 = naming.UNDERLAY_IFNAME
+    if len(nodes) < 2 and not outside:
+        return  # one node: pods talk through its agent only
+    if len(nodes) == 2 and not outside:
+        a, b = nodes
+        with entered(a.netns), _netlink("creating the underlay veth", a.netns,
+                                        exists=f"interface {eth0}") as ipr:
+            ipr.link("add", ifname=eth0, kind="veth", mtu=UNDERLAY_MTU,
+                     peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": b.netns})
+    else:
+        under = naming.underlay_netns()
+        _new_namespace(under, m)
+        with entered(under), _netlink("creating the underlay bridge", under,
+                                      exists="an interface") as ipr:
+            # STP off and no forward delay: a fixed loop-free star, ports forward at once.
+            ipr.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge", mtu=UNDERLAY_MTU,
+                     br_stp_state=0, br_forward_delay=0)
+            br = ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0]
+            ipr.link("set", index=br, state="up")
+            for n in nodes:
+                port = f"port{n.index}"
+                ipr.link("add", ifname=port, kind="veth", mtu=UNDERLAY_MTU,
+                         peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": n.netns})
+                idx = ipr.link_lookup(ifname=port)[0]
+                ipr.link("set", index=idx, master=br, state="up")
+                # a switch port forwards frames as they came: a veth with TSO on would also
+                # make them ineligible for the receiving eth0's GRO (veth_xmit)
+                _offloads_off(port, under)
+    for n in nodes:
+        _underlay_up(n, state.cluster.offloads and not is_kernel(state, n.name))
+    if outside:
+        _build_outside(state, m)
+
+
+def _build_outside(state: ClusterState, m: Manifest) -> None:
+    """`<prefix>-outside`: a client namespace on the underlay bridge (port0), with the last
+    host address of the underlay network; `emunet exec --outside` runs commands there. Its
+    offloads are off, as a pod's: the node agent that answers its NodePort connections reads
+    standard, MTU-sized frames with full checksums."""
+    from emunet.host.underlay import outside_ip
+
+    name, eth0 = naming.outside_netns(), naming.UNDERLAY_IFNAME
+    under = naming.underlay_netns()
+    _new_namespace(name, m)
+    with entered(under), _netlink("plugging in the outside client", under) as ipr:
+        ipr.link("add", ifname="port0", kind="veth", mtu=UNDERLAY_MTU,
+                 peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": name})
+        idx = ipr.link_lookup(ifname="port0")[0]
+        ipr.link("set", index=idx, master=ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0],
+                 state="up")
+    net = ipaddress.IPv4Network(state.cluster.underlay_cidr)
+    with entered(name), _netlink("configuring the outside client", name) as ipr:
+        idx = ipr.link_lookup(ifname=eth0)[0]
+        ipr.addr("add", index=idx, address=outside_ip(str(net)), prefixlen=net.prefixlen)
+        ipr.link("set", index=idx, state="up")
+        _offloads_off(eth0, name)
+
+
+def _write_etc(state: ClusterState, pod: PodState, m: Manifest) -> None:
+    d = ETC_NETNS / pod.netns
+    if not ETC_NETNS.exists():
+        m.add_dir(ETC_NETNS, if_empty=True)
+    m.add_dir(d)
+    try:
+        ETC_NETNS.mkdir(exist_ok=True)
+        d.mkdir()
+        (d / "resolv.conf").write_text(resolv_conf(state, pod))
+        (d / "hosts").write_text(hosts_file(state, pod))
+    except FileExistsError:
+        m.discard({"kind": "dir", "path": str(d), "if_empty": False})
+        raise HostError(_exists_msg(f"directory {d}")) from None
+    except OSError as e:
+        raise HostError(f"cannot write {d}: {e.strerror}") from e
+
+
+def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
+    """The pod namespace and its veth to the node, as the CNI ptp plugin leaves it (Flannel
+    plugs veths into a cni0 bridge; here the node's agent is the bridge). On failure, whatever
+    was made for the pod is removed again, so a failed pod leaves nothing behind."""
+    node = state.node(pod.node)
+    prefixlen = ipaddress.IPv4Network(node.pod_cidr).prefixlen
+    mtu = state.cluster.mtu
+    kernel = is_kernel(state, pod.node)  # Linux forwards: a cni0 port, offloads left on
+    _create_netns(pod.netns, m)
+    try:
+        _write_etc(state, pod, m)
+        with entered(node.netns):
+            with _netlink(f"creating the veth of pod {pod.netns}", node.netns,
+                          exists=f"interface {pod.host_ifname}") as ipr:
+                # The pod end is born in the pod namespace with its MAC (0a:58:<ip>, as
+                # Kubernetes CNIs derive it); the node end gets no IP: only the agent uses it.
+                bridge = {"master": ipr.link_lookup(ifname=BRIDGE)[0]} if kernel else {}
+                ipr.link("add", ifname=pod.host_ifname, kind="veth", mtu=mtu, state="up",
+                         peer={"ifname": naming.POD_IFNAME, "mtu": mtu, "address": pod.mac,
+                               "net_ns_fd": pod.netns}, **bridge)
+                if kernel:  # hairpin: a pod reaching itself via its Service (CNI bridge's
+                    # hairpinMode, which Flannel sets); the DNAT'ed frame leaves by its port
+                    ipr.brport("set", index=ipr.link_lookup(ifname=pod.host_ifname)[0], mode=1)
+            if not kernel:
+                _offloads_off(pod.host_ifname, node.netns)
+                if state.cluster.offloads:
+                    _offloads_only(pod.host_ifname, node.netns, _POD_OFFLOADS)
+        with entered(pod.netns):
+            _set_sysctls(pod.netns)  # before eth0 comes up: no IPv6 link-local, no DAD
+            with _netlink("configuring eth0", pod.netns) as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                idx = ipr.link_lookup(ifname=naming.POD_IFNAME)[0]
+                ipr.addr("add", index=idx, address=pod.ip, prefixlen=prefixlen)
+                ipr.link("set", index=idx, state="up")
+                ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway_ip)
+            if not kernel:
+                _offloads_off(naming.POD_IFNAME, pod.netns)
+                if state.cluster.offloads:
+                    _offloads_only(naming.POD_IFNAME, pod.netns, _POD_OFFLOADS)
+    except BaseException:
+        with contextlib.suppress(HostError):
+            remove_pod(pod, m)
+        raise
+
+
+# ---- removing ----------------------------------------------------------------------------------
+
+def _remove_entry(e: dict, m: Manifest) -> None:
+    if e["kind"] == "netns":
+        _remove_netns(e["name"])
+    elif e["kind"] == "dir":
+        if e.get("if_empty"):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                os.rmdir(e["path"])
+        else:
+            shutil.rmtree(e["path"], ignore_errors=True)
+    m.discard(e)
+
+
+def remove_pod(pod: PodState, m: Manifest) -> None:
+    """Delete the pod's processes, namespace (its veth goes with it) and /etc/netns dir."""
+    procs = [e for e in m.processes() if e.get("netns") == pod.netns]
+    end_recorded(procs)
+    for e in procs:
+        m.discard(e)
+    node_ns = naming.node_netns(pod.node)
+    if netns_exists(node_ns):
+        # Delete the node end explicitly: a process still holding the pod namespace would
+        # otherwise keep the veth (and the agent's view of it) alive.
+        with entered(node_ns), IPRoute() as ipr:
+            for idx in ipr.link_lookup(ifname=pod.host_ifname):
+                with contextlib.suppress(NetlinkError):
+                    ipr.link("del", index=idx)
+    for e in reversed(m.entries):
+        if (e["kind"] == "netns" and e["name"] == pod.netns) or (
+                e["kind"] == "dir" and e["path"] == str(ETC_NETNS / pod.netns)):
+            _remove_entry(e, m)
+
+
+def teardown(m: Manifest) -> None:
+    """Remove everything in the manifest: processes first, then the rest newest first.
+
+    Tolerant of objects already gone and idempotent; entries leave the manifest as they go, so
+    an interrupted teardown can simply be run again.
+    """
+    procs = m.processes()
+    end_recorded(procs)
+    for e in procs:
+        m.discard(e)
+    errors = []
+    for e in reversed(m.entries):
+        try:
+            _remove_entry(e, m)
+        except HostError as err:
+            errors.append(str(err))
+    if errors:
+        raise HostError("; ".join(errors))

@@ -1,0 +1,89 @@
+"""ClusterState to and from JSON-able dicts: the shape of `/run/emunet/state.json`.
+
+`ClusterState.to_dict`/`from_dict` (and so `to_json`/`from_json`) delegate here. Dataclasses go
+out through `dataclasses.asdict`; on the way back, tuples, nested dataclasses and the optional
+source locations (`loc`) are rebuilt field by field, as `asdict` leaves lists and dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from emunet import model
+from emunet.model import ClusterSpec, Container, ContainerPort, Namespace, NodeSpec, Pod, Service
+from emunet.state.cluster import ClusterState, NodeState, PodState, ServiceState
+
+
+def state_to_dict(st: ClusterState) -> dict[str, Any]:
+    return {
+        "cluster": dataclasses.asdict(st.cluster),
+        "nodes": [dataclasses.asdict(n) for n in st.nodes],
+        "namespaces": [dataclasses.asdict(n) for n in st.namespaces.values()],
+        "pods": [dataclasses.asdict(p) for p in st.pods.values()],
+        "services": [dataclasses.asdict(s) for s in st.services.values()],
+        "deployments": [dataclasses.asdict(d) for d in st.deployments.values()],
+        "policies": [dataclasses.asdict(p) for p in st.policies.values()],
+        "others": [dataclasses.asdict(o) for o in st.others],
+        "last_ip": dict(st.last_ip),
+        "links": {n: dataclasses.asdict(i) for n, i in st.links.items()},
+    }
+
+
+def state_from_dict(d: dict[str, Any], cls: type[ClusterState] = ClusterState) -> ClusterState:
+    st = cls(cluster=_cluster_from(d["cluster"]))
+    st.nodes = [NodeState(**n) for n in d["nodes"]]
+    for n in d["namespaces"]:
+        st.namespaces[n["name"]] = Namespace(n["name"], n["labels"], _loc(n.get("loc")))
+    for p in d["pods"]:
+        ps = PodState(**{**p, "pod": _pod_from(p["pod"])})
+        st.pods[ps.key] = ps
+    for s in d["services"]:
+        ss = ServiceState(service=_service_from(s["service"]), cluster_ip=s["cluster_ip"])
+        st.services[ss.key] = ss
+    for dd in d.get("deployments", []):
+        dep = model.Deployment(**{**dd, "template": _pod_from(dd["template"]),
+                                  "loc": _loc(dd.get("loc"))})
+        st.deployments[dep.key] = dep
+    from emunet.model.netpol import from_dict as policy_from_dict  # policy builds on state
+
+    for pd in d.get("policies", []):
+        pol = policy_from_dict(pd)
+        st.policies[pol.key] = pol
+    st.others = [model.Manifest(**{**o, "loc": _loc(o.get("loc"))}) for o in d["others"]]
+    st.last_ip = dict(d.get("last_ip", {}))
+    st.links = {n: model.Impairment(**i) for n, i in d.get("links", {}).items()}
+    return st
+
+
+def _loc(d: dict | None) -> model.Loc | None:
+    return model.Loc(**d) if d else None
+
+
+def _cluster_from(d: dict) -> ClusterSpec:
+    nodes = tuple(NodeSpec(**{**n, "loc": _loc(n.get("loc")),
+                              "impairment": model.Impairment(**n["impairment"])
+                              if n.get("impairment") else None}) for n in d["nodes"])
+    return ClusterSpec(**{**d, "nodes": nodes, "dns_upstreams": tuple(d["dns_upstreams"]),
+                          "loc": _loc(d.get("loc"))})
+
+
+def _pod_from(d: dict) -> Pod:
+    containers = tuple(
+        Container(**{**c, "command": tuple(c["command"]), "args": tuple(c["args"]),
+                     "ports": tuple(ContainerPort(**p) for p in c["ports"]),
+                     "env": tuple(tuple(e) for e in c["env"]),
+                     "readiness_probe": _probe_from(c.get("readiness_probe")),
+                     "liveness_probe": _probe_from(c.get("liveness_probe")),
+                     "startup_probe": _probe_from(c.get("startup_probe"))})
+        for c in d["containers"])
+    return Pod(**{**d, "containers": containers, "loc": _loc(d.get("loc"))})
+
+
+def _probe_from(d: dict | None) -> model.Probe | None:
+    return model.Probe(**{**d, "command": tuple(d["command"])}) if d else None
+
+
+def _service_from(d: dict) -> Service:
+    ports = tuple(model.ServicePort(**p) for p in d["ports"])
+    return Service(**{**d, "ports": ports, "loc": _loc(d.get("loc"))})
