@@ -30,7 +30,9 @@ import time
 from pathlib import Path
 
 from emunet.config import load_config_text
+from emunet.state import codec
 from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 EMU_PORT, MASQ_PORT = 5301, 5302
@@ -56,7 +58,7 @@ def synthetic_state() -> ClusterState:
         for s in range(SERVICES):
             docs.append(f"apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{s}, "
                         f"namespace: team-{n}}}\nspec:\n  ports: [{{name: http, port: 80}}]\n")
-    return ClusterState.plan(load_config_text("---\n".join(docs), "bench.yaml"))
+    return plan(load_config_text("---\n".join(docs), "bench.yaml"))
 
 
 def names_and_queries(st: ClusterState) -> tuple[list[tuple[str, str]], list[str]]:
@@ -107,7 +109,7 @@ def measure(netns: str, server: str, port: int, datafile: Path, seconds: float) 
 def side_by_side(seconds: float, work: Path) -> dict:
     st = synthetic_state()
     state = work / "state.json"
-    state.write_text(st.to_json())
+    state.write_text(codec.to_json(st))
     hosts, queries = names_and_queries(st)
     (work / "hosts").write_text("".join(f"{ip} {name}\n" for ip, name in hosts))
     datafile = work / "queries.txt"

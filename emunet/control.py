@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from emunet import naming
+from emunet.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EmunetError
 
 
-class ControlError(Exception):
+class ControlError(EmunetError):
     """The supervisor is not running, or it refused the request (the message says why).
 
     `kind` is "input" when the request itself was wrong (a bad manifest, an unknown object:
@@ -24,7 +25,7 @@ class ControlError(Exception):
     """
 
     def __init__(self, message: str, kind: str = "failure") -> None:
-        super().__init__(message)
+        super().__init__(message, EXIT_BAD_INPUT if kind == "input" else EXIT_FAILURE)
         self.kind = kind
 
 

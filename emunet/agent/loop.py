@@ -36,7 +36,7 @@ from emunet.observe.flowlog import FlowLog
 from emunet.observe.hook import ObservedDatapath
 from emunet.observe.record import describe
 from emunet.packets import fill_l4_checksum
-from emunet.state.cluster import ClusterState
+from emunet.state import codec
 
 log = logging.getLogger("emunet.agent")
 
@@ -126,7 +126,7 @@ class Agent(Transmit):
                 return
 
     def _load(self) -> NodeTables:
-        self._state = ClusterState.from_json(self.state_path.read_text())
+        self._state = codec.from_json(self.state_path.read_text())
         self.spin = self._state.cluster.busy_poll_us * 1e-6
         return NodeTables.from_state(self._state, self.node)
 

@@ -21,10 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scapy.utils import PcapWriter
-
 from emunet import naming
-from emunet.cli.observe import VerbError, load_state, run_verb
+from emunet.cli.common import CLIError, load_state
 from emunet.host import netlink as host
 
 ETH_P_ALL = 0x0003
@@ -41,7 +39,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-w", "--write", required=True, metavar="FILE.pcap")
     p.add_argument("-c", "--count", type=int, help="stop after N packets")
     p.add_argument("--duration", type=float, help="stop after S seconds")
-    p.set_defaults(func=lambda a: run_verb(cmd_capture, a))
+    p.set_defaults(func=cmd_capture)
 
 
 def interfaces(point: str, namespace: str | None) -> tuple[str, list[str], str]:
@@ -52,18 +50,18 @@ def interfaces(point: str, namespace: str | None) -> tuple[str, list[str], str]:
         try:
             node = state.node(parts[1])
         except Exception:
-            raise VerbError(f"no node {parts[1]!r} (see `emunet get nodes`)", code=2) from None
+            raise CLIError(f"no node {parts[1]!r} (see `emunet get nodes`)", code=2) from None
         if len(parts) == 2:
             return node.netns, [naming.UNDERLAY_IFNAME], f"{node.name} underlay eth0"
         if parts[2] != "veths":
-            raise VerbError(f"capture point {point!r}: use node/NAME or node/NAME/veths", code=2)
+            raise CLIError(f"capture point {point!r}: use node/NAME or node/NAME/veths", code=2)
         veths = sorted(p.host_ifname for p in state.pods.values() if p.node == node.name)
         return node.netns, veths, f"{node.name} pod veths ({len(veths)})"
     ns, _, name = point.rpartition("/")
     ns = ns or namespace or "default"
     pod = state.pods.get((ns, name))
     if pod is None:
-        raise VerbError(f"capture point {point!r}: no pod {name!r} in namespace {ns}, and not "
+        raise CLIError(f"capture point {point!r}: no pod {name!r} in namespace {ns}, and not "
                         "node/NAME[/veths]", code=2)
     return pod.netns, [naming.POD_IFNAME], f"{ns}/{name} eth0"
 
@@ -80,11 +78,13 @@ def capture(netns: str, ifaces: list[str], path: Path, count: int | None,
             try:
                 s.bind((ifname, ETH_P_ALL))
             except OSError as e:
-                raise VerbError(f"cannot capture on {ifname} in {netns}: {e.strerror}") from None
+                raise CLIError(f"cannot capture on {ifname} in {netns}: {e.strerror}") from None
             s.setblocking(False)
             sel.register(s, selectors.EVENT_READ)
         n = 0
         end = time.monotonic() + duration if duration else None
+        from scapy.utils import PcapWriter  # ~0.5 s to import: only `capture` needs it
+
         with PcapWriter(str(path), linktype=1, sync=True) as w:
             w.write_header(None)  # even an empty capture is a valid pcap (LINKTYPE_ETHERNET)
             try:
@@ -113,13 +113,13 @@ def capture(netns: str, ifaces: list[str], path: Path, count: int | None,
 
 def cmd_capture(a: argparse.Namespace) -> int:
     if os.geteuid() != 0:
-        raise VerbError("capture opens packet sockets in the cluster's namespaces: run it with "
+        raise CLIError("capture opens packet sockets in the cluster's namespaces: run it with "
                         "sudo")
     if a.count is None and a.duration is None:
         print("capturing until Ctrl-C (use -c N or --duration S to stop by itself)", flush=True)
     netns, ifaces, what = interfaces(a.point, a.namespace)
     if not ifaces:
-        raise VerbError(f"nothing to capture at {a.point}: no interfaces")
+        raise CLIError(f"nothing to capture at {a.point}: no interfaces")
     n = capture(netns, ifaces, Path(a.write), a.count, a.duration)
     print(f"{n} packets from {what} written to {a.write}")
     if a.point.startswith("node/"):

@@ -12,18 +12,13 @@ import dataclasses
 
 from emunet import control
 from emunet.cli import views
+from emunet.cli.common import CLIError, load_state, need_root
+from emunet.config import impairment
 from emunet.host import tc as faults
 
 
-def _cli():
-    from emunet.cli import main as cli  # cli imports this module to register the verbs
-
-    return cli
-
-
 def cmd_node(a: argparse.Namespace) -> int:
-    cli = _cli()
-    cli._need_root()
+    need_root()
     res = control.request("node", action=a.action, node=a.node, timeout=30)
     for line in res["changes"]:
         print(line)
@@ -31,23 +26,22 @@ def cmd_node(a: argparse.Namespace) -> int:
 
 
 def cmd_link(a: argparse.Namespace) -> int:
-    cli = _cli()
-    cli._need_root()
-    st = cli._load_state()
+    need_root()
+    st = load_state()
     if a.action == "show":
         print(views.table(faults.show(st)))
         return 0
     if not a.node:
-        raise cli.CLIError(f"say which node: emunet link {a.action} NODE", code=2)
+        raise CLIError(f"say which node: emunet link {a.action} NODE", code=2)
     names = [n.name for n in st.nodes]
     if a.node not in names:
-        raise cli.CLIError(f"no node named {a.node!r} (nodes: {', '.join(names)})", code=2)
+        raise CLIError(f"no node named {a.node!r} (nodes: {', '.join(names)})", code=2)
     imp = None
     if a.action == "set":
         try:
-            imp = faults.parse(a.delay, a.jitter, a.loss, a.rate, a.distribution)
-        except faults.ImpairmentError as e:
-            raise cli.CLIError(str(e), code=2) from None
+            imp = impairment.parse(a.delay, a.jitter, a.loss, a.rate, a.distribution)
+        except impairment.ImpairmentError as e:
+            raise CLIError(str(e), code=2) from None
     res = control.request("link", node=a.node, timeout=30,
                           impairment=dataclasses.asdict(imp) if imp else None)
     for line in res["changes"]:

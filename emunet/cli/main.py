@@ -14,12 +14,22 @@ import time
 from pathlib import Path
 
 from emunet import __version__, control, naming
+from emunet.cli import capture as cli_capture
+from emunet.cli import faults as cli_faults
+from emunet.cli import labs as cli_labs
+from emunet.cli import observe as cli_observe
+from emunet.cli import policy as cli_policy
+from emunet.cli import trace as cli_trace
 from emunet.cli import views
 from emunet.cli import workloads as cli_workloads
+from emunet.cli.common import CLIError, load_state, need_root
 from emunet.cluster import lifecycle
-from emunet.config import ConfigError, load_config
-from emunet.host import kernelnode
-from emunet.state.cluster import ClusterState, StateError
+from emunet.config import load_config
+from emunet.errors import EmunetError
+from emunet.host import doctor, kernelnode
+from emunet.observe.counters import status_lines
+from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 
 EPILOG = """\
 examples:
@@ -31,27 +41,6 @@ examples:
 """
 
 
-class CLIError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _need_root() -> None:
-    if os.geteuid() != 0:
-        raise CLIError("this command builds network namespaces and needs root: run it with sudo")
-
-
-def _load_state() -> ClusterState:
-    path = naming.run_dir() / "state.json"
-    try:
-        return ClusterState.from_json(path.read_text())
-    except FileNotFoundError:
-        raise CLIError("no cluster is up: start one with `sudo emunet up FILE`") from None
-    except PermissionError:
-        raise CLIError(f"cannot read {path}: run with sudo") from None
-
-
 def _say(msg: str) -> None:
     print(f"  {msg}", flush=True)
 
@@ -59,7 +48,7 @@ def _say(msg: str) -> None:
 # ---- verbs ----------------------------------------------------------------------------------
 
 def cmd_up(a: argparse.Namespace) -> int:
-    _need_root()
+    need_root()
     t0 = time.monotonic()
     print(f"emunet: bringing up {a.file}", flush=True)
     st = lifecycle.up(a.file, _say)
@@ -92,7 +81,7 @@ def _next_steps(st: ClusterState) -> str:
 
 
 def cmd_down(a: argparse.Namespace) -> int:
-    _need_root()
+    need_root()
     if lifecycle.down(_say):
         print("emunet: cluster removed")
     else:
@@ -108,7 +97,7 @@ def _node_ready() -> dict[str, bool]:
     ready = {name.removeprefix("agent-"): c["alive"] for name, c in st["children"].items()
              if name.startswith("agent-")}
     # a kernel-mode node has no agent: Linux forwards there as long as the cluster is up
-    return ready | dict.fromkeys(kernelnode.kernel_nodes(_load_state()), True)
+    return ready | dict.fromkeys(kernelnode.kernel_nodes(load_state()), True)
 
 
 def cmd_get(a: argparse.Namespace) -> int:
@@ -119,7 +108,7 @@ def cmd_get(a: argparse.Namespace) -> int:
         raise CLIError(f"unknown resource type {a.kind!r}: use pods, services, endpoints, "
                        "deployments, networkpolicies, ciliumnetworkpolicies, events or nodes",
                        code=2)
-    st = _load_state()
+    st = load_state()
     ns = None if a.all_namespaces else (a.namespace or "default")
     ready = _node_ready() if kind == "nodes" else {}
     if a.output == "json":
@@ -136,8 +125,8 @@ def cmd_get(a: argparse.Namespace) -> int:
 
 
 def cmd_exec(a: argparse.Namespace) -> int:
-    _need_root()
-    st = _load_state()
+    need_root()
+    st = load_state()
     if a.outside:  # the NodePort client on the underlay (emunet/nodeport.py)
         cmd = ([a.pod] if a.pod and a.pod != "--" else []) + a.command
         cmd = cmd[1:] if cmd[:1] == ["--"] else cmd
@@ -157,7 +146,7 @@ def cmd_exec(a: argparse.Namespace) -> int:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    st = _load_state()
+    st = load_state()
     try:
         sup = control.request("status", timeout=3)
     except (control.ControlError, OSError) as e:
@@ -169,8 +158,6 @@ def cmd_status(a: argparse.Namespace) -> int:
         for name, c in sup["children"].items():
             state = "running" if c["alive"] else "DEAD"
             print(f"  {name:<16} {state:<8} pid {c['pid']}  restarts {c['restarts']}")
-    from emunet.observe.counters import status_lines  # per-node datapath and DNS counters
-
     for line in status_lines(naming.run_dir(), sup):
         print(line)
     for o in st.others:
@@ -182,8 +169,8 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 
 def cmd_apply(a: argparse.Namespace) -> int:
-    _need_root()
-    st = _load_state()
+    need_root()
+    st = load_state()
     load_config(a.file, base=st.cluster)  # located errors before anything is sent
     res = control.request("apply", file=str(Path(a.file).resolve()), timeout=120)
     for line in res["changes"]:
@@ -192,8 +179,8 @@ def cmd_apply(a: argparse.Namespace) -> int:
 
 
 def cmd_delete(a: argparse.Namespace) -> int:
-    _need_root()
-    st = _load_state()
+    need_root()
+    st = load_state()
     if a.file:
         load_config(a.file, base=st.cluster)
         res = control.request("delete", file=str(Path(a.file).resolve()), timeout=120)
@@ -210,7 +197,7 @@ def cmd_delete(a: argparse.Namespace) -> int:
 
 def cmd_validate(a: argparse.Namespace) -> int:
     cfg = load_config(a.file)
-    st = ClusterState.plan(cfg)
+    st = plan(cfg)
     for w in cfg.warnings:
         print(f"warning: {w}")
     deployments = (f", {len(cfg.deployments)} deployments "
@@ -222,8 +209,6 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 
 def cmd_doctor(a: argparse.Namespace) -> int:
-    from emunet.host import doctor
-
     findings = doctor.run()
     print(doctor.report(findings))
     return 1 if any(f.level == "problem" for f in findings) else 0
@@ -265,9 +250,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("pod", nargs="?")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     p.set_defaults(func=cmd_exec)
-    from emunet.cli.faults import add_parsers as add_fault_parsers  # node stop|start, link
-
-    add_fault_parsers(sub)
+    cli_faults.add_parsers(sub)  # node stop|start, link set|show|reset
     p = sub.add_parser("apply", help="create or update objects in the running cluster")
     p.add_argument("-f", "--filename", dest="file", required=True, help="manifest file")
     p.set_defaults(func=cmd_apply)
@@ -285,15 +268,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check this machine (root, kernel, tools, UDP port) and "
                        "find leftovers of a crashed run; prints the fix for each problem")
     p.set_defaults(func=cmd_doctor)
-    from emunet.cli.policy import add_parsers as add_policy_parsers  # label, probe
-
-    add_policy_parsers(sub)
-    from emunet.cli.labs import add_parser as add_lab_parser  # `emunet lab ...` lives with the labs
-
-    add_lab_parser(sub)
-    from emunet.cli.observe import add_parsers as add_observe_parsers  # observe, trace, capture
-
-    add_observe_parsers(sub)
+    cli_policy.add_parsers(sub)  # label, probe
+    cli_labs.add_parser(sub)  # lab list|start|check|hint|solution|reset
+    cli_observe.add_parsers(sub)
+    cli_trace.add_parser(sub)
+    cli_capture.add_parser(sub)
     return ap
 
 
@@ -301,31 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as e:
-        print(f"emunet: {e}", file=sys.stderr)
-        return 2
-    except StateError as e:
-        print(f"emunet: error: {e}", file=sys.stderr)
-        return 2
-    except CLIError as e:
-        print(f"emunet: error: {e}", file=sys.stderr)
+    except EmunetError as e:
+        print(f"emunet: {e.label}{e}", file=sys.stderr)
         return e.code
-    except control.ControlError as e:
-        print(f"emunet: error: {e}", file=sys.stderr)
-        return 2 if e.kind == "input" else 1
     except KeyboardInterrupt:
         print("emunet: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
         if args.debug:
             raise
-        from emunet.host.netlink import HostError
-
-        if isinstance(e, (lifecycle.UserError, control.ControlError, HostError)):
-            print(f"emunet: error: {e}", file=sys.stderr)
-        else:
-            print(f"emunet: internal error: {type(e).__name__}: {e} (run with --debug for "
-                  "details)", file=sys.stderr)
+        print(f"emunet: internal error: {type(e).__name__}: {e} (run with --debug for "
+              "details)", file=sys.stderr)
         return 1
 
 

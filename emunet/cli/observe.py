@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,8 +15,9 @@ from typing import Any
 
 from emunet import naming
 from emunet.cli import views
+from emunet.cli.common import CLIError, load_state
 from emunet.observe import filters, flowlog, hubble
-from emunet.state.cluster import ClusterState
+from emunet.state import codec
 
 OBSERVE_EPILOG = """\
 examples:
@@ -32,33 +32,6 @@ Events: the first packet of every connection (with the Service backend chosen), 
 (`emunet trace`), DNS answers and HTTP requests seen by the L7 proxy. Each node keeps
 between 4 and 8 MiB of recent events (about 10k flows), in the run directory.
 """
-
-
-class VerbError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def load_state() -> ClusterState:
-    path = naming.run_dir() / "state.json"
-    try:
-        return ClusterState.from_json(path.read_text())
-    except FileNotFoundError:
-        raise VerbError("no cluster is up: start one with `sudo emunet up FILE`") from None
-    except PermissionError:
-        raise VerbError(f"cannot read {path}: run with sudo") from None
-
-
-def run_verb(fn: Any, a: argparse.Namespace) -> int:
-    try:
-        return fn(a)
-    except filters.FilterError as e:
-        print(f"emunet: error: {e}", file=sys.stderr)
-        return 2
-    except VerbError as e:
-        print(f"emunet: error: {e}", file=sys.stderr)
-        return e.code
 
 
 class _Printer:
@@ -92,7 +65,7 @@ def cmd_observe(a: argparse.Namespace) -> int:
     state = load_state()
     run_dir = naming.run_dir()
     if not os.access(run_dir, os.R_OK | os.X_OK):
-        raise VerbError(f"cannot read {run_dir}: run with sudo")
+        raise CLIError(f"cannot read {run_dir}: run with sudo")
     d = hubble.Directory(state)
     out = _Printer(a.output)
     last = a.last if a.last is not None else (None if (a.follow or a.since) else 20)
@@ -110,7 +83,7 @@ def cmd_observe(a: argparse.Namespace) -> int:
         for r in live:
             if _mtime(state_path) != seen:  # pods come and go: names follow the state
                 seen = _mtime(state_path)
-                d = hubble.Directory(ClusterState.from_json(state_path.read_text()))
+                d = hubble.Directory(codec.from_json(state_path.read_text()))
             for f in _flows([r], d, flt):
                 out.add(f)
     except KeyboardInterrupt:
@@ -128,8 +101,6 @@ def _mtime(p: Path) -> float:
 
 def add_parsers(sub: Any) -> None:
     """Register `observe`, `trace` and `capture` on the CLI's subparsers."""
-    from emunet.cli import capture, trace
-
     p = sub.add_parser("observe", help="show flows: forwarded, dropped (why), translated, "
                        "policy verdicts, DNS/HTTP (like hubble observe)",
                        epilog=OBSERVE_EPILOG,
@@ -153,6 +124,4 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new flows")
     p.add_argument("--follow-for", type=float, metavar="S", help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", choices=["compact", "json", "table"], default="compact")
-    p.set_defaults(func=lambda a: run_verb(cmd_observe, a))
-    trace.add_parser(sub)
-    capture.add_parser(sub)
+    p.set_defaults(func=cmd_observe)

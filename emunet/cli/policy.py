@@ -8,13 +8,14 @@ import os
 import sys
 
 from emunet import control, naming
+from emunet.state import codec
 from emunet.state.cluster import ClusterState
 
 
 def _state() -> ClusterState:
     path = naming.run_dir() / "state.json"
     try:
-        return ClusterState.from_json(path.read_text())
+        return codec.from_json(path.read_text())
     except FileNotFoundError:
         raise SystemExit("emunet: error: no cluster is up: start one with "
                          "`sudo emunet up FILE`") from None

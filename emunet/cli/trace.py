@@ -20,10 +20,8 @@ import struct
 import time
 from typing import Any
 
-from scapy.layers.dns import DNS, DNSQR
-
 from emunet import naming
-from emunet.cli.observe import VerbError, load_state, run_verb
+from emunet.cli.common import CLIError, load_state
 from emunet.host import netlink as host
 from emunet.observe import flowlog, journey
 from emunet.observe.hook import TRACE_TOS
@@ -46,7 +44,7 @@ def add_parser(sub: Any) -> None:
                    "without")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    p.set_defaults(func=lambda a: run_verb(cmd_trace, a))
+    p.set_defaults(func=cmd_trace)
 
 
 # ---- the probe (I/O) -----------------------------------------------------------------------
@@ -59,6 +57,10 @@ def _sock(netns: str, family: int, type_: int, proto: int = 0) -> socket.socket:
 
 def dns_lookup(netns: str, server: str, name: str, timeout: float) -> dict[str, Any]:
     """One A query from the pod, marked; the answer as the pod's resolver would get it."""
+    # Scapy takes about half a second to import: only the verbs that use it load it, so every
+    # other `emunet` command starts without it.
+    from scapy.layers.dns import DNS, DNSQR
+
     q = DNS(id=os.getpid() & 0xFFFF, rd=1, qd=DNSQR(qname=name, qtype="A"))
     s = _sock(netns, socket.AF_INET, socket.SOCK_DGRAM)
     t0 = time.monotonic()
@@ -187,18 +189,18 @@ def _target(state: ClusterState, pod: PodState, dest: str) -> tuple[str, int | N
     if not host_:
         host_, port = dest, ""
     if port and not port.isdigit():
-        raise VerbError(f"bad port in {dest!r}: use DEST:PORT with a number", code=2)
+        raise CLIError(f"bad port in {dest!r}: use DEST:PORT with a number", code=2)
     return host_, int(port) if port else None
 
 
 def cmd_trace(a: argparse.Namespace) -> int:
     if os.geteuid() != 0:
-        raise VerbError("trace sends a probe from inside a pod's namespace: run it with sudo")
+        raise CLIError("trace sends a probe from inside a pod's namespace: run it with sudo")
     state = load_state()
     ns = a.namespace or "default"
     pod = state.pods.get((ns, a.pod))
     if pod is None:
-        raise VerbError(f"pod {a.pod!r} not found in namespace {ns} (see `emunet get pods -A`)")
+        raise CLIError(f"pod {a.pod!r} not found in namespace {ns} (see `emunet get pods -A`)")
     d = Directory(state)
     name, port = _target(state, pod, a.dest)
     report: dict[str, Any] = {"pod": f"{ns}/{a.pod}", "node": pod.node, "pod_ip": pod.ip,
@@ -231,7 +233,7 @@ def cmd_trace(a: argparse.Namespace) -> int:
         if svc and svc.service.ports:
             port = svc.service.ports[0].port
         else:
-            raise VerbError(f"say which port: {a.dest}:PORT (or --protocol icmp)", code=2)
+            raise CLIError(f"say which port: {a.dest}:PORT (or --protocol icmp)", code=2)
     report["probe"] = probe(pod, ip, port, proto, a.timeout)
     report["result"] = {"result": report["probe"]["result"], "ms": report["probe"]["ms"]}
     return _print(report, a, d, state, t0, fail=report["probe"]["result"] in

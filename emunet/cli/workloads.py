@@ -14,28 +14,22 @@ from pathlib import Path
 
 from emunet import control, naming
 from emunet.cli import views
+from emunet.cli.common import CLIError, load_state, need_root
 from emunet.cluster import events
 from emunet.state.cluster import KUBE_SYSTEM, PodState
 
 
-def _cli():  # cli.py imports this module; its helpers are looked up when a verb runs
-    from emunet.cli import main as cli
-
-    return cli
-
-
 def cmd_scale(a: argparse.Namespace) -> int:
-    cli = _cli()
-    cli._need_root()
+    need_root()
     kind, _, name = a.target.partition("/")
     if not name:
         kind, name = a.target, a.name
     if kind.lower() not in ("deployment", "deployments", "deploy"):
-        raise cli.CLIError(f"cannot scale {kind!r}: only deployments scale", code=2)
+        raise CLIError(f"cannot scale {kind!r}: only deployments scale", code=2)
     if not name:
-        raise cli.CLIError("say which: emunet scale deployment NAME --replicas N", code=2)
+        raise CLIError("say which: emunet scale deployment NAME --replicas N", code=2)
     if a.replicas < 0:
-        raise cli.CLIError("--replicas must be 0 or more", code=2)
+        raise CLIError("--replicas must be 0 or more", code=2)
     res = control.request("scale", name=name, namespace=a.namespace or "default",
                           replicas=a.replicas, timeout=30)
     for line in res["changes"]:
@@ -51,29 +45,28 @@ def log_path(ps: PodState, container: str) -> Path:
 
 
 def cmd_logs(a: argparse.Namespace) -> int:
-    cli = _cli()
-    cli._need_root()
-    st = cli._load_state()
+    need_root()
+    st = load_state()
     ns = a.namespace or "default"
     ps = st.pods.get((ns, a.pod))
     if ps is None:
-        raise cli.CLIError(f'pods "{a.pod}" not found in namespace {ns}')
+        raise CLIError(f'pods "{a.pod}" not found in namespace {ns}')
     names = [c.name for c in ps.pod.containers]
     container = a.container
     if container is None:
         if len(names) > 1:
-            raise cli.CLIError(f"a container name must be specified for pod {a.pod}, choose "
+            raise CLIError(f"a container name must be specified for pod {a.pod}, choose "
                                f"one of: [{' '.join(names)}]", code=2)
         container = names[0]
     elif container not in names:
-        raise cli.CLIError(f"container {container} is not valid for pod {a.pod}, choose one "
+        raise CLIError(f"container {container} is not valid for pod {a.pod}, choose one "
                            f"of: [{' '.join(names)}]", code=2)
     path = log_path(ps, container)
     pos = _copy_from(path, 0, a.tail)
     while a.follow:
         time.sleep(0.2)
         pos = _copy_from(path, pos, None)
-        if pos < 0 or (ps.key not in cli._load_state().pods):
+        if pos < 0 or (ps.key not in load_state().pods):
             break  # the pod is gone: kubectl logs -f ends too
     return 0
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from emunet.config import load_config
 from emunet.model import Manifest
+from emunet.state import codec
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState, PodState, StateError
 from emunet.state.deploy import owned_pods
 
@@ -56,7 +57,7 @@ def _apply_cnp(st: ClusterState, m: Manifest) -> Change:
 
 
 def _copy(state: ClusterState) -> ClusterState:
-    return ClusterState.from_dict(state.to_dict())
+    return codec.from_dict(codec.to_dict(state))
 
 
 def apply_config(state: ClusterState, path: str) -> list[Change]:

@@ -21,16 +21,14 @@ import logging
 import random
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from emunet.cluster import prober as probes
 from emunet.cluster.events import WARNING, EventLog
+from emunet.cluster.runtime import Runtime
 from emunet.host import netlink as host
 from emunet.state import deploy
 from emunet.state.cluster import PodState, StateError
-
-if TYPE_CHECKING:
-    from emunet.cluster.supervisor import Supervisor
 
 log = logging.getLogger("emunet.controllers")
 GRACE = 1.0  # seconds a terminating pod keeps serving after it left the endpoints
@@ -38,7 +36,7 @@ AGENT_RELOAD = 0.2  # time for the agents to reload the state after a SIGHUP
 
 
 class Controllers:
-    def __init__(self, sup: Supervisor, rng: random.Random | None = None) -> None:
+    def __init__(self, sup: Runtime, rng: random.Random | None = None) -> None:
         self.sup = sup
         self.events = EventLog()
         self.rng = rng or random.Random()
@@ -161,8 +159,8 @@ class Controllers:
                 st.remove_pod(ps.key)
                 self.event(ps, "Pod", ps.pod.name, "FailedCreatePodSandBox", str(e), WARNING)
                 continue
-            await self.sup._start_pod(ps)
-        self.sup._refresh_ready()
+            await self.sup.start_pod(ps)
+        self.sup.refresh_ready()
         self.sup.publish()
 
     async def op_events(self, req: dict[str, Any], say: Any) -> dict[str, Any]:
@@ -251,4 +249,4 @@ class Controllers:
                     other.reset(time.time())
         elif not flipped:
             return
-        self.sup._refresh_ready()
+        self.sup.refresh_ready()

@@ -20,14 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emunet import control, naming
-from emunet.cluster.supervisor import write_state
 from emunet.config import load_config
+from emunet.errors import EmunetError
 from emunet.host import kernelnode
 from emunet.host import netlink as host
 from emunet.host import tc as faults
 from emunet.host import underlay as nodeport
 from emunet.l7 import listeners
+from emunet.state import store
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState
+from emunet.state.plan import plan
 
 Progress = Callable[[str], None]
 READY_TIMEOUT = 60.0
@@ -36,7 +38,7 @@ READY_TIMEOUT = 60.0
 FAIL_AT_ENV = "EMUNET_FAIL_AT"
 
 
-class UserError(Exception):
+class UserError(EmunetError):
     """A failure the user can act on; the message says what to do."""
 
 
@@ -59,7 +61,7 @@ def is_up() -> bool:
 
 def up(path: str, progress: Progress) -> ClusterState:
     cfg = load_config(path)
-    state = ClusterState.plan(cfg)
+    state = plan(cfg)
     for w in cfg.warnings:
         progress(f"warning: {w}")
     if is_up():
@@ -71,7 +73,7 @@ def up(path: str, progress: Progress) -> ClusterState:
     (rd / "logs").mkdir(exist_ok=True)
     m = host.Manifest.open(manifest_path())
     try:
-        write_state(state)
+        store.write(state)
         t0 = time.monotonic()
         for i, node in enumerate(state.nodes, 1):
             host.build_node(state, node, m)
@@ -97,7 +99,7 @@ def up(path: str, progress: Progress) -> ClusterState:
         _fault("supervisor")
         _wait_ready(state, progress)
         _fault("ready")
-        return ClusterState.from_json((rd / "state.json").read_text())
+        return store.read()
     except BaseException:
         progress("rolling back")
         # The supervisor records its children in the manifest file itself: stop it first (so

@@ -14,15 +14,12 @@ IPs and rejoin the endpoints.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
+from emunet.cluster.runtime import Runtime
 from emunet.state.cluster import KUBE_SYSTEM, StateError
 
-if TYPE_CHECKING:
-    from emunet.cluster.supervisor import Supervisor
 
-
-def _roles(sup: Supervisor, node: str) -> list[str]:
+def _roles(sup: Runtime, node: str) -> list[str]:
     roles = [r for r in (f"agent-{node}", f"l7proxy-{node}") if r in sup.children]
     dns = next((p for p in sup.state.pods.values() if p.pod.namespace == KUBE_SYSTEM
                 and p.pod.labels.get("k8s-app") == "kube-dns"), None)
@@ -31,7 +28,7 @@ def _roles(sup: Supervisor, node: str) -> list[str]:
     return roles
 
 
-async def stop(sup: Supervisor, node: str) -> str:
+async def stop(sup: Runtime, node: str) -> str:
     sup.state.node(node)  # StateError for an unknown node
     if node in sup.stopped_nodes:
         raise StateError(f"node {node} is already stopped")
@@ -42,11 +39,11 @@ async def stop(sup: Supervisor, node: str) -> str:
     pods = [ps for ps in sup.state.pods.values() if ps.node == node]
     for ps in pods:
         await sup.workloads.stop(ps.key)
-    sup._refresh_ready()  # readiness false -> out of the endpoints, published to the agents
+    sup.refresh_ready()  # readiness false -> out of the endpoints, published to the agents
     return f"node/{node} stopped ({len(pods)} pods down, agent stopped)"
 
 
-async def start(sup: Supervisor, node: str) -> str:
+async def start(sup: Runtime, node: str) -> str:
     sup.state.node(node)
     if node not in sup.stopped_nodes:
         raise StateError(f"node {node} is not stopped")
@@ -55,7 +52,7 @@ async def start(sup: Supervisor, node: str) -> str:
         sup.children[role].start(sup)
     pods = [ps for ps in sup.state.pods.values() if ps.node == node and not ps.terminating]
     for ps in pods:
-        await sup._start_pod(ps)
+        await sup.start_pod(ps)
     sup.stopped_nodes.discard(node)
-    sup._refresh_ready()
+    sup.refresh_ready()
     return f"node/{node} started ({len(pods)} pods starting)"

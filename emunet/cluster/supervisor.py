@@ -22,28 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from emunet import control, naming
+from emunet.cluster import nodepower
 from emunet.cluster.apply import Change, apply_config, delete_config, delete_object
 from emunet.cluster.controllers import Controllers
+from emunet.cluster.workloads import Workloads
 from emunet.config import ConfigError
 from emunet.host import kernelnode
 from emunet.host import netlink as host
-from emunet.state.cluster import KUBE_SYSTEM, ClusterState, StateError
+from emunet.host import tc as faults
+from emunet.model import Impairment
+from emunet.state import store
+from emunet.state.cluster import KUBE_SYSTEM, StateError
+from emunet.state.labels import label
 
 log = logging.getLogger("emunet.cluster.supervisor")
 _TICK = 0.25  # how often children are checked; a dead agent is back well within 1 s
-
-
-def write_state(state: ClusterState) -> None:
-    path = naming.run_dir() / "state.json"
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(state.to_json())
-    os.replace(tmp, path)
-
-
-def read_state() -> ClusterState:
-    return ClusterState.from_json((naming.run_dir() / "state.json").read_text())
 
 
 class Child:
@@ -87,9 +80,7 @@ class Child:
 
 class Supervisor:
     def __init__(self) -> None:
-        from emunet.cluster.workloads import Workloads
-
-        self.state = read_state()
+        self.state = store.read()
         self.manifest = host.Manifest.open(naming.run_dir() / "manifest.json")
         (naming.run_dir() / "logs").mkdir(exist_ok=True)
         self.workloads = Workloads(naming.run_dir() / "logs", self.manifest.add_process)
@@ -137,8 +128,8 @@ class Supervisor:
         for child in self.children.values():
             child.start(self)
         for ps in list(self.state.pods.values()):
-            await self._start_pod(ps)
-        self._refresh_ready()
+            await self.start_pod(ps)
+        self.refresh_ready()
         try:
             while not self.stopping.is_set():
                 self._tick()
@@ -152,7 +143,7 @@ class Supervisor:
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
 
-    async def _start_pod(self, ps) -> None:
+    async def start_pod(self, ps) -> None:
         builtin = ps.pod.labels.get("k8s-app") != "kube-dns"  # coredns is served by `dns`
         try:
             await self.workloads.start(ps, builtin=builtin)
@@ -170,10 +161,10 @@ class Supervisor:
                 child.start(self)
         moved = self.workloads.reap(time.time())
         if moved or not all(ps.ready for ps in self.state.pods.values()):
-            self._refresh_ready()
+            self.refresh_ready()
         self.controllers.tick(time.time())
 
-    def _refresh_ready(self) -> None:
+    def refresh_ready(self) -> None:
         """Recompute pod readiness; on any change publish the state (endpoints follow)."""
         changed = False
         dns = self.children.get("dns")
@@ -194,7 +185,7 @@ class Supervisor:
             self.publish()
 
     def publish(self) -> None:
-        write_state(self.state)
+        store.write(self.state)
         self.controllers.published()
         for n in self.state.nodes:
             if kernelnode.is_kernel(self.state, n.name):
@@ -238,7 +229,7 @@ class Supervisor:
         return {"pid": os.getpid()}
 
     async def _op_status(self, req, say) -> dict:
-        self._refresh_ready()
+        self.refresh_ready()
         children = {}
         for name, c in self.children.items():
             children[name] = {"alive": c.alive(), "pid": c.popen.pid if c.popen else None,
@@ -254,8 +245,6 @@ class Supervisor:
 
     async def _op_node(self, req, say) -> dict:
         """`emunet node stop|start NODE`: a node failure and its recovery."""
-        from emunet.cluster import nodepower
-
         if req.get("action") not in ("stop", "start"):
             raise StateError(f"unknown node action {req.get('action')!r}: use stop or start")
         async with self.lock:
@@ -264,9 +253,6 @@ class Supervisor:
 
     async def _op_link(self, req, say) -> dict:
         """`emunet link set|reset NODE`: tc for the rate, the state for the agents (faults)."""
-        from emunet.host import tc as faults
-        from emunet.model import Impairment
-
         imp = Impairment(**req["impairment"]) if req.get("impairment") else None
         async with self.lock:
             msg = await asyncio.to_thread(faults.set_link, self.state, req["node"], imp)
@@ -275,8 +261,6 @@ class Supervisor:
 
     async def _op_label(self, req, say) -> dict:
         """Relabel a pod or namespace; agents recompile identities and policies on SIGHUP."""
-        from emunet.state.labels import label
-
         async with self.lock:
             # label() checks everything before it changes anything: all-or-nothing
             msg = label(self.state, req["kind"], req["name"], req.get("namespace"),
@@ -306,8 +290,8 @@ class Supervisor:
         for ch in changes:
             if ch.added_pod is not None:
                 await asyncio.to_thread(host.add_pod, self.state, ch.added_pod, self.manifest)
-                await self._start_pod(ch.added_pod)
-        self._refresh_ready()
+                await self.start_pod(ch.added_pod)
+        self.refresh_ready()
         self.publish()
         for ch in changes:
             say({"progress": ch.message})

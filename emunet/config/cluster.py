@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 from emunet import model
 from emunet.config import names
 from emunet.config.fields import Obj
+from emunet.config.impairment import ImpairmentError, parse
 
 CLUSTER_API_VERSION = "emunet/v1alpha1"
 UNDERLAY_MTU = 1500  # the veths between node namespaces keep Linux's Ethernet default
@@ -229,9 +230,7 @@ def _nodes(spec: Obj, cluster: IPv4Network | None,
 
 
 def _impairment(node: Obj) -> model.Impairment | None:
-    """nodes[].impairment: {delay, jitter, loss, rate} as tc writes them (emunet.faults)."""
-    from emunet.host.tc import ImpairmentError, parse  # faults builds on the model
-
+    """nodes[].impairment: {delay, jitter, loss, rate} as tc writes them."""
     imp = node.map("impairment")
     if imp is None:
         return None

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from emunet.errors import InputError
 
-class ConfigError(Exception):
-    """One or more mistakes in a config file.
+
+class ConfigError(InputError):
+    """One or more mistakes in a config file (exit 2; printed as `file:line: field: ...`).
 
     The attributes describe the first mistake (in file order); `errors` lists all of them, each
     itself a single-mistake `ConfigError`.
@@ -27,6 +29,8 @@ class ConfigError(Exception):
         self.hint = hint
         self.errors: list[ConfigError] = errors if errors else [self]
         super().__init__(str(self))
+
+    label = ""  # the message starts with its own location
 
     @classmethod
     def from_list(cls, errors: list[ConfigError]) -> ConfigError:

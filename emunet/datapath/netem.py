@@ -32,7 +32,6 @@ from emunet.model import Impairment
 
 T = TypeVar("T")
 
-DISTRIBUTIONS = ("uniform", "normal")
 
 
 @dataclass(frozen=True)

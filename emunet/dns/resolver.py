@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from emunet.dns import wire
 from emunet.dns.wire import RR
 from emunet.dns.zone import CLUSTER_IP, EXTERNAL, HEADLESS, NO_PORT, ServiceRec, Zone
+from emunet.errors import EmunetError
 
 DNS_SCHEMA_VERSION = "1.1.0"  # spec section 2.1: dns-version.<zone> TXT
 DNS_VERSION_TTL = 28800  # CoreDNS hard-codes this TTL for the dns-version TXT record
@@ -44,7 +45,7 @@ class Item:
     key: str
 
 
-class _NameError(Exception):
+class _NameError(EmunetError):
     """NXDOMAIN (CoreDNS: errNoItems, errNsNotExposed, errInvalidRequest)."""
 
 

@@ -29,6 +29,7 @@ from emunet.dns.querylog import FILE_NAME as EVENTS_FILE
 from emunet.dns.querylog import TICK, DnsEvents
 from emunet.dns.upstream import TCP_LEN
 from emunet.dns.zone import Zone
+from emunet.state import codec
 from emunet.state.cluster import ClusterState
 
 log = logging.getLogger("emunet.dns")
@@ -47,7 +48,7 @@ def load_zone(path: Path) -> Zone:
 
 
 def load(path: Path) -> tuple[Zone, ClusterState]:
-    st = ClusterState.from_json(path.read_text())
+    st = codec.from_json(path.read_text())
     return Zone.from_state(st, serial=int(path.stat().st_mtime) & 0xFFFFFFFF), st
 
 

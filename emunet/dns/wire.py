@@ -14,6 +14,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from emunet.errors import EmunetError
+
 HEADER = struct.Struct("!6H")  # RFC 1035 4.1.1: id, flags, qd/an/ns/ar counts
 QFIXED = struct.Struct("!HH")  # RFC 1035 4.1.2: qtype, qclass
 RRFIXED = struct.Struct("!HHIH")  # RFC 1035 4.1.3: type, class, ttl, rdlength
@@ -44,7 +46,7 @@ OUR_EDNS_SIZE = 1232  # DNS flag day 2020: the payload size we advertise and acc
 RR = tuple[str, int, int, object]
 
 
-class FormErr(Exception):
+class FormErr(EmunetError):
     """The message is not a query we can parse (answered with FORMERR)."""
 
 

@@ -25,10 +25,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from emunet.errors import EmunetError
+
 VERSION = 1
 
 
-class HostError(Exception):
+class HostError(EmunetError):
     """A host operation failed; the message is for users (what failed, and how to fix it)."""
 
 

@@ -15,99 +15,20 @@ A node with `datapath: kernel` has no agent: there the kernel's netem does delay
 (netem as the parent of tbf), and a kernel without netem is told so. The same block is
 declarable per node in the Cluster document (`impairment:`).
 
-Parsing is pure (values as tc writes them); only `apply_tc`/`reset_tc` run tc (`tc -n NETNS`).
+Parsing the values (as tc writes them) is `emunet.config.impairment`; this module runs tc
+(`tc -n NETNS`) and keeps the state's `links` in step.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 
-from emunet.datapath.netem import DISTRIBUTIONS, LinkShape
+from emunet.config import impairment
 from emunet.host.manifest import HostError
 from emunet.model import Impairment
 from emunet.state.cluster import ClusterState
 
-_TIME = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s)$")
-_RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$")
-_PCT = re.compile(r"^(\d+(?:\.\d+)?)%$")
-_TIME_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-_RATE_UNIT = {"bit": 1, "kbit": 1000, "mbit": 1000_000, "gbit": 1000_000_000}
 TBF_LATENCY_MS = 100  # how long a packet may wait in tbf before it is dropped
-
-
-class ImpairmentError(ValueError):
-    """A value tc would not take: the message names the field and the expected form."""
-
-
-def parse_time(field: str, text: str) -> float:
-    """'50ms' | '0.5s' | '200us' -> milliseconds."""
-    m = _TIME.match(text.strip())
-    if m is None:
-        raise ImpairmentError(f"{field}: {text!r} is not a duration (write e.g. 50ms)")
-    return float(m.group(1)) * _TIME_UNIT[m.group(2)]
-
-
-def parse_rate(field: str, text: str) -> int:
-    """'10mbit' -> bits per second (tc's units: bit, kbit, mbit, gbit; k = 1000)."""
-    m = _RATE.match(text.strip().lower())
-    if m is None or float(m.group(1)) <= 0:
-        raise ImpairmentError(f"{field}: {text!r} is not a rate (write e.g. 10mbit)")
-    return int(float(m.group(1)) * _RATE_UNIT[m.group(2)])
-
-
-def parse_loss(field: str, text: str) -> float:
-    """'5%' -> 5.0 (0-100)."""
-    m = _PCT.match(text.strip())
-    if m is None or float(m.group(1)) > 100:
-        raise ImpairmentError(f"{field}: {text!r} is not a percentage 0-100% (write e.g. 5%)")
-    return float(m.group(1))
-
-
-def parse(delay: str | None = None, jitter: str | None = None, loss: str | None = None,
-          rate: str | None = None, distribution: str | None = None) -> Impairment:
-    """Build an Impairment from tc-style strings; jitter needs a delay (netem's rule)."""
-    if distribution is not None and distribution not in DISTRIBUTIONS:
-        raise ImpairmentError(f"distribution: {distribution!r} is not one of "
-                              f"{', '.join(DISTRIBUTIONS)}")
-    imp = Impairment(
-        delay_ms=parse_time("delay", delay) if delay else 0.0,
-        jitter_ms=parse_time("jitter", jitter) if jitter else 0.0,
-        loss_pct=parse_loss("loss", loss) if loss else 0.0,
-        rate_bps=parse_rate("rate", rate) if rate else 0,
-        distribution=distribution or "uniform")
-    if distribution and not imp.jitter_ms:
-        raise ImpairmentError("distribution: applies to the jitter; give --jitter too")
-    if imp.jitter_ms and not imp.delay_ms:
-        raise ImpairmentError("jitter: needs a delay (netem varies the delay by the jitter)")
-    if imp.jitter_ms > imp.delay_ms:
-        raise ImpairmentError("jitter: larger than the delay (netem would reorder packets)")
-    if not imp.active:
-        raise ImpairmentError("nothing to set: give --delay, --jitter, --loss or --rate")
-    return imp
-
-
-def shape(imp: Impairment | None) -> LinkShape | None:
-    """The agent's part (delay, jitter, loss), in seconds and a probability; None if nothing."""
-    if imp is None:
-        return None
-    s = LinkShape(imp.delay_ms / 1000, imp.jitter_ms / 1000, imp.loss_pct / 100,
-                  imp.distribution)
-    return s if s.active else None
-
-
-def describe(imp: Impairment) -> str:
-    parts = []
-    if imp.delay_ms:
-        parts.append(f"delay {imp.delay_ms:g}ms" + (f" ±{imp.jitter_ms:g}ms"
-                                                    if imp.jitter_ms else ""))
-        if imp.jitter_ms and imp.distribution != "uniform":
-            parts[-1] += f" ({imp.distribution})"
-    if imp.loss_pct:
-        parts.append(f"loss {imp.loss_pct:g}%")
-    if imp.rate_bps:
-        parts.append(f"rate {imp.rate_bps / 1e6:g}mbit")
-    return ", ".join(parts) or "none"
 
 
 def tc_commands(netns: str, imp: Impairment, dev: str = "eth0",
@@ -180,7 +101,7 @@ def set_link(state: ClusterState, node: str, imp: Impairment | None) -> str:
         return f"link/{node} reset (no impairment)"
     apply_tc(state, node, imp)
     state.links[node] = imp
-    return f"link/{node} impaired: {describe(imp)}"
+    return f"link/{node} impaired: {impairment.describe(imp)}"
 
 
 def apply_declared(state: ClusterState) -> None:
@@ -198,5 +119,5 @@ def show(state: ClusterState) -> list[list[str]]:
                            capture_output=True, text=True, check=False)
         qdiscs = "; ".join(line.strip() for line in r.stdout.splitlines()
                            if not line.startswith("qdisc clsact")) or "-"
-        rows.append([n.name, n.underlay_ip, describe(imp) if imp else "none", qdiscs])
+        rows.append([n.name, n.underlay_ip, impairment.describe(imp) if imp else "none", qdiscs])
     return rows

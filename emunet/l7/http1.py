@@ -11,6 +11,8 @@ from __future__ import annotations
 import email.utils
 from dataclasses import dataclass, field
 
+from emunet.errors import EmunetError
+
 MAX_HEAD = 64 * 1024  # Envoy's default max_request_headers_kb is 60
 CHUNKED, LENGTH, NONE, UNTIL_CLOSE = "chunked", "length", "none", "until-close"
 
@@ -19,7 +21,7 @@ CHUNKED, LENGTH, NONE, UNTIL_CLOSE = "chunked", "length", "none", "until-close"
 DENIED_BODY = b"Access denied\r\n"
 
 
-class HTTPError(ValueError):
+class HTTPError(EmunetError, ValueError):
     """A malformed message: the proxy answers 400 and closes, as Envoy does."""
 
 

@@ -34,6 +34,7 @@ from emunet.l7 import http1, listeners
 from emunet.l7.httplog import EventLog
 from emunet.packets import ip_bytes
 from emunet.policy.cilium import L7Port, decide, l7_ports
+from emunet.state import codec
 from emunet.state.cluster import ClusterState
 
 log = logging.getLogger("emunet.l7.proxy")
@@ -254,7 +255,7 @@ class ProxyProcess:
         self.missing = False  # a listener could not be opened yet: retried every 5 s
 
     async def reload(self) -> None:
-        state = ClusterState.from_json(self.state_path.read_text())
+        state = codec.from_json(self.state_path.read_text())
         policy = ProxyPolicy.from_state(state, self.node)
         self.proxy.policy = policy
         want = {(policy.netns[ip], ip, pport): lp.port

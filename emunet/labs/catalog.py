@@ -26,12 +26,14 @@ from typing import Any
 
 import yaml
 
+from emunet.errors import EmunetError
+
 CHECK_KINDS = ("exec", "python", "answer")
 DEFAULT_RETRY = {"exec": 3.0, "python": 0.0, "answer": 0.0}
 _TASK_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
 
-class LabError(Exception):
+class LabError(EmunetError):
     """A lab folder that does not load: the message names the file and the field."""
 
 

@@ -27,6 +27,7 @@ from emunet import naming
 from emunet.cluster import lifecycle
 from emunet.labs.catalog import Check, Lab, LabError, Task
 from emunet.labs.progress import Progress, running_lab
+from emunet.state import store
 from emunet.state.cluster import ClusterState, NodeState, PodState
 
 
@@ -52,7 +53,7 @@ class Context:
 
     def state(self) -> ClusterState:
         """The cluster state as it is now (re-read on every call: checks retry)."""
-        return ClusterState.from_json((naming.run_dir() / "state.json").read_text())
+        return store.read()
 
     def pod(self, namespace: str, name: str) -> PodState | None:
         return self.state().pods.get((namespace, name))

@@ -40,10 +40,13 @@ class Loc:
         return f"{self.file}:{self.line}"
 
 
+DISTRIBUTIONS = ("uniform", "normal")  # of the jitter, netem's names (tc-netem(8))
+
+
 @dataclass(frozen=True)
 class Impairment:
-    """A node's underlay link impairment (emunet.faults): delay, jitter and loss applied by the
-    node's agent (emunet.impairment, netem semantics), the rate by tc tbf on its eth0."""
+    """A node's underlay link impairment (emunet.host.tc): delay, jitter and loss applied by the
+    node's agent (emunet.datapath.netem, netem semantics), the rate by tc tbf on its eth0."""
 
     delay_ms: float = 0.0
     jitter_ms: float = 0.0

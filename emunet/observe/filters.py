@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from emunet.errors import InputError
+
 TYPES = ("drop", "trace", "l7", "policy-verdict")
 _EVENT_TYPE = {"drop": 1, "trace": 4, "policy-verdict": 5, "l7": 129}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -23,7 +25,7 @@ _POINTS = {"TO_ENDPOINT": "to-endpoint", "TO_OVERLAY": "to-overlay",
            "FROM_ENDPOINT": "from-endpoint", "FROM_OVERLAY": "from-overlay"}
 
 
-class FilterError(ValueError):
+class FilterError(InputError, ValueError):
     """A flag value that cannot be understood (reported to the user, exit 2)."""
 
 

@@ -1,30 +1,28 @@
 """Cluster state: IPAM, scheduling and endpoints computed from the model. Pure, no root.
 
-`ClusterState.plan(config)` turns a validated `Config` into concrete nodes (pod subnets, underlay
-IPs, gateway and VTEP MACs), pods (node, IP, MAC, namespace names) and Services (ClusterIPs).
-Endpoints are derived, never stored: they follow pod readiness and labels. The state serialises
-to JSON (`/run/emunet/state.json`, shape in `emunet.statejson`) for the node agents and the DNS
-responder.
+The types of a planned cluster (nodes, pods, Services and the derived endpoints) and the
+mutations plan, apply and delete make (`emunet.state.plan` builds one from a config). Endpoints
+are derived, never stored: they follow pod readiness and labels. The JSON form
+(`/run/emunet/state.json`) is `emunet.state.codec`; the file itself, `emunet.state.store`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import ipaddress
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from emunet import model, naming
-from emunet.model import ClusterSpec, Config, Container, ContainerPort, Namespace, Pod, Service
+from emunet.errors import InputError
+from emunet.model import ClusterSpec, Namespace, Pod, Service
 
 KUBE_SYSTEM = "kube-system"
 NS_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
 
 
-class StateError(Exception):
-    """A request the cluster cannot satisfy (address space exhausted, name taken, ...)."""
+class StateError(InputError):
+    """A request the cluster cannot satisfy (address space exhausted, name taken, ...): exit 2."""
 
 
 @dataclass
@@ -98,74 +96,9 @@ class ClusterState:
     _ip_owner: dict[str, tuple[str, str]] | None = field(default=None, repr=False,
                                                          compare=False)
     _svc_cursor: int = field(default=0, repr=False, compare=False)
-
-    # ---- building -------------------------------------------------------------------------
-
-    @classmethod
-    def plan(cls, config: Config) -> ClusterState:
-        """Allocate everything for a validated config (raises StateError when it cannot)."""
-        st = cls(cluster=config.cluster)
-        st._plan_nodes()
-        for ns in (Namespace("default"), Namespace(KUBE_SYSTEM), *config.namespaces):
-            st.add_namespace(ns)
-        st._add_dns()
-        # node ports a document names are kept for it: an earlier Service's allocation must
-        # not take one (the API server sees them one by one; a file is one request here)
-        st._asked_node_ports = {sp.node_port for svc in config.services for sp in svc.ports
-                                if sp.node_port is not None}
-        for svc in config.services:
-            st.add_service(svc)
-        st._asked_node_ports = set()
-        for pod in config.pods:
-            st.add_pod(pod)
-        if config.deployments:
-            from emunet.state.deploy import plan_deployments  # the controller builds on this module
-
-            plan_deployments(st, config.deployments)
-        st.policies = {p.key: p for p in config.network_policies}
-        st.others = list(config.others)
-        st.links = {n.name: n.impairment for n in config.cluster.nodes
-                    if n.impairment is not None and n.impairment.active}
-        return st
-
-    def _plan_nodes(self) -> None:
-        c = self.cluster
-        cluster_net = ipaddress.IPv4Network(c.cluster_cidr)
-        underlay = ipaddress.IPv4Network(c.underlay_cidr)
-        subnets = cluster_net.subnets(new_prefix=24) if cluster_net.prefixlen <= 24 else iter(())
-        subnets = list(subnets)
-        for i, spec in enumerate(c.nodes, start=1):
-            if spec.pod_cidr:
-                pod_cidr = ipaddress.IPv4Network(spec.pod_cidr)
-            elif i < len(subnets):
-                pod_cidr = subnets[i]  # node 1 -> 10.42.1.0/24, as DESIGN.md and the story say
-            else:
-                raise StateError(f"cluster CIDR {c.cluster_cidr} has no /24 left for node {i}")
-            underlay_ip = spec.underlay_ip or str(underlay.network_address + 10 + i)
-            gw = str(pod_cidr.network_address + 1)
-            self.nodes.append(NodeState(
-                name=spec.name, index=i, netns=naming.node_netns(spec.name),
-                underlay_ip=underlay_ip, underlay_prefixlen=underlay.prefixlen,
-                pod_cidr=str(pod_cidr), gateway_ip=gw, gateway_mac=naming.mac_from_ip(gw),
-                vtep_mac=naming.vtep_mac(str(pod_cidr)),
-            ))
-
-    def _add_dns(self) -> None:
-        """CoreDNS as k3s deploys it: pod coredns-<hash> behind Service kube-dns."""
-        labels = {"k8s-app": "kube-dns"}
-        self.add_service(Service(
-            namespace=KUBE_SYSTEM, name="kube-dns", selector=dict(labels),
-            cluster_ip=self.cluster.cluster_dns, labels=dict(labels),
-            ports=(ServicePortDNS("dns", "UDP"), ServicePortDNS("dns-tcp", "TCP")),
-        ))
-        suffix = hashlib.sha256(self.cluster.name.encode()).hexdigest()
-        name = f"coredns-{suffix[:9]}-{suffix[9:14]}"
-        self.add_pod(Pod(
-            namespace=KUBE_SYSTEM, name=name, labels=dict(labels),
-            node_name=self.nodes[0].name if self.nodes else None,
-            containers=(Container(name="coredns", image="emunet/coredns", ports=(
-                ContainerPort(53, "UDP", "dns"), ContainerPort(53, "TCP", "dns-tcp"))),),
-        ))
+    # Node ports the config being planned names: an earlier Service's allocation must not take
+    # one (the API server sees objects one by one; a file is one request here). Not serialised.
+    reserved_node_ports: set[int] = field(default_factory=set, repr=False, compare=False)
 
     # ---- mutations (used by plan, apply and delete) ----------------------------------------
 
@@ -209,7 +142,7 @@ class ClusterState:
                     if sp.node_port is not None:
                         used[(sp.node_port, sp.protocol)] = f"{key[0]}/{key[1]}"
         kept = {(sp.port, sp.protocol): sp.node_port for sp in old.service.ports} if old else {}
-        taken = {n for n, _ in used} | getattr(self, "_asked_node_ports", set())
+        taken = {n for n, _ in used} | self.reserved_node_ports
         ports = []
         for sp in svc.ports:
             np_ = sp.node_port or kept.get((sp.port, sp.protocol))
@@ -345,31 +278,6 @@ class ClusterState:
                     eps.append(Endpoint(p.ip, port, sp.protocol, p.key, p.node, p.ready))
             out[i] = eps
         return out
-
-    # ---- serialisation ---------------------------------------------------------------------
-    # The dict shape lives in emunet.statejson, imported on use because it builds on this module.
-
-    def to_dict(self) -> dict[str, Any]:
-        from emunet.state.codec import state_to_dict
-
-        return state_to_dict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ClusterState:
-        from emunet.state.codec import state_from_dict
-
-        return state_from_dict(d, cls)
-
-    @classmethod
-    def from_json(cls, text: str) -> ClusterState:
-        return cls.from_dict(json.loads(text))
-
-
-def ServicePortDNS(name: str, protocol: str) -> model.ServicePort:  # noqa: N802
-    return model.ServicePort(port=53, target_port=53, protocol=protocol, name=name)
 
 
 def resolve_target_port(pod: Pod, target: int | str, protocol: str) -> int | None:

@@ -1,6 +1,6 @@
 """ClusterState to and from JSON-able dicts: the shape of `/run/emunet/state.json`.
 
-`ClusterState.to_dict`/`from_dict` (and so `to_json`/`from_json`) delegate here. Dataclasses go
+Dataclasses go
 out through `dataclasses.asdict`; on the way back, tuples, nested dataclasses and the optional
 source locations (`loc`) are rebuilt field by field, as `asdict` leaves lists and dicts.
 """
@@ -8,14 +8,16 @@ source locations (`loc`) are rebuilt field by field, as `asdict` leaves lists an
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from emunet import model
 from emunet.model import ClusterSpec, Container, ContainerPort, Namespace, NodeSpec, Pod, Service
+from emunet.model.netpol import from_dict as policy_from_dict
 from emunet.state.cluster import ClusterState, NodeState, PodState, ServiceState
 
 
-def state_to_dict(st: ClusterState) -> dict[str, Any]:
+def to_dict(st: ClusterState) -> dict[str, Any]:
     return {
         "cluster": dataclasses.asdict(st.cluster),
         "nodes": [dataclasses.asdict(n) for n in st.nodes],
@@ -30,8 +32,8 @@ def state_to_dict(st: ClusterState) -> dict[str, Any]:
     }
 
 
-def state_from_dict(d: dict[str, Any], cls: type[ClusterState] = ClusterState) -> ClusterState:
-    st = cls(cluster=_cluster_from(d["cluster"]))
+def from_dict(d: dict[str, Any]) -> ClusterState:
+    st = ClusterState(cluster=_cluster_from(d["cluster"]))
     st.nodes = [NodeState(**n) for n in d["nodes"]]
     for n in d["namespaces"]:
         st.namespaces[n["name"]] = Namespace(n["name"], n["labels"], _loc(n.get("loc")))
@@ -45,8 +47,6 @@ def state_from_dict(d: dict[str, Any], cls: type[ClusterState] = ClusterState) -
         dep = model.Deployment(**{**dd, "template": _pod_from(dd["template"]),
                                   "loc": _loc(dd.get("loc"))})
         st.deployments[dep.key] = dep
-    from emunet.model.netpol import from_dict as policy_from_dict  # policy builds on state
-
     for pd in d.get("policies", []):
         pol = policy_from_dict(pd)
         st.policies[pol.key] = pol
@@ -54,6 +54,14 @@ def state_from_dict(d: dict[str, Any], cls: type[ClusterState] = ClusterState) -
     st.last_ip = dict(d.get("last_ip", {}))
     st.links = {n: model.Impairment(**i) for n, i in d.get("links", {}).items()}
     return st
+
+
+def to_json(st: ClusterState) -> str:
+    return json.dumps(to_dict(st), indent=1, sort_keys=True)
+
+
+def from_json(text: str) -> ClusterState:
+    return from_dict(json.loads(text))
 
 
 def _loc(d: dict | None) -> model.Loc | None:

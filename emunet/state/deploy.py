@@ -24,12 +24,9 @@ import json
 import math
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from emunet.model import Deployment, Pod
-
-if TYPE_CHECKING:
-    from emunet.state.cluster import ClusterState, PodState
+from emunet.state.cluster import ClusterState, PodState
 
 # k8s.io/apimachinery/pkg/util/rand: no vowels (no words) and no 0/1/3 (no look-alikes).
 ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"

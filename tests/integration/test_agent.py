@@ -25,7 +25,9 @@ from emunet.model import (
     Service,
     ServicePort,
 )
+from emunet.state import codec
 from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan as plan_state
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
@@ -53,7 +55,7 @@ def plan() -> ClusterState:
                 containers=(Container("web", ports=(ContainerPort(8080, "TCP", "http"),)),)))
     svc = Service(namespace="t", name="web", selector={"app": "web"},
                   ports=(ServicePort(80, "http", "TCP"),))
-    st = ClusterState.plan(Config(cluster=cluster, pods=pods, services=(svc,)))
+    st = plan_state(Config(cluster=cluster, pods=pods, services=(svc,)))
     for p in st.pods.values():
         p.ready = True
     return st
@@ -92,7 +94,7 @@ def topo(tmp_path):
                "gso", "off", check=False)
             sh("ip", "-n", nodes[p.node], "link", "set", p.host_ifname, "up")
         state = tmp_path / "state.json"
-        state.write_text(st.to_json())
+        state.write_text(codec.to_json(st))
         yield st, nodes, pods, state, procs
     finally:
         for pr in procs:

@@ -23,6 +23,7 @@ import pytest
 from emunet import model, naming
 from emunet.host import netlink as host
 from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (network namespaces)")
@@ -81,14 +82,14 @@ def env(monkeypatch, tmp_path):
 
 @pytest.fixture
 def two(env):
-    state = ClusterState.plan(_config(2))
+    state = plan(_config(2))
     _build(state, env)
     return state, env
 
 
 @pytest.fixture
 def three(env):
-    state = ClusterState.plan(_config(3))
+    state = plan(_config(3))
     _build(state, env)
     return state, env
 
@@ -116,14 +117,14 @@ def pod(state: ClusterState, name: str, ns: str = "blog"):
 # ---- pure renderings (no root) -----------------------------------------------------------------
 
 def test_resolv_conf_is_clusterfirst():
-    st = ClusterState.plan(_config(2))
+    st = plan(_config(2))
     assert host.resolv_conf(st, pod(st, "db")) == (
         "search blog.svc.cluster.local svc.cluster.local cluster.local\n"
         "nameserver 10.43.0.10\noptions ndots:5\n")
 
 
 def test_hosts_file_as_kubelet_writes_it():
-    st = ClusterState.plan(_config(2))
+    st = plan(_config(2))
     lines = host.hosts_file(st, pod(st, "db")).splitlines()
     assert lines[1:3] == ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     assert lines[-1] == f"{pod(st, 'db').ip}\tdb"
@@ -189,7 +190,7 @@ def test_offloads_on_both_veth_ends(env, offloads):
     # segmentation and GRO still off; the underlay eth0 sends MTU-sized, complete frames.
     cfg = _config(2)
     cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, offloads=offloads))
-    state = ClusterState.plan(cfg)
+    state = plan(cfg)
     _build(state, env)
     on = "on" if offloads else "off"
     for p in state.pods.values():
@@ -303,7 +304,7 @@ def test_threads_build_pods_concurrently(env):
     cfg = _config(2)
     cfg = model.Config(cluster=cfg.cluster, namespaces=cfg.namespaces,
                        pods=tuple(model.Pod("blog", f"p{i}") for i in range(12)))
-    state = ClusterState.plan(cfg)
+    state = plan(cfg)
     for node in state.nodes:
         host.build_node(state, node, env)
     host.build_underlay(state, env)
@@ -322,7 +323,7 @@ def test_up_of_two_nodes_and_six_pods_is_fast(env):
     cfg = _config(2)
     cfg = model.Config(cluster=cfg.cluster, namespaces=cfg.namespaces,
                        pods=tuple(model.Pod("blog", f"p{i}") for i in range(5)))  # + coredns
-    state = ClusterState.plan(cfg)
+    state = plan(cfg)
     t = time.perf_counter()
     _build(state, env)
     assert time.perf_counter() - t < 3.0
@@ -378,7 +379,7 @@ def test_a_build_that_crashes_halfway_is_cleaned_up_from_its_manifest(env, tmp_p
         sys.path.insert(0, {str(REPO)!r})
         from emunet import model
         from emunet.host import netlink as host
-        from emunet.state.cluster import ClusterState
+        from emunet.state.plan import plan
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_host import _config, _build
         calls = []
@@ -389,7 +390,7 @@ def test_a_build_that_crashes_halfway_is_cleaned_up_from_its_manifest(env, tmp_p
                 os._exit(3)
             real(ifname, netns)
         host._offloads_off = dying
-        _build(ClusterState.plan(_config(2)), host.Manifest.open({str(env.path)!r}))
+        _build(plan(_config(2)), host.Manifest.open({str(env.path)!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], env=dict(os.environ),
                           capture_output=True, text=True, timeout=60)
@@ -403,7 +404,7 @@ def test_a_build_that_crashes_halfway_is_cleaned_up_from_its_manifest(env, tmp_p
 
 @needs_root
 def test_one_node_has_no_underlay(env):
-    state = ClusterState.plan(_config(1))
+    state = plan(_config(1))
     _build(state, env)
     (node,) = state.nodes
     assert [link["ifname"] for link in ipj(node.netns, "link")

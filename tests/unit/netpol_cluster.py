@@ -12,6 +12,7 @@ from emunet.config import load_config_text
 from emunet.packets import PROTO_TCP, PROTO_UDP, ip_bytes
 from emunet.policy.compile import PROTOS, compile_node
 from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 
 NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
@@ -45,7 +46,7 @@ def model_yaml(pod_labels: dict[str, dict[str, str]] | None = None) -> str:
 def state(policies: str = "", pod_labels: dict[str, dict[str, str]] | None = None
           ) -> ClusterState:
     text = model_yaml(pod_labels) + ("---\n" + policies if policies.strip() else "")
-    return ClusterState.plan(load_config_text(text, "t.yaml"))
+    return plan(load_config_text(text, "t.yaml"))
 
 
 class Reach:

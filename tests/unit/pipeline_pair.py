@@ -21,6 +21,7 @@ from emunet.model import (
     ServicePort,
 )
 from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 
 
 def web_pod(name: str, node: str, ready: bool = True) -> Pod:
@@ -46,7 +47,7 @@ def make_state(web_nodes: tuple[str, ...] = ("node-2",), ready: bool = True) -> 
         Service(namespace="blog", name="empty", selector={"app": "none"},
                 ports=(ServicePort(80, 8080, "TCP"), ServicePort(53, 53, "UDP"))),
     )
-    st = ClusterState.plan(Config(cluster=cluster, pods=tuple(pods), services=services))
+    st = plan(Config(cluster=cluster, pods=tuple(pods), services=services))
     for p in st.pods.values():
         p.ready = ready
     return st

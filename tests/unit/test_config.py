@@ -10,7 +10,7 @@ import pytest
 
 from emunet import model
 from emunet.config import ConfigError, load_config, load_config_text
-from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 
 ROOT = Path(__file__).resolve().parents[2]
 STORY = ROOT / "configs" / "two-node.yaml"
@@ -56,7 +56,7 @@ def test_story_config_loads() -> None:
     assert np.policy_types == ("Ingress",)
     assert cfg.warnings == ()  # NetworkPolicy is enforced: nothing to warn about
     # The result is what emunet.state plans from.
-    st = ClusterState.plan(cfg)
+    st = plan(cfg)
     assert st.pods[("blog-website", "monospaced-test")].ip == "10.42.2.2"
 
 
@@ -302,7 +302,7 @@ spec:
     assert info.value.message.startswith("serviceCIDR 10.43.0.0/28 has no ClusterIP left")
     assert info.value.line == text.splitlines().index("metadata: {name: s4}") + 1
     cfg = load_config_text(text.replace("/28", "/27"), "t.yaml")
-    assert len(ClusterState.plan(cfg).services) == 6  # five plus kube-dns
+    assert len(plan(cfg).services) == 6  # five plus kube-dns
 
 
 def test_unimplemented_kind_in_undeclared_namespace() -> None:

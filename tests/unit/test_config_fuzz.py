@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from emunet import model
 from emunet.config import ConfigError, load_config_text
-from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 
 STORY = (Path(__file__).resolve().parents[2] / "configs" / "two-node.yaml").read_text()
 STORY_LINES = STORY.splitlines()
@@ -40,7 +40,7 @@ def check(text: str) -> None:
         assert str(e)
         return
     assert isinstance(cfg, model.Config)
-    ClusterState.plan(cfg)  # a validated config is always plannable (no StateError)
+    plan(cfg)  # a validated config is always plannable (no StateError)
 
 
 @FAST

@@ -10,7 +10,9 @@ import pytest
 from emunet.cluster.apply import apply_config
 from emunet.config import ConfigError, load_config_text
 from emunet.model import Impairment
-from emunet.state.cluster import ClusterState, StateError
+from emunet.state import codec
+from emunet.state.cluster import StateError
+from emunet.state.plan import plan
 
 CLUSTER = """\
 apiVersion: emunet/v1alpha1
@@ -46,7 +48,7 @@ def _error(text: str) -> ConfigError:
 
 
 def test_node_ports_given_and_allocated_lowest_free() -> None:
-    st = ClusterState.plan(load_config_text(CLUSTER + SVC + SVC.replace(
+    st = plan(load_config_text(CLUSTER + SVC + SVC.replace(
         "name: web}", "name: lb}").replace("NodePort", "LoadBalancer").replace(
         "nodePort: 30080", "nodePort: 30000"), "t.yaml"))
     web = st.services[("default", "web")].service
@@ -54,7 +56,7 @@ def test_node_ports_given_and_allocated_lowest_free() -> None:
     assert [p.node_port for p in web.ports] == [30080, 30001]
     assert [p.node_port for p in lb.ports] == [30000, 30002]
     assert st.services[("default", "web")].cluster_ip  # NodePort keeps its ClusterIP
-    again = ClusterState.from_json(st.to_json())
+    again = codec.from_json(codec.to_json(st))
     assert [p.node_port for p in again.services[("default", "web")].service.ports] == [
         30080, 30001]
 
@@ -89,7 +91,7 @@ def test_node_port_twice_is_refused_in_a_service_and_across_services() -> None:
 
 
 def test_apply_refuses_a_node_port_in_use_and_keeps_one_on_update(tmp_path: Path) -> None:
-    st = ClusterState.plan(load_config_text(CLUSTER + SVC, "t.yaml"))
+    st = plan(load_config_text(CLUSTER + SVC, "t.yaml"))
     f = tmp_path / "b.yaml"
     f.write_text(SVC.replace("name: web}", "name: b}").lstrip("-\n"))
     with pytest.raises((StateError, ConfigError), match="30080"):
@@ -137,10 +139,10 @@ IMPAIRED = CLUSTER.replace("  - name: n2\n",
 
 
 def test_declared_impairment_reaches_the_state_links() -> None:
-    st = ClusterState.plan(load_config_text(IMPAIRED, "t.yaml"))
+    st = plan(load_config_text(IMPAIRED, "t.yaml"))
     want = Impairment(delay_ms=20, jitter_ms=2, loss_pct=1, rate_bps=5_000_000)
     assert st.links == {"n2": want}
-    assert ClusterState.from_json(st.to_json()).links == {"n2": want}
+    assert codec.from_json(codec.to_json(st)).links == {"n2": want}
 
 
 @pytest.mark.parametrize("value, path, needle", [

@@ -10,7 +10,9 @@ import pytest
 from emunet.cluster.apply import apply_config
 from emunet.config import ConfigError, load_config_text
 from emunet.dns.zone import EXTERNAL, HEADLESS, Zone
+from emunet.state import codec
 from emunet.state.cluster import ClusterState, StateError
+from emunet.state.plan import plan
 
 BASE = """\
 apiVersion: emunet/v1alpha1
@@ -55,18 +57,18 @@ def test_external_name_service_has_no_cluster_ip_and_no_ports() -> None:
     svc = cfg.services[0]
     assert (svc.type, svc.external_name, svc.cluster_ip, svc.ports) == (
         "ExternalName", "db.example.com.", None, ())
-    st = ClusterState.plan(cfg)
+    st = plan(cfg)
     assert st.services[("default", "ext")].cluster_ip is None
     rec = Zone.from_state(st).services[("default", "ext")]
     assert (rec.kind, rec.external_name, rec.endpoints) == (EXTERNAL, "db.example.com", ())
 
 
 def test_headless_service_and_pod_hostname_subdomain_reach_the_zone() -> None:
-    st = ClusterState.plan(load_config_text(BASE + HEADLESS_SVC, "t.yaml"))
+    st = plan(load_config_text(BASE + HEADLESS_SVC, "t.yaml"))
     pod = st.pods[("default", "web-0")].pod
     assert (pod.hostname, pod.subdomain) == ("web-0", "web")
     st.pods[("default", "web-0")].ready = True
-    rec = Zone.from_state(ClusterState.from_json(st.to_json())).services[("default", "web")]
+    rec = Zone.from_state(codec.from_json(codec.to_json(st))).services[("default", "web")]
     assert rec.kind == HEADLESS and rec.cluster_ip is None
     assert [(e.hostname, e.ip) for e in rec.endpoints] == [("web-0", st.pods[
         ("default", "web-0")].ip)]
@@ -109,7 +111,7 @@ def test_given_cluster_ip_is_checked(ip: str, needle: str) -> None:
 
 
 def _running() -> ClusterState:
-    return ClusterState.plan(load_config_text(
+    return plan(load_config_text(
         BASE + HEADLESS_SVC.replace("None", "10.43.0.50").replace("name: web}", "name: a}"),
         "t.yaml"))
 

@@ -26,6 +26,7 @@ from emunet.model import (
     ServicePort,
 )
 from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 
 OUT_IP, OUT_MAC, ETH0_MAC = "192.168.1.254", "02:00:00:00:00:fe", "02:00:00:00:00:11"
 NODE1, NODE2 = "192.168.1.11", "192.168.1.12"
@@ -42,7 +43,7 @@ def _state(web_nodes=("node-1",), affinity: str = "None") -> ClusterState:
                   session_affinity=affinity)
     empty = Service(namespace="blog", name="empty", selector={"app": "none"}, type="NodePort",
                     ports=(ServicePort(80, 8080, "TCP", node_port=30090),))
-    st = ClusterState.plan(Config(cluster=ClusterSpec(nodes=(NodeSpec("node-1"),
+    st = plan(Config(cluster=ClusterSpec(nodes=(NodeSpec("node-1"),
                                                              NodeSpec("node-2"))),
                                   pods=tuple(pods), services=(svc, empty)))
     for p in st.pods.values():

@@ -17,6 +17,7 @@ from emunet.dns import server
 from emunet.dns.querylog import DnsEvents, answer, question
 from emunet.dns.server import DnsServer
 from emunet.observe import filters, flowlog, hubble
+from emunet.state import codec
 
 SVC = f"monospaced.{NS}.svc.cluster.local"
 CLIENT = "10.42.1.3"  # frontend-client in the fixture cluster
@@ -171,7 +172,7 @@ def test_hubble_renders_query_and_answer_with_pod_identity():
 async def test_responder_writes_events_off_the_hot_path(tmp_path, monkeypatch):
     monkeypatch.setattr(server, "TICK", 1.0)  # long enough to see what is pending
     state = tmp_path / "state.json"
-    state.write_text(cluster().to_json())
+    state.write_text(codec.to_json(cluster()))
     srv = DnsServer(state, "127.0.0.1", free_port(), tmp_path / "dns.json",
                     tmp_path / events.FILE_NAME)
     await srv.start()

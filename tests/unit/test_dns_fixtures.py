@@ -18,6 +18,7 @@ from emunet.model import (
     ServicePort,
 )
 from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 
 NS = "blog-website"
 SERIAL = 12345
@@ -55,7 +56,7 @@ def cluster(ttl: int = 5, upstreams: tuple[str, ...] = ()) -> ClusterState:
                     external_name="monospaced.blog-website.svc.cluster.local"),
         ),
     )
-    st = ClusterState.plan(cfg)
+    st = plan(cfg)
     for key, p in st.pods.items():
         p.ready = key != (NS, "db-3")
     return st

@@ -17,6 +17,7 @@ from scapy.layers.dns import DNS
 from test_dns_fixtures import NS, cluster, query, rrs
 
 from emunet.dns.server import DnsServer
+from emunet.state import codec
 
 SVC = f"monospaced.{NS}.svc.cluster.local"
 
@@ -42,7 +43,7 @@ async def serving(tmp_path, upstream_port: int | None = None):
     127.0.0.1:upstream_port if given."""
     state = tmp_path / "state.json"
     ups = () if upstream_port is None else (f"127.0.0.1:{upstream_port}",)
-    state.write_text(cluster(upstreams=ups).to_json())
+    state.write_text(codec.to_json(cluster(upstreams=ups)))
     srv = DnsServer(state, "127.0.0.1", free_port(), tmp_path / "dns.json")
     await srv.start()
     try:
@@ -95,7 +96,7 @@ async def test_udp_and_tcp(server):
 async def test_reload_shows_in_next_answer_and_stats(server):
     st = cluster()
     st.remove_service((NS, "monospaced"))
-    server.state_path.write_text(st.to_json())
+    server.state_path.write_text(codec.to_json(st))
     server.reload()
     assert DNS(await udp_ask(server.port, query(SVC))).rcode == 3
     server.write_stats()
@@ -107,7 +108,7 @@ async def test_reload_shows_in_next_answer_and_stats(server):
 async def test_forward_failure_is_servfail(tmp_path):
     state = tmp_path / "state.json"
     dead = free_port()  # nothing listens there: the upstream query times out or is refused
-    state.write_text(cluster(upstreams=(f"127.0.0.1:{dead}",)).to_json())
+    state.write_text(codec.to_json(cluster(upstreams=(f"127.0.0.1:{dead}",))))
     srv = DnsServer(state, "127.0.0.1", free_port())
     await srv.start()
     try:
@@ -131,7 +132,7 @@ async def test_forward_relays_upstream_answer(tmp_path):
 
     up, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", up_port))
     state = tmp_path / "state.json"
-    state.write_text(cluster(upstreams=(f"127.0.0.1:{up_port}",)).to_json())
+    state.write_text(codec.to_json(cluster(upstreams=(f"127.0.0.1:{up_port}",))))
     srv = DnsServer(state, "127.0.0.1", free_port())
     await srv.start()
     try:
@@ -190,7 +191,7 @@ def test_dig_and_sigterm(tmp_path):
     """The CLI as the supervisor runs it: dig over UDP and TCP, then SIGTERM -> exit 0."""
     dig = shutil.which("dig")
     state = tmp_path / "state.json"
-    state.write_text(cluster().to_json())
+    state.write_text(codec.to_json(cluster()))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(

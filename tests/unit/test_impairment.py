@@ -12,6 +12,7 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
+from emunet.config import impairment
 from emunet.datapath import Drop, Encap, Send
 from emunet.datapath.netem import Impairer, LinkShape, UnderlayShaper, link_shape
 from emunet.host import tc as faults
@@ -120,11 +121,11 @@ def test_shaper_reset_lets_queued_sends_leave_on_time():
 # ---- emunet link: parsing and tc -----------------------------------------------------------
 
 def test_parse_units_as_tc_writes_them():
-    imp = faults.parse("0.5s", "200us", "2.5%", "1.5gbit", "normal")
+    imp = impairment.parse("0.5s", "200us", "2.5%", "1.5gbit", "normal")
     assert imp == Impairment(500.0, 0.2, 2.5, 1_500_000_000, "normal")
-    assert faults.parse(rate="10mbit").rate_bps == 10_000_000
-    assert faults.parse(rate="64kbit").rate_bps == 64_000
-    assert faults.describe(faults.parse("50ms", "5ms", "1%", "10mbit")) == \
+    assert impairment.parse(rate="10mbit").rate_bps == 10_000_000
+    assert impairment.parse(rate="64kbit").rate_bps == 64_000
+    assert impairment.describe(impairment.parse("50ms", "5ms", "1%", "10mbit")) == \
         "delay 50ms ±5ms, loss 1%, rate 10mbit"
 
 
@@ -142,18 +143,18 @@ def test_parse_units_as_tc_writes_them():
     ({"delay": "5ms", "distribution": "normal"}, "give --jitter too"),
 ])
 def test_parse_errors_name_the_field(kwargs, needle):
-    with pytest.raises(faults.ImpairmentError, match=needle):
-        faults.parse(**kwargs)
+    with pytest.raises(impairment.ImpairmentError, match=needle):
+        impairment.parse(**kwargs)
 
 
 def test_tc_commands_only_tbf_for_agent_nodes_netem_for_kernel_nodes():
-    imp = faults.parse("50ms", "5ms", "1%", "10mbit")
+    imp = impairment.parse("50ms", "5ms", "1%", "10mbit")
     cmds = faults.tc_commands("p-node-1", imp)
     assert cmds[0] == ["tc", "-n", "p-node-1", "qdisc", "del", "dev", "eth0", "root"]
     assert cmds[1][:8] == ["tc", "-n", "p-node-1", "qdisc", "add", "dev", "eth0", "root"]
     assert "tbf" in cmds[1] and "netem" not in sum(cmds, []) and len(cmds) == 2
     assert "10000000bit" in cmds[1]
-    assert faults.tc_commands("p", faults.parse(delay="5ms")) == [cmds[0][:2] + ["p"] +
+    assert faults.tc_commands("p", impairment.parse(delay="5ms")) == [cmds[0][:2] + ["p"] +
                                                                    cmds[0][3:]]
     kernel = faults.tc_commands("p", imp, netem_too=True)
     assert kernel[1][8:] == ["handle", "1:", "netem", "delay", "50ms", "5ms", "loss", "1%"]

@@ -22,6 +22,7 @@ from emunet.model import (
     ServicePort,
 )
 from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 from tests.conftest import IS_ROOT
 from tests.e2e.cluster import ROOT
 
@@ -39,7 +40,7 @@ def _state(nodes=(("node-1", "emunet"), ("node-2", "kernel")), web=2) -> Cluster
                     selector={"app": "nobody"}, type="NodePort"))
     cfg = Config(cluster=ClusterSpec(nodes=tuple(NodeSpec(n, datapath=d) for n, d in nodes)),
                  namespaces=(Namespace("web"),), pods=pods, services=svcs)
-    return ClusterState.plan(cfg)
+    return plan(cfg)
 
 
 def _ready(st: ClusterState, *names: str) -> ClusterState:

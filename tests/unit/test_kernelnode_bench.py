@@ -8,14 +8,14 @@ import pytest
 from bench import datapath, lifecycle
 from bench.common_cluster import percentile, ratio
 from emunet.config import load_config_text
-from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 
 
 @pytest.mark.parametrize("mode", ["emunet", "kernel"])
 def test_datapath_bench_config_plans(mode):
     cfg = load_config_text(datapath.config(mode), "bench.yaml")
     assert {n.datapath for n in cfg.cluster.nodes} == {mode}
-    st = ClusterState.plan(cfg)
+    st = plan(cfg)
     nodes = {p.pod.name: p.node for p in st.pods.values() if p.pod.namespace == datapath.NS}
     assert nodes == {"client": "node-1", "iperf-local": "node-1", "iperf-remote": "node-2",
                      "echo": "node-2"}
@@ -27,7 +27,7 @@ def test_datapath_bench_config_plans(mode):
 
 def test_lifecycle_bench_configs_plan_200_pods_on_4_nodes():
     nodes, pods, services = lifecycle.SIZES["large"]
-    st = ClusterState.plan(load_config_text(lifecycle.config(nodes, pods, services, "kernel"),
+    st = plan(load_config_text(lifecycle.config(nodes, pods, services, "kernel"),
                                             "lc.yaml"))
     per_node = {}
     for p in st.pods.values():

@@ -6,7 +6,8 @@ import pytest
 from netpol_cluster import model_yaml, state
 
 from emunet.config import ConfigError, load_config_text
-from emunet.state.cluster import ClusterState, StateError
+from emunet.state import codec
+from emunet.state.cluster import StateError
 from emunet.state.labels import label
 
 
@@ -71,7 +72,7 @@ spec:
   ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}, {namespaceSelector: {}}],
              ports: [{port: 80, endPort: 90}, {port: serve-81-udp, protocol: UDP}]}]
 """)
-    again = ClusterState.from_json(st.to_json())
+    again = codec.from_json(codec.to_json(st))
     assert again.policies == st.policies and again.policies[("x", "p")].loc.line > 0
 
 

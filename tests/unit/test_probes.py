@@ -12,7 +12,8 @@ from emunet.cluster import prober as probes
 from emunet.cluster.workloads import access_line
 from emunet.config import ConfigError, load_config_text
 from emunet.model import Container, ContainerPort, Probe
-from emunet.state.cluster import ClusterState
+from emunet.state import codec
+from emunet.state.plan import plan
 
 # ---- tracker semantics (kubelet prober worker) -------------------------------------------------
 
@@ -124,8 +125,8 @@ def test_probe_defaults_and_round_trip() -> None:
     assert c.liveness_probe == Probe("exec", command=("cat", "/tmp/ok"), initial_delay=3,
                                      period=1)
     assert c.startup_probe == Probe("tcpSocket", 8080, failure_threshold=30)
-    st = ClusterState.plan(cfg)
-    assert ClusterState.from_json(st.to_json()).pods[("default", "p")].pod == cfg.pods[0]
+    st = plan(cfg)
+    assert codec.from_json(codec.to_json(st)).pods[("default", "p")].pod == cfg.pods[0]
 
 
 @pytest.mark.parametrize(("probe", "line", "path", "words"), [

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from bench import scale
 from emunet.config import load_config_text
-from emunet.state.cluster import ClusterState
+from emunet.state.plan import plan
 
 
 def _plan(services: int, policies: int) -> tuple:
     cfg = load_config_text(scale.config(services, policies), "scale.yaml")
-    return cfg, ClusterState.plan(cfg)
+    return cfg, plan(cfg)
 
 
 def test_base_config_has_one_service_and_one_policy():

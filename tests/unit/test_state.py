@@ -19,7 +19,9 @@ from emunet.model import (
     Service,
     ServicePort,
 )
-from emunet.state.cluster import ClusterState, StateError
+from emunet.state import codec
+from emunet.state.cluster import StateError
+from emunet.state.plan import plan
 
 HTTP = (ContainerPort(3000, "TCP", "http"),)
 
@@ -35,7 +37,7 @@ def _config(pods=(), services=(), nodes=("node-1", "node-2")):
 
 
 def test_nodes_get_a_24_each_and_gateway_macs():
-    st = ClusterState.plan(_config())
+    st = plan(_config())
     n1, n2 = st.nodes
     assert (n1.pod_cidr, n2.pod_cidr) == ("10.42.1.0/24", "10.42.2.0/24")
     assert (n1.gateway_ip, n1.gateway_mac) == ("10.42.1.1", "0a:58:0a:2a:01:01")
@@ -45,7 +47,7 @@ def test_nodes_get_a_24_each_and_gateway_macs():
 
 
 def test_coredns_and_kube_dns_are_always_there():
-    st = ClusterState.plan(_config())
+    st = plan(_config())
     dns = st.services[("kube-system", "kube-dns")]
     assert dns.cluster_ip == "10.43.0.10"
     assert {p.protocol for p in dns.service.ports} == {"UDP", "TCP"}
@@ -56,7 +58,7 @@ def test_coredns_and_kube_dns_are_always_there():
 
 def test_pods_spread_and_honour_node_name():
     pods = [_pod(f"p{i}", {"app": "a"}) for i in range(4)] + [_pod("pinned", {}, node="node-2")]
-    st = ClusterState.plan(_config(pods))
+    st = plan(_config(pods))
     per_node = {}
     for p in st.pods.values():
         per_node[p.node] = per_node.get(p.node, 0) + 1
@@ -68,7 +70,7 @@ def test_pods_spread_and_honour_node_name():
 
 
 def test_recreated_pod_gets_a_new_ip():
-    st = ClusterState.plan(_config([_pod("a", {}, node="node-1")]))
+    st = plan(_config([_pod("a", {}, node="node-1")]))
     first = st.pods[("web", "a")].ip
     st.remove_pod(("web", "a"))
     st.add_pod(_pod("a", {}, node="node-1"))
@@ -76,7 +78,7 @@ def test_recreated_pod_gets_a_new_ip():
 
 
 def test_pod_subnet_exhaustion_is_an_error():
-    st = ClusterState.plan(_config(nodes=("node-1",)))
+    st = plan(_config(nodes=("node-1",)))
     with pytest.raises(StateError, match="full"):
         for i in range(300):
             st.add_pod(_pod(f"p{i}", {}, node="node-1"))
@@ -87,7 +89,7 @@ def test_endpoints_follow_selector_named_ports_and_readiness():
                   selector={"app": "api"})
     pods = [_pod("a", {"app": "api"}), _pod("b", {"app": "api"}, ports=()),
             _pod("c", {"app": "other"})]
-    st = ClusterState.plan(_config(pods, [svc]))
+    st = plan(_config(pods, [svc]))
     eps = st.endpoints(("web", "api"))
     assert [e.pod[1] for e in eps[0]] == ["a"]  # b declares no port named http
     assert eps[0][0].port == 3000
@@ -100,7 +102,7 @@ def test_endpoints_follow_selector_named_ports_and_readiness():
 def test_cluster_ips_are_allocated_and_conflicts_refused():
     s1 = Service("web", "one", (ServicePort(80, 80),), selector={})
     s2 = Service("web", "two", (ServicePort(80, 80),), selector={}, cluster_ip="10.43.0.50")
-    st = ClusterState.plan(_config(services=[s1, s2]))
+    st = plan(_config(services=[s1, s2]))
     assert st.services[("web", "one")].cluster_ip == "10.43.0.11"
     assert st.services[("web", "two")].cluster_ip == "10.43.0.50"
     with pytest.raises(StateError, match="already used"):
@@ -111,16 +113,16 @@ def test_cluster_ips_are_allocated_and_conflicts_refused():
 
 def test_json_round_trip_is_lossless():
     svc = Service("web", "api", (ServicePort(80, "http"),), selector={"app": "api"})
-    st = ClusterState.plan(_config([_pod("a", {"app": "api"})], [svc]))
+    st = plan(_config([_pod("a", {"app": "api"})], [svc]))
     st.pods[("web", "a")].ready = True
-    again = ClusterState.from_json(st.to_json())
-    assert again.to_json() == st.to_json()
+    again = codec.from_json(codec.to_json(st))
+    assert codec.to_json(again) == codec.to_json(st)
     assert again.endpoints(("web", "api")) == st.endpoints(("web", "api"))
 
 
 def test_views_json_list_uses_kubernetes_field_names():
     svc = Service("web", "api", (ServicePort(80, "http", name="http"),), selector={"app": "api"})
-    st = ClusterState.plan(_config([_pod("a", {"app": "api"})], [svc]))
+    st = plan(_config([_pod("a", {"app": "api"})], [svc]))
     st.pods[("web", "a")].ready = True
     pods = views.as_list(st, "pods", "web", {})
     assert pods["kind"] == "List"
@@ -141,12 +143,12 @@ def test_views_list_network_and_cilium_policies():
     from emunet.config import load_config
 
     root = Path(__file__).resolve().parents[2]
-    st = ClusterState.plan(load_config(str(root / "configs" / "two-node.yaml")))
+    st = plan(load_config(str(root / "configs" / "two-node.yaml")))
     rows = views.networkpolicies(st, None, wide=True)
     assert rows[1] == ["blog-website", "monospaced-access", "app=monospaced", "Ingress"]
     item = views.as_list(st, "networkpolicies", "blog-website", {})["items"][0]
     assert item["spec"]["podSelector"]["matchLabels"] == {"app": "monospaced"}
-    st = ClusterState.plan(load_config(str(root / "tests" / "e2e" / "configs" / "l7.yaml")))
+    st = plan(load_config(str(root / "tests" / "e2e" / "configs" / "l7.yaml")))
     rows = views.ciliumnetworkpolicies(st, "blog-website", wide=False)
     assert rows[1] == ["monospaced-api", "app=monospaced"]
     cnp = views.as_list(st, "ciliumnetworkpolicies", None, {})["items"][0]
