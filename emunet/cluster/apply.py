@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from emunet.config import load_config
 from emunet.model import Manifest
+from emunet.model.cilium import CiliumPolicy
 from emunet.state import codec
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState, PodState, StateError
 from emunet.state.deploy import owned_pods
@@ -40,9 +41,10 @@ def _commit(state: ClusterState, new: ClusterState) -> None:
     state.__dict__.update(new.__dict__)
 
 
-def _apply_cnp(st: ClusterState, m: Manifest) -> Change:
-    """A CiliumNetworkPolicy (validated by the config loader) into the state's manifests; the
-    agents and L7 proxies recompile on the publish that follows."""
+def _apply_cnp(st: ClusterState, m: Manifest, policy: CiliumPolicy) -> Change:
+    """A CiliumNetworkPolicy (parsed and validated by the config loader) into the state: the
+    policy for the agents and L7 proxies, which recompile on the publish that follows, and its
+    manifest for `get`."""
     if m.namespace not in st.namespaces:
         raise StateError(f"{m.loc}: namespace {m.namespace!r} does not exist")
     what = f"ciliumnetworkpolicy.cilium.io/{m.name}"
@@ -51,8 +53,10 @@ def _apply_cnp(st: ClusterState, m: Manifest) -> Change:
             if o.body == m.body:
                 return Change(f"{what} unchanged")
             st.others[i] = m
+            st.cilium_policies[(m.namespace, m.name)] = policy
             return Change(f"{what} configured")
     st.others.append(m)
+    st.cilium_policies[(m.namespace, m.name)] = policy
     return Change(f"{what} created")
 
 
@@ -130,9 +134,10 @@ def apply_config(state: ClusterState, path: str) -> list[Change]:
             continue
         new.policies[pol.key] = pol  # agents recompile on the publish that follows
         changes.append(Change(f"{what} {'configured' if old_p else 'created'}"))
+    parsed_cnps = {(p.namespace, p.name): p for p in cfg.cilium_policies}
     for other in cfg.others:
         if other.kind == CNP:
-            changes.append(_apply_cnp(new, other))
+            changes.append(_apply_cnp(new, other, parsed_cnps[(other.namespace, other.name)]))
             continue
         changes.append(Change(f"{other.kind.lower()}/{other.name} ignored: "
                               f"{other.kind} is not implemented yet"))
@@ -201,6 +206,7 @@ def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> li
                 (CNP, namespace or "default", name)]
         gone = len(kept) < len(st.others)
         st.others = kept
+        st.cilium_policies.pop((namespace or "default", name), None)
         return [Change(f"ciliumnetworkpolicy.cilium.io/{name} deleted")] if gone else []
     if name in ("default", KUBE_SYSTEM):
         raise StateError(f"namespace {name} cannot be deleted")

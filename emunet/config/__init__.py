@@ -79,6 +79,7 @@ def load_config_text(text: str, file: str = "<config>", base: model.ClusterSpec 
         deployments=tuple(o for o, _ in parsed.deployments),
         others=tuple(o for o, _ in parsed.others),
         network_policies=tuple(o for o, _ in parsed.policies),
+        cilium_policies=tuple(o for o, _ in parsed.cilium),
         warnings=col.sorted_warnings(),
         source=file,
     )

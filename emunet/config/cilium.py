@@ -1,4 +1,4 @@
-"""cilium.io/v2 CiliumNetworkPolicy documents to `emunet.l7.cnp.CiliumPolicy`, with located errors.
+"""cilium.io/v2 CiliumNetworkPolicy documents to `model.cilium.CiliumPolicy`, with located errors.
 
 The subset the story uses: `endpointSelector`, `ingress`/`egress` rules with `fromEndpoints` /
 `toEndpoints` and `toPorts` (ports, and `rules.http` for ingress). Every other real Cilium field
@@ -7,8 +7,8 @@ is only partly enforced would be a hole. Checks follow Cilium's own sanitizer
 (pkg/policy/api/rule_validation.go): ports are strings ("80", "0" = every port, or a port name),
 protocols TCP/UDP/SCTP/ANY, HTTP regexes must compile (with RE2, the engine Envoy uses).
 
-The same parser reads the policy back from `state.json` (`from_manifest`), where the body was
-stored as plain JSON, so config time and run time can never disagree on what a policy means.
+The parsed policies travel in the cluster state (`emunet.model.cilium.to_dict`), so config time
+and run time can never disagree on what a policy means, and no node process parses YAML.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from emunet.config.errors import Collector, ConfigError
 from emunet.config.fields import Obj, at
 from emunet.config.yamlsrc import LDict, LList
 from emunet.model import cilium as cnp
+from emunet.model.cilium import PROXY_PORT_BASE, PROXY_PORT_MAX
 
 API_VERSION = "cilium.io/v2"
 KIND = "CiliumNetworkPolicy"
-PROXY_PORT_BASE = 15001  # the i-th L7 port of a pod (ascending) is redirected to 15001 + i
-PROXY_PORT_MAX = 15063  # at most 63 L7 ports per pod; containerPorts here are reserved
 PROTOCOLS = ("TCP", "UDP", "SCTP", "ANY")
 _SPEC_UNSUPPORTED = ("ingressDeny", "egressDeny", "nodeSelector", "enableDefaultDeny", "log")
 _RULE_UNSUPPORTED = ("fromCIDR", "fromCIDRSet", "fromEntities", "fromRequires", "fromGroups",
@@ -241,7 +240,7 @@ def check_proxy_ports(col: Collector, pods: list[tuple[model.Pod, Obj]]) -> None
 
 
 def _located(value: Any) -> Any:
-    """Plain JSON (from state.json) as LDict/LList, so `parse` can read it (lines unknown)."""
+    """Plain JSON as LDict/LList, so `parse` can read it (lines unknown)."""
     if isinstance(value, dict):
         d = LDict({k: _located(v) for k, v in value.items()})
         d.line, d.key_lines = 0, {}
@@ -254,7 +253,8 @@ def _located(value: Any) -> Any:
 
 
 def from_manifest(m: model.Manifest) -> cnp.CiliumPolicy:
-    """The policy stored in the cluster state (validated when it was applied)."""
+    """A manifest whose body is plain JSON (no lines known), e.g. one built by a test or sent
+    as JSON, parsed as a config document would be (located errors name the policy)."""
     col = Collector(f"{m.namespace}/{m.name}")
     policy = parse(Obj(col, _located(m.body), "", 0), m.namespace or "default", m.name)
     col.raise_if_any()

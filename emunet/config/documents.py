@@ -20,6 +20,7 @@ from emunet.config.fields import Obj, at, describe, suggest
 from emunet.config.netpol import API_VERSION as NETPOL_API_VERSION
 from emunet.config.netpol import parse_network_policy
 from emunet.config.yamlsrc import Document, LDict
+from emunet.model import cilium as cnp
 
 # Kinds emunet knows but does not act on yet: kind -> (apiVersion, namespaced, what is missing).
 NOT_YET: dict[str, tuple[str, bool, str]] = {
@@ -64,6 +65,7 @@ class Parsed:
     deployments: list[tuple[model.Deployment, Obj]] = field(default_factory=list)
     others: list[tuple[model.Manifest, Obj]] = field(default_factory=list)
     policies: list[tuple[Any, Obj]] = field(default_factory=list)  # NetworkPolicy
+    cilium: list[tuple[cnp.CiliumPolicy, Obj]] = field(default_factory=list)  # parsed CNPs
     seen: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
 
@@ -153,11 +155,18 @@ def _other(doc: Obj, out: Parsed, api: str, kind: str) -> None:
     meta.str_map("labels", names.label_key, names.label_value)
     if name is None or (namespaced and namespace is None):
         return
-    if kind == cilium.KIND and cilium.parse(doc, namespace or "default", name) is None:
-        return  # located errors reported: a policy emunet cannot enforce is never kept
+    policy = None
+    if kind == cilium.KIND:
+        policy = cilium.parse(doc, namespace or "default", name)
+        if policy is None:
+            return  # located errors reported: a policy emunet cannot enforce is never kept
     m = model.Manifest(api_version=api, kind=kind, namespace=namespace, name=name,
                        body=plain(doc.data), loc=kube.loc(doc))
-    if _add(doc, out, kind, m) and kind != cilium.KIND:
+    if not _add(doc, out, kind, m):
+        return
+    if policy is not None:
+        out.cilium.append((policy, doc))  # the manifest is kept too: `get cnp -o json` shows it
+    else:
         who = f"{namespace}/{name}" if namespace else name
         doc.col.warn(doc.line, f"{kind} {who}: not {verb} yet (emunet does not implement "
                      f"{kind} yet)")

@@ -244,7 +244,8 @@ class Config:
     pods: tuple[Pod, ...] = ()
     services: tuple[Service, ...] = ()
     deployments: tuple[Deployment, ...] = ()
-    network_policies: tuple = ()  # emunet.policy.model.NetworkPolicy objects
+    network_policies: tuple = ()  # emunet.model.netpol.NetworkPolicy objects
+    cilium_policies: tuple = ()  # emunet.model.cilium.CiliumPolicy objects (manifests in others)
     others: tuple[Manifest, ...] = ()  # kinds emunet does not implement yet: warned about
     warnings: tuple[str, ...] = ()
     source: str = ""

@@ -20,23 +20,29 @@ it means in a cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import re2
+from typing import Any
 
 NS_LABEL = "io.kubernetes.pod.namespace"
 NS_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
 CLUSTER_LABEL = "io.cilium.k8s.policy.cluster"
 SA_LABEL = "io.cilium.k8s.policy.serviceaccount"
+PROXY_PORT_BASE = 15001  # the i-th L7 port of a pod (ascending) is redirected to 15001 + i
+PROXY_PORT_MAX = 15063  # at most 63 L7 ports per pod; containerPorts here are reserved
 SOURCES = ("k8s", "any")  # label sources a pod's labels can come from (pkg/labels)
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # errors are reported to the user as located config errors
 
 
-def compile_re2(pattern: str) -> re2._Regexp:
-    """Compile with RE2 (raises `re2.error` with RE2's own message when it is not valid)."""
-    return re2.compile(pattern, _RE2_OPTIONS)
+def compile_re2(pattern: str) -> Any:
+    """Compile with RE2 (raises `re2.error` with RE2's own message when it is not valid).
+
+    re2 is imported here, on the first HTTP rule compiled: a node agent or proxy whose state has
+    no L7 rule never loads it."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # errors are reported to the user as located config errors
+    return re2.compile(pattern, options)
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -169,3 +175,51 @@ def pod_labels(namespace: str, labels: dict[str, str],
     out.setdefault(CLUSTER_LABEL, "default")
     out.setdefault(SA_LABEL, "default")
     return out
+
+
+# ---- JSON round trip (state.json) -------------------------------------------------------------
+# The state carries parsed policies, as it carries parsed NetworkPolicies, so the agents and
+# proxies read them without the config parser (and without YAML).
+
+def _selector_to(s: EndpointSelector) -> list[list[Any]]:
+    return [[r.key, r.operator, list(r.values)] for r in s.requirements]
+
+
+def _selector_from(d: list[list[Any]]) -> EndpointSelector:
+    return EndpointSelector(tuple(Requirement(k, op, tuple(v)) for k, op, v in d))
+
+
+def _rules_to(rules: tuple[Rule, ...] | None) -> list[dict[str, Any]] | None:
+    if rules is None:
+        return None
+    return [{"peers": None if r.peers is None else [_selector_to(s) for s in r.peers],
+             "to_ports": [{"ports": [[pp.port, pp.protocol, pp.end_port] for pp in pr.ports],
+                           "http": None if pr.http is None else [
+                               [h.method, h.path, h.host, [list(kv) for kv in h.headers]]
+                               for h in pr.http]}
+                          for pr in r.to_ports],
+             "index": r.index} for r in rules]
+
+
+def _rules_from(d: list[dict[str, Any]] | None) -> tuple[Rule, ...] | None:
+    if d is None:
+        return None
+    return tuple(Rule(
+        peers=None if r["peers"] is None else tuple(_selector_from(s) for s in r["peers"]),
+        to_ports=tuple(PortRule(
+            ports=tuple(PortProtocol(port, proto, end) for port, proto, end in pr["ports"]),
+            http=None if pr["http"] is None else tuple(
+                HTTPRule(m, p, h, tuple((k, v) for k, v in hs)) for m, p, h, hs in pr["http"]))
+            for pr in r["to_ports"]),
+        index=r["index"]) for r in d)
+
+
+def to_dict(p: CiliumPolicy) -> dict[str, Any]:
+    return {"namespace": p.namespace, "name": p.name,
+            "endpoint_selector": _selector_to(p.endpoint_selector),
+            "ingress": _rules_to(p.ingress), "egress": _rules_to(p.egress)}
+
+
+def from_dict(d: dict[str, Any]) -> CiliumPolicy:
+    return CiliumPolicy(d["namespace"], d["name"], _selector_from(d["endpoint_selector"]),
+                        _rules_from(d["ingress"]), _rules_from(d["egress"]))

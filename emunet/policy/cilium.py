@@ -16,11 +16,10 @@ Proxy ports: the i-th L7 port of a pod (ascending) is redirected to PROXY_PORT_B
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from emunet.config.cilium import PROXY_PORT_BASE, PROXY_PORT_MAX, from_manifest
 from emunet.model import cilium as cnp
+from emunet.model.cilium import PROXY_PORT_BASE, PROXY_PORT_MAX
 from emunet.packets import PROTO_TCP, PROTO_UDP, ip_bytes
 from emunet.policy.verdict import (
     ANY_PEER,
@@ -71,21 +70,9 @@ class L7Port:
         return None
 
 
-_CACHE: dict[str, cnp.CiliumPolicy] = {}
-
-
 def cilium_policies(state: ClusterState) -> list[cnp.CiliumPolicy]:
-    """The state's CNPs (validated on apply), in key order; parsed once per body."""
-    out = []
-    for m in state.others:
-        if m.kind != KIND:
-            continue
-        text = json.dumps([m.namespace, m.name, m.body], sort_keys=True)
-        p = _CACHE.get(text)
-        if p is None:
-            p = _CACHE[text] = from_manifest(m)
-        out.append(p)
-    return sorted(out, key=lambda p: p.key)
+    """The state's CNPs (parsed and validated on apply), in key order."""
+    return sorted(state.cilium_policies.values(), key=lambda p: p.key)
 
 
 def cilium_labels(state: ClusterState, ps: PodState) -> dict[str, str]:

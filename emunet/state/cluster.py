@@ -86,6 +86,8 @@ class ClusterState:
     services: dict[tuple[str, str], ServiceState] = field(default_factory=dict)
     deployments: dict[tuple[str, str], model.Deployment] = field(default_factory=dict)
     policies: dict[tuple[str, str], Any] = field(default_factory=dict)  # NetworkPolicy
+    # CiliumNetworkPolicies, parsed (their manifests, for display, stay in `others`)
+    cilium_policies: dict[tuple[str, str], Any] = field(default_factory=dict)
     others: list[model.Manifest] = field(default_factory=list)
     last_ip: dict[str, str] = field(default_factory=dict)  # host-local IPAM cursor per node
     # node -> its underlay link impairment now (`emunet link set`, seeded from the Cluster

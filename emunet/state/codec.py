@@ -12,7 +12,16 @@ import json
 from typing import Any
 
 from emunet import model
-from emunet.model import ClusterSpec, Container, ContainerPort, Namespace, NodeSpec, Pod, Service
+from emunet.model import (
+    ClusterSpec,
+    Container,
+    ContainerPort,
+    Namespace,
+    NodeSpec,
+    Pod,
+    Service,
+    cilium,
+)
 from emunet.model.netpol import from_dict as policy_from_dict
 from emunet.state.cluster import ClusterState, NodeState, PodState, ServiceState
 
@@ -26,6 +35,7 @@ def to_dict(st: ClusterState) -> dict[str, Any]:
         "services": [dataclasses.asdict(s) for s in st.services.values()],
         "deployments": [dataclasses.asdict(d) for d in st.deployments.values()],
         "policies": [dataclasses.asdict(p) for p in st.policies.values()],
+        "cilium_policies": [cilium.to_dict(p) for p in st.cilium_policies.values()],
         "others": [dataclasses.asdict(o) for o in st.others],
         "last_ip": dict(st.last_ip),
         "links": {n: dataclasses.asdict(i) for n, i in st.links.items()},
@@ -50,6 +60,9 @@ def from_dict(d: dict[str, Any]) -> ClusterState:
     for pd in d.get("policies", []):
         pol = policy_from_dict(pd)
         st.policies[pol.key] = pol
+    for cd in d.get("cilium_policies", []):
+        cp = cilium.from_dict(cd)
+        st.cilium_policies[(cp.namespace, cp.name)] = cp
     st.others = [model.Manifest(**{**o, "loc": _loc(o.get("loc"))}) for o in d["others"]]
     st.last_ip = dict(d.get("last_ip", {}))
     st.links = {n: model.Impairment(**i) for n, i in d.get("links", {}).items()}

@@ -33,6 +33,7 @@ def plan(config: Config) -> ClusterState:
     if config.deployments:
         plan_deployments(st, config.deployments)
     st.policies = {p.key: p for p in config.network_policies}
+    st.cilium_policies = {(p.namespace, p.name): p for p in config.cilium_policies}
     st.others = list(config.others)
     st.links = {n.name: n.impairment for n in config.cluster.nodes
                 if n.impairment is not None and n.impairment.active}

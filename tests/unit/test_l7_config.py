@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from emunet.config import ConfigError, load_config_text
@@ -53,7 +55,11 @@ def _policy(body: str) -> cnp.CiliumPolicy:
     cfg = load_config_text(HEAD + body, "t.yaml")
     (m,) = [o for o in cfg.others if o.kind == "CiliumNetworkPolicy"]
     assert not any("CiliumNetworkPolicy" in w for w in cfg.warnings)  # enforced: no warning
-    return from_manifest(m)
+    (p,) = cfg.cilium_policies
+    # the same policy from the plain-JSON manifest, and through the state file's codec
+    assert from_manifest(m) == p
+    assert cnp.from_dict(json.loads(json.dumps(cnp.to_dict(p)))) == p
+    return p
 
 
 def _error(body: str) -> ConfigError:

@@ -11,6 +11,7 @@ from pipeline_pair import PipelinePair, make_state, pod
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
+from emunet.config.cilium import from_manifest
 from emunet.datapath import DropReason
 from emunet.model import Manifest
 
@@ -29,7 +30,9 @@ def _state(web_node: str):
     st = make_state((web_node,))
     c = st.pods[("blog", "client")]
     c.pod = dataclasses.replace(c.pod, labels={"app": "client"})
-    st.others = [Manifest("cilium.io/v2", "CiliumNetworkPolicy", "blog", "web-l7", CNP)]
+    m = Manifest("cilium.io/v2", "CiliumNetworkPolicy", "blog", "web-l7", CNP)
+    st.others = [m]
+    st.cilium_policies = {("blog", "web-l7"): from_manifest(m)}
     return st
 
 
