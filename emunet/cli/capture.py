@@ -14,7 +14,6 @@ Wireshark decodes by default): `tshark -r FILE -d udp.port==8472,vxlan`.
 from __future__ import annotations
 
 import argparse
-import os
 import selectors
 import socket
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emunet import naming
-from emunet.cli.common import CLIError, load_state
+from emunet.cli.common import CLIError, load_state, need_root
 from emunet.host import netlink as host
 
 ETH_P_ALL = 0x0003
@@ -112,14 +111,12 @@ def capture(netns: str, ifaces: list[str], path: Path, count: int | None,
 
 
 def cmd_capture(a: argparse.Namespace) -> int:
-    if os.geteuid() != 0:
-        raise CLIError("capture opens packet sockets in the cluster's namespaces: run it with "
-                        "sudo")
-    if a.count is None and a.duration is None:
-        print("capturing until Ctrl-C (use -c N or --duration S to stop by itself)", flush=True)
+    need_root("capture opens packet sockets in the cluster's namespaces")
     netns, ifaces, what = interfaces(a.point, a.namespace)
     if not ifaces:
         raise CLIError(f"nothing to capture at {a.point}: no interfaces")
+    if a.count is None and a.duration is None:
+        print("capturing until Ctrl-C (use -c N or --duration S to stop by itself)", flush=True)
     n = capture(netns, ifaces, Path(a.write), a.count, a.duration)
     print(f"{n} packets from {what} written to {a.write}")
     if a.point.startswith("node/"):

@@ -26,22 +26,20 @@ def cmd_node(a: argparse.Namespace) -> int:
 
 
 def cmd_link(a: argparse.Namespace) -> int:
+    imp = None
+    if a.action != "show":
+        if not a.node:
+            raise CLIError(f"say which node: emunet link {a.action} NODE", code=2)
+        if a.action == "set":
+            imp = impairment.parse(a.delay, a.jitter, a.loss, a.rate, a.distribution)
     need_root()
     st = load_state()
     if a.action == "show":
         print(views.table(faults.show(st)))
         return 0
-    if not a.node:
-        raise CLIError(f"say which node: emunet link {a.action} NODE", code=2)
     names = [n.name for n in st.nodes]
     if a.node not in names:
         raise CLIError(f"no node named {a.node!r} (nodes: {', '.join(names)})", code=2)
-    imp = None
-    if a.action == "set":
-        try:
-            imp = impairment.parse(a.delay, a.jitter, a.loss, a.rate, a.distribution)
-        except impairment.ImpairmentError as e:
-            raise CLIError(str(e), code=2) from None
     res = control.request("link", node=a.node, timeout=30,
                           impairment=dataclasses.asdict(imp) if imp else None)
     for line in res["changes"]:

@@ -8,33 +8,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from typing import Any
 
 from emunet import naming
 from emunet.cli import views
+from emunet.cli.common import need_root
 from emunet.cluster import lifecycle
-from emunet.labs.catalog import Lab, LabError, find_lab, load_labs
+from emunet.labs.catalog import Lab, find_lab, load_labs
 from emunet.labs.checks import TaskResult, check_lab
 from emunet.labs.progress import Progress, mark_running, running_lab
 
 
 class LabUserError(lifecycle.UserError):
-    """Shown to the user as `emunet: error: ...` (exit 1) by the CLI's error handling."""
+    """A lab verb cannot go on (exit 1); the message says what to do."""
 
 
 def _lab(key: str) -> Lab:
-    try:
-        return find_lab(key)
-    except LabError as e:
-        raise LabUserError(str(e)) from None
+    return find_lab(key)  # LabError: exit 2 for a lab that does not exist
 
 
 def _need_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise LabUserError(f"`emunet lab {what}` builds or inspects network namespaces and "
-                           "needs root: run it with sudo")
+    need_root(f"`emunet lab {what}` builds or inspects network namespaces and needs root")
 
 
 def _say(msg: str) -> None:
@@ -44,10 +39,7 @@ def _say(msg: str) -> None:
 # ---- verbs ----------------------------------------------------------------------------------
 
 def cmd_list(a: argparse.Namespace) -> int:
-    try:
-        labs = load_labs()
-    except LabError as e:
-        raise LabUserError(str(e)) from None
+    labs = load_labs()
     running = running_lab() if lifecycle.is_up() else None
     progress = Progress()
     rows = [["LAB", "TITLE", "STORY", "TASKS", "STATUS"]]
@@ -64,8 +56,8 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 
 def cmd_start(a: argparse.Namespace) -> int:
-    _need_root("start")
     lab = _lab(a.lab)
+    _need_root("start")
     if lifecycle.is_up():
         marker = running_lab()
         if marker and marker.get("lab") == lab.id:
@@ -121,13 +113,10 @@ def _print_tasks(lab: Lab) -> None:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
-    _need_root("check")
     lab = _lab(a.lab)
+    _need_root("check")
     progress = Progress()
-    try:
-        results = check_lab(lab, progress, wait=not a.no_wait)
-    except LabError as e:
-        raise LabUserError(str(e)) from None
+    results = check_lab(lab, progress, wait=not a.no_wait)
     progress.set_results(lab.id, {r.task.id: r.ok for r in results})
     for r in results:
         print(_format(lab, r, progress))
@@ -169,10 +158,7 @@ def cmd_hint(a: argparse.Namespace) -> int:
 
 
 def _task(lab: Lab, key: str):
-    try:
-        return lab.task(key)
-    except LabError as e:
-        raise LabUserError(str(e)) from None
+    return lab.task(key)
 
 
 def cmd_answer(a: argparse.Namespace) -> int:
@@ -190,8 +176,8 @@ def cmd_answer(a: argparse.Namespace) -> int:
 
 
 def cmd_reset(a: argparse.Namespace) -> int:
-    _need_root("reset")
     lab = _lab(a.lab)
+    _need_root("reset")
     if lifecycle.is_up():
         lifecycle.down(_say)
         print("emunet: previous cluster removed")

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from emunet import __version__, control, naming
 from emunet.cli import capture as cli_capture
@@ -25,7 +26,7 @@ from emunet.cli import workloads as cli_workloads
 from emunet.cli.common import CLIError, load_state, need_root
 from emunet.cluster import lifecycle
 from emunet.config import load_config
-from emunet.errors import EmunetError
+from emunet.errors import EXIT_BAD_INPUT, EmunetError
 from emunet.host import doctor, kernelnode
 from emunet.observe.counters import status_lines
 from emunet.state.cluster import ClusterState
@@ -48,10 +49,11 @@ def _say(msg: str) -> None:
 # ---- verbs ----------------------------------------------------------------------------------
 
 def cmd_up(a: argparse.Namespace) -> int:
+    cfg = load_config(a.file)  # a bad file is bad input, also without root
     need_root()
     t0 = time.monotonic()
     print(f"emunet: bringing up {a.file}", flush=True)
-    st = lifecycle.up(a.file, _say)
+    st = lifecycle.up(a.file, _say, cfg)
     print(f"cluster {st.cluster.name!r} is up in {time.monotonic() - t0:.1f}s\n")
     ready = {n.name: True for n in st.nodes}
     print(views.table(views.nodes(st, ready, wide=False)) + "\n")
@@ -125,21 +127,23 @@ def cmd_get(a: argparse.Namespace) -> int:
 
 
 def cmd_exec(a: argparse.Namespace) -> int:
-    need_root()
-    st = load_state()
-    if a.outside:  # the NodePort client on the underlay (emunet/nodeport.py)
+    if a.outside:  # the NodePort client on the underlay (emunet/host/underlay.py)
         cmd = ([a.pod] if a.pod and a.pod != "--" else []) + a.command
         cmd = cmd[1:] if cmd[:1] == ["--"] else cmd
         if not cmd:
             raise CLIError("no command given: emunet exec --outside -- CMD [ARGS...]", code=2)
+        need_root()
+        load_state()  # a cluster must be up
         os.execvp("ip", ["ip", "netns", "exec", naming.outside_netns(), *cmd])
+    cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
+    if not a.pod or not cmd:
+        raise CLIError("no command given: emunet exec POD -- CMD [ARGS...]", code=2)
+    need_root()
+    st = load_state()
     ps = st.pods.get((a.namespace or "default", a.pod))
     if ps is None:
         raise CLIError(f"pod {a.pod!r} not found in namespace {a.namespace or 'default'} "
                        "(see `emunet get pods -A`)")
-    cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
-    if not cmd:
-        raise CLIError("no command given: emunet exec POD -- CMD [ARGS...]", code=2)
     # `ip netns exec` also bind-mounts /etc/netns/<netns>/resolv.conf: the pod's DNS config.
     os.execvp("ip", ["ip", "netns", "exec", ps.netns, *cmd])
     return 127  # not reached
@@ -179,17 +183,17 @@ def cmd_apply(a: argparse.Namespace) -> int:
 
 
 def cmd_delete(a: argparse.Namespace) -> int:
+    if not a.file and not (a.kind and a.name):
+        raise CLIError("say what to delete: emunet delete -f FILE, or emunet delete KIND NAME "
+                       "[-n NS]", code=2)
     need_root()
     st = load_state()
     if a.file:
         load_config(a.file, base=st.cluster)
         res = control.request("delete", file=str(Path(a.file).resolve()), timeout=120)
-    elif a.kind and a.name:
+    else:
         res = control.request("delete", kind=a.kind, name=a.name,
                               namespace=a.namespace, timeout=120)
-    else:
-        raise CLIError("say what to delete: emunet delete -f FILE, or emunet delete KIND NAME "
-                       "[-n NS]", code=2)
     for line in res["changes"]:
         print(line)
     return 0
@@ -216,8 +220,16 @@ def cmd_doctor(a: argparse.Namespace) -> int:
 
 # ---- argument parsing -----------------------------------------------------------------------
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line like every other emunet error (kubectl's style:
+    what is wrong, then where the usage is), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"emunet: error: {message} (see `{self.prog} --help`)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="emunet", description="A miniature Kubernetes network on one Linux machine: "
         "pods, Services, CoreDNS and a Flannel-style VXLAN overlay in network namespaces, "
         "with a userspace datapath you can watch.",

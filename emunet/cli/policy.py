@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from emunet import control, naming
-from emunet.state import codec
-from emunet.state.cluster import ClusterState
-
-
-def _state() -> ClusterState:
-    path = naming.run_dir() / "state.json"
-    try:
-        return codec.from_json(path.read_text())
-    except FileNotFoundError:
-        raise SystemExit("emunet: error: no cluster is up: start one with "
-                         "`sudo emunet up FILE`") from None
+from emunet import control
+from emunet.cli.common import CLIError, load_state, need_root
+from emunet.cluster import reachability as probe
+from emunet.state.labels import parse_changes
 
 
 def cmd_label(a: argparse.Namespace) -> int:
-    if os.geteuid() != 0:
-        raise SystemExit("emunet: error: label talks to the root-only supervisor: use sudo")
+    parse_changes(a.labels)  # a malformed label is bad input, also without a cluster
+    need_root("label talks to the root-only supervisor")
     res = control.request("label", kind=a.kind, name=a.name, namespace=a.namespace,
                           labels=a.labels, overwrite=a.overwrite, timeout=30)
     for line in res["changes"]:
@@ -36,30 +27,26 @@ def _csv(text: str) -> list[str]:
 
 
 def cmd_probe(a: argparse.Namespace) -> int:
-    from emunet.cluster import reachability as probe
-
-    if os.geteuid() != 0:
-        raise SystemExit("emunet: error: probe opens sockets inside pod namespaces: use sudo")
     try:
         ports = tuple(int(p) for p in _csv(a.ports))
     except ValueError:
-        raise SystemExit(f"emunet: error: --ports {a.ports!r}: numbers, comma separated"
-                         ) from None
+        raise CLIError(f"--ports {a.ports!r}: numbers, comma separated", code=2) from None
     protocols = tuple(p.upper() for p in _csv(a.protocols))
     bad = [p for p in protocols if p not in ("TCP", "UDP")]
     if bad or not ports or any(not 0 < p < 65536 for p in ports):
-        raise SystemExit("emunet: error: --protocols takes tcp,udp; --ports 1-65535")
+        raise CLIError("--protocols takes tcp,udp; --ports 1-65535", code=2)
     expected = None
     if a.expect:
         try:
             with open(a.expect) as f:
                 expected = probe.parse_tables(f.read())
         except (OSError, ValueError) as e:
-            raise SystemExit(f"emunet: error: {a.expect}: {e}") from None
-    st = _state()
+            raise CLIError(f"{a.expect}: {e}", code=2) from None
+    need_root("probe opens sockets inside pod namespaces")
+    st = load_state()
     results = probe.probe(st, a.namespace or None, ports, protocols, a.timeout)
     if not results:
-        raise SystemExit("emunet: error: no pods to probe in those namespaces")
+        raise CLIError("no pods to probe in those namespaces", code=2)
     if a.output == "json":
         print(json.dumps({"results": [r.__dict__ for r in results]}, indent=1))
     else:

@@ -21,11 +21,12 @@ import time
 from typing import Any
 
 from emunet import naming
-from emunet.cli.common import CLIError, load_state
+from emunet.cli.common import CLIError, load_state, need_root
 from emunet.host import netlink as host
 from emunet.observe import flowlog, journey
 from emunet.observe.hook import TRACE_TOS
 from emunet.observe.hubble import Directory
+from emunet.packets import checksum
 from emunet.state.cluster import ClusterState, PodState
 
 SETTLE = 0.4  # seconds for the agents to write the last records after the probe ends
@@ -110,7 +111,7 @@ def probe(pod: PodState, ip: str, port: int | None, proto: str,
         ident = os.getpid() & 0xFFFF
         res["id"] = ident
         body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + PROBE
-        body = body[:2] + struct.pack("!H", _csum(body)) + body[4:]
+        body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
         try:
             s.settimeout(timeout)
             s.sendto(body, (ip, 0))
@@ -157,14 +158,6 @@ def probe(pod: PodState, ip: str, port: int | None, proto: str,
     return res
 
 
-def _csum(b: bytes) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
-
 
 # ---- reading the journey back --------------------------------------------------------------
 
@@ -184,7 +177,8 @@ def flow_records(records: list[dict], client_ip: str, sport: int | None, proto: 
     return out
 
 
-def _target(state: ClusterState, pod: PodState, dest: str) -> tuple[str, int | None]:
+def _split_dest(dest: str) -> tuple[str, int | None]:
+    """`NAME[:PORT]` (NAME a Service, pod, DNS name or IP) to (NAME, PORT or None)."""
     host_, _, port = dest.rpartition(":") if dest.count(":") == 1 else (dest, "", "")
     if not host_:
         host_, port = dest, ""
@@ -194,15 +188,14 @@ def _target(state: ClusterState, pod: PodState, dest: str) -> tuple[str, int | N
 
 
 def cmd_trace(a: argparse.Namespace) -> int:
-    if os.geteuid() != 0:
-        raise CLIError("trace sends a probe from inside a pod's namespace: run it with sudo")
+    name, port = _split_dest(a.dest)
+    need_root("trace sends a probe from inside a pod's namespace")
     state = load_state()
     ns = a.namespace or "default"
     pod = state.pods.get((ns, a.pod))
     if pod is None:
         raise CLIError(f"pod {a.pod!r} not found in namespace {ns} (see `emunet get pods -A`)")
     d = Directory(state)
-    name, port = _target(state, pod, a.dest)
     report: dict[str, Any] = {"pod": f"{ns}/{a.pod}", "node": pod.node, "pod_ip": pod.ip,
                               "dest": a.dest, "dns": [], "packets": []}
     t0 = time.time()

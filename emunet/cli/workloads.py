@@ -20,7 +20,6 @@ from emunet.state.cluster import KUBE_SYSTEM, PodState
 
 
 def cmd_scale(a: argparse.Namespace) -> int:
-    need_root()
     kind, _, name = a.target.partition("/")
     if not name:
         kind, name = a.target, a.name
@@ -30,6 +29,7 @@ def cmd_scale(a: argparse.Namespace) -> int:
         raise CLIError("say which: emunet scale deployment NAME --replicas N", code=2)
     if a.replicas < 0:
         raise CLIError("--replicas must be 0 or more", code=2)
+    need_root()
     res = control.request("scale", name=name, namespace=a.namespace or "default",
                           replicas=a.replicas, timeout=30)
     for line in res["changes"]:

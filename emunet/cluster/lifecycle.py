@@ -27,6 +27,7 @@ from emunet.host import netlink as host
 from emunet.host import tc as faults
 from emunet.host import underlay as nodeport
 from emunet.l7 import listeners
+from emunet.model import Config
 from emunet.state import store
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState
 from emunet.state.plan import plan
@@ -59,8 +60,9 @@ def is_up() -> bool:
     return manifest_path().exists()
 
 
-def up(path: str, progress: Progress) -> ClusterState:
-    cfg = load_config(path)
+def up(path: str, progress: Progress, cfg: Config | None = None) -> ClusterState:
+    """Build and start the cluster of config file `path` (`cfg`: that file, already loaded)."""
+    cfg = cfg or load_config(path)
     state = plan(cfg)
     for w in cfg.warnings:
         progress(f"warning: {w}")

@@ -41,12 +41,6 @@ UDP_RCVBUF = 4 << 20  # bursts from many pods queue here instead of being droppe
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux socket(7); not in Python 3.11
 
 
-def load_zone(path: Path) -> Zone:
-    """The zone for a state file; the SOA serial is the file's mtime, as CoreDNS uses the
-    time of the last API change."""
-    return load(path)[0]
-
-
 def load(path: Path) -> tuple[Zone, ClusterState]:
     st = codec.from_json(path.read_text())
     return Zone.from_state(st, serial=int(path.stat().st_mtime) & 0xFFFFFFFF), st

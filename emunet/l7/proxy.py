@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from emunet import nodeproc
-from emunet.l7 import http1, listeners
-from emunet.l7.httplog import EventLog
+from emunet.l7 import http1, httplog, listeners
+from emunet.observe.flowlog import FlowLog
 from emunet.packets import ip_bytes
 from emunet.policy.cilium import L7Port, decide, l7_ports
 from emunet.state import codec
@@ -74,7 +74,7 @@ class Proxy:
     """Serves HTTP on the listeners of the current `ProxyPolicy`; `connect` opens the upstream
     (the real server) and is injected so tests can run on loopback."""
 
-    def __init__(self, node: str, events: EventLog | None, connect: Connect,
+    def __init__(self, node: str, events: FlowLog | None, connect: Connect,
                  clock: Callable[[], float] = time.time) -> None:
         self.node_name = node
         self.events = events
@@ -177,10 +177,7 @@ class Proxy:
             return
         event.update(time=self.clock(), node=self.node_name, type="l7-http", verdict=verdict,
                      status=status, latency_ms=round((time.monotonic() - t0) * 1000, 3))
-        try:
-            self.events.write(event)
-        except OSError as e:
-            log.warning("cannot write L7 event: %s", e)
+        self.events.write([event])  # never raises: a full run dir is counted in .errors
 
 
 async def _relay_body(r: asyncio.StreamReader, w: asyncio.StreamWriter | None, kind: str,
@@ -249,7 +246,7 @@ class ProxyProcess:
 
     def __init__(self, state_path: Path, node: str, run_dir: Path) -> None:
         self.state_path, self.node, self.run_dir = state_path, node, run_dir
-        self.events = EventLog(run_dir / f"l7-{node}.jsonl")
+        self.events = httplog.open_log(run_dir / f"l7-{node}.jsonl")
         self.proxy = Proxy(node, self.events, connect_in_netns)
         self.servers: dict[tuple[str, str, int], asyncio.AbstractServer] = {}
         self.missing = False  # a listener could not be opened yet: retried every 5 s

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from emunet.errors import EmunetError
+from emunet.errors import EXIT_BAD_INPUT, EmunetError
 
 CHECK_KINDS = ("exec", "python", "answer")
 DEFAULT_RETRY = {"exec": 3.0, "python": 0.0, "answer": 0.0}
@@ -75,7 +75,8 @@ class Lab:
             if key in (t.id, str(t.number)):
                 return t
         names = ", ".join(f"{t.number} ({t.id})" for t in self.tasks)
-        raise LabError(f"lab {self.id} has no task {key!r}; its tasks are {names}")
+        raise LabError(f"lab {self.id} has no task {key!r}; its tasks are {names}",
+                       code=EXIT_BAD_INPUT)
 
     def function(self, name: str) -> Callable[..., Any]:
         """A check function from the lab's checks.py (loaded once)."""
@@ -114,7 +115,8 @@ def find_lab(key: str, root: Path | None = None) -> Lab:
         if key in (str(lab.id), lab.slug, lab.path.name):
             return lab
     names = ", ".join(f"{lab.id} ({lab.slug})" for lab in labs)
-    raise LabError(f"no lab {key!r}; the labs are {names} (see `emunet lab list`)")
+    raise LabError(f"no lab {key!r}; the labs are {names} (see `emunet lab list`)",
+                   code=EXIT_BAD_INPUT)
 
 
 def load_lab(path: Path) -> Lab:

@@ -18,6 +18,8 @@ from typing import Any
 from emunet.errors import InputError
 
 TYPES = ("drop", "trace", "l7", "policy-verdict")
+# hubble observe --verdict takes these (flow.proto Verdict); emunet records the first two
+VERDICTS = ("FORWARDED", "DROPPED", "ERROR", "AUDIT", "REDIRECTED", "TRACED", "TRANSLATED")
 _EVENT_TYPE = {"drop": 1, "trace": 4, "policy-verdict": 5, "l7": 129}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -86,6 +88,9 @@ class FlowFilter:
         for t in a.type or []:
             if t not in TYPES:
                 raise FilterError(f"--type {t!r}: use one of {', '.join(TYPES)}")
+        for v in a.verdict or []:
+            if v.upper() not in VERDICTS:
+                raise FilterError(f"--verdict {v!r}: use one of {', '.join(VERDICTS)}")
         ns = a.namespace
         return cls(namespace=ns,
                    pods=[_pod_pattern(p, ns) for p in a.pod or []],

@@ -59,6 +59,11 @@ class FlowLog:
             self.f = None
 
 
+def read_source(path: Path) -> list[dict[str, Any]]:
+    """One source's records still kept, oldest first: the rotated file, then the current one."""
+    return [*_lines(path.with_name(path.name + ".1")), *_lines(path)]
+
+
 def sources(run_dir: Path) -> list[Path]:
     """The current file of every source in the run dir, also of a source whose current file
     is not there (right after a rotation, until its next write: the DNS responder may be idle)."""
