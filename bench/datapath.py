@@ -3,7 +3,7 @@
     sudo scripts/bench datapath       (or: sudo .venv/bin/python -m bench.datapath --repeat 3)
 
 The same two-node cluster is built twice from one config, once with both nodes `datapath:
-emunet` and once with both `datapath: kernel` (emunet.kernelnode: a Flannel cni0 bridge and
+emunet` and once with both `datapath: kernel` (emunet.host.kernelnode: a Flannel cni0 bridge and
 flannel.1 VXLAN device, kube-proxy-style nftables DNAT; Linux forwards, pod veths keep their
 offloads). The same clients then run on both, each figure the median of --repeat runs:
 

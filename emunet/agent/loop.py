@@ -8,7 +8,7 @@ every frame/datagram to `Datapath`, and carries out the returned actions. A raw 
 (fd -> bound reader; `selectors` costs ~1 µs more per wake-up, asyncio a callback hop) with
 reads batched until EAGAIN, busy-polling for spec.busyPoll µs after traffic. SIGHUP reloads
 the state file, SIGTERM exits 0. Counters go to `<run_dir>/agent-<node>.json` every second,
-conntrack snapshots to `conntrack-<node>.json` (emunet/ctstore.py) so a restarted agent keeps
+conntrack snapshots to `conntrack-<node>.json` (emunet/agent/ctstore.py) so a restarted agent keeps
 established connections.
 """
 
@@ -68,7 +68,7 @@ class Agent(Transmit):
                           "eth0_gro_rx": 0}
         tables = self._load()
         self.dp = ObservedDatapath(tables, random.Random())
-        self.shaper = UnderlayShaper(random.Random())  # `emunet link set` (emunet.impairment)
+        self.shaper = UnderlayShaper(random.Random())  # `emunet link set` (emunet.datapath.netem)
         self._shape()
         # conntrack (and so NAT) outlives this process: load the last agent's snapshot first
         self.ct_store = CtStore.attach(self.dp.ct, run_dir, node,
@@ -88,7 +88,7 @@ class Agent(Transmit):
         self.big = self._state.cluster.mtu + 14  # a longer frame can only be a super-frame
         self.udp.setblocking(False)
         self._watch(self.udp, self._read_udp)
-        # NodePort: TCP/UDP for this node's address in 30000-32767 (emunet/nodeport.py)
+        # NodePort: TCP/UDP for this node's address in 30000-32767 (emunet/host/underlay.py)
         self.eth0: socket.socket | None = None
         try:
             self.eth0 = underlay_socket(me.underlay_ip)

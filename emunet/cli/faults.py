@@ -1,8 +1,8 @@
 """CLI verbs for faults: `emunet node stop|start NODE` and `emunet link set|show|reset`.
 
-Both go through the supervisor: node power (emunet/nodepower.py), and link impairments, which
-live in the cluster state the agents read (delay/jitter/loss) plus a tc tbf for the rate
-(emunet/faults.py, emunet/impairment.py).
+Both go through the supervisor: node power (emunet/cluster/nodepower.py), and link
+impairments, which live in the cluster state the agents read (delay/jitter/loss) plus a tc tbf
+for the rate (emunet/host/tc.py, emunet/datapath/netem.py).
 """
 
 from __future__ import annotations

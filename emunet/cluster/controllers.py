@@ -30,7 +30,7 @@ from emunet.host import netlink as host
 from emunet.state import deploy
 from emunet.state.cluster import PodState, StateError
 
-log = logging.getLogger("emunet.controllers")
+log = logging.getLogger("emunet.cluster.controllers")
 GRACE = 1.0  # seconds a terminating pod keeps serving after it left the endpoints
 AGENT_RELOAD = 0.2  # time for the agents to reload the state after a SIGHUP
 

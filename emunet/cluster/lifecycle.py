@@ -84,7 +84,7 @@ def up(path: str, progress: Progress, cfg: Config | None = None) -> ClusterState
         for node in state.nodes:
             if kernelnode.is_kernel(state, node.name):
                 kernelnode.build(state, node)  # Flannel + kube-proxy style; no agent
-            else:  # node ports are the agent's, never the node kernel's (emunet/nodeport.py)
+            else:  # node ports are the agent's, never the node kernel's (emunet/host/underlay.py)
                 nodeport.install_ingress_drop(node.netns, node.underlay_ip)
         faults.apply_declared(state)  # Cluster document: per-node impairment blocks
         _fault("underlay")

@@ -11,8 +11,8 @@ stops once it has succeeded, and failureThreshold failures in a row restart the 
 
 The runners do the I/O: tcp/http connect to the pod IP from a socket created inside the pod's
 netns (as the kubelet on the node connects to the pod IP); exec runs the command with
-`ip netns exec` as the container's user (securityContext, else nobody: emunet.workloads.run_as),
-as the kubelet runs it in the container.
+`ip netns exec` as the container's user (securityContext, else nobody:
+emunet.cluster.workloads.run_as), as the kubelet runs it in the container.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ class Supervisor:
         self.lock = asyncio.Lock()
         self.stopping = asyncio.Event()
         self.controllers = Controllers(self)  # Deployments, probes, termination, events
-        self.stopped_nodes: set[str] = set()  # `emunet node stop` (emunet/nodepower.py)
+        self.stopped_nodes: set[str] = set()  # `emunet node stop` (emunet/cluster/nodepower.py)
         self.paused: set[str] = set()  # children not to restart: their node is stopped
         self.started = time.time()
 

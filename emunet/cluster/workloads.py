@@ -25,7 +25,7 @@ from emunet.host import netlink as host
 from emunet.model import Container
 from emunet.state.cluster import PodState
 
-log = logging.getLogger("emunet.workloads")
+log = logging.getLogger("emunet.cluster.workloads")
 
 _HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ")
 _MAX_HEADER = 64 * 1024

@@ -1,4 +1,4 @@
-"""networking.k8s.io/v1 NetworkPolicy documents to `emunet.policy.model.NetworkPolicy`.
+"""networking.k8s.io/v1 NetworkPolicy documents to `emunet.model.netpol.NetworkPolicy`.
 
 Checks follow the API server (pkg/apis/networking/validation: ValidateNetworkPolicySpec) so a
 file emunet accepts applies to a real cluster and one it rejects would be rejected there too;

@@ -237,7 +237,7 @@ class Conntrack:
     def to_records(self, now: float, closing: bool = True) -> list[list]:
         """JSON-able records: the two tuples (the rewrites derive from them), the service and
         backend (the NAT decision), state flags and the time left. closing=False leaves out
-        connections that saw a FIN or RST (see emunet.ctstore)."""
+        connections that saw a FIN or RST (see emunet.agent.ctstore)."""
         out = []
         for c in self.conns():
             if c.closing and not closing:
@@ -251,7 +251,7 @@ class Conntrack:
     def to_json(self, now: float, closing: bool = True) -> str:
         """`json.dumps({"version": 1, "conns": to_records(now, closing)}, separators=(",",
         ":"))`, text for text, with each connection's constant part formatted once: the agent
-        writes a snapshot up to 10 times a second (emunet.ctstore), 5,000 connections measured
+        writes a snapshot up to 10 times a second (emunet.agent.ctstore), 5,000 connections measured
         20 ms with json.dumps."""
         out = []
         for c in self.conns():

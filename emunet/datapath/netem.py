@@ -6,7 +6,7 @@ this project's VM among them, do not have. Every emunet node already sends its u
 from userspace (VXLAN datagrams, NodePort replies), so the agent applies the same semantics
 itself and `emunet link set` behaves the same on every machine. The rate limit stays with the
 kernel's tbf (CONFIG_NET_SCH_TBF is in every distribution kernel): it queues in the kernel and
-pushes back on the sending socket, which is what a slow link does. (emunet/faults.py)
+pushes back on the sending socket, which is what a slow link does. (emunet/host/tc.py)
 
 netem semantics kept here (tc-netem(8), net/sched/sch_netem.c):
 - delay d with jitter j: each packet waits d + a random variation, uniform in [-j, +j] by default

@@ -69,7 +69,7 @@ class NodeTables:
     services: dict[tuple[int, bytes, int], ServiceTarget] = field(default_factory=dict)
     cluster_ips: dict[bytes, str] = field(default_factory=dict)
     # NodePort: (proto, node port) -> target, for frames arriving on this node's underlay eth0
-    # (emunet.nodeport); pods reach <any node IP>:<node port> through `services` as well
+    # (emunet.host.underlay); pods reach <any node IP>:<node port> through `services` as well
     underlay_ip: bytes = b""
     nodeports: dict[tuple[int, int], ServiceTarget] = field(default_factory=dict)
     policy: NodePolicy = field(default_factory=NodePolicy)  # identities, compiled policies

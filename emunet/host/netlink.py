@@ -9,7 +9,7 @@ loop and must not be used from a thread that runs an asyncio loop); call them fr
 thread (`socket_in_netns` and `netns_exists` use no netlink and are safe anywhere, they only
 block for microseconds). They are thread-safe: a namespace is entered with setns(2), which
 switches only the calling thread, and the thread's own namespace is restored in `finally`
-(emunet.hostns, which also says why setns and not pyroute2's netns handles). Netlink sockets,
+(emunet.host.netns, which also says why setns and not pyroute2's netns handles). Netlink sockets,
 ioctl sockets and /proc/sys/net files opened inside stay bound to it.
 """
 
@@ -112,7 +112,8 @@ def _set_sysctls(netns: str) -> None:
     """ip_forward off (the agent, not the kernel, forwards: DESIGN.md section 2) and IPv6 off
     (no router solicitations or MLD reports in anyone's tcpdump). Call inside `netns`."""
     # As containerd and Docker set in every pod: unprivileged processes (workloads run as
-    # nobody by default, emunet/workloads.py) may bind ports < 1024 and open ICMP echo sockets.
+    # nobody by default, emunet/cluster/workloads.py) may bind ports < 1024 and open ICMP echo
+    # sockets.
     values = {"net/ipv4/ip_forward": "0", "net/ipv4/ip_unprivileged_port_start": "0",
               "net/ipv4/ping_group_range": "0 2147483647"}
     if Path("/proc/sys/net/ipv6").exists():  # kernels built without IPv6 have nothing to turn off

@@ -4,7 +4,7 @@
 cluster state (`links`, published by the supervisor like any change) and applied in two places:
 
 - delay, jitter and loss by the node's agent, on every frame it sends onto the underlay (VXLAN
-  datagrams, NodePort replies), with netem's semantics (emunet/impairment.py). Not tc netem:
+  datagrams, NodePort replies), with netem's semantics (emunet/datapath/netem.py). Not tc netem:
   CONFIG_NET_SCH_NETEM is optional and missing on some kernels; this way the result is the same
   on every machine. A ping from a pod on this node to one elsewhere gets the delay once per
   round trip (the reply leaves the other node unimpaired), as with netem on eth0.

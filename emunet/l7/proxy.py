@@ -3,7 +3,7 @@
 Run by the supervisor:  python -m emunet.l7.proxy --state F --node N [--run-dir D]
 
 For each local pod with ingress HTTP rules it listens INSIDE the pod's network namespace on the
-pod's proxy ports (15001 + i for the pod's i-th L7 port, see emunet.l7.compile). The node agent
+pod's proxy ports (15001 + i for the pod's i-th L7 port, see emunet.policy.cilium). The node agent
 rewrites the destination port of a new connection that policy redirects to L7 (only the port:
 the client's address is kept, and conntrack restores the original port on the replies), so the
 proxy knows the client by its source IP and the service by the listener. It speaks HTTP/1.1
@@ -11,7 +11,7 @@ proxy knows the client by its source IP and the service by the listener. It spea
 request: allowed -> forwarded to the real server inside the pod (pod IP : original port, over
 the pod's loopback, never through the datapath), the response relayed; denied -> Cilium's
 `403 Forbidden` / `Access denied` at once. Every decision is a line in the L7 event log
-(emunet.l7.events). SIGHUP reloads the state (policies apply to the next request, as Envoy's
+(emunet.l7.httplog). SIGHUP reloads the state (policies apply to the next request, as Envoy's
 do); SIGTERM exits 0.
 """
 

@@ -66,7 +66,7 @@ class NodeSpec:
     underlay_ip: str | None = None  # None: assigned from the underlay CIDR
     loc: Loc | None = None
     # "emunet": the Python agent forwards; "kernel": Linux forwards, built as Flannel +
-    # kube-proxy (nftables mode) build a k3s node (emunet.kernelnode). Interop and baseline.
+    # kube-proxy (nftables mode) build a k3s node (emunet.host.kernelnode). Interop and baseline.
     datapath: str = "emunet"
     impairment: Impairment | None = None  # Cluster document: nodes[].impairment
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 CAP = 4 << 20  # bytes per file; two files per source
-# node datapaths; L7 proxies; the DNS responder (emunet.dns.events)
+# node datapaths; L7 proxies; the DNS responder (emunet.dns.querylog)
 PATTERNS = ("flows-*.jsonl", "l7-*.jsonl", "dns-events.jsonl")
 
 

@@ -91,7 +91,7 @@ class ClusterState:
     others: list[model.Manifest] = field(default_factory=list)
     last_ip: dict[str, str] = field(default_factory=dict)  # host-local IPAM cursor per node
     # node -> its underlay link impairment now (`emunet link set`, seeded from the Cluster
-    # document's nodes[].impairment); the agents apply delay/jitter/loss (emunet.faults)
+    # document's nodes[].impairment); the agents apply delay/jitter/loss (emunet.host.tc)
     links: dict[str, model.Impairment] = field(default_factory=dict)
     # Derived, not serialised: ClusterIP -> Service key, built on first use and kept in step
     # by add_service/remove_service, so allocating 5,000 Services is not quadratic.

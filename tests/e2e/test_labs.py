@@ -102,4 +102,5 @@ def test_lab_cli_guards_and_progressive_hints(make_cluster):
     listing = c.emunet("lab", "list").stdout
     assert re.search(rf"^{lab.id}\s.*RUNNING", listing, re.M), listing
     bad = c.emunet("lab", "answer", str(lab.id), "no-such-task", "x", check=False)
-    assert bad.returncode == 1 and "has no task" in bad.stderr, shlex.join(bad.args)
+    # a task that does not exist is bad input: exit 2, like every bad argument (emunet.errors)
+    assert bad.returncode == 2 and "has no task" in bad.stderr, shlex.join(bad.args)

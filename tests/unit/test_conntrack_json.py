@@ -1,4 +1,4 @@
-"""Conntrack.to_json (the agent's snapshot text, emunet.ctstore) is exactly the JSON of
+"""Conntrack.to_json (the agent's snapshot text, emunet.agent.ctstore) is exactly the JSON of
 to_records, whatever the connections' state, names and deadlines."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def test_to_json_is_the_json_of_to_records(now):
                                              separators=(",", ":"))
     fresh = Conntrack()
     assert fresh.from_records(json.loads(ct.to_json(0.0))["conns"], 0.0) == len(ct)
-    # the agent's snapshots (emunet.ctstore) leave closing connections out
+    # the agent's snapshots (emunet.agent.ctstore) leave closing connections out
     live = ct.to_json(now, closing=False)
     assert live == json.dumps({"version": 1, "conns": ct.to_records(now, closing=False)},
                               separators=(",", ":"))

@@ -1,6 +1,6 @@
-"""Link impairment: the agent's netem semantics (emunet.impairment) with an injected clock and
+"""Link impairment: the agent's netem semantics (emunet.datapath.netem) with an injected clock and
 RNG, the underlay shaper around the datapath's actions, and `emunet link` argument parsing and
-tc commands (emunet.faults)."""
+tc commands (emunet.host.tc)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The agent's conntrack snapshot file (emunet/ctstore.py) and the conntrack.max setting."""
+"""The agent's conntrack snapshot file (emunet/agent/ctstore.py) and the conntrack.max setting."""
 
 from __future__ import annotations
 
