@@ -22,7 +22,7 @@ from typing import Any
 
 from emunet import naming
 from emunet.cli.common import CLIError, load_state, need_root
-from emunet.host import netlink as host
+from emunet.host.netns import socket_in_netns
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -72,7 +72,7 @@ def capture(netns: str, ifaces: list[str], path: Path, count: int | None,
     socks = []
     try:
         for ifname in ifaces:
-            s = host.socket_in_netns(netns, socket.AF_PACKET, socket.SOCK_RAW, 0)
+            s = socket_in_netns(netns, socket.AF_PACKET, socket.SOCK_RAW, 0)
             socks.append(s)
             try:
                 s.bind((ifname, ETH_P_ALL))

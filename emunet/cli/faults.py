@@ -14,7 +14,7 @@ from emunet import control
 from emunet.cli import views
 from emunet.cli.common import CLIError, load_state, need_root
 from emunet.config import impairment
-from emunet.host import tc as faults
+from emunet.host import tc
 
 
 def cmd_node(a: argparse.Namespace) -> int:
@@ -35,7 +35,7 @@ def cmd_link(a: argparse.Namespace) -> int:
     need_root()
     st = load_state()
     if a.action == "show":
-        print(views.table(faults.show(st)))
+        print(views.table(tc.show(st)))
         return 0
     names = [n.name for n in st.nodes]
     if a.node not in names:

@@ -8,7 +8,7 @@ import sys
 
 from emunet import control
 from emunet.cli.common import CLIError, load_state, need_root
-from emunet.cluster import reachability as probe
+from emunet.cluster import reachability
 from emunet.state.labels import parse_changes
 
 
@@ -39,21 +39,21 @@ def cmd_probe(a: argparse.Namespace) -> int:
     if a.expect:
         try:
             with open(a.expect) as f:
-                expected = probe.parse_tables(f.read())
+                expected = reachability.parse_tables(f.read())
         except (OSError, ValueError) as e:
             raise CLIError(f"{a.expect}: {e}", code=2) from None
     need_root("probe opens sockets inside pod namespaces")
     st = load_state()
-    results = probe.probe(st, a.namespace or None, ports, protocols, a.timeout)
+    results = reachability.probe(st, a.namespace or None, ports, protocols, a.timeout)
     if not results:
         raise CLIError("no pods to probe in those namespaces", code=2)
     if a.output == "json":
         print(json.dumps({"results": [r.__dict__ for r in results]}, indent=1))
     else:
-        print(probe.render(results), end="")
+        print(reachability.render(results), end="")
     if expected is None:
         return 0
-    diffs = probe.differences(results, expected)
+    diffs = reachability.differences(results, expected)
     if diffs:
         print(f"\n{len(diffs)} differences from {a.expect}:", file=sys.stderr)
         for d in diffs:

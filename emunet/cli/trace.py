@@ -22,7 +22,7 @@ from typing import Any
 
 from emunet import naming
 from emunet.cli.common import CLIError, load_state, need_root
-from emunet.host import netlink as host
+from emunet.host.netns import socket_in_netns
 from emunet.observe import flowlog, journey
 from emunet.observe.hook import TRACE_TOS
 from emunet.observe.hubble import Directory
@@ -51,7 +51,7 @@ def add_parser(sub: Any) -> None:
 # ---- the probe (I/O) -----------------------------------------------------------------------
 
 def _sock(netns: str, family: int, type_: int, proto: int = 0) -> socket.socket:
-    s = host.socket_in_netns(netns, family, type_, proto)
+    s = socket_in_netns(netns, family, type_, proto)
     s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, TRACE_TOS)
     return s
 

@@ -23,10 +23,10 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from emunet.cluster import prober as probes
+from emunet.cluster import prober
 from emunet.cluster.events import WARNING, EventLog
 from emunet.cluster.runtime import Runtime
-from emunet.host import netlink as host
+from emunet.host import netlink
 from emunet.state import deploy
 from emunet.state.cluster import PodState, StateError
 
@@ -40,7 +40,7 @@ class Controllers:
         self.sup = sup
         self.events = EventLog()
         self.rng = rng or random.Random()
-        self.trackers: dict[tuple[str, str], list[probes.ProbeTracker]] = {}
+        self.trackers: dict[tuple[str, str], list[prober.ProbeTracker]] = {}
         self.tasks: set[asyncio.Task] = set()
         self.reconciling = False
         self.endpoints: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -65,7 +65,7 @@ class Controllers:
 
     def pod_started(self, ps: PodState) -> None:
         now = time.time()
-        self.trackers[ps.key] = probes.trackers_for(ps.pod.containers, now)
+        self.trackers[ps.key] = prober.trackers_for(ps.pod.containers, now)
         self.restarts[ps.key] = 0
         self.event(ps, "Pod", ps.pod.name, "Scheduled",
                    f"Successfully assigned {ps.pod.namespace}/{ps.pod.name} to {ps.node}")
@@ -77,14 +77,14 @@ class Controllers:
             return False  # not started yet: its probes do not exist yet either
         # Ready: started (startup probe passed, if any) and every readiness probe passing
         return all(t.result for t in self.trackers.get(key, ())
-                   if t.kind in (probes.READINESS, probes.STARTUP))
+                   if t.kind in (prober.READINESS, prober.STARTUP))
 
     def held_by_probes(self) -> int:
         """Pods that run but whose readiness or startup probe has failed (it has spoken)."""
         return sum(1 for key, ts in self.trackers.items()
                    if (ps := self.sup.state.pods.get(key)) is not None and not ps.ready
                    and not ps.terminating and self.sup.workloads.ready(key)
-                   and any(t.kind in (probes.READINESS, probes.STARTUP) and t.failures
+                   and any(t.kind in (prober.READINESS, prober.STARTUP) and t.failures
                            and not t.result
                            for t in ts))
 
@@ -153,7 +153,7 @@ class Controllers:
         self.terminate(plan.delete)
         for ps in created:
             try:
-                await asyncio.to_thread(host.add_pod, st, ps, self.sup.manifest)
+                await asyncio.to_thread(netlink.add_pod, st, ps, self.sup.manifest)
             except Exception as e:  # the pod goes again; the next sync retries
                 log.error("pod %s/%s: cannot build: %s", *ps.key, e)
                 st.remove_pod(ps.key)
@@ -211,7 +211,7 @@ class Controllers:
             await self.sup.workloads.stop(key)
             self.trackers.pop(key, None)
             self.restarts.pop(key, None)
-            await asyncio.to_thread(host.remove_pod, ps, self.sup.manifest)
+            await asyncio.to_thread(netlink.remove_pod, ps, self.sup.manifest)
 
     # ---- probes -----------------------------------------------------------------------------
 
@@ -221,16 +221,16 @@ class Controllers:
             if ps is None or ps.terminating:
                 continue
             for t in trackers:
-                if t.kind != probes.STARTUP and not probes.started(trackers, t.container):
+                if t.kind != prober.STARTUP and not prober.started(trackers, t.container):
                     continue  # kubelet: other probes are off until the startup probe passes
                 if t.due(now):
                     t.running = True
                     self._spawn(self._probe(ps, t))
 
-    async def _probe(self, ps: PodState, t: probes.ProbeTracker) -> None:
+    async def _probe(self, ps: PodState, t: prober.ProbeTracker) -> None:
         container = next(c for c in ps.pod.containers if c.name == t.container)
         try:
-            ok, message = await probes.run(t.probe, container, ps.netns, ps.ip)
+            ok, message = await prober.run(t.probe, container, ps.netns, ps.ip)
         except Exception as e:  # a probe that cannot run is a failed probe
             ok, message = False, str(e)
         if t not in self.trackers.get(ps.key, ()):
@@ -240,7 +240,7 @@ class Controllers:
             self.event(ps, "Pod", ps.pod.name, "Unhealthy", f"{t.kind} probe failed: {message}",
                        WARNING)
         flipped = t.record(ok, now, message)
-        if t.gives_up or (flipped and t.kind == probes.LIVENESS and not t.result):
+        if t.gives_up or (flipped and t.kind == prober.LIVENESS and not t.result):
             self.event(ps, "Pod", ps.pod.name, "Killing", f"Container {t.container} failed "
                        f"{t.kind.lower()} probe, will be restarted")
             await self.sup.workloads.restart(ps.key, t.container)

@@ -22,9 +22,7 @@ from pathlib import Path
 from emunet import control, naming
 from emunet.config import load_config
 from emunet.errors import EmunetError
-from emunet.host import kernelnode
-from emunet.host import netlink as host
-from emunet.host import tc as faults
+from emunet.host import kernelnode, netlink, tc
 from emunet.host import underlay as nodeport
 from emunet.l7 import listeners
 from emunet.model import Config
@@ -69,30 +67,30 @@ def up(path: str, progress: Progress, cfg: Config | None = None) -> ClusterState
     if is_up():
         raise UserError(f"a cluster is already up (state in {naming.run_dir()}): run "
                         "`emunet down` first, then `emunet up` again")
-    host.preflight(state)
+    netlink.preflight(state)
     rd = naming.run_dir()
     rd.mkdir(mode=0o700, parents=True, exist_ok=True)
     (rd / "logs").mkdir(exist_ok=True)
-    m = host.Manifest.open(manifest_path())
+    m = netlink.Manifest.open(manifest_path())
     try:
         store.write(state)
         t0 = time.monotonic()
         for i, node in enumerate(state.nodes, 1):
-            host.build_node(state, node, m)
+            netlink.build_node(state, node, m)
             _fault("node", i)
-        host.build_underlay(state, m, outside=True)
+        netlink.build_underlay(state, m, outside=True)
         for node in state.nodes:
             if kernelnode.is_kernel(state, node.name):
                 kernelnode.build(state, node)  # Flannel + kube-proxy style; no agent
             else:  # node ports are the agent's, never the node kernel's (emunet/host/underlay.py)
                 nodeport.install_ingress_drop(node.netns, node.underlay_ip)
-        faults.apply_declared(state)  # Cluster document: per-node impairment blocks
+        tc.apply_declared(state)  # Cluster document: per-node impairment blocks
         _fault("underlay")
         progress(f"nodes: {', '.join(n.name for n in state.nodes)} (underlay "
                  f"{state.cluster.underlay_cidr}, VXLAN VNI {state.cluster.vxlan_vni} "
                  f"UDP {state.cluster.vxlan_port})")
         for i, ps in enumerate(state.pods.values(), 1):
-            host.add_pod(state, ps, m)
+            netlink.add_pod(state, ps, m)
             _fault("pod", i)
         progress(f"pods: {len(state.pods)} namespaces and veth pairs "
                  f"({time.monotonic() - t0:.2f}s)")
@@ -107,11 +105,11 @@ def up(path: str, progress: Progress, cfg: Config | None = None) -> ClusterState
         # The supervisor records its children in the manifest file itself: stop it first (so
         # it starts nothing more), then remove what the file, not our stale copy, lists.
         _stop_supervisor(progress)
-        _remove_all(host.Manifest.open(manifest_path()))
+        _remove_all(netlink.Manifest.open(manifest_path()))
         raise
 
 
-def _start_supervisor(m: host.Manifest) -> None:
+def _start_supervisor(m: netlink.Manifest) -> None:
     logf = open(naming.run_dir() / "logs" / "supervisor.log", "ab")  # noqa: SIM115
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     p = subprocess.Popen([sys.executable, "-m", "emunet.cluster.supervisor"], stdin=subprocess.PIPE,
@@ -190,7 +188,7 @@ def dns_query(netns: str, server: str, name: str, timeout: float = 0.5) -> str |
     q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
     q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
     q += struct.pack("!HH", 1, 1)
-    s = host.socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
+    s = netlink.socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.settimeout(timeout)
         s.sendto(q, (server, 53))
@@ -213,7 +211,7 @@ def down(progress: Progress) -> bool:
         return False
     if not _stop_supervisor(progress):
         progress("supervisor not running; cleaning up from the manifest")
-    _remove_all(host.Manifest.open(manifest_path()))
+    _remove_all(netlink.Manifest.open(manifest_path()))
     return True
 
 
@@ -239,6 +237,6 @@ def _wait_gone(pid: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _remove_all(m: host.Manifest) -> None:
-    host.teardown(m)
+def _remove_all(m: netlink.Manifest) -> None:
+    netlink.teardown(m)
     shutil.rmtree(naming.run_dir(), ignore_errors=True)

@@ -24,7 +24,7 @@ import socket
 from dataclasses import dataclass
 
 from emunet.cluster.workloads import run_as
-from emunet.host import netlink as host
+from emunet.host.netns import socket_in_netns
 from emunet.model import Container, Probe
 
 READINESS, LIVENESS, STARTUP = "Readiness", "Liveness", "Startup"
@@ -127,7 +127,7 @@ async def run(probe: Probe, container: Container, netns: str, ip: str) -> tuple[
 
 
 async def _connect_probe(probe: Probe, netns: str, ip: str, port: int) -> tuple[bool, str]:
-    sock = await asyncio.to_thread(host.socket_in_netns, netns, socket.AF_INET,
+    sock = await asyncio.to_thread(socket_in_netns, netns, socket.AF_INET,
                                    socket.SOCK_STREAM)
     sock.setblocking(False)
     loop = asyncio.get_running_loop()

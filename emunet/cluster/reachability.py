@@ -1,7 +1,7 @@
 """`emunet probe`: a cyclonus-style truth table of which pod reaches which, measured for real.
 
 For every (source pod, destination pod, protocol, port) a socket is opened *inside the source
-pod's network namespace* (`host.socket_in_netns`) and a real connection is attempted to the
+pod's network namespace* (`socket_in_netns`) and a real connection is attempted to the
 destination pod's IP: TCP connects (a silent policy drop times out), UDP sends a datagram and
 waits for the built-in server's answer (resent twice, as one datagram may be lost). All probes
 run concurrently in one event loop, so a 9x9x4 table takes about one timeout.
@@ -18,7 +18,7 @@ import re
 import socket
 from dataclasses import dataclass
 
-from emunet.host import netlink as host
+from emunet.host.netns import socket_in_netns
 from emunet.state.cluster import ClusterState, PodState
 
 OK, TIMEOUT, REFUSED, ERROR = "ok", "timeout", "refused", "error"
@@ -55,7 +55,7 @@ def name(p: PodState) -> str:
 
 async def _tcp(src: PodState, ip: str, port: int, timeout: float) -> str:
     loop = asyncio.get_running_loop()
-    s = host.socket_in_netns(src.netns, socket.AF_INET, socket.SOCK_STREAM)
+    s = socket_in_netns(src.netns, socket.AF_INET, socket.SOCK_STREAM)
     s.setblocking(False)
     try:
         await asyncio.wait_for(loop.sock_connect(s, (ip, port)), timeout)
@@ -72,7 +72,7 @@ async def _tcp(src: PodState, ip: str, port: int, timeout: float) -> str:
 
 async def _udp(src: PodState, ip: str, port: int, timeout: float) -> str:
     loop = asyncio.get_running_loop()
-    s = host.socket_in_netns(src.netns, socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket_in_netns(src.netns, socket.AF_INET, socket.SOCK_DGRAM)
     s.setblocking(False)
     try:
         s.connect((ip, port))

@@ -27,9 +27,7 @@ from emunet.cluster.apply import Change, apply_config, delete_config, delete_obj
 from emunet.cluster.controllers import Controllers
 from emunet.cluster.workloads import Workloads
 from emunet.config import ConfigError
-from emunet.host import kernelnode
-from emunet.host import netlink as host
-from emunet.host import tc as faults
+from emunet.host import kernelnode, netlink, tc
 from emunet.model import Impairment
 from emunet.state import store
 from emunet.state.cluster import KUBE_SYSTEM, StateError
@@ -81,7 +79,7 @@ class Child:
 class Supervisor:
     def __init__(self) -> None:
         self.state = store.read()
-        self.manifest = host.Manifest.open(naming.run_dir() / "manifest.json")
+        self.manifest = netlink.Manifest.open(naming.run_dir() / "manifest.json")
         (naming.run_dir() / "logs").mkdir(exist_ok=True)
         self.workloads = Workloads(naming.run_dir() / "logs", self.manifest.add_process)
         state_path = str(naming.run_dir() / "state.json")
@@ -255,7 +253,7 @@ class Supervisor:
         """`emunet link set|reset NODE`: tc for the rate, the state for the agents (faults)."""
         imp = Impairment(**req["impairment"]) if req.get("impairment") else None
         async with self.lock:
-            msg = await asyncio.to_thread(faults.set_link, self.state, req["node"], imp)
+            msg = await asyncio.to_thread(tc.set_link, self.state, req["node"], imp)
             self.publish()
             return {"changes": [msg]}
 
@@ -289,7 +287,7 @@ class Supervisor:
         self.publish()
         for ch in changes:
             if ch.added_pod is not None:
-                await asyncio.to_thread(host.add_pod, self.state, ch.added_pod, self.manifest)
+                await asyncio.to_thread(netlink.add_pod, self.state, ch.added_pod, self.manifest)
                 await self.start_pod(ch.added_pod)
         self.refresh_ready()
         self.publish()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from emunet.host import netlink as host
+from emunet.host.netns import socket_in_netns
 from emunet.model import Container
 from emunet.state.cluster import PodState
 
@@ -278,7 +278,7 @@ def run_as(c: Container) -> list[str]:
 
 
 def _listen(netns: str, kind: int, port: int) -> socket.socket:
-    sock = host.socket_in_netns(netns, socket.AF_INET, kind)
+    sock = socket_in_netns(netns, socket.AF_INET, kind)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("0.0.0.0", port))
     if kind == socket.SOCK_STREAM:
@@ -290,7 +290,7 @@ def _listen(netns: str, kind: int, port: int) -> socket.socket:
 def _listens(ps: PodState, port: int) -> bool:
     """A TCP connect to the pod's own IP from inside its namespace (over its loopback)."""
     try:
-        sock = host.socket_in_netns(ps.netns, socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket_in_netns(ps.netns, socket.AF_INET, socket.SOCK_STREAM)
     except OSError:
         return False
     with sock:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emunet import control, naming
+from emunet.host.netns import netns_exists, socket_in_netns
 
 REQUIRED_TOOLS = {"ip": "iproute2", "unshare": "util-linux"}
 USEFUL_TOOLS = {"curl": "curl", "nslookup": "bind9-dnsutils", "dig": "bind9-dnsutils",
@@ -163,15 +164,14 @@ def check_vxlan_port() -> Iterator[Finding]:
     except (OSError, ValueError):
         yield _ok("VXLAN port: no node namespaces to check (no cluster state)")
         return
-    from emunet.host import netlink as host  # pyroute2 only when there is something to look at
 
     port = state["cluster"]["vxlan_port"]
     agents = _agent_pids()
     for node in state["nodes"]:
         ns = node["netns"]
-        if not host.netns_exists(ns):
+        if not netns_exists(ns):
             continue
-        s = host.socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM)
         try:
             s.bind(("0.0.0.0", port))
             yield _ok(f"VXLAN UDP {port} free in {ns}")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from emunet import nodeproc
+from emunet.host.netns import socket_in_netns
 from emunet.l7 import http1, httplog, listeners
 from emunet.observe.flowlog import FlowLog
 from emunet.packets import ip_bytes
@@ -218,9 +219,8 @@ async def _relay_body(r: asyncio.StreamReader, w: asyncio.StreamWriter | None, k
 
 async def connect_in_netns(netns: str, ip: str, port: int) -> Upstream:
     """A TCP connection made from inside `netns` (to the pod's own IP: over its loopback)."""
-    from emunet.host import netlink as host
 
-    sock = host.socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (ip, port)), 5)
@@ -231,9 +231,8 @@ async def connect_in_netns(netns: str, ip: str, port: int) -> Upstream:
 
 
 def _listen_in_netns(netns: str, port: int) -> socket.socket:
-    from emunet.host import netlink as host
 
-    sock = host.socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("0.0.0.0", port))
     sock.listen(1024)

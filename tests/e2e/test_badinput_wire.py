@@ -19,7 +19,7 @@ from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 
 from emunet.cluster import lifecycle
-from emunet.host import netlink as host
+from emunet.host.netns import socket_in_netns
 from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
@@ -66,7 +66,7 @@ def _mutants(base: bytes, rng: random.Random):
 
 
 def _transfer(c: Cluster, vip: str, size: int, out: dict) -> None:
-    s = host.socket_in_netns(f"{c.prefix}-rb-client", socket.AF_INET, socket.SOCK_STREAM)
+    s = socket_in_netns(f"{c.prefix}-rb-client", socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(60)
     s.connect((vip, 7000))
     data = random.Random(3).randbytes(size)
@@ -99,12 +99,12 @@ def test_malformed_frames_from_a_pod_and_the_underlay(cluster):
     base = bytes(Ether(src=noisy["emunet"]["mac"], dst="0a:58:0a:2a:01:01") /
                  IP(src=noisy["status"]["podIP"], dst=server["status"]["podIP"]) /
                  TCP(sport=5, dport=7000, flags="S") / (b"x" * 20))
-    pkt = host.socket_in_netns(f"{cluster.prefix}-rb-noisy", socket.AF_PACKET, socket.SOCK_RAW)
+    pkt = socket_in_netns(f"{cluster.prefix}-rb-noisy", socket.AF_PACKET, socket.SOCK_RAW)
     pkt.bind(("eth0", 0))
     inner = bytes(Ether(src="0a:59:0a:2a:01:00", dst="0a:59:0a:2a:02:00") /
                   IP(src=noisy["status"]["podIP"], dst=server["status"]["podIP"], ttl=63) /
                   UDP(sport=5, dport=9) / (b"y" * 20))
-    udp = host.socket_in_netns(f"{cluster.prefix}-node-1", socket.AF_INET, socket.SOCK_DGRAM)
+    udp = socket_in_netns(f"{cluster.prefix}-node-1", socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("192.168.1.11", 0))  # the node's own underlay address: past the peer check
     vx = bytes(VXLAN(vni=1, flags=0x08)) + inner
     t0 = time.monotonic()
@@ -142,7 +142,7 @@ def test_malformed_dns_is_formerr_or_dropped_and_valid_queries_answered(cluster)
     rng = random.Random(5)
     q = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x04echo\x02rb\x03svc\x07cluster" \
         b"\x05local\x00" + struct.pack("!HH", 1, 1)
-    s = host.socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM)
     s.setblocking(False)
     rcodes: dict[int, int] = {}
     for bad in [b"", b"\x00", q[:11], q[:-3], q + b"\xff" * 9] + [

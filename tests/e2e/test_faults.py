@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from emunet.host import netlink as host
+from emunet.host.netns import socket_in_netns
 from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
@@ -127,7 +127,7 @@ def test_down_after_sigkill_of_every_process_removes_exactly_ours(tmp_path, byst
         assert not _alive(procs)
 
         # doctor sees the crash, and a stranger on the VXLAN port of a node namespace
-        squat = host.socket_in_netns(f"{c.prefix}-node-1", socket.AF_INET, socket.SOCK_DGRAM)
+        squat = socket_in_netns(f"{c.prefix}-node-1", socket.AF_INET, socket.SOCK_DGRAM)
         squat.bind(("0.0.0.0", 8472))
         doc = c.emunet("doctor", check=False)
         squat.close()

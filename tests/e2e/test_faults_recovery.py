@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from emunet.host import netlink as host
+from emunet.host.netns import socket_in_netns
 from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
@@ -122,7 +122,7 @@ def test_download_survives_sigkill_of_each_agent(cluster):
     want = hashlib.sha256()
     for _ in range(SIZE_MIB):
         want.update(r.randbytes(MIB))
-    sock = host.socket_in_netns(f"{cluster.prefix}-rb-client", socket.AF_INET,
+    sock = socket_in_netns(f"{cluster.prefix}-rb-client", socket.AF_INET,
                                 socket.SOCK_STREAM)
     sock.settimeout(30)
     sock.connect((vip, 9000))

@@ -14,7 +14,7 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from emunet.host import netlink as host
+from emunet.host.netns import socket_in_netns
 from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
@@ -41,7 +41,7 @@ def cluster(tmp_path_factory):
 
 async def _echo(netns: str, vip: str, i: int, start: asyncio.Event) -> bool:
     payload = f"conn {i:04d} ".encode() * 100  # 1 KB, unique per connection
-    sock = host.socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (vip, 7000))
     reader, writer = await asyncio.open_connection(sock=sock)
@@ -102,7 +102,7 @@ def test_syn_flood_is_bounded(cluster):
     syn = bytearray(bytes(Ether(src=mac, dst="0a:58:0a:2a:01:01") /
                           IP(src=client["status"]["podIP"], dst=cluster.vip) /
                           TCP(sport=1, dport=7000, flags="S", seq=1)))
-    s = host.socket_in_netns(netns, socket.AF_PACKET, socket.SOCK_RAW)
+    s = socket_in_netns(netns, socket.AF_PACKET, socket.SOCK_RAW)
     s.bind(("eth0", 0))
     for i in range(FLOOD):
         syn[34:36] = (1024 + i % 60000).to_bytes(2, "big")  # TCP checksum left stale:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from emunet.host import netlink as host
+from emunet.host.netns import socket_in_netns
 from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import Cluster
 
@@ -144,7 +144,7 @@ def test_nodeport_upload_from_outside_is_merged_and_intact(cluster):
     """The outside client's segments arrive GRO-merged on node-1's eth0; the agent forwards
     them (NAT, VXLAN to node-2) and node-2's backend sees every byte."""
     before = _counters(cluster, "node-1").get("eth0_gro_rx", 0)
-    sock = host.socket_in_netns(f"{cluster.prefix}-outside", socket.AF_INET,
+    sock = socket_in_netns(f"{cluster.prefix}-outside", socket.AF_INET,
                                 socket.SOCK_STREAM)
     sock.settimeout(20)
     r = random.Random(7)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from emunet.host import netlink as host
+from emunet.host.netns import socket_in_netns
 from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
@@ -199,7 +199,7 @@ def _download(c: Cluster, node: str, port: int) -> tuple[str, float]:
     r = random.Random(7)
     for _ in range(BLOB_MIB):
         want.update(r.randbytes(MIB))
-    sock = host.socket_in_netns(f"{c.prefix}-outside", socket.AF_INET,
+    sock = socket_in_netns(f"{c.prefix}-outside", socket.AF_INET,
                                 socket.SOCK_STREAM)
     sock.settimeout(20)
     t0 = time.monotonic()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from emunet import model, naming
-from emunet.host import netlink as host
+from emunet.host import netlink
 from emunet.state.cluster import ClusterState
 from emunet.state.plan import plan
 
@@ -44,17 +44,17 @@ def _config(nodes: int) -> model.Config:
 
 
 def _leftovers() -> list[str]:
-    etc = sorted(p.name for p in host.ETC_NETNS.glob(PREFIX + "-*"))
-    return [n for n in host.list_netns() if n.startswith(PREFIX + "-")] + etc
+    etc = sorted(p.name for p in netlink.ETC_NETNS.glob(PREFIX + "-*"))
+    return [n for n in netlink.list_netns() if n.startswith(PREFIX + "-")] + etc
 
 
-def _build(state: ClusterState, m: host.Manifest) -> None:
-    host.preflight(state)
+def _build(state: ClusterState, m: netlink.Manifest) -> None:
+    netlink.preflight(state)
     for node in state.nodes:
-        host.build_node(state, node, m)
-    host.build_underlay(state, m)
+        netlink.build_node(state, node, m)
+    netlink.build_underlay(state, m)
     for pod in state.pods.values():
-        host.add_pod(state, pod, m)
+        netlink.add_pod(state, pod, m)
 
 
 @pytest.fixture
@@ -65,18 +65,18 @@ def env(monkeypatch, tmp_path):
     monkeypatch.setenv("EMUNET_PREFIX", PREFIX)
     monkeypatch.setenv("EMUNET_RUN_DIR", str(tmp_path))
     assert not _leftovers(), f"leftovers from an earlier run: {_leftovers()}"
-    m = host.Manifest.open(tmp_path / "manifest.json")
+    m = netlink.Manifest.open(tmp_path / "manifest.json")
     yield m
     try:
-        host.teardown(m)
+        netlink.teardown(m)
     finally:
         # Safety net for this test's own unique prefix only, so a failing test cannot leave
         # namespaces behind on a shared machine; the assertion still reports it.
         left = _leftovers()
         for name in left:
-            if name in host.list_netns():
+            if name in netlink.list_netns():
                 subprocess.run(["ip", "netns", "delete", name], check=False)
-            shutil.rmtree(host.ETC_NETNS / name, ignore_errors=True)
+            shutil.rmtree(netlink.ETC_NETNS / name, ignore_errors=True)
         assert not left, f"teardown left {left}"
 
 
@@ -118,18 +118,18 @@ def pod(state: ClusterState, name: str, ns: str = "blog"):
 
 def test_resolv_conf_is_clusterfirst():
     st = plan(_config(2))
-    assert host.resolv_conf(st, pod(st, "db")) == (
+    assert netlink.resolv_conf(st, pod(st, "db")) == (
         "search blog.svc.cluster.local svc.cluster.local cluster.local\n"
         "nameserver 10.43.0.10\noptions ndots:5\n")
 
 
 def test_hosts_file_as_kubelet_writes_it():
     st = plan(_config(2))
-    lines = host.hosts_file(st, pod(st, "db")).splitlines()
+    lines = netlink.hosts_file(st, pod(st, "db")).splitlines()
     assert lines[1:3] == ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     assert lines[-1] == f"{pod(st, 'db').ip}\tdb"
     fe = pod(st, "frontend")
-    assert host.hosts_file(st, fe).splitlines()[-1] == (
+    assert netlink.hosts_file(st, fe).splitlines()[-1] == (
         f"{fe.ip}\tweb.site.blog.svc.cluster.local\tweb")
 
 
@@ -224,8 +224,8 @@ def test_socket_in_netns_talks_over_the_underlay(two):
     state, _ = two
     n1, n2 = state.nodes
     before = os.stat("/proc/thread-self/ns/net").st_ino
-    a = host.socket_in_netns(n1.netns, socket.AF_INET, socket.SOCK_DGRAM)
-    b = host.socket_in_netns(n2.netns, socket.AF_INET, socket.SOCK_DGRAM)
+    a = netlink.socket_in_netns(n1.netns, socket.AF_INET, socket.SOCK_DGRAM)
+    b = netlink.socket_in_netns(n2.netns, socket.AF_INET, socket.SOCK_DGRAM)
     assert os.stat("/proc/thread-self/ns/net").st_ino == before  # this thread came back
     with a, b:
         a.bind((n1.underlay_ip, 0))  # the address only exists in node-1's namespace
@@ -243,15 +243,15 @@ def test_socket_in_netns_talks_over_the_underlay(two):
 @needs_root
 def test_preflight_and_existing_objects_give_user_facing_errors(two):
     state, m = two
-    with pytest.raises(host.HostError, match=r"network namespace emt\d+-node-1 already exists "
+    with pytest.raises(netlink.HostError, match=r"network namespace emt\d+-node-1 already exists "
                                              r"\(left over from an earlier run\?\): run "
                                              r"`emunet down`"):
-        host.preflight(state)
-    with pytest.raises(host.HostError, match="already exists"):
-        host.build_node(state, state.nodes[0], m)
+        netlink.preflight(state)
+    with pytest.raises(netlink.HostError, match="already exists"):
+        netlink.build_node(state, state.nodes[0], m)
     assert m.netns().count(state.nodes[0].netns) == 1
-    with pytest.raises(host.HostError, match="already exists"):
-        host.build_underlay(state, m)
+    with pytest.raises(netlink.HostError, match="already exists"):
+        netlink.build_underlay(state, m)
 
 
 @needs_root
@@ -260,14 +260,14 @@ def test_remove_pod_kills_its_processes_and_removes_everything(two):
     be = pod(state, "backend")
     proc = subprocess.Popen(["ip", "netns", "exec", be.netns, "sleep", "60"])
     m.add_process(proc.pid, "container", netns=be.netns)
-    host.remove_pod(be, m)
+    netlink.remove_pod(be, m)
     assert proc.wait(timeout=5) != 0  # killed, not finished
-    assert not host.netns_exists(be.netns)
-    assert not (host.ETC_NETNS / be.netns).exists()
+    assert not netlink.netns_exists(be.netns)
+    assert not (netlink.ETC_NETNS / be.netns).exists()
     assert ipj(state.node(be.node).netns, "link", "show") and not any(
         link["ifname"] == be.host_ifname for link in ipj(state.node(be.node).netns, "link"))
     assert be.netns not in m.netns() and not m.processes()
-    assert host.netns_exists(pod(state, "frontend").netns)  # neighbours untouched
+    assert netlink.netns_exists(pod(state, "frontend").netns)  # neighbours untouched
 
 
 @needs_root
@@ -275,24 +275,24 @@ def test_teardown_removes_everything_and_is_idempotent(two, tmp_path):
     state, m = two
     sleeper = subprocess.Popen(["sleep", "60"])
     m.add_process(sleeper.pid, "agent")
-    host.teardown(m)
+    netlink.teardown(m)
     assert sleeper.wait(timeout=5) == -15  # SIGTERM was enough
     assert _leftovers() == [] and m.entries == []
-    assert host.Manifest.open(m.path).entries == []
-    host.teardown(m)  # nothing left to do, no error
-    host.teardown(host.Manifest.open(tmp_path / "never-written.json"))
+    assert netlink.Manifest.open(m.path).entries == []
+    netlink.teardown(m)  # nothing left to do, no error
+    netlink.teardown(netlink.Manifest.open(tmp_path / "never-written.json"))
 
 
 @needs_root
 def test_teardown_never_kills_a_recycled_pid(env):
     other = subprocess.Popen(["sleep", "60"])
     try:
-        start = host.process_start_time(other.pid)
+        start = netlink.process_start_time(other.pid)
         # The manifest says this pid was started at another time: it is someone else now.
         env.path.write_text(json.dumps({"version": 1, "entries": [
             {"kind": "process", "pid": other.pid, "start_time": start - 1, "role": "agent",
              "netns": None}]}))
-        host.teardown(host.Manifest.open(env.path))
+        netlink.teardown(netlink.Manifest.open(env.path))
         assert other.poll() is None
     finally:
         other.kill()
@@ -306,11 +306,11 @@ def test_threads_build_pods_concurrently(env):
                        pods=tuple(model.Pod("blog", f"p{i}") for i in range(12)))
     state = plan(cfg)
     for node in state.nodes:
-        host.build_node(state, node, env)
-    host.build_underlay(state, env)
+        netlink.build_node(state, node, env)
+    netlink.build_underlay(state, env)
     before = os.stat("/proc/thread-self/ns/net").st_ino
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
-        list(ex.map(lambda p: host.add_pod(state, p, env), state.pods.values()))
+        list(ex.map(lambda p: netlink.add_pod(state, p, env), state.pods.values()))
     assert os.stat("/proc/thread-self/ns/net").st_ino == before
     for p in state.pods.values():
         (eth0,) = ipj(p.netns, "addr", "show", "dev", "eth0")
@@ -353,19 +353,19 @@ def test_three_nodes_share_a_bridge(three):
 @needs_root
 def test_failed_add_pod_cleans_up_after_itself(two, monkeypatch):
     state, m = two
-    real = host._offloads_off
+    real = netlink._offloads_off
 
     def broken(ifname: str, netns: str) -> None:
         if ifname == "eth0":
-            raise host.HostError("injected failure")
+            raise netlink.HostError("injected failure")
         real(ifname, netns)
 
-    monkeypatch.setattr(host, "_offloads_off", broken)
+    monkeypatch.setattr(netlink, "_offloads_off", broken)
     extra = state.add_pod(model.Pod("blog", "late", node_name="node-2"))
-    with pytest.raises(host.HostError, match="injected"):
-        host.add_pod(state, extra, m)
-    assert not host.netns_exists(extra.netns) and extra.netns not in m.netns()
-    assert not (host.ETC_NETNS / extra.netns).exists()
+    with pytest.raises(netlink.HostError, match="injected"):
+        netlink.add_pod(state, extra, m)
+    assert not netlink.netns_exists(extra.netns) and extra.netns not in m.netns()
+    assert not (netlink.ETC_NETNS / extra.netns).exists()
     assert not any(link["ifname"] == extra.host_ifname
                    for link in ipj(state.node("node-2").netns, "link"))
 
@@ -378,27 +378,27 @@ def test_a_build_that_crashes_halfway_is_cleaned_up_from_its_manifest(env, tmp_p
         import os, sys
         sys.path.insert(0, {str(REPO)!r})
         from emunet import model
-        from emunet.host import netlink as host
+        from emunet.host import netlink
         from emunet.state.plan import plan
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_host import _config, _build
         calls = []
-        real = host._offloads_off
+        real = netlink._offloads_off
         def dying(ifname, netns):
             calls.append(ifname)
             if len(calls) == 5:
                 os._exit(3)
             real(ifname, netns)
-        host._offloads_off = dying
-        _build(plan(_config(2)), host.Manifest.open({str(env.path)!r}))
+        netlink._offloads_off = dying
+        _build(plan(_config(2)), netlink.Manifest.open({str(env.path)!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], env=dict(os.environ),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stderr
-    m = host.Manifest.open(env.path)
-    assert len(m.netns()) >= 5 and all(host.netns_exists(n) for n in m.netns())
+    m = netlink.Manifest.open(env.path)
+    assert len(m.netns()) >= 5 and all(netlink.netns_exists(n) for n in m.netns())
     assert _leftovers()
-    host.teardown(m)
+    netlink.teardown(m)
     assert _leftovers() == []
 
 
@@ -409,4 +409,4 @@ def test_one_node_has_no_underlay(env):
     (node,) = state.nodes
     assert [link["ifname"] for link in ipj(node.netns, "link")
             if not link["ifname"].startswith("veth")] == ["lo"]
-    assert not host.netns_exists(naming.underlay_netns())
+    assert not netlink.netns_exists(naming.underlay_netns())

@@ -15,7 +15,7 @@ from scapy.layers.l2 import Ether
 from emunet.config import impairment
 from emunet.datapath import Drop, Encap, Send
 from emunet.datapath.netem import Impairer, LinkShape, UnderlayShaper, link_shape
-from emunet.host import tc as faults
+from emunet.host import tc
 from emunet.model import Impairment
 
 
@@ -149,14 +149,14 @@ def test_parse_errors_name_the_field(kwargs, needle):
 
 def test_tc_commands_only_tbf_for_agent_nodes_netem_for_kernel_nodes():
     imp = impairment.parse("50ms", "5ms", "1%", "10mbit")
-    cmds = faults.tc_commands("p-node-1", imp)
+    cmds = tc.tc_commands("p-node-1", imp)
     assert cmds[0] == ["tc", "-n", "p-node-1", "qdisc", "del", "dev", "eth0", "root"]
     assert cmds[1][:8] == ["tc", "-n", "p-node-1", "qdisc", "add", "dev", "eth0", "root"]
     assert "tbf" in cmds[1] and "netem" not in sum(cmds, []) and len(cmds) == 2
     assert "10000000bit" in cmds[1]
-    assert faults.tc_commands("p", impairment.parse(delay="5ms")) == [cmds[0][:2] + ["p"] +
+    assert tc.tc_commands("p", impairment.parse(delay="5ms")) == [cmds[0][:2] + ["p"] +
                                                                    cmds[0][3:]]
-    kernel = faults.tc_commands("p", imp, netem_too=True)
+    kernel = tc.tc_commands("p", imp, netem_too=True)
     assert kernel[1][8:] == ["handle", "1:", "netem", "delay", "50ms", "5ms", "loss", "1%"]
     assert kernel[2][6:10] == ["eth0", "parent", "1:1", "handle"] and "tbf" in kernel[2]
 

@@ -7,8 +7,7 @@ import socket
 
 import pytest
 
-from emunet.cluster import events
-from emunet.cluster import prober as probes
+from emunet.cluster import events, prober
 from emunet.cluster.workloads import access_line
 from emunet.config import ConfigError, load_config_text
 from emunet.model import Container, ContainerPort, Probe
@@ -19,8 +18,8 @@ from emunet.state.plan import plan
 
 
 def test_readiness_starts_failed_and_needs_success_threshold() -> None:
-    t = probes.ProbeTracker(Probe("tcpSocket", 80, initial_delay=5, period=2,
-                                  success_threshold=2), probes.READINESS, "c", 100.0)
+    t = prober.ProbeTracker(Probe("tcpSocket", 80, initial_delay=5, period=2,
+                                  success_threshold=2), prober.READINESS, "c", 100.0)
     assert t.result is False
     assert not t.due(104.9) and t.due(105.0)  # nothing before initialDelaySeconds
     t.running = True
@@ -31,7 +30,7 @@ def test_readiness_starts_failed_and_needs_success_threshold() -> None:
 
 
 def test_readiness_fails_after_failure_threshold_in_a_row() -> None:
-    t = probes.ProbeTracker(Probe("tcpSocket", 80), probes.READINESS, "c", 0.0)
+    t = prober.ProbeTracker(Probe("tcpSocket", 80), prober.READINESS, "c", 0.0)
     t.record(True, 0)
     assert t.result
     t.record(False, 10)
@@ -44,8 +43,8 @@ def test_readiness_fails_after_failure_threshold_in_a_row() -> None:
 
 
 def test_liveness_starts_healthy_and_resets_on_restart() -> None:
-    t = probes.ProbeTracker(Probe("exec", command=("true",), failure_threshold=1, period=1),
-                            probes.LIVENESS, "c", 0.0)
+    t = prober.ProbeTracker(Probe("exec", command=("true",), failure_threshold=1, period=1),
+                            prober.LIVENESS, "c", 0.0)
     assert t.result is True
     assert t.record(False, 1) is True and t.result is False
     t.reset(5.0)
@@ -53,18 +52,18 @@ def test_liveness_starts_healthy_and_resets_on_restart() -> None:
 
 
 def test_startup_probe_gates_and_gives_up() -> None:
-    t = probes.ProbeTracker(Probe("exec", command=("true",), failure_threshold=2, period=1),
-                            probes.STARTUP, "c", 0.0)
-    r = probes.ProbeTracker(Probe("tcpSocket", 80), probes.READINESS, "c", 0.0)
-    assert t.result is False and not probes.started([t, r], "c")
-    assert probes.started([t, r], "other")  # no startup probe: started at once
+    t = prober.ProbeTracker(Probe("exec", command=("true",), failure_threshold=2, period=1),
+                            prober.STARTUP, "c", 0.0)
+    r = prober.ProbeTracker(Probe("tcpSocket", 80), prober.READINESS, "c", 0.0)
+    assert t.result is False and not prober.started([t, r], "c")
+    assert prober.started([t, r], "other")  # no startup probe: started at once
     t.record(False, 0)
     assert not t.gives_up
     t.record(False, 1)
     assert t.gives_up  # failureThreshold in a row: the container is restarted
     t.reset(2.0)
     assert not t.gives_up and t.due(2.0)
-    assert t.record(True, 2.0) is True and probes.started([t, r], "c")
+    assert t.record(True, 2.0) is True and prober.started([t, r], "c")
     assert not t.due(100.0)  # done until the next restart
     t.reset(200.0)
     assert t.result is False and t.due(200.0)
@@ -73,17 +72,17 @@ def test_startup_probe_gates_and_gives_up() -> None:
 def test_trackers_for_containers() -> None:
     c = Container("web", readiness_probe=Probe("tcpSocket", 80),
                   liveness_probe=Probe("httpGet", "http"))
-    kinds = [(t.kind, t.container) for t in probes.trackers_for((c, Container("side")), 0)]
-    assert kinds == [(probes.READINESS, "web"), (probes.LIVENESS, "web")]
+    kinds = [(t.kind, t.container) for t in prober.trackers_for((c, Container("side")), 0)]
+    assert kinds == [(prober.READINESS, "web"), (prober.LIVENESS, "web")]
     s = Container("slow", startup_probe=Probe("tcpSocket", 80))
-    assert [t.kind for t in probes.trackers_for((s,), 0)] == [probes.STARTUP]
+    assert [t.kind for t in prober.trackers_for((s,), 0)] == [prober.STARTUP]
 
 
 def test_named_probe_port_resolves_against_the_container() -> None:
     c = Container("web", ports=(ContainerPort(8080, name="http"),))
-    assert probes.probe_port(Probe("httpGet", "http"), c) == 8080
-    assert probes.probe_port(Probe("httpGet", 81), c) == 81
-    assert probes.probe_port(Probe("httpGet", "nope"), c) is None
+    assert prober.probe_port(Probe("httpGet", "http"), c) == 8080
+    assert prober.probe_port(Probe("httpGet", 81), c) == 81
+    assert prober.probe_port(Probe("httpGet", "nope"), c) is None
 
 
 # ---- config -------------------------------------------------------------------------------------
@@ -154,7 +153,7 @@ def test_probe_errors_are_located(probe: str, line: int, path: str, words: str) 
 
 @pytest.fixture()
 def plain_sockets(monkeypatch):
-    monkeypatch.setattr(probes.host, "socket_in_netns",
+    monkeypatch.setattr(prober, "socket_in_netns",
                         lambda netns, family, type, proto=0: socket.socket(family, type, proto))
 
 
@@ -181,7 +180,7 @@ def test_http_probe_status_codes(plain_sockets, status: bytes, ok: bool) -> None
     async def go() -> tuple[bool, str]:
         srv, port = await _http_server(status)
         async with srv:
-            return await probes.run(Probe("httpGet", port, path="/healthz"), Container("c"),
+            return await prober.run(Probe("httpGet", port, path="/healthz"), Container("c"),
                                     "ns", "127.0.0.1")
 
     result, message = asyncio.run(go())
@@ -192,13 +191,13 @@ def test_http_probe_status_codes(plain_sockets, status: bytes, ok: bool) -> None
 
 def test_tcp_probe_refused_says_so(plain_sockets) -> None:
     port = _free_port()
-    ok, message = asyncio.run(probes.run(Probe("tcpSocket", port), Container("c"), "ns",
+    ok, message = asyncio.run(prober.run(Probe("tcpSocket", port), Container("c"), "ns",
                                          "127.0.0.1"))
     assert not ok and f"dial tcp 127.0.0.1:{port}: connect: connection refused" in message
 
 
 def test_probe_with_unknown_named_port_fails() -> None:
-    ok, message = asyncio.run(probes.run(Probe("tcpSocket", "http"), Container("c"), "ns",
+    ok, message = asyncio.run(prober.run(Probe("tcpSocket", "http"), Container("c"), "ns",
                                          "127.0.0.1"))
     assert not ok and "'http'" in message
 
@@ -244,8 +243,8 @@ def test_access_line_is_combined_log_format() -> None:
 
 def test_exec_probe_runs_as_the_containers_user() -> None:
     p = Probe("exec", command=("cat", "/tmp/ok"))
-    argv = probes.exec_argv(p, Container("c"), "ns1")
+    argv = prober.exec_argv(p, Container("c"), "ns1")
     assert argv[:4] == ["ip", "netns", "exec", "ns1"] and argv[-2:] == ["cat", "/tmp/ok"]
     assert "--reuid=65534" in argv  # nobody, as the container's own processes
-    assert probes.exec_argv(p, Container("c", run_as_user=0), "ns1") == [
+    assert prober.exec_argv(p, Container("c", run_as_user=0), "ns1") == [
         "ip", "netns", "exec", "ns1", "cat", "/tmp/ok"]
