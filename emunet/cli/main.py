@@ -7,6 +7,7 @@ with --debug.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -27,7 +28,8 @@ from emunet.cli.common import CLIError, load_state, need_root
 from emunet.cluster import lifecycle
 from emunet.config import load_config
 from emunet.errors import EXIT_BAD_INPUT, EmunetError
-from emunet.host import doctor, kernelnode
+from emunet.host import doctor, kernelnode, sandbox
+from emunet.host.manifest import Manifest
 from emunet.observe.counters import status_lines
 from emunet.state.cluster import ClusterState
 from emunet.state.plan import plan
@@ -144,8 +146,20 @@ def cmd_exec(a: argparse.Namespace) -> int:
     if ps is None:
         raise CLIError(f"pod {a.pod!r} not found in namespace {a.namespace or 'default'} "
                        "(see `emunet get pods -A`)")
-    # `ip netns exec` also bind-mounts /etc/netns/<netns>/resolv.conf: the pod's DNS config.
-    os.execvp("ip", ["ip", "netns", "exec", ps.netns, *cmd])
+    containers = [c for c in ps.pod.containers if a.container in (None, c.name)]
+    if not containers:
+        raise CLIError(f"container {a.container} is not valid for pod {a.pod}, choose one "
+                       f"of: {[c.name for c in ps.pod.containers]}", code=2)
+    c = containers[0]
+    # The container's namespaces (network, UTS, IPC, mount, PID: emunet.host.sandbox), as root
+    # (what most images run as); its mount namespace has the pod's resolv.conf and hosts.
+    recorded = Manifest.open(lifecycle.manifest_path()).processes()
+    started = sandbox.recorded_pid(recorded, sandbox.container_role(ps.pod, c))
+    target = sandbox.child_pid(started) if started is not None else None
+    env = {**sandbox.env(ps.pod, dataclasses.replace(c, run_as_user=0)),
+           **({"TERM": os.environ["TERM"]} if "TERM" in os.environ else {})}
+    argv = sandbox.exec_argv(ps.pod, ps.netns, target, cmd)
+    os.execvpe(argv[0], argv, env)
     return 127  # not reached
 
 
@@ -251,12 +265,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-A", "--all-namespaces", action="store_true", help="all namespaces")
     p.add_argument("-o", "--output", choices=["wide", "json"], help="wide table or JSON List")
     p.set_defaults(func=cmd_get)
-    p = sub.add_parser("exec", help="run a command inside a pod's network namespace",
+    p = sub.add_parser("exec", help="run a command inside a pod (its network, hostname, processes)",
                        usage="emunet exec [-n NS] POD -- CMD [ARGS...]")
     p.add_argument("-n", "--namespace", help="the pod's namespace (default: default)")
     p.add_argument("-i", "--stdin", action="store_true", help="accepted for kubectl habits; "
                    "stdin is always passed")
     p.add_argument("-t", "--tty", action="store_true", help="accepted for kubectl habits")
+    p.add_argument("-c", "--container", help="the container (default: the pod's first)")
     p.add_argument("--outside", action="store_true",
                    help="run in the outside client namespace on the underlay (no POD)")
     p.add_argument("pod", nargs="?")

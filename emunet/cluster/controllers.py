@@ -230,7 +230,9 @@ class Controllers:
     async def _probe(self, ps: PodState, t: prober.ProbeTracker) -> None:
         container = next(c for c in ps.pod.containers if c.name == t.container)
         try:
-            ok, message = await prober.run(t.probe, container, ps.netns, ps.ip)
+            ok, message = await prober.run(
+                t.probe, container, ps.pod, ps.netns, ps.ip,
+                self.sup.workloads.container_pid(ps.key, container.name))
         except Exception as e:  # a probe that cannot run is a failed probe
             ok, message = False, str(e)
         if t not in self.trackers.get(ps.key, ()):

@@ -11,8 +11,8 @@ stops once it has succeeded, and failureThreshold failures in a row restart the 
 
 The runners do the I/O: tcp/http connect to the pod IP from a socket created inside the pod's
 netns (as the kubelet on the node connects to the pod IP); exec runs the command with
-`ip netns exec` as the container's user (securityContext, else nobody:
-emunet.cluster.workloads.run_as), as the kubelet runs it in the container.
+nsenter into the container's namespaces as the container's user (securityContext, else nobody:
+emunet.host.sandbox), as the kubelet runs it in the container.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import os
 import socket
 from dataclasses import dataclass
 
-from emunet.cluster.workloads import run_as
+from emunet.host import sandbox
 from emunet.host.netns import socket_in_netns
-from emunet.model import Container, Probe
+from emunet.model import Container, Pod, Probe
 
 READINESS, LIVENESS, STARTUP = "Readiness", "Liveness", "Startup"
 USER_AGENT = "kube-probe/1.31"  # what the kubelet sends; servers log it
@@ -111,10 +111,12 @@ def probe_port(probe: Probe, container: Container) -> int | None:
     return None
 
 
-async def run(probe: Probe, container: Container, netns: str, ip: str) -> tuple[bool, str]:
-    """Run a probe once: (success, the kubelet-style failure message)."""
+async def run(probe: Probe, container: Container, pod: Pod, netns: str, ip: str,
+              target_pid: int | None = None) -> tuple[bool, str]:
+    """Run a probe once: (success, the kubelet-style failure message). `target_pid`: the
+    container's process, whose namespaces an exec probe runs in (emunet.host.sandbox)."""
     if probe.kind == "exec":
-        return await _exec(probe, container, netns)
+        return await _exec(exec_argv(probe, container, pod, netns, target_pid), probe)
     port = probe_port(probe, container)
     if port is None:
         return False, f"port {probe.port!r} is not a port of container {container.name}"
@@ -164,15 +166,17 @@ async def _connect_probe(probe: Probe, netns: str, ip: str, port: int) -> tuple[
         sock.close()
 
 
-def exec_argv(probe: Probe, container: Container, netns: str) -> list[str]:
-    """An exec probe's command line: in the pod's namespace, as the container's user."""
-    return ["ip", "netns", "exec", netns, *run_as(container), *probe.command]
+def exec_argv(probe: Probe, container: Container, pod: Pod, netns: str,
+              target_pid: int | None = None) -> list[str]:
+    """An exec probe's command line: in the container's namespaces, as the container's user."""
+    return sandbox.exec_argv(pod, netns, target_pid, list(probe.command),
+                             sandbox.run_as(container))
 
 
-async def _exec(probe: Probe, container: Container, netns: str) -> tuple[bool, str]:
+async def _exec(argv: list[str], probe: Probe) -> tuple[bool, str]:
     try:
         proc = await asyncio.create_subprocess_exec(
-            *exec_argv(probe, container, netns), stdin=asyncio.subprocess.DEVNULL,
+            *argv, stdin=asyncio.subprocess.DEVNULL, env={"PATH": sandbox.PATH},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     except OSError as e:
         return False, f"exec {list(probe.command)}: {e}"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from emunet.host import sandbox
 from emunet.host.netns import socket_in_netns
 from emunet.model import Container
 from emunet.state.cluster import PodState
@@ -29,7 +30,7 @@ log = logging.getLogger("emunet.cluster.workloads")
 
 _HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ")
 _MAX_HEADER = 64 * 1024
-NOBODY = 65534  # the default user and group of container processes (see run_as)
+SANDBOX_TIMEOUT = 5.0  # seconds for a pod sandbox to set up its namespaces
 _BACKOFF_MAX = 300.0  # kubelet's CrashLoopBackOff cap (5 minutes)
 
 
@@ -116,6 +117,8 @@ class PodWorkload:
     procs: list[_Proc] = field(default_factory=list)
     logs: list[TextIO] = field(default_factory=list)  # built-in servers' access logs
     builtin_restarts: int = 0  # liveness restarts of built-in containers
+    sandbox: subprocess.Popen | None = None  # the pod's pause process (emunet.host.sandbox)
+    sandbox_pid: int | None = None  # its PID 1 (the pause), what containers nsenter
 
     @property
     def restarts(self) -> int:
@@ -141,8 +144,36 @@ class Workloads:
                 wl.procs.append(_Proc(c))
             elif builtin:
                 await self._open_builtin(wl, c)
+        if wl.procs:
+            await asyncio.to_thread(self._start_sandbox, wl)
         for p in wl.procs:
             self._spawn(wl, p)
+
+    def _start_sandbox(self, wl: PodWorkload) -> None:
+        """The pod's pause process; returns once its namespaces are set up (or it failed)."""
+        ps = wl.ps
+        logf = self.log_dir / f"{ps.pod.namespace}_{ps.pod.name}_sandbox.log"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(logf, "ab") as out:
+            try:
+                wl.sandbox = subprocess.Popen(
+                    sandbox.sandbox_argv(ps.pod, ps.netns), stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    env={"PATH": sandbox.PATH})
+            except OSError as e:
+                out.write(f"emunet: cannot start the pod sandbox: {e}\n".encode())
+                return
+        self.on_process(wl.sandbox.pid, sandbox.sandbox_role(ps.pod), netns=ps.netns)
+        deadline = time.monotonic() + SANDBOX_TIMEOUT
+        while time.monotonic() < deadline and wl.sandbox.poll() is None:
+            pid = sandbox.child_pid(wl.sandbox.pid)
+            # set up once the pause runs: hostname and /tmp are done before its exec
+            if pid is not None and _exe_name(pid) == sandbox.PAUSE:
+                wl.sandbox_pid = pid
+                return
+            time.sleep(0.005)
+        log.error("%s/%s: the pod sandbox did not start (see %s)", ps.pod.namespace,
+                  ps.pod.name, logf)
 
     async def _open_builtin(self, wl: PodWorkload, c: Container) -> None:
         """A built-in container's listeners; like a web server it logs one line per request
@@ -207,10 +238,12 @@ class Workloads:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         logf = self.log_dir / f"{ps.pod.namespace}_{ps.pod.name}_{p.container.name}.log"
         cmd = [*p.container.command, *p.container.args]
-        argv = ["ip", "netns", "exec", ps.netns, *run_as(p.container), *cmd]
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-               "HOSTNAME": ps.pod.name, **dict(p.container.env)}
         with open(logf, "ab") as out:
+            if wl.sandbox_pid is None:  # no namespaces to run in: as a runtime failure
+                out.write(b"emunet: the pod sandbox is not running; container not started\n")
+                return
+            argv = sandbox.container_argv(ps.pod, p.container, wl.sandbox_pid, cmd)
+            env = sandbox.env(ps.pod, p.container)
             try:
                 # Own session: `down` can end the process group (a shell and its children).
                 p.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
@@ -220,8 +253,8 @@ class Workloads:
                 out.write(f"emunet: cannot start {cmd}: {e}\n".encode())
                 p.popen = None
                 return
-        self.on_process(p.popen.pid, f"container {ps.pod.namespace}/{ps.pod.name}/"
-                        f"{p.container.name}", netns=ps.netns)
+        self.on_process(p.popen.pid, sandbox.container_role(ps.pod, p.container),
+                        netns=ps.netns)
 
     def reap(self, now: float) -> bool:
         """Restart exited containers with back-off (restartPolicy Always). True if any moved."""
@@ -238,6 +271,14 @@ class Workloads:
                     self._spawn(wl, p)
                     changed = True
         return changed
+
+    def container_pid(self, key: tuple[str, str], container: str) -> int | None:
+        """The container's first process (PID 1 of its PID namespace), None if not running."""
+        wl = self.pods.get(key)
+        for p in wl.procs if wl else ():
+            if p.container.name == container and p.popen is not None:
+                return sandbox.child_pid(p.popen.pid)
+        return None
 
     def ready(self, key: tuple[str, str]) -> bool:
         """Ready when built-in listeners are open, every container process runs, and every TCP
@@ -258,23 +299,20 @@ class Workloads:
         for p in wl.procs:
             if p.popen is not None and p.popen.poll() is None:
                 _end(p.popen)
+        if wl.sandbox is not None and wl.sandbox.poll() is None:
+            _end(wl.sandbox)  # PID 1 of the pod's PID namespace: what was left there goes too
 
     async def stop_all(self) -> None:
         for key in list(self.pods):
             await self.stop(key)
 
 
-def run_as(c: Container) -> list[str]:
-    """The setpriv(1) prefix that drops root for a container's process, after `ip netns exec`
-    (which needs root to enter the namespace). securityContext.runAsUser/runAsGroup when set;
-    otherwise nobody/nogroup (65534): emunet has no image whose USER could say otherwise, and a
-    workload has no business being root on the host. runAsUser 0 keeps root (group 0 unless
-    runAsGroup says otherwise). Supplementary groups are cleared."""
-    uid = NOBODY if c.run_as_user is None else c.run_as_user
-    gid = c.run_as_group if c.run_as_group is not None else (0 if uid == 0 else NOBODY)
-    if uid == 0 and gid == 0:
-        return []
-    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+
+def _exe_name(pid: int) -> str:
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return ""
 
 
 def _listen(netns: str, kind: int, port: int) -> socket.socket:

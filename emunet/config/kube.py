@@ -25,13 +25,13 @@ META_IGNORED = ("uid", "resourceVersion", "generation", "creationTimestamp",
                 "deletionTimestamp", "deletionGracePeriodSeconds", "finalizers",
                 "ownerReferences", "managedFields", "selfLink", "generateName")
 POD_SPEC_FIELDS = ("containers", "nodeName", "hostname", "subdomain", "restartPolicy",
-                   "hostNetwork", "securityContext")
+                   "hostNetwork", "securityContext", "shareProcessNamespace")
 POD_SPEC_IGNORED = (
     "initContainers", "ephemeralContainers", "volumes", "serviceAccountName", "serviceAccount",
     "automountServiceAccountToken", "nodeSelector", "affinity", "tolerations",
     "priorityClassName", "priority", "schedulerName", "dnsPolicy", "dnsConfig",
     "terminationGracePeriodSeconds", "activeDeadlineSeconds",
-    "imagePullSecrets", "enableServiceLinks", "shareProcessNamespace", "runtimeClassName",
+    "imagePullSecrets", "enableServiceLinks", "runtimeClassName",
     "topologySpreadConstraints", "hostAliases", "readinessGates", "preemptionPolicy",
     "overhead", "os", "setHostnameAsFQDN", "resourceClaims", "schedulingGates", "hostUsers",
     "hostPID", "hostIPC", "resources")
@@ -125,8 +125,9 @@ def parse_pod_spec(spec: Obj) -> dict:
     if spec.has("containers") and isinstance(spec.raw("containers"), list) and not items \
             and not spec.raw("containers"):
         spec.error("containers", "a pod needs at least one container")
+    share = spec.bool("shareProcessNamespace")
     return {"containers": _containers(items, pod_user, pod_group), "node_name": node,
-            "hostname": hostname, "subdomain": subdomain}
+            "hostname": hostname, "subdomain": subdomain, "share_process_namespace": bool(share)}
 
 
 def _security(obj: Obj) -> tuple[int | None, int | None]:

@@ -23,7 +23,8 @@ from pathlib import Path
 from emunet import control, naming
 from emunet.host.netns import netns_exists, socket_in_netns
 
-REQUIRED_TOOLS = {"ip": "iproute2", "unshare": "util-linux"}
+REQUIRED_TOOLS = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux",
+                  "setpriv": "util-linux", "catatonit": "catatonit"}
 USEFUL_TOOLS = {"curl": "curl", "nslookup": "bind9-dnsutils", "dig": "bind9-dnsutils",
                 "ping": "iputils-ping", "tcpdump": "tcpdump", "ethtool": "ethtool",
                 "iperf3": "iperf3", "ss": "iproute2"}

@@ -151,6 +151,7 @@ class Pod:
     hostname: str | None = None  # spec.hostname (headless DNS)
     subdomain: str | None = None  # spec.subdomain (headless DNS)
     owner: str | None = None  # "<deployment>-<pod-template-hash>": the ReplicaSet that made it
+    share_process_namespace: bool = False  # spec.shareProcessNamespace (emunet.host.sandbox)
     loc: Loc | None = None
 
     @property

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -172,7 +175,10 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("workloads")
+    # Files the pods' probes and clients read: not under /tmp, which is each pod's own (a pod
+    # sandbox mounts a private /tmp, emunet.host.sandbox), as a hostPath volume would be.
+    tmp = Path(tempfile.mkdtemp(prefix="emunet-workloads-", dir="/var/tmp"))
+    tmp.chmod(0o755)
     (tmp / "alive").touch()
     config = tmp / "living.yaml"
     config.write_text(CLUSTER + WEB.replace("IMAGE", "nginx:1.27") + OBJECTS.replace(
@@ -184,7 +190,10 @@ def cluster(tmp_path_factory):
         c.emunet("up", c.config, timeout=120)
         yield c
     finally:
-        c.down_clean()
+        try:
+            c.down_clean()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def pods(c: Cluster, prefix: str) -> dict[str, tuple[str, str]]:

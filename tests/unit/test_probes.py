@@ -10,7 +10,7 @@ import pytest
 from emunet.cluster import events, prober
 from emunet.cluster.workloads import access_line
 from emunet.config import ConfigError, load_config_text
-from emunet.model import Container, ContainerPort, Probe
+from emunet.model import Container, ContainerPort, Pod, Probe
 from emunet.state import codec
 from emunet.state.plan import plan
 
@@ -241,10 +241,15 @@ def test_access_line_is_combined_log_format() -> None:
                     '"curl/8.10.1"\n')
 
 
-def test_exec_probe_runs_as_the_containers_user() -> None:
+def test_exec_probe_runs_as_the_containers_user_in_its_namespaces() -> None:
     p = Probe("exec", command=("cat", "/tmp/ok"))
-    argv = prober.exec_argv(p, Container("c"), "ns1")
-    assert argv[:4] == ["ip", "netns", "exec", "ns1"] and argv[-2:] == ["cat", "/tmp/ok"]
+    pod = Pod("ns", "web")
+    argv = prober.exec_argv(p, Container("c"), pod, "ns1", target_pid=4242)
+    assert argv[:2] == ["nsenter", "--target=4242"] and argv[-2:] == ["cat", "/tmp/ok"]
+    assert {"--net", "--uts", "--ipc", "--mount", "--pid"} <= set(argv)
     assert "--reuid=65534" in argv  # nobody, as the container's own processes
-    assert prober.exec_argv(p, Container("c", run_as_user=0), "ns1") == [
-        "ip", "netns", "exec", "ns1", "cat", "/tmp/ok"]
+    root = prober.exec_argv(p, Container("c", run_as_user=0), pod, "ns1", target_pid=4242)
+    assert "setpriv" not in root
+    # no process to join (a built-in container): fresh namespaces with the pod's hostname
+    fresh = prober.exec_argv(p, Container("c"), pod, "ns1")
+    assert fresh[:4] == ["ip", "netns", "exec", "ns1"] and "web" in fresh

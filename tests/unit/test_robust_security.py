@@ -8,9 +8,9 @@ from hypothesis import strategies as hs
 from pipeline_pair import datapath, make_state, pod
 from scapy.layers.l2 import ARP, Ether
 
-from emunet.cluster.workloads import run_as
 from emunet.config import ConfigError, load_config_text
 from emunet.datapath import Send
+from emunet.host.sandbox import run_as
 from emunet.model import Container
 
 GW = "10.42.1.1"
