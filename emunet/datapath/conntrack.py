@@ -150,7 +150,9 @@ class Conntrack:
     flood recycles its own half-open entries and never evicts established flows; when there
     is no such victim among those looked at, the new connection is refused (counted in
     `insert_failed`, Linux's "table full, dropping packet"). `version` changes with every add
-    and remove, so the agent can snapshot the table when it changed (`to_records`).
+    and remove, so the agent can snapshot the table when it changed (`to_records`); `inserts`
+    counts the connections added, so a caller can tell that a packet opened one even when the
+    same packet also removed one (a reused closing tuple, an expired entry, an eviction).
     """
 
     def __init__(self, max_entries: int = DEFAULT_MAX) -> None:
@@ -159,6 +161,7 @@ class Conntrack:
         self.version = 0
         self.evicted = 0
         self.insert_failed = 0
+        self.inserts = 0
 
     def __len__(self) -> int:
         return len(self.table) // 2
@@ -183,6 +186,7 @@ class Conntrack:
         self.table[conn.orig_key] = (conn, False)
         self.table[conn.reply_key] = (conn, True)
         self.version += 1
+        self.inserts += 1
         return True
 
     def _early_drop(self, now: float) -> bool:

@@ -3,7 +3,8 @@
 Cost model (DESIGN.md §3: established packets must stay ~1 µs of Python). The hook never
 parses or formats anything per packet. After the pipeline has decided, it keeps a reference to
 the input frame and the action list (a tuple append, no copy) only when the packet
-  - opened a conntrack entry (the first packet of a flow: what `hubble observe` lists),
+  - opened a conntrack entry (the first packet of a flow, what `hubble observe` lists: the
+    table's insertion counter moved),
   - was dropped (every drop, with its reason),
   - carries the trace mark (IPv4 TOS `TRACE_TOS`, set by `emunet trace` on its probe socket),
   - or belongs to a flow whose first packet carried the mark (its replies do not: the server's
@@ -79,10 +80,12 @@ class ObservedDatapath(Datapath):
                 "flow_events_suppressed": self.suppressed_events}
 
     def process(self, frame: bytes, in_port: str, now: float) -> list[Any]:
-        n = len(self.ct.table)
+        # A new flow is an insertion, not a bigger table: the packet that opens a connection
+        # may also have removed one (a reused closing tuple, an expired entry, an eviction).
+        n = self.ct.inserts
         out = super().process(frame, in_port, now)
         self.rx_bytes += len(frame)
-        new = len(self.ct.table) > n
+        new = self.ct.inserts != n
         if (new or (out and type(out[-1]) is Drop)
                 or (len(frame) > 15 and frame[15] == TRACE_TOS and frame[12] == 8)
                 or (self.traced and flow_key(frame) in self.traced)):
@@ -91,10 +94,10 @@ class ObservedDatapath(Datapath):
         return self._count_tx(out)
 
     def process_underlay(self, payload: bytes, src_ip: str, now: float) -> list[Any]:
-        n = len(self.ct.table)
+        n = self.ct.inserts  # see process
         out = super().process_underlay(payload, src_ip, now)
         self.rx_bytes += len(payload)
-        new = len(self.ct.table) > n
+        new = self.ct.inserts != n
         v = VXLAN.size
         if (new or (out and type(out[-1]) is Drop)
                 or (len(payload) > v + 15 and payload[v + 15] == TRACE_TOS)
