@@ -14,14 +14,20 @@ import json
 from dataclasses import dataclass
 
 from emunet.packets import (
+    IPV4_OFF_CSUM,
+    IPV4_OFF_DST,
+    IPV4_OFF_SRC,
     PROTO_ICMP,
     PROTO_TCP,
     PROTO_UDP,
     TCP_FIN,
+    TCP_OFF_CSUM,
     TCP_RST,
     U16,
+    UDP_OFF_CSUM,
     apply_delta,
     delta_bytes,
+    make_key,
 )
 
 # Linux defaults, seconds (Documentation/networking/nf_conntrack-sysctl.rst).
@@ -32,13 +38,6 @@ TCP_CLOSE = 10
 UDP_UNREPLIED = 30
 UDP_STREAM = 120
 ICMP_TIMEOUT = 30
-
-_IP_SRC, _IP_DST, _IP_CSUM = 12, 16, 10  # offsets inside the IPv4 header
-
-
-def make_key(proto: int, src: bytes, dst: bytes, sport: bytes, dport: bytes) -> bytes:
-    """proto(1) src(4) dst(4) sport(2) dport(2); ICMP echo uses (id, 0) as its ports."""
-    return bytes((proto,)) + src + dst + sport + dport
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,18 +72,20 @@ class Rewrite:
         `end` bounds the L4 bytes present (ICMP errors quote truncated packets).
         """
         if self.src is not None:
-            f[ip + _IP_SRC:ip + _IP_SRC + 4] = self.src
+            f[ip + IPV4_OFF_SRC:ip + IPV4_OFF_SRC + 4] = self.src
         if self.dst is not None:
-            f[ip + _IP_DST:ip + _IP_DST + 4] = self.dst
-        U16.pack_into(f, ip + _IP_CSUM,
-                      apply_delta(U16.unpack_from(f, ip + _IP_CSUM)[0], self.ip_delta))
+            f[ip + IPV4_OFF_DST:ip + IPV4_OFF_DST + 4] = self.dst
+        U16.pack_into(f, ip + IPV4_OFF_CSUM,
+                      apply_delta(U16.unpack_from(f, ip + IPV4_OFF_CSUM)[0], self.ip_delta))
         if proto == PROTO_ICMP:
             return
+        # RFC 9293 §3.1, RFC 768: the source port at l4, the destination port at l4 + 2
+        # (packets.L4_OFF_*; literal here, the established fast path pays for every lookup)
         if self.sport is not None and l4 + 2 <= end:
             f[l4:l4 + 2] = self.sport
         if self.dport is not None and l4 + 4 <= end:
             f[l4 + 2:l4 + 4] = self.dport
-        off = l4 + (16 if proto == PROTO_TCP else 6)
+        off = l4 + (TCP_OFF_CSUM if proto == PROTO_TCP else UDP_OFF_CSUM)
         if off + 2 > end:
             return
         old = U16.unpack_from(f, off)[0]

@@ -22,7 +22,26 @@ from emunet import packets as pk
 from emunet.datapath.actions import Action, Drop, Send
 from emunet.datapath.conntrack import Conn, Conntrack
 from emunet.datapath.reasons import DropReason
-from emunet.packets import PROTO_TCP, PROTO_UDP, U16
+from emunet.packets import (
+    ETH_DST,
+    ETH_LEN,
+    ETH_SRC,
+    ETH_TYPE,
+    ETHERTYPE_IP,
+    IP_DST,
+    IP_SRC,
+    IP_TTL,
+    KEY_DPORT,
+    KEY_SPORT,
+    PROTO_TCP,
+    PROTO_UDP,
+    TCP_ACK,
+    TCP_OFF_FLAGS,
+    TCP_SYN,
+    U16,
+    parse_ipv4,
+    tuple_key,
+)
 
 if TYPE_CHECKING:
     from emunet.datapath.pipeline import Datapath
@@ -33,40 +52,39 @@ EPHEMERAL = (32768, 61000)  # net.ipv4.ip_local_port_range default: clear of nod
 
 
 def from_underlay(dp: Datapath, frame: bytes, now: float) -> list[Action]:
-    from emunet.datapath.pipeline import _ETH_IP, _ipv4, _tuple_key
-
     t = dp.tables
-    if len(frame) < pk.ETH_LEN or frame[12:14] != _ETH_IP:
+    if len(frame) < ETH_LEN or frame[ETH_TYPE] != ETHERTYPE_IP:
         return dp._drop(DropReason.UNSUPPORTED_L3, "not IPv4 on eth0")
     f = bytearray(frame)
-    parsed = _ipv4(f)
+    parsed = parse_ipv4(f)
     if parsed is None:
         return dp._drop(DropReason.INVALID_PACKET, "bad IPv4 header on eth0")
     l4, end, proto, frag = parsed
-    if frag or proto not in (PROTO_TCP, PROTO_UDP) or f[30:34] != t.underlay_ip:
+    if frag or proto not in (PROTO_TCP, PROTO_UDP) or f[IP_DST] != t.underlay_ip:
         return dp._drop(DropReason.NO_ROUTE, "not for a node port of this node")
-    if f[22] <= 1:
+    if f[IP_TTL] <= 1:
         return dp._drop(DropReason.TTL_EXCEEDED, "node port packet")
-    src = bytes(f[26:30])
+    src = bytes(f[IP_SRC])
     s = int.from_bytes(src, "big")
     if s & t.local_mask == t.local_net or t.remote_for(s) is not None:
         return dp._drop(DropReason.INVALID_SOURCE, f"pod address {pk.ip_str(src)} on eth0")
-    dp.neigh[src] = bytes(f[6:12]) + bytes(f[0:6])  # reply: to the client's MAC, from ours
-    key = _tuple_key(f, l4, proto)
+    dp.neigh[src] = bytes(f[ETH_SRC]) + bytes(f[ETH_DST])  # replies: to the client, from us
+    key = tuple_key(f, l4, proto)
     assert key is not None
-    flags = f[l4 + 13] if proto == PROTO_TCP else 0
+    flags = f[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
     hit = dp.ct.lookup(key, now)
-    if hit is not None and hit[0].closing and not hit[1] and flags & 0x12 == 0x02:
+    if hit is not None and hit[0].closing and not hit[1] and \
+            flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
         dp.ct.remove(hit[0])  # a reused port's new SYN is a new connection (see _track)
         hit = None
     if hit is not None:
         conn, is_reply = hit
         rw = conn.rev if is_reply else conn.fwd
         if rw is not None:
-            rw.apply(f, pk.ETH_LEN, l4, proto, end)
+            rw.apply(f, ETH_LEN, l4, proto, end)
         Conntrack.seen(conn, is_reply, flags, now)
         return dp._route(f)
-    sport, dport = key[9:11], U16.unpack(key[11:13])[0]
+    sport, dport = key[KEY_SPORT], U16.unpack(key[KEY_DPORT])[0]
     target = t.nodeports.get((proto, dport))
     if target is None or not target.backends:
         why = (f"{target.name}: no ready endpoints" if target else f"no Service has node "
@@ -79,7 +97,7 @@ def from_underlay(dp: Datapath, frame: bytes, now: float) -> list[Action]:
     conn = None
     for i in range(SNAT_TRIES):
         snat = sport if i == 0 else U16.pack(dp.rng.randrange(*EPHEMERAL))
-        c = Conn(proto, (src, t.underlay_ip, sport, key[11:13]),
+        c = Conn(proto, (src, t.underlay_ip, sport, key[KEY_DPORT]),
                  (bip, t.gateway_ip, U16.pack(bport), snat), target.name, (bip, bport))
         if dp.ct.add(c, now, flags):
             conn = c
@@ -87,7 +105,7 @@ def from_underlay(dp: Datapath, frame: bytes, now: float) -> list[Action]:
     if conn is None or conn.fwd is None:
         return dp._drop(DropReason.CT_INVALID, f"no free SNAT port for {target.name}")
     dp._c["nodeport_dnat"] += 1
-    conn.fwd.apply(f, pk.ETH_LEN, l4, proto, end)
+    conn.fwd.apply(f, ETH_LEN, l4, proto, end)
     return dp._route(f)
 
 
@@ -96,15 +114,15 @@ def _reject(dp: Datapath, f: bytearray, l4: int, end: int, proto: int,
     """TCP RST / ICMP port unreachable from the node's address, back out of eth0."""
     dp._c["drop:" + DropReason.NO_ENDPOINTS.name] += 1
     drop = Drop(DropReason.NO_ENDPOINTS, why)
-    macs = dp.neigh[bytes(f[26:30])]
-    dst_mac, src_mac = macs[0:6], macs[6:12]
+    macs = dp.neigh[bytes(f[IP_SRC])]  # (client's MAC, ours): the reply's ETH_MACS
+    dst_mac, src_mac = macs[ETH_DST], macs[ETH_SRC]
     if proto == PROTO_TCP:
         sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)
         if flags & pk.TCP_RST:
             return [drop]  # RFC 9293: never answer a reset with a reset
-        rst = pk.tcp_rst(dst_mac, src_mac, bytes(f[30:34]), bytes(f[26:30]), dport, sport,
+        rst = pk.tcp_rst(dst_mac, src_mac, bytes(f[IP_DST]), bytes(f[IP_SRC]), dport, sport,
                          seq, ack, flags, end - l4 - (off >> 4) * 4)
         return [Send(UNDERLAY_PORT, rst), drop]
-    err = pk.icmp_error(dst_mac, src_mac, bytes(f[30:34]), pk.ICMP_UNREACH, pk.UNREACH_PORT,
-                        f[14:end])
+    err = pk.icmp_error(dst_mac, src_mac, bytes(f[IP_DST]), pk.ICMP_UNREACH, pk.UNREACH_PORT,
+                        f[ETH_LEN:end])
     return [Send(UNDERLAY_PORT, err), drop]
