@@ -35,6 +35,8 @@ UNREACH_NET, UNREACH_PORT = 0, 3
 IP_DF = 0x4000
 IP_MF_OFFSET = 0x3FFF  # "more fragments" bit + fragment offset: non-zero means a fragment
 DEFAULT_TTL = 64  # Linux net.ipv4.ip_default_ttl
+# RFC 1624 eqn. 3 term ~m + m' for a hop's TTL decrement: the (TTL, protocol) word loses 0x0100
+TTL_DEC_DELTA = 0xFEFF
 ICMP_ERROR_MAX = 576  # RFC 1812 §4.3.2.3: an ICMP error fits in 576 bytes
 
 # ---- where the fields are --------------------------------------------------------------------

@@ -27,6 +27,7 @@ from emunet import packets as pk
 from emunet.datapath.actions import Action, Drop, Encap, Send
 from emunet.datapath.affinity import Affinity
 from emunet.datapath.conntrack import Conn, Conntrack
+from emunet.datapath.nodeport import NodePort
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.replies import Replies
 from emunet.datapath.tables import LocalPod, NodeTables
@@ -52,22 +53,24 @@ from emunet.packets import (
     TCP_ACK,
     TCP_OFF_FLAGS,
     TCP_SYN,
+    TTL_DEC_DELTA,
     U16,
+    apply_delta,
     parse_ipv4,
     tuple_key,
 )
 
-_TTL_DEC_DELTA = 0xFEFF  # RFC 1624 term for the (ttl, proto) word losing 0x0100
 _ICMP_ERRORS = (pk.ICMP_UNREACH, pk.ICMP_TIME_EXCEEDED, 4, 5, 12)  # RFC 792 error types
 _SYN_ACK = TCP_SYN | TCP_ACK
 _BEHIND_MACS = slice(ETH_MACS.stop, None)  # ethertype onwards: what VXLAN encap keeps
 
 
-class Datapath(Replies):
+class Datapath(Replies, NodePort):
     """One node's pipeline. `rng` picks service backends (inject a seeded one in tests).
 
     ARP replies, REJECT, gateway pings and ICMP error NAT are inherited from Replies
-    (emunet.datapath.replies), off the fast path.
+    (emunet.datapath.replies), off the fast path; node ports on eth0 (`process_nodeport`, and
+    the replies going back out) from NodePort (emunet.datapath.nodeport).
     """
 
     def __init__(self, tables: NodeTables, rng: random.Random) -> None:
@@ -101,12 +104,6 @@ class Datapath(Replies):
     def expire(self, now: float) -> int:
         self.affinity.expire(now)
         return self.ct.expire(now)
-
-    def process_nodeport(self, frame: bytes, now: float) -> list[Action]:
-        """A frame for a node port that arrived on this node's underlay eth0."""
-        from emunet.datapath.nodeport import from_underlay  # builds on this module
-
-        return self._verdicts(from_underlay(self, frame, now))
 
     @property
     def counters(self) -> dict[str, int]:
@@ -300,7 +297,7 @@ class Datapath(Replies):
         """A routed hop: TTL-1, then a local veth or the owning node's VXLAN endpoint."""
         t = self.tables
         f[IP_TTL] -= 1
-        U16.pack_into(f, IP_CSUM, pk.apply_delta(U16.unpack_from(f, IP_CSUM)[0], _TTL_DEC_DELTA))
+        U16.pack_into(f, IP_CSUM, apply_delta(U16.unpack_from(f, IP_CSUM)[0], TTL_DEC_DELTA))
         dst = bytes(f[IP_DST])
         lp = t.pods_by_ip.get(dst)
         if lp is not None:
@@ -315,16 +312,6 @@ class Datapath(Replies):
             return self._drop(DropReason.NO_ROUTE, f"{pk.ip_str(dst)} outside the cluster")
         self._c["encap"] += 1
         return [Encap(r.underlay_ip, t.vxlan_port, r.encap_prefix + f[_BEHIND_MACS])]
-
-    def _to_underlay(self, f: bytearray) -> list[Action]:
-        """Out of the node's eth0 to a NodePort client: TTL-1, the learned MACs."""
-        from emunet.datapath.nodeport import UNDERLAY_PORT
-
-        f[IP_TTL] -= 1
-        U16.pack_into(f, IP_CSUM, pk.apply_delta(U16.unpack_from(f, IP_CSUM)[0], _TTL_DEC_DELTA))
-        f[ETH_MACS] = self.neigh[bytes(f[IP_DST])]
-        self._c["nodeport_out"] += 1
-        return [Send(UNDERLAY_PORT, bytes(f))]
 
     # ---- from the overlay ---------------------------------------------------------------------
 
