@@ -25,7 +25,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from emunet import packets as pk
-from emunet.datapath.actions import Action, Drop, Send
+from emunet.datapath.actions import Action, Send
 from emunet.datapath.affinity import Affinity
 from emunet.datapath.conntrack import Conn, Conntrack
 from emunet.datapath.reasons import DropReason
@@ -72,7 +72,8 @@ class NodePort:
     _c: Counter[str]
 
     if TYPE_CHECKING:  # Datapath's own stages
-        def _drop(self, reason: DropReason, detail: str = "") -> list[Action]: ...
+        def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
+                  ) -> list[Action]: ...
 
         def _check(self, src: bytes, dst: bytes, proto: int, dport: int, local_src: bool
                    ) -> list[Action] | None: ...
@@ -154,17 +155,15 @@ class NodePort:
     def _nodeport_reject(self, f: bytearray, l4: int, end: int, proto: int,
                          why: str) -> list[Action]:
         """TCP RST / ICMP port unreachable from the node's address, back out of eth0."""
-        self._c["drop:" + DropReason.NO_ENDPOINTS.name] += 1
-        drop = Drop(DropReason.NO_ENDPOINTS, why)
         macs = self.neigh[bytes(f[IP_SRC])]  # (client's MAC, ours): the reply's ETH_MACS
         dst_mac, src_mac = macs[ETH_DST], macs[ETH_SRC]
         if proto == PROTO_TCP:
             sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)
-            if flags & pk.TCP_RST:
-                return [drop]  # RFC 9293: never answer a reset with a reset
-            rst = pk.tcp_rst(dst_mac, src_mac, bytes(f[IP_DST]), bytes(f[IP_SRC]), dport,
-                             sport, seq, ack, flags, end - l4 - (off >> 4) * 4)
-            return [Send(UNDERLAY_PORT, rst), drop]
-        err = pk.icmp_error(dst_mac, src_mac, bytes(f[IP_DST]), pk.ICMP_UNREACH,
-                            pk.UNREACH_PORT, f[ETH_LEN:end])
-        return [Send(UNDERLAY_PORT, err), drop]
+            if flags & pk.TCP_RST:  # RFC 9293: never answer a reset with a reset
+                return self._drop(DropReason.NO_ENDPOINTS, why)
+            answer = pk.tcp_rst(dst_mac, src_mac, bytes(f[IP_DST]), bytes(f[IP_SRC]), dport,
+                                sport, seq, ack, flags, end - l4 - (off >> 4) * 4)
+        else:
+            answer = pk.icmp_error(dst_mac, src_mac, bytes(f[IP_DST]), pk.ICMP_UNREACH,
+                                   pk.UNREACH_PORT, f[ETH_LEN:end])
+        return self._drop(DropReason.NO_ENDPOINTS, why, Send(UNDERLAY_PORT, answer))

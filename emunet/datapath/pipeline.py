@@ -62,6 +62,7 @@ from emunet.packets import (
 
 _ICMP_ERRORS = (pk.ICMP_UNREACH, pk.ICMP_TIME_EXCEEDED, 4, 5, 12)  # RFC 792 error types
 _SYN_ACK = TCP_SYN | TCP_ACK
+_DROP_KEYS = {r: "drop:" + r.name for r in DropReason}  # counter names (Enum.name is slow)
 _BEHIND_MACS = slice(ETH_MACS.stop, None)  # ethertype onwards: what VXLAN encap keeps
 
 
@@ -109,9 +110,15 @@ class Datapath(Replies, NodePort):
     def counters(self) -> dict[str, int]:
         return {**self._c, "ct_entries": len(self.ct)}
 
-    def _drop(self, reason: DropReason, detail: str = "") -> list[Action]:
-        self._c["drop:" + reason.name] += 1
-        return [Drop(reason, detail)]
+    def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
+              ) -> list[Action]:
+        """Every drop of every stage goes through here, so each is counted once, under its
+        reason (`drop:<NAME>`). `before`: what precedes the Drop (the answer sent back, a RST
+        or an ICMP error, or the denying policy verdict); the Drop is always last."""
+        self._c[_DROP_KEYS[reason]] += 1
+        if before is None:
+            return [Drop(reason, detail)]
+        return [before, Drop(reason, detail)]
 
     # ---- from a pod veth ----------------------------------------------------------------------
 
@@ -143,10 +150,10 @@ class Datapath(Replies, NodePort):
             if bridged is None:
                 return self._drop(DropReason.NO_ROUTE, f"dst MAC {dmac.hex(':')}")
         elif f[IP_TTL] <= 1:  # a routed hop with no TTL left: RFC 792 time exceeded
-            self._c["drop:" + DropReason.TTL_EXCEEDED.name] += 1
-            return [Send(in_port, pk.icmp_error(pod.mac, t.gateway_mac, t.gateway_ip,
-                                                pk.ICMP_TIME_EXCEEDED, 0, f[ETH_LEN:end])),
-                    Drop(DropReason.TTL_EXCEEDED, "ICMP time exceeded sent")]
+            return self._drop(DropReason.TTL_EXCEEDED, "ICMP time exceeded sent",
+                              Send(in_port, pk.icmp_error(pod.mac, t.gateway_mac, t.gateway_ip,
+                                                          pk.ICMP_TIME_EXCEEDED, 0,
+                                                          f[ETH_LEN:end])))
         out = self._track(f, l4, end, proto, frag, now, pod)
         if out is None and self.neigh and bytes(f[IP_DST]) in self.neigh:
             return self._verdicts(self._to_underlay(f))  # a NodePort reply, reverse-NAT'ed
@@ -285,8 +292,7 @@ class Datapath(Replies, NodePort):
             if v is None:
                 continue
             if not v.allowed:
-                self._c["drop:" + DropReason.POLICY_DENIED.name] += 1
-                return [v, Drop(DropReason.POLICY_DENIED, v.describe())]
+                return self._drop(DropReason.POLICY_DENIED, v.describe(), v)
             self._c["policy_allowed"] += 1
             self._v.append(v)
         return None

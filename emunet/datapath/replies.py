@@ -9,7 +9,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from emunet import packets as pk
-from emunet.datapath.actions import Action, Drop, Send
+from emunet.datapath.actions import Action, Send
 from emunet.datapath.conntrack import Conntrack, Rewrite
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.tables import LocalPod, NodeTables
@@ -42,7 +42,8 @@ class Replies:
     _c: Counter[str]
 
     if TYPE_CHECKING:
-        def _drop(self, reason: DropReason, detail: str = "") -> list[Action]: ...
+        def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
+                  ) -> list[Action]: ...
 
     def _arp(self, frame: bytes, pod: LocalPod) -> list[Action]:
         """Answer who-has for the gateway and for local pods (as the bridge would let them)."""
@@ -70,19 +71,17 @@ class Replies:
                 why: str) -> list[Action]:
         """kube-proxy's REJECT: TCP gets a RST, UDP an ICMP port unreachable, from the VIP."""
         t = self.tables
-        self._c["drop:" + DropReason.NO_ENDPOINTS.name] += 1
-        drop = Drop(DropReason.NO_ENDPOINTS, why)
         if proto == PROTO_TCP:
             sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)
-            if flags & pk.TCP_RST:
-                return [drop]  # RFC 9293: never answer a reset with a reset
+            if flags & pk.TCP_RST:  # RFC 9293: never answer a reset with a reset
+                return self._drop(DropReason.NO_ENDPOINTS, why)
             seg_len = end - l4 - (off >> 4) * 4
-            rst = pk.tcp_rst(pod.mac, t.gateway_mac, bytes(f[IP_DST]), pod.ip, dport, sport,
-                             seq, ack, flags, seg_len)
-            return [Send(pod.port, rst), drop]
-        err = pk.icmp_error(pod.mac, t.gateway_mac, bytes(f[IP_DST]), pk.ICMP_UNREACH,
-                            pk.UNREACH_PORT, f[ETH_LEN:end])
-        return [Send(pod.port, err), drop]
+            answer = pk.tcp_rst(pod.mac, t.gateway_mac, bytes(f[IP_DST]), pod.ip, dport, sport,
+                                seq, ack, flags, seg_len)
+        else:
+            answer = pk.icmp_error(pod.mac, t.gateway_mac, bytes(f[IP_DST]), pk.ICMP_UNREACH,
+                                   pk.UNREACH_PORT, f[ETH_LEN:end])
+        return self._drop(DropReason.NO_ENDPOINTS, why, Send(pod.port, answer))
 
     def _to_gateway(self, f: bytearray, l4: int, end: int, proto: int,
                     pod: LocalPod | None) -> list[Action]:
