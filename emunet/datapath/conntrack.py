@@ -14,15 +14,18 @@ import json
 from dataclasses import dataclass
 
 from emunet.packets import (
+    ETH_LEN,
     IPV4_OFF_CSUM,
     IPV4_OFF_DST,
     IPV4_OFF_SRC,
     PROTO_ICMP,
     PROTO_TCP,
     PROTO_UDP,
+    TCP_ACK,
     TCP_FIN,
     TCP_OFF_CSUM,
     TCP_RST,
+    TCP_SYN,
     U16,
     UDP_OFF_CSUM,
     apply_delta,
@@ -38,6 +41,8 @@ TCP_CLOSE = 10
 UDP_UNREPLIED = 30
 UDP_STREAM = 120
 ICMP_TIMEOUT = 30
+
+_SYN_ACK = TCP_SYN | TCP_ACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,12 +219,32 @@ class Conntrack:
         self.evicted += 1
         return True
 
-    @staticmethod
-    def seen(conn: Conn, is_reply: bool, tcp_flags: int, now: float) -> None:
-        """Refresh the deadline for a packet of `conn` (the direction marks it replied)."""
+    def established(self, key: bytes, f: bytearray, l4: int, end: int, proto: int,
+                    tcp_flags: int, now: float) -> bool:
+        """The fast path every stage shares: True when `key` (the frame's tuple) is a live
+        connection's; `f` then carries that direction's precomputed NAT rewrite and the entry a
+        new deadline. False: the first packet of a new connection, for the caller to decide
+        (and `add`).
+
+        A new SYN (no ACK) on a closing connection's tuple means the client reused its port
+        while our entry lingers: Linux conntrack destroys the old entry and tracks the SYN as a
+        new connection (nf_conntrack_proto_tcp, TIME_WAIT/CLOSE + SYN), so it is load-balanced
+        afresh and never sent to a backend that has since gone.
+        """
+        hit = self.lookup(key, now)
+        if hit is None:
+            return False
+        conn, is_reply = hit
+        if conn.closing and not is_reply and tcp_flags & _SYN_ACK == TCP_SYN:
+            self.remove(conn)
+            return False
+        rw = conn.rev if is_reply else conn.fwd
+        if rw is not None:
+            rw.apply(f, ETH_LEN, l4, proto, end)
         if is_reply:
             conn.replied = True
         conn.expires = now + conn.timeout(tcp_flags)
+        return True
 
     def remove(self, conn: Conn) -> None:
         for k in (conn.orig_key, conn.reply_key):

@@ -45,9 +45,7 @@ from emunet.packets import (
     KEY_SPORT,
     PROTO_TCP,
     PROTO_UDP,
-    TCP_ACK,
     TCP_OFF_FLAGS,
-    TCP_SYN,
     TTL_DEC_DELTA,
     U16,
     apply_delta,
@@ -107,18 +105,8 @@ class NodePort:
         key = tuple_key(f, l4, proto)
         assert key is not None
         flags = f[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
-        hit = self.ct.lookup(key, now)
-        if hit is not None and hit[0].closing and not hit[1] and \
-                flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
-            self.ct.remove(hit[0])  # a reused port's new SYN is a new connection (see _track)
-            hit = None
-        if hit is not None:
-            conn, is_reply = hit
-            rw = conn.rev if is_reply else conn.fwd
-            if rw is not None:
-                rw.apply(f, ETH_LEN, l4, proto, end)
-            Conntrack.seen(conn, is_reply, flags, now)
-            return self._route(f)
+        if self.ct.established(key, f, l4, end, proto, flags, now):
+            return self._route(f)  # the client's next packets: NAT'ed, routed to the backend
         sport, dport = key[KEY_SPORT], U16.unpack(key[KEY_DPORT])[0]
         target = t.nodeports.get((proto, dport))
         if target is None or not target.backends:

@@ -50,9 +50,7 @@ from emunet.packets import (
     PROTO_ICMP,
     PROTO_TCP,
     PROTO_UDP,
-    TCP_ACK,
     TCP_OFF_FLAGS,
-    TCP_SYN,
     TTL_DEC_DELTA,
     U16,
     apply_delta,
@@ -61,7 +59,6 @@ from emunet.packets import (
 )
 
 _ICMP_ERRORS = (pk.ICMP_UNREACH, pk.ICMP_TIME_EXCEEDED, 4, 5, 12)  # RFC 792 error types
-_SYN_ACK = TCP_SYN | TCP_ACK
 _DROP_KEYS = {r: "drop:" + r.name for r in DropReason}  # counter names (Enum.name is slow)
 _BEHIND_MACS = slice(ETH_MACS.stop, None)  # ethertype onwards: what VXLAN encap keeps
 
@@ -193,21 +190,8 @@ class Datapath(Replies, NodePort):
                 return self._drop(DropReason.UNSUPPORTED_L4, f"IP proto {proto} to a ClusterIP")
             return self._policy(f, proto, 0, pod)  # other ICMP types: routed untracked
         flags = f[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
-        hit = self.ct.lookup(key, now)
-        if hit is not None and hit[0].closing and not hit[1] and flags & _SYN_ACK == TCP_SYN:
-            # A new SYN (no ACK) on a closing connection's tuple: the client reused its port
-            # while our entry lingers. Linux conntrack destroys the old entry and tracks the SYN
-            # as a new connection (nf_conntrack_proto_tcp, TIME_WAIT/CLOSE + SYN), so it is
-            # load-balanced afresh and never sent to a backend that has since gone.
-            self.ct.remove(hit[0])
-            hit = None
-        if hit is not None:  # fast path: one lookup, precomputed rewrite
-            conn, is_reply = hit
-            rw = conn.rev if is_reply else conn.fwd
-            if rw is not None:
-                rw.apply(f, ETH_LEN, l4, proto, end)
-            Conntrack.seen(conn, is_reply, flags, now)
-            return None
+        if self.ct.established(key, f, l4, end, proto, flags, now):
+            return None  # the fast path: one lookup, the precomputed rewrite
         t = self.tables
         dst = bytes(f[IP_DST])
         if pod is not None and dst in t.cluster_ips:
