@@ -147,10 +147,10 @@ class Datapath(Replies, NodePort):
             if bridged is None:
                 return self._drop(DropReason.NO_ROUTE, f"dst MAC {dmac.hex(':')}")
         elif f[IP_TTL] <= 1:  # a routed hop with no TTL left: RFC 792 time exceeded
+            err = pk.icmp_error(pod.mac, t.gateway_mac, t.gateway_ip, pk.ICMP_TIME_EXCEEDED, 0,
+                                f[ETH_LEN:end])
             return self._drop(DropReason.TTL_EXCEEDED, "ICMP time exceeded sent",
-                              Send(in_port, pk.icmp_error(pod.mac, t.gateway_mac, t.gateway_ip,
-                                                          pk.ICMP_TIME_EXCEEDED, 0,
-                                                          f[ETH_LEN:end])))
+                              Send(in_port, err))
         out = self._track(f, l4, end, proto, frag, now, pod)
         if out is None and self.neigh and bytes(f[IP_DST]) in self.neigh:
             return self._verdicts(self._to_underlay(f))  # a NodePort reply, reverse-NAT'ed
