@@ -1,8 +1,10 @@
 """Header codecs, Internet checksums and the few packets the datapath generates itself.
 
-Every header layout is declared once as a precompiled `struct.Struct`; the pipeline reads and
-patches frames at fixed offsets. Generated packets (ARP replies, TCP RSTs, ICMP errors, echo
-replies) carry checksums computed from scratch; rewrites use RFC 1624 incremental updates.
+Every header layout is declared once, as a precompiled `struct.Struct` and as the named offsets
+the pipeline reads and patches frames at; `parse_ipv4` and `tuple_key` are the parse every
+stage shares (pipeline, NodePort, the observe hook). Generated packets (ARP replies, TCP RSTs,
+ICMP errors, echo replies) carry checksums computed from scratch; rewrites use RFC 1624
+incremental updates.
 """
 
 from __future__ import annotations
@@ -33,7 +35,56 @@ UNREACH_NET, UNREACH_PORT = 0, 3
 IP_DF = 0x4000
 IP_MF_OFFSET = 0x3FFF  # "more fragments" bit + fragment offset: non-zero means a fragment
 DEFAULT_TTL = 64  # Linux net.ipv4.ip_default_ttl
+# RFC 1624 eqn. 3 term ~m + m' for a hop's TTL decrement: the (TTL, protocol) word loses 0x0100
+TTL_DEC_DELTA = 0xFEFF
 ICMP_ERROR_MAX = 576  # RFC 1812 §4.3.2.3: an ICMP error fits in 576 bytes
+
+# ---- where the fields are --------------------------------------------------------------------
+# Offsets inside a header, as its RFC draws it: add the header's own position (an ICMP error's
+# quote, a frame behind a VXLAN header, the L4 header after IPv4 options).
+IPV4_OFF_TOS = 1  # RFC 791 §3.1
+IPV4_OFF_LEN = 2  # total length, 16 bits
+IPV4_OFF_FRAG = 6  # flags (3 bits) and fragment offset (13 bits)
+IPV4_OFF_TTL = 8
+IPV4_OFF_PROTO = 9
+IPV4_OFF_CSUM = 10
+IPV4_OFF_SRC = 12
+IPV4_OFF_DST = 16
+L4_OFF_SPORT = 0  # TCP/UDP source then destination port, 16 bits each (RFC 9293, RFC 768)
+L4_OFF_DPORT = 2
+TCP_OFF_DATA = 12  # data offset (header length in 32-bit words) in the high 4 bits
+TCP_OFF_FLAGS = 13  # CWR ECE URG ACK PSH RST SYN FIN
+TCP_OFF_CSUM = 16
+UDP_OFF_CSUM = 6
+ICMP_OFF_CSUM = 2  # RFC 792: type, code, checksum, then (echo) identifier and sequence
+ICMP_OFF_ID = 4
+
+# The frames the datapath handles are Ethernet II without VLAN tags (IEEE 802.3 clause 3:
+# emunet's veths and underlay carry none) with IPv4 right behind, so the IPv4 fields sit at
+# fixed positions in the frame: ETH_LEN + the RFC 791 offset.
+ETH_DST = slice(0, 6)
+ETH_SRC = slice(6, 12)
+ETH_MACS = slice(0, 12)  # destination and source: what a routed hop rewrites
+ETH_TYPE = slice(12, 14)
+ETHERTYPE_IP = ETH_P_IP.to_bytes(2, "big")  # the frame's ETH_TYPE bytes
+ETHERTYPE_ARP = ETH_P_ARP.to_bytes(2, "big")
+IP_VIHL = ETH_LEN  # version (high 4 bits), header length in 32-bit words (low 4)
+IP_TOS = ETH_LEN + IPV4_OFF_TOS
+IP_LEN = ETH_LEN + IPV4_OFF_LEN
+IP_FRAG = ETH_LEN + IPV4_OFF_FRAG
+IP_TTL = ETH_LEN + IPV4_OFF_TTL
+IP_PROTO = ETH_LEN + IPV4_OFF_PROTO
+IP_CSUM = ETH_LEN + IPV4_OFF_CSUM
+IP_SRC = slice(ETH_LEN + IPV4_OFF_SRC, ETH_LEN + IPV4_OFF_SRC + 4)  # 26:30
+IP_DST = slice(ETH_LEN + IPV4_OFF_DST, ETH_LEN + IPV4_OFF_DST + 4)  # 30:34
+IP_ADDRS = slice(IP_SRC.start, IP_DST.stop)  # source and destination, as in a tuple key
+_IP_PROTO_BYTE = slice(IP_PROTO, IP_PROTO + 1)
+
+# A conntrack tuple key (`make_key`): proto(1) src(4) dst(4) sport(2) dport(2).
+KEY_SRC = slice(1, 5)
+KEY_DST = slice(5, 9)
+KEY_SPORT = slice(9, 11)
+KEY_DPORT = slice(11, 13)
 
 _NATIVE_LE = sys.byteorder == "little"
 
@@ -48,6 +99,51 @@ def ip_bytes(ip: str) -> bytes:
 
 def ip_str(b: bytes) -> str:
     return ".".join(str(x) for x in b)
+
+
+# ---- parsing: what every stage reads first ---------------------------------------------------
+
+_L4_MIN = {PROTO_TCP: 20, PROTO_UDP: 8, PROTO_ICMP: 8}  # the header bytes a stage reads
+_ICMP_ECHOS = (ICMP_ECHO, ICMP_ECHO_REPLY)
+_ZERO16 = b"\0\0"
+
+
+def parse_ipv4(f: bytes | bytearray | memoryview) -> tuple[int, int, int, bool] | None:
+    """(l4 offset, end of the IP packet, protocol, is a fragment) of the IPv4 frame `f`, or
+    None when its header is malformed (RFC 791 §3.1: version 4, IHL >= 5 words, total length
+    within the frame; an unfragmented TCP/UDP/ICMP packet must hold its L4 header). Bytes past
+    `end` are Ethernet padding. The caller has checked the ethertype."""
+    if len(f) < ETH_LEN + 20:
+        return None
+    vihl = f[IP_VIHL]
+    ihl = (vihl & 0xF) * 4
+    tot = (f[IP_LEN] << 8) | f[IP_LEN + 1]
+    end = ETH_LEN + tot
+    if vihl >> 4 != 4 or ihl < 20 or tot < ihl or end > len(f):
+        return None
+    l4, proto = ETH_LEN + ihl, f[IP_PROTO]
+    frag = bool(((f[IP_FRAG] << 8) | f[IP_FRAG + 1]) & IP_MF_OFFSET)
+    if not frag and l4 + _L4_MIN.get(proto, 0) > end:
+        return None
+    return l4, end, proto, frag
+
+
+def make_key(proto: int, src: bytes, dst: bytes, sport: bytes, dport: bytes) -> bytes:
+    """A conntrack tuple key (see KEY_*); ICMP echo uses (identifier, 0) as its ports."""
+    return bytes((proto,)) + src + dst + sport + dport
+
+
+def tuple_key(f: bytes | bytearray | memoryview, l4: int, proto: int) -> bytes | None:
+    """The conntrack key (`make_key`) of a parsed TCP/UDP/ICMP echo frame (`l4`, `proto` from
+    `parse_ipv4`); None for anything conntrack does not track."""
+    if proto == PROTO_TCP or proto == PROTO_UDP:
+        # bytes + a buffer is bytes (hashable), one copy less than bytes(a + b + c); the L4
+        # header starts with both ports (L4_OFF_SPORT, L4_OFF_DPORT)
+        return bytes(f[_IP_PROTO_BYTE]) + f[IP_ADDRS] + f[l4:l4 + 4]
+    if proto == PROTO_ICMP and f[l4] in _ICMP_ECHOS:
+        return (bytes(f[_IP_PROTO_BYTE]) + f[IP_ADDRS] + f[l4 + ICMP_OFF_ID:l4 + ICMP_OFF_ID + 2]
+                + _ZERO16)
+    return None
 
 
 # ---- checksums (RFC 1071, RFC 1624) ----------------------------------------------------------
@@ -118,7 +214,7 @@ def fill_l4_checksum(frame: bytearray) -> bool:
     end = ETH_LEN + tot
     if frag & IP_MF_OFFSET or end > len(frame) or proto not in (PROTO_TCP, PROTO_UDP):
         return False
-    off = l4 + (16 if proto == PROTO_TCP else 6)
+    off = l4 + (TCP_OFF_CSUM if proto == PROTO_TCP else UDP_OFF_CSUM)
     if off + 2 > end:
         return False
     frame[off:off + 2] = b"\0\0"
@@ -135,7 +231,7 @@ def ipv4_header(src: bytes, dst: bytes, proto: int, payload_len: int, ttl: int =
                 ident: int = 0, df: bool = True) -> bytes:
     hdr = bytearray(IPV4.pack(0x45, 0, 20 + payload_len, ident, IP_DF if df else 0, ttl, proto,
                               0, src, dst))
-    U16.pack_into(hdr, 10, checksum(hdr))
+    U16.pack_into(hdr, IPV4_OFF_CSUM, checksum(hdr))
     return bytes(hdr)
 
 
@@ -159,7 +255,7 @@ def tcp_rst(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int, 
         ln = seg_len + (1 if flags & TCP_SYN else 0) + (1 if flags & TCP_FIN else 0)
         seq, ack, rflags = 0, (seg_seq + ln) & 0xFFFFFFFF, TCP_RST | TCP_ACK
     seg = bytearray(TCP.pack(sport, dport, seq, ack, 5 << 4, rflags, 0, 0, 0))
-    U16.pack_into(seg, 16, checksum(seg, pseudo_sum(src, dst, PROTO_TCP, len(seg))))
+    U16.pack_into(seg, TCP_OFF_CSUM, checksum(seg, pseudo_sum(src, dst, PROTO_TCP, len(seg))))
     return ETH.pack(eth_dst, eth_src, ETH_P_IP) + ipv4_header(src, dst, PROTO_TCP, len(seg)) \
         + bytes(seg)
 
@@ -171,9 +267,9 @@ def icmp_error(eth_dst: bytes, eth_src: bytes, src: bytes, icmp_type: int, code:
     Linux quotes as much of the original as fits in 576 bytes (RFC 1812 §4.3.2.3).
     """
     quote = bytes(original_ip[:ICMP_ERROR_MAX - 28])
-    dst = quote[12:16]
+    dst = quote[IPV4_OFF_SRC:IPV4_OFF_SRC + 4]  # back to the quoted packet's source
     msg = bytearray(ICMP.pack(icmp_type, code, 0, 0, 0) + quote)
-    U16.pack_into(msg, 2, checksum(msg))
+    U16.pack_into(msg, ICMP_OFF_CSUM, checksum(msg))
     return ETH.pack(eth_dst, eth_src, ETH_P_IP) + ipv4_header(src, dst, PROTO_ICMP, len(msg)) \
         + bytes(msg)
 
@@ -183,8 +279,8 @@ def echo_reply(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes,
     """An echo reply (RFC 792) to an echo request whose ICMP message is `request_icmp`."""
     msg = bytearray(request_icmp)
     msg[0] = ICMP_ECHO_REPLY
-    msg[2:4] = b"\0\0"
-    U16.pack_into(msg, 2, checksum(msg))
+    msg[ICMP_OFF_CSUM:ICMP_OFF_CSUM + 2] = _ZERO16
+    U16.pack_into(msg, ICMP_OFF_CSUM, checksum(msg))
     return ETH.pack(eth_dst, eth_src, ETH_P_IP) + ipv4_header(src, dst, PROTO_ICMP, len(msg)) \
         + bytes(msg)
 

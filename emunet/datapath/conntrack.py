@@ -14,14 +14,23 @@ import json
 from dataclasses import dataclass
 
 from emunet.packets import (
+    ETH_LEN,
+    IPV4_OFF_CSUM,
+    IPV4_OFF_DST,
+    IPV4_OFF_SRC,
     PROTO_ICMP,
     PROTO_TCP,
     PROTO_UDP,
+    TCP_ACK,
     TCP_FIN,
+    TCP_OFF_CSUM,
     TCP_RST,
+    TCP_SYN,
     U16,
+    UDP_OFF_CSUM,
     apply_delta,
     delta_bytes,
+    make_key,
 )
 
 # Linux defaults, seconds (Documentation/networking/nf_conntrack-sysctl.rst).
@@ -33,12 +42,7 @@ UDP_UNREPLIED = 30
 UDP_STREAM = 120
 ICMP_TIMEOUT = 30
 
-_IP_SRC, _IP_DST, _IP_CSUM = 12, 16, 10  # offsets inside the IPv4 header
-
-
-def make_key(proto: int, src: bytes, dst: bytes, sport: bytes, dport: bytes) -> bytes:
-    """proto(1) src(4) dst(4) sport(2) dport(2); ICMP echo uses (id, 0) as its ports."""
-    return bytes((proto,)) + src + dst + sport + dport
+_SYN_ACK = TCP_SYN | TCP_ACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,18 +77,20 @@ class Rewrite:
         `end` bounds the L4 bytes present (ICMP errors quote truncated packets).
         """
         if self.src is not None:
-            f[ip + _IP_SRC:ip + _IP_SRC + 4] = self.src
+            f[ip + IPV4_OFF_SRC:ip + IPV4_OFF_SRC + 4] = self.src
         if self.dst is not None:
-            f[ip + _IP_DST:ip + _IP_DST + 4] = self.dst
-        U16.pack_into(f, ip + _IP_CSUM,
-                      apply_delta(U16.unpack_from(f, ip + _IP_CSUM)[0], self.ip_delta))
+            f[ip + IPV4_OFF_DST:ip + IPV4_OFF_DST + 4] = self.dst
+        U16.pack_into(f, ip + IPV4_OFF_CSUM,
+                      apply_delta(U16.unpack_from(f, ip + IPV4_OFF_CSUM)[0], self.ip_delta))
         if proto == PROTO_ICMP:
             return
+        # RFC 9293 §3.1, RFC 768: the source port at l4, the destination port at l4 + 2
+        # (packets.L4_OFF_*; literal here, the established fast path pays for every lookup)
         if self.sport is not None and l4 + 2 <= end:
             f[l4:l4 + 2] = self.sport
         if self.dport is not None and l4 + 4 <= end:
             f[l4 + 2:l4 + 4] = self.dport
-        off = l4 + (16 if proto == PROTO_TCP else 6)
+        off = l4 + (TCP_OFF_CSUM if proto == PROTO_TCP else UDP_OFF_CSUM)
         if off + 2 > end:
             return
         old = U16.unpack_from(f, off)[0]
@@ -150,7 +156,9 @@ class Conntrack:
     flood recycles its own half-open entries and never evicts established flows; when there
     is no such victim among those looked at, the new connection is refused (counted in
     `insert_failed`, Linux's "table full, dropping packet"). `version` changes with every add
-    and remove, so the agent can snapshot the table when it changed (`to_records`).
+    and remove, so the agent can snapshot the table when it changed (`to_records`); `inserts`
+    counts the connections added, so a caller can tell that a packet opened one even when the
+    same packet also removed one (a reused closing tuple, an expired entry, an eviction).
     """
 
     def __init__(self, max_entries: int = DEFAULT_MAX) -> None:
@@ -159,6 +167,7 @@ class Conntrack:
         self.version = 0
         self.evicted = 0
         self.insert_failed = 0
+        self.inserts = 0
 
     def __len__(self) -> int:
         return len(self.table) // 2
@@ -183,6 +192,7 @@ class Conntrack:
         self.table[conn.orig_key] = (conn, False)
         self.table[conn.reply_key] = (conn, True)
         self.version += 1
+        self.inserts += 1
         return True
 
     def _early_drop(self, now: float) -> bool:
@@ -209,12 +219,32 @@ class Conntrack:
         self.evicted += 1
         return True
 
-    @staticmethod
-    def seen(conn: Conn, is_reply: bool, tcp_flags: int, now: float) -> None:
-        """Refresh the deadline for a packet of `conn` (the direction marks it replied)."""
+    def established(self, key: bytes, f: bytearray, l4: int, end: int, proto: int,
+                    tcp_flags: int, now: float) -> bool:
+        """The fast path every stage shares: True when `key` (the frame's tuple) is a live
+        connection's; `f` then carries that direction's precomputed NAT rewrite and the entry a
+        new deadline. False: the first packet of a new connection, for the caller to decide
+        (and `add`).
+
+        A new SYN (no ACK) on a closing connection's tuple means the client reused its port
+        while our entry lingers: Linux conntrack destroys the old entry and tracks the SYN as a
+        new connection (nf_conntrack_proto_tcp, TIME_WAIT/CLOSE + SYN), so it is load-balanced
+        afresh and never sent to a backend that has since gone.
+        """
+        hit = self.lookup(key, now)
+        if hit is None:
+            return False
+        conn, is_reply = hit
+        if conn.closing and not is_reply and tcp_flags & _SYN_ACK == TCP_SYN:
+            self.remove(conn)
+            return False
+        rw = conn.rev if is_reply else conn.fwd
+        if rw is not None:
+            rw.apply(f, ETH_LEN, l4, proto, end)
         if is_reply:
             conn.replied = True
         conn.expires = now + conn.timeout(tcp_flags)
+        return True
 
     def remove(self, conn: Conn) -> None:
         for k in (conn.orig_key, conn.reply_key):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 
-from emunet.packets import ETH_LEN, PROTO_TCP
+from emunet.packets import ETH_LEN, ETH_TYPE, ETHERTYPE_IP, IPV4_OFF_CSUM, PROTO_TCP
 
 VNET = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 VNET_LEN = VNET.size  # 10: no num_buffers (PACKET_VNET_HDR uses the legacy header)
@@ -64,8 +64,9 @@ def _pseudo(f: bytes | bytearray | memoryview, ip: int) -> int:
 
 def ip_checksum(hdr: bytearray | memoryview) -> None:
     """Recompute an IPv4 header's checksum in place."""
-    hdr[10:12] = b"\0\0"
-    hdr[10:12] = fold(ones(hdr)).to_bytes(2, "big")
+    csum = slice(IPV4_OFF_CSUM, IPV4_OFF_CSUM + 2)
+    hdr[csum] = b"\0\0"
+    hdr[csum] = fold(ones(hdr)).to_bytes(2, "big")
 
 
 def partial_csum(f: bytes | bytearray | memoryview, ip: int) -> bytes:
@@ -164,7 +165,7 @@ def _tcp_segment_info(d: bytes, off: int) -> tuple[int, int, int] | None:
     """(l4 offset, data offset, end) of a plain IPv4 TCP segment (no IP options, not a
     fragment, ACK with at most PSH) whose checksum verifies; None otherwise."""
     ip = off + ETH_LEN
-    if len(d) < ip + 40 or d[off + 12:off + 14] != b"\x08\x00" or d[ip] != 0x45 \
+    if len(d) < ip + 40 or d[off + ETH_TYPE.start:ip] != ETHERTYPE_IP or d[ip] != 0x45 \
             or d[ip + 9] != PROTO_TCP or d[ip + 6] & 0x3F or d[ip + 7]:
         return None
     end = ip + ((d[ip + 2] << 8) | d[ip + 3])

@@ -7,104 +7,151 @@ translations and sends them out of eth0 to the client. Here the SNAT address is 
 gateway (10.42.<n>.1): it lies in this node's pod subnet, so the replies of a backend on another
 node come back over VXLAN like any pod traffic (Flannel masquerades to flannel.1's address for
 the same reason). The client's MAC and ours are learned from its frame, as the node's
-neighbour table would (`Datapath.neigh`); replies leave through `Datapath._to_underlay`.
+neighbour table would (`Datapath.neigh`); replies leave through `NodePort._to_underlay`.
 
 A node port without ready endpoints is rejected at once (TCP RST, ICMP port unreachable), as
 kube-proxy's REJECT rule does for ClusterIPs; so is a port no Service owns, as the node's kernel
 would (the agent's eth0 filter hands it every TCP/UDP packet in the node port range).
+
+A mixin, like emunet.datapath.replies: Datapath inherits these methods, so this module needs
+nothing from the pipeline and the pipeline's own stages (policy, routing, drops) are called as
+methods of the same object.
 """
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from emunet import packets as pk
-from emunet.datapath.actions import Action, Drop, Send
+from emunet.datapath.actions import Action, Send
+from emunet.datapath.affinity import Affinity
 from emunet.datapath.conntrack import Conn, Conntrack
 from emunet.datapath.reasons import DropReason
-from emunet.packets import PROTO_TCP, PROTO_UDP, U16
-
-if TYPE_CHECKING:
-    from emunet.datapath.pipeline import Datapath
+from emunet.datapath.tables import NodeTables
+from emunet.packets import (
+    ETH_DST,
+    ETH_LEN,
+    ETH_MACS,
+    ETH_SRC,
+    ETH_TYPE,
+    ETHERTYPE_IP,
+    IP_CSUM,
+    IP_DST,
+    IP_SRC,
+    IP_TTL,
+    KEY_DPORT,
+    KEY_SPORT,
+    PROTO_TCP,
+    PROTO_UDP,
+    TCP_OFF_FLAGS,
+    TTL_DEC_DELTA,
+    U16,
+    apply_delta,
+    parse_ipv4,
+    tuple_key,
+)
 
 UNDERLAY_PORT = "eth0"  # the action port of the node's underlay link (pod ports are veth*)
 SNAT_TRIES = 8  # the client's port first, then random ones in Linux's ephemeral range
 EPHEMERAL = (32768, 61000)  # net.ipv4.ip_local_port_range default: clear of node ports
 
 
-def from_underlay(dp: Datapath, frame: bytes, now: float) -> list[Action]:
-    from emunet.datapath.pipeline import _ETH_IP, _ipv4, _tuple_key
+class NodePort:
+    """Methods of Datapath for node port traffic on the underlay (see module doc)."""
 
-    t = dp.tables
-    if len(frame) < pk.ETH_LEN or frame[12:14] != _ETH_IP:
-        return dp._drop(DropReason.UNSUPPORTED_L3, "not IPv4 on eth0")
-    f = bytearray(frame)
-    parsed = _ipv4(f)
-    if parsed is None:
-        return dp._drop(DropReason.INVALID_PACKET, "bad IPv4 header on eth0")
-    l4, end, proto, frag = parsed
-    if frag or proto not in (PROTO_TCP, PROTO_UDP) or f[30:34] != t.underlay_ip:
-        return dp._drop(DropReason.NO_ROUTE, "not for a node port of this node")
-    if f[22] <= 1:
-        return dp._drop(DropReason.TTL_EXCEEDED, "node port packet")
-    src = bytes(f[26:30])
-    s = int.from_bytes(src, "big")
-    if s & t.local_mask == t.local_net or t.remote_for(s) is not None:
-        return dp._drop(DropReason.INVALID_SOURCE, f"pod address {pk.ip_str(src)} on eth0")
-    dp.neigh[src] = bytes(f[6:12]) + bytes(f[0:6])  # reply: to the client's MAC, from ours
-    key = _tuple_key(f, l4, proto)
-    assert key is not None
-    flags = f[l4 + 13] if proto == PROTO_TCP else 0
-    hit = dp.ct.lookup(key, now)
-    if hit is not None and hit[0].closing and not hit[1] and flags & 0x12 == 0x02:
-        dp.ct.remove(hit[0])  # a reused port's new SYN is a new connection (see _track)
-        hit = None
-    if hit is not None:
-        conn, is_reply = hit
-        rw = conn.rev if is_reply else conn.fwd
-        if rw is not None:
-            rw.apply(f, pk.ETH_LEN, l4, proto, end)
-        Conntrack.seen(conn, is_reply, flags, now)
-        return dp._route(f)
-    sport, dport = key[9:11], U16.unpack(key[11:13])[0]
-    target = t.nodeports.get((proto, dport))
-    if target is None or not target.backends:
-        why = (f"{target.name}: no ready endpoints" if target else f"no Service has node "
-               f"port {dport}/{'TCP' if proto == PROTO_TCP else 'UDP'}")
-        return _reject(dp, f, l4, end, proto, why)
-    bip, bport = dp.affinity.pick(target, src, now, dp.rng)
-    denied = dp._check(t.gateway_ip, bip, proto, bport, False)  # the backend sees the node
-    if denied is not None:
-        return denied
-    conn = None
-    for i in range(SNAT_TRIES):
-        snat = sport if i == 0 else U16.pack(dp.rng.randrange(*EPHEMERAL))
-        c = Conn(proto, (src, t.underlay_ip, sport, key[11:13]),
-                 (bip, t.gateway_ip, U16.pack(bport), snat), target.name, (bip, bport))
-        if dp.ct.add(c, now, flags):
-            conn = c
-            break
-    if conn is None or conn.fwd is None:
-        return dp._drop(DropReason.CT_INVALID, f"no free SNAT port for {target.name}")
-    dp._c["nodeport_dnat"] += 1
-    conn.fwd.apply(f, pk.ETH_LEN, l4, proto, end)
-    return dp._route(f)
+    # Set by Datapath.__init__; declared here for type checkers and readers.
+    tables: NodeTables
+    rng: random.Random
+    ct: Conntrack
+    affinity: Affinity
+    neigh: dict[bytes, bytes]
+    _c: Counter[str]
 
+    if TYPE_CHECKING:  # Datapath's own stages
+        def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
+                  ) -> list[Action]: ...
 
-def _reject(dp: Datapath, f: bytearray, l4: int, end: int, proto: int,
-            why: str) -> list[Action]:
-    """TCP RST / ICMP port unreachable from the node's address, back out of eth0."""
-    dp._c["drop:" + DropReason.NO_ENDPOINTS.name] += 1
-    drop = Drop(DropReason.NO_ENDPOINTS, why)
-    macs = dp.neigh[bytes(f[26:30])]
-    dst_mac, src_mac = macs[0:6], macs[6:12]
-    if proto == PROTO_TCP:
-        sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)
-        if flags & pk.TCP_RST:
-            return [drop]  # RFC 9293: never answer a reset with a reset
-        rst = pk.tcp_rst(dst_mac, src_mac, bytes(f[30:34]), bytes(f[26:30]), dport, sport,
-                         seq, ack, flags, end - l4 - (off >> 4) * 4)
-        return [Send(UNDERLAY_PORT, rst), drop]
-    err = pk.icmp_error(dst_mac, src_mac, bytes(f[30:34]), pk.ICMP_UNREACH, pk.UNREACH_PORT,
-                        f[14:end])
-    return [Send(UNDERLAY_PORT, err), drop]
+        def _check(self, src: bytes, dst: bytes, proto: int, dport: int, local_src: bool
+                   ) -> list[Action] | None: ...
+
+        def _route(self, f: bytearray) -> list[Action]: ...
+
+        def _verdicts(self, out: list[Action]) -> list[Action]: ...
+
+    def process_nodeport(self, frame: bytes, now: float) -> list[Action]:
+        """A frame for a node port that arrived on this node's underlay eth0."""
+        return self._verdicts(self._from_underlay(frame, now))
+
+    def _from_underlay(self, frame: bytes, now: float) -> list[Action]:
+        t = self.tables
+        if len(frame) < ETH_LEN or frame[ETH_TYPE] != ETHERTYPE_IP:
+            return self._drop(DropReason.UNSUPPORTED_L3, "not IPv4 on eth0")
+        f = bytearray(frame)
+        parsed = parse_ipv4(f)
+        if parsed is None:
+            return self._drop(DropReason.INVALID_PACKET, "bad IPv4 header on eth0")
+        l4, end, proto, frag = parsed
+        if frag or proto not in (PROTO_TCP, PROTO_UDP) or f[IP_DST] != t.underlay_ip:
+            return self._drop(DropReason.NO_ROUTE, "not for a node port of this node")
+        if f[IP_TTL] <= 1:
+            return self._drop(DropReason.TTL_EXCEEDED, "node port packet")
+        src = bytes(f[IP_SRC])
+        s = int.from_bytes(src, "big")
+        if s & t.local_mask == t.local_net or t.remote_for(s) is not None:
+            return self._drop(DropReason.INVALID_SOURCE, f"pod address {pk.ip_str(src)} on eth0")
+        self.neigh[src] = bytes(f[ETH_SRC]) + bytes(f[ETH_DST])  # replies: to the client, from us
+        key = tuple_key(f, l4, proto)
+        assert key is not None
+        flags = f[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
+        if self.ct.established(key, f, l4, end, proto, flags, now):
+            return self._route(f)  # the client's next packets: NAT'ed, routed to the backend
+        sport, dport = key[KEY_SPORT], U16.unpack(key[KEY_DPORT])[0]
+        target = t.nodeports.get((proto, dport))
+        if target is None or not target.backends:
+            why = (f"{target.name}: no ready endpoints" if target else f"no Service has node "
+                   f"port {dport}/{'TCP' if proto == PROTO_TCP else 'UDP'}")
+            return self._nodeport_reject(f, l4, end, proto, why)
+        bip, bport = self.affinity.pick(target, src, now, self.rng)
+        denied = self._check(t.gateway_ip, bip, proto, bport, False)  # the backend sees the node
+        if denied is not None:
+            return denied
+        conn = None
+        for i in range(SNAT_TRIES):
+            snat = sport if i == 0 else U16.pack(self.rng.randrange(*EPHEMERAL))
+            c = Conn(proto, (src, t.underlay_ip, sport, key[KEY_DPORT]),
+                     (bip, t.gateway_ip, U16.pack(bport), snat), target.name, (bip, bport))
+            if self.ct.add(c, now, flags):
+                conn = c
+                break
+        if conn is None or conn.fwd is None:
+            return self._drop(DropReason.CT_INVALID, f"no free SNAT port for {target.name}")
+        self._c["nodeport_dnat"] += 1
+        conn.fwd.apply(f, ETH_LEN, l4, proto, end)
+        return self._route(f)
+
+    def _to_underlay(self, f: bytearray) -> list[Action]:
+        """A NodePort reply, reverse-NAT'ed, out of the node's eth0 to the client: TTL-1 (RFC
+        1624 update of the IPv4 checksum), the MACs learned from the client's frame."""
+        f[IP_TTL] -= 1
+        U16.pack_into(f, IP_CSUM, apply_delta(U16.unpack_from(f, IP_CSUM)[0], TTL_DEC_DELTA))
+        f[ETH_MACS] = self.neigh[bytes(f[IP_DST])]
+        self._c["nodeport_out"] += 1
+        return [Send(UNDERLAY_PORT, bytes(f))]
+
+    def _nodeport_reject(self, f: bytearray, l4: int, end: int, proto: int,
+                         why: str) -> list[Action]:
+        """TCP RST / ICMP port unreachable from the node's address, back out of eth0."""
+        macs = self.neigh[bytes(f[IP_SRC])]  # (client's MAC, ours): the reply's ETH_MACS
+        dst_mac, src_mac = macs[ETH_DST], macs[ETH_SRC]
+        if proto == PROTO_TCP:
+            sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)
+            if flags & pk.TCP_RST:  # RFC 9293: never answer a reset with a reset
+                return self._drop(DropReason.NO_ENDPOINTS, why)
+            answer = pk.tcp_rst(dst_mac, src_mac, bytes(f[IP_DST]), bytes(f[IP_SRC]), dport,
+                                sport, seq, ack, flags, end - l4 - (off >> 4) * 4)
+        else:
+            answer = pk.icmp_error(dst_mac, src_mac, bytes(f[IP_DST]), pk.ICMP_UNREACH,
+                                   pk.UNREACH_PORT, f[ETH_LEN:end])
+        return self._drop(DropReason.NO_ENDPOINTS, why, Send(UNDERLAY_PORT, answer))

@@ -27,51 +27,48 @@ from emunet import packets as pk
 from emunet.datapath.actions import Action, Drop, Encap, Send
 from emunet.datapath.affinity import Affinity
 from emunet.datapath.conntrack import Conn, Conntrack
+from emunet.datapath.nodeport import NodePort
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.replies import Replies
 from emunet.datapath.tables import LocalPod, NodeTables
-from emunet.packets import PROTO_ICMP, PROTO_TCP, PROTO_UDP, U16
+from emunet.packets import (
+    ETH_DST,
+    ETH_LEN,
+    ETH_MACS,
+    ETH_SRC,
+    ETH_TYPE,
+    ETHERTYPE_ARP,
+    ETHERTYPE_IP,
+    IP_CSUM,
+    IP_DST,
+    IP_SRC,
+    IP_TTL,
+    KEY_DPORT,
+    KEY_DST,
+    KEY_SPORT,
+    KEY_SRC,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    TCP_OFF_FLAGS,
+    TTL_DEC_DELTA,
+    U16,
+    apply_delta,
+    parse_ipv4,
+    tuple_key,
+)
 
-_ETH_IP = b"\x08\x00"
-_ETH_ARP = b"\x08\x06"
-_TTL_DEC_DELTA = 0xFEFF  # RFC 1624 term for the (ttl, proto) word losing 0x0100
-_L4_MIN = {PROTO_TCP: 20, PROTO_UDP: 8, PROTO_ICMP: 8}
 _ICMP_ERRORS = (pk.ICMP_UNREACH, pk.ICMP_TIME_EXCEEDED, 4, 5, 12)  # RFC 792 error types
-_ICMP_ECHOS = (pk.ICMP_ECHO, pk.ICMP_ECHO_REPLY)
-_ZERO16 = b"\0\0"
+_DROP_KEYS = {r: "drop:" + r.name for r in DropReason}  # counter names (Enum.name is slow)
+_BEHIND_MACS = slice(ETH_MACS.stop, None)  # ethertype onwards: what VXLAN encap keeps
 
 
-def _ipv4(f: bytearray) -> tuple[int, int, int, bool] | None:
-    """(l4 offset, end of IP packet, protocol, is_fragment) or None when malformed."""
-    if len(f) < pk.ETH_LEN + 20:
-        return None
-    vihl = f[14]
-    ihl = (vihl & 0xF) * 4
-    tot = (f[16] << 8) | f[17]
-    end = pk.ETH_LEN + tot
-    if vihl >> 4 != 4 or ihl < 20 or tot < ihl or end > len(f):
-        return None
-    l4, proto = pk.ETH_LEN + ihl, f[23]
-    frag = bool(((f[20] << 8) | f[21]) & pk.IP_MF_OFFSET)
-    if not frag and l4 + _L4_MIN.get(proto, 0) > end:
-        return None
-    return l4, end, proto, frag
-
-
-def _tuple_key(f: bytearray, l4: int, proto: int) -> bytes | None:
-    """The conntrack key of a TCP/UDP/ICMP echo packet; None for anything untracked."""
-    if proto == PROTO_TCP or proto == PROTO_UDP:
-        return bytes(f[23:24] + f[26:34] + f[l4:l4 + 4])
-    if proto == PROTO_ICMP and f[l4] in _ICMP_ECHOS:
-        return bytes(f[23:24] + f[26:34] + f[l4 + 4:l4 + 6]) + _ZERO16
-    return None
-
-
-class Datapath(Replies):
+class Datapath(Replies, NodePort):
     """One node's pipeline. `rng` picks service backends (inject a seeded one in tests).
 
     ARP replies, REJECT, gateway pings and ICMP error NAT are inherited from Replies
-    (emunet.datapath.replies), off the fast path.
+    (emunet.datapath.replies), off the fast path; node ports on eth0 (`process_nodeport`, and
+    the replies going back out) from NodePort (emunet.datapath.nodeport).
     """
 
     def __init__(self, tables: NodeTables, rng: random.Random) -> None:
@@ -106,19 +103,19 @@ class Datapath(Replies):
         self.affinity.expire(now)
         return self.ct.expire(now)
 
-    def process_nodeport(self, frame: bytes, now: float) -> list[Action]:
-        """A frame for a node port that arrived on this node's underlay eth0."""
-        from emunet.datapath.nodeport import from_underlay  # builds on this module
-
-        return self._verdicts(from_underlay(self, frame, now))
-
     @property
     def counters(self) -> dict[str, int]:
         return {**self._c, "ct_entries": len(self.ct)}
 
-    def _drop(self, reason: DropReason, detail: str = "") -> list[Action]:
-        self._c["drop:" + reason.name] += 1
-        return [Drop(reason, detail)]
+    def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
+              ) -> list[Action]:
+        """Every drop of every stage goes through here, so each is counted once, under its
+        reason (`drop:<NAME>`). `before`: what precedes the Drop (the answer sent back, a RST
+        or an ICMP error, or the denying policy verdict); the Drop is always last."""
+        self._c[_DROP_KEYS[reason]] += 1
+        if before is None:
+            return [Drop(reason, detail)]
+        return [before, Drop(reason, detail)]
 
     # ---- from a pod veth ----------------------------------------------------------------------
 
@@ -127,35 +124,35 @@ class Datapath(Replies):
         pod = t.pods_by_port.get(in_port)
         if pod is None:
             return self._drop(DropReason.INVALID_SOURCE, f"unknown port {in_port}")
-        if len(frame) < pk.ETH_LEN:
+        if len(frame) < ETH_LEN:
             return self._drop(DropReason.INVALID_PACKET, "short Ethernet frame")
-        if frame[6:12] != pod.mac:
+        if frame[ETH_SRC] != pod.mac:
             return self._drop(DropReason.INVALID_SOURCE, f"src MAC on {in_port}")
-        etype = frame[12:14]
-        if etype == _ETH_ARP:
+        etype = frame[ETH_TYPE]
+        if etype == ETHERTYPE_ARP:
             return self._arp(frame, pod)
-        if etype != _ETH_IP:
+        if etype != ETHERTYPE_IP:
             return self._drop(DropReason.UNSUPPORTED_L3, f"ethertype 0x{etype.hex()}")
         f = bytearray(frame)
-        parsed = _ipv4(f)
+        parsed = parse_ipv4(f)
         if parsed is None:
             return self._drop(DropReason.INVALID_PACKET, "bad IPv4 header")
         l4, end, proto, frag = parsed
-        if f[26:30] != pod.ip:
-            return self._drop(DropReason.INVALID_SOURCE, f"src IP {pk.ip_str(f[26:30])}")
-        dmac = bytes(f[0:6])
+        if f[IP_SRC] != pod.ip:
+            return self._drop(DropReason.INVALID_SOURCE, f"src IP {pk.ip_str(f[IP_SRC])}")
+        dmac = bytes(f[ETH_DST])
         bridged = None
         if dmac != t.gateway_mac:
             bridged = t.pods_by_mac.get(dmac)
             if bridged is None:
                 return self._drop(DropReason.NO_ROUTE, f"dst MAC {dmac.hex(':')}")
-        elif f[22] <= 1:  # routed hop with nothing left: RFC 792 time exceeded from the gateway
-            self._c["drop:" + DropReason.TTL_EXCEEDED.name] += 1
-            return [Send(in_port, pk.icmp_error(pod.mac, t.gateway_mac, t.gateway_ip,
-                                                pk.ICMP_TIME_EXCEEDED, 0, f[14:end])),
-                    Drop(DropReason.TTL_EXCEEDED, "ICMP time exceeded sent")]
+        elif f[IP_TTL] <= 1:  # a routed hop with no TTL left: RFC 792 time exceeded
+            err = pk.icmp_error(pod.mac, t.gateway_mac, t.gateway_ip, pk.ICMP_TIME_EXCEEDED, 0,
+                                f[ETH_LEN:end])
+            return self._drop(DropReason.TTL_EXCEEDED, "ICMP time exceeded sent",
+                              Send(in_port, err))
         out = self._track(f, l4, end, proto, frag, now, pod)
-        if out is None and self.neigh and bytes(f[30:34]) in self.neigh:
+        if out is None and self.neigh and bytes(f[IP_DST]) in self.neigh:
             return self._verdicts(self._to_underlay(f))  # a NodePort reply, reverse-NAT'ed
         if out is None and bridged is not None:  # cni0 bridging: MACs and TTL untouched
             self._c["forwarded"] += 1
@@ -181,41 +178,28 @@ class Datapath(Replies):
         if frag:
             # Linux defragments before conntrack; emunet pods use MTU 1450 with DF (PMTU),
             # so a fragment can only be routed by address, never load-balanced.
-            if bytes(f[30:34]) in self.tables.cluster_ips:
+            if bytes(f[IP_DST]) in self.tables.cluster_ips:
                 return self._drop(DropReason.FRAG_NOT_SUPPORTED, "fragment to a ClusterIP")
             return self._policy(f, proto, 0, pod)  # no ports seen: only port-less rules
         if proto == PROTO_ICMP and f[l4] in _ICMP_ERRORS:
             return self._icmp_error(f, l4, end)
-        key = _tuple_key(f, l4, proto)
+        key = tuple_key(f, l4, proto)
         if key is None:
             if proto not in (PROTO_ICMP, PROTO_TCP, PROTO_UDP) and \
-                    bytes(f[30:34]) in self.tables.cluster_ips:
+                    bytes(f[IP_DST]) in self.tables.cluster_ips:
                 return self._drop(DropReason.UNSUPPORTED_L4, f"IP proto {proto} to a ClusterIP")
             return self._policy(f, proto, 0, pod)  # other ICMP types: routed untracked
-        flags = f[l4 + 13] if proto == PROTO_TCP else 0
-        hit = self.ct.lookup(key, now)
-        if hit is not None and hit[0].closing and not hit[1] and flags & 0x12 == 0x02:
-            # A new SYN (no ACK) on a closing connection's tuple: the client reused its port
-            # while our entry lingers. Linux conntrack destroys the old entry and tracks the SYN
-            # as a new connection (nf_conntrack_proto_tcp, TIME_WAIT/CLOSE + SYN), so it is
-            # load-balanced afresh and never sent to a backend that has since gone.
-            self.ct.remove(hit[0])
-            hit = None
-        if hit is not None:  # fast path: one lookup, precomputed rewrite
-            conn, is_reply = hit
-            rw = conn.rev if is_reply else conn.fwd
-            if rw is not None:
-                rw.apply(f, pk.ETH_LEN, l4, proto, end)
-            Conntrack.seen(conn, is_reply, flags, now)
-            return None
+        flags = f[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
+        if self.ct.established(key, f, l4, end, proto, flags, now):
+            return None  # the fast path: one lookup, the precomputed rewrite
         t = self.tables
-        dst = bytes(f[30:34])
+        dst = bytes(f[IP_DST])
         if pod is not None and dst in t.cluster_ips:
             return self._service(f, l4, end, proto, key, flags, now, pod)
         if dst == t.gateway_ip:
             return self._to_gateway(f, l4, end, proto, pod)
-        ports = (key[9:11], key[11:13])
-        orig = (key[1:5], key[5:9], *ports)
+        ports = (key[KEY_SPORT], key[KEY_DPORT])
+        orig = (key[KEY_SRC], key[KEY_DST], *ports)
         reply = (orig[1], orig[0], ports[1], ports[0]) if proto != PROTO_ICMP else \
             (orig[1], orig[0], ports[0], ports[1])
         denied = self._policy(f, proto, U16.unpack(ports[1])[0], pod)  # ICMP echo: port 0
@@ -228,7 +212,7 @@ class Datapath(Replies):
         conn = Conn(proto, orig, (reply[0], reply[1], U16.pack(proxy), reply[3]))
         if not self.ct.add(conn, now, flags) or conn.fwd is None:  # never bypass the proxy
             return self._drop(DropReason.CT_INVALID, "L7 redirect tuple clash")
-        conn.fwd.apply(f, pk.ETH_LEN, l4, proto, end)
+        conn.fwd.apply(f, ETH_LEN, l4, proto, end)
         return None
 
     def _l7_redirect(self, proto: int) -> int | None:
@@ -248,7 +232,7 @@ class Datapath(Replies):
                  now: float, pod: LocalPod) -> list[Action] | None:
         """kube-proxy on the client's node: DNAT to a random ready endpoint, or reject."""
         t = self.tables
-        cip, dport = key[5:9], U16.unpack(key[11:13])[0]
+        cip, dport = key[KEY_DST], U16.unpack(key[KEY_DPORT])[0]
         svc_name = t.cluster_ips[cip]
         if proto == PROTO_ICMP:  # kube-proxy (iptables mode) never answers pings to a VIP
             return self._drop(DropReason.UNSUPPORTED_L4, f"ICMP to ClusterIP of {svc_name}")
@@ -256,7 +240,7 @@ class Datapath(Replies):
         if target is None or not target.backends:
             why = f"{svc_name}: " + ("no ready endpoints" if target else f"no port {dport}")
             return self._reject(f, l4, end, proto, pod, why)
-        src, sport = key[1:5], key[9:11]
+        src, sport = key[KEY_SRC], key[KEY_SPORT]
         bip, bport = self.affinity.pick(target, src, now, self.rng)
         # Hairpin (the client is the backend): masquerade to the gateway so the reply comes
         # back through us, as kube-proxy's KUBE-MARK-MASQ does for hairpin traffic.
@@ -266,19 +250,19 @@ class Datapath(Replies):
             if denied is not None:
                 return denied
         proxy = self._l7_redirect(proto)  # a local backend behind L7 policy: via its proxy
-        conn = Conn(proto, (src, cip, sport, key[11:13]),
+        conn = Conn(proto, (src, cip, sport, key[KEY_DPORT]),
                     (bip, reply_dst, U16.pack(bport if proxy is None else proxy), sport),
                     target.name, (bip, bport))
         if not self.ct.add(conn, now, flags):
             return self._drop(DropReason.CT_INVALID, f"NAT tuple clash for {target.name}")
         self._c["dnat"] += 1
         assert conn.fwd is not None
-        conn.fwd.apply(f, pk.ETH_LEN, l4, proto, end)
+        conn.fwd.apply(f, ETH_LEN, l4, proto, end)
         return None
 
     def _policy(self, f: bytearray, proto: int, dport: int, pod: LocalPod | None
                 ) -> list[Action] | None:
-        return self._check(bytes(f[26:30]), bytes(f[30:34]), proto, dport, pod is not None)
+        return self._check(bytes(f[IP_SRC]), bytes(f[IP_DST]), proto, dport, pod is not None)
 
     def _check(self, src: bytes, dst: bytes, proto: int, dport: int, local_src: bool
                ) -> list[Action] | None:
@@ -292,8 +276,7 @@ class Datapath(Replies):
             if v is None:
                 continue
             if not v.allowed:
-                self._c["drop:" + DropReason.POLICY_DENIED.name] += 1
-                return [v, Drop(DropReason.POLICY_DENIED, v.describe())]
+                return self._drop(DropReason.POLICY_DENIED, v.describe(), v)
             self._c["policy_allowed"] += 1
             self._v.append(v)
         return None
@@ -303,12 +286,12 @@ class Datapath(Replies):
     def _route(self, f: bytearray) -> list[Action]:
         """A routed hop: TTL-1, then a local veth or the owning node's VXLAN endpoint."""
         t = self.tables
-        f[22] -= 1
-        U16.pack_into(f, 24, pk.apply_delta(U16.unpack_from(f, 24)[0], _TTL_DEC_DELTA))
-        dst = bytes(f[30:34])
+        f[IP_TTL] -= 1
+        U16.pack_into(f, IP_CSUM, apply_delta(U16.unpack_from(f, IP_CSUM)[0], TTL_DEC_DELTA))
+        dst = bytes(f[IP_DST])
         lp = t.pods_by_ip.get(dst)
         if lp is not None:
-            f[0:12] = lp.routed_macs
+            f[ETH_MACS] = lp.routed_macs
             self._c["forwarded"] += 1
             return [Send(lp.port, bytes(f))]
         d = int.from_bytes(dst, "big")
@@ -318,24 +301,14 @@ class Datapath(Replies):
         if r is None:
             return self._drop(DropReason.NO_ROUTE, f"{pk.ip_str(dst)} outside the cluster")
         self._c["encap"] += 1
-        return [Encap(r.underlay_ip, t.vxlan_port, r.encap_prefix + f[12:])]
-
-    def _to_underlay(self, f: bytearray) -> list[Action]:
-        """Out of the node's eth0 to a NodePort client: TTL-1, the learned MACs."""
-        from emunet.datapath.nodeport import UNDERLAY_PORT
-
-        f[22] -= 1
-        U16.pack_into(f, 24, pk.apply_delta(U16.unpack_from(f, 24)[0], _TTL_DEC_DELTA))
-        f[0:12] = self.neigh[bytes(f[30:34])]
-        self._c["nodeport_out"] += 1
-        return [Send(UNDERLAY_PORT, bytes(f))]
+        return [Encap(r.underlay_ip, t.vxlan_port, r.encap_prefix + f[_BEHIND_MACS])]
 
     # ---- from the overlay ---------------------------------------------------------------------
 
     def process_underlay(self, payload: bytes, src_ip: str, now: float) -> list[Action]:
         """A VXLAN datagram from a peer: validate (RFC 7348 §5), decap, deliver to a local pod."""
         t = self.tables
-        if len(payload) < pk.VXLAN.size + pk.ETH_LEN + 20:
+        if len(payload) < pk.VXLAN.size + ETH_LEN + 20:
             return self._drop(DropReason.INVALID_PACKET, "short VXLAN datagram")
         flags, vni = pk.VXLAN.unpack_from(payload)
         if not flags & pk.VXLAN_FLAG_I:
@@ -346,25 +319,26 @@ class Datapath(Replies):
         if peer is None:
             return self._drop(DropReason.INVALID_SOURCE, f"VXLAN from unknown {src_ip}")
         f = bytearray(payload[pk.VXLAN.size:])
-        if f[0:6] != t.vtep_mac:  # flannel.1 would see PACKET_OTHERHOST and drop it
+        if f[ETH_DST] != t.vtep_mac:  # flannel.1 would see PACKET_OTHERHOST and drop it
             return self._drop(DropReason.INVALID_PACKET, "inner dst MAC is not our VTEP")
-        if f[12:14] != _ETH_IP:
-            return self._drop(DropReason.UNSUPPORTED_L3, f"inner ethertype 0x{f[12:14].hex()}")
-        parsed = _ipv4(f)
+        if f[ETH_TYPE] != ETHERTYPE_IP:
+            return self._drop(DropReason.UNSUPPORTED_L3,
+                              f"inner ethertype 0x{f[ETH_TYPE].hex()}")
+        parsed = parse_ipv4(f)
         if parsed is None:
             return self._drop(DropReason.INVALID_PACKET, "bad inner IPv4 header")
         l4, end, proto, frag = parsed
-        if int.from_bytes(f[26:30], "big") & peer.mask != peer.net:
+        if int.from_bytes(f[IP_SRC], "big") & peer.mask != peer.net:
             return self._drop(DropReason.INVALID_SOURCE,
-                              f"inner src {pk.ip_str(f[26:30])} not in {peer.name}'s subnet")
-        if f[22] <= 1:
+                              f"inner src {pk.ip_str(f[IP_SRC])} not in {peer.name}'s subnet")
+        if f[IP_TTL] <= 1:
             return self._drop(DropReason.TTL_EXCEEDED, "decapsulated packet")
         out = self._track(f, l4, end, proto, frag, now, None)
         if out is not None:
             return self._verdicts(out)
-        if self.neigh and bytes(f[30:34]) in self.neigh:
+        if self.neigh and bytes(f[IP_DST]) in self.neigh:
             return self._verdicts(self._to_underlay(f))  # a remote backend's NodePort reply
-        if bytes(f[30:34]) not in t.pods_by_ip:
-            return self._drop(DropReason.NO_ROUTE, f"no pod {pk.ip_str(f[30:34])} on {t.node}")
+        if bytes(f[IP_DST]) not in t.pods_by_ip:
+            return self._drop(DropReason.NO_ROUTE, f"no pod {pk.ip_str(f[IP_DST])} on {t.node}")
         self._c["decap"] += 1
         return self._verdicts(self._route(f))

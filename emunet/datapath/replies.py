@@ -9,13 +9,28 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from emunet import packets as pk
-from emunet.datapath.actions import Action, Drop, Send
-from emunet.datapath.conntrack import Conntrack, Rewrite, make_key
+from emunet.datapath.actions import Action, Send
+from emunet.datapath.conntrack import Conntrack, Rewrite
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.tables import LocalPod, NodeTables
-from emunet.packets import PROTO_ICMP, PROTO_TCP, PROTO_UDP, U16
+from emunet.packets import (
+    ETH_LEN,
+    ICMP_OFF_CSUM,
+    ICMP_OFF_ID,
+    IP_DST,
+    IPV4_OFF_DST,
+    IPV4_OFF_PROTO,
+    IPV4_OFF_SRC,
+    L4_OFF_DPORT,
+    L4_OFF_SPORT,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    U16,
+    make_key,
+)
 
-_ZERO16 = b"\0\0"  # ICMP echo's second "port" in a conntrack tuple (as in pipeline._tuple_key)
+_ZERO16 = b"\0\0"  # ICMP echo's second "port" in a conntrack tuple (as in packets.tuple_key)
 
 
 class Replies:
@@ -27,13 +42,14 @@ class Replies:
     _c: Counter[str]
 
     if TYPE_CHECKING:
-        def _drop(self, reason: DropReason, detail: str = "") -> list[Action]: ...
+        def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
+                  ) -> list[Action]: ...
 
     def _arp(self, frame: bytes, pod: LocalPod) -> list[Action]:
         """Answer who-has for the gateway and for local pods (as the bridge would let them)."""
-        if len(frame) < pk.ETH_LEN + pk.ARP.size:
+        if len(frame) < ETH_LEN + pk.ARP.size:
             return self._drop(DropReason.INVALID_PACKET, "short ARP")
-        _, ptype, hlen, plen, op, sha, spa, _, tpa = pk.ARP.unpack_from(frame, pk.ETH_LEN)
+        _, ptype, hlen, plen, op, sha, spa, _, tpa = pk.ARP.unpack_from(frame, ETH_LEN)
         if ptype != pk.ETH_P_IP or hlen != 6 or plen != 4 or sha != pod.mac:
             return self._drop(DropReason.INVALID_PACKET, "ARP not IPv4-over-Ethernet")
         if spa != pod.ip and spa != b"\0\0\0\0":  # 0.0.0.0: RFC 5227 address probe
@@ -55,19 +71,17 @@ class Replies:
                 why: str) -> list[Action]:
         """kube-proxy's REJECT: TCP gets a RST, UDP an ICMP port unreachable, from the VIP."""
         t = self.tables
-        self._c["drop:" + DropReason.NO_ENDPOINTS.name] += 1
-        drop = Drop(DropReason.NO_ENDPOINTS, why)
         if proto == PROTO_TCP:
             sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)
-            if flags & pk.TCP_RST:
-                return [drop]  # RFC 9293: never answer a reset with a reset
+            if flags & pk.TCP_RST:  # RFC 9293: never answer a reset with a reset
+                return self._drop(DropReason.NO_ENDPOINTS, why)
             seg_len = end - l4 - (off >> 4) * 4
-            rst = pk.tcp_rst(pod.mac, t.gateway_mac, bytes(f[30:34]), pod.ip, dport, sport,
-                             seq, ack, flags, seg_len)
-            return [Send(pod.port, rst), drop]
-        err = pk.icmp_error(pod.mac, t.gateway_mac, bytes(f[30:34]), pk.ICMP_UNREACH,
-                            pk.UNREACH_PORT, f[14:end])
-        return [Send(pod.port, err), drop]
+            answer = pk.tcp_rst(pod.mac, t.gateway_mac, bytes(f[IP_DST]), pod.ip, dport, sport,
+                                seq, ack, flags, seg_len)
+        else:
+            answer = pk.icmp_error(pod.mac, t.gateway_mac, bytes(f[IP_DST]), pk.ICMP_UNREACH,
+                                   pk.UNREACH_PORT, f[ETH_LEN:end])
+        return self._drop(DropReason.NO_ENDPOINTS, why, Send(pod.port, answer))
 
     def _to_gateway(self, f: bytearray, l4: int, end: int, proto: int,
                     pod: LocalPod | None) -> list[Action]:
@@ -85,17 +99,20 @@ class Replies:
         The quoted packet travelled the other way; its reversed tuple is our lookup key. The
         outer header gets this direction's rewrite, the quote the inverse of the other's.
         """
-        e = l4 + 8
+        e = l4 + 8  # RFC 792: the quoted IP header follows the 8-byte ICMP header
         q = _ipv4_quote(f, e, end)
         if q is None:
             return self._drop(DropReason.INVALID_PACKET, "ICMP error quote too short")
         el4, eproto = q
+        qsrc = bytes(f[e + IPV4_OFF_SRC:e + IPV4_OFF_SRC + 4])
+        qdst = bytes(f[e + IPV4_OFF_DST:e + IPV4_OFF_DST + 4])
+        qsport = bytes(f[el4 + L4_OFF_SPORT:el4 + L4_OFF_SPORT + 2])
+        qdport = bytes(f[el4 + L4_OFF_DPORT:el4 + L4_OFF_DPORT + 2])
         if eproto == PROTO_ICMP:
-            id_ = bytes(f[el4 + 4:el4 + 6])
-            ports = (id_, _ZERO16)
+            ports = (bytes(f[el4 + ICMP_OFF_ID:el4 + ICMP_OFF_ID + 2]), _ZERO16)
         else:
-            ports = (bytes(f[el4 + 2:el4 + 4]), bytes(f[el4:el4 + 2]))
-        key = make_key(eproto, bytes(f[e + 16:e + 20]), bytes(f[e + 12:e + 16]), *ports)
+            ports = (qdport, qsport)
+        key = make_key(eproto, qdst, qsrc, *ports)
         hit = self.ct.lookup(key, float("-inf"))
         if hit is None:
             return None  # not tracked (or not NAT'ed): route it as is
@@ -103,17 +120,14 @@ class Replies:
         outer = conn.rev if is_reply else conn.fwd
         if outer is None:
             return None
-        outer.apply(f, pk.ETH_LEN, l4, PROTO_ICMP, end)
-        quoted = (bytes(f[e + 12:e + 16]), bytes(f[e + 16:e + 20]),
-                  bytes(f[el4:el4 + 2]), bytes(f[el4 + 2:el4 + 4]))
-        if eproto == PROTO_ICMP:
-            quoted = quoted[:2] + ports
+        outer.apply(f, ETH_LEN, l4, PROTO_ICMP, end)  # the outer rewrite leaves the quote be
+        quoted = (qsrc, qdst, *ports) if eproto == PROTO_ICMP else (qsrc, qdst, qsport, qdport)
         want = conn.orig if is_reply else _mirror(conn.orig)
         inner = Rewrite.between(eproto, quoted, want)
         if inner is not None:
             inner.apply(f, e, el4, eproto, end)
-        f[l4 + 2:l4 + 4] = _ZERO16
-        U16.pack_into(f, l4 + 2, pk.checksum(memoryview(f)[l4:end]))
+        f[l4 + ICMP_OFF_CSUM:l4 + ICMP_OFF_CSUM + 2] = _ZERO16
+        U16.pack_into(f, l4 + ICMP_OFF_CSUM, pk.checksum(memoryview(f)[l4:end]))
         return None
 
 
@@ -126,7 +140,7 @@ def _ipv4_quote(f: bytearray, e: int, end: int) -> tuple[int, int] | None:
     if e + 20 > end or f[e] >> 4 != 4:
         return None
     el4 = e + (f[e] & 0xF) * 4
-    proto = f[e + 9]
+    proto = f[e + IPV4_OFF_PROTO]
     if proto not in (PROTO_TCP, PROTO_UDP, PROTO_ICMP) or el4 + 8 > end:
         return None
     return el4, proto

@@ -3,7 +3,8 @@
 Cost model (DESIGN.md §3: established packets must stay ~1 µs of Python). The hook never
 parses or formats anything per packet. After the pipeline has decided, it keeps a reference to
 the input frame and the action list (a tuple append, no copy) only when the packet
-  - opened a conntrack entry (the first packet of a flow: what `hubble observe` lists),
+  - opened a conntrack entry (the first packet of a flow, what `hubble observe` lists: the
+    table's insertion counter moved),
   - was dropped (every drop, with its reason),
   - carries the trace mark (IPv4 TOS `TRACE_TOS`, set by `emunet trace` on its probe socket),
   - or belongs to a flow whose first packet carried the mark (its replies do not: the server's
@@ -22,7 +23,16 @@ from collections import deque
 from typing import Any
 
 from emunet.datapath import Datapath, Drop, Encap, NodeTables, Send
-from emunet.packets import ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, VXLAN
+from emunet.packets import (
+    ETH_LEN,
+    ETH_TYPE,
+    ETHERTYPE_IP,
+    IP_PROTO,
+    IP_TOS,
+    IP_VIHL,
+    VXLAN,
+    tuple_key,
+)
 
 # DSCP 45 (TOS byte 0xB4): unassigned by IANA (RFC 2474 pool 1 is 0-63, no standard meaning
 # for 45), so ordinary pod traffic never carries it. The datapath never rewrites TOS, and
@@ -37,24 +47,25 @@ FROM_ENDPOINT, FROM_OVERLAY = 0, 1  # where a kept event's frame entered the dat
 Event = tuple[float, int, str, bytes, list[Any], bool]
 """(now, FROM_ENDPOINT|FROM_OVERLAY, in_port or peer underlay IP, input bytes, actions, new)."""
 
-_ICMP_ECHOS = (0, 8)
+# Ethernet, an IPv4 header with the most options (IHL 15: 60 bytes) and the 8 L4 bytes a key
+# is read from: all of a frame `flow_key` looks at.
+_KEY_HEADERS = ETH_LEN + 60 + 8
 
 
 def flow_key(frame: bytes | bytearray, off: int = 0) -> bytes | None:
-    """The conntrack key (emunet.datapath.conntrack.make_key) of the IPv4 frame at `off`."""
-    ip = off + ETH_LEN
-    if len(frame) < ip + 20 or frame[off + 12:off + 14] != b"\x08\x00":
+    """The conntrack key (emunet.packets.tuple_key) of the IPv4 frame at `off`.
+
+    A light check of its own (the frame is in hand before or after the pipeline judged it),
+    then the pipeline's own key. Behind a VXLAN header only the headers are copied (a GRO
+    train can be 64 KB; a memoryview measured slower than this short copy).
+    """
+    f = frame[off:off + _KEY_HEADERS] if off else frame
+    if len(f) < ETH_LEN + 20 or f[ETH_TYPE] != ETHERTYPE_IP:
         return None
-    proto = frame[ip + 9]
-    l4 = ip + (frame[ip] & 0xF) * 4
-    if len(frame) < l4 + 8:
+    l4 = ETH_LEN + (f[IP_VIHL] & 0xF) * 4
+    if len(f) < l4 + 8:
         return None
-    addrs = bytes(frame[ip + 12:ip + 20])
-    if proto == PROTO_TCP or proto == PROTO_UDP:
-        return bytes((proto,)) + addrs + bytes(frame[l4:l4 + 4])
-    if proto == PROTO_ICMP and frame[l4] in _ICMP_ECHOS:
-        return bytes((proto,)) + addrs + bytes(frame[l4 + 4:l4 + 6]) + b"\0\0"
-    return None
+    return tuple_key(f, l4, f[IP_PROTO])
 
 
 class ObservedDatapath(Datapath):
@@ -79,28 +90,31 @@ class ObservedDatapath(Datapath):
                 "flow_events_suppressed": self.suppressed_events}
 
     def process(self, frame: bytes, in_port: str, now: float) -> list[Any]:
-        n = len(self.ct.table)
+        # A new flow is an insertion, not a bigger table: the packet that opens a connection
+        # may also have removed one (a reused closing tuple, an expired entry, an eviction).
+        n = self.ct.inserts
         out = super().process(frame, in_port, now)
         self.rx_bytes += len(frame)
-        new = len(self.ct.table) > n
+        new = self.ct.inserts != n
         if (new or (out and type(out[-1]) is Drop)
-                or (len(frame) > 15 and frame[15] == TRACE_TOS and frame[12] == 8)
+                or (len(frame) > IP_TOS and frame[IP_TOS] == TRACE_TOS
+                    and frame[ETH_TYPE] == ETHERTYPE_IP)
                 or (self.traced and flow_key(frame) in self.traced)):
             self._keep(now, FROM_ENDPOINT, in_port, frame, out, new, 0,
-                       (len(frame) > 15 and frame[15] == TRACE_TOS) or bool(self.traced))
+                       (len(frame) > IP_TOS and frame[IP_TOS] == TRACE_TOS) or bool(self.traced))
         return self._count_tx(out)
 
     def process_underlay(self, payload: bytes, src_ip: str, now: float) -> list[Any]:
-        n = len(self.ct.table)
+        n = self.ct.inserts  # see process
         out = super().process_underlay(payload, src_ip, now)
         self.rx_bytes += len(payload)
-        new = len(self.ct.table) > n
+        new = self.ct.inserts != n
         v = VXLAN.size
         if (new or (out and type(out[-1]) is Drop)
-                or (len(payload) > v + 15 and payload[v + 15] == TRACE_TOS)
+                or (len(payload) > v + IP_TOS and payload[v + IP_TOS] == TRACE_TOS)
                 or (self.traced and flow_key(payload, v) in self.traced)):
             self._keep(now, FROM_OVERLAY, src_ip, payload, out, new, v,
-                       (len(payload) > v + 15 and payload[v + 15] == TRACE_TOS)
+                       (len(payload) > v + IP_TOS and payload[v + IP_TOS] == TRACE_TOS)
                        or bool(self.traced))
         return self._count_tx(out)
 
@@ -125,7 +139,7 @@ class ObservedDatapath(Datapath):
         if len(self.events) == self.events.maxlen:
             self.lost_events += 1
         self.events.append((now, where, src, data, out, new))
-        if new and off + 15 < len(data) and data[off + 15] == TRACE_TOS:
+        if new and off + IP_TOS < len(data) and data[off + IP_TOS] == TRACE_TOS:
             self._remember(data, off)
 
     def _remember(self, data: bytes, off: int) -> None:

@@ -17,7 +17,31 @@ from typing import Any
 
 from emunet.datapath import Drop, Encap, Send
 from emunet.observe.hook import FROM_OVERLAY, TRACE_TOS, Event, flow_key
-from emunet.packets import ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, VXLAN, ip_str
+from emunet.packets import (
+    ETH_DST,
+    ETH_LEN,
+    ETH_SRC,
+    ETH_TYPE,
+    ETHERTYPE_ARP,
+    ETHERTYPE_IP,
+    ICMP_ECHO,
+    ICMP_ECHO_REPLY,
+    ICMP_OFF_ID,
+    IP_DST,
+    IP_PROTO,
+    IP_SRC,
+    IP_TOS,
+    IP_TTL,
+    IP_VIHL,
+    L4_OFF_DPORT,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    TCP_OFF_DATA,
+    TCP_OFF_FLAGS,
+    VXLAN,
+    ip_str,
+)
 
 PROTO_NAMES = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP"}
 TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
@@ -25,30 +49,30 @@ TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
 
 def headers(frame: bytes, off: int = 0) -> dict[str, Any]:
     """The L2-L4 headers of the Ethernet frame at `off`, as JSON-ready values."""
-    h: dict[str, Any] = {"smac": frame[off + 6:off + 12].hex(":"),
-                         "dmac": frame[off:off + 6].hex(":"), "len": len(frame) - off}
-    ip = off + ETH_LEN
-    if frame[off + 12:off + 14] == b"\x08\x06":
+    f = memoryview(frame)[off:]  # the frame itself, so the packets.* offsets apply
+    h: dict[str, Any] = {"smac": f[ETH_SRC].hex(":"), "dmac": f[ETH_DST].hex(":"),
+                         "len": len(f)}
+    if f[ETH_TYPE] == ETHERTYPE_ARP:
         h["arp"] = True
         return h
-    if frame[off + 12:off + 14] != b"\x08\x00" or len(frame) < ip + 20:
-        h["ethertype"] = frame[off + 12:off + 14].hex()
+    if f[ETH_TYPE] != ETHERTYPE_IP or len(f) < ETH_LEN + 20:
+        h["ethertype"] = f[ETH_TYPE].hex()
         return h
-    proto = frame[ip + 9]
-    h.update(src=ip_str(frame[ip + 12:ip + 16]), dst=ip_str(frame[ip + 16:ip + 20]),
-             proto=PROTO_NAMES.get(proto, str(proto)), ttl=frame[ip + 8], tos=frame[ip + 1])
-    l4 = ip + (frame[ip] & 0xF) * 4
-    if proto in (PROTO_TCP, PROTO_UDP) and len(frame) >= l4 + 4:
-        h["sport"] = int.from_bytes(frame[l4:l4 + 2], "big")
-        h["dport"] = int.from_bytes(frame[l4 + 2:l4 + 4], "big")
-        if proto == PROTO_TCP and len(frame) >= l4 + 14:
-            fl = frame[l4 + 13]
+    proto = f[IP_PROTO]
+    h.update(src=ip_str(f[IP_SRC]), dst=ip_str(f[IP_DST]),
+             proto=PROTO_NAMES.get(proto, str(proto)), ttl=f[IP_TTL], tos=f[IP_TOS])
+    l4 = ETH_LEN + (f[IP_VIHL] & 0xF) * 4
+    if proto in (PROTO_TCP, PROTO_UDP) and len(f) >= l4 + 4:
+        h["sport"] = int.from_bytes(f[l4:l4 + 2], "big")
+        h["dport"] = int.from_bytes(f[l4 + L4_OFF_DPORT:l4 + L4_OFF_DPORT + 2], "big")
+        if proto == PROTO_TCP and len(f) >= l4 + TCP_OFF_FLAGS + 1:
+            fl = f[l4 + TCP_OFF_FLAGS]
             h["flags"] = [n for i, n in enumerate(TCP_FLAG_NAMES) if fl >> i & 1]
-            h["payload"] = max(0, len(frame) - l4 - (frame[l4 + 12] >> 4) * 4)
-    elif proto == PROTO_ICMP and len(frame) >= l4 + 2:
-        h["icmp"] = [frame[l4], frame[l4 + 1]]
-        if frame[l4] in (0, 8) and len(frame) >= l4 + 6:  # echo: the id is the flow's "port"
-            h["id"] = int.from_bytes(frame[l4 + 4:l4 + 6], "big")
+            h["payload"] = max(0, len(f) - l4 - (f[l4 + TCP_OFF_DATA] >> 4) * 4)
+    elif proto == PROTO_ICMP and len(f) >= l4 + 2:
+        h["icmp"] = [f[l4], f[l4 + 1]]  # type, code
+        if f[l4] in (ICMP_ECHO, ICMP_ECHO_REPLY) and len(f) >= l4 + ICMP_OFF_ID + 2:
+            h["id"] = int.from_bytes(f[l4 + ICMP_OFF_ID:l4 + ICMP_OFF_ID + 2], "big")  # its "port"
     return h
 
 

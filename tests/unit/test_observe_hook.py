@@ -8,10 +8,12 @@ from pipeline_pair import PipelinePair, make_state, pod
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from emunet.datapath import NodeTables
+from emunet.datapath import Encap, NodeTables
+from emunet.datapath.conntrack import TCP_SYN_SENT
 from emunet.observe import hook
 from emunet.observe.hook import TRACE_TOS, ObservedDatapath
 from emunet.observe.record import describe
+from emunet.state.cluster import ClusterState
 
 GW_MAC = "0a:58:0a:2a:01:01"
 GW2_MAC = "0a:58:0a:2a:02:01"
@@ -131,3 +133,60 @@ def test_untraced_events_have_a_per_second_budget_traced_ones_do_not(monkeypatch
     dp.process(bad, c.host_ifname, 11.0)  # a new second, a new budget
     assert len(dp.drain()) == 1
     assert dp.counters["flow_events_suppressed"] == 3
+
+
+# ---- a new connection is kept even when the same packet removed an entry --------------------
+# The hook once took "the table grew" for "a flow opened"; each case below removes one
+# connection and adds one in a single packet, so the table keeps its size.
+
+def _node1() -> tuple[ObservedDatapath, ClusterState]:
+    st = make_state()
+    return ObservedDatapath(NodeTables.from_state(st, "node-1"), random.Random(1)), st
+
+
+def _records(dp: ObservedDatapath, st: ClusterState) -> list[dict]:
+    names = {p.port: p.name for p in dp.tables.pods_by_port.values()}
+    return [describe(ev, "node-1", st.node("node-1").underlay_ip, dp.ct.table, dp.traced, 0.0,
+                     names) for ev in dp.drain()]
+
+
+def _assert_one_new_flow(dp: ObservedDatapath, st: ClusterState, sport: int) -> None:
+    [r] = _records(dp, st)
+    assert r["ct"] == "new" and r["verdict"] == "FORWARDED" and r["to"] == "overlay"
+    assert r["pkt"]["flags"] == ["SYN"] and r["pkt"]["sport"] == sport
+    assert r["service"] == "blog/web:80/TCP"
+
+
+def test_a_syn_reusing_a_closing_connections_tuple_is_a_new_flow():
+    dp, st = _node1()
+    c = pod(st, "client")
+    dp.process(syn(c, WEB_VIP, 80), c.host_ifname, 1.0)
+    dp.process(syn(c, WEB_VIP, 80, flags="FA"), c.host_ifname, 2.0)  # closing: entry lingers
+    dp.drain()
+    n = len(dp.ct)
+    [enc] = dp.process(syn(c, WEB_VIP, 80), c.host_ifname, 3.0)  # the client reuses its port
+    assert isinstance(enc, Encap) and len(dp.ct) == n  # old entry replaced, not added to
+    _assert_one_new_flow(dp, st, 40000)
+
+
+def test_a_new_connection_on_an_expired_entrys_tuple_is_a_new_flow():
+    dp, st = _node1()
+    c = pod(st, "client")
+    dp.process(syn(c, WEB_VIP, 80), c.host_ifname, 1.0)
+    dp.drain()
+    later = 1.0 + TCP_SYN_SENT + 1  # expired, but no expire() sweep has run yet
+    [enc] = dp.process(syn(c, WEB_VIP, 80), c.host_ifname, later)
+    assert isinstance(enc, Encap) and len(dp.ct) == 1
+    _assert_one_new_flow(dp, st, 40000)
+
+
+def test_a_new_connection_that_evicts_another_from_a_full_table_is_a_new_flow():
+    dp, st = _node1()
+    dp.ct.max_entries = 2
+    c = pod(st, "client")
+    for sport in (40000, 40001):  # two unreplied connections: early_drop victims
+        dp.process(syn(c, WEB_VIP, 80, sport=sport), c.host_ifname, 1.0)
+    dp.drain()
+    [enc] = dp.process(syn(c, WEB_VIP, 80, sport=40002), c.host_ifname, 2.0)
+    assert isinstance(enc, Encap) and len(dp.ct) == 2 and dp.ct.evicted == 1
+    _assert_one_new_flow(dp, st, 40002)

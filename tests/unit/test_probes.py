@@ -14,6 +14,8 @@ from emunet.model import Container, ContainerPort, Pod, Probe
 from emunet.state import codec
 from emunet.state.plan import plan
 
+A_POD = Pod("ns", "p")
+
 # ---- tracker semantics (kubelet prober worker) -------------------------------------------------
 
 
@@ -180,7 +182,7 @@ def test_http_probe_status_codes(plain_sockets, status: bytes, ok: bool) -> None
     async def go() -> tuple[bool, str]:
         srv, port = await _http_server(status)
         async with srv:
-            return await prober.run(Probe("httpGet", port, path="/healthz"), Container("c"),
+            return await prober.run(Probe("httpGet", port, path="/healthz"), Container("c"), A_POD,
                                     "ns", "127.0.0.1")
 
     result, message = asyncio.run(go())
@@ -191,13 +193,13 @@ def test_http_probe_status_codes(plain_sockets, status: bytes, ok: bool) -> None
 
 def test_tcp_probe_refused_says_so(plain_sockets) -> None:
     port = _free_port()
-    ok, message = asyncio.run(prober.run(Probe("tcpSocket", port), Container("c"), "ns",
+    ok, message = asyncio.run(prober.run(Probe("tcpSocket", port), Container("c"), A_POD, "ns",
                                          "127.0.0.1"))
     assert not ok and f"dial tcp 127.0.0.1:{port}: connect: connection refused" in message
 
 
 def test_probe_with_unknown_named_port_fails() -> None:
-    ok, message = asyncio.run(prober.run(Probe("tcpSocket", "http"), Container("c"), "ns",
+    ok, message = asyncio.run(prober.run(Probe("tcpSocket", "http"), Container("c"), A_POD, "ns",
                                          "127.0.0.1"))
     assert not ok and "'http'" in message
 
