@@ -9,8 +9,9 @@ namespace with new UTS, IPC, mount and PID namespaces:
 
 - UTS: the pod's hostname is its name (or spec.hostname), as the kubelet sets it;
 - IPC: System V IPC and POSIX queues are the pod's own;
-- mount: a private /proc (of the pod's PID namespace) and /tmp, on top of what `ip netns
-  exec` bind-mounts (the pod's resolv.conf and hosts under /etc);
+- mount: a private /proc (of the pod's PID namespace), /dev/shm and /tmp (an overlay on the
+  host's: what the pod writes is its own), on top of what `ip netns exec` bind-mounts (the
+  pod's resolv.conf and hosts under /etc);
 - PID: catatonit in pause mode is PID 1 (podman's pause process): it reaps orphans and holds
   the namespaces while the containers come and go.
 
@@ -34,7 +35,7 @@ from emunet.host.manifest import process_start_time
 from emunet.model import Container, Pod
 
 PAUSE = "catatonit"  # Debian/Ubuntu package catatonit; `-P`: pause mode, reaps children
-TMP_SIZE = "64m"  # the pod's /tmp (tmpfs: memory, bounded)
+TMP_SIZE = "64m"  # the pod's /dev/shm, which also holds its /tmp writes (memory, bounded)
 # What an image's environment has (the Docker/OCI default PATH), not the invoking shell's.
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NOBODY = 65534  # the default user and group of container processes (see run_as)
@@ -68,9 +69,20 @@ def env(pod: Pod, c: Container) -> dict[str, str]:
 
 
 def _setup(pod: Pod, then: list[str]) -> list[str]:
-    """sh -c: set the hostname and mount the pod's /tmp in the new namespaces, then exec."""
-    script = ('hostname "$0" && mount -t tmpfs -o mode=1777,nosuid,nodev,size='
-              f'{TMP_SIZE} tmpfs /tmp && exec "$@"')
+    """sh -c: set the hostname, mount the pod's /dev/shm and /tmp in the new namespaces, exec.
+
+    /tmp is an overlay: the host's /tmp below (read-only from here: a pod's "image" is the
+    host's filesystem, and a checkout or interpreter may live under /tmp), the pod's own tmpfs
+    above, so whatever the pod writes there stays the pod's, invisible to the host and to every
+    other pod. A kernel without overlayfs gets a plain tmpfs /tmp."""
+    tmpfs = f"-o mode=1777,nosuid,nodev,size={TMP_SIZE}"
+    layer = "/dev/shm/.emunet-tmp"
+    script = (
+        f'hostname "$0" && mount -t tmpfs {tmpfs} tmpfs /dev/shm'
+        f' && mkdir -p {layer}/upper {layer}/work && chmod 1777 {layer}/upper'
+        f' && {{ mount -t overlay overlay -o lowerdir=/tmp,upperdir={layer}/upper,'
+        f'workdir={layer}/work /tmp 2>/dev/null || mount -t tmpfs {tmpfs} tmpfs /tmp; }}'
+        ' && exec "$@"')
     return ["sh", "-c", script, hostname(pod), *then]
 
 

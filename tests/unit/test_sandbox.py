@@ -14,7 +14,8 @@ def test_the_sandbox_holds_new_uts_ipc_mount_pid_namespaces_with_the_pause_as_pi
     assert argv[:4] == ["ip", "netns", "exec", "emt-shop-web"]
     assert {"--uts", "--ipc", "--mount", "--pid", "--fork", "--mount-proc"} <= set(argv)
     script = argv[argv.index("-c") + 1]
-    assert 'hostname "$0"' in script and "tmpfs /tmp" in script and 'exec "$@"' in script
+    assert 'hostname "$0"' in script and 'exec "$@"' in script
+    assert "tmpfs /dev/shm" in script and "lowerdir=/tmp" in script and "tmpfs /tmp" in script
     assert argv[-3:] == ["web-7d4b9c-abcde", "catatonit", "-P"]
 
 
