@@ -59,7 +59,22 @@ def cmd_up(a: argparse.Namespace) -> int:
     print(views.table(views.nodes(st, ready, wide=False)) + "\n")
     print(views.table(views.pods(st, None, wide=True)) + "\n")
     print(views.table(views.services(st, None, wide=False)) + "\n")
+    print(f"Kubernetes API at http://127.0.0.1:{st.cluster.api_port} (plain HTTP, loopback "
+          "only); for kubectl:\n"
+          f"  export KUBECONFIG={lifecycle.kubeconfig_path()}\n")
     print(_next_steps(st))
+    return 0
+
+
+def cmd_kubeconfig(a: argparse.Namespace) -> int:
+    """Print the running cluster's kubeconfig (`emunet kubeconfig > ~/.kube/emunet.yaml`)."""
+    need_root()
+    load_state()  # a cluster must be up
+    try:
+        sys.stdout.write(lifecycle.kubeconfig_path().read_text())
+    except FileNotFoundError:
+        raise CLIError(f"{lifecycle.kubeconfig_path()} is missing: the cluster's API server "
+                       "did not start (see `emunet status`)") from None
     return 0
 
 
@@ -245,6 +260,9 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_down)
     p = sub.add_parser("status", help="supervisor, node agents, DNS and their counters")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("kubeconfig", help="print the kubeconfig of the cluster's Kubernetes "
+                       "API (for kubectl and client libraries)")
+    p.set_defaults(func=cmd_kubeconfig)
     p = sub.add_parser("get", help="list nodes, pods, services or endpoints (like kubectl get)")
     p.add_argument("kind", help="pods | services | endpoints | deployments | events | nodes")
     p.add_argument("-n", "--namespace", help="namespace (default: default)")
