@@ -132,7 +132,8 @@ def _api_port(state: ClusterState) -> int:
         s.bind(("127.0.0.1", want))
         return s.getsockname()[1]
     except OSError as e:
-        where = f"{state.cluster.loc}: spec.apiServer.port" if state.cluster.loc else "the port"
+        where = (f"${API_PORT_ENV}" if env is not None else
+                 f"{state.cluster.loc}: spec.apiServer.port" if state.cluster.loc else "port")
         raise UserError(f"{where}: 127.0.0.1:{want} is taken ({e.strerror}): the API server "
                         "cannot listen there; stop what uses it (`ss -ltnp sport = :"
                         f"{want}`) or set spec.apiServer.port (0: any free port)") from None
@@ -146,8 +147,9 @@ def _wait_api(port: int, progress: Progress) -> None:
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET /version HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                if s.recv(12).startswith(b"HTTP/1.1 200"):
+                s.sendall(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Connection: close\r\n\r\n")
+                if s.recv(64).split(b"\r\n", 1)[0].endswith(b" 200 OK"):
                     progress(f"Kubernetes API at http://127.0.0.1:{port}")
                     return
         except OSError:
