@@ -3,7 +3,8 @@
 `emunet up` writes the kubeconfig; every kubectl runs with it and a fresh HOME (kubectl caches
 discovery there). The kubectl is the machine's (on CI the google-cloud-cli dispatcher, which
 runs the build matching the server's minor) or the one `scripts/setup --test` puts in the
-venv; the bundled kubectl.1.3x builds, where present, each run the story's exec too.
+venv (1.35), or $EMUNET_TEST_KUBECTL; the bundled kubectl.1.3x builds, where present, each run
+an exec too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ BUNDLED = Path("/usr/lib/google-cloud-sdk/bin")  # the dispatcher's per-minor bu
 
 
 def kubectl_bin() -> str:
-    found = shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl")
+    """$EMUNET_TEST_KUBECTL, else the machine's kubectl, else the venv's (scripts/setup)."""
+    found = (os.environ.get("EMUNET_TEST_KUBECTL") or shutil.which("kubectl")
+             or str(Path(sys.executable).parent / "kubectl"))
     if not os.access(found, os.X_OK):
         pytest.fail("no kubectl on PATH or in the venv: run `sudo scripts/setup --test`")
     return found
