@@ -34,6 +34,7 @@ from emunet.cluster.workloads import run_as
 log = logging.getLogger("emunet.api.exec")
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+FIRST_SIZE_WAIT = 0.5  # seconds a tty command waits for the client's terminal size
 
 
 def exit_status(rc: int) -> dict[str, Any]:
@@ -93,6 +94,7 @@ class _Session:
         self.ws, self.v5 = ws, v5
         self.proc: asyncio.subprocess.Process | None = None
         self.master: int | None = None
+        self.sized = asyncio.Event()  # the client's first terminal size arrived
 
     async def send(self, channel: int, data: bytes) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -101,9 +103,15 @@ class _Session:
     async def run(self, argv: list[str], env: dict[str, str], tty: bool, stdin: bool,
                   stderr: bool) -> None:
         pumps: list[asyncio.Task] = []
+        reader: asyncio.Task | None = None
         try:
             if tty:
                 self.master, slave = pty.openpty()
+                # kubectl sends the terminal size right after connecting: give the command
+                # the right size from its start (`stty size` as its first act), briefly
+                reader = asyncio.create_task(self._read_client())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.sized.wait(), FIRST_SIZE_WAIT)
                 self.proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=slave, stdout=slave, stderr=slave, env=env)
                 os.close(slave)
@@ -119,11 +127,13 @@ class _Session:
                 if self.proc.stderr is not None:
                     pumps.append(asyncio.create_task(self._pump(self.proc.stderr, STDERR)))
         except OSError as e:
+            if reader is not None:
+                reader.cancel()
             await self.send(ERROR, json.dumps({"metadata": {}, "status": "Failure",
                                                "message": f"cannot run the command: {e}",
                                                "reason": "InternalError"}).encode())
             return
-        reader = asyncio.create_task(self._read_client())
+        reader = reader or asyncio.create_task(self._read_client())
         waiter = asyncio.create_task(self.proc.wait())
         done, _ = await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:  # the client went away first: end the command
@@ -207,3 +217,4 @@ class _Session:
             return
         if cols and rows and self.master is not None:
             fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            self.sized.set()

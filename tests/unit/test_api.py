@@ -264,3 +264,18 @@ async def test_exec_without_websocket_says_upgrade_required(api):
 
 def test_exit_status_of_a_signal_is_128_plus():
     assert execws.exit_status(-9)["details"]["causes"][0]["message"] == "137"
+
+
+async def test_exec_tty_gets_the_first_resize_before_it_starts(api, monkeypatch):
+    monkeypatch.setattr(execws, "argv_for", lambda *a: (
+        ["setsid", "-c", "sh", "-c", "stty size; exit 2"], {"PATH": "/bin:/usr/bin"}))
+    ws = await api.ws_connect("/api/v1/namespaces/blog-website/pods/frontend-client/exec",
+                              params=[("command", "sh"), ("stdin", "true"),
+                                      ("stdout", "true"), ("tty", "true")],
+                              protocols=("v5.channel.k8s.io",))
+    await ws.send_bytes(b"\x04" + json.dumps({"Width": 100, "Height": 30}).encode())
+    out: dict[int, bytes] = {}
+    async for msg in ws:
+        out[msg.data[0]] = out.get(msg.data[0], b"") + msg.data[1:]
+    assert out[1].strip() == b"30 100"
+    assert json.loads(out[3])["details"]["causes"][0]["message"] == "2"
