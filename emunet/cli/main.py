@@ -7,7 +7,6 @@ with --debug.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -61,7 +60,22 @@ def cmd_up(a: argparse.Namespace) -> int:
     print(views.table(views.nodes(st, ready, wide=False)) + "\n")
     print(views.table(views.pods(st, None, wide=True)) + "\n")
     print(views.table(views.services(st, None, wide=False)) + "\n")
+    print(f"Kubernetes API at http://127.0.0.1:{st.cluster.api_port} (plain HTTP, loopback "
+          "only); for kubectl:\n"
+          f"  export KUBECONFIG={lifecycle.kubeconfig_path()}\n")
     print(_next_steps(st))
+    return 0
+
+
+def cmd_kubeconfig(a: argparse.Namespace) -> int:
+    """Print the running cluster's kubeconfig (`emunet kubeconfig > ~/.kube/emunet.yaml`)."""
+    need_root()
+    load_state()  # a cluster must be up
+    try:
+        sys.stdout.write(lifecycle.kubeconfig_path().read_text())
+    except FileNotFoundError:
+        raise CLIError(f"{lifecycle.kubeconfig_path()} is missing: the cluster's API server "
+                       "did not start (see `emunet status`)") from None
     return 0
 
 
@@ -154,11 +168,9 @@ def cmd_exec(a: argparse.Namespace) -> int:
     # The container's namespaces (network, UTS, IPC, mount, PID: emunet.host.sandbox), as root
     # (what most images run as); its mount namespace has the pod's resolv.conf and hosts.
     recorded = Manifest.open(lifecycle.manifest_path()).processes()
-    started = sandbox.recorded_pid(recorded, sandbox.container_role(ps.pod, c))
-    target = sandbox.child_pid(started) if started is not None else None
-    env = {**sandbox.env(ps.pod, dataclasses.replace(c, run_as_user=0)),
-           **({"TERM": os.environ["TERM"]} if "TERM" in os.environ else {})}
-    argv = sandbox.exec_argv(ps.pod, ps.netns, target, cmd)
+    argv, env = sandbox.exec_command(ps.pod, ps.netns, c, recorded, cmd, as_user=False)
+    if "TERM" in os.environ:
+        env["TERM"] = os.environ["TERM"]
     os.execvpe(argv[0], argv, env)
     return 127  # not reached
 
@@ -259,6 +271,9 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_down)
     p = sub.add_parser("status", help="supervisor, node agents, DNS and their counters")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("kubeconfig", help="print the kubeconfig of the cluster's Kubernetes "
+                       "API (for kubectl and client libraries)")
+    p.set_defaults(func=cmd_kubeconfig)
     p = sub.add_parser("get", help="list nodes, pods, services or endpoints (like kubectl get)")
     p.add_argument("kind", help="pods | services | endpoints | deployments | events | nodes")
     p.add_argument("-n", "--namespace", help="namespace (default: default)")

@@ -15,8 +15,8 @@ from pathlib import Path
 from emunet import control, naming
 from emunet.cli import views
 from emunet.cli.common import CLIError, load_state, need_root
-from emunet.cluster import events
-from emunet.state.cluster import KUBE_SYSTEM, PodState
+from emunet.cluster import events, workloads
+from emunet.state.cluster import PodState
 
 
 def cmd_scale(a: argparse.Namespace) -> int:
@@ -39,9 +39,7 @@ def cmd_scale(a: argparse.Namespace) -> int:
 
 def log_path(ps: PodState, container: str) -> Path:
     """Where a container's output goes (the supervisor's workloads write it)."""
-    if ps.pod.namespace == KUBE_SYSTEM and ps.pod.labels.get("k8s-app") == "kube-dns":
-        return naming.run_dir() / "logs" / "dns.log"  # CoreDNS is the supervised `dns` child
-    return naming.run_dir() / "logs" / f"{ps.pod.namespace}_{ps.pod.name}_{container}.log"
+    return workloads.log_path(naming.run_dir() / "logs", ps, container)
 
 
 def cmd_logs(a: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ the manifest lists; it works after a crash too, because the manifest is written 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -35,6 +36,9 @@ READY_TIMEOUT = 60.0
 
 
 FAIL_AT_ENV = "EMUNET_FAIL_AT"
+# Overrides spec.apiServer.port (0: any free port): lets test clusters run side by side
+API_PORT_ENV = "EMUNET_API_PORT"
+KUBECONFIG = "kubeconfig"
 
 
 class UserError(EmunetError):
@@ -68,11 +72,13 @@ def up(path: str, progress: Progress, cfg: Config | None = None) -> ClusterState
         raise UserError(f"a cluster is already up (state in {naming.run_dir()}): run "
                         "`emunet down` first, then `emunet up` again")
     netlink.preflight(state)
+    state.cluster = dataclasses.replace(state.cluster, api_port=_api_port(state))
     rd = naming.run_dir()
     rd.mkdir(mode=0o700, parents=True, exist_ok=True)
     (rd / "logs").mkdir(exist_ok=True)
     m = netlink.Manifest.open(manifest_path())
     try:
+        state.stamp(time.time())
         store.write(state)
         t0 = time.monotonic()
         for i, node in enumerate(state.nodes, 1):
@@ -98,6 +104,8 @@ def up(path: str, progress: Progress, cfg: Config | None = None) -> ClusterState
         progress("supervisor started: node agents, CoreDNS, workloads")
         _fault("supervisor")
         _wait_ready(state, progress)
+        _wait_api(state.cluster.api_port, progress)
+        write_kubeconfig(state.cluster.api_port)
         _fault("ready")
         return store.read()
     except BaseException:
@@ -107,6 +115,68 @@ def up(path: str, progress: Progress, cfg: Config | None = None) -> ClusterState
         _stop_supervisor(progress)
         _remove_all(netlink.Manifest.open(manifest_path()))
         raise
+
+
+def _api_port(state: ClusterState) -> int:
+    """The API server's port: the config's (or $EMUNET_API_PORT), checked free on 127.0.0.1
+    now, so a taken port is a clear error before anything is built; 0 picks a free one."""
+    want = state.cluster.api_port
+    env = os.environ.get(API_PORT_ENV)
+    if env is not None:
+        if not env.isdigit() or int(env) > 65535:
+            raise UserError(f"${API_PORT_ENV}={env!r} is not a TCP port (0-65535)")
+        want = int(env)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", want))
+        return s.getsockname()[1]
+    except OSError as e:
+        where = (f"${API_PORT_ENV}" if env is not None else
+                 f"{state.cluster.loc}: spec.apiServer.port" if state.cluster.loc else "port")
+        raise UserError(f"{where}: 127.0.0.1:{want} is taken ({e.strerror}): the API server "
+                        "cannot listen there; stop what uses it (`ss -ltnp sport = :"
+                        f"{want}`) or set spec.apiServer.port (0: any free port)") from None
+    finally:
+        s.close()
+
+
+def _wait_api(port: int, progress: Progress) -> None:
+    """Until the API server answers /version (it binds after the supervisor starts it)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Connection: close\r\n\r\n")
+                if s.recv(64).split(b"\r\n", 1)[0].endswith(b" 200 OK"):
+                    progress(f"Kubernetes API at http://127.0.0.1:{port}")
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise UserError(f"the API server does not answer on 127.0.0.1:{port}; see "
+                    f"{naming.run_dir()}/logs/apiserver.log")
+
+
+def kubeconfig_path() -> Path:
+    return naming.run_dir() / KUBECONFIG
+
+
+def kubeconfig_text(port: int) -> str:
+    """A kubeconfig for kubectl and client libraries: plain HTTP on loopback, no credentials
+    (the API binds 127.0.0.1 only; the file is root-only like the rest of the run dir)."""
+    return (f"apiVersion: v1\nkind: Config\nclusters:\n- name: emunet\n  cluster:\n"
+            f"    server: http://127.0.0.1:{port}\nusers:\n- name: emunet-admin\n  user: {{}}\n"
+            "contexts:\n- name: emunet\n  context:\n    cluster: emunet\n"
+            "    user: emunet-admin\n    namespace: default\ncurrent-context: emunet\n")
+
+
+def write_kubeconfig(port: int) -> None:
+    p = kubeconfig_path()
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(kubeconfig_text(port))
 
 
 def _start_supervisor(m: netlink.Manifest) -> None:

@@ -38,9 +38,10 @@ _TICK = 0.25  # how often children are checked; a dead agent is back well within
 
 
 class Child:
-    """A supervised helper process (a node agent or the DNS responder)."""
+    """A supervised helper process (a node agent, the DNS responder, the API server); `netns`
+    None runs it in the root namespace (the API server, which binds 127.0.0.1 only)."""
 
-    def __init__(self, role: str, netns: str, argv: list[str]) -> None:
+    def __init__(self, role: str, netns: str | None, argv: list[str]) -> None:
         self.role, self.netns, self.argv = role, netns, argv
         self.popen: subprocess.Popen | None = None
         self.restarts = 0
@@ -49,8 +50,9 @@ class Child:
     def start(self, sup: Supervisor) -> None:
         logf = open(naming.run_dir() / "logs" / f"{self.role}.log", "ab")  # noqa: SIM115
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        enter = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.popen = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, sys.executable, "-m", *self.argv],
+            [*enter, sys.executable, "-m", *self.argv],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)
         logf.close()
@@ -98,6 +100,10 @@ class Supervisor:
         if dns_pod is not None:
             self.children["dns"] = Child("dns", dns_pod.netns,
                                          ["emunet.dns.server", "--state", state_path])
+        # The Kubernetes API server (emunet.api): a view of the state file, writes come back here
+        self.children["apiserver"] = Child(
+            "apiserver", None, ["emunet.api", "--state", state_path,
+                                "--port", str(self.state.cluster.api_port)])
         self.lock = asyncio.Lock()
         self.stopping = asyncio.Event()
         self.controllers = Controllers(self)  # Deployments, probes, termination, events
@@ -175,6 +181,9 @@ class Supervisor:
                 ready = self.workloads.ready(ps.key) and self.controllers.probes_ready(ps.key)
             wl = self.workloads.pods.get(ps.key)
             restarts = wl.restarts if wl else 0
+            running = ready or self.workloads.running(ps.key)
+            if running != ps.running:
+                ps.running, changed = running, True  # the API's phase and container state
             if ready != ps.ready or restarts != ps.restarts:
                 self.controllers.observed(ps, ready, restarts)
                 ps.ready, ps.restarts = ready, restarts
@@ -183,6 +192,7 @@ class Supervisor:
             self.publish()
 
     def publish(self) -> None:
+        self.state.stamp(time.time())  # a new generation: the API's resourceVersion
         store.write(self.state)
         self.controllers.published()
         for n in self.state.nodes:

@@ -24,7 +24,7 @@ from typing import TextIO
 from emunet.host import sandbox
 from emunet.host.netns import socket_in_netns
 from emunet.model import Container
-from emunet.state.cluster import PodState
+from emunet.state.cluster import KUBE_SYSTEM, PodState
 
 log = logging.getLogger("emunet.cluster.workloads")
 
@@ -32,6 +32,13 @@ _HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", 
 _MAX_HEADER = 64 * 1024
 SANDBOX_TIMEOUT = 5.0  # seconds for a pod sandbox to set up its namespaces
 _BACKOFF_MAX = 300.0  # kubelet's CrashLoopBackOff cap (5 minutes)
+
+
+def log_path(log_dir: Path, ps: PodState, container: str) -> Path:
+    """Where a container's output goes (`emunet logs` and the API's pods/log read it)."""
+    if ps.pod.namespace == KUBE_SYSTEM and ps.pod.labels.get("k8s-app") == "kube-dns":
+        return log_dir / "dns.log"  # CoreDNS is the supervisor's `dns` child
+    return log_dir / f"{ps.pod.namespace}_{ps.pod.name}_{container}.log"
 
 
 def identity(ps: PodState) -> str:
@@ -279,6 +286,12 @@ class Workloads:
             if p.container.name == container and p.popen is not None:
                 return sandbox.child_pid(p.popen.pid)
         return None
+
+    def running(self, key: tuple[str, str]) -> bool:
+        """Its workload is up: listeners open, every container process alive (ports aside)."""
+        wl = self.pods.get(key)
+        return wl is not None and all(p.popen is not None and p.popen.poll() is None
+                                      for p in wl.procs)
 
     def ready(self, key: tuple[str, str]) -> bool:
         """Ready when built-in listeners are open, every container process runs, and every TCP

@@ -24,7 +24,7 @@ MAX_VNI = 2**24 - 1  # the VNI is a 24-bit field (RFC 7348 section 5)
 UNDERLAY_FIRST_HOST = 10  # state.py: node i gets underlay network + 10 + i
 
 _SPEC_FIELDS = ("nodes", "clusterCIDR", "serviceCIDR", "clusterDNS", "clusterDomain",
-                "underlay", "vxlan", "mtu", "dns", "conntrack", "offloads", "busyPoll")
+                "underlay", "vxlan", "mtu", "dns", "conntrack", "offloads", "busyPoll", "apiServer")
 _META_FIELDS = ("name",)
 _META_IGNORED = ("labels", "annotations")
 
@@ -134,6 +134,13 @@ def parse_cluster(doc: Obj) -> model.ClusterSpec | None:
     offloads = spec.bool("offloads")
     busy = spec.int("busyPoll", lo=0, hi=100_000,
                     why="microseconds a node agent polls after traffic before sleeping (0: off)")
+    api_port = model.DEFAULT_API_PORT
+    api = spec.map("apiServer")
+    if api is not None:
+        api.check_fields(("port",), what="apiServer")
+        v = api.int("port", lo=0, hi=65535,
+                    why="a TCP port on 127.0.0.1 (0: any free one, chosen by `emunet up`)")
+        api_port = api_port if v is None else v
     nodes = _nodes(spec, cluster, underlay)
     if len(doc.col.errors) > errors_before:
         return None
@@ -143,7 +150,7 @@ def parse_cluster(doc: Obj) -> model.ClusterSpec | None:
         vxlan_vni=vni, vxlan_port=port, underlay_cidr=str(underlay),
         mtu=model.DEFAULT_MTU if mtu is None else mtu, dns_ttl=ttl, dns_upstreams=upstreams,
         conntrack_max=ct_max, offloads=True if offloads is None else offloads,
-        busy_poll_us=model.DEFAULT_BUSY_POLL_US if busy is None else busy,
+        busy_poll_us=model.DEFAULT_BUSY_POLL_US if busy is None else busy, api_port=api_port,
         loc=model.Loc(doc.col.file, doc.line))
 
 

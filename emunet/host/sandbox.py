@@ -29,6 +29,7 @@ Pure: argument vectors, plus `child_pid` to find the process an nsenter/unshare 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from emunet.host.manifest import process_start_time
@@ -140,3 +141,19 @@ def sandbox_role(pod: Pod) -> str:
 
 def container_role(pod: Pod, c: Container) -> str:
     return f"container {pod.namespace}/{pod.name}/{c.name}"
+
+
+def exec_command(pod: Pod, netns: str, c: Container, processes: list[dict], cmd: list[str],
+                 as_user: bool, tty: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of an exec into container `c` (`emunet exec` as root,
+    `kubectl exec` as the container's user): into the namespaces of its running process, found
+    among the manifest's recorded `processes`. `tty`: the command leads a new session with its
+    terminal as controlling tty (setsid -c), as a container's tty is."""
+    started = recorded_pid(processes, container_role(pod, c))
+    target = child_pid(started) if started is not None else None
+    user = run_as(c) if as_user else []
+    prefix = ["setsid", "-c"] if tty else []
+    environ = env(pod, c if as_user else replace(c, run_as_user=0))
+    if tty:
+        environ["TERM"] = "xterm"
+    return exec_argv(pod, netns, target, [*prefix, *user, *cmd]), environ

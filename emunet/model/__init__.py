@@ -27,6 +27,7 @@ DEFAULT_CONNTRACK_MAX = 65536  # per node agent; nf_conntrack_max's classic defa
 DEFAULT_BUSY_POLL_US = 300
 DEFAULT_AFFINITY_TIMEOUT = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds (3 hours)
 NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver --service-node-port-range default
+DEFAULT_API_PORT = 6443  # kube-apiserver --secure-port default; emunet.api binds 127.0.0.1
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ class ClusterSpec:
     busy_poll_us: int = DEFAULT_BUSY_POLL_US
     dns_upstreams: tuple[str, ...] = ()
     loc: Loc | None = None
+    # spec.apiServer.port: the Kubernetes API server (emunet.api) on 127.0.0.1; 0: any free
+    # port, chosen by `up` (the kubeconfig and the state record the one chosen)
+    api_port: int = DEFAULT_API_PORT
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class PodState:
     ready: bool = False
     restarts: int = 0
     terminating: bool = False  # deleted, out of endpoints, still running its grace period
+    running: bool = False  # its containers run (ready additionally needs readiness probes)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -93,6 +94,11 @@ class ClusterState:
     # node -> its underlay link impairment now (`emunet link set`, seeded from the Cluster
     # document's nodes[].impairment); the agents apply delay/jitter/loss (emunet.host.tc)
     links: dict[str, model.Impairment] = field(default_factory=dict)
+    # Bumped by every publish (`stamp`): the API server's resourceVersion (emunet.api)
+    generation: int = 0
+    # "<kind>/<namespace>/<name>" -> when the object first appeared in a published state (the
+    # API's metadata.creationTimestamp; its uid derives from it), kept by `stamp`
+    created: dict[str, float] = field(default_factory=dict)
     # Derived, not serialised: ClusterIP -> Service key, built on first use and kept in step
     # by add_service/remove_service, so allocating 5,000 Services is not quadratic.
     _ip_owner: dict[str, tuple[str, str]] | None = field(default=None, repr=False,
@@ -238,6 +244,13 @@ class ClusterState:
             self._ip_owner.pop(gone.cluster_ip, None)
         return gone
 
+    def stamp(self, now: float) -> None:
+        """Before a publish: the next generation, and a creation time for each new object (the
+        ones gone are forgotten, so a re-created object is a new one, with a new uid)."""
+        self.generation += 1
+        keys = object_keys(self)
+        self.created = {k: self.created.get(k, now) for k in keys}
+
     # ---- queries ---------------------------------------------------------------------------
 
     def node(self, name: str) -> NodeState:
@@ -280,6 +293,18 @@ class ClusterState:
                     eps.append(Endpoint(p.ip, port, sp.protocol, p.key, p.node, p.ready))
             out[i] = eps
         return out
+
+
+def object_keys(st: ClusterState) -> list[str]:
+    """"<kind>/<namespace>/<name>" of every object the state holds (nodes: no namespace)."""
+    keys = [f"Node//{n.name}" for n in st.nodes]
+    keys += [f"Namespace//{n}" for n in st.namespaces]
+    keys += [f"Pod/{ns}/{n}" for ns, n in st.pods]
+    keys += [f"Service/{ns}/{n}" for ns, n in st.services]
+    keys += [f"Deployment/{ns}/{n}" for ns, n in st.deployments]
+    keys += [f"NetworkPolicy/{ns}/{n}" for ns, n in st.policies]
+    keys += [f"CiliumNetworkPolicy/{ns}/{n}" for ns, n in st.cilium_policies]
+    return keys
 
 
 def resolve_target_port(pod: Pod, target: int | str, protocol: str) -> int | None:

@@ -70,9 +70,12 @@ def _dns_port(name: str, protocol: str) -> ServicePort:
 def _add_dns(st: ClusterState) -> None:
     """CoreDNS as k3s deploys it: pod coredns-<hash> behind Service kube-dns."""
     labels = {"k8s-app": "kube-dns"}
+    # k3s's labels on the Service; `kubectl cluster-info` lists Services labelled cluster-service
+    svc_labels = {**labels, "kubernetes.io/cluster-service": "true",
+                  "kubernetes.io/name": "CoreDNS"}
     st.add_service(Service(
         namespace=KUBE_SYSTEM, name="kube-dns", selector=dict(labels),
-        cluster_ip=st.cluster.cluster_dns, labels=dict(labels),
+        cluster_ip=st.cluster.cluster_dns, labels=svc_labels,
         ports=(_dns_port("dns", "UDP"), _dns_port("dns-tcp", "TCP")),
     ))
     suffix = hashlib.sha256(st.cluster.name.encode()).hexdigest()

@@ -23,8 +23,10 @@ class Cluster:
         self.config = config
         self.prefix = prefix
         self.run_dir = run_dir
-        self.env = {**os.environ, "EMUNET_PREFIX": prefix, "EMUNET_RUN_DIR": str(run_dir),
-                    "PYTHONPATH": str(ROOT)}
+        # EMUNET_API_PORT=0: each test cluster's API server on a free port, so clusters (and
+        # a real one on 6443) can run side by side
+        self.env = {"EMUNET_API_PORT": "0", **os.environ, "EMUNET_PREFIX": prefix,
+                    "EMUNET_RUN_DIR": str(run_dir), "PYTHONPATH": str(ROOT)}
 
     def emunet(self, *args: str, check: bool = True, timeout: float = 120,
                input: str | None = None) -> subprocess.CompletedProcess:

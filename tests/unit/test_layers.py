@@ -31,6 +31,7 @@ RANKS = {
     "emunet.agent": 8,
     "emunet.l7": 8,
     "emunet.cluster": 9,
+    "emunet.api": 10,
     "emunet.labs": 10,
     "emunet.cli": 11,
     "emunet.__main__": 12,

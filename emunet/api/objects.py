@@ -1,0 +1,283 @@
+"""The state as core/v1 and discovery/v1 objects: Namespace, Node, Pod, Service, Endpoints,
+EndpointSlice. Pure: one ClusterState in, JSON-able dicts out (field names and defaults of
+k8s.io/api/core/v1/types.go; the API server's defaulting, e.g. restartPolicy Always, applied).
+
+`meta()` gives every object the metadata the API server would: uid (derived from the object's
+identity and creation time, so a re-created object gets a new one), creationTimestamp (when the
+object first appeared in a published state: `ClusterState.created`), labels, annotations.
+resourceVersion is set by the view (emunet.api.view), which knows when an object last changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+import uuid
+from typing import Any
+
+from emunet import __version__
+from emunet.model import Container, Probe
+from emunet.state.cluster import ClusterState, PodState, ServiceState
+
+VERSION = "v1.32.0-emunet"  # what /version and the nodes' kubelets report (research §1)
+_UID_NS = uuid.UUID("5f0e6a53-1c6d-4b4e-9c1e-656d756e6574")
+
+
+def rfc3339(t: float) -> str:
+    """metav1.Time as the API writes it: UTC, second precision."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def created(st: ClusterState, kind: str, ns: str | None, name: str) -> float:
+    return st.created.get(f"{kind}/{ns or ''}/{name}", 0.0)
+
+
+def uid(st: ClusterState, kind: str, ns: str | None, name: str) -> str:
+    t = created(st, kind, ns, name)
+    return str(uuid.uuid5(_UID_NS, f"{st.cluster.name}/{kind}/{ns or ''}/{name}/{t!r}"))
+
+
+def meta(st: ClusterState, kind: str, ns: str | None, name: str,
+         labels: dict[str, str] | None = None, born: tuple[str, str | None, str] | None = None,
+         **extra: Any) -> dict[str, Any]:
+    """`born`: the (kind, namespace, name) whose creation time this object shares (objects the
+    state does not hold on their own: ReplicaSets, EndpointSlices, the `kubernetes` Service)."""
+    m: dict[str, Any] = {"name": name}
+    if ns is not None:
+        m["namespace"] = ns
+    m["uid"] = uid(st, kind, ns, name)
+    m["creationTimestamp"] = rfc3339(created(st, *(born or (kind, ns, name))))
+    if labels:
+        m["labels"] = dict(labels)
+    m.update(extra)
+    return m
+
+
+def namespace(st: ClusterState, name: str) -> dict[str, Any]:
+    ns = st.namespaces[name]
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": meta(st, "Namespace", None, name, ns.labels),
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+
+
+def node(st: ClusterState, name: str, ready: bool) -> dict[str, Any]:
+    n = st.node(name)
+    t = rfc3339(created(st, "Node", None, name))
+    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+              "kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
+              "beta.kubernetes.io/arch": "amd64"}
+    cond = {"type": "Ready", "status": "True" if ready else "Unknown",
+            "reason": "KubeletReady" if ready else "NodeStatusUnknown",
+            "message": "emunet node agent is running" if ready
+            else "emunet node agent stopped (emunet node stop, or it died)",
+            "lastHeartbeatTime": t, "lastTransitionTime": t}
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": meta(st, "Node", None, name, labels),
+            "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
+            "status": {"addresses": [{"type": "InternalIP", "address": n.underlay_ip},
+                                     {"type": "Hostname", "address": name}],
+                       "conditions": [cond],
+                       "nodeInfo": {"kubeletVersion": VERSION, "kubeProxyVersion": VERSION,
+                                    "osImage": "emunet network namespace",
+                                    "kernelVersion": os.uname().release,
+                                    "containerRuntimeVersion": f"emunet://{__version__}",
+                                    "operatingSystem": "linux", "architecture": "amd64",
+                                    "machineID": "", "systemUUID": "", "bootID": ""}}}
+
+
+def _probe(p: Probe) -> dict[str, Any]:
+    if p.kind == "exec":
+        action: dict[str, Any] = {"exec": {"command": list(p.command)}}
+    elif p.kind == "httpGet":
+        action = {"httpGet": {"path": p.path, "port": p.port, "scheme": p.scheme}}
+    else:
+        action = {"tcpSocket": {"port": p.port}}
+    return {**action, "initialDelaySeconds": p.initial_delay, "periodSeconds": p.period,
+            "timeoutSeconds": p.timeout, "successThreshold": p.success_threshold,
+            "failureThreshold": p.failure_threshold}
+
+
+def container_spec(c: Container) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": c.name, "image": c.image or "emunet/builtin"}
+    if c.command:
+        out["command"] = list(c.command)
+    if c.args:
+        out["args"] = list(c.args)
+    if c.ports:
+        out["ports"] = [{"containerPort": p.container_port, "protocol": p.protocol,
+                         **({"name": p.name} if p.name else {})} for p in c.ports]
+    if c.env:
+        out["env"] = [{"name": k, "value": v} for k, v in c.env]
+    for field, probe in (("readinessProbe", c.readiness_probe),
+                         ("livenessProbe", c.liveness_probe),
+                         ("startupProbe", c.startup_probe)):
+        if probe is not None:
+            out[field] = _probe(probe)
+    sc = {k: v for k, v in (("runAsUser", c.run_as_user), ("runAsGroup", c.run_as_group))
+          if v is not None}
+    if sc:
+        out["securityContext"] = sc
+    out.update(resources={}, terminationMessagePath="/dev/termination-log",
+               terminationMessagePolicy="File", imagePullPolicy="IfNotPresent")
+    return out
+
+
+def pod_phase(ps: PodState) -> str:
+    return "Running" if ps.running or ps.ready else "Pending"
+
+
+def pod(st: ClusterState, ps: PodState, deleted_at: float | None = None) -> dict[str, Any]:
+    p, ns = ps.pod, ps.pod.namespace
+    start = rfc3339(created(st, "Pod", ns, p.name))
+    extra: dict[str, Any] = {}
+    if p.owner:
+        extra["ownerReferences"] = [{
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": p.owner,
+            "uid": uid(st, "ReplicaSet", ns, p.owner), "controller": True,
+            "blockOwnerDeletion": True}]
+    if ps.terminating:  # kubectl prints Terminating for an object with a deletionTimestamp
+        extra.update(deletionTimestamp=rfc3339(deleted_at or time.time()),
+                     deletionGracePeriodSeconds=30)
+    spec: dict[str, Any] = {"containers": [container_spec(c) for c in p.containers],
+                            "restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
+                            "nodeName": ps.node, "schedulerName": "default-scheduler",
+                            "serviceAccountName": "default",
+                            "terminationGracePeriodSeconds": 30, "securityContext": {}}
+    if p.hostname:
+        spec["hostname"] = p.hostname
+    if p.subdomain:
+        spec["subdomain"] = p.subdomain
+
+    def cond(kind: str, ok: bool) -> dict[str, Any]:
+        return {"type": kind, "status": "True" if ok else "False", "lastProbeTime": None,
+                "lastTransitionTime": start}
+
+    statuses = []
+    for i, c in enumerate(p.containers):
+        state: dict[str, Any] = ({"running": {"startedAt": start}} if ps.running else
+                                 {"waiting": {"reason": "ContainerCreating"}})
+        statuses.append({"name": c.name, "image": c.image or "emunet/builtin", "imageID": "",
+                         "containerID": f"emunet://{ns}_{p.name}_{c.name}",
+                         "ready": ps.ready, "started": ps.running,
+                         # emunet counts restarts per pod: the first container carries them
+                         "restartCount": ps.restarts if i == 0 else 0, "state": state})
+    host_ip = st.node(ps.node).underlay_ip
+    status = {"phase": pod_phase(ps),
+              "conditions": [cond("PodReadyToStartContainers", True),
+                             cond("Initialized", True), cond("Ready", ps.ready),
+                             cond("ContainersReady", ps.ready), cond("PodScheduled", True)],
+              "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": ps.ip,
+              "podIPs": [{"ip": ps.ip}], "startTime": start, "containerStatuses": statuses,
+              "qosClass": "BestEffort"}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": meta(st, "Pod", ns, p.name, p.labels, **extra),
+            "spec": spec, "status": status}
+
+
+def kubernetes_ip(st: ClusterState) -> str:
+    """The `kubernetes` Service's ClusterIP: the first address of the service range."""
+    return str(ipaddress.IPv4Network(st.cluster.service_cidr).network_address + 1)
+
+
+def service(st: ClusterState, ss: ServiceState) -> dict[str, Any]:
+    svc = ss.service
+    ports = []
+    for p in svc.ports:
+        port: dict[str, Any] = {"port": p.port, "targetPort": p.target_port,
+                                "protocol": p.protocol}
+        if p.name:
+            port["name"] = p.name
+        if p.node_port:
+            port["nodePort"] = p.node_port
+        ports.append(port)
+    spec: dict[str, Any] = {"type": svc.type, "ports": ports,
+                            "sessionAffinity": svc.session_affinity}
+    if svc.type == "ExternalName":
+        spec["externalName"] = svc.external_name
+    else:
+        spec.update(clusterIP=ss.cluster_ip or "None", clusterIPs=[ss.cluster_ip or "None"],
+                    ipFamilies=["IPv4"], ipFamilyPolicy="SingleStack",
+                    internalTrafficPolicy="Cluster")
+    if svc.selector is not None:
+        spec["selector"] = dict(svc.selector)
+    if svc.session_affinity == "ClientIP":
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": svc.affinity_timeout}}
+    status: dict[str, Any] = {"loadBalancer": {}}
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": meta(st, "Service", svc.namespace, svc.name, svc.labels),
+            "spec": spec, "status": status}
+
+
+def kubernetes_service(st: ClusterState) -> dict[str, Any]:
+    """`default/kubernetes`, as every API server creates it (ClusterIP .1, https 443)."""
+    ip = kubernetes_ip(st)
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": meta(st, "Service", "default", "kubernetes",
+                             {"component": "apiserver", "provider": "kubernetes"},
+                             born=("Namespace", None, "default")),
+            "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                                "targetPort": st.cluster.api_port}],
+                     "sessionAffinity": "None", "ipFamilies": ["IPv4"],
+                     "ipFamilyPolicy": "SingleStack", "internalTrafficPolicy": "Cluster"},
+            "status": {"loadBalancer": {}}}
+
+
+def endpoints(st: ClusterState, key: tuple[str, str]) -> dict[str, Any]:
+    """v1 Endpoints: one subset per Service port with backends (ready and not ready)."""
+    ss = st.services[key]
+    subsets: list[dict[str, Any]] = []
+    for i, eps in st.endpoints(key).items():
+        if not eps:
+            continue
+        sp = ss.service.ports[i]
+        port = {"port": eps[0].port, "protocol": sp.protocol, **({"name": sp.name}
+                                                                 if sp.name else {})}
+
+        def addr(e) -> dict[str, Any]:
+            return {"ip": e.ip, "nodeName": e.node,
+                    "targetRef": {"kind": "Pod", "namespace": e.pod[0], "name": e.pod[1],
+                                  "uid": uid(st, "Pod", e.pod[0], e.pod[1])}}
+
+        subset: dict[str, Any] = {}
+        ready = [addr(e) for e in eps if e.ready]
+        unready = [addr(e) for e in eps if not e.ready]
+        if ready:
+            subset["addresses"] = ready
+        if unready:
+            subset["notReadyAddresses"] = unready
+        subset["ports"] = [port]
+        subsets.append(subset)
+    m = meta(st, "Service", key[0], key[1], ss.service.labels)
+    out: dict[str, Any] = {"apiVersion": "v1", "kind": "Endpoints", "metadata": m}
+    if subsets:
+        out["subsets"] = subsets
+    return out
+
+
+def endpoint_slice(st: ClusterState, key: tuple[str, str]) -> dict[str, Any]:
+    """discovery/v1 EndpointSlice `<service>-<suffix>`, one per Service (IPv4)."""
+    ss = st.services[key]
+    name = f"{key[1]}-emu{uid(st, 'Service', *key)[:5]}"
+    by_pod: dict[tuple[str, str], Any] = {}
+    ports = []
+    for i, eps in st.endpoints(key).items():
+        sp = ss.service.ports[i]
+        ports.append({"name": sp.name or "", "port": eps[0].port if eps else None,
+                      "protocol": sp.protocol})
+        for e in eps:
+            by_pod.setdefault(e.pod, e)
+    items = [{"addresses": [e.ip], "nodeName": e.node,
+              "conditions": {"ready": e.ready, "serving": e.ready, "terminating": False},
+              "targetRef": {"kind": "Pod", "namespace": e.pod[0], "name": e.pod[1],
+                            "uid": uid(st, "Pod", e.pod[0], e.pod[1])}}
+             for e in by_pod.values()]
+    labels = {"kubernetes.io/service-name": key[1],
+              "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}
+    m = meta(st, "EndpointSlice", key[0], name, labels, born=("Service", *key),
+             ownerReferences=[{"apiVersion": "v1", "kind": "Service", "name": key[1],
+                               "uid": uid(st, "Service", *key), "controller": True,
+                               "blockOwnerDeletion": True}])
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": m,
+            "addressType": "IPv4", "endpoints": items, "ports": ports}

@@ -1,0 +1,182 @@
+"""The API's view of the cluster: every object derived from the state file, with the
+resourceVersions and watch events found by diffing one reload against the last.
+
+No second store: the objects are recomputed from `state.json` on every reload (SIGHUP from the
+supervisor's publish, a changed file, a node agent's liveness). resourceVersion is
+1000 x the state's generation (`ClusterState.generation`, bumped by every publish), plus the
+changes the view saw between two publishes (node liveness is not in the state); an object's
+resourceVersion is the one of the reload that last changed it, as etcd's modRevision is. The
+history of changes since this process started answers watches from a resourceVersion (older:
+410 Gone, as the API server answers a compacted revision; clients then list again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emunet.api import apps, objects
+from emunet.state import store
+from emunet.state.cluster import KUBE_SYSTEM, ClusterState
+
+Key = tuple[str, str]  # (namespace or "", name)
+HISTORY = 20000  # watch events kept; a watch from an older resourceVersion gets 410 Gone
+RV_PER_GENERATION = 1000
+
+
+@dataclass
+class Change:
+    rv: int
+    type: str  # ADDED | MODIFIED | DELETED
+    plural: str
+    obj: dict[str, Any]
+    old: dict[str, Any] | None  # the object before (watch filters: did it match before?)
+
+
+def build(st: ClusterState, node_ready: dict[str, bool],
+          deleting: dict[Key, float] | None = None) -> dict[str, dict[Key, dict]]:
+    """Every served object of the state, by plural, then (namespace, name); `deleting`: when
+    each terminating pod was first seen terminating (its deletionTimestamp)."""
+    out: dict[str, dict[Key, dict]] = collections.defaultdict(dict)
+    for n in st.namespaces:
+        out["namespaces"][("", n)] = objects.namespace(st, n)
+    for n in st.nodes:
+        out["nodes"][("", n.name)] = objects.node(st, n.name, node_ready.get(n.name, True))
+    for ps in st.pods.values():
+        out["pods"][ps.key] = objects.pod(st, ps, (deleting or {}).get(ps.key))
+    if "default" in st.namespaces:
+        out["services"][("default", "kubernetes")] = objects.kubernetes_service(st)
+        ep = {"apiVersion": "v1", "kind": "Endpoints",
+              "metadata": objects.kubernetes_service(st)["metadata"]}
+        out["endpoints"][("default", "kubernetes")] = ep
+    for key, ss in st.services.items():
+        out["services"][key] = objects.service(st, ss)
+        out["endpoints"][key] = objects.endpoints(st, key)
+        sl = objects.endpoint_slice(st, key)
+        out["endpointslices"][(key[0], sl["metadata"]["name"])] = sl
+    for d in st.deployments.values():
+        out["deployments"][d.key] = apps.deployment(st, d)
+        for rs in apps.replicasets(st, d):
+            out["replicasets"][(d.namespace, rs["metadata"]["name"])] = rs
+    for pol in st.policies.values():
+        out["networkpolicies"][pol.key] = apps.network_policy(st, pol)
+    for o in st.others:
+        if o.kind == "CiliumNetworkPolicy":
+            cnp = apps.cilium_policy(st, o.body)
+            out["ciliumnetworkpolicies"][(o.namespace or "default", o.name)] = cnp
+    if KUBE_SYSTEM in st.namespaces:
+        out["configmaps"][(KUBE_SYSTEM, "coredns")] = apps.coredns_configmap(st)
+    return out
+
+
+class View:
+    """The current objects, the resourceVersion, and the change history for watches."""
+
+    def __init__(self, state_path: Path | None,
+                 node_ready: Callable[[], dict[str, bool]] | None = None,
+                 state: ClusterState | None = None) -> None:
+        self.path = state_path
+        self.node_ready_fn = node_ready or (lambda: {})
+        self.node_ready: dict[str, bool] = {}
+        self.state: ClusterState = state if state is not None else store.read(state_path)
+        self.objs: dict[str, dict[Key, dict]] = {}
+        self.rv = 0
+        self.history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
+        self.oldest = 0  # a watch from below this resourceVersion is too old
+        self.watchers: set[asyncio.Queue[Change | None]] = set()
+        self.deleting: dict[Key, float] = {}
+        self._mtime = self._stat()
+        self.refresh(self.state)
+        self.oldest = self.rv
+
+    def _stat(self) -> int:
+        try:
+            return self.path.stat().st_mtime_ns if self.path else 0
+        except OSError:
+            return 0
+
+    def reload(self) -> None:
+        """Read the state file again (SIGHUP) and publish what changed to the watchers."""
+        if self.path is None:
+            return
+        self._mtime = self._stat()
+        try:
+            st = store.read(self.path)
+        except Exception:  # noqa: BLE001 - gone during `down`: keep serving the last state
+            return
+        self.refresh(st)
+
+    def poll(self) -> None:
+        """A changed state file without a SIGHUP (one sent before our handler was installed),
+        or a node agent that stopped or started: refresh."""
+        ready = self.node_ready_fn()
+        if self._stat() != self._mtime:
+            self.node_ready = ready
+            self.reload()
+        elif ready != self.node_ready:
+            self.node_ready = ready
+            self.refresh(self.state)
+
+    def refresh(self, st: ClusterState) -> None:
+        self.state = st
+        now = time.time()
+        self.deleting = {k: self.deleting.get(k, now) for k, ps in st.pods.items()
+                         if ps.terminating}
+        new = build(st, self.node_ready, self.deleting)
+        base = st.generation * RV_PER_GENERATION
+        rv = max(self.rv + 1, base)
+        changes: list[Change] = []
+        for plural in set(new) | set(self.objs):
+            old_objs, new_objs = self.objs.get(plural, {}), new.get(plural, {})
+            for key, obj in new_objs.items():
+                prev = old_objs.get(key)
+                if prev is not None and _same(prev, obj):
+                    obj["metadata"]["resourceVersion"] = prev["metadata"]["resourceVersion"]
+                    continue
+                obj["metadata"]["resourceVersion"] = str(rv)
+                changes.append(Change(rv, "MODIFIED" if prev else "ADDED", plural, obj, prev))
+            for key, prev in old_objs.items():
+                if key not in new_objs:
+                    gone = copy.deepcopy(prev)
+                    gone["metadata"]["resourceVersion"] = str(rv)
+                    changes.append(Change(rv, "DELETED", plural, gone, prev))
+        self.objs = new
+        if changes or rv == base:
+            self.rv = rv
+        for ch in changes:
+            if len(self.history) == self.history.maxlen:
+                self.oldest = self.history[0].rv
+            self.history.append(ch)
+            for q in self.watchers:
+                q.put_nowait(ch)
+
+    def since(self, rv: int) -> list[Change] | None:
+        """The changes after `rv` (None: older than the history kept)."""
+        if rv < self.oldest:
+            return None
+        return [ch for ch in self.history if ch.rv > rv]
+
+    def subscribe(self) -> asyncio.Queue[Change | None]:
+        q: asyncio.Queue[Change | None] = asyncio.Queue()
+        self.watchers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[Change | None]) -> None:
+        self.watchers.discard(q)
+
+    def close_watches(self) -> None:
+        """The server is stopping (`emunet down`): end every watch stream cleanly."""
+        for q in self.watchers:
+            q.put_nowait(None)
+
+
+def _same(a: dict, b: dict) -> bool:
+    ma = {k: v for k, v in a["metadata"].items() if k != "resourceVersion"}
+    return ma == b["metadata"] and {k: v for k, v in a.items() if k != "metadata"} == {
+        k: v for k, v in b.items() if k != "metadata"}
