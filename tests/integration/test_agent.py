@@ -29,8 +29,6 @@ from emunet.state import codec
 from emunet.state.cluster import ClusterState
 from emunet.state.plan import plan as plan_state
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
 REPO = Path(__file__).resolve().parents[2]
 # http.server's HTTPServer.server_bind calls getfqdn() before listen(): a reverse DNS lookup that
 # hangs in a namespace without DNS. TCPServer's bind skips it.
