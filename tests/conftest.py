@@ -1,5 +1,5 @@
-"""What every test may ask for: the `root` marker, which skips a test when pytest does not run
-as root.
+"""What every test may ask for: a unique prefix for the kernel objects it makes, and the
+`root` marker, which skips a test when pytest does not run as root.
 
 Each directory's conftest.py marks its tests with what they need (tests/unit: `unit`;
 tests/integration: `integration` and `root`; tests/e2e: `e2e` and `root`); a test elsewhere
@@ -10,6 +10,7 @@ tests, `scripts/test` (root) runs them all.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 
@@ -29,11 +30,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-# Still imported by the e2e modules until they take a cluster from one factory (next change).
-IS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (network namespaces)")
-
-
-def unique_prefix(tag: str = "emt") -> str:
-    """Short, unique per test process: keeps our namespaces apart from a user's cluster."""
-    return f"{tag}{os.getpid() % 100000}"
+@pytest.fixture(scope="session")
+def unique_prefix() -> Callable[[str], str]:
+    """`unique_prefix(tag)`: a short name prefix, unique per test process, for everything a
+    test creates (namespaces, /etc/netns entries, links), so a user's cluster is never
+    touched and two test runs never meet."""
+    return lambda tag="emt": f"{tag}{os.getpid() % 100000}"

@@ -6,22 +6,14 @@ import time
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 CONFIGS = ROOT / "tests" / "e2e" / "configs"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(str(CONFIGS / "apply-base.yaml"), unique_prefix("ema"))
-    try:
-        c.emunet("up", c.config)
-        yield c
-    finally:
-        c.emunet("down", check=False)
-        assert not c.netns(), f"namespaces left after down: {c.netns()}"
+def cluster(module_clusters) -> Cluster:
+    return module_clusters(CONFIGS / "apply-base.yaml", "ema")
 
 
 def _curl(c: Cluster, url: str, check: bool = True):

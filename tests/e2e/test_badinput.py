@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from tests.badconfigs import BAD, one_located_error
-from tests.conftest import IS_ROOT, needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
 CONFIG = ROOT / "tests" / "e2e" / "configs" / "robust.yaml"
@@ -42,8 +41,7 @@ def _processes_with(prefix: str) -> list[int]:
     return out
 
 
-@needs_root
-def test_up_rejects_every_bad_config_and_creates_nothing(tmp_path):
+def test_up_rejects_every_bad_config_and_creates_nothing(tmp_path, unique_prefix):
     prefix = unique_prefix("emb")
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EMUNET_RUN_DIR": str(run_dir),
@@ -92,15 +90,8 @@ RUNTIME_BAD = {
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not IS_ROOT:
-        pytest.skip("needs root (network namespaces)")
-    c = Cluster(str(CONFIG), unique_prefix("ebi"), tmp_path_factory.mktemp("run") / "emunet")
-    try:
-        c.emunet("up", c.config, timeout=120)
-        yield c
-    finally:
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    return module_clusters(CONFIG, "ebi")
 
 
 def _snapshot(c: Cluster) -> tuple:
@@ -111,7 +102,6 @@ def _snapshot(c: Cluster) -> tuple:
     return pods, svcs, sorted(c.netns())
 
 
-@needs_root
 @pytest.mark.parametrize("name", sorted(BAD_MANIFESTS) + sorted(RUNTIME_BAD))
 def test_apply_of_a_bad_manifest_changes_nothing(cluster, tmp_path, name):
     text = BAD_MANIFESTS.get(name) or RUNTIME_BAD[name]
@@ -132,7 +122,6 @@ def test_apply_of_a_bad_manifest_changes_nothing(cluster, tmp_path, name):
     assert _snapshot(cluster) == before
 
 
-@needs_root
 def test_delete_of_something_missing_is_bad_input(cluster):
     before = _snapshot(cluster)
     p = cluster.emunet("delete", "pod", "nope", "-n", "rb", check=False)

@@ -20,7 +20,6 @@ from scapy.layers.vxlan import VXLAN
 
 from emunet.cluster import lifecycle
 from emunet.host import netlink as host
-from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "robust.yaml")
@@ -36,19 +35,11 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not IS_ROOT:
-        pytest.skip("needs root (network namespaces)")
-    run = tmp_path_factory.mktemp("run")
-    c = Cluster(CONFIG, unique_prefix("emw"), run / "emunet")
-    try:
-        c.emunet("up", CONFIG, timeout=120)
-        (run / "noisy.yaml").write_text(NOISY)
-        c.emunet("apply", "-f", str(run / "noisy.yaml"))
-        yield c
-    finally:
-        c.emunet("down", check=False)
-        assert not c.netns()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(CONFIG, "emw")
+    (c.tmp / "noisy.yaml").write_text(NOISY)
+    c.emunet("apply", "-f", str(c.tmp / "noisy.yaml"))
+    return c
 
 
 def _mutants(base: bytes, rng: random.Random):

@@ -15,7 +15,6 @@ import time
 import pytest
 
 from emunet.host import netlink as host
-from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "robust.yaml")
@@ -68,23 +67,12 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not IS_ROOT:
-        pytest.skip("needs root (network namespaces)")
-    run = tmp_path_factory.mktemp("run")
-    c = Cluster(CONFIG, unique_prefix("emc"), run / "emunet")
-    try:
-        c.emunet("up", CONFIG, timeout=120)
-        (run / "blob.yaml").write_text(_manifest())
-        c.emunet("apply", "-f", str(run / "blob.yaml"))
-        deadline = time.monotonic() + 20
-        while c.status()["pods_ready"] != c.status()["pods"]:
-            assert time.monotonic() < deadline, "blob server not ready"
-            time.sleep(0.2)
-        yield c
-    finally:
-        c.emunet("down", check=False)
-        assert not c.netns()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(CONFIG, "emc")
+    (c.tmp / "blob.yaml").write_text(_manifest())
+    c.emunet("apply", "-f", str(c.tmp / "blob.yaml"))
+    c.wait_ready(20)  # the blob server
+    return c
 
 
 def _agent(c: Cluster, node: str) -> dict:

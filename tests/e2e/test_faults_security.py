@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "robust.yaml")
@@ -41,19 +40,11 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not IS_ROOT:
-        pytest.skip("needs root (network namespaces)")
-    run = tmp_path_factory.mktemp("run")
-    c = Cluster(CONFIG, unique_prefix("ems"), run / "emunet")
-    try:
-        c.emunet("up", CONFIG, timeout=120)
-        (run / "pods.yaml").write_text(PODS)
-        c.emunet("apply", "-f", str(run / "pods.yaml"))
-        yield c
-    finally:
-        c.emunet("down", check=False)
-        assert not c.netns()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(CONFIG, "ems")
+    (c.tmp / "pods.yaml").write_text(PODS)
+    c.emunet("apply", "-f", str(c.tmp / "pods.yaml"))
+    return c
 
 
 def _ids(c: Cluster, pod: str, container: str) -> tuple[str, str]:

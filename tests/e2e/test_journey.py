@@ -7,30 +7,24 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 NS = "blog-website"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emj"))
-    pids: list[int] = []
-    try:
-        up = c.emunet("up", c.config, timeout=120)
-        c.up_output = up.stdout + up.stderr
-        pids = [ch["pid"] for ch in c.status()["children"].values()]
-        yield c
-    finally:
-        c.down_clean()
-        for pid in pids:
-            assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} left"
+def cluster(module_clusters) -> Iterator[Cluster]:
+    c = module_clusters(ROOT / "configs" / "two-node.yaml", "emj")
+    pids = [ch["pid"] for ch in c.status()["children"].values()]
+    yield c
+    c.down_clean()  # here, not in the factory: the processes must be gone after it
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} left"
 
 
 def _zombie(pid: int) -> bool:

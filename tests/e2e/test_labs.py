@@ -8,32 +8,27 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from collections.abc import Callable
 
 import pytest
 import yaml
 
 from emunet.labs.catalog import Lab, load_labs
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 LABS = load_labs(ROOT / "labs")
 SOLUTIONS = ROOT / "tests" / "labs" / "solutions"
 
 
 @pytest.fixture
-def make_cluster(tmp_path):
-    made: list[Cluster] = []
-
+def make_cluster(clusters) -> Callable[[Lab], Cluster]:
+    """A cluster for `lab`, not up yet: the test starts it with `emunet lab start`."""
     def make(lab: Lab) -> Cluster:
-        c = Cluster(str(lab.config), unique_prefix(f"el{lab.id}"), tmp_path / "run")
-        c.env["EMUNET_LAB_DIR"] = str(tmp_path / "learner")
-        made.append(c)
+        c = clusters(lab.config, f"el{lab.id}", up=False)
+        c.env["EMUNET_LAB_DIR"] = str(c.tmp / "learner")
         return c
 
-    yield make
-    for c in made:
-        c.down_clean()
+    return make
 
 
 def results(out: str) -> dict[str, str]:

@@ -15,7 +15,6 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from emunet.host import netlink as host
-from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "robust.yaml")
@@ -25,18 +24,11 @@ FLOOD = 50_000
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not IS_ROOT:
-        pytest.skip("needs root (network namespaces)")
-    c = Cluster(CONFIG, unique_prefix("eml"), tmp_path_factory.mktemp("run") / "emunet")
-    try:
-        c.emunet("up", CONFIG, timeout=120)
-        c.vip = next(s["spec"]["clusterIP"] for s in c.get("services")
-                     if s["metadata"]["name"] == "echo")
-        yield c
-    finally:
-        c.emunet("down", check=False)
-        assert not c.netns()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(CONFIG, "eml")
+    c.vip = next(s["spec"]["clusterIP"] for s in c.get("services")
+                 if s["metadata"]["name"] == "echo")
+    return c
 
 
 async def _echo(netns: str, vip: str, i: int, start: asyncio.Event) -> bool:

@@ -10,39 +10,25 @@ policies. A pod always reaches itself (over its own loopback), as upstream's All
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 NS = ("x", "y", "z")
 PODS = [f"{n}/{p}" for n in NS for p in "abc"]
 Expect = Callable[[str, str, str, int], bool]  # (from, to, protocol, port) -> reachable
 
 
 @pytest.fixture(scope="module")
-def c():
-    # Not under pytest's basetemp: a concurrent root pytest run may rotate it away mid-test,
-    # and with it the manifest `down` needs.
-    base = Path(tempfile.mkdtemp(prefix="emunet-netpol-"))
-    c = Cluster(str(ROOT / "tests" / "e2e" / "configs" / "netpol-xyz.yaml"),
-                unique_prefix("enp"), base / "run")
-    c.tmp = base
-    try:
-        c.emunet("up", c.config, timeout=120)
-        c.ips = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["status"]["podIP"]
-                 for p in c.get("pods")}
-        yield c
-    finally:
-        c.down_clean()
-        shutil.rmtree(base, ignore_errors=True)
+def c(module_clusters) -> Cluster:
+    c = module_clusters(ROOT / "tests" / "e2e" / "configs" / "netpol-xyz.yaml", "enp")
+    c.ips = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["status"]["podIP"]
+             for p in c.get("pods")}
+    return c
 
 
 def apply(c: Cluster, name: str, text: str) -> Path:

@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 NS = "blog-website"
 EXTRA = """\
 apiVersion: v1
@@ -54,22 +52,16 @@ ENDPOINT_FIELDS = {"namespace", "pod_name", "labels", "identity"}
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("obs")
-    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emo"), tmp / "emunet")
-    c.tmp = tmp
-    try:
-        c.emunet("up", c.config, timeout=120)
-        (tmp / "extra.yaml").write_text(EXTRA)
-        c.emunet("apply", "-f", str(tmp / "extra.yaml"))
-        for _ in range(50):  # the new pod's server answers once it is Ready
-            if c.exec(NS, "frontend-client", "curl", "-s", "-m", "1", "http://local-web",
-                      check=False).returncode == 0:
-                break
-            time.sleep(0.2)
-        yield c
-    finally:
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(ROOT / "configs" / "two-node.yaml", "emo")
+    (c.tmp / "extra.yaml").write_text(EXTRA)
+    c.emunet("apply", "-f", str(c.tmp / "extra.yaml"))
+    for _ in range(50):  # the new pod's server answers once it is Ready
+        if c.exec(NS, "frontend-client", "curl", "-s", "-m", "1", "http://local-web",
+                  check=False).returncode == 0:
+            break
+        time.sleep(0.2)
+    return c
 
 
 def trace_json(c: Cluster, pod: str, dest: str, *extra: str) -> tuple[int, dict]:

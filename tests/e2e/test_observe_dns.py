@@ -8,10 +8,8 @@ import time
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 NS = "blog-website"
 NAME = "monospaced.blog-website.svc.cluster.local."
 HUBBLE_DNS = {"query", "ips", "ttl", "cnames", "observation_source", "rcode", "qtypes",
@@ -19,14 +17,8 @@ HUBBLE_DNS = {"query", "ips", "ttl", "cnames", "observation_source", "rcode", "q
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("obsdns")
-    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emd"), tmp / "emunet")
-    try:
-        c.emunet("up", c.config, timeout=120)
-        yield c
-    finally:
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    return module_clusters(ROOT / "configs" / "two-node.yaml", "emd")
 
 
 def observe(c: Cluster, *args: str) -> list[dict]:

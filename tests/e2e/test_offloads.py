@@ -17,10 +17,8 @@ from pathlib import Path
 import pytest
 
 from emunet.host import netlink as host
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import Cluster
 
-pytestmark = needs_root
 NS = "gso"
 MIB = 1 << 20
 # "up N": send N MiB of seeded bytes; "down": read to EOF and answer the sha256 and length
@@ -82,24 +80,14 @@ def _want(n: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster("", unique_prefix("eof"))
-    cfg = Path(c.run_dir).parent / f"{c.prefix}-gso.yaml"
-    cfg.write_text(_config())
-    try:
-        c.emunet("up", str(cfg), timeout=120)
-        deadline = time.monotonic() + 30
-        while c.status()["pods_ready"] != c.status()["pods"]:
-            assert time.monotonic() < deadline, "pods not ready"
-            time.sleep(0.2)
-        c.ips = {n["metadata"]["name"]: n["status"]["addresses"][0]["address"]
-                 for n in c.get("nodes")}
-        c.cip = next(s["spec"]["clusterIP"] for s in c.get("services")
-                     if s["metadata"]["name"] == "sink")
-        yield c
-    finally:
-        cfg.unlink(missing_ok=True)
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(None, "eof", text=_config())
+    c.wait_ready(30)
+    c.ips = {n["metadata"]["name"]: n["status"]["addresses"][0]["address"]
+             for n in c.get("nodes")}
+    c.cip = next(s["spec"]["clusterIP"] for s in c.get("services")
+                 if s["metadata"]["name"] == "sink")
+    return c
 
 
 def _counters(c: Cluster, node: str) -> dict:

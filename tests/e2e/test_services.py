@@ -12,15 +12,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from emunet.host import netlink as host
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 NS = "web"
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "services.yaml")
 MIB = 1 << 20
@@ -84,22 +81,14 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(CONFIG, unique_prefix("esv"))
-    try:
-        c.emunet("up", c.config, timeout=120)
-        extra = Path(c.run_dir).parent / f"{c.prefix}-extra.yaml"
-        extra.write_text(_extra())
-        try:
-            c.emunet("apply", "-f", str(extra))
-        finally:
-            extra.unlink()
-        _wait(lambda: c.status()["pods_ready"] == c.status()["pods"], 30, "pods not ready")
-        c.ips = {n["metadata"]["name"]: n["status"]["addresses"][0]["address"]
-                 for n in c.get("nodes")}
-        yield c
-    finally:
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(CONFIG, "esv")
+    (c.tmp / "extra.yaml").write_text(_extra())
+    c.emunet("apply", "-f", str(c.tmp / "extra.yaml"))
+    c.wait_ready(30)
+    c.ips = {n["metadata"]["name"]: n["status"]["addresses"][0]["address"]
+             for n in c.get("nodes")}
+    return c
 
 
 def _wait(cond, timeout: float, what: str) -> None:

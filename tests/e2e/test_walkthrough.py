@@ -19,33 +19,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 NS = "blog-website"
 # Step 7's policy, as tests/e2e/configs/l7.yaml writes it (its last document)
 CNP = (ROOT / "tests" / "e2e" / "configs" / "l7.yaml").read_text().split("---")[-1]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emw"))
-    c.tmp = tmp_path_factory.mktemp("walk")
-    c.pids = []
-    c.is_down = False
-    try:
-        c.emunet("up", c.config, timeout=120)
-        c.pids = [ch["pid"] for ch in c.status()["children"].values()]
-        c.ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in c.get("pods")
-                 if p["metadata"]["namespace"] == NS}
-        c.cluster_ip = next(s["spec"]["clusterIP"] for s in c.get("services")
-                            if s["metadata"]["name"] == "monospaced")
-        yield c
-    finally:
-        if not c.is_down:
-            c.emunet("down", check=False)
-            assert not c.netns(), "namespaces left after down"
+def cluster(module_clusters) -> Cluster:
+    """The story's cluster; its last test runs `down` itself (the factory's down_clean after
+    it finds nothing left to remove)."""
+    c = module_clusters(ROOT / "configs" / "two-node.yaml", "emw")
+    c.pids = [ch["pid"] for ch in c.status()["children"].values()]
+    c.ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in c.get("pods")
+             if p["metadata"]["namespace"] == NS}
+    c.cluster_ip = next(s["spec"]["clusterIP"] for s in c.get("services")
+                        if s["metadata"]["name"] == "monospaced")
+    return c
 
 
 def _curl(c: Cluster, pod: str, *args: str) -> subprocess.CompletedProcess:
@@ -157,7 +148,6 @@ def test_step7_cilium_l7_rule_allows_api_and_denies_the_rest(cluster):
 
 def test_the_end_down_leaves_nothing(cluster):
     down = cluster.emunet("down")
-    cluster.is_down = True
     assert "removed" in down.stdout
     assert not cluster.netns(), "namespaces left after down"
     assert not any(Path("/etc/netns").glob(cluster.prefix + "-*")), "/etc/netns entries left"

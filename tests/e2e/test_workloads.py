@@ -11,10 +11,8 @@ import time
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 NS = "shop"
 
 CLUSTER = """\
@@ -171,20 +169,17 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("workloads")
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(None, "emw", up=False)  # the probes' files sit in its scratch dir
+    tmp = c.tmp
     (tmp / "alive").touch()
     config = tmp / "living.yaml"
     config.write_text(CLUSTER + WEB.replace("IMAGE", "nginx:1.27") + OBJECTS.replace(
         "GATE", str(tmp / "gate")).replace("ALIVE", str(tmp / "alive")).replace(
         "STARTED", str(tmp / "started")))
-    c = Cluster(str(config), unique_prefix("emw"), tmp / "run")
-    c.tmp = tmp
-    try:
-        c.emunet("up", c.config, timeout=120)
-        yield c
-    finally:
-        c.down_clean()
+    c.config = str(config)
+    c.up()
+    return c
 
 
 def pods(c: Cluster, prefix: str) -> dict[str, tuple[str, str]]:
