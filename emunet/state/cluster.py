@@ -91,6 +91,10 @@ class ClusterState:
     # node -> its underlay link impairment now (`emunet link set`, seeded from the Cluster
     # document's nodes[].impairment); the agents apply delay/jitter/loss (emunet.faults)
     links: dict[str, model.Impairment] = field(default_factory=dict)
+    # How many times the supervisor has published this state (0: as `up` wrote it). Readers
+    # of the state file report the generation they loaded (emunet.state.loaded), so the
+    # supervisor can answer a change only once every agent, proxy and the DNS responder has it.
+    generation: int = 0
     # Derived, not serialised: ClusterIP -> Service key, built on first use and kept in step
     # by add_service/remove_service, so allocating 5,000 Services is not quadratic.
     _ip_owner: dict[str, tuple[str, str]] | None = field(default=None, repr=False,

@@ -29,6 +29,7 @@ def to_dict(st: ClusterState) -> dict[str, Any]:
         "others": [dataclasses.asdict(o) for o in st.others],
         "last_ip": dict(st.last_ip),
         "links": {n: dataclasses.asdict(i) for n, i in st.links.items()},
+        "generation": st.generation,
     }
 
 
@@ -53,6 +54,7 @@ def from_dict(d: dict[str, Any]) -> ClusterState:
     st.others = [model.Manifest(**{**o, "loc": _loc(o.get("loc"))}) for o in d["others"]]
     st.last_ip = dict(d.get("last_ip", {}))
     st.links = {n: model.Impairment(**i) for n, i in d.get("links", {}).items()}
+    st.generation = d.get("generation", 0)
     return st
 
 
