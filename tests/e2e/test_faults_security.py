@@ -8,12 +8,12 @@ import os
 import re
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "robust.yaml")
 PODS = """\
@@ -49,13 +49,12 @@ def cluster(module_clusters) -> Cluster:
 
 def _ids(c: Cluster, pod: str, container: str) -> tuple[str, str]:
     log = c.run_dir / "logs" / f"rb_{pod}_{container}.log"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def ids() -> list[str] | None:
         lines = log.read_text().split() if log.exists() else []
-        if len(lines) >= 2:
-            return lines[0], lines[1]
-        time.sleep(0.1)
-    raise AssertionError(f"{log} never showed the ids")
+        return lines if len(lines) >= 2 else None
+    lines = wait_for(ids, 10, f"the ids in {log}")
+    return lines[0], lines[1]
 
 
 def test_workloads_run_unprivileged_unless_security_context_says(cluster):

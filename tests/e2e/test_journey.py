@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import Output, wait_for
 
 NS = "blog-website"
 
@@ -135,7 +136,9 @@ def test_underlay_carries_vxlan_tcpdump_decodes(cluster):
                              "-T", "vxlan", "-c", "2", "udp", "port", "8472"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # let tcpdump attach
+        # tcpdump says "listening on" once its filter is set on the socket: from then on
+        # it sees every packet (it prints that on stderr, the packets on stdout)
+        Output(dump.stderr).wait("listening on", 10, "tcpdump to listen on node-1's eth0")
         cluster.exec(NS, "frontend-client", "curl", "-s", "--max-time", "5",
                      "http://monospaced")
         out, _ = dump.communicate(timeout=10)
@@ -173,14 +176,11 @@ def test_killed_agent_is_restarted(cluster):
     before = _agent_pids(cluster)
     for pid in before:
         os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    def restarted() -> bool:
         st = cluster.status()["children"]
-        if all(c["alive"] for c in st.values()) and set(_agent_pids(cluster)).isdisjoint(before):
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("agents were not restarted")
+        return all(c["alive"] for c in st.values()) and set(
+            _agent_pids(cluster)).isdisjoint(before)
+    wait_for(restarted, 5, "the killed agents' restart")
     out = cluster.exec(NS, "frontend-client", "curl", "-sS", "--max-time", "5",
                        "http://monospaced", timeout=30).stdout
     assert "monospaced-test" in out

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
 from collections.abc import Callable
 
 import pytest
@@ -15,6 +14,7 @@ import yaml
 
 from emunet.labs.catalog import Lab, load_labs
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
 LABS = load_labs(ROOT / "labs")
 SOLUTIONS = ROOT / "tests" / "labs" / "solutions"
@@ -50,12 +50,11 @@ def solve(c: Cluster, lab: Lab) -> None:
     steps = yaml.safe_load((folder / "solution.yaml").read_text())["steps"]
     for step in steps:
         args = [a.format(solution=folder, lab=lab.path) for a in step["emunet"]]
-        deadline = time.monotonic() + 10
-        while step.get("until") and not re.search(step["until"],
-                                                  c.emunet(*args, check=False).stdout):
-            assert time.monotonic() < deadline, f"{args}: never printed {step['until']!r}"
-            time.sleep(0.3)
-        if not step.get("until"):
+        if until := step.get("until"):
+            wait_for(lambda args=args, until=until: re.search(
+                until, c.emunet(*args, check=False).stdout),
+                10, f"{args} to print {until!r}", interval=0.3)
+        else:
             c.emunet(*args)
 
 

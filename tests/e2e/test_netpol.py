@@ -10,7 +10,6 @@ policies. A pod always reaches itself (over its own loopback), as upstream's All
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,8 +33,7 @@ def c(module_clusters) -> Cluster:
 def apply(c: Cluster, name: str, text: str) -> Path:
     f = c.tmp / f"{name}.yaml"
     f.write_text(text)
-    c.emunet("apply", "-f", str(f))
-    time.sleep(0.3)  # agents reload on the SIGHUP the supervisor sent before answering
+    c.emunet("apply", "-f", str(f))  # answers once every agent has loaded the policies
     return f
 
 
@@ -230,13 +228,11 @@ ingress:
     try:
         check(c, lambda s, d, pr, po: d != "x/a", ports=(80,), protocols=("tcp",))
         c.emunet("label", "pod", "c", "color=blue", "-n", "y")
-        c.emunet("label", "namespace", "z", "team=red")
-        time.sleep(0.3)
+        c.emunet("label", "namespace", "z", "team=red")  # in effect when it answers
         check(c, lambda s, d, pr, po: d != "x/a" or s == "y/c" or ns(s) == "z", ports=(80,),
               protocols=("tcp",))
         c.emunet("label", "pod", "c", "color-", "-n", "y")
         c.emunet("label", "namespace", "z", "team-")
-        time.sleep(0.3)
         check(c, lambda s, d, pr, po: d != "x/a", ports=(80,), protocols=("tcp",))
     finally:
         c.emunet("delete", "-f", str(f))

@@ -17,6 +17,7 @@ import pytest
 
 from emunet.host import netlink as host
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
 NS = "web"
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "services.yaml")
@@ -89,13 +90,6 @@ def cluster(module_clusters) -> Cluster:
     c.ips = {n["metadata"]["name"]: n["status"]["addresses"][0]["address"]
              for n in c.get("nodes")}
     return c
-
-
-def _wait(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 def _outside(c: Cluster, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -272,6 +266,6 @@ def test_node_stop_removes_its_endpoints_and_start_brings_them_back(cluster):
         assert len(got) == 5
     finally:
         cluster.emunet("node", "start", "node-2")
-    _wait(lambda: sorted(echo_eps()) == ["node-1", "node-2"], 15, "node-2 endpoints not back")
+    wait_for(lambda: sorted(echo_eps()) == ["node-1", "node-2"], 15, "node-2's endpoints back")
     got = _curl_many(lambda *a: cluster.exec(NS, "client", *a), "http://echo/", 12)
     assert set(got) == _echo_pods(cluster)
