@@ -181,7 +181,10 @@ def test_observe_follow_streams_new_flows(cluster):
     follow = subprocess.Popen(
         [sys.executable, "-m", "emunet", "observe", "-f", "--follow-for", "30", "--last", "0",
          "-o", "json", "--from-pod", f"{NS}/frontend-client"],
-        env=cluster.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=cluster.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C's SIGINT as in a terminal: a background job of a script (nohup ... &)
+        # ignores it, and a child would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     out = Output(follow.stdout)
 
     def flows() -> list[dict]:
