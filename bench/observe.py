@@ -12,15 +12,17 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
+# The repo root first, also when run as a script: this tree's emunet and its test helpers
+# (the package tests.unit).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline_pair import make_state, pod  # noqa: E402
 from scapy.layers.inet import IP, TCP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
 from emunet.datapath import Datapath, NodeTables  # noqa: E402
 from emunet.observe.hook import TRACE_TOS, ObservedDatapath  # noqa: E402
 from emunet.observe.record import describe  # noqa: E402
+from tests.unit.pipeline_pair import make_state, pod  # noqa: E402
 
 GW_MAC = "0a:58:0a:2a:01:01"
 N = 200_000

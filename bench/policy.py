@@ -24,10 +24,12 @@ from pathlib import Path
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
-from netpol_cluster import state  # noqa: E402
+# The repo root first, also when run as a script: this tree's emunet and its test helpers
+# (the package tests.unit).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emunet.datapath import Datapath, NodeTables  # noqa: E402
+from tests.unit.netpol_cluster import state  # noqa: E402
 
 TARGET = """apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

@@ -7,9 +7,10 @@ It opens one AF_PACKET socket per local pod veth and one UDP socket on the VXLAN
 every frame/datagram to `Datapath`, and carries out the returned actions. A raw epoll loop
 (fd -> bound reader; `selectors` costs ~1 µs more per wake-up, asyncio a callback hop) with
 reads batched until EAGAIN, busy-polling for spec.busyPoll µs after traffic. SIGHUP reloads
-the state file, SIGTERM exits 0. Counters go to `<run_dir>/agent-<node>.json` every second,
-conntrack snapshots to `conntrack-<node>.json` (emunet/agent/ctstore.py) so a restarted agent keeps
-established connections.
+the state file and reports its generation in `loaded-agent-<node>` (emunet.state.loaded),
+SIGTERM exits 0. Counters go to `<run_dir>/agent-<node>.json` every second, conntrack snapshots
+to `conntrack-<node>.json` (emunet/agent/ctstore.py) so a restarted agent keeps established
+connections.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from emunet.observe.flowlog import FlowLog
 from emunet.observe.hook import ObservedDatapath
 from emunet.observe.record import describe
 from emunet.packets import fill_l4_checksum
-from emunet.state import codec
+from emunet.state import codec, loaded
 
 log = logging.getLogger("emunet.agent")
 
@@ -54,9 +55,20 @@ class Agent(Transmit):
 
     def __init__(self, state_path: Path, node: str, run_dir: Path) -> None:
         self.state_path, self.node, self.run_dir = state_path, node, run_dir
+        # Signals before the first read of the state: the supervisor starts us with SIGHUP
+        # ignored, so a state published from here on is queued for a reload (in run) and one
+        # published before is in the read below; none is missed.
+        self.wake_r, self.wake_w = socket.socketpair()
+        for s in (self.wake_r, self.wake_w):
+            s.setblocking(False)
+        signal.set_wakeup_fd(self.wake_w.fileno())
+        self.pending: list[int] = []
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda n, _f: self.pending.append(n))
         # raw epoll, fd -> bound reader: selectors' key objects cost ~1 us per wakeup
         self.ep = select.epoll()
         self.handlers: dict[int, Callable[[float], None]] = {}
+        self._watch(self.wake_r, self._drain_wakeups)
         self.ports: dict[str, socket.socket] = {}
         self.missing: set[str] = set()
         self.peer_socks: dict[tuple[str, int], socket.socket] = {}
@@ -98,15 +110,8 @@ class Agent(Transmit):
             self._watch(self.eth0, self._read_eth0)
         except OSError as e:  # no underlay eth0 (a lone node built without one)
             log.info("no NodePort socket on eth0: %s", e)
-        self.wake_r, self.wake_w = socket.socketpair()
-        for s in (self.wake_r, self.wake_w):
-            s.setblocking(False)
-        self._watch(self.wake_r, self._drain_wakeups)
-        signal.set_wakeup_fd(self.wake_w.fileno())
-        self.pending: list[int] = []
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda n, _f: self.pending.append(n))
         self._sync_ports()
+        self._report_loaded()
         log.info("emunet agent %s: %d pods, underlay %s:%d, VNI %d", node,
                  len(tables.pods_by_port), me.underlay_ip, tables.vxlan_port, tables.vni)
 
@@ -172,8 +177,17 @@ class Agent(Transmit):
         self._shape()
         self.ct_store.configure(self._state.cluster.conntrack_max)
         self._sync_ports()
+        self._report_loaded()
         log.info("emunet agent %s: reloaded, %d pods (%d veths not ready)", self.node,
                  len(self.dp.tables.pods_by_port), len(self.missing))
+
+    def _report_loaded(self) -> None:
+        """Tell the supervisor which state the datapath now forwards by (emunet.state.loaded):
+        `apply` and friends answer once every agent has it. Off the packet path."""
+        try:
+            loaded.report(self.run_dir, f"agent-{self.node}", self._state.generation)
+        except OSError as e:
+            log.warning("cannot report the loaded state: %s", e)
 
     def _read_port(self, s: socket.socket, name: str, now: float) -> None:
         # recv(RECV_MAX) measured as fast as recv_into a reused buffer plus a copy (the

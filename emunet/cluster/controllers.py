@@ -32,7 +32,6 @@ from emunet.state.cluster import PodState, StateError
 
 log = logging.getLogger("emunet.cluster.controllers")
 GRACE = 1.0  # seconds a terminating pod keeps serving after it left the endpoints
-AGENT_RELOAD = 0.2  # time for the agents to reload the state after a SIGHUP
 
 
 class Controllers:
@@ -207,7 +206,7 @@ class Controllers:
             # The agents let go of the pod's veth before it is deleted under them.
             self.sup.state.pods.pop(key, None)
             self.sup.publish()
-            await asyncio.sleep(AGENT_RELOAD)
+            await self.sup.wait_loaded()  # the agents have closed its veth's socket
             await self.sup.workloads.stop(key)
             self.trackers.pop(key, None)
             self.restarts.pop(key, None)

@@ -33,3 +33,7 @@ class Runtime(Protocol):
 
     def publish(self) -> None:
         """Write the state file and tell every agent, the DNS responder and the proxies."""
+
+    async def wait_loaded(self) -> None:
+        """Until every running agent, proxy and the DNS responder has loaded the state last
+        published (bounded)."""

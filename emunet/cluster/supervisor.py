@@ -29,12 +29,15 @@ from emunet.cluster.workloads import Workloads
 from emunet.config import ConfigError
 from emunet.host import kernelnode, netlink, tc
 from emunet.model import Impairment
-from emunet.state import store
+from emunet.state import loaded, store
 from emunet.state.cluster import KUBE_SYSTEM, StateError
 from emunet.state.labels import label
 
 log = logging.getLogger("emunet.cluster.supervisor")
 _TICK = 0.25  # how often children are checked; a dead agent is back well within 1 s
+# How long a change waits for the agents, proxies and DNS responder to load the state it
+# published (they take milliseconds); a stuck child delays the answer this long, no longer.
+LOAD_WAIT = 2.0
 
 
 class Child:
@@ -192,7 +195,7 @@ class Supervisor:
             self.publish()
 
     def publish(self) -> None:
-        self.state.stamp(time.time())  # a new generation: the API's resourceVersion
+        self.state.stamp(time.time())  # the next generation: resourceVersion, loaded reports
         store.write(self.state)
         self.controllers.published()
         for n in self.state.nodes:
@@ -203,6 +206,19 @@ class Supervisor:
                     log.error("%s", e)
         for child in self.children.values():
             child.signal(signal.SIGHUP)
+
+    async def wait_loaded(self) -> None:
+        """Until every running child (agents, L7 proxies, the DNS responder) has loaded the
+        state last published, so a change is in effect when the CLI hears it is done. A child
+        that is down is not waited for (it reads the newest state when it starts); one that
+        does not catch up within LOAD_WAIT is logged and the answer goes out anyway."""
+        def running() -> list[str]:
+            return [role for role, c in self.children.items()
+                    if c.alive() and role not in self.paused]
+        late = await loaded.wait(naming.run_dir(), self.state.generation, running, LOAD_WAIT)
+        if late:
+            log.warning("state %d not loaded by %s within %.1fs", self.state.generation,
+                        ", ".join(late), LOAD_WAIT)
 
     # ---- control socket ----------------------------------------------------------------------
 
@@ -257,7 +273,9 @@ class Supervisor:
             raise StateError(f"unknown node action {req.get('action')!r}: use stop or start")
         async with self.lock:
             fn = nodepower.stop if req["action"] == "stop" else nodepower.start
-            return {"changes": [await fn(self, req["node"])]}
+            msg = await fn(self, req["node"])
+            await self.wait_loaded()
+            return {"changes": [msg]}
 
     async def _op_link(self, req, say) -> dict:
         """`emunet link set|reset NODE`: tc for the rate, the state for the agents (faults)."""
@@ -265,15 +283,18 @@ class Supervisor:
         async with self.lock:
             msg = await asyncio.to_thread(tc.set_link, self.state, req["node"], imp)
             self.publish()
+            await self.wait_loaded()
             return {"changes": [msg]}
 
     async def _op_label(self, req, say) -> dict:
-        """Relabel a pod or namespace; agents recompile identities and policies on SIGHUP."""
+        """Relabel a pod or namespace; agents recompile identities and policies on SIGHUP
+        (answered once they have)."""
         async with self.lock:
             # label() checks everything before it changes anything: all-or-nothing
             msg = label(self.state, req["kind"], req["name"], req.get("namespace"),
                         req["labels"], bool(req.get("overwrite")))
             self.publish()
+            await self.wait_loaded()
             return {"changes": [msg]}
 
     async def _op_apply(self, req, say) -> dict:
@@ -301,6 +322,7 @@ class Supervisor:
                 await self.start_pod(ch.added_pod)
         self.refresh_ready()
         self.publish()
+        await self.wait_loaded()  # the answer means: the datapath already works by it
         for ch in changes:
             say({"progress": ch.message})
         return {"changes": [ch.message for ch in changes]}

@@ -3,8 +3,9 @@
 Run inside the coredns pod's namespace by the supervisor:
     python -m emunet.dns.server --state /run/emunet/state.json
 It binds port 53 over UDP and TCP (RFC 1035 4.2, RFC 7766), answers only clients inside the
-cluster, reloads the state file on SIGHUP, exits 0 on SIGTERM, and every second writes its
-counters to <state dir>/dns.json for `emunet status`. All DNS logic is in `handler.Handler`;
+cluster, reloads the state file on SIGHUP (reporting its generation in `loaded-dns`,
+emunet.state.loaded), exits 0 on SIGTERM, and every second writes its counters to
+<state dir>/dns.json for `emunet status`. All DNS logic is in `handler.Handler`;
 answered queries are kept for `emunet observe` by `events.DnsEvents` (<state dir>/dns-events.jsonl).
 """
 
@@ -29,7 +30,7 @@ from emunet.dns.querylog import FILE_NAME as EVENTS_FILE
 from emunet.dns.querylog import TICK, DnsEvents
 from emunet.dns.upstream import TCP_LEN
 from emunet.dns.zone import Zone
-from emunet.state import codec
+from emunet.state import codec, loaded
 from emunet.state.cluster import ClusterState
 
 log = logging.getLogger("emunet.dns")
@@ -48,8 +49,10 @@ def load(path: Path) -> tuple[Zone, ClusterState]:
 
 class DnsServer:
     def __init__(self, state_path: Path, host: str = "0.0.0.0", port: int = 53,
-                 stats_path: Path | None = None, events_path: Path | None = None) -> None:
+                 stats_path: Path | None = None, events_path: Path | None = None,
+                 loaded_dir: Path | None = None) -> None:
         self.state_path = state_path
+        self.loaded_dir = loaded_dir  # where each reload reports its generation (the run dir)
         self.host, self.port = host, port
         self.stats_path = stats_path
         zone, st = load(state_path)
@@ -81,6 +84,12 @@ class DnsServer:
             log.info("reloaded %s", self.state_path)
         except Exception as e:  # keep answering from the old zone; say why
             log.error("cannot reload %s: %s", self.state_path, e)
+            return
+        if self.loaded_dir is not None:  # the supervisor waits for it (emunet.state.loaded)
+            try:
+                loaded.report(self.loaded_dir, "dns", st.generation)
+            except OSError as e:
+                log.warning("cannot report the loaded state: %s", e)
 
     def allowed(self, ip: str) -> bool:
         ok = self._allowed.get(ip)
@@ -288,11 +297,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> int:
     server = DnsServer(args.state, args.listen, args.port,
                        args.stats or args.state.parent / "dns.json",
-                       args.events or args.state.parent / EVENTS_FILE)
+                       args.events or args.state.parent / EVENTS_FILE, args.state.parent)
     await server.start()
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
-    signal.signal(signal.SIGHUP, server.request_reload)
+
+    def on_hup(*_: object) -> None:
+        server.request_reload()  # the next query reloads first, even ahead of the loop
+        # and the loop reloads soon when no query comes, so the supervisor hears that the
+        # new state is in effect (emunet.state.loaded) without waiting for a query
+        loop.call_soon_threadsafe(server.reload_if_dirty)
+
+    signal.signal(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGTERM, done.set)
     loop.add_signal_handler(signal.SIGINT, done.set)
     # The supervisor starts us with SIGHUP ignored (so an early reload signal cannot kill us);

@@ -12,7 +12,8 @@ request: allowed -> forwarded to the real server inside the pod (pod IP : origin
 the pod's loopback, never through the datapath), the response relayed; denied -> Cilium's
 `403 Forbidden` / `Access denied` at once. Every decision is a line in the L7 event log
 (emunet.l7.httplog). SIGHUP reloads the state (policies apply to the next request, as Envoy's
-do); SIGTERM exits 0.
+do) and reports its generation in `loaded-l7proxy-<node>` (emunet.state.loaded); SIGTERM
+exits 0.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from emunet.l7 import http1, httplog, listeners
 from emunet.observe.flowlog import FlowLog
 from emunet.packets import ip_bytes
 from emunet.policy.cilium import L7Port, decide, l7_ports
-from emunet.state import codec
+from emunet.state import codec, loaded
 from emunet.state.cluster import ClusterState
 
 log = logging.getLogger("emunet.l7.proxy")
@@ -278,6 +279,10 @@ class ProxyProcess:
                               {(ip, pport) for _, ip, pport in self.servers}, self.missing)
         except OSError as e:
             log.warning("cannot publish the listeners: %s", e)
+        try:  # for the supervisor: the policy of this state now decides the next request
+            loaded.report(self.run_dir, f"l7proxy-{self.node}", state.generation)
+        except OSError as e:
+            log.warning("cannot report the loaded state: %s", e)
         log.info("emunet l7 proxy %s: %d listeners (%s)", self.node, len(self.servers),
                  ", ".join(f"{ip}:{lp.port}->{pp}" for (ip, pp), lp in
                            sorted(policy.by_proxy_port.items())) or "none")

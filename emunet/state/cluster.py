@@ -94,7 +94,10 @@ class ClusterState:
     # node -> its underlay link impairment now (`emunet link set`, seeded from the Cluster
     # document's nodes[].impairment); the agents apply delay/jitter/loss (emunet.host.tc)
     links: dict[str, model.Impairment] = field(default_factory=dict)
-    # Bumped by every publish (`stamp`): the API server's resourceVersion (emunet.api)
+    # Bumped by every publish (`stamp`): the API server's resourceVersion (emunet.api), and what
+    # readers of the state file report having loaded (emunet.state.loaded), so the supervisor
+    # answers a change only once every agent, proxy and the DNS responder has it. 0: as `up`
+    # wrote it.
     generation: int = 0
     # "<kind>/<namespace>/<name>" -> when the object first appeared in a published state (the
     # API's metadata.creationTimestamp; its uid derives from it), kept by `stamp`

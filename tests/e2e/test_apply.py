@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
-pytestmark = needs_root
 CONFIGS = ROOT / "tests" / "e2e" / "configs"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(str(CONFIGS / "apply-base.yaml"), unique_prefix("ema"))
-    try:
-        c.emunet("up", c.config)
-        yield c
-    finally:
-        c.emunet("down", check=False)
-        assert not c.netns(), f"namespaces left after down: {c.netns()}"
+def cluster(module_clusters) -> Cluster:
+    return module_clusters(CONFIGS / "apply-base.yaml", "ema")
 
 
 def _curl(c: Cluster, url: str, check: bool = True):
     return c.exec("default", "client", "curl", "-sS", "--max-time", "3", url, check=check)
-
-
-def _until(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_apply_creates_namespace_pods_and_service(cluster):
@@ -59,15 +41,16 @@ def test_apply_creates_namespace_pods_and_service(cluster):
 def test_delete_pod_removes_it_from_endpoints_and_the_kernel(cluster):
     cluster.emunet("delete", "pod", "cart-2", "-n", "shop")
     # Like the kubelet, the pod leaves the endpoints first and is stopped after a short grace.
-    assert _until(lambda: f"{cluster.prefix}-shop-cart-2" not in cluster.netns())
+    wait_for(lambda: f"{cluster.prefix}-shop-cart-2" not in cluster.netns(), 5,
+             "cart-2's namespace to be removed")
     for _ in range(10):
         assert "cart-1" in _curl(cluster, "http://cart.shop").stdout
 
 
 def test_delete_service_makes_the_name_disappear(cluster):
     cluster.emunet("delete", "svc", "cart", "-n", "shop")
-    gone = _until(lambda: _curl(cluster, "http://cart.shop", check=False).returncode != 0)
-    assert gone
+    wait_for(lambda: _curl(cluster, "http://cart.shop", check=False).returncode != 0, 5,
+             "cart.shop to stop answering")
     p = cluster.exec("default", "client", "nslookup", "cart.shop", check=False)
     assert "NXDOMAIN" in p.stdout or p.returncode != 0
 
@@ -75,7 +58,8 @@ def test_delete_service_makes_the_name_disappear(cluster):
 def test_delete_namespace_cascades(cluster):
     out = cluster.emunet("delete", "namespace", "shop").stdout
     assert "pod/cart-1 deleted" in out and "namespace/shop deleted" in out
-    assert _until(lambda: not [n for n in cluster.netns() if "-shop-" in n])
+    wait_for(lambda: not [n for n in cluster.netns() if "-shop-" in n], 5,
+             "every namespace of shop's pods to be removed")
 
 
 def test_delete_unknown_object_is_a_clear_error(cluster):

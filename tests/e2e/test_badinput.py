@@ -1,7 +1,8 @@
 """Bad input through the real CLI: exit 2, one located message, no traceback, nothing created.
 
-`validate` and `up` get every file of the broken-config corpus (tests/configs/bad); `apply -f`
-and `delete` get broken manifests while a cluster runs, and the cluster must not change.
+`up` gets every file of the broken-config corpus (tests/configs/bad; `validate` gets them in
+tests/unit/test_badconfigs.py); `apply -f` and `delete` get broken manifests while a cluster
+runs, and the cluster must not change.
 """
 
 from __future__ import annotations
@@ -15,31 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from emunet.cli import main as cli
-from tests.conftest import IS_ROOT, needs_root, unique_prefix
+from tests.badconfigs import BAD, one_located_error
 from tests.e2e.cluster import ROOT, Cluster
 
-BAD = sorted((ROOT / "tests" / "configs" / "bad").glob("*.yaml"))
 CONFIG = ROOT / "tests" / "e2e" / "configs" / "robust.yaml"
 
 
 def _run(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "emunet", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
-
-
-def _one_located_error(p: subprocess.CompletedProcess, file: Path) -> str | None:
-    """None if `p` is a clean bad-input rejection of `file`, else what is wrong with it."""
-    errs = [line for line in p.stderr.splitlines() if line.strip()]
-    if p.returncode != 2:
-        return f"exit {p.returncode}"
-    if "Traceback" in p.stderr + p.stdout:
-        return "traceback"
-    if len(errs) != 1:
-        return f"{len(errs)} stderr lines: {errs}"
-    if not re.match(rf"emunet: {re.escape(str(file))}:\d+: \S", errs[0]):
-        return f"not located: {errs[0]}"
-    return None
 
 
 def _processes_with(prefix: str) -> list[int]:
@@ -56,32 +41,14 @@ def _processes_with(prefix: str) -> list[int]:
     return out
 
 
-def test_corpus_is_large_enough():
-    assert len(BAD) >= 30
-
-
-def test_validate_rejects_every_bad_config(capsys):
-    """In-process `emunet validate` (cli.main: exit code and stderr as a user sees them); the
-    subprocess path is the same code, exercised by the `up` test below."""
-    wrong = {}
-    for f in BAD:
-        code = cli.main(["validate", str(f)])
-        out, err = capsys.readouterr()
-        p = subprocess.CompletedProcess([], code, out, err)
-        if why := _one_located_error(p, f):
-            wrong[f.name] = why
-    assert not wrong
-
-
-@needs_root
-def test_up_rejects_every_bad_config_and_creates_nothing(tmp_path):
+def test_up_rejects_every_bad_config_and_creates_nothing(tmp_path, unique_prefix):
     prefix = unique_prefix("emb")
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EMUNET_RUN_DIR": str(run_dir),
            "EMUNET_PREFIX": prefix}
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         results = list(ex.map(lambda f: (f, _run(env, "up", str(f))), BAD))
-    wrong = {f.name: why for f, p in results if (why := _one_located_error(p, f))}
+    wrong = {f.name: why for f, p in results if (why := one_located_error(p, f))}
     assert not wrong
     assert not [n for n in os.listdir("/run/netns") if n.startswith(prefix + "-")]
     assert not list(Path("/etc/netns").glob(prefix + "-*"))
@@ -123,15 +90,8 @@ RUNTIME_BAD = {
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not IS_ROOT:
-        pytest.skip("needs root (network namespaces)")
-    c = Cluster(str(CONFIG), unique_prefix("ebi"), tmp_path_factory.mktemp("run") / "emunet")
-    try:
-        c.emunet("up", c.config, timeout=120)
-        yield c
-    finally:
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    return module_clusters(CONFIG, "ebi")
 
 
 def _snapshot(c: Cluster) -> tuple:
@@ -142,7 +102,6 @@ def _snapshot(c: Cluster) -> tuple:
     return pods, svcs, sorted(c.netns())
 
 
-@needs_root
 @pytest.mark.parametrize("name", sorted(BAD_MANIFESTS) + sorted(RUNTIME_BAD))
 def test_apply_of_a_bad_manifest_changes_nothing(cluster, tmp_path, name):
     text = BAD_MANIFESTS.get(name) or RUNTIME_BAD[name]
@@ -163,7 +122,6 @@ def test_apply_of_a_bad_manifest_changes_nothing(cluster, tmp_path, name):
     assert _snapshot(cluster) == before
 
 
-@needs_root
 def test_delete_of_something_missing_is_bad_input(cluster):
     before = _snapshot(cluster)
     p = cluster.emunet("delete", "pod", "nope", "-n", "rb", check=False)

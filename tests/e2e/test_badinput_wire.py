@@ -20,8 +20,8 @@ from scapy.layers.vxlan import VXLAN
 
 from emunet.cluster import lifecycle
 from emunet.host.netns import socket_in_netns
-from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "robust.yaml")
 FRAMES = 100_000
@@ -36,19 +36,11 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not IS_ROOT:
-        pytest.skip("needs root (network namespaces)")
-    run = tmp_path_factory.mktemp("run")
-    c = Cluster(CONFIG, unique_prefix("emw"), run / "emunet")
-    try:
-        c.emunet("up", CONFIG, timeout=120)
-        (run / "noisy.yaml").write_text(NOISY)
-        c.emunet("apply", "-f", str(run / "noisy.yaml"))
-        yield c
-    finally:
-        c.emunet("down", check=False)
-        assert not c.netns()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(CONFIG, "emw")
+    (c.tmp / "noisy.yaml").write_text(NOISY)
+    c.emunet("apply", "-f", str(c.tmp / "noisy.yaml"))
+    return c
 
 
 def _mutants(base: bytes, rng: random.Random):
@@ -117,13 +109,14 @@ def test_malformed_frames_from_a_pod_and_the_underlay(cluster):
         except OSError:
             pass  # a full queue: the kernel drops, the next one goes
         if i % 200 == 0:
-            time.sleep(0.002)
+            time.sleep(0.002)  # pace the flood near what the agents drain, not a wait
     pkt.close()
     udp.close()
     sent = time.monotonic() - t0
     xfer.join(120)
-    time.sleep(1.2)
-    after = _counters(cluster)
+    # counters are written once a second: the first write after the transfer (the flood
+    # ended before it) counts the whole flood
+    after = cluster.counters_after(time.time(), "node-1", "node-2")
     drops = {n: {k: after[n].get(k, 0) - before[n].get(k, 0) for k in after[n]
                  if k.startswith("drop:") and after[n].get(k, 0) > before[n].get(k, 0)}
              for n in after}
@@ -158,7 +151,9 @@ def test_malformed_dns_is_formerr_or_dropped_and_valid_queries_answered(cluster)
         except (BlockingIOError, IndexError):
             pass
     s.close()
-    time.sleep(0.5)
+    # answered in order: a valid query answered means the garbage before it was handled
+    wait_for(lambda: lifecycle.dns_query(ns, "10.43.0.10", "echo.rb.svc.cluster.local", 1.0),
+             10, "the responder to answer a valid query after the garbage")
     print(f"\nDNS answers to 5005 malformed queries, by rcode: {rcodes}")
     assert cluster.status()["children"]["dns"]["restarts"] == 0
     echo = next(x["spec"]["clusterIP"] for x in cluster.get("services")

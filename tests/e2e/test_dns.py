@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 NS = "dns-e2e"
 D = "cluster.local"
 API = f"api.{NS}.svc.{D}"
@@ -30,19 +28,13 @@ SOA_TAIL = "7200 1800 86400 5"  # CoreDNS: refresh, retry, expire, minimum = zon
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    run = tmp_path_factory.mktemp("dns")
-    cfg = run / "dns.yaml"
-    cfg.write_text((ROOT / "tests/e2e/configs/dns.yaml").read_text()
-                   .replace("@PYTHON@", sys.executable)
-                   .replace("@UPSTREAM@", str(ROOT / "tests/e2e/dns_upstream.py")))
-    c = Cluster(str(cfg), unique_prefix("emd"), run / "emunet")
-    try:
-        c.emunet("up", c.config, timeout=120)
-        c.ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in c.get("pods")}
-        yield c
-    finally:
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    text = ((ROOT / "tests/e2e/configs/dns.yaml").read_text()
+            .replace("@PYTHON@", sys.executable)
+            .replace("@UPSTREAM@", str(ROOT / "tests/e2e/dns_upstream.py")))
+    c = module_clusters(None, "emd", text=text)
+    c.ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in c.get("pods")}
+    return c
 
 
 @dataclass

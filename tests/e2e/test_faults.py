@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from emunet.host.netns import socket_in_netns
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
-pytestmark = needs_root
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "robust.yaml")
 
 
@@ -70,8 +69,8 @@ def _assert_clean(c: Cluster) -> None:
 
 
 @pytest.mark.parametrize("stage", ["node:2", "pod:2", "supervisor", "ready"])
-def test_up_failing_part_way_rolls_back_everything(tmp_path, stage):
-    c = Cluster(CONFIG, unique_prefix("emf"), tmp_path / "run")
+def test_up_failing_part_way_rolls_back_everything(clusters, stage):
+    c = clusters(CONFIG, "emf", up=False)
     c.env["EMUNET_FAIL_AT"] = stage
     try:
         p = c.emunet("up", CONFIG, check=False, timeout=120)
@@ -80,12 +79,11 @@ def test_up_failing_part_way_rolls_back_everything(tmp_path, stage):
         assert "Traceback" not in p.stderr
         _assert_clean(c)
     finally:
-        c.env.pop("EMUNET_FAIL_AT")
-        c.emunet("down", check=False)
+        c.env.pop("EMUNET_FAIL_AT")  # the factory's `down` must not fail too
 
 
 @pytest.fixture
-def bystander(tmp_path):
+def bystander(unique_prefix):
     """A namespace, /etc/netns entry and process that are not emunet's: they must survive."""
     name = unique_prefix("byst") + "-keep"
     subprocess.run(["ip", "netns", "add", name], check=True)
@@ -103,11 +101,10 @@ def bystander(tmp_path):
         subprocess.run(["rm", "-rf", str(etc)], check=False)
 
 
-def test_down_after_sigkill_of_every_process_removes_exactly_ours(tmp_path, bystander):
+def test_down_after_sigkill_of_every_process_removes_exactly_ours(clusters, bystander):
     name, etc, proc = bystander
-    c = Cluster(CONFIG, unique_prefix("emk"), tmp_path / "run")
+    c = clusters(CONFIG, "emk")
     try:
-        c.emunet("up", CONFIG, timeout=120)
         refused = c.emunet("up", CONFIG, check=False)
         assert refused.returncode == 1 and "emunet down" in refused.stderr
         procs = _manifest_processes(c)
@@ -121,10 +118,7 @@ def test_down_after_sigkill_of_every_process_removes_exactly_ours(tmp_path, byst
         os.kill(sup, signal.SIGKILL)  # first, so nothing is restarted
         for pid, _ in procs:
             os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while _alive(procs) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(procs)
+        wait_for(lambda: not _alive(procs), 5, "every killed process to be gone")
 
         # doctor sees the crash, and a stranger on the VXLAN port of a node namespace
         squat = socket_in_netns(f"{c.prefix}-node-1", socket.AF_INET, socket.SOCK_DGRAM)
@@ -142,28 +136,23 @@ def test_down_after_sigkill_of_every_process_removes_exactly_ours(tmp_path, byst
         after = c.emunet("doctor", check=False)
         assert after.returncode == 0 and "FAIL" not in after.stdout, after.stdout
     finally:
-        c.emunet("down", check=False)
+        clusters.teardown()  # now: what must survive is checked after our `down`
     assert (Path("/run/netns") / name).exists() and (etc / "resolv.conf").exists()
     assert proc.poll() is None, "a process emunet did not start was killed"
 
 
-def test_crashing_workload_restarts_with_backoff(tmp_path):
-    c = Cluster(CONFIG, unique_prefix("emr"), tmp_path / "run")
-    crasher = tmp_path / "crasher.yaml"
+def test_crashing_workload_restarts_with_backoff(clusters):
+    c = clusters(CONFIG, "emr")
+    crasher = c.tmp / "crasher.yaml"
     crasher.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: crasher, namespace: rb}\n"
                        "spec:\n  nodeName: node-1\n  containers:\n  - name: crash\n"
                        "    image: busybox\n    command: [sh, -c, 'sleep 0.2; exit 3']\n")
-    try:
-        c.emunet("up", CONFIG, timeout=120)
-        c.emunet("apply", "-f", str(crasher))
-        deadline = time.monotonic() + 5
-        while _restarts(c) < 1:
-            assert time.monotonic() < deadline, "not restarted"
-            time.sleep(0.2)
-        time.sleep(3)  # without back-off it would have crashed ~10 more times by now
-        assert 1 <= _restarts(c) <= 2
-    finally:
-        c.emunet("down", check=False)
+    c.emunet("apply", "-f", str(crasher))
+    wait_for(lambda: _restarts(c) >= 1, 5, "the crashed container's first restart")
+    # The point of the test: a stretch of time in which, without back-off, it would have
+    # crashed ~10 more times; nothing to wait for but the clock.
+    time.sleep(3)
+    assert 1 <= _restarts(c) <= 2
 
 
 def _restarts(c: Cluster) -> int:

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from emunet.host.netns import socket_in_netns
-from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "robust.yaml")
 MIB = 1 << 20
@@ -68,23 +68,12 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not IS_ROOT:
-        pytest.skip("needs root (network namespaces)")
-    run = tmp_path_factory.mktemp("run")
-    c = Cluster(CONFIG, unique_prefix("emc"), run / "emunet")
-    try:
-        c.emunet("up", CONFIG, timeout=120)
-        (run / "blob.yaml").write_text(_manifest())
-        c.emunet("apply", "-f", str(run / "blob.yaml"))
-        deadline = time.monotonic() + 20
-        while c.status()["pods_ready"] != c.status()["pods"]:
-            assert time.monotonic() < deadline, "blob server not ready"
-            time.sleep(0.2)
-        yield c
-    finally:
-        c.emunet("down", check=False)
-        assert not c.netns()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(CONFIG, "emc")
+    (c.tmp / "blob.yaml").write_text(_manifest())
+    c.emunet("apply", "-f", str(c.tmp / "blob.yaml"))
+    c.wait_ready(20)  # the blob server
+    return c
 
 
 def _agent(c: Cluster, node: str) -> dict:
@@ -96,20 +85,21 @@ def _kill_agent(c: Cluster, node: str) -> dict:
     old = _agent(c, node)["pid"]
     os.kill(old, signal.SIGKILL)
     t0 = time.monotonic()
-    while (a := _agent(c, node))["pid"] == old or not a["alive"]:
-        assert time.monotonic() - t0 < 1.0, "agent not restarted within a second"
-        time.sleep(0.02)
+
+    def replaced() -> dict | None:
+        a = _agent(c, node)
+        return a if a["pid"] != old and a["alive"] else None
+    a = wait_for(replaced, 1.0, "the agent's restart within a second", interval=0.02)
     restarted = time.monotonic() - t0
     counters = c.run_dir / f"agent-{node}.json"
-    while True:  # the new agent writes its counters once it is serving
+
+    def serving() -> dict | None:  # the new agent writes its counters once it is serving
         try:
             doc = json.loads(counters.read_text())
-            if doc["pid"] == a["pid"]:
-                break
         except (OSError, ValueError):
-            pass
-        assert time.monotonic() - t0 < 10, "new agent never wrote its counters"
-        time.sleep(0.05)
+            return None
+        return doc if doc["pid"] == a["pid"] else None
+    doc = wait_for(serving, 10 - (time.monotonic() - t0), "the new agent's counters")
     return {"node": node, "restart_s": round(restarted, 3),
             "serving_s": round(time.monotonic() - t0, 3),
             "restored": doc["counters"]["ct_restored"]}

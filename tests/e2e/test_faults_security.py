@@ -8,13 +8,12 @@ import os
 import re
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import IS_ROOT, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "robust.yaml")
 PODS = """\
@@ -41,30 +40,21 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not IS_ROOT:
-        pytest.skip("needs root (network namespaces)")
-    run = tmp_path_factory.mktemp("run")
-    c = Cluster(CONFIG, unique_prefix("ems"), run / "emunet")
-    try:
-        c.emunet("up", CONFIG, timeout=120)
-        (run / "pods.yaml").write_text(PODS)
-        c.emunet("apply", "-f", str(run / "pods.yaml"))
-        yield c
-    finally:
-        c.emunet("down", check=False)
-        assert not c.netns()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(CONFIG, "ems")
+    (c.tmp / "pods.yaml").write_text(PODS)
+    c.emunet("apply", "-f", str(c.tmp / "pods.yaml"))
+    return c
 
 
 def _ids(c: Cluster, pod: str, container: str) -> tuple[str, str]:
     log = c.run_dir / "logs" / f"rb_{pod}_{container}.log"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def ids() -> list[str] | None:
         lines = log.read_text().split() if log.exists() else []
-        if len(lines) >= 2:
-            return lines[0], lines[1]
-        time.sleep(0.1)
-    raise AssertionError(f"{log} never showed the ids")
+        return lines if len(lines) >= 2 else None
+    lines = wait_for(ids, 10, f"the ids in {log}")
+    return lines[0], lines[1]
 
 
 def test_workloads_run_unprivileged_unless_security_context_says(cluster):

@@ -12,24 +12,17 @@ import subprocess
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 NS = "demo"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(str(ROOT / "configs" / "interop.yaml"), unique_prefix("emi"),
-                tmp_path_factory.mktemp("run") / "emunet")
-    try:
-        c.emunet("up", c.config, timeout=120)
-        c.ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in c.get("pods")}
-        c.cips = {s["metadata"]["name"]: s["spec"]["clusterIP"] for s in c.get("services")}
-        yield c
-    finally:
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(ROOT / "configs" / "interop.yaml", "emi")
+    c.ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in c.get("pods")}
+    c.cips = {s["metadata"]["name"]: s["spec"]["clusterIP"] for s in c.get("services")}
+    return c
 
 
 def _in_node(c: Cluster, node: str, *cmd: str) -> str:

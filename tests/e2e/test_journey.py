@@ -7,30 +7,25 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import Output, wait_for
 
-pytestmark = needs_root
 NS = "blog-website"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emj"))
-    pids: list[int] = []
-    try:
-        up = c.emunet("up", c.config, timeout=120)
-        c.up_output = up.stdout + up.stderr
-        pids = [ch["pid"] for ch in c.status()["children"].values()]
-        yield c
-    finally:
-        c.down_clean()
-        for pid in pids:
-            assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} left"
+def cluster(module_clusters) -> Iterator[Cluster]:
+    c = module_clusters(ROOT / "configs" / "two-node.yaml", "emj")
+    pids = [ch["pid"] for ch in c.status()["children"].values()]
+    yield c
+    c.down_clean()  # here, not in the factory: the processes must be gone after it
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} left"
 
 
 def _zombie(pid: int) -> bool:
@@ -141,7 +136,9 @@ def test_underlay_carries_vxlan_tcpdump_decodes(cluster):
                              "-T", "vxlan", "-c", "2", "udp", "port", "8472"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # let tcpdump attach
+        # tcpdump says "listening on" once its filter is set on the socket: from then on
+        # it sees every packet (it prints that on stderr, the packets on stdout)
+        Output(dump.stderr).wait("listening on", 10, "tcpdump to listen on node-1's eth0")
         cluster.exec(NS, "frontend-client", "curl", "-s", "--max-time", "5",
                      "http://monospaced")
         out, _ = dump.communicate(timeout=10)
@@ -179,14 +176,11 @@ def test_killed_agent_is_restarted(cluster):
     before = _agent_pids(cluster)
     for pid in before:
         os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    def restarted() -> bool:
         st = cluster.status()["children"]
-        if all(c["alive"] for c in st.values()) and set(_agent_pids(cluster)).isdisjoint(before):
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("agents were not restarted")
+        return all(c["alive"] for c in st.values()) and set(
+            _agent_pids(cluster)).isdisjoint(before)
+    wait_for(restarted, 5, "the killed agents' restart")
     out = cluster.exec(NS, "frontend-client", "curl", "-sS", "--max-time", "5",
                        "http://monospaced", timeout=30).stdout
     assert "monospaced-test" in out

@@ -7,33 +7,28 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
+from collections.abc import Callable
 
 import pytest
 import yaml
 
 from emunet.labs.catalog import Lab, load_labs
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
-pytestmark = needs_root
 LABS = load_labs(ROOT / "labs")
 SOLUTIONS = ROOT / "tests" / "labs" / "solutions"
 
 
 @pytest.fixture
-def make_cluster(tmp_path):
-    made: list[Cluster] = []
-
+def make_cluster(clusters) -> Callable[[Lab], Cluster]:
+    """A cluster for `lab`, not up yet: the test starts it with `emunet lab start`."""
     def make(lab: Lab) -> Cluster:
-        c = Cluster(str(lab.config), unique_prefix(f"el{lab.id}"), tmp_path / "run")
-        c.env["EMUNET_LAB_DIR"] = str(tmp_path / "learner")
-        made.append(c)
+        c = clusters(lab.config, f"el{lab.id}", up=False)
+        c.env["EMUNET_LAB_DIR"] = str(c.tmp / "learner")
         return c
 
-    yield make
-    for c in made:
-        c.down_clean()
+    return make
 
 
 def results(out: str) -> dict[str, str]:
@@ -55,12 +50,11 @@ def solve(c: Cluster, lab: Lab) -> None:
     steps = yaml.safe_load((folder / "solution.yaml").read_text())["steps"]
     for step in steps:
         args = [a.format(solution=folder, lab=lab.path) for a in step["emunet"]]
-        deadline = time.monotonic() + 10
-        while step.get("until") and not re.search(step["until"],
-                                                  c.emunet(*args, check=False).stdout):
-            assert time.monotonic() < deadline, f"{args}: never printed {step['until']!r}"
-            time.sleep(0.3)
-        if not step.get("until"):
+        if until := step.get("until"):
+            wait_for(lambda args=args, until=until: re.search(
+                until, c.emunet(*args, check=False).stdout),
+                10, f"{args} to print {until!r}", interval=0.3)
+        else:
             c.emunet(*args)
 
 

@@ -10,46 +10,30 @@ policies. A pod always reaches itself (over its own loopback), as upstream's All
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 NS = ("x", "y", "z")
 PODS = [f"{n}/{p}" for n in NS for p in "abc"]
 Expect = Callable[[str, str, str, int], bool]  # (from, to, protocol, port) -> reachable
 
 
 @pytest.fixture(scope="module")
-def c():
-    # Not under pytest's basetemp: a concurrent root pytest run may rotate it away mid-test,
-    # and with it the manifest `down` needs.
-    base = Path(tempfile.mkdtemp(prefix="emunet-netpol-"))
-    c = Cluster(str(ROOT / "tests" / "e2e" / "configs" / "netpol-xyz.yaml"),
-                unique_prefix("enp"), base / "run")
-    c.tmp = base
-    try:
-        c.emunet("up", c.config, timeout=120)
-        c.ips = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["status"]["podIP"]
-                 for p in c.get("pods")}
-        yield c
-    finally:
-        c.down_clean()
-        shutil.rmtree(base, ignore_errors=True)
+def c(module_clusters) -> Cluster:
+    c = module_clusters(ROOT / "tests" / "e2e" / "configs" / "netpol-xyz.yaml", "enp")
+    c.ips = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["status"]["podIP"]
+             for p in c.get("pods")}
+    return c
 
 
 def apply(c: Cluster, name: str, text: str) -> Path:
     f = c.tmp / f"{name}.yaml"
     f.write_text(text)
-    c.emunet("apply", "-f", str(f))
-    time.sleep(0.3)  # agents reload on the SIGHUP the supervisor sent before answering
+    c.emunet("apply", "-f", str(f))  # answers once every agent has loaded the policies
     return f
 
 
@@ -244,13 +228,11 @@ ingress:
     try:
         check(c, lambda s, d, pr, po: d != "x/a", ports=(80,), protocols=("tcp",))
         c.emunet("label", "pod", "c", "color=blue", "-n", "y")
-        c.emunet("label", "namespace", "z", "team=red")
-        time.sleep(0.3)
+        c.emunet("label", "namespace", "z", "team=red")  # in effect when it answers
         check(c, lambda s, d, pr, po: d != "x/a" or s == "y/c" or ns(s) == "z", ports=(80,),
               protocols=("tcp",))
         c.emunet("label", "pod", "c", "color-", "-n", "y")
         c.emunet("label", "namespace", "z", "team-")
-        time.sleep(0.3)
         check(c, lambda s, d, pr, po: d != "x/a", ports=(80,), protocols=("tcp",))
     finally:
         c.emunet("delete", "-f", str(f))

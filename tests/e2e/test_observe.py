@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import Output, wait_for
 
-pytestmark = needs_root
 NS = "blog-website"
 EXTRA = """\
 apiVersion: v1
@@ -54,22 +55,13 @@ ENDPOINT_FIELDS = {"namespace", "pod_name", "labels", "identity"}
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("obs")
-    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emo"), tmp / "emunet")
-    c.tmp = tmp
-    try:
-        c.emunet("up", c.config, timeout=120)
-        (tmp / "extra.yaml").write_text(EXTRA)
-        c.emunet("apply", "-f", str(tmp / "extra.yaml"))
-        for _ in range(50):  # the new pod's server answers once it is Ready
-            if c.exec(NS, "frontend-client", "curl", "-s", "-m", "1", "http://local-web",
-                      check=False).returncode == 0:
-                break
-            time.sleep(0.2)
-        yield c
-    finally:
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(ROOT / "configs" / "two-node.yaml", "emo")
+    (c.tmp / "extra.yaml").write_text(EXTRA)
+    c.emunet("apply", "-f", str(c.tmp / "extra.yaml"))
+    wait_for(lambda: c.exec(NS, "frontend-client", "curl", "-s", "-m", "1", "http://local-web",
+                            check=False).returncode == 0, 20, "local-web to answer")
+    return c
 
 
 def trace_json(c: Cluster, pod: str, dest: str, *extra: str) -> tuple[int, dict]:
@@ -186,19 +178,33 @@ def test_observe_json_has_hubble_fields_and_filters_work(cluster):
 
 
 def test_observe_follow_streams_new_flows(cluster):
-    got: dict = {}
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "emunet", "observe", "-f", "--follow-for", "30", "--last", "0",
+         "-o", "json", "--from-pod", f"{NS}/frontend-client"],
+        env=cluster.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C's SIGINT as in a terminal: a background job of a script (nohup ... &)
+        # ignores it, and a child would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    out = Output(follow.stdout)
 
-    def follow():
-        got["p"] = cluster.emunet("observe", "-f", "--follow-for", "3", "--last", "0", "-o",
-                                  "json", "--from-pod", f"{NS}/frontend-client", timeout=30)
+    def flows() -> list[dict]:
+        whole = out.text[:out.text.rfind("\n") + 1]  # a line still being written waits
+        return [json.loads(line)["flow"] for line in whole.splitlines() if line.strip()]
 
-    t = threading.Thread(target=follow)
-    t.start()
-    time.sleep(1.0)
-    cluster.exec(NS, "frontend-client", "curl", "-s", "-m", "2", "http://local-web")
-    t.join()
-    flows = [json.loads(line)["flow"] for line in got["p"].stdout.splitlines()]
-    assert any(f["destination"].get("pod_name") == "local-web" for f in flows), flows
+    def streamed() -> bool:
+        # observe -f shows flows from when it starts, and says nothing when it does: curl
+        # until one comes out (each curl a new flow; they come 0.3-0.5 s after it ends)
+        cluster.exec(NS, "frontend-client", "curl", "-s", "-m", "2", "http://local-web")
+        out.read(1.0)
+        return any(f["destination"].get("pod_name") == "local-web" for f in flows())
+
+    try:
+        wait_for(streamed, 20, "observe -f to stream a curl's flow")
+    finally:
+        follow.send_signal(signal.SIGINT)  # Ctrl-C: it prints what it holds and exits 0
+        out.rest(10)
+        assert follow.wait(10) == 0, follow.stderr.read() if follow.stderr else ""
+    assert any(f["destination"].get("pod_name") == "local-web" for f in flows()), flows()
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed "
@@ -213,7 +219,9 @@ def test_underlay_capture_decodes_as_vxlan_with_inner_pod_ips(cluster):
 
     t = threading.Thread(target=cap)
     t.start()
-    time.sleep(1.0)
+    # capture writes the pcap header once its sockets are bound: from then on it records
+    wait_for(lambda: pcap.exists() and pcap.stat().st_size >= 24, 10,
+             "capture to start (the pcap file header)")
     cluster.exec(NS, "frontend-client", "curl", "-s", "-m", "2", "http://monospaced")
     t.join()
     assert "4 packets" in result["p"].stdout
@@ -236,7 +244,8 @@ def _forwarded(status: str, node: str) -> int:
 def test_status_counters_move_with_traffic(cluster):
     before = cluster.emunet("status").stdout
     cluster.exec(NS, "frontend-client", "curl", "-s", "-m", "2", "http://monospaced")
-    time.sleep(1.3)  # agents write their counters every second
+    # agents write their counters every second: wait for the writes that follow the curl
+    cluster.counters_after(time.time(), "node-1", "node-2")
     after = cluster.emunet("status").stdout
     assert _forwarded(after, "node-1") > _forwarded(before, "node-1")
     assert _forwarded(after, "node-2") > _forwarded(before, "node-2")

@@ -4,14 +4,12 @@ Hubble `l7.dns` flows with the pod's identity. One two-node story cluster for th
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
-pytestmark = needs_root
 NS = "blog-website"
 NAME = "monospaced.blog-website.svc.cluster.local."
 HUBBLE_DNS = {"query", "ips", "ttl", "cnames", "observation_source", "rcode", "qtypes",
@@ -19,14 +17,8 @@ HUBBLE_DNS = {"query", "ips", "ttl", "cnames", "observation_source", "rcode", "q
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("obsdns")
-    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emd"), tmp / "emunet")
-    try:
-        c.emunet("up", c.config, timeout=120)
-        yield c
-    finally:
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    return module_clusters(ROOT / "configs" / "two-node.yaml", "emd")
 
 
 def observe(c: Cluster, *args: str) -> list[dict]:
@@ -38,14 +30,12 @@ def test_nslookup_shows_query_and_answer_with_pod_identity(cluster):
     cluster.exec(NS, "frontend-client", "nslookup", "monospaced")
     svc_ip = next(s["spec"]["clusterIP"] for s in cluster.get("services")
                   if s["metadata"]["name"] == "monospaced")
-    flows: list[dict] = []
-    for _ in range(30):  # the responder writes its events every 100 ms
+    def answered() -> list[dict] | None:  # the responder writes its events every 100 ms
         flows = [f for f in observe(cluster, "--protocol", "dns")
                  if f["l7"]["dns"]["query"] == NAME]
-        if any(f["l7"]["type"] == "RESPONSE" and "A" in f["l7"]["dns"]["qtypes"]
-               for f in flows):
-            break
-        time.sleep(0.2)
+        return flows if any(f["l7"]["type"] == "RESPONSE" and "A" in f["l7"]["dns"]["qtypes"]
+                            for f in flows) else None
+    flows = wait_for(answered, 20, f"the flow of the A answer for {NAME}")
     req = next(f for f in flows if f["l7"]["type"] == "REQUEST" and
                f["l7"]["dns"]["qtypes"] == ["A"])
     resp = next(f for f in flows if f["l7"]["type"] == "RESPONSE" and
@@ -63,13 +53,10 @@ def test_nslookup_shows_query_and_answer_with_pod_identity(cluster):
     assert resp["Summary"] == f'DNS Answer "{svc_ip}" TTL: 5 (Query {NAME} A)'
     # a name that does not resolve: the search-list walk's NXDOMAIN answers
     cluster.exec(NS, "frontend-client", "nslookup", "no-such-svc", check=False)
-    miss: list[dict] = []
-    for _ in range(30):
-        miss = [f for f in observe(cluster, "--protocol", "dns", "--to-pod", f"{NS}/frontend")
-                if f["l7"]["dns"]["query"] == f"no-such-svc.{NS}.svc.cluster.local."]
-        if miss:
-            break
-        time.sleep(0.2)
+    miss = wait_for(lambda: [
+        f for f in observe(cluster, "--protocol", "dns", "--to-pod", f"{NS}/frontend")
+        if f["l7"]["dns"]["query"] == f"no-such-svc.{NS}.svc.cluster.local."], 20,
+        "the flow of the NXDOMAIN answer")
     assert miss and miss[0]["l7"]["dns"]["rcode"] == 3 and miss[0]["l7"]["dns"]["ips"] == []
     assert "RCode: NXDOMAIN" in miss[0]["Summary"]
     # --type l7 lists DNS (and HTTP from the L7 proxy); the compact line names both ends

@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from emunet.host.netns import socket_in_netns
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import Cluster
+from tests.waiting import Output
 
-pytestmark = needs_root
 NS = "gso"
 MIB = 1 << 20
 # "up N": send N MiB of seeded bytes; "down": read to EOF and answer the sha256 and length
@@ -82,24 +81,14 @@ def _want(n: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster("", unique_prefix("eof"))
-    cfg = Path(c.run_dir).parent / f"{c.prefix}-gso.yaml"
-    cfg.write_text(_config())
-    try:
-        c.emunet("up", str(cfg), timeout=120)
-        deadline = time.monotonic() + 30
-        while c.status()["pods_ready"] != c.status()["pods"]:
-            assert time.monotonic() < deadline, "pods not ready"
-            time.sleep(0.2)
-        c.ips = {n["metadata"]["name"]: n["status"]["addresses"][0]["address"]
-                 for n in c.get("nodes")}
-        c.cip = next(s["spec"]["clusterIP"] for s in c.get("services")
-                     if s["metadata"]["name"] == "sink")
-        yield c
-    finally:
-        cfg.unlink(missing_ok=True)
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(None, "eof", text=_config())
+    c.wait_ready(30)
+    c.ips = {n["metadata"]["name"]: n["status"]["addresses"][0]["address"]
+             for n in c.get("nodes")}
+    c.cip = next(s["spec"]["clusterIP"] for s in c.get("services")
+                 if s["metadata"]["name"] == "sink")
+    return c
 
 
 def _counters(c: Cluster, node: str) -> dict:
@@ -111,13 +100,14 @@ def _capture(c: Cluster, seconds: float) -> subprocess.Popen:
     eth0 would show GRO trains on receive, as a NIC with GRO does, not what the wire carried."""
     return subprocess.Popen(["ip", "netns", "exec", f"{c.prefix}-underlay", "timeout",
                              str(seconds), "tcpdump", "-nli", "br0", "-e", "udp port 8472"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_cross_node_both_ways_intact_and_the_wire_is_standard(cluster):
     before = {n: _counters(cluster, n) for n in ("node-1", "node-2")}
     cap = _capture(cluster, 12)
-    time.sleep(1)
+    # "listening on" (stderr) comes once tcpdump's filter is on the socket: it sees it all
+    Output(cap.stderr).wait("listening on", 10, "tcpdump to listen on the underlay bridge")
     for mode in ("down", "up"):  # client -> sink (segmented on node-1), and back
         out = cluster.exec(NS, "client", sys.executable, "-c", CLIENT, cluster.cip, "9000",
                            mode, "8", timeout=60).stdout.split()
@@ -126,15 +116,12 @@ def test_cross_node_both_ways_intact_and_the_wire_is_standard(cluster):
     lines = cap.communicate()[0].splitlines()
     lens = [int(x.split("length ")[1].split(":")[0]) for x in lines if "length " in x]
     assert len(lens) > 100 and max(lens) <= 1514, max(lens)  # Ethernet frame, MTU 1500
-    # The agents rewrite their counters file once a second: give them a moment to catch up.
-    deadline = time.monotonic() + 3
-    while True:
-        a1, a2 = _counters(cluster, "node-1"), _counters(cluster, "node-2")
-        cut = a1.get("gso_segments", 0) > before["node-1"].get("gso_segments", 0)
-        merged = a2.get("gro_merged", 0) > before["node-2"].get("gro_merged", 0)
-        if (cut and merged) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    # The agents rewrite their counters file once a second: the first writes after the
+    # transfers (both done) count all of them.
+    now = cluster.counters_after(time.time(), "node-1", "node-2")
+    a1, a2 = now["node-1"], now["node-2"]
+    cut = a1.get("gso_segments", 0) > before["node-1"].get("gso_segments", 0)
+    merged = a2.get("gro_merged", 0) > before["node-2"].get("gro_merged", 0)
     assert cut, a1  # node-1 cut TSO frames
     assert merged, a2  # node-2 merged them again
     assert a2.get("tx_errors", 0) == 0 and a1.get("tx_errors", 0) == 0
@@ -156,5 +143,6 @@ def test_nodeport_upload_from_outside_is_merged_and_intact(cluster):
         sock.shutdown(socket.SHUT_WR)
         answer = sock.recv(200).decode()
     assert answer == _want(8)
-    time.sleep(1.1)  # counters are written every second
-    assert _counters(cluster, "node-1")["eth0_gro_rx"] > before  # it did arrive merged
+    # counters are written every second: the first write after the upload counts it
+    after = cluster.counters_after(time.time(), "node-1")["node-1"]
+    assert after["eth0_gro_rx"] > before  # it did arrive merged

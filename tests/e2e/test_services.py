@@ -12,15 +12,13 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from emunet.host.netns import socket_in_netns
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
-pytestmark = needs_root
 NS = "web"
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "services.yaml")
 MIB = 1 << 20
@@ -84,29 +82,14 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(CONFIG, unique_prefix("esv"))
-    try:
-        c.emunet("up", c.config, timeout=120)
-        extra = Path(c.run_dir).parent / f"{c.prefix}-extra.yaml"
-        extra.write_text(_extra())
-        try:
-            c.emunet("apply", "-f", str(extra))
-        finally:
-            extra.unlink()
-        _wait(lambda: c.status()["pods_ready"] == c.status()["pods"], 30, "pods not ready")
-        c.ips = {n["metadata"]["name"]: n["status"]["addresses"][0]["address"]
-                 for n in c.get("nodes")}
-        yield c
-    finally:
-        c.down_clean()
-
-
-def _wait(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(CONFIG, "esv")
+    (c.tmp / "extra.yaml").write_text(_extra())
+    c.emunet("apply", "-f", str(c.tmp / "extra.yaml"))
+    c.wait_ready(30)
+    c.ips = {n["metadata"]["name"]: n["status"]["addresses"][0]["address"]
+             for n in c.get("nodes")}
+    return c
 
 
 def _outside(c: Cluster, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -283,6 +266,6 @@ def test_node_stop_removes_its_endpoints_and_start_brings_them_back(cluster):
         assert len(got) == 5
     finally:
         cluster.emunet("node", "start", "node-2")
-    _wait(lambda: sorted(echo_eps()) == ["node-1", "node-2"], 15, "node-2 endpoints not back")
+    wait_for(lambda: sorted(echo_eps()) == ["node-1", "node-2"], 15, "node-2's endpoints back")
     got = _curl_many(lambda *a: cluster.exec(NS, "client", *a), "http://echo/", 12)
     assert set(got) == _echo_pods(cluster)

@@ -14,38 +14,29 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import Output, wait_for
 
-pytestmark = needs_root
 NS = "blog-website"
 # Step 7's policy, as tests/e2e/configs/l7.yaml writes it (its last document)
 CNP = (ROOT / "tests" / "e2e" / "configs" / "l7.yaml").read_text().split("---")[-1]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emw"))
-    c.tmp = tmp_path_factory.mktemp("walk")
-    c.pids = []
-    c.is_down = False
-    try:
-        c.emunet("up", c.config, timeout=120)
-        c.pids = [ch["pid"] for ch in c.status()["children"].values()]
-        c.ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in c.get("pods")
-                 if p["metadata"]["namespace"] == NS}
-        c.cluster_ip = next(s["spec"]["clusterIP"] for s in c.get("services")
-                            if s["metadata"]["name"] == "monospaced")
-        yield c
-    finally:
-        if not c.is_down:
-            c.emunet("down", check=False)
-            assert not c.netns(), "namespaces left after down"
+def cluster(module_clusters) -> Cluster:
+    """The story's cluster; its last test runs `down` itself (the factory's down_clean after
+    it finds nothing left to remove)."""
+    c = module_clusters(ROOT / "configs" / "two-node.yaml", "emw")
+    c.pids = [ch["pid"] for ch in c.status()["children"].values()]
+    c.ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in c.get("pods")
+             if p["metadata"]["namespace"] == NS}
+    c.cluster_ip = next(s["spec"]["clusterIP"] for s in c.get("services")
+                        if s["metadata"]["name"] == "monospaced")
+    return c
 
 
 def _curl(c: Cluster, pod: str, *args: str) -> subprocess.CompletedProcess:
@@ -100,7 +91,8 @@ def test_step5_curl_crosses_nodes_in_vxlan_on_the_underlay(cluster):
                              "-nli", "eth0", "-T", "vxlan", "-c", "2", "udp", "port", "8472"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # let tcpdump attach
+        # tcpdump says "listening on" (stderr) once its filter is on the socket
+        Output(dump.stderr).wait("listening on", 10, "tcpdump to listen on node-1's eth0")
         out = _curl(cluster, "frontend-client", "-m", "5", "http://monospaced").stdout
         dumped, _ = dump.communicate(timeout=10)
     finally:
@@ -136,11 +128,8 @@ def test_step7_cilium_l7_rule_allows_api_and_denies_the_rest(cluster):
     (cluster.tmp / "cnp.yaml").write_text(CNP)
     out = cluster.emunet("apply", "-f", str(cluster.tmp / "cnp.yaml")).stdout
     assert "ciliumnetworkpolicy.cilium.io/monospaced-api created" in out
-    deadline = time.monotonic() + 10  # the per-node proxy picks the policy up
-    while _curl(cluster, "frontend-client", "-m", "3", "http://monospaced/admin").stdout \
-            != "Access denied\n":
-        assert time.monotonic() < deadline, "the L7 rule never took effect"
-        time.sleep(0.3)
+    wait_for(lambda: _curl(cluster, "frontend-client", "-m", "3", "http://monospaced/admin")
+             .stdout == "Access denied\n", 10, "the L7 rule to take effect")
     ok = _curl(cluster, "frontend-client", "-m", "3", "-w", " %{http_code}",
                "http://monospaced/api/posts").stdout
     assert ok.endswith(" 200") and "path=/api/posts" in ok
@@ -148,16 +137,25 @@ def test_step7_cilium_l7_rule_allows_api_and_denies_the_rest(cluster):
                "http://monospaced/admin").stdout
     assert no == "Access denied\n 403"
     assert _curl(cluster, "intruder", "-m", "2", "http://monospaced/api/posts").returncode == 28
-    time.sleep(0.5)  # the proxy's events reach the flow log
-    out = cluster.emunet("observe", "-n", NS, "--protocol", "http", "--last", "20").stdout
-    assert "http-response DROPPED (HTTP/1.1 403 GET /admin)" in out, out
-    assert "HTTP/1.1 200 GET /api/posts)  [ingress allowed by blog-website/monospaced-api]" \
-        in out, out
+
+    denied = "http-response DROPPED (HTTP/1.1 403 GET /admin)"
+    allowed = "HTTP/1.1 200 GET /api/posts)  [ingress allowed by blog-website/monospaced-api]"
+
+    def http_flows() -> str:
+        return cluster.emunet("observe", "-n", NS, "--protocol", "http", "--last", "20").stdout
+
+    def both_shown() -> bool:
+        shown = http_flows()
+        return denied in shown and allowed in shown
+    # the proxy's decisions reach its event log a moment after the answers: wait for both
+    wait_for(both_shown, 5, "the proxy's 403 and 200 in `observe`")
+    out = http_flows()
+    assert denied in out, out
+    assert allowed in out, out
 
 
 def test_the_end_down_leaves_nothing(cluster):
     down = cluster.emunet("down")
-    cluster.is_down = True
     assert "removed" in down.stdout
     assert not cluster.netns(), "namespaces left after down"
     assert not any(Path("/etc/netns").glob(cluster.prefix + "-*")), "/etc/netns entries left"

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import Output, wait_for
 
-pytestmark = needs_root
 NS = "shop"
 
 CLUSTER = """\
@@ -174,26 +170,17 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    # Files the pods' probes and clients read: not under /tmp, which is each pod's own (a pod
-    # sandbox mounts a private /tmp, emunet.host.sandbox), as a hostPath volume would be.
-    tmp = Path(tempfile.mkdtemp(prefix="emunet-workloads-", dir="/var/tmp"))
-    tmp.chmod(0o755)
+def cluster(module_clusters) -> Cluster:
+    c = module_clusters(None, "emw", up=False)  # the probes' files sit in its scratch dir
+    tmp = c.tmp
     (tmp / "alive").touch()
     config = tmp / "living.yaml"
     config.write_text(CLUSTER + WEB.replace("IMAGE", "nginx:1.27") + OBJECTS.replace(
         "GATE", str(tmp / "gate")).replace("ALIVE", str(tmp / "alive")).replace(
         "STARTED", str(tmp / "started")))
-    c = Cluster(str(config), unique_prefix("emw"), tmp / "run")
-    c.tmp = tmp
-    try:
-        c.emunet("up", c.config, timeout=120)
-        yield c
-    finally:
-        try:
-            c.down_clean()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    c.config = str(config)
+    c.up()
+    return c
 
 
 def pods(c: Cluster, prefix: str) -> dict[str, tuple[str, str]]:
@@ -211,17 +198,6 @@ def ready_ips(c: Cluster, svc: str) -> set[str]:
         if (item["metadata"]["namespace"], item["metadata"]["name"]) == (NS, svc):
             return {a["ip"] for s in item["subsets"] for a in s.get("addresses", [])}
     raise KeyError(svc)
-
-
-def wait_for(what: str, check, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def curl(c: Cluster, url: str, n: int = 1) -> list[str]:
@@ -243,12 +219,26 @@ class CurlLoop:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "emunet", "exec", "-n", NS, "client", "--", "sh", "-c",
              script], env=c.env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        self.out = Output(self.proc.stdout)
+
+    def lines(self) -> list[str]:
+        """The loop's complete lines so far (one per round: status code, then the answer)."""
+        self.out.read()
+        return [line for line in self.out.text.splitlines(keepends=True)
+                if line.endswith("\n") and line.strip()]
+
+    def answers(self, n: int, timeout: float = 15) -> None:
+        """Until the loop has done `n` more rounds from now."""
+        have = len(self.lines())
+        wait_for(lambda: len(self.lines()) >= have + n, timeout,
+                 f"{n} more rounds of the client's curl loop")
 
     def finish(self) -> list[str]:
-        time.sleep(0.5)
+        self.answers(10)  # rounds that began after what the test waited for
         self.stop.touch()
-        out, _ = self.proc.communicate(timeout=30)
-        return [line for line in out.splitlines() if line.strip()]
+        self.out.rest(30)
+        self.proc.wait(10)
+        return [line for line in self.out.text.splitlines() if line.strip()]
 
 
 def test_deployment_pods_are_named_labelled_and_ready(cluster):
@@ -264,7 +254,7 @@ def test_deployment_pods_are_named_labelled_and_ready(cluster):
 def test_scale_1_5_2_endpoints_dns_and_spread(cluster):
     assert "deployment.apps/web scaled" in cluster.emunet(
         "scale", "deployment", "web", "--replicas", "5", "-n", NS).stdout
-    wait_for("5 ready endpoints", lambda: len(ready_ips(cluster, "web")) == 5)
+    wait_for(lambda: len(ready_ips(cluster, "web")) == 5, 15, "5 ready endpoints")
     five = pods(cluster, "web")
     assert len(five) == 5 and ready_ips(cluster, "web") == {ip for ip, _ in five.values()}
     nodes = {cluster.pod(NS, n)["spec"]["nodeName"] for n in five}
@@ -277,8 +267,8 @@ def test_scale_1_5_2_endpoints_dns_and_spread(cluster):
     assert curl(cluster, "http://web:9090/")[0] in five
 
     cluster.emunet("scale", "deployment/web", "--replicas", "2", "-n", NS)
-    wait_for("2 endpoints", lambda: len(ready_ips(cluster, "web")) == 2)
-    wait_for("3 pods gone", lambda: len(pods(cluster, "web")) == 2)
+    wait_for(lambda: len(ready_ips(cluster, "web")) == 2, 15, "2 endpoints")
+    wait_for(lambda: len(pods(cluster, "web")) == 2, 15, "3 pods gone")
     dns = cluster.exec(NS, "client", "getent", "ahostsv4", "web-headless").stdout
     assert {line.split()[0] for line in dns.splitlines()} == ready_ips(cluster, "web")
     assert set(curl(cluster, "http://web/", 30)) == set(pods(cluster, "web"))
@@ -288,11 +278,12 @@ def test_deleted_pod_comes_back_with_a_new_ip_and_no_request_fails(cluster):
     before = pods(cluster, "web")
     victim = sorted(before)[0]
     loop = CurlLoop(cluster, "http://web.shop.svc.cluster.local/")
-    time.sleep(1)
+    loop.answers(10)  # the client is served steadily before the pod goes
     t0 = time.monotonic()
     assert f"pod/{victim} deleted" in cluster.emunet("delete", "pod", victim, "-n", NS).stdout
-    after = wait_for("a ready replacement", lambda: (p := pods(cluster, "web")) and len(
-        ready_ips(cluster, "web")) == 2 and victim not in p and len(p) == 2 and p)
+    after = wait_for(lambda: (p := pods(cluster, "web")) and len(
+        ready_ips(cluster, "web")) == 2 and victim not in p and len(p) == 2 and p, 15,
+        "a ready replacement")
     took = time.monotonic() - t0
     (new,) = set(after) - set(before)
     assert after[new][0] not in {ip for ip, _ in before.values()}  # a new IP
@@ -316,7 +307,7 @@ def test_deleted_pod_comes_back_with_a_new_ip_and_no_request_fails(cluster):
 def test_rolling_update_serves_every_request(cluster):
     old = pods(cluster, "web")
     loop = CurlLoop(cluster, "http://web/")
-    time.sleep(1)
+    loop.answers(10)  # the client is served steadily before the rollout starts
     update = cluster.tmp / "web-v2.yaml"
     update.write_text(WEB.replace("IMAGE", "nginx:1.28").replace("replicas: 1", "replicas: 2"))
     assert "deployment.apps/web configured" in cluster.emunet("apply", "-f", str(update)).stdout
@@ -324,7 +315,7 @@ def test_rolling_update_serves_every_request(cluster):
     def rolled():
         now = pods(cluster, "web")
         return len(now) == 2 and not set(now) & set(old) and len(ready_ips(cluster, "web")) == 2
-    wait_for("the rollout", rolled, timeout=30)
+    wait_for(rolled, 30, "the rollout")
     new = pods(cluster, "web")
     lines = loop.finish()
     bad = [line for line in lines if not line.startswith("200 Hello from")]
@@ -345,7 +336,7 @@ def test_readiness_probe_keeps_pods_out_of_endpoints(cluster):
     events = cluster.emunet("get", "events", "-n", NS).stdout
     assert "Readiness probe failed" in events and "Warning" in events
     (cluster.tmp / "gate").touch()
-    wait_for("gated pods ready", lambda: len(ready_ips(cluster, "gated")) == 2)
+    wait_for(lambda: len(ready_ips(cluster, "gated")) == 2, 15, "gated pods ready")
     assert set(curl(cluster, "http://gated/", 20)) == set(gated)
 
 
@@ -356,7 +347,7 @@ def test_liveness_probe_restarts_the_container(cluster):
         return int(line.split()[3])
     assert restarts() == 0
     (cluster.tmp / "alive").unlink()
-    wait_for("a restart", lambda: restarts() >= 1, timeout=10)
+    wait_for(lambda: restarts() >= 1, 10, "a restart")
     (cluster.tmp / "alive").touch()
     events = cluster.emunet("get", "events", "-n", NS).stdout
     assert "failed liveness probe, will be restarted" in events
@@ -372,7 +363,9 @@ def _restarts(cluster, pod: str) -> int:
 def test_startup_probe_holds_the_other_probes_then_the_pod_starts(cluster):
     """kubelet: every other probe is off until the startup probe passes; no readiness probe,
     so the pod is Ready once it has started."""
-    time.sleep(3)  # the liveness probe would have restarted it by now, had it run
+    # The point of the test: a stretch of time in which the liveness probe (every second,
+    # one failure) would have restarted it, had it run; nothing to wait for but the clock.
+    time.sleep(3)
     line = next(x for x in cluster.emunet("get", "pods", "-n", NS).stdout.splitlines()
                 if x.startswith("slowstart "))
     assert line.split()[1] == "0/1" and _restarts(cluster, "slowstart") == 0
@@ -382,7 +375,7 @@ def test_startup_probe_holds_the_other_probes_then_the_pod_starts(cluster):
     def ready() -> bool:
         return any(x.startswith("slowstart ") and x.split()[1] == "1/1"
                    for x in cluster.emunet("get", "pods", "-n", NS).stdout.splitlines())
-    wait_for("slowstart Ready", ready, timeout=10)
+    wait_for(ready, 10, "slowstart Ready")
     assert _restarts(cluster, "slowstart") == 0
 
 
@@ -390,11 +383,11 @@ def test_exec_probe_runs_as_the_containers_user(cluster):
     def ready() -> bool:
         return any(x.startswith("whoami ") and x.split()[1] == "1/1"
                    for x in cluster.emunet("get", "pods", "-n", NS).stdout.splitlines())
-    wait_for("whoami Ready", ready, timeout=10)
+    wait_for(ready, 10, "whoami Ready")
 
 
 def test_failing_startup_probe_restarts_the_container(cluster):
-    wait_for("a restart", lambda: _restarts(cluster, "neverstarts") >= 1, timeout=15)
+    wait_for(lambda: _restarts(cluster, "neverstarts") >= 1, 15, "a restart")
     events = cluster.emunet("get", "events", "-n", NS).stdout
     assert "failed startup probe, will be restarted" in events
     cluster.emunet("delete", "pod", "neverstarts", "-n", NS)  # end its restart loop here
@@ -410,12 +403,19 @@ def test_logs_and_events(cluster):
     follow = subprocess.Popen([sys.executable, "-m", "emunet", "logs", "-f", "-n", NS, name,
                                "--tail", "0"], env=cluster.env, cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)
-    time.sleep(1.5)
-    cluster.exec(NS, "client", "curl", "-s", f"http://{pods(cluster, 'web')[name][0]}:8080/"
-                 "followed")
-    time.sleep(1)
+    out = Output(follow.stdout)
+    url = f"http://{pods(cluster, 'web')[name][0]}:8080/followed"
+
+    def followed() -> bool:
+        # logs -f prints from when it starts and says nothing when it does: request until
+        # a line comes out (it polls the log every 0.2 s)
+        cluster.exec(NS, "client", "curl", "-s", url)
+        out.read(1.0)
+        return '"GET /followed HTTP/1.1" 200' in out.text
+    wait_for(followed, 20, "logs -f to print a request made while it follows")
     follow.terminate()
-    assert '"GET /followed HTTP/1.1" 200' in follow.communicate(timeout=10)[0]
+    assert '"GET /followed HTTP/1.1" 200' in out.rest(10)
+    follow.wait(10)
     missing = cluster.emunet("logs", "-n", NS, name, "-c", "nope", check=False)
     assert missing.returncode == 2 and "choose one of: [web]" in missing.stderr
     events = cluster.emunet("get", "events", "-A").stdout

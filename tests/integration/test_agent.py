@@ -1,5 +1,6 @@
 """The node agent on real namespaces: ping and HTTP (direct and via a ClusterIP) across two
-nodes, carried only by the agents (ip_forward=0, no kernel addresses on pod veths).
+nodes, carried only by the agents (ip_forward=0, no kernel addresses on pod veths); and the
+generation of every state it loads, which the supervisor waits for before a change answers.
 
 Root only. Everything is created under a unique `emt<pid>` prefix and removed in `finally`.
 """
@@ -25,12 +26,11 @@ from emunet.model import (
     Service,
     ServicePort,
 )
-from emunet.state import codec
+from emunet.state import codec, loaded, store
 from emunet.state.cluster import ClusterState
 from emunet.state.plan import plan as plan_state
+from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
 REPO = Path(__file__).resolve().parents[2]
 # http.server's HTTPServer.server_bind calls getfqdn() before listen(): a reverse DNS lookup that
 # hangs in a namespace without DNS. TCPServer's bind skips it.
@@ -146,3 +146,37 @@ def test_agents_carry_ping_and_http_across_nodes(topo):
         assert a.wait(5) == 0
     ping = sh("ip", "netns", "exec", cns, "ping", "-c", "1", "-W", "1", web.ip, check=False)
     assert ping.returncode != 0
+
+
+def test_agent_reports_every_state_it_loads(topo):
+    """emunet.state.loaded from the agent's side: it reports the generation it started with
+    and each one a SIGHUP makes it reload, also those published while it was starting."""
+    st, nodes, _pods, state, procs = topo
+    role = "agent-node-1"
+    # As the supervisor starts it: SIGHUP ignored (inherited) until the agent handles it,
+    # so an early publish cannot kill it; the agent must not lose that publish either.
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        pr = subprocess.Popen(["ip", "netns", "exec", nodes["node-1"], sys.executable, "-m",
+                               "emunet.agent", "--state", str(state), "--node", "node-1"],
+                              cwd=REPO, stderr=subprocess.DEVNULL)
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    procs.append(pr)
+    for gen in range(1, 31):
+        st.generation = gen
+        store.write(st, state)  # atomic, as the supervisor publishes
+        pr.send_signal(signal.SIGHUP)
+        # spread over the agent's start (imports, sockets: about half a second), as the
+        # publishes of a busy supervisor are; the point is when they come, not a wait
+        time.sleep(0.03)
+    wait_for(lambda: loaded.generation(state.parent, role) == 30, 10,
+             "the agent to report the last state published while it started")
+    assert pr.poll() is None
+    st.generation = 31
+    store.write(st, state)
+    pr.send_signal(signal.SIGHUP)
+    wait_for(lambda: loaded.generation(state.parent, role) == 31, 5,
+             "the agent to report the state its SIGHUP reloaded")
+    pr.send_signal(signal.SIGTERM)
+    assert pr.wait(5) == 0

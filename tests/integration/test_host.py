@@ -25,8 +25,6 @@ from emunet.host import netlink
 from emunet.state.cluster import ClusterState
 from emunet.state.plan import plan
 
-ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root (network namespaces)")
 PREFIX = f"emt{os.getpid()}"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,8 +58,6 @@ def _build(state: ClusterState, m: netlink.Manifest) -> None:
 @pytest.fixture
 def env(monkeypatch, tmp_path):
     """Prefix and run dir set BEFORE any state is planned (names are derived from them)."""
-    if not ROOT:
-        pytest.skip("needs root (network namespaces)")
     monkeypatch.setenv("EMUNET_PREFIX", PREFIX)
     monkeypatch.setenv("EMUNET_RUN_DIR", str(tmp_path))
     assert not _leftovers(), f"leftovers from an earlier run: {_leftovers()}"
@@ -114,28 +110,8 @@ def pod(state: ClusterState, name: str, ns: str = "blog"):
     return state.pods[(ns, name)]
 
 
-# ---- pure renderings (no root) -----------------------------------------------------------------
-
-def test_resolv_conf_is_clusterfirst():
-    st = plan(_config(2))
-    assert netlink.resolv_conf(st, pod(st, "db")) == (
-        "search blog.svc.cluster.local svc.cluster.local cluster.local\n"
-        "nameserver 10.43.0.10\noptions ndots:5\n")
-
-
-def test_hosts_file_as_kubelet_writes_it():
-    st = plan(_config(2))
-    lines = netlink.hosts_file(st, pod(st, "db")).splitlines()
-    assert lines[1:3] == ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    assert lines[-1] == f"{pod(st, 'db').ip}\tdb"
-    fe = pod(st, "frontend")
-    assert netlink.hosts_file(st, fe).splitlines()[-1] == (
-        f"{fe.ip}\tweb.site.blog.svc.cluster.local\tweb")
-
-
 # ---- two nodes ---------------------------------------------------------------------------------
 
-@needs_root
 def test_pod_interfaces_addresses_and_routes(two):
     state, _ = two
     for p in state.pods.values():
@@ -153,7 +129,6 @@ def test_pod_interfaces_addresses_and_routes(two):
         assert end["mtu"] == 1450 and end["operstate"] == "UP" and end["addr_info"] == []
 
 
-@needs_root
 def test_nodes_underlay_sysctls_and_no_ipv6(two):
     state, _ = two
     for n in state.nodes:
@@ -167,7 +142,6 @@ def test_nodes_underlay_sysctls_and_no_ipv6(two):
         assert all(not link["addr_info"] for link in ipj(ns, "-6", "addr"))  # not even fe80::
 
 
-@needs_root
 def test_resolv_conf_and_hosts_inside_the_pod(two):
     state, _ = two
     fe = pod(state, "frontend")
@@ -182,7 +156,6 @@ def test_resolv_conf_and_hosts_inside_the_pod(two):
                                                            "/etc/resolv.conf").stdout
 
 
-@needs_root
 @pytest.mark.parametrize("offloads", [False, True])
 def test_offloads_on_both_veth_ends(env, offloads):
     # spec.offloads: false -> every offload off; true (the default) -> TCP segmentation and
@@ -207,7 +180,6 @@ def test_offloads_on_both_veth_ends(env, offloads):
         assert f"generic-receive-offload: {on}" in out or not offloads, n.name
 
 
-@needs_root
 def test_underlay_pings_but_pods_cannot_reach_each_other(two):
     state, _ = two
     n1, n2 = state.nodes
@@ -219,7 +191,6 @@ def test_underlay_pings_but_pods_cannot_reach_each_other(two):
     assert not pings(fe.netns, state.node(fe.node).gateway_ip)
 
 
-@needs_root
 def test_socket_in_netns_talks_over_the_underlay(two):
     state, _ = two
     n1, n2 = state.nodes
@@ -240,7 +211,6 @@ def test_socket_in_netns_talks_over_the_underlay(two):
             s.bind((n1.underlay_ip, 0))
 
 
-@needs_root
 def test_preflight_and_existing_objects_give_user_facing_errors(two):
     state, m = two
     with pytest.raises(netlink.HostError, match=r"network namespace emt\d+-node-1 already exists "
@@ -254,7 +224,6 @@ def test_preflight_and_existing_objects_give_user_facing_errors(two):
         netlink.build_underlay(state, m)
 
 
-@needs_root
 def test_remove_pod_kills_its_processes_and_removes_everything(two):
     state, m = two
     be = pod(state, "backend")
@@ -270,7 +239,6 @@ def test_remove_pod_kills_its_processes_and_removes_everything(two):
     assert netlink.netns_exists(pod(state, "frontend").netns)  # neighbours untouched
 
 
-@needs_root
 def test_teardown_removes_everything_and_is_idempotent(two, tmp_path):
     state, m = two
     sleeper = subprocess.Popen(["sleep", "60"])
@@ -283,7 +251,6 @@ def test_teardown_removes_everything_and_is_idempotent(two, tmp_path):
     netlink.teardown(netlink.Manifest.open(tmp_path / "never-written.json"))
 
 
-@needs_root
 def test_teardown_never_kills_a_recycled_pid(env):
     other = subprocess.Popen(["sleep", "60"])
     try:
@@ -299,7 +266,6 @@ def test_teardown_never_kills_a_recycled_pid(env):
         other.wait()
 
 
-@needs_root
 def test_threads_build_pods_concurrently(env):
     cfg = _config(2)
     cfg = model.Config(cluster=cfg.cluster, namespaces=cfg.namespaces,
@@ -318,7 +284,6 @@ def test_threads_build_pods_concurrently(env):
     assert len(env.netns()) == 2 + len(state.pods)
 
 
-@needs_root
 def test_up_of_two_nodes_and_six_pods_is_fast(env):
     cfg = _config(2)
     cfg = model.Config(cluster=cfg.cluster, namespaces=cfg.namespaces,
@@ -331,7 +296,6 @@ def test_up_of_two_nodes_and_six_pods_is_fast(env):
 
 # ---- three nodes: the bridge -------------------------------------------------------------------
 
-@needs_root
 def test_three_nodes_share_a_bridge(three):
     state, _ = three
     under = naming.underlay_netns()
@@ -350,7 +314,6 @@ def test_three_nodes_share_a_bridge(three):
 
 # ---- failures ----------------------------------------------------------------------------------
 
-@needs_root
 def test_failed_add_pod_cleans_up_after_itself(two, monkeypatch):
     state, m = two
     real = netlink._offloads_off
@@ -370,7 +333,6 @@ def test_failed_add_pod_cleans_up_after_itself(two, monkeypatch):
                    for link in ipj(state.node("node-2").netns, "link"))
 
 
-@needs_root
 def test_a_build_that_crashes_halfway_is_cleaned_up_from_its_manifest(env, tmp_path):
     # A separate process builds and dies abruptly (os._exit: no finally, no rollback) while
     # adding the third pod; only the manifest it left on disk is used to clean up.
@@ -380,8 +342,7 @@ def test_a_build_that_crashes_halfway_is_cleaned_up_from_its_manifest(env, tmp_p
         from emunet import model
         from emunet.host import netlink
         from emunet.state.plan import plan
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_host import _config, _build
+        from tests.integration.test_host import _config, _build
         calls = []
         real = netlink._offloads_off
         def dying(ifname, netns):
@@ -402,7 +363,6 @@ def test_a_build_that_crashes_halfway_is_cleaned_up_from_its_manifest(env, tmp_p
     assert _leftovers() == []
 
 
-@needs_root
 def test_one_node_has_no_underlay(env):
     state = plan(_config(1))
     _build(state, env)

@@ -2,19 +2,26 @@
 
 `PipelinePair` joins two nodes' pure datapaths: node A's Encap output is fed to node B's
 `process_underlay` (and back), as the underlay's UDP sockets would, so VXLAN and NAT round trips
-are tested without root.
+are tested without root. `l7_state` adds an HTTP rule (CiliumNetworkPolicy) for the web pods;
+`open_connection` opens client -> web through the ClusterIP with a SYN and its SYN-ACK.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+
+from emunet.config.cilium import from_manifest
 from emunet.datapath import Datapath, Drop, Encap, NodeTables, Send
 from emunet.model import (
     ClusterSpec,
     Config,
     Container,
     ContainerPort,
+    Manifest,
     NodeSpec,
     Pod,
     Service,
@@ -53,6 +60,27 @@ def make_state(web_nodes: tuple[str, ...] = ("node-2",), ready: bool = True) -> 
     return st
 
 
+L7_POLICY = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+             "metadata": {"name": "web-l7", "namespace": "blog"},
+             "spec": {"endpointSelector": {"matchLabels": {"app": "web"}},
+                      "ingress": [{"fromEndpoints": [{"matchLabels": {"k8s:app": "client"}}],
+                                   "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}],
+                                                "rules": {"http": [{"method": "GET",
+                                                                    "path": "/api/.*"}]}}]}]}}
+
+
+def l7_state(web_node: str) -> ClusterState:
+    """make_state with one web pod on `web_node`, the client labelled app=client and
+    L7_POLICY: GET /api/.* from the client to the web pods' port 8080."""
+    st = make_state((web_node,))
+    c = st.pods[("blog", "client")]
+    c.pod = dataclasses.replace(c.pod, labels={"app": "client"})
+    m = Manifest("cilium.io/v2", "CiliumNetworkPolicy", "blog", "web-l7", L7_POLICY)
+    st.others = [m]
+    st.cilium_policies = {("blog", "web-l7"): from_manifest(m)}  # parsed, as the state holds it
+    return st
+
+
 def pod(st: ClusterState, name: str, ns: str = "blog"):
     return st.pods[(ns, name)]
 
@@ -88,3 +116,31 @@ class PipelinePair:
             else:
                 self.drops.append(a)
         return out
+
+
+GW_MAC = "0a:58:0a:2a:01:01"  # node-1's pod gateway
+GW2_MAC = "0a:58:0a:2a:02:01"  # node-2's
+VIP = "10.43.0.11"  # blog/web's ClusterIP
+
+
+def tcp_syn(c, sport: int, dst: str = VIP, dport: int = 80, flags: str = "S") -> bytes:
+    """A segment from pod `c` on node-1 (a SYN unless told otherwise)."""
+    return bytes(Ether(src=c.mac, dst=GW_MAC) / IP(src=c.ip, dst=dst) /
+                 TCP(sport=sport, dport=dport, flags=flags, seq=1000))
+
+
+def tcp_reply(w, c, sport: int, flags: str = "SA") -> bytes:
+    """Web pod `w` on node-2 answering `c`'s connection from source port `sport`."""
+    return bytes(Ether(src=w.mac, dst=GW2_MAC) / IP(src=w.ip, dst=c.ip) /
+                 TCP(sport=8080, dport=sport, flags=flags, seq=5000, ack=1001))
+
+
+def open_connection(pair: PipelinePair):
+    """client -> VIP:80 from port 40000, DNATed to web-0 and answered; (client, web-0)."""
+    st = pair.st
+    c, w = pod(st, "client"), pod(st, "web-0")
+    [s] = pair.send("node-1", tcp_syn(c, 40000), c.host_ifname)
+    assert IP(s.frame[14:]).dst == w.ip  # DNAT on the client's node
+    [back] = pair.send("node-2", tcp_reply(w, c, 40000), w.host_ifname)
+    assert IP(back.frame[14:]).src == VIP
+    return c, w

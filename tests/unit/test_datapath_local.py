@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from pipeline_pair import datapath, make_state, pod
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 
 from emunet.datapath import Drop, DropReason, Encap, Send
 from emunet.datapath.conntrack import TCP_SYN_SENT, UDP_UNREPLIED
+from tests.unit.pipeline_pair import datapath, make_state, pod
 
 GW_MAC = "0a:58:0a:2a:01:01"
 GW = "10.42.1.1"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from pipeline_pair import datapath
 from scapy.layers.inet import ICMP, IP, TCP, UDP, UDPerror
 from scapy.layers.l2 import Ether
 
@@ -27,6 +26,7 @@ from emunet.model import (
 )
 from emunet.state.cluster import ClusterState
 from emunet.state.plan import plan
+from tests.unit.pipeline_pair import datapath
 
 OUT_IP, OUT_MAC, ETH0_MAC = "192.168.1.254", "02:00:00:00:00:fe", "02:00:00:00:00:11"
 NODE1, NODE2 = "192.168.1.11", "192.168.1.12"

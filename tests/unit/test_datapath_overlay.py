@@ -6,12 +6,12 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as hs
-from pipeline_pair import PipelinePair, datapath, make_state, pod
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 
 from emunet.datapath import Drop, DropReason, Encap, Send
+from tests.unit.pipeline_pair import PipelinePair, datapath, make_state, pod
 
 WEB_VIP = "10.43.0.11"
 VTEP1, VTEP2 = "0a:59:0a:2a:01:00", "0a:59:0a:2a:02:00"

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from pipeline_pair import datapath, make_state, pod
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from emunet.datapath import NodeTables, Send
+from tests.unit.pipeline_pair import datapath, make_state, pod
 
 GW_MAC = "0a:58:0a:2a:01:01"
 WEB_VIP = "10.43.0.11"

@@ -9,11 +9,11 @@ import asyncio
 
 import pytest
 from scapy.layers.dns import DNS, DNSQR, DNSRR
-from test_dns_fixtures import NS, cluster, handler, query, rrs
-from test_dns_server import free_port, serving, tcp_ask, tcp_upstream, udp_ask
 
 from emunet.dns import upstream, wire
 from emunet.dns.handler import Chase
+from tests.unit.dns_cluster import NS, cluster, handler, query, rrs
+from tests.unit.dns_loopback import free_port, serving, tcp_ask, tcp_upstream, udp_ask
 
 EXT = f"ext.{NS}.svc.cluster.local"
 

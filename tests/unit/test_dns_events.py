@@ -9,8 +9,6 @@ import json
 import struct
 
 from scapy.layers.dns import DNS, DNSQR, DNSRR
-from test_dns_fixtures import NS, cluster, handler, query
-from test_dns_server import free_port, udp_ask
 
 from emunet.dns import querylog as events
 from emunet.dns import server
@@ -18,6 +16,8 @@ from emunet.dns.querylog import DnsEvents, answer, question
 from emunet.dns.server import DnsServer
 from emunet.observe import filters, flowlog, hubble
 from emunet.state import codec
+from tests.unit.dns_cluster import NS, cluster, handler, query
+from tests.unit.dns_loopback import free_port, udp_ask
 
 SVC = f"monospaced.{NS}.svc.cluster.local"
 CLIENT = "10.42.1.3"  # frontend-client in the fixture cluster

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from test_dns_fixtures import NS, SERIAL, ask, cluster, handler, ips, rrs
 
 from emunet.dns import wire
 from emunet.dns.handler import FORWARD
 from emunet.dns.zone import Zone
+from tests.unit.dns_cluster import NS, SERIAL, ask, cluster, handler, ips, rrs
 
 SVC = f"monospaced.{NS}.svc.cluster.local"
 DB = f"db.{NS}.svc.cluster.local"
@@ -181,7 +181,7 @@ def test_outside_names_refused_or_forwarded(st):
     assert r.rcode == wire.REFUSED and r.aa == 0
     assert ask(handler(st), "1.1.168.192.in-addr.arpa", "PTR").rcode == wire.REFUSED
     hf = handler(cluster(upstreams=("127.0.0.1:5399",)))
-    from test_dns_fixtures import query
+    from tests.unit.dns_cluster import query
     assert hf.handle(query("example.com")) is FORWARD
 
 

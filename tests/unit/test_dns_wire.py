@@ -7,10 +7,10 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.dns import DNS, DNSQR, DNSRROPT
-from test_dns_fixtures import NS, ask, cluster, handler, query, rrs
 
 from emunet.dns import wire
 from emunet.dns.zone import Zone
+from tests.unit.dns_cluster import NS, ask, cluster, handler, query, rrs
 
 SVC = f"monospaced.{NS}.svc.cluster.local"
 H = handler()

@@ -4,10 +4,10 @@ never used for TCP (where answers are not truncated), bounded."""
 from __future__ import annotations
 
 from scapy.layers.dns import DNS, DNSQR
-from test_dns_fixtures import NS, SERIAL, cluster, handler, query, rrs
 
 from emunet.dns import handler as handler_mod
 from emunet.dns.zone import Zone
+from tests.unit.dns_cluster import NS, SERIAL, cluster, handler, query, rrs
 
 SVC = f"monospaced.{NS}.svc.cluster.local"
 

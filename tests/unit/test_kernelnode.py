@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -23,8 +24,8 @@ from emunet.model import (
 )
 from emunet.state.cluster import ClusterState
 from emunet.state.plan import plan
-from tests.conftest import IS_ROOT
-from tests.e2e.cluster import ROOT
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _state(nodes=(("node-1", "emunet"), ("node-2", "kernel")), web=2) -> ClusterState:
@@ -125,7 +126,8 @@ def test_node_ports_go_through_an_external_chain_or_are_rejected():
     assert "30080" not in rules.split("map service-ips")[1].split("}")[0]
 
 
-@pytest.mark.skipif(not IS_ROOT or not shutil.which("nft"), reason="needs root and nft")
+@pytest.mark.root  # nft checks a ruleset over netlink, which needs CAP_NET_ADMIN
+@pytest.mark.skipif(not shutil.which("nft"), reason="needs nft")
 def test_nft_accepts_the_ruleset():
     rules = kernelnode.ruleset(_ready(_state(web=3), "w0", "w1"))
     p = subprocess.run(["nft", "-c", "-f", "-"], input=rules, capture_output=True, text=True)

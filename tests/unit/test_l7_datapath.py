@@ -4,38 +4,15 @@ L3/L4 deny stays a silent drop. Pure: PipelinePair, Scapy-built frames."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
-from pipeline_pair import PipelinePair, make_state, pod
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from emunet.config.cilium import from_manifest
 from emunet.datapath import DropReason
-from emunet.model import Manifest
+from tests.unit.pipeline_pair import PipelinePair, l7_state, pod
 
 GW1, GW2 = "0a:58:0a:2a:01:01", "0a:58:0a:2a:02:01"
 VIP = "10.43.0.11"
-CNP = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
-       "metadata": {"name": "web-l7", "namespace": "blog"},
-       "spec": {"endpointSelector": {"matchLabels": {"app": "web"}},
-                "ingress": [{"fromEndpoints": [{"matchLabels": {"k8s:app": "client"}}],
-                             "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}],
-                                          "rules": {"http": [{"method": "GET",
-                                                              "path": "/api/.*"}]}}]}]}}
-
-
-def _state(web_node: str):
-    st = make_state((web_node,))
-    c = st.pods[("blog", "client")]
-    c.pod = dataclasses.replace(c.pod, labels={"app": "client"})
-    m = Manifest("cilium.io/v2", "CiliumNetworkPolicy", "blog", "web-l7", CNP)
-    st.others = [m]
-    st.cilium_policies = {("blog", "web-l7"): from_manifest(m)}
-    return st
-
-
 def _syn(p, dst: str, dport: int, proto=TCP) -> bytes:
     l4 = TCP(sport=40000, dport=dport, flags="S", seq=1) if proto is TCP else \
         UDP(sport=40000, dport=dport)
@@ -44,7 +21,7 @@ def _syn(p, dst: str, dport: int, proto=TCP) -> bytes:
 
 @pytest.mark.parametrize("web_node", ["node-2", "node-1"])
 def test_redirect_to_proxy_port_and_back(web_node: str) -> None:
-    st = _state(web_node)
+    st = l7_state(web_node)
     pair = PipelinePair(st)
     c, w = pod(st, "client"), pod(st, "web-0")
     (got,) = pair.send("node-1", _syn(c, VIP, 80), c.host_ifname)
@@ -63,7 +40,7 @@ def test_redirect_to_proxy_port_and_back(web_node: str) -> None:
 
 
 def test_l3l4_deny_is_silent_and_udp_is_not_redirected() -> None:
-    st = _state("node-2")
+    st = l7_state("node-2")
     pair = PipelinePair(st)
     o, w = pod(st, "other"), pod(st, "web-0")
     assert pair.send("node-1", _syn(o, w.ip, 8080), o.host_ifname) == []  # no RST, no 403

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-from pipeline_pair import make_state, pod
-from test_l7_datapath import _state
-
 from emunet.l7 import listeners
+from tests.unit.pipeline_pair import l7_state, make_state, pod
 
 
 def test_expected_listeners_follow_the_cnp(tmp_path):
-    st = _state("node-2")
+    st = l7_state("node-2")
     web = pod(st, "web-0")
     assert listeners.expected(st) == {"node-2": {(web.ip, 15001)}}
     assert listeners.expected(make_state()) == {}  # no CiliumNetworkPolicy: nothing to wait on

@@ -8,13 +8,13 @@ import random
 import time
 
 import pytest
-from pipeline_pair import make_state, pod
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
-from test_observe_hook import EMPTY_VIP, WEB_VIP, ObservedPair, syn
 
 from emunet.observe import filters, flowlog, hubble, journey
 from emunet.observe.counters import agent_lines, dns_lines
+from tests.unit.observed_pair import EMPTY_VIP, WEB_VIP, ObservedPair, syn
+from tests.unit.pipeline_pair import make_state, pod
 
 GW2_MAC = "0a:58:0a:2a:02:01"
 

@@ -7,11 +7,11 @@ source and destination), never computed by the engine under test.
 from __future__ import annotations
 
 import pytest
-from netpol_cluster import ALL, Reach, expect, state
 
 from emunet.model.netpol import LabelSelector, Requirement
 from emunet.policy.compile import allocate_identities, compile_node
 from emunet.policy.verdict import WORLD, PortMap, RuleRef
+from tests.unit.netpol_cluster import ALL, Reach, expect, state
 
 
 def np(name: str, ns: str, spec: str) -> str:

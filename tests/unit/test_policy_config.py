@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from netpol_cluster import model_yaml, state
 
 from emunet.config import ConfigError, load_config_text
 from emunet.state import codec
 from emunet.state.cluster import StateError
 from emunet.state.labels import label
+from tests.unit.netpol_cluster import model_yaml, state
 
 
 def load(spec: str):

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline_pair import PipelinePair, datapath, make_state, pod
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from emunet.config import load_config_text
 from emunet.datapath import Drop, DropReason, Send
 from emunet.policy.verdict import Verdict
+from tests.unit.pipeline_pair import PipelinePair, datapath, make_state, pod
 
 GW_MAC = "0a:58:0a:2a:01:01"
 WEB_VIP = "10.43.0.11"

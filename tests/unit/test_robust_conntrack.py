@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import json
 
-from pipeline_pair import PipelinePair, datapath, make_state, pod
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from emunet.datapath.conntrack import TCP_SYN_SENT, Conntrack
-
-GW_MAC = "0a:58:0a:2a:01:01"
-GW2_MAC = "0a:58:0a:2a:02:01"
-VIP = "10.43.0.11"
-
-
-def _syn(c, sport: int, dst: str = VIP, dport: int = 80, flags: str = "S") -> bytes:
-    return bytes(Ether(src=c.mac, dst=GW_MAC) / IP(src=c.ip, dst=dst) /
-                 TCP(sport=sport, dport=dport, flags=flags, seq=1000))
-
-
-def _reply(w, c, sport: int, flags: str = "SA") -> bytes:
-    return bytes(Ether(src=w.mac, dst=GW2_MAC) / IP(src=w.ip, dst=c.ip) /
-                 TCP(sport=8080, dport=sport, flags=flags, seq=5000, ack=1001))
+from tests.unit.pipeline_pair import (
+    GW_MAC,
+    VIP,
+    PipelinePair,
+    datapath,
+    make_state,
+    open_connection,
+    pod,
+    tcp_reply,
+    tcp_syn,
+)
 
 
 def _restart(pair: PipelinePair, node: str, records: list | None) -> None:
@@ -32,43 +28,33 @@ def _restart(pair: PipelinePair, node: str, records: list | None) -> None:
         assert pair.dps[node].ct.from_records(json.loads(json.dumps(records)), pair.now) > 0
 
 
-def _open(pair: PipelinePair):
-    st = pair.st
-    c, w = pod(st, "client"), pod(st, "web-0")
-    [s] = pair.send("node-1", _syn(c, 40000), c.host_ifname)
-    assert IP(s.frame[14:]).dst == w.ip  # DNAT on the client's node
-    [back] = pair.send("node-2", _reply(w, c, 40000), w.host_ifname)
-    assert IP(back.frame[14:]).src == VIP
-    return c, w
-
-
 def test_snapshot_keeps_reverse_nat_across_a_restart():
     pair = PipelinePair(make_state())
-    c, w = _open(pair)
+    c, w = open_connection(pair)
     records = pair.dps["node-1"].ct.to_records(pair.now)
     pair.now += 1
     _restart(pair, "node-1", records)
     # the server speaks first after the restart: only a restored entry un-NATs it
-    [back] = pair.send("node-2", _reply(w, c, 40000, "A"), w.host_ifname)
+    [back] = pair.send("node-2", tcp_reply(w, c, 40000, "A"), w.host_ifname)
     ip = IP(back.frame[14:])
     assert (ip.src, ip[TCP].sport) == (VIP, 80)
     assert IP(bytes(ip)).chksum == ip.chksum  # checksums still right after the rewrite
-    [fwd] = pair.send("node-1", _syn(c, 40000, flags="A"), c.host_ifname)
+    [fwd] = pair.send("node-1", tcp_syn(c, 40000, flags="A"), c.host_ifname)
     assert IP(fwd.frame[14:]).dst == w.ip
 
 
 def test_without_a_snapshot_the_reply_leaks_the_backend_address():
     """The control experiment: what the snapshot prevents."""
     pair = PipelinePair(make_state())
-    c, w = _open(pair)
+    c, w = open_connection(pair)
     _restart(pair, "node-1", None)
-    [back] = pair.send("node-2", _reply(w, c, 40000, "A"), w.host_ifname)
+    [back] = pair.send("node-2", tcp_reply(w, c, 40000, "A"), w.host_ifname)
     assert IP(back.frame[14:]).src == w.ip  # the client's TCP would answer with a RST
 
 
 def test_records_keep_state_and_time_left():
     pair = PipelinePair(make_state())
-    _open(pair)
+    open_connection(pair)
     ct = pair.dps["node-1"].ct
     (conn,) = ct.conns()
     assert conn.replied and conn.service and conn.backend
@@ -87,11 +73,11 @@ def test_syn_flood_is_bounded_and_spares_established_flows():
     dp.ct.max_entries = 100
     c, o = pod(st, "client"), pod(st, "other")
     # one established local flow client -> other
-    dp.process(_syn(c, 1, dst=o.ip, dport=7), c.host_ifname, 0)
+    dp.process(tcp_syn(c, 1, dst=o.ip, dport=7), c.host_ifname, 0)
     reply = Ether(src=o.mac, dst=GW_MAC) / IP(src=o.ip, dst=c.ip) / TCP(sport=7, dport=1,
                                                                       flags="SA")
     dp.process(bytes(reply), o.host_ifname, 0)
-    syn = bytearray(_syn(c, 0))
+    syn = bytearray(tcp_syn(c, 0))
     for port in range(2, 20002):  # 20k half-open connections to the ClusterIP
         syn[34:36] = port.to_bytes(2, "big")  # the TCP source port (checksums are not checked)
         dp.process(bytes(syn), c.host_ifname, 1)
@@ -105,13 +91,13 @@ def test_full_of_established_flows_refuses_new_ones():
     ct = Conntrack(max_entries=2)
     pair = PipelinePair(make_state())
     pair.dps["node-1"].ct = ct
-    _open(pair)
+    open_connection(pair)
     c = pod(pair.st, "client")
     w = pod(pair.st, "web-0")
-    pair.send("node-1", _syn(c, 40001), c.host_ifname)
-    pair.send("node-2", _reply(w, c, 40001), w.host_ifname)
+    pair.send("node-1", tcp_syn(c, 40001), c.host_ifname)
+    pair.send("node-2", tcp_reply(w, c, 40001), w.host_ifname)
     assert len(ct) == 2 and all(x.replied for x in ct.conns())
-    pair.send("node-1", _syn(c, 40002), c.host_ifname)
+    pair.send("node-1", tcp_syn(c, 40002), c.host_ifname)
     assert ct.insert_failed == 1 and len(ct) == 2
     assert pair.drops  # the new flow's SYN was dropped, with a reason
 
@@ -124,11 +110,11 @@ def test_flood_after_many_established_flows_still_recycles_itself():
     dp.ct.max_entries = 400
     c, o = pod(st, "client"), pod(st, "other")
     for port in range(1, 301):  # 300 established client -> other flows
-        dp.process(_syn(c, port, dst=o.ip, dport=7), c.host_ifname, 0)
+        dp.process(tcp_syn(c, port, dst=o.ip, dport=7), c.host_ifname, 0)
         back = Ether(src=o.mac, dst=GW_MAC) / IP(src=o.ip, dst=c.ip) / TCP(
             sport=7, dport=port, flags="SA")
         dp.process(bytes(back), o.host_ifname, 0)
-    syn = bytearray(_syn(c, 0))
+    syn = bytearray(tcp_syn(c, 0))
     for port in range(1000, 6000):
         syn[34:36] = port.to_bytes(2, "big")
         dp.process(bytes(syn), c.host_ifname, 1)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import stat
 
 import pytest
-from pipeline_pair import PipelinePair, make_state
-from test_robust_conntrack import _open
 
 from emunet.agent.ctstore import SAVE_INTERVAL, CtStore
 from emunet.config import ConfigError, load_config_text
 from emunet.datapath.conntrack import DEFAULT_MAX, Conntrack
+from tests.unit.pipeline_pair import PipelinePair, make_state, open_connection
 
 CLUSTER = "apiVersion: emunet/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n" \
           "  nodes: [{name: n1}]\n"
@@ -18,7 +17,7 @@ CLUSTER = "apiVersion: emunet/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec
 
 def test_save_is_root_only_and_a_new_store_restores(tmp_path):
     pair = PipelinePair(make_state())
-    _open(pair)
+    open_connection(pair)
     ct = pair.dps["node-1"].ct
     store = CtStore.attach(ct, tmp_path, "node-1", 1000, pair.now)
     assert ct.max_entries == 1000 and store.restored == 0

@@ -8,12 +8,12 @@ from collections import Counter
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as hs
-from pipeline_pair import datapath, make_state, pod
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from emunet import packets as pk
 from emunet.datapath import Drop, DropReason, Encap, Send
+from tests.unit.pipeline_pair import datapath, make_state, pod
 
 GW_MAC = "0a:58:0a:2a:01:01"
 VTEP1 = "0a:59:0a:2a:01:00"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
-from pipeline_pair import datapath, make_state, pod
 from scapy.layers.l2 import ARP, Ether
 
 from emunet.config import ConfigError, load_config_text
 from emunet.datapath import Send
 from emunet.host.sandbox import run_as
 from emunet.model import Container
+from tests.unit.pipeline_pair import datapath, make_state, pod
 
 GW = "10.42.1.1"
 ST = make_state()

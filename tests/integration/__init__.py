@@ -1,0 +1,1 @@
+"""Integration tests: the host layer and the node agent against the real kernel (root)."""

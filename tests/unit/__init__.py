@@ -1,0 +1,1 @@
+"""Unit tests: pure, no root, no kernel objects; `pytest -m unit` runs them alone."""
