@@ -24,9 +24,11 @@ class ControlError(EmunetError):
     the CLI exits 2, as for any bad input) and "failure" otherwise (exit 1).
     """
 
-    def __init__(self, message: str, kind: str = "failure") -> None:
+    def __init__(self, message: str, kind: str = "failure",
+                 errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(message, EXIT_BAD_INPUT if kind == "input" else EXIT_FAILURE)
         self.kind = kind
+        self.errors = errors or []  # a config error's mistakes: {"path", "message", "hint"}
 
 
 def socket_path() -> Path:
@@ -55,7 +57,7 @@ def request(op: str, timeout: float = 60.0,
                 continue
             if not msg.get("ok"):
                 raise ControlError(msg.get("error", "request failed"),
-                                   msg.get("kind", "failure"))
+                                   msg.get("kind", "failure"), msg.get("errors"))
             return msg
     raise ControlError("the supervisor closed the connection without an answer")
 
