@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -226,4 +228,133 @@ def test_delete_by_name_and_by_file(cluster, kubectl, tmp_path):
     assert until(lambda: not pods_of(cluster, "kapp", ""), 20)
     p = kubectl("delete", "pod", "nope", "-n", NS, check=False)
     assert p.returncode == 1 and 'pods "nope" not found' in p.stderr
+    no_tracebacks(cluster)
+
+
+POLICY_APP = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: kpol
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: srv
+  namespace: kpol
+  labels: {app: srv}
+spec:
+  containers:
+    - name: srv
+      image: nginx:1.27
+      ports: [{containerPort: 8080}]
+"""
+DENY = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: kpol}
+spec:
+  podSelector: {matchLabels: {app: srv}}
+  policyTypes: [Ingress]
+"""
+CNP = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: l7, namespace: kpol}
+spec:
+  endpointSelector: {matchLabels: {app: srv}}
+  ingress:
+    - toPorts:
+        - ports: [{port: "8080", protocol: TCP}]
+          rules:
+            http: [{method: GET, path: "PATH"}]
+"""
+
+
+def test_network_policies_through_kubectl_take_effect(cluster, kubectl, tmp_path):
+    app = write(tmp_path, "pol-app.yaml", POLICY_APP)
+    assert kubectl("apply", "-f", app).stdout.splitlines() == ["namespace/kpol created",
+                                                              "pod/srv created"]
+    ip = until(lambda: next((p["status"]["podIP"] for p in pods_of(cluster, "kpol", "srv")
+                             if p["status"]["phase"] == "Running"), None))
+
+    def curl() -> int:
+        return cluster.exec(NS, "frontend-client", "curl", "-s", "-o", "/dev/null", "-m", "2",
+                            f"http://{ip}:8080/", check=False).returncode
+
+    assert until(lambda: curl() == 0)
+    deny = write(tmp_path, "deny.yaml", DENY)
+    assert kubectl("apply", "-f", deny).stdout.strip() == \
+        "networkpolicy.networking.k8s.io/deny created"
+    assert until(lambda: curl() != 0), "the NetworkPolicy kubectl applied did not deny"
+    assert kubectl("apply", "-f", deny).stdout.strip() == \
+        "networkpolicy.networking.k8s.io/deny unchanged"
+    assert kubectl("delete", "-f", deny).stdout.strip() == \
+        'networkpolicy.networking.k8s.io "deny" deleted'
+    assert until(lambda: curl() == 0)
+    # a CRD: kubectl sends a JSON merge patch (no strategic merge for custom resources)
+    cnp = write(tmp_path, "cnp.yaml", CNP.replace("PATH", "/a"))
+    assert kubectl("apply", "-f", cnp).stdout.strip() == \
+        "ciliumnetworkpolicy.cilium.io/l7 created"
+    assert kubectl("apply", "-f", cnp).stdout.strip() == \
+        "ciliumnetworkpolicy.cilium.io/l7 unchanged"
+    cnp = write(tmp_path, "cnp.yaml", CNP.replace("PATH", "/b"))
+    assert kubectl("apply", "-f", cnp).stdout.strip() == \
+        "ciliumnetworkpolicy.cilium.io/l7 configured"
+    got = json.loads(kubectl("get", "cnp", "-n", "kpol", "l7", "-o", "json").stdout)
+    assert got["spec"]["ingress"][0]["toPorts"][0]["rules"]["http"][0]["path"] == "/b"
+    assert kubectl("delete", "cnp", "l7", "-n", "kpol").stdout.strip() == \
+        'ciliumnetworkpolicy.cilium.io "l7" deleted'
+
+
+def test_apply_over_an_object_emunet_up_created(cluster, kubectl, tmp_path):
+    """No last-applied annotation yet: kubectl warns, patches, and keeps it from then on."""
+    f = write(tmp_path, "svc.yaml", """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: monospaced
+  namespace: blog-website
+  labels: {team: blog}
+spec:
+  selector: {app: monospaced}
+  ports: [{protocol: TCP, port: 80, targetPort: 3000}]
+  type: ClusterIP
+""")
+    p = kubectl("apply", "-f", f)
+    assert p.stdout.strip() == "service/monospaced configured"
+    assert "missing the kubectl.kubernetes.io/last-applied-configuration" in p.stderr
+    svc = [s for s in cluster.get("svc") if s["metadata"]["name"] == "monospaced"][0]
+    assert svc["metadata"]["labels"] == {"team": "blog"}
+    assert svc["spec"]["clusterIP"] == "10.43.0.11"  # kept
+    assert kubectl("apply", "-f", f).stdout.strip() == "service/monospaced unchanged"
+    assert cluster.exec(NS, "frontend-client", "curl", "-s", "-m", "3",
+                        "http://monospaced").returncode == 0
+
+
+def test_bad_requests_straight_to_the_api(cluster):
+    """What kubectl never sends: malformed JSON, a huge body, a patch of the wrong type; a
+    Status each time, nothing in the logs."""
+    server = [line.split()[-1] for line in (cluster.run_dir / "kubeconfig").read_text()
+              .splitlines() if "server:" in line][0]
+
+    def send(method: str, path: str, data: bytes, ctype: str) -> tuple[int, dict]:
+        req = urllib.request.Request(server + path, data=data, method=method,
+                                     headers={"Content-Type": ctype})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    pods = f"/api/v1/namespaces/{NS}/pods"
+    code, st = send("POST", pods, b"{nope", "application/json")
+    assert code == 400 and st["kind"] == "Status" and st["reason"] == "BadRequest"
+    code, st = send("POST", pods, b" " * (4 * 1024 * 1024), "application/json")
+    assert code == 413 and st["reason"] == "RequestEntityTooLarge"
+    code, st = send("PATCH", f"{pods}/monospaced-test", b"[]", "application/json-patch+json")
+    assert code == 415
+    code, st = send("PATCH", f"{pods}/monospaced-test", b'{"spec": {"containers": [1]}}',
+                    "application/strategic-merge-patch+json")
+    assert code == 400 and "merge key" in st["message"]
     no_tracebacks(cluster)
