@@ -31,6 +31,14 @@ class ControlError(EmunetError):
         self.errors = errors or []  # a config error's mistakes: {"path", "message", "hint"}
 
 
+def input_error(e: Exception) -> dict[str, Any]:
+    """The answer to a request that was wrong (a StateError, a ConfigError): the message, and
+    for a config error each mistake's field path, message and hint (the API's 422 causes)."""
+    mistakes = getattr(e, "errors", None) if hasattr(e, "path") else None
+    fields = [{"path": x.path, "message": x.message, "hint": x.hint} for x in mistakes or []]
+    return {"ok": False, "error": str(e), "kind": "input", "errors": fields}
+
+
 def socket_path() -> Path:
     return naming.run_dir() / "control.sock"
 

@@ -229,10 +229,7 @@ class Supervisor:
                 try:
                     say({"ok": True, **(await handler(req, say))})
                 except (StateError, ConfigError) as e:  # the request was wrong: exit 2
-                    # each mistake's field path and message too: the API's 422 causes
-                    fields = [{"path": x.path, "message": x.message, "hint": x.hint}
-                              for x in e.errors] if isinstance(e, ConfigError) else []
-                    say({"ok": False, "error": str(e), "kind": "input", "errors": fields})
+                    say(control.input_error(e))  # with the field paths (the API's 422)
                 except Exception as e:  # reported to the CLI, which shows it to the user
                     log.exception("request %s failed", op)
                     say({"ok": False, "error": str(e), "kind": "failure"})

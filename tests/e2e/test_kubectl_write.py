@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -84,6 +85,7 @@ def kubectl(cluster, tmp_path):
             raise AssertionError(f"kubectl {' '.join(args)} exited {p.returncode}:\n"
                                  f"{p.stdout}\n{p.stderr}")
         return p
+    run.env = env  # type: ignore[attr-defined]
     return run
 
 
@@ -305,6 +307,42 @@ def test_network_policies_through_kubectl_take_effect(cluster, kubectl, tmp_path
     assert got["spec"]["ingress"][0]["toPorts"][0]["rules"]["http"][0]["path"] == "/b"
     assert kubectl("delete", "cnp", "l7", "-n", "kpol").stdout.strip() == \
         'ciliumnetworkpolicy.cilium.io "l7" deleted'
+
+
+PY_CLIENT = """
+from kubernetes import client, config
+config.load_kube_config()
+apps = client.AppsV1Api()
+dep = {"metadata": {"name": "py"}, "spec": {
+    "replicas": 1, "selector": {"matchLabels": {"app": "py"}},
+    "template": {"metadata": {"labels": {"app": "py"}},
+                 "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}
+print(apps.create_namespaced_deployment("kpol", dep).metadata.name)
+s = apps.patch_namespaced_deployment_scale("py", "kpol", {"spec": {"replicas": 2}})
+print(s.spec.replicas)
+try:
+    apps.create_namespaced_deployment("kpol", dep)
+except client.ApiException as e:
+    print(e.status, e.reason)
+"""
+
+
+def test_python_client_creates_and_scales(cluster, kubectl, tmp_path):
+    p = subprocess.run([sys.executable, "-c", PY_CLIENT], env=kubectl.env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[:3] == ["py", "2", "409 Conflict"]
+    assert until(lambda: len(pods_of(cluster, "kpol", "py-")) == 2)
+    # kubectl create (POST) and replace (PUT)
+    f = write(tmp_path, "c.yaml", POLICY_APP.split("---\n")[1].replace("srv", "made"))
+    assert kubectl("create", "-f", f).stdout.strip() == "pod/made created"
+    p = kubectl("create", "-f", f, check=False)
+    assert p.returncode == 1 and 'pods "made" already exists' in p.stderr
+    f = write(tmp_path, "c.yaml", open(f).read().replace("{app: made}", "{app: made, v: '2'}"))
+    assert kubectl("replace", "-f", f).stdout.strip() == "pod/made replaced"
+    assert cluster.pod("kpol", "made")["metadata"]["labels"] == {"app": "made", "v": "2"}
+    assert kubectl("delete", "ns", "kpol").stdout.strip() == 'namespace "kpol" deleted'
+    assert until(lambda: not pods_of(cluster, "kpol", ""), 20)
 
 
 def test_apply_over_an_object_emunet_up_created(cluster, kubectl, tmp_path):

@@ -49,10 +49,9 @@ class FakeSupervisor:
                 changes = []
             else:
                 raise control.ControlError(f"unknown request {op!r}")
-        except (StateError, ConfigError) as e:
-            fields = [{"path": x.path, "message": x.message, "hint": x.hint}
-                      for x in e.errors] if isinstance(e, ConfigError) else []
-            raise control.ControlError(str(e), "input", fields) from None
+        except (StateError, ConfigError) as e:  # as the supervisor answers, then the client
+            reply = control.input_error(e)
+            raise control.ControlError(reply["error"], "input", reply["errors"]) from None
         st.stamp(time.time())
         self.view.refresh(st)
         return {"ok": True, "changes": [c.message for c in changes]}
@@ -226,3 +225,14 @@ async def test_every_served_object_reapplies_unchanged_from_its_body(api):
             b = stored.body(st, obj)
             changes = apply_objects(st, [copy.deepcopy(b)])
             assert all(c.message.endswith("unchanged") for c in changes), (kind, changes)
+
+
+def test_the_supervisors_input_error_carries_the_field_paths():
+    from emunet.config import load_config_text
+    try:
+        load_config_text('{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "A"}}',
+                         "<request>", base=state().cluster)
+    except ConfigError as e:
+        reply = control.input_error(e)
+    assert reply["kind"] == "input" and reply["errors"][0]["path"] == "metadata.name"
+    assert control.input_error(StateError("no"))["errors"] == []
