@@ -216,7 +216,27 @@ async def test_delete_refused_is_forbidden_and_namespace_delete_cascades(api):
 async def test_every_served_object_reapplies_unchanged_from_its_body(api):
     """What a patch starts from (stored.body of the live object) is a manifest the loader
     accepts and that changes nothing: the round trip every kubectl label/patch relies on."""
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "rt"},
+           "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "rt"}},
+                    "strategy": {"type": "RollingUpdate",
+                                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                    "template": {"metadata": {"labels": {"app": "rt"}}, "spec": {
+                        "containers": [{"name": "c", "image": "nginx",
+                                        "readinessProbe": {"httpGet": {"port": 80}}}]}}}}
+    cnp = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+           "metadata": {"name": "rt"},
+           "spec": {"endpointSelector": {"matchLabels": {"app": "rt"}}, "ingress": [{
+               "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]}}
+    assert (await api.post(f"/apis/apps/v1/namespaces/{NS}/deployments", json=dep)).status \
+        == 201
+    r = await api.post(f"/apis/cilium.io/v2/namespaces/{NS}/ciliumnetworkpolicies", json=cnp)
+    assert r.status == 201, await r.text()
+    for name, extra in (("np", {"type": "NodePort"}), ("headless", {"clusterIP": "None"})):
+        svc = {"metadata": {"name": name}, "spec": {"selector": {"app": "rt"}, "ports": [
+            {"port": 80, "targetPort": 80}], **extra}}
+        assert (await api.post(f"/api/v1/namespaces/{NS}/services", json=svc)).status == 201
     st = api.view.state
+    assert api.view.objs["deployments"] and api.view.objs["ciliumnetworkpolicies"]
     for plural, kind in WRITTEN.items():
         for key, obj in api.view.objs.get(plural, {}).items():
             if (plural, key) == ("services", ("default", "kubernetes")) or \
