@@ -10,7 +10,8 @@ comes back with its field paths and is answered as the API server does
 422 Invalid with the causes, 400 for an unknown field under fieldValidation=Strict
 (`strict decoding error`), 404 for a missing namespace, 409 AlreadyExists; nothing changes.
 After a write the view reloads the state the supervisor published, so the answer (and the
-next GET) shows the object as stored.
+next GET) shows the object as stored. `dryRun=All` (kubectl diff, apply --dry-run=server) runs
+the same apply on a copy of the state in this process and answers the object it would store.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from typing import Any
 
 import yaml
@@ -28,7 +30,11 @@ from emunet.api import patch, status, stored
 from emunet.api.resources import Resource
 from emunet.api.streams import scale as scale_of
 from emunet.api.target import Target
-from emunet.api.view import View
+from emunet.api.view import View, build
+from emunet.cluster.apply import apply_objects
+from emunet.config import ConfigError
+from emunet.state import codec
+from emunet.state.cluster import StateError
 
 WRITABLE = {"namespaces", "pods", "services", "deployments", "networkpolicies",
             "ciliumnetworkpolicies"}
@@ -41,8 +47,9 @@ async def serve(request: web.Request, view: View, t: Target) -> web.StreamRespon
     """POST on a collection; PUT, PATCH, DELETE on an object."""
     if t.res.plural not in WRITABLE:
         raise status.not_allowed(request.method.lower(), t.res.plural)
-    if "dryRun" in request.query:
-        raise status.bad_request("dryRun is not supported by emunet's API server")
+    dry = request.query.getall("dryRun", [])
+    if any(v != "All" for v in dry):  # the only value upstream accepts (metav1.DryRunAll)
+        raise status.bad_request(f"Invalid dryRun value {dry!r}: only All is supported")
     if (t.res.plural, t.key) == ("services", ("default", "kubernetes")):
         raise status.forbidden("services", "kubernetes", "it is the API server's own Service, "
                                "derived from the cluster (emunet.api.objects)")
@@ -131,24 +138,42 @@ def _causes(e: control.ControlError) -> list[dict[str, str]]:
              "message": "; ".join(_LOC.sub("", line) for line in str(e).splitlines())}]
 
 
-async def submit(view: View, res: Resource, name: str, obj: dict[str, Any]) -> None:
-    """The supervisor applies the object (validation included); the view then reloads."""
+def _raise_input(res: Resource, name: str, e: control.ControlError) -> None:
+    unknown = [x for x in e.errors if x["message"].startswith("unknown field")]
+    if unknown and len(unknown) == len(e.errors):
+        # fieldValidation=Strict's answer (apimachinery's strict decoding error)
+        fields = ", ".join(f'unknown field "{x["path"]}"' for x in unknown)
+        raise status.bad_request(f"{res.kind} in version \"{res.version}\" cannot be handled "
+                                 f"as a {res.kind}: strict decoding error: {fields}") from None
+    raise status.invalid(res.kind, name, _causes(e), res.group) from None
+
+
+async def submit(request: web.Request, view: View, res: Resource, name: str,
+                 obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The supervisor applies the object (validation included); the view then reloads. With
+    dryRun=All the same apply runs here on a copy of the state and nothing is sent: the object
+    as it would be is the answer (`kubectl diff`, `apply --dry-run=server`)."""
+    key = _key(res, obj)
+    if "dryRun" in request.query:
+        st = codec.from_dict(codec.to_dict(view.state))
+        try:
+            apply_objects(st, [stored.clean(obj)])
+        except (StateError, ConfigError) as e:
+            reply = control.input_error(e)
+            _raise_input(res, name, control.ControlError(reply["error"], "input",
+                                                         reply["errors"]))
+        st.stamp(time.time())
+        return build(st, view.node_ready, view.deleting).get(res.plural, {}).get(key)
     try:
         await asyncio.to_thread(control.request, "apply_objects", timeout=_TIMEOUT,
                                 objects=[stored.clean(obj)])
     except control.ControlError as e:
         if e.kind != "input":
             raise status.unavailable(str(e)) from None
-        unknown = [x for x in e.errors if x["message"].startswith("unknown field")]
-        if unknown and len(unknown) == len(e.errors):
-            # fieldValidation=Strict's answer (apimachinery's strict decoding error)
-            fields = ", ".join(f'unknown field "{x["path"]}"' for x in unknown)
-            raise status.bad_request(f"{res.kind} in version \"{res.version}\" cannot be "
-                                     f"handled as a {res.kind}: strict decoding error: "
-                                     f"{fields}") from None
-        raise status.invalid(res.kind, name, _causes(e), res.group) from None
+        _raise_input(res, name, e)
     finally:
         view.reload()
+    return _live(view, res, key)
 
 
 def _key(res: Resource, obj: dict[str, Any]) -> tuple[str, str]:
@@ -162,8 +187,7 @@ async def create(request: web.Request, view: View, t: Target) -> web.Response:
     if _live(view, t.res, key) is not None:
         raise status.already_exists(t.res.plural, name, t.res.group)
     _check_namespace(view, t.res, obj)
-    await submit(view, t.res, name, obj)
-    return web.json_response(_live(view, t.res, key) or obj, status=201)
+    return web.json_response(await submit(request, view, t.res, name, obj) or obj, status=201)
 
 
 async def update(request: web.Request, view: View, t: Target) -> web.Response:
@@ -171,8 +195,7 @@ async def update(request: web.Request, view: View, t: Target) -> web.Response:
     obj = identity(t, await read_json(request), t.name)
     if _live(view, t.res, _key(t.res, obj)) is None:
         raise status.not_found(t.res.plural, t.name, t.res.group)
-    await submit(view, t.res, t.name, obj)
-    return web.json_response(_live(view, t.res, _key(t.res, obj)) or obj)
+    return web.json_response(await submit(request, view, t.res, t.name, obj) or obj)
 
 
 def content_type(request: web.Request) -> str:
@@ -192,8 +215,8 @@ async def patch_(request: web.Request, view: View, t: Target) -> web.Response:
         # server-side apply creates what does not exist yet (one PATCH, no GET first)
         obj = identity(t, doc, t.name)
         _check_namespace(view, t.res, obj)
-        await submit(view, t.res, t.name, obj)
-        return web.json_response(_live(view, t.res, t.key) or obj, status=201)
+        return web.json_response(await submit(request, view, t.res, t.name, obj) or obj,
+                                 status=201)
     if ctype == patch.APPLY:
         identity(t, doc, t.name)
     try:
@@ -201,8 +224,7 @@ async def patch_(request: web.Request, view: View, t: Target) -> web.Response:
     except patch.PatchError as e:
         raise status.bad_request(str(e)) from None
     obj = identity(t, obj, t.name)
-    await submit(view, t.res, t.name, obj)
-    return web.json_response(_live(view, t.res, t.key) or obj)
+    return web.json_response(await submit(request, view, t.res, t.name, obj) or obj)
 
 
 async def delete(request: web.Request, view: View, t: Target) -> web.Response:
@@ -212,6 +234,8 @@ async def delete(request: web.Request, view: View, t: Target) -> web.Response:
     live = _live(view, t.res, t.key)
     if live is None:
         raise status.not_found(t.res.plural, t.name, t.res.group)
+    if "dryRun" in request.query:
+        return web.json_response(live)
     ns = t.key[0] or None
     try:
         await asyncio.to_thread(control.request, "delete", timeout=_TIMEOUT,
@@ -248,6 +272,8 @@ async def scale(request: web.Request, view: View, t: Target) -> web.Response:
             "reason": "FieldValueInvalid", "field": "spec.replicas",
             "message": f"Invalid value: {json.dumps(replicas)}: must be greater than or "
                        "equal to 0"}], "autoscaling")
+    if "dryRun" in request.query:
+        return web.json_response(new)
     try:
         await asyncio.to_thread(control.request, "scale", timeout=_TIMEOUT, name=t.name,
                                 namespace=t.key[0], replicas=replicas)

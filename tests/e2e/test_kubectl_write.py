@@ -366,6 +366,16 @@ spec:
     assert svc["metadata"]["labels"] == {"team": "blog"}
     assert svc["spec"]["clusterIP"] == "10.43.0.11"  # kept
     assert kubectl("apply", "-f", f).stdout.strip() == "service/monospaced unchanged"
+    # dryRun=All: kubectl diff and apply --dry-run=server see the change, nothing happens
+    changed = write(tmp_path, "svc2.yaml", open(f).read().replace("team: blog", "team: web"))
+    p = kubectl("diff", "-f", changed, check=False)
+    assert p.returncode == 1, p.stderr  # 1: differences found
+    assert "-    team: blog" in p.stdout and "+    team: web" in p.stdout
+    out = kubectl("apply", "--dry-run=server", "-f", changed).stdout.strip()
+    assert out == "service/monospaced configured (server dry run)"
+    assert kubectl("diff", "-f", f, check=False).returncode == 0
+    svc = [s for s in cluster.get("svc") if s["metadata"]["name"] == "monospaced"][0]
+    assert svc["metadata"]["labels"] == {"team": "blog"}
     assert cluster.exec(NS, "frontend-client", "curl", "-s", "-m", "3",
                         "http://monospaced").returncode == 0
 

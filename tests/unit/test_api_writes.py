@@ -256,3 +256,21 @@ def test_the_supervisors_input_error_carries_the_field_paths():
         reply = control.input_error(e)
     assert reply["kind"] == "input" and reply["errors"][0]["path"] == "metadata.name"
     assert control.input_error(StateError("no"))["errors"] == []
+
+
+async def test_dry_run_answers_the_object_and_changes_nothing(api):
+    before = codec.to_dict(api.view.state)
+    r = await api.post(f"/api/v1/namespaces/{NS}/pods?dryRun=All", json=pod("dry"))
+    got = await r.json()
+    assert r.status == 201 and got["metadata"]["uid"] and got["status"]["podIP"], got
+    url = f"/api/v1/namespaces/{NS}/pods/monospaced-test?dryRun=All"
+    r = await api.patch(url, json={"metadata": {"labels": {"x": "y"}}}, headers=SMP)
+    assert (await r.json())["metadata"]["labels"]["x"] == "y"
+    bad = pod("dry")
+    bad["spec"]["containers"][0]["ports"][0]["containerPort"] = 0
+    r = await api.post(f"/api/v1/namespaces/{NS}/pods?dryRun=All", json=bad)
+    assert r.status == 422 and "containerPort" in (await r.json())["message"]
+    assert (await api.delete(url)).status == 200
+    r = await api.post(f"/api/v1/namespaces/{NS}/pods?dryRun=Some", json=pod("dry"))
+    assert r.status == 400
+    assert codec.to_dict(api.view.state) == before and api.sup.ops == []
