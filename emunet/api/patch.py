@@ -9,6 +9,8 @@
   `containerPort`, Service ports by `port`, volumeMounts by `mountPath`), with the directives
   `$patch: replace|delete|merge`, `$setElementOrder/<field>`, `$retainKeys` and
   `$deleteFromPrimitiveList/<field>`. `kubectl apply` (client side) sends it for built-in kinds.
+- JSON patch (RFC 6902, `application/json-patch+json`): a list of operations on JSON
+  pointers (`kubectl patch --type=json`).
 - Apply patch (`application/apply-patch+yaml`, server-side apply): the full intended object.
   Without managedFields (research section 12: not needed by kubectl) it is merged into the live
   object strategically, so fields other managers set (a `kubectl label`) stay; a field the
@@ -149,8 +151,85 @@ def _ordered(items: list[Any], order: list[Any], key: str | None) -> list[Any]:
                                                 len(rank)))
 
 
+def _pointer(path: Any) -> list[str]:
+    """RFC 6901: "/a/b~1c" -> ["a", "b/c"]."""
+    if not isinstance(path, str) or (path and not path.startswith("/")):
+        raise PatchError(f"invalid JSON pointer {path!r}")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+
+
+def _walk(doc: Any, parts: list[str]) -> tuple[Any, str]:
+    """The container of the pointer's last part, and that part."""
+    if not parts:
+        raise PatchError("the whole document cannot be the target")
+    cur = doc
+    for p in parts[:-1]:
+        cur = _child(cur, p)
+    return cur, parts[-1]
+
+
+def _child(cur: Any, p: str) -> Any:
+    if isinstance(cur, dict) and p in cur:
+        return cur[p]
+    if isinstance(cur, list) and p.isdigit() and int(p) < len(cur):
+        return cur[int(p)]
+    raise PatchError(f"path element {p!r} not found")
+
+
+def json_patch(target: dict[str, Any], ops: Any) -> dict[str, Any]:
+    """RFC 6902 JSON patch (`kubectl patch --type=json`): add, remove, replace, move, copy,
+    test, in order; any failure fails the whole patch."""
+    if not isinstance(ops, list):
+        raise PatchError("a JSON patch is a list of operations")
+    doc = copy.deepcopy(target)
+    for op in ops:
+        if not isinstance(op, dict) or "op" not in op or "path" not in op:
+            raise PatchError(f"invalid JSON patch operation {op!r}")
+        kind, parts = op["op"], _pointer(op["path"])
+        if kind in ("move", "copy"):
+            src, key = _walk(doc, _pointer(op.get("from")))
+            value = copy.deepcopy(_child(src, key))
+            if kind == "move":
+                del src[int(key) if isinstance(src, list) else key]
+            kind, op = "add", {**op, "value": value}
+        if kind == "test":
+            parent, key = _walk(doc, parts)
+            if _child(parent, key) != op.get("value"):
+                raise PatchError(f"test failed at {op['path']}")
+            continue
+        parent, key = _walk(doc, parts)
+        if kind == "remove" or kind == "replace":
+            _child(parent, key)  # must exist
+        if isinstance(parent, list):
+            if kind == "add":
+                if key == "-":
+                    parent.append(copy.deepcopy(op.get("value")))
+                elif key.isdigit() and int(key) <= len(parent):
+                    parent.insert(int(key), copy.deepcopy(op.get("value")))
+                else:
+                    raise PatchError(f"index {key!r} out of range")
+            elif kind == "remove":
+                del parent[int(key)]
+            elif kind == "replace":
+                parent[int(key)] = copy.deepcopy(op.get("value"))
+            else:
+                raise PatchError(f"unknown JSON patch op {kind!r}")
+        elif isinstance(parent, dict):
+            if kind in ("add", "replace"):
+                parent[key] = copy.deepcopy(op.get("value"))
+            elif kind == "remove":
+                del parent[key]
+            else:
+                raise PatchError(f"unknown JSON patch op {kind!r}")
+        else:
+            raise PatchError(f"{op['path']}: not an object or a list")
+    return doc
+
+
 def apply_patch(live: dict[str, Any], content_type: str, patch: Any) -> dict[str, Any]:
     """The object after `patch` of `content_type` (one of the types above)."""
+    if content_type == JSON_PATCH:
+        return json_patch(live, patch)
     if not isinstance(patch, dict):
         raise PatchError("the patch must be a JSON object")
     if content_type == JSON_MERGE:

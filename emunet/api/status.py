@@ -91,3 +91,10 @@ def unsupported_media(content_type: str, accepted: list[str]) -> APIError:
 
 def unavailable(message: str) -> APIError:
     return APIError(503, "ServiceUnavailable", message)
+
+
+def conflict(plural: str, name: str, group: str = "") -> APIError:
+    what = f"{plural}.{group}" if group else plural
+    return APIError(409, "Conflict", f'Operation cannot be fulfilled on {what} "{name}": the '
+                    "object has been modified; please apply your changes to the latest "
+                    "version and try again", {"name": name, "group": group, "kind": plural})

@@ -38,7 +38,7 @@ from emunet.state.cluster import StateError
 
 WRITABLE = {"namespaces", "pods", "services", "deployments", "networkpolicies",
             "ciliumnetworkpolicies"}
-PATCH_TYPES = [patch.JSON_MERGE, patch.STRATEGIC, patch.APPLY]
+PATCH_TYPES = [patch.JSON_PATCH, patch.JSON_MERGE, patch.STRATEGIC, patch.APPLY]
 _LOC = re.compile(r"^<request>:\d+: ")  # the loader's `file:line: ` (one JSON document a line)
 _TIMEOUT = 120.0  # a write that adds pods waits for their namespaces and workloads
 
@@ -66,9 +66,10 @@ async def serve(request: web.Request, view: View, t: Target) -> web.StreamRespon
     raise status.not_allowed(request.method.lower(), t.res.plural)
 
 
-async def read_json(request: web.Request, yaml_ok: bool = False) -> dict[str, Any]:
-    """The request body as one JSON object (YAML too for an apply patch); the size limit is
-    the app's client_max_size (413 above it)."""
+async def read_json(request: web.Request, yaml_ok: bool = False, list_ok: bool = False
+                    ) -> Any:
+    """The request body as one JSON object (YAML too for an apply patch, a list for a JSON
+    patch); the size limit is the app's client_max_size (413 above it)."""
     raw = await request.read()
     try:
         data = json.loads(raw)
@@ -79,9 +80,17 @@ async def read_json(request: web.Request, yaml_ok: bool = False) -> dict[str, An
             data = yaml.safe_load(raw)
         except yaml.YAMLError as ye:
             raise status.bad_request(f"the body is not valid YAML: {ye}") from None
-    if not isinstance(data, dict):
-        raise status.bad_request("the body must be a JSON object")
+    if not isinstance(data, dict) and not (list_ok and isinstance(data, list)):
+        raise status.bad_request("the body must be a JSON " + ("list" if list_ok else "object"))
     return data
+
+
+def precondition(res: Resource, name: str, obj: dict[str, Any], live: dict[str, Any]) -> None:
+    """An update naming a resourceVersion must name the current one (optimistic
+    concurrency, k8s API conventions "Concurrency Control and Consistency"): else 409."""
+    rv = (obj.get("metadata") or {}).get("resourceVersion")
+    if rv and rv != live["metadata"].get("resourceVersion"):
+        raise status.conflict(res.plural, name, res.group)
 
 
 def identity(t: Target, obj: dict[str, Any], name: str | None) -> dict[str, Any]:
@@ -193,8 +202,10 @@ async def create(request: web.Request, view: View, t: Target) -> web.Response:
 async def update(request: web.Request, view: View, t: Target) -> web.Response:
     assert t.name is not None
     obj = identity(t, await read_json(request), t.name)
-    if _live(view, t.res, _key(t.res, obj)) is None:
+    live = _live(view, t.res, _key(t.res, obj))
+    if live is None:
         raise status.not_found(t.res.plural, t.name, t.res.group)
+    precondition(t.res, t.name, obj, live)
     return web.json_response(await submit(request, view, t.res, t.name, obj) or obj)
 
 
@@ -207,7 +218,8 @@ async def patch_(request: web.Request, view: View, t: Target) -> web.Response:
     ctype = content_type(request)
     if ctype not in PATCH_TYPES:
         raise status.unsupported_media(ctype, PATCH_TYPES)
-    doc = await read_json(request, yaml_ok=ctype == patch.APPLY)
+    doc = await read_json(request, yaml_ok=ctype == patch.APPLY,
+                          list_ok=ctype == patch.JSON_PATCH)
     live = _live(view, t.res, t.key)
     if live is None:
         if ctype != patch.APPLY:
@@ -224,6 +236,7 @@ async def patch_(request: web.Request, view: View, t: Target) -> web.Response:
     except patch.PatchError as e:
         raise status.bad_request(str(e)) from None
     obj = identity(t, obj, t.name)
+    precondition(t.res, t.name, obj, live)
     return web.json_response(await submit(request, view, t.res, t.name, obj) or obj)
 
 
@@ -261,7 +274,12 @@ async def scale(request: web.Request, view: View, t: Target) -> web.Response:
         ctype = content_type(request)
         if ctype not in PATCH_TYPES:
             raise status.unsupported_media(ctype, PATCH_TYPES)
-        new = patch.json_merge(current, await read_json(request, yaml_ok=True))
+        doc = await read_json(request, yaml_ok=True, list_ok=ctype == patch.JSON_PATCH)
+        try:
+            new = (patch.json_patch(current, doc) if ctype == patch.JSON_PATCH
+                   else patch.json_merge(current, doc))
+        except patch.PatchError as e:
+            raise status.bad_request(str(e)) from None
     elif request.method == "PUT":
         new = await read_json(request)
     else:

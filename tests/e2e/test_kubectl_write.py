@@ -145,6 +145,13 @@ def test_scale_label_wait(cluster, kubectl):
     assert out.strip() == "deployment.apps/web scaled"
     assert until(lambda: len([p for p in pods_of(cluster, "kapp", "web-")
                               if not p["metadata"].get("deletionTimestamp")]) == 1)
+    ops = '[{"op": "replace", "path": "/spec/replicas", "value": 2}]'
+    out = kubectl("patch", "deploy", "web", "-n", "kapp", "--type=json", "-p", ops).stdout
+    assert out.strip() == "deployment.apps/web patched"
+    assert until(lambda: len(pods_of(cluster, "kapp", "web-")) == 2)
+    out = kubectl("patch", "deploy", "web", "-n", "kapp", "-p",
+                  '{"spec": {"replicas": 1}}').stdout  # strategic, kubectl's default
+    assert out.strip() == "deployment.apps/web patched"
     out = kubectl("label", "pod", "-n", NS, "monospaced-test", "tier=web").stdout
     assert out.strip() == "pod/monospaced-test labeled"
     assert cluster.pod(NS, "monospaced-test")["metadata"]["labels"]["tier"] == "web"
@@ -400,8 +407,11 @@ def test_bad_requests_straight_to_the_api(cluster):
     assert code == 400 and st["kind"] == "Status" and st["reason"] == "BadRequest"
     code, st = send("POST", pods, b" " * (4 * 1024 * 1024), "application/json")
     assert code == 413 and st["reason"] == "RequestEntityTooLarge"
-    code, st = send("PATCH", f"{pods}/monospaced-test", b"[]", "application/json-patch+json")
-    assert code == 415
+    code, st = send("PATCH", f"{pods}/monospaced-test", b"<x/>", "application/xml")
+    assert code == 415 and st["reason"] == "UnsupportedMediaType"
+    code, st = send("PATCH", f"{pods}/monospaced-test", b'[{"op": "remove", "path": "/x"}]',
+                    "application/json-patch+json")
+    assert code == 400 and "not found" in st["message"]
     code, st = send("PATCH", f"{pods}/monospaced-test", b'{"spec": {"containers": [1]}}',
                     "application/strategic-merge-patch+json")
     assert code == 400 and "merge key" in st["message"]

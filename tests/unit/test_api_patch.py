@@ -12,6 +12,7 @@ from emunet.api.patch import (
     PatchError,
     apply_patch,
     json_merge,
+    json_patch,
     strategic_merge,
 )
 
@@ -98,3 +99,21 @@ def test_apply_patch_merges_the_intended_object_strategically():
         apply_patch(POD, "application/json-patch+json", {})
     with pytest.raises(PatchError):
         apply_patch(POD, STRATEGIC, {"$patch": "delete"})
+
+
+def test_json_patch_rfc6902():
+    doc = {"a": {"b": [1, 2]}, "c": "d"}
+    out = json_patch(doc, [{"op": "add", "path": "/a/b/1", "value": 9},
+                           {"op": "add", "path": "/a/b/-", "value": 3},
+                           {"op": "replace", "path": "/c", "value": "e"},
+                           {"op": "copy", "from": "/c", "path": "/f"},
+                           {"op": "move", "from": "/f", "path": "/g~1h"},
+                           {"op": "test", "path": "/a/b/0", "value": 1},
+                           {"op": "remove", "path": "/a/b/0"}])
+    assert out == {"a": {"b": [9, 2, 3]}, "c": "e", "g/h": "e"}
+    assert doc == {"a": {"b": [1, 2]}, "c": "d"}
+    for bad in ([{"op": "remove", "path": "/nope"}], [{"op": "test", "path": "/c",
+                                                      "value": "x"}],
+                [{"op": "frob", "path": "/c"}], {"op": "add"}, [{"op": "add", "path": ""}]):
+        with pytest.raises(PatchError):
+            json_patch(doc, bad)

@@ -274,3 +274,20 @@ async def test_dry_run_answers_the_object_and_changes_nothing(api):
     r = await api.post(f"/api/v1/namespaces/{NS}/pods?dryRun=Some", json=pod("dry"))
     assert r.status == 400
     assert codec.to_dict(api.view.state) == before and api.sup.ops == []
+
+
+async def test_json_patch_and_a_stale_resource_version(api):
+    url = f"/api/v1/namespaces/{NS}/pods/monospaced-test"
+    ops = [{"op": "add", "path": "/metadata/labels/tier", "value": "web"}]
+    r = await api.patch(url, json=ops, headers={"Content-Type": "application/json-patch+json"})
+    assert r.status == 200 and (await r.json())["metadata"]["labels"]["tier"] == "web"
+    live = await (await api.get(url)).json()
+    stale = copy.deepcopy(live)
+    stale["metadata"]["resourceVersion"] = "1"
+    r = await api.put(url, json=stale)
+    assert r.status == 409 and (await r.json())["reason"] == "Conflict"
+    r = await api.put(url, json=live)
+    assert r.status == 200, await r.text()
+    r = await api.patch(url, json={"metadata": {"resourceVersion": "1", "labels": {}}},
+                        headers=MERGE)
+    assert r.status == 409
