@@ -73,7 +73,21 @@ def _copy(state: ClusterState) -> ClusterState:
 
 
 def apply_config(state: ClusterState, path: str) -> list[Change]:
-    return _apply(state, load_config(path, base=state.cluster))
+    cfg = load_config(path, base=state.cluster)
+    changes = _apply(state, cfg)
+    # the file supersedes a body written through the API: it would show stale fields
+    for key in _object_keys(cfg):
+        state.manifests.pop(key, None)
+    return changes
+
+
+def _object_keys(cfg: Config) -> list[str]:
+    keys = [f"Namespace//{ns.name}" for ns in cfg.namespaces]
+    for kind, objs in (("Pod", cfg.pods), ("Service", cfg.services),
+                       ("Deployment", cfg.deployments), ("NetworkPolicy", cfg.network_policies),
+                       (CNP, [o for o in cfg.others if o.kind == CNP])):
+        keys += [f"{kind}/{o.namespace}/{o.name}" for o in objs]
+    return keys
 
 
 def apply_objects(state: ClusterState, objects: list[dict[str, Any]],

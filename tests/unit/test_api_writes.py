@@ -291,3 +291,24 @@ async def test_json_patch_and_a_stale_resource_version(api):
     r = await api.patch(url, json={"metadata": {"resourceVersion": "1", "labels": {}}},
                         headers=MERGE)
     assert r.status == 409
+
+
+async def test_a_file_applied_by_the_cli_supersedes_the_written_body(api, tmp_path):
+    from emunet.cluster.apply import apply_config
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": "cli", "namespace": NS},
+           "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "cli"}},
+                    "template": {"metadata": {"labels": {"app": "cli"}}, "spec": {
+                        "containers": [{"name": "c", "image": "nginx",
+                                        "ports": [{"containerPort": 8080}]}]}}}}
+    assert (await api.post(f"/apis/apps/v1/namespaces/{NS}/deployments", json=dep)).status \
+        == 201
+    del dep["spec"]["template"]["spec"]["containers"][0]["ports"]
+    f = tmp_path / "d.yaml"
+    f.write_text(json.dumps(dep))
+    st = api.view.state
+    apply_config(st, str(f))
+    st.stamp(time.time())
+    api.view.refresh(st)
+    got = await (await api.get(f"/apis/apps/v1/namespaces/{NS}/deployments/cli")).json()
+    assert "ports" not in got["spec"]["template"]["spec"]["containers"][0]
