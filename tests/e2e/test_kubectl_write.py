@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -107,6 +108,11 @@ def until(fn, timeout: float = 30.0):
         if got or time.time() > end:
             return got
         time.sleep(0.3)
+
+
+def deleted(out: str) -> list[str]:
+    """kubectl's delete lines; 1.35 adds ` from NS namespace` (older ones do not)."""
+    return [re.sub(r" from \S+ namespace$", "", line) for line in out.strip().splitlines()]
 
 
 def no_tracebacks(cluster: Cluster) -> None:
@@ -223,14 +229,14 @@ spec:
 
 def test_delete_by_name_and_by_file(cluster, kubectl, tmp_path):
     out = kubectl("delete", "svc", "ssa", "-n", "kapp").stdout
-    assert out.strip() == 'service "ssa" deleted'
+    assert deleted(out) == ['service "ssa" deleted']
     p = kubectl("get", "svc", "ssa", "-n", "kapp", check=False)
     assert p.returncode == 1 and 'services "ssa" not found' in p.stderr
     # the objects of the file, then the namespace: emunet deletes a namespace's contents
     # synchronously (upstream's namespace controller does it while the namespace is
     # Terminating), so objects listed after their namespace would be 404 already
     objs = write(tmp_path, "objs.yaml", APP.replace("REPLICAS", "1").split("---\n", 1)[1])
-    out = kubectl("delete", "-f", objs).stdout.splitlines()
+    out = deleted(kubectl("delete", "-f", objs).stdout)
     assert out == ['deployment.apps "web" deleted', 'service "web" deleted']
     assert kubectl("delete", "ns", "kapp").stdout.strip() == 'namespace "kapp" deleted'
     assert not [s for s in cluster.get("svc") if s["metadata"]["namespace"] == "kapp"]
@@ -298,8 +304,8 @@ def test_network_policies_through_kubectl_take_effect(cluster, kubectl, tmp_path
     assert until(lambda: curl() != 0), "the NetworkPolicy kubectl applied did not deny"
     assert kubectl("apply", "-f", deny).stdout.strip() == \
         "networkpolicy.networking.k8s.io/deny unchanged"
-    assert kubectl("delete", "-f", deny).stdout.strip() == \
-        'networkpolicy.networking.k8s.io "deny" deleted'
+    assert deleted(kubectl("delete", "-f", deny).stdout) == [
+        'networkpolicy.networking.k8s.io "deny" deleted']
     assert until(lambda: curl() == 0)
     # a CRD: kubectl sends a JSON merge patch (no strategic merge for custom resources)
     cnp = write(tmp_path, "cnp.yaml", CNP.replace("PATH", "/a"))
@@ -312,8 +318,8 @@ def test_network_policies_through_kubectl_take_effect(cluster, kubectl, tmp_path
         "ciliumnetworkpolicy.cilium.io/l7 configured"
     got = json.loads(kubectl("get", "cnp", "-n", "kpol", "l7", "-o", "json").stdout)
     assert got["spec"]["ingress"][0]["toPorts"][0]["rules"]["http"][0]["path"] == "/b"
-    assert kubectl("delete", "cnp", "l7", "-n", "kpol").stdout.strip() == \
-        'ciliumnetworkpolicy.cilium.io "l7" deleted'
+    assert deleted(kubectl("delete", "cnp", "l7", "-n", "kpol").stdout) == [
+        'ciliumnetworkpolicy.cilium.io "l7" deleted']
 
 
 PY_CLIENT = """
@@ -348,6 +354,11 @@ def test_python_client_creates_and_scales(cluster, kubectl, tmp_path):
     f = write(tmp_path, "c.yaml", open(f).read().replace("{app: made}", "{app: made, v: '2'}"))
     assert kubectl("replace", "-f", f).stdout.strip() == "pod/made replaced"
     assert cluster.pod("kpol", "made")["metadata"]["labels"] == {"app": "made", "v": "2"}
+    # a pod terminates for its grace period; kubectl waits for the watch's DELETED
+    assert deleted(kubectl("delete", "pod", "made", "-n", "kpol").stdout) == [
+        'pod "made" deleted']
+    p = kubectl("get", "pod", "made", "-n", "kpol", check=False)
+    assert p.returncode == 1 and 'pods "made" not found' in p.stderr
     assert kubectl("delete", "ns", "kpol").stdout.strip() == 'namespace "kpol" deleted'
     assert until(lambda: not pods_of(cluster, "kpol", ""), 20)
 
