@@ -158,6 +158,21 @@ def test_scale_label_wait(cluster, kubectl):
     out = kubectl("patch", "deploy", "web", "-n", "kapp", "-p",
                   '{"spec": {"replicas": 1}}').stdout  # strategic, kubectl's default
     assert out.strip() == "deployment.apps/web patched"
+    # kubectl set image: a strategic merge patch of the container named web (merge key: name)
+    out = kubectl("set", "image", "deploy/web", "-n", "kapp", "web=nginx:1.28").stdout
+    assert out.strip() == "deployment.apps/web image updated"
+    kubectl("rollout", "status", "deploy/web", "-n", "kapp", "--timeout=60s")
+    # the rolling update ran: the pods emunet runs now have the new image, ports kept
+    assert until(lambda: {c["image"] for p in pods_of(cluster, "kapp", "web-")
+                          if not p["metadata"].get("deletionTimestamp")
+                          for c in p["spec"]["containers"]} == {"nginx:1.28"})
+    web = [p for p in pods_of(cluster, "kapp", "web-")
+           if not p["metadata"].get("deletionTimestamp")][0]
+    assert web["spec"]["containers"][0]["ports"][0]["containerPort"] == 8080
+    out = kubectl("annotate", "pod", "-n", NS, "monospaced-test", "note=hi").stdout
+    assert out.strip() == "pod/monospaced-test annotated"
+    got = json.loads(kubectl("get", "pod", "-n", NS, "monospaced-test", "-o", "json").stdout)
+    assert got["metadata"]["annotations"]["note"] == "hi"
     out = kubectl("label", "pod", "-n", NS, "monospaced-test", "tier=web").stdout
     assert out.strip() == "pod/monospaced-test labeled"
     assert cluster.pod(NS, "monospaced-test")["metadata"]["labels"]["tier"] == "web"
