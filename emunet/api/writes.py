@@ -97,8 +97,9 @@ def identity(t: Target, obj: dict[str, Any], name: str | None) -> dict[str, Any]
     """apiVersion and kind from the URL when absent (the Python client sends neither), the
     namespace from the URL; a body that names another object is a 400, as upstream says."""
     res = t.res
-    if obj.setdefault("apiVersion", res.api_version) != res.api_version or \
-            obj.setdefault("kind", res.kind) != res.kind:
+    obj.setdefault("apiVersion", res.api_version)
+    obj.setdefault("kind", res.kind)
+    if obj["apiVersion"] != res.api_version or obj["kind"] != res.kind:
         raise status.bad_request(f"the API version in the data ({obj['apiVersion']}) or the "
                                  f"kind ({obj['kind']}) does not match the expected "
                                  f"{res.api_version} {res.kind}")
@@ -284,7 +285,8 @@ async def scale(request: web.Request, view: View, t: Target) -> web.Response:
         new = await read_json(request)
     else:
         raise status.not_allowed(request.method.lower(), "deployments/scale")
-    replicas = (new.get("spec") or {}).get("replicas")
+    spec = new.get("spec") if isinstance(new, dict) else None
+    replicas = spec.get("replicas") if isinstance(spec, dict) else None
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         raise status.invalid("Scale", t.name, [{
             "reason": "FieldValueInvalid", "field": "spec.replicas",

@@ -312,3 +312,52 @@ async def test_a_file_applied_by_the_cli_supersedes_the_written_body(api, tmp_pa
     api.view.refresh(st)
     got = await (await api.get(f"/apis/apps/v1/namespaces/{NS}/deployments/cli")).json()
     assert "ports" not in got["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("body", [
+    [], "x", 1, None, {"metadata": []}, {"metadata": {"name": 5}}, {"kind": ["Pod"]},
+    {"metadata": {"name": "g", "labels": ["a"]}, "spec": {"containers": "c"}},
+    {"metadata": {"name": "g", "annotations": {"k": 1}}, "spec": {"containers": [{}]}},
+    {"metadata": {"name": "g"}, "spec": {"containers": [{"name": "c", "image": "i",
+                                                       "ports": [{"containerPort": "x"}]}]}},
+    {"metadata": {"name": "g" * 300}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+])
+async def test_garbage_bodies_are_client_errors(api, body):
+    before = codec.to_dict(api.view.state)
+    r = await api.post(f"/api/v1/namespaces/{NS}/pods", data=json.dumps(body))
+    st = await r.json()
+    assert 400 <= r.status < 500 and st["kind"] == "Status", (r.status, st)
+    assert codec.to_dict(api.view.state) == before
+
+
+@pytest.mark.parametrize("ctype,patch", [
+    (SMP["Content-Type"], {"metadata": []}), (SMP["Content-Type"], {"spec": "x"}),
+    (SMP["Content-Type"], {"spec": {"containers": {"name": "x"}}}),
+    (SMP["Content-Type"], {"$patch": "frob"}),
+    (MERGE["Content-Type"], {"metadata": {"name": "other"}}),
+    (MERGE["Content-Type"], []), ("application/json-patch+json", [{"op": "add"}]),
+    ("application/json-patch+json", [{"op": "move", "from": "/nope", "path": "/a"}]),
+    (APPLY["Content-Type"], {"apiVersion": "v2"}),
+])
+async def test_garbage_patches_are_client_errors(api, ctype, patch):
+    before = codec.to_dict(api.view.state)
+    r = await api.patch(f"/api/v1/namespaces/{NS}/pods/monospaced-test",
+                        data=json.dumps(patch), headers={"Content-Type": ctype})
+    st = await r.json()
+    assert 400 <= r.status < 500 and st["kind"] == "Status", (r.status, st)
+    assert codec.to_dict(api.view.state) == before
+
+
+@pytest.mark.parametrize("body", [{"spec": []}, {"spec": {"replicas": "3"}}, {"spec": None},
+                                  {"spec": {"replicas": True}}])
+async def test_garbage_scales_are_client_errors(api, body):
+    url = f"/apis/apps/v1/namespaces/{NS}/deployments"
+    dep = {"metadata": {"name": "s"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"app": "s"}},
+        "template": {"metadata": {"labels": {"app": "s"}},
+                     "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}
+    assert (await api.post(url, json=dep)).status == 201
+    for method in (api.put, api.patch):
+        r = await method(f"{url}/s/scale", data=json.dumps(body), headers=MERGE)
+        assert 400 <= r.status < 500 and (await r.json())["kind"] == "Status"
+    assert api.view.state.deployments[(NS, "s")].replicas == 1
