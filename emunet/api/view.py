@@ -98,6 +98,9 @@ class View:
         self.oldest = 0  # a watch from below this resourceVersion is too old
         self.watchers: set[asyncio.Queue[Change | None]] = set()
         self.deleting: dict[Key, float] = {}
+        # (plural, key) -> (object, when): objects a namespace deletion took with it
+        # (emunet.api.writes answers their own DELETE as upstream does while it terminates)
+        self.cascaded: dict[tuple[str, Key], tuple[dict[str, Any], float]] = {}
         self._mtime = self._stat()
         self.refresh(self.state)
         self.oldest = self.rv

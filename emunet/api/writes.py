@@ -40,7 +40,11 @@ WRITABLE = {"namespaces", "pods", "services", "deployments", "networkpolicies",
             "ciliumnetworkpolicies"}
 PATCH_TYPES = [patch.JSON_PATCH, patch.JSON_MERGE, patch.STRATEGIC, patch.APPLY]
 _LOC = re.compile(r"^<request>:\d+: ")  # the loader's `file:line: ` (one JSON document a line)
-_TIMEOUT = 120.0  # a write that adds pods waits for their namespaces and workloads
+_TIMEOUT = 120.0
+# Upstream deletes a namespace's objects while the namespace is Terminating, so `kubectl delete
+# -f` of a file listing the namespace first still deletes each object (200). emunet deletes
+# them at once; for this long their own DELETE is answered as upstream's would be.
+CASCADE_MEMORY = 30.0  # a write that adds pods waits for their namespaces and workloads
 
 
 async def serve(request: web.Request, view: View, t: Target) -> web.StreamResponse:
@@ -243,13 +247,21 @@ async def patch_(request: web.Request, view: View, t: Target) -> web.Response:
 
 async def delete(request: web.Request, view: View, t: Target) -> web.Response:
     """Synchronous: the object is gone from the state (a pod terminates for its grace period,
-    with a deletionTimestamp, as the kubelet's does), then the object is the answer."""
+    with a deletionTimestamp, as the kubelet's does), then the object is the answer. A
+    namespace takes its objects with it (remembered: CASCADE_MEMORY)."""
     assert t.name is not None
     live = _live(view, t.res, t.key)
     if live is None:
+        gone = view.cascaded.pop((t.res.plural, t.key), None)
+        if gone is not None and time.monotonic() - gone[1] < CASCADE_MEMORY:
+            return web.json_response(gone[0])
         raise status.not_found(t.res.plural, t.name, t.res.group)
     if "dryRun" in request.query:
         return web.json_response(live)
+    now = time.monotonic()
+    taken = {(plural, key): (obj, now) for plural in WRITABLE - {"namespaces"}
+             for key, obj in view.objs.get(plural, {}).items()
+             if t.res.plural == "namespaces" and key[0] == t.name}
     ns = t.key[0] or None
     try:
         await asyncio.to_thread(control.request, "delete", timeout=_TIMEOUT,
@@ -260,6 +272,8 @@ async def delete(request: web.Request, view: View, t: Target) -> web.Response:
         raise status.forbidden(t.res.plural, t.name, str(e)) from None
     finally:
         view.reload()
+    view.cascaded = {k: v for k, v in view.cascaded.items() if now - v[1] < CASCADE_MEMORY}
+    view.cascaded.update(taken)
     return web.json_response(_live(view, t.res, t.key) or live)
 
 

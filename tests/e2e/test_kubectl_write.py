@@ -247,13 +247,13 @@ def test_delete_by_name_and_by_file(cluster, kubectl, tmp_path):
     assert deleted(out) == ['service "ssa" deleted']
     p = kubectl("get", "svc", "ssa", "-n", "kapp", check=False)
     assert p.returncode == 1 and 'services "ssa" not found' in p.stderr
-    # the objects of the file, then the namespace: emunet deletes a namespace's contents
-    # synchronously (upstream's namespace controller does it while the namespace is
-    # Terminating), so objects listed after their namespace would be 404 already
-    objs = write(tmp_path, "objs.yaml", APP.replace("REPLICAS", "1").split("---\n", 1)[1])
-    out = deleted(kubectl("delete", "-f", objs).stdout)
-    assert out == ['deployment.apps "web" deleted', 'service "web" deleted']
-    assert kubectl("delete", "ns", "kapp").stdout.strip() == 'namespace "kapp" deleted'
+    # the file lists the namespace first: its objects go with it, and their own DELETEs are
+    # answered as upstream's are while the namespace terminates
+    f = write(tmp_path, "app.yaml", APP.replace("REPLICAS", "1"))
+    out = deleted(kubectl("delete", "-f", f).stdout)
+    assert out == ['namespace "kapp" deleted', 'deployment.apps "web" deleted',
+                   'service "web" deleted']
+    assert kubectl("get", "ns", "kapp", check=False).returncode == 1
     assert not [s for s in cluster.get("svc") if s["metadata"]["namespace"] == "kapp"]
     assert until(lambda: not pods_of(cluster, "kapp", ""), 20)
     p = kubectl("delete", "pod", "nope", "-n", NS, check=False)

@@ -211,6 +211,11 @@ async def test_delete_refused_is_forbidden_and_namespace_delete_cascades(api):
     r = await api.delete(f"/api/v1/namespaces/{NS}")
     assert r.status == 200
     assert not [k for k in api.view.state.pods if k[0] == NS]
+    # taken with the namespace: its own DELETE is a 200 once (kubectl delete -f), then 404
+    svc = f"/api/v1/namespaces/{NS}/services/monospaced"
+    assert (await api.get(svc)).status == 404
+    assert (await api.delete(svc)).status == 200
+    assert (await api.delete(svc)).status == 404
 
 
 async def test_every_served_object_reapplies_unchanged_from_its_body(api):
