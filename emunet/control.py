@@ -24,9 +24,19 @@ class ControlError(EmunetError):
     the CLI exits 2, as for any bad input) and "failure" otherwise (exit 1).
     """
 
-    def __init__(self, message: str, kind: str = "failure") -> None:
+    def __init__(self, message: str, kind: str = "failure",
+                 errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(message, EXIT_BAD_INPUT if kind == "input" else EXIT_FAILURE)
         self.kind = kind
+        self.errors = errors or []  # a config error's mistakes: {"path", "message", "hint"}
+
+
+def input_error(e: Exception) -> dict[str, Any]:
+    """The answer to a request that was wrong (a StateError, a ConfigError): the message, and
+    for a config error each mistake's field path, message and hint (the API's 422 causes)."""
+    mistakes = getattr(e, "errors", None) if hasattr(e, "path") else None
+    fields = [{"path": x.path, "message": x.message, "hint": x.hint} for x in mistakes or []]
+    return {"ok": False, "error": str(e), "kind": "input", "errors": fields}
 
 
 def socket_path() -> Path:
@@ -55,7 +65,7 @@ def request(op: str, timeout: float = 60.0,
                 continue
             if not msg.get("ok"):
                 raise ControlError(msg.get("error", "request failed"),
-                                   msg.get("kind", "failure"))
+                                   msg.get("kind", "failure"), msg.get("errors"))
             return msg
     raise ControlError("the supervisor closed the connection without an answer")
 

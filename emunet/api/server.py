@@ -1,4 +1,5 @@
-"""The HTTP face: aiohttp routes for /version, discovery, and get/list/watch of every resource.
+"""The HTTP face: aiohttp routes for /version, discovery, the OpenAPI v3 stub, get/list/watch of
+every resource and the writes (emunet.api.writes).
 
 URLs follow the API server's layout (k8s.io/apiserver pkg/endpoints/installer.go):
 `/api/v1[/namespaces/NS]/PLURAL[/NAME[/SUB]]` and the same under `/apis/GROUP/VERSION`.
@@ -15,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emunet.api import events, resources, status, streams, watch
+from emunet.api import events, openapi, resources, status, streams, watch, writes
 from emunet.api.objects import VERSION
 from emunet.api.resources import Resource
 from emunet.api.selectors import SelectorError, field_selector, label_selector
@@ -117,10 +118,13 @@ async def dispatch(request: web.Request, group: str, ver: str,
             raise status.no_route()
         return web.json_response(doc)
     t = parse(group, ver, rest)
+    if t.sub == "scale" and t.res.plural == "deployments" and request.method in ("PATCH",
+                                                                                 "PUT"):
+        return await writes.scale(request, request.app[VIEW], t)
     if t.sub is not None:
         return await streams.subresource(request, request.app[VIEW], t)
     if request.method != "GET":
-        raise status.not_allowed(request.method.lower(), t.res.plural)
+        return await writes.serve(request, request.app[VIEW], t)
     if t.name is None:
         if request.query.get("watch") in ("true", "1"):
             return await watch.serve(request, request.app[VIEW], t.res, t.namespace)
@@ -170,6 +174,14 @@ async def get(request: web.Request, t: Target) -> web.Response:
     return web.json_response(obj)
 
 
+async def openapi_v3(request: web.Request) -> web.Response:
+    tail = request.match_info.get("tail", "").strip("/")
+    doc = openapi.index() if not tail else openapi.document(tail)
+    if doc is None:
+        raise status.no_route()
+    return web.json_response(doc)
+
+
 async def not_found(request: web.Request) -> web.Response:
     raise status.no_route()
 
@@ -182,6 +194,8 @@ def make_app(view: View) -> web.Application:
         app.router.add_get(path, healthz)
     app.router.add_get("/api", api_root)
     app.router.add_get("/apis", apis_root)
+    app.router.add_get("/openapi/v3", openapi_v3)
+    app.router.add_get("/openapi/v3/{tail:.*}", openapi_v3)
     app.router.add_route("*", "/api/{tail:.*}", core)
     app.router.add_route("*", "/apis/{tail:.*}", named)
     app.router.add_route("*", "/{tail:.*}", not_found)

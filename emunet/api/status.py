@@ -59,3 +59,42 @@ def not_allowed(verb: str, plural: str) -> APIError:
 
 def gone(message: str) -> APIError:
     return APIError(410, "Expired", message)
+
+
+def already_exists(plural: str, name: str, group: str = "") -> APIError:
+    what = f"{plural}.{group}" if group else plural
+    return APIError(409, "AlreadyExists", f'{what} "{name}" already exists',
+                    {"name": name, "group": group, "kind": plural})
+
+
+def invalid(kind: str, name: str, causes: list[dict[str, str]], group: str = "") -> APIError:
+    """NewInvalid: `Pod "x" is invalid: spec.f: Invalid value: ...` (one cause) or the causes
+    in brackets, each {"reason", "message", "field"} as metav1.StatusCause."""
+    what = f"{kind}.{group}" if group else kind
+    texts = [f"{c['field']}: {c['message']}" if c.get("field") else c["message"]
+             for c in causes]
+    joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    return APIError(422, "Invalid", f'{what} "{name}" is invalid: {joined}',
+                    {"name": name, "group": group, "kind": kind, "causes": causes})
+
+
+def forbidden(plural: str, name: str, why: str) -> APIError:
+    return APIError(403, "Forbidden", f'{plural} "{name}" is forbidden: {why}',
+                    {"name": name, "kind": plural})
+
+
+def unsupported_media(content_type: str, accepted: list[str]) -> APIError:
+    return APIError(415, "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format ({content_type!r}) - "
+                    f"accepted media types include: {', '.join(accepted)}", {})
+
+
+def unavailable(message: str) -> APIError:
+    return APIError(503, "ServiceUnavailable", message)
+
+
+def conflict(plural: str, name: str, group: str = "") -> APIError:
+    what = f"{plural}.{group}" if group else plural
+    return APIError(409, "Conflict", f'Operation cannot be fulfilled on {what} "{name}": the '
+                    "object has been modified; please apply your changes to the latest "
+                    "version and try again", {"name": name, "group": group, "kind": plural})

@@ -21,13 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emunet.api import apps, objects
+from emunet.api import apps, objects, stored
 from emunet.state import store
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState
 
 Key = tuple[str, str]  # (namespace or "", name)
 HISTORY = 20000  # watch events kept; a watch from an older resourceVersion gets 410 Gone
 RV_PER_GENERATION = 1000
+WRITTEN = {"namespaces": "Namespace", "pods": "Pod", "services": "Service",
+           "deployments": "Deployment", "networkpolicies": "NetworkPolicy",
+           "ciliumnetworkpolicies": "CiliumNetworkPolicy"}
 
 
 @dataclass
@@ -72,6 +75,10 @@ def build(st: ClusterState, node_ready: dict[str, bool],
             out["ciliumnetworkpolicies"][(o.namespace or "default", o.name)] = cnp
     if KUBE_SYSTEM in st.namespaces:
         out["configmaps"][(KUBE_SYSTEM, "coredns")] = apps.coredns_configmap(st)
+    if st.manifests:  # what the last write through the API said of the unmodelled fields
+        for plural, kind in WRITTEN.items():
+            for (ns, name), obj in out.get(plural, {}).items():
+                stored.overlay(obj, st.manifests.get(stored.key_of(kind, ns, name)))
     return out
 
 
@@ -91,6 +98,9 @@ class View:
         self.oldest = 0  # a watch from below this resourceVersion is too old
         self.watchers: set[asyncio.Queue[Change | None]] = set()
         self.deleting: dict[Key, float] = {}
+        # (plural, key) -> (object, when): objects a namespace deletion took with it
+        # (emunet.api.writes answers their own DELETE as upstream does while it terminates)
+        self.cascaded: dict[tuple[str, Key], tuple[dict[str, Any], float]] = {}
         self._mtime = self._stat()
         self.refresh(self.state)
         self.oldest = self.rv

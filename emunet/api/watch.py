@@ -7,6 +7,7 @@ event when it is older than the history, as for a compacted etcd revision); with
 "0") it starts with an ADDED per current object. With the Table Accept every event carries a
 one-row Table, which `kubectl get -w` needs to print its columns (research §3). An object that
 stops matching the selectors is a DELETED event for this watch, one that starts matching ADDED.
+`sendInitialEvents=true` (a streaming list) ends the initial ADDED events with the bookmark.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from emunet.api.selectors import field_selector, label_selector
 from emunet.api.tables import table
 from emunet.api.view import Change, View
 
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"  # metav1.InitialEventsAnnotationKey
 DEFAULT_TIMEOUT = 1800.0  # the API server picks 30-60 minutes when the client sets none
 
 
@@ -84,6 +86,12 @@ async def serve(request: web.Request, view: View, res: Resource,
                                  ) from None
     as_table = "as=Table" in request.headers.get("Accept", "")
     include = request.query.get("includeObject", "Metadata")
+    # Streaming lists (KEP-3157, client-go's WatchList, on in kubectl 1.35): the current
+    # objects as ADDED whatever the resourceVersion, then a BOOKMARK annotated
+    # k8s.io/initial-events-end, which the client waits for before it trusts its cache.
+    initial = request.query.get("sendInitialEvents") == "true"
+    if initial:
+        rv = None
     q = view.subscribe()  # before reading the past: no change falls between the two
     try:
         first: list[bytes] = []
@@ -92,6 +100,11 @@ async def serve(request: web.Request, view: View, res: Resource,
                 o = view.objs[res.plural][key]
                 if match(o):
                     first.append(_event("ADDED", o, res, as_table, include))
+            if initial:
+                first.append(json.dumps({"type": "BOOKMARK", "object": {
+                    "kind": res.kind, "apiVersion": res.api_version, "metadata": {
+                        "resourceVersion": str(view.rv),
+                        "annotations": {INITIAL_EVENTS_END: "true"}}}}).encode() + b"\n")
         else:
             past = view.since(rv)
             if past is None:

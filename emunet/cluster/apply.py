@@ -8,13 +8,21 @@ nothing, as the API server rejects a bad object whole.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from typing import Any
 
-from emunet.config import load_config
-from emunet.model import Manifest
+from emunet.config import load_config, load_config_text
+from emunet.model import Config, Manifest
 from emunet.model.cilium import CiliumPolicy
 from emunet.state import codec
-from emunet.state.cluster import KUBE_SYSTEM, ClusterState, PodState, StateError
+from emunet.state.cluster import (
+    KUBE_SYSTEM,
+    NS_NAME_LABEL,
+    ClusterState,
+    PodState,
+    StateError,
+)
 from emunet.state.deploy import owned_pods
 
 CNP = "CiliumNetworkPolicy"
@@ -66,10 +74,46 @@ def _copy(state: ClusterState) -> ClusterState:
 
 def apply_config(state: ClusterState, path: str) -> list[Change]:
     cfg = load_config(path, base=state.cluster)
+    changes = _apply(state, cfg)
+    # the file supersedes a body written through the API: it would show stale fields
+    for key in _object_keys(cfg):
+        state.manifests.pop(key, None)
+    return changes
+
+
+def _object_keys(cfg: Config) -> list[str]:
+    keys = [f"Namespace//{ns.name}" for ns in cfg.namespaces]
+    for kind, objs in (("Pod", cfg.pods), ("Service", cfg.services),
+                       ("Deployment", cfg.deployments), ("NetworkPolicy", cfg.network_policies),
+                       (CNP, [o for o in cfg.others if o.kind == CNP])):
+        keys += [f"{kind}/{o.namespace}/{o.name}" for o in objs]
+    return keys
+
+
+def apply_objects(state: ClusterState, objects: list[dict[str, Any]],
+                  source: str = "<request>") -> list[Change]:
+    """Objects written through the Kubernetes API (emunet.api), as one all-or-nothing apply:
+    the same loader, validation and state changes as `emunet apply -f` (the bodies are JSON
+    documents of one multi-document YAML text). On success each body is kept in
+    `state.manifests` (what the API shows of the fields emunet does not model)."""
+    text = "".join(f"---\n{json.dumps(o)}\n" for o in objects)
+    changes = _apply(state, load_config_text(text, source, base=state.cluster))
+    for o in objects:
+        md = o.get("metadata") or {}
+        ns = None if o.get("kind") == "Namespace" else md.get("namespace") or "default"
+        state.manifests[f"{o.get('kind')}/{ns or ''}/{md.get('name')}"] = o
+    return changes
+
+
+def _apply(state: ClusterState, cfg: Config) -> list[Change]:
     new = _copy(state)
     changes: list[Change] = []
     for ns in cfg.namespaces:
-        verb = "configured" if ns.name in new.namespaces else "created"
+        old_ns = new.namespaces.get(ns.name)
+        if old_ns is not None and old_ns.labels == {**ns.labels, NS_NAME_LABEL: ns.name}:
+            changes.append(Change(f"namespace/{ns.name} unchanged"))
+            continue
+        verb = "configured" if old_ns is not None else "created"
         new.add_namespace(ns)
         changes.append(Change(f"namespace/{ns.name} {verb}"))
     for svc in cfg.services:

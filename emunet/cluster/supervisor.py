@@ -23,7 +23,13 @@ from typing import Any
 
 from emunet import control, naming
 from emunet.cluster import nodepower
-from emunet.cluster.apply import Change, apply_config, delete_config, delete_object
+from emunet.cluster.apply import (
+    Change,
+    apply_config,
+    apply_objects,
+    delete_config,
+    delete_object,
+)
 from emunet.cluster.controllers import Controllers
 from emunet.cluster.workloads import Workloads
 from emunet.config import ConfigError
@@ -239,7 +245,7 @@ class Supervisor:
                 try:
                     say({"ok": True, **(await handler(req, say))})
                 except (StateError, ConfigError) as e:  # the request was wrong: exit 2
-                    say({"ok": False, "error": str(e), "kind": "input"})
+                    say(control.input_error(e))  # with the field paths (the API's 422)
                 except Exception as e:  # reported to the CLI, which shows it to the user
                     log.exception("request %s failed", op)
                     say({"ok": False, "error": str(e), "kind": "failure"})
@@ -300,6 +306,13 @@ class Supervisor:
     async def _op_apply(self, req, say) -> dict:
         async with self.lock:
             changes = apply_config(self.state, req["file"])
+            return await self._carry_out(changes, say)
+
+    async def _op_apply_objects(self, req, say) -> dict:
+        """Objects written through the Kubernetes API (JSON bodies, not a file): the same
+        validation and all-or-nothing apply as `_op_apply`."""
+        async with self.lock:
+            changes = apply_objects(self.state, req["objects"])
             return await self._carry_out(changes, say)
 
     async def _op_delete(self, req, say) -> dict:

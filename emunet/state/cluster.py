@@ -102,6 +102,10 @@ class ClusterState:
     # "<kind>/<namespace>/<name>" -> when the object first appeared in a published state (the
     # API's metadata.creationTimestamp; its uid derives from it), kept by `stamp`
     created: dict[str, float] = field(default_factory=dict)
+    # "<kind>/<namespace>/<name>" -> the body of the object's last write through the API
+    # (emunet.api.stored: the fields emunet does not model, kubectl's last-applied annotation),
+    # forgotten with the object by `stamp`
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Derived, not serialised: ClusterIP -> Service key, built on first use and kept in step
     # by add_service/remove_service, so allocating 5,000 Services is not quadratic.
     _ip_owner: dict[str, tuple[str, str]] | None = field(default=None, repr=False,
@@ -253,6 +257,7 @@ class ClusterState:
         self.generation += 1
         keys = object_keys(self)
         self.created = {k: self.created.get(k, now) for k in keys}
+        self.manifests = {k: v for k, v in self.manifests.items() if k in self.created}
 
     # ---- queries ---------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ def to_dict(st: ClusterState) -> dict[str, Any]:
         "links": {n: dataclasses.asdict(i) for n, i in st.links.items()},
         "generation": st.generation,
         "created": dict(st.created),
+        "manifests": dict(st.manifests),
     }
 
 
@@ -70,6 +71,7 @@ def from_dict(d: dict[str, Any]) -> ClusterState:
     st.links = {n: model.Impairment(**i) for n, i in d.get("links", {}).items()}
     st.generation = d.get("generation", 0)
     st.created = dict(d.get("created", {}))
+    st.manifests = dict(d.get("manifests", {}))
     return st
 
 

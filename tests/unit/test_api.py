@@ -196,6 +196,18 @@ async def test_watch_without_resource_version_starts_with_added(api):
         ("ADDED", "monospaced-test")]
 
 
+async def test_streaming_list_ends_its_initial_events_with_a_bookmark(api):
+    """KEP-3157 WatchList (kubectl 1.35's rollout status, wait): sendInitialEvents=true."""
+    params = {"labelSelector": "app=monospaced", "sendInitialEvents": "true",
+              "resourceVersionMatch": "NotOlderThan", "allowWatchBookmarks": "true",
+              "resourceVersion": "5"}
+    events = await _watch_lines(api, params, {}, lambda: None)
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    bm = events[1]["object"]
+    assert bm["kind"] == "Pod" and bm["metadata"]["resourceVersion"] == str(api.view.rv)
+    assert bm["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
 async def test_watch_from_a_too_old_resource_version_is_410(api):
     events = await _watch_lines(api, {"resourceVersion": "5"}, {}, lambda: None)
     assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410
