@@ -20,10 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 
-pytestmark = needs_root
 NS = "blog-website"
 BUNDLED = Path("/usr/lib/google-cloud-sdk/bin")  # the dispatcher's per-minor builds
 
@@ -38,13 +36,8 @@ def kubectl_bin() -> str:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emk"))
-    try:
-        c.emunet("up", c.config, timeout=120)
-        yield c
-    finally:
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    return module_clusters(ROOT / "configs" / "two-node.yaml", "emk")
 
 
 @pytest.fixture
@@ -233,15 +226,15 @@ def test_api_server_listens_on_loopback_only(cluster):
     assert p.returncode == 2 and "loopback" in p.stderr
 
 
-def test_up_with_the_api_port_taken_is_a_clear_error(tmp_path):
+def test_up_with_the_api_port_taken_is_a_clear_error(clusters):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emq"),
-                    run_dir=tmp_path / "run")
+        c = clusters(ROOT / "configs" / "two-node.yaml", "emq", up=False)
         c.env["EMUNET_API_PORT"] = str(port)
         p = c.emunet("up", c.config, check=False)
+        c.is_down = True  # nothing was built: nothing to take down
     assert p.returncode == 1
     assert f"127.0.0.1:{port} is taken" in p.stderr and "spec.apiServer.port" in p.stderr
-    assert not c.netns() and not (tmp_path / "run" / "manifest.json").exists()
+    assert not c.netns() and not (c.run_dir / "manifest.json").exists()

@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, unique_prefix
 from tests.e2e.cluster import ROOT, Cluster
 from tests.e2e.test_kubectl import kubectl_bin
 
-pytestmark = needs_root
 NS = "blog-website"
 
 APP = """\
@@ -65,13 +63,8 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(str(ROOT / "configs" / "two-node.yaml"), unique_prefix("emw"))
-    try:
-        c.emunet("up", c.config, timeout=120)
-        yield c
-    finally:
-        c.down_clean()
+def cluster(module_clusters) -> Cluster:
+    return module_clusters(ROOT / "configs" / "two-node.yaml", "emkw")
 
 
 @pytest.fixture
