@@ -39,6 +39,7 @@ def _open(pair: PipelinePair):
     assert IP(s.frame[14:]).dst == w.ip  # DNAT on the client's node
     [back] = pair.send("node-2", _reply(w, c, 40000), w.host_ifname)
     assert IP(back.frame[14:]).src == VIP
+    pair.send("node-1", _syn(c, 40000, flags="A"), c.host_ifname)  # the handshake's last ACK
     return c, w
 
 
@@ -91,13 +92,14 @@ def test_syn_flood_is_bounded_and_spares_established_flows():
     reply = Ether(src=o.mac, dst=GW_MAC) / IP(src=o.ip, dst=c.ip) / TCP(sport=7, dport=1,
                                                                       flags="SA")
     dp.process(bytes(reply), o.host_ifname, 0)
+    dp.process(_syn(c, 1, dst=o.ip, dport=7, flags="A"), c.host_ifname, 0)
     syn = bytearray(_syn(c, 0))
     for port in range(2, 20002):  # 20k half-open connections to the ClusterIP
         syn[34:36] = port.to_bytes(2, "big")  # the TCP source port (checksums are not checked)
         dp.process(bytes(syn), c.host_ifname, 1)
     assert len(dp.ct) == 100
     assert dp.ct.evicted == 20000 - 99
-    est = [x for x in dp.ct.conns() if x.replied]
+    est = [x for x in dp.ct.conns() if x.assured]
     assert len(est) == 1 and est[0].expires > TCP_SYN_SENT  # established: 5 days
 
 
@@ -110,7 +112,8 @@ def test_full_of_established_flows_refuses_new_ones():
     w = pod(pair.st, "web-0")
     pair.send("node-1", _syn(c, 40001), c.host_ifname)
     pair.send("node-2", _reply(w, c, 40001), w.host_ifname)
-    assert len(ct) == 2 and all(x.replied for x in ct.conns())
+    pair.send("node-1", _syn(c, 40001, flags="A"), c.host_ifname)
+    assert len(ct) == 2 and all(x.assured for x in ct.conns())
     pair.send("node-1", _syn(c, 40002), c.host_ifname)
     assert ct.insert_failed == 1 and len(ct) == 2
     assert pair.drops  # the new flow's SYN was dropped, with a reason
@@ -128,9 +131,10 @@ def test_flood_after_many_established_flows_still_recycles_itself():
         back = Ether(src=o.mac, dst=GW_MAC) / IP(src=o.ip, dst=c.ip) / TCP(
             sport=7, dport=port, flags="SA")
         dp.process(bytes(back), o.host_ifname, 0)
+        dp.process(_syn(c, port, dst=o.ip, dport=7, flags="A"), c.host_ifname, 0)
     syn = bytearray(_syn(c, 0))
     for port in range(1000, 6000):
         syn[34:36] = port.to_bytes(2, "big")
         dp.process(bytes(syn), c.host_ifname, 1)
     assert len(dp.ct) == 400 and dp.ct.insert_failed == 0
-    assert sum(x.replied for x in dp.ct.conns()) == 300
+    assert sum(x.assured for x in dp.ct.conns()) == 300
