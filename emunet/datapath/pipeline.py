@@ -27,7 +27,8 @@ from emunet import packets as pk
 from emunet.datapath import ctscrub
 from emunet.datapath.actions import Action, Drop, Encap, Send
 from emunet.datapath.affinity import Affinity
-from emunet.datapath.conntrack import CLASH, OK, Conn, Conntrack
+from emunet.datapath.conntrack import CLASH, OK, Conn, Conntrack, Rewrite
+from emunet.datapath.frags import Fragments
 from emunet.datapath.nodeport import NodePort
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.replies import Replies
@@ -65,7 +66,7 @@ _BEHIND_MACS = slice(ETH_MACS.stop, None)  # ethertype onwards: what VXLAN encap
 NAT_TRIES = 128  # nf_nat_l4proto_unique_tuple's attempts before it gives up
 
 
-class Datapath(Replies, NodePort):
+class Datapath(Replies, NodePort, Fragments):
     """One node's pipeline. `rng` picks service backends (inject a seeded one in tests).
 
     ARP replies, REJECT, gateway pings and ICMP error NAT are inherited from Replies
@@ -78,6 +79,7 @@ class Datapath(Replies, NodePort):
         self.rng = rng
         self.ct = Conntrack()
         self.affinity = Affinity()  # sessionAffinity: ClientIP
+        self.frags: dict[bytes, tuple[Rewrite | None, float]] = {}  # emunet.datapath.frags
         # NodePort clients on the underlay: IP -> reply MACs (client's + our eth0's), learned
         # from their frames (emunet.datapath.nodeport), as the node's neighbour table would
         self.neigh: dict[bytes, bytes] = {}
@@ -114,6 +116,7 @@ class Datapath(Replies, NodePort):
 
     def expire(self, now: float) -> int:
         self.affinity.expire(now)
+        self.expire_frags(now)
         return self.ct.expire(now)
 
     @property
@@ -196,12 +199,8 @@ class Datapath(Replies, NodePort):
         `pod` is the sending local pod (None for frames from the overlay: no service LB there,
         the client's node already did it, as kube-proxy does on the client's node).
         """
-        if frag:
-            # Linux defragments before conntrack; emunet pods use MTU 1450 with DF (PMTU),
-            # so a fragment can only be routed by address, never load-balanced.
-            if bytes(f[IP_DST]) in self.tables.cluster_ips:
-                return self._drop(DropReason.FRAG_NOT_SUPPORTED, "fragment to a ClusterIP")
-            return self._policy(f, proto, 0, pod)  # no ports seen: only port-less rules
+        if frag:  # tracked by IP id (emunet.datapath.frags), so DNAT applies to each
+            return self._fragment(f, l4, end, proto, now, pod)
         if proto == PROTO_ICMP and f[l4] in _ICMP_ERRORS:
             return self._icmp_error(f, l4, end)
         key = tuple_key(f, l4, proto)
