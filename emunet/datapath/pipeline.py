@@ -175,7 +175,7 @@ class Datapath(Replies, NodePort, Fragments):
             out = [Send(bridged.port, bytes(f))]
         return self._verdicts(out if out is not None else self._route(f), now)
 
-    def _verdicts(self, out: list[Action], now: float = 0.0) -> list[Action]:
+    def _verdicts(self, out: list[Action], now: float) -> list[Action]:
         """The end of every path a packet takes after conntrack: confirm the connection it
         opens if it leaves (Linux confirms at the last hook, __nf_conntrack_confirm: a packet
         dropped later leaves no entry), and prefix the policy verdicts taken for it (events
