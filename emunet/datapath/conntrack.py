@@ -33,7 +33,6 @@ from emunet.packets import (
     KEY_DST,
     KEY_SRC,
     PROTO_TCP,
-    PROTO_UDP,
     TCP_FIN,
     TCP_RST,
     TCP_SYN,
@@ -138,8 +137,9 @@ class Conntrack:
         new deadline. False: the first packet of a new connection, for the caller to decide
         (and `admit`).
 
-        An assured ESTABLISHED connection (or UDP stream) costs one test: no SYN, FIN or RST
-        keeps it where it is. Anything else goes through `Conn.advance` (the state machine).
+        An assured ESTABLISHED connection (or UDP stream) costs one test (`Conn.steady`): no
+        SYN, FIN or RST keeps it where it is. Anything else goes through `Conn.advance` (the
+        state machine).
         A new SYN on a TIME_WAIT/CLOSE connection's tuple means the client reused its port
         while our entry lingers: Linux conntrack destroys the old entry and tracks the SYN as a
         new connection (nf_conntrack_proto_tcp, TIME_WAIT/CLOSE + SYN), so it is load-balanced
@@ -153,7 +153,7 @@ class Conntrack:
         if conn.expires <= now:
             self.remove(conn)
             return False
-        steady = conn.steady
+        steady = conn.rsteady if is_reply else conn.steady
         if steady and not tcp_flags & _SFR:
             conn.expires = now + steady
             rw = conn.rev if is_reply else conn.fwd
@@ -205,7 +205,6 @@ class Conntrack:
         """A connection a new policy denies: it keeps its tuples (so neither side's next
         packet is picked up as a new, unpoliced flow) but every packet is policed anew."""
         conn.set_state(cttcp.CUT)
-        conn.steady = 0.0
         conn.expires = now + cttcp.TIMEOUTS[cttcp.CUT]
         self.version += 1
 
@@ -276,10 +275,7 @@ class Conntrack:
             if not self.add(conn, now):
                 continue
             conn.replied, conn.assured = bool(replied), assured
-            if conn.proto == PROTO_TCP:
-                conn.set_state(state)
-            elif assured:
-                conn.steady = UDP_STREAM if conn.proto == PROTO_UDP else 0.0
+            conn.set_state(state if conn.proto == PROTO_TCP else 0)
             conn.born = now - UDP_STREAM_AFTER if assured else now
             conn.expires = now + left
             n += 1

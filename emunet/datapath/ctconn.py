@@ -104,13 +104,15 @@ class Conn:
     `state` is the TCP state (emunet.datapath.cttcp, nf_conntrack's numbers; 0 for UDP and
     ICMP), `replied` Linux's IPS_SEEN_REPLY, `assured` IPS_ASSURED (TCP: the handshake
     completed; UDP: a stream, answered and still active 2 s on), `closing` a TCP state from
-    FIN_WAIT on. `steady` is the timeout a packet renews without any state change (an assured
-    ESTABLISHED TCP connection or UDP stream), 0 otherwise: the fast path's one test.
+    FIN_WAIT on. `steady` (`rsteady` for the reply direction) is the timeout a packet of that
+    direction renews without any state change (an assured ESTABLISHED TCP connection or UDP
+    stream; the original direction of a picked-up flow or of unanswered UDP), 0 when the packet
+    may move the state: the fast path's one test.
     """
 
     __slots__ = ("proto", "orig", "orig_key", "reply_key", "fwd", "rev", "replied", "closing",
                  "expires", "service", "backend", "json_parts", "state", "assured", "steady",
-                 "born")
+                 "rsteady", "born")
 
     def __init__(self, proto: int, orig: tuple[bytes, bytes, bytes, bytes],
                  reply: tuple[bytes, bytes, bytes, bytes], service: str = "",
@@ -134,7 +136,7 @@ class Conn:
         self.closing = False
         self.assured = False
         self.state = 0
-        self.steady = 0.0
+        self.steady = self.rsteady = 0.0
         self.expires = 0.0
         self.born = 0.0
         self.service = service
@@ -150,11 +152,35 @@ class Conn:
                                   else cttcp.TIMEOUTS[self.state])
         else:
             self.expires = now + (UDP_UNREPLIED if self.proto == PROTO_UDP else ICMP_TIMEOUT)
+            self.settle()
 
     def set_state(self, state: int) -> None:
         self.state = state
         self.closing = state in cttcp.CLOSING
-        self.steady = TCP_ESTABLISHED if state == cttcp.ESTABLISHED and self.assured else 0.0
+        self.settle()
+
+    def settle(self) -> None:
+        """Derive `steady`/`rsteady` from the state (see the class doc)."""
+        proto = self.proto
+        if self.state == cttcp.CUT:
+            s = r = 0.0
+        elif proto == PROTO_TCP:
+            if self.state != cttcp.ESTABLISHED:
+                s = r = 0.0
+            elif self.assured:
+                s = r = TCP_ESTABLISHED
+            else:  # picked up, unanswered: its peer's first word assures it (advance)
+                s, r = cttcp.UNACK, 0.0
+        elif proto == PROTO_UDP:
+            if self.assured:
+                s = r = UDP_STREAM
+            elif self.replied:
+                s = r = 0.0  # a stream yet? advance looks at the time
+            else:
+                s, r = UDP_UNREPLIED, 0.0
+        else:
+            s, r = ICMP_TIMEOUT, (ICMP_TIMEOUT if self.replied else 0.0)
+        self.steady, self.rsteady = s, r
 
     def advance(self, is_reply: bool, tcp_flags: int, now: float) -> int:
         """A packet of this connection off the fast path: move the state, renew the deadline.
@@ -177,8 +203,9 @@ class Conn:
                 # nf_conntrack_proto_udp.c: seen both ways and still active after 2 s (its
                 # stream_ts): a stream, assured, udp_timeout_stream; before that 30 s
                 if not self.assured and now >= self.born + UDP_STREAM_AFTER:
-                    self.assured, self.steady = True, UDP_STREAM
+                    self.assured = True
                 self.expires = now + (UDP_STREAM if self.assured else UDP_UNREPLIED)
+            self.settle()
             return PASS
         old = self.state
         i = cttcp.index(tcp_flags)
