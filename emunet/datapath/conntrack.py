@@ -83,9 +83,13 @@ class Conntrack:
     def admit(self, conn: Conn, now: float) -> int:
         """May `conn` be tracked? OK; CLASH: one of its tuples is a live connection's (NAT
         picks another, nf_nat_used_tuple); FULL: no room, even after early drop."""
-        if self.lookup(conn.orig_key, now) is not None or \
-                self.lookup(conn.reply_key, now) is not None:
-            return CLASH
+        table = self.table
+        for k in (conn.orig_key, conn.reply_key):
+            hit = table.get(k)
+            if hit is not None:
+                if hit[0].expires > now:
+                    return CLASH
+                self.remove(hit[0])  # expired: gone, as `lookup` would
         if len(self.table) >= 2 * self.max_entries and not self._early_drop(now):
             self.insert_failed += 1
             return FULL

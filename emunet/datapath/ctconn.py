@@ -147,9 +147,13 @@ class Conn:
         """The state and deadline its first packet gives a new connection (tcp_new)."""
         self.born = now
         if self.proto == PROTO_TCP:
-            self.set_state(cttcp.first_state(tcp_flags))
-            self.expires = now + (cttcp.UNACK if self.state == cttcp.ESTABLISHED
-                                  else cttcp.TIMEOUTS[self.state])
+            state = self.state = cttcp.first_state(tcp_flags)
+            if state == cttcp.ESTABLISHED:  # picked up: see settle (inlined, a new flow's cost)
+                self.steady = self.expires = cttcp.UNACK
+                self.expires += now
+            else:
+                self.closing = state == cttcp.CLOSE
+                self.expires = now + cttcp.TIMEOUTS[state]
         else:
             self.expires = now + (UDP_UNREPLIED if self.proto == PROTO_UDP else ICMP_TIMEOUT)
             self.settle()
