@@ -31,6 +31,7 @@ from emunet import nodeproc
 from emunet.agent.ctstore import CtStore
 from emunet.agent.tx import SO_NO_CHECK, SOL_UDP, U16N, UDP_GRO, Transmit
 from emunet.datapath import NodeTables, gso
+from emunet.datapath.ctscrub import pod_owners
 from emunet.datapath.netem import UnderlayShaper
 from emunet.host.underlay import underlay_socket
 from emunet.observe.flowlog import FlowLog
@@ -84,7 +85,8 @@ class Agent(Transmit):
         self._shape()
         # conntrack (and so NAT) outlives this process: load the last agent's snapshot first
         self.ct_store = CtStore.attach(self.dp.ct, run_dir, node,
-                                       self._state.cluster.conntrack_max, time.monotonic())
+                                       self._state.cluster.conntrack_max, time.monotonic(),
+                                       pod_owners(self._state))
         me = self._state.node(node)
         # flow events (emunet.observe): records appended to a capped file `observe` reads
         self.flows = FlowLog(run_dir / f"flows-{node}.jsonl")
@@ -173,9 +175,10 @@ class Agent(Transmit):
         log.info("veth %s gone (%s)", name, err.strerror)
 
     def reload(self) -> None:
-        self.dp.update(self._load())
+        self.dp.update(self._load(), time.monotonic())  # a new policy cuts what it denies
         self._shape()
         self.ct_store.configure(self._state.cluster.conntrack_max)
+        self.ct_store.rescrub(pod_owners(self._state))  # IPs whose pod went or changed
         self._sync_ports()
         self._report_loaded()
         log.info("emunet agent %s: reloaded, %d pods (%d veths not ready)", self.node,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from emunet import packets as pk
 from emunet.datapath.actions import Action, Send
 from emunet.datapath.affinity import Affinity
-from emunet.datapath.conntrack import Conn, Conntrack
+from emunet.datapath.conntrack import OK, Conn, Conntrack
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.tables import NodeTables
 from emunet.packets import (
@@ -68,6 +68,7 @@ class NodePort:
     affinity: Affinity
     neigh: dict[bytes, bytes]
     _c: Counter[str]
+    _new: tuple[Conn, int] | None
 
     if TYPE_CHECKING:  # Datapath's own stages
         def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
@@ -78,11 +79,11 @@ class NodePort:
 
         def _route(self, f: bytearray) -> list[Action]: ...
 
-        def _verdicts(self, out: list[Action]) -> list[Action]: ...
+        def _verdicts(self, out: list[Action], now: float) -> list[Action]: ...
 
     def process_nodeport(self, frame: bytes, now: float) -> list[Action]:
         """A frame for a node port that arrived on this node's underlay eth0."""
-        return self._verdicts(self._from_underlay(frame, now))
+        return self._verdicts(self._from_underlay(frame, now), now)
 
     def _from_underlay(self, frame: bytes, now: float) -> list[Action]:
         t = self.tables
@@ -122,11 +123,12 @@ class NodePort:
             snat = sport if i == 0 else U16.pack(self.rng.randrange(*EPHEMERAL))
             c = Conn(proto, (src, t.underlay_ip, sport, key[KEY_DPORT]),
                      (bip, t.gateway_ip, U16.pack(bport), snat), target.name, (bip, bport))
-            if self.ct.add(c, now, flags):
+            if self.ct.admit(c, now) == OK:
                 conn = c
                 break
         if conn is None or conn.fwd is None:
             return self._drop(DropReason.CT_INVALID, f"no free SNAT port for {target.name}")
+        self._new = (conn, flags)  # confirmed when it leaves (Datapath._verdicts)
         self._c["nodeport_dnat"] += 1
         conn.fwd.apply(f, ETH_LEN, l4, proto, end)
         return self._route(f)

@@ -24,9 +24,11 @@ import random
 from collections import Counter
 
 from emunet import packets as pk
+from emunet.datapath import ctscrub
 from emunet.datapath.actions import Action, Drop, Encap, Send
 from emunet.datapath.affinity import Affinity
-from emunet.datapath.conntrack import Conn, Conntrack
+from emunet.datapath.conntrack import CLASH, OK, Conn, Conntrack, Rewrite
+from emunet.datapath.frags import Fragments
 from emunet.datapath.nodeport import NodePort
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.replies import Replies
@@ -61,9 +63,10 @@ from emunet.packets import (
 _ICMP_ERRORS = (pk.ICMP_UNREACH, pk.ICMP_TIME_EXCEEDED, 4, 5, 12)  # RFC 792 error types
 _DROP_KEYS = {r: "drop:" + r.name for r in DropReason}  # counter names (Enum.name is slow)
 _BEHIND_MACS = slice(ETH_MACS.stop, None)  # ethertype onwards: what VXLAN encap keeps
+NAT_TRIES = 128  # nf_nat_l4proto_unique_tuple's attempts before it gives up
 
 
-class Datapath(Replies, NodePort):
+class Datapath(Replies, NodePort, Fragments):
     """One node's pipeline. `rng` picks service backends (inject a seeded one in tests).
 
     ARP replies, REJECT, gateway pings and ICMP error NAT are inherited from Replies
@@ -76,21 +79,27 @@ class Datapath(Replies, NodePort):
         self.rng = rng
         self.ct = Conntrack()
         self.affinity = Affinity()  # sessionAffinity: ClientIP
+        self.frags: dict[bytes, tuple[Rewrite | None, float]] = {}  # emunet.datapath.frags
         # NodePort clients on the underlay: IP -> reply MACs (client's + our eth0's), learned
         # from their frames (emunet.datapath.nodeport), as the node's neighbour table would
         self.neigh: dict[bytes, bytes] = {}
         self._c: Counter[str] = Counter()
         self._v: list[Action] = []  # allow verdicts of the packet in hand (policy events)
+        # the connection the packet in hand opens, confirmed when it leaves (`_verdicts`)
+        self._new: tuple[Conn, int] | None = None
 
     # ---- control ------------------------------------------------------------------------------
 
-    def update(self, tables: NodeTables) -> None:
+    def update(self, tables: NodeTables, now: float | None = None) -> None:
         """Swap in new tables; conntrack is kept so established flows survive.
 
         Like kube-proxy (pkg/proxy/conntrack), UDP flows to a backend that is no longer a ready
         endpoint of its Service are forgotten, so the client's next datagram is re-balanced.
+        With `now`, a changed policy is applied to the connections already tracked (`police`).
         """
-        self.tables = tables
+        old, self.tables = self.tables, tables
+        if now is not None and tables.policy != old.policy:
+            self.police(now)
         for conn in self.ct.conns():
             if conn.backend is None or conn.proto != PROTO_UDP:
                 continue
@@ -99,8 +108,15 @@ class Datapath(Replies, NodePort):
             if target is None or conn.backend not in target.backends:
                 self.ct.remove(conn)
 
+    def police(self, now: float) -> int:
+        """Apply the policy in force to the tracked connections (emunet.datapath.ctscrub)."""
+        n = ctscrub.police(self.ct, self.tables.policy, now)
+        self._c["ct_policy_cut"] += n
+        return n
+
     def expire(self, now: float) -> int:
         self.affinity.expire(now)
+        self.expire_frags(now)
         return self.ct.expire(now)
 
     @property
@@ -153,14 +169,22 @@ class Datapath(Replies, NodePort):
                               Send(in_port, err))
         out = self._track(f, l4, end, proto, frag, now, pod)
         if out is None and self.neigh and bytes(f[IP_DST]) in self.neigh:
-            return self._verdicts(self._to_underlay(f))  # a NodePort reply, reverse-NAT'ed
+            return self._verdicts(self._to_underlay(f), now)  # a NodePort reply, un-NAT'ed
         if out is None and bridged is not None:  # cni0 bridging: MACs and TTL untouched
             self._c["forwarded"] += 1
             out = [Send(bridged.port, bytes(f))]
-        return self._verdicts(out if out is not None else self._route(f))
+        return self._verdicts(out if out is not None else self._route(f), now)
 
-    def _verdicts(self, out: list[Action]) -> list[Action]:
-        """Prefix the policy verdicts taken for this packet (events for observability)."""
+    def _verdicts(self, out: list[Action], now: float) -> list[Action]:
+        """The end of every path a packet takes after conntrack: confirm the connection it
+        opens if it leaves (Linux confirms at the last hook, __nf_conntrack_confirm: a packet
+        dropped later leaves no entry), and prefix the policy verdicts taken for it (events
+        for observability)."""
+        if self._new is not None:
+            conn, flags = self._new
+            self._new = None
+            if not out or type(out[-1]) is not Drop:
+                self.ct.confirm(conn, now, flags)
         if self._v:
             out = [*self._v, *out]
             self._v = []
@@ -175,12 +199,8 @@ class Datapath(Replies, NodePort):
         `pod` is the sending local pod (None for frames from the overlay: no service LB there,
         the client's node already did it, as kube-proxy does on the client's node).
         """
-        if frag:
-            # Linux defragments before conntrack; emunet pods use MTU 1450 with DF (PMTU),
-            # so a fragment can only be routed by address, never load-balanced.
-            if bytes(f[IP_DST]) in self.tables.cluster_ips:
-                return self._drop(DropReason.FRAG_NOT_SUPPORTED, "fragment to a ClusterIP")
-            return self._policy(f, proto, 0, pod)  # no ports seen: only port-less rules
+        if frag:  # tracked by IP id (emunet.datapath.frags), so DNAT applies to each
+            return self._fragment(f, l4, end, proto, now, pod)
         if proto == PROTO_ICMP and f[l4] in _ICMP_ERRORS:
             return self._icmp_error(f, l4, end)
         key = tuple_key(f, l4, proto)
@@ -207,12 +227,41 @@ class Datapath(Replies, NodePort):
             return denied
         proxy = self._l7_redirect(proto)
         if proxy is None:
-            self.ct.add(Conn(proto, orig, reply), now, flags)  # a clash just stays untracked
-            return None
+            conn = Conn(proto, orig, reply)
+            verdict = self.ct.admit(conn, now)
+            if verdict == CLASH and pod is not None and proto != PROTO_ICMP and \
+                    self.ct.lookup(conn.orig_key, now) is None:
+                conn = self._remap(proto, orig, reply, "", None, now)  # nf_nat's null binding
+                if conn is not None:
+                    self._new = (conn, flags)
+                    assert conn.fwd is not None
+                    conn.fwd.apply(f, ETH_LEN, l4, proto, end)
+            elif verdict == OK:
+                self._new = (conn, flags)
+            return None  # a clash or a full table: the packet goes on untracked
         conn = Conn(proto, orig, (reply[0], reply[1], U16.pack(proxy), reply[3]))
-        if not self.ct.add(conn, now, flags) or conn.fwd is None:  # never bypass the proxy
+        if self.ct.admit(conn, now) != OK or conn.fwd is None:  # never bypass the proxy
             return self._drop(DropReason.CT_INVALID, "L7 redirect tuple clash")
+        self._new = (conn, flags)
         conn.fwd.apply(f, ETH_LEN, l4, proto, end)
+        return None
+
+    def _remap(self, proto: int, orig: tuple[bytes, bytes, bytes, bytes],
+               reply: tuple[bytes, bytes, bytes, bytes], service: str,
+               backend: tuple[bytes, int] | None, now: float) -> Conn | None:
+        """The reply tuple is taken (the client's port already used to reach the same backend
+        directly, or through the Service): pick another source port, as Linux's NAT does for
+        every connection (nf_nat_core.c get_unique_tuple, nf_nat_used_tuple, then
+        nf_nat_l4proto_unique_tuple: a random port of the same class, below 512, below 1024
+        or above). The replies get the client's own port back (reverse NAT)."""
+        sport = U16.unpack(orig[2])[0]
+        lo, hi = (1, 511) if sport < 512 else (600, 1023) if sport < 1024 else (1024, 65535)
+        for _ in range(NAT_TRIES):
+            conn = Conn(proto, orig, (*reply[:3], U16.pack(self.rng.randint(lo, hi))),
+                        service, backend)
+            if self.ct.admit(conn, now) == OK:
+                self._c["nat_port_remapped"] += 1
+                return conn
         return None
 
     def _l7_redirect(self, proto: int) -> int | None:
@@ -253,8 +302,20 @@ class Datapath(Replies, NodePort):
         conn = Conn(proto, (src, cip, sport, key[KEY_DPORT]),
                     (bip, reply_dst, U16.pack(bport if proxy is None else proxy), sport),
                     target.name, (bip, bport))
-        if not self.ct.add(conn, now, flags):
-            return self._drop(DropReason.CT_INVALID, f"NAT tuple clash for {target.name}")
+        verdict = self.ct.admit(conn, now)
+        if verdict == CLASH and self.ct.lookup(conn.orig_key, now) is None:
+            rk = conn.reply_key
+            remapped = self._remap(proto, conn.orig, (bip, reply_dst, rk[KEY_SPORT],
+                                                      rk[KEY_DPORT]), target.name, (bip, bport),
+                                   now)
+            if remapped is None:
+                return self._drop(DropReason.CT_INVALID, f"NAT tuple clash for {target.name}")
+            conn = remapped
+        elif verdict == CLASH:
+            return self._drop(DropReason.CT_INVALID, f"a connection cut by policy ({svc_name})")
+        elif verdict != OK:
+            return self._drop(DropReason.CT_INVALID, f"conntrack table full ({svc_name})")
+        self._new = (conn, flags)
         self._c["dnat"] += 1
         assert conn.fwd is not None
         conn.fwd.apply(f, ETH_LEN, l4, proto, end)
@@ -335,10 +396,11 @@ class Datapath(Replies, NodePort):
             return self._drop(DropReason.TTL_EXCEEDED, "decapsulated packet")
         out = self._track(f, l4, end, proto, frag, now, None)
         if out is not None:
-            return self._verdicts(out)
+            return self._verdicts(out, now)
         if self.neigh and bytes(f[IP_DST]) in self.neigh:
-            return self._verdicts(self._to_underlay(f))  # a remote backend's NodePort reply
+            return self._verdicts(self._to_underlay(f), now)  # a remote backend's NodePort reply
         if bytes(f[IP_DST]) not in t.pods_by_ip:
-            return self._drop(DropReason.NO_ROUTE, f"no pod {pk.ip_str(f[IP_DST])} on {t.node}")
+            return self._verdicts(self._drop(DropReason.NO_ROUTE, f"no pod "
+                                             f"{pk.ip_str(f[IP_DST])} on {t.node}"), now)
         self._c["decap"] += 1
-        return self._verdicts(self._route(f))
+        return self._verdicts(self._route(f), now)

@@ -3,7 +3,7 @@
 `PipelinePair` joins two nodes' pure datapaths: node A's Encap output is fed to node B's
 `process_underlay` (and back), as the underlay's UDP sockets would, so VXLAN and NAT round trips
 are tested without root. `l7_state` adds an HTTP rule (CiliumNetworkPolicy) for the web pods;
-`open_connection` opens client -> web through the ClusterIP with a SYN and its SYN-ACK.
+`open_connection` opens client -> web through the ClusterIP with the whole handshake.
 """
 
 from __future__ import annotations
@@ -143,4 +143,5 @@ def open_connection(pair: PipelinePair):
     assert IP(s.frame[14:]).dst == w.ip  # DNAT on the client's node
     [back] = pair.send("node-2", tcp_reply(w, c, 40000), w.host_ifname)
     assert IP(back.frame[14:]).src == VIP
+    pair.send("node-1", tcp_syn(c, 40000, flags="A"), c.host_ifname)  # the handshake's last ACK
     return c, w

@@ -206,8 +206,14 @@ def test_local_dnat_round_trip_and_conntrack_expiry():
     got = Ether(s.frame)
     assert (s.port, got[IP].src, got[UDP].sport) == (c.host_ifname, WEB_VIP, 53)
     assert_checksums_ok(s.frame)
-    # replied UDP lives 120 s (udp_timeout_stream); a never-answered one only 30 s
-    assert dp.expire(11.0 + 119) == 0 and dp.expire(11.0 + 121) == 1
+    # one query, one answer: still 30 s (nf_conntrack_proto_udp: not yet a stream)
+    assert dp.expire(11.0 + UDP_UNREPLIED - 1) == 0
+    # answered and still active 2 s after it began: a stream, assured, 120 s
+    # (udp_timeout_stream); a never-answered one only 30 s
+    only_send(dp.process(bytes(q), c.host_ifname, 13.0))
+    (conn,) = dp.ct.conns()
+    assert conn.assured
+    assert dp.expire(13.0 + 119) == 0 and dp.expire(13.0 + 121) == 1
     assert dp.counters["ct_entries"] == 0
     dp.process(bytes(q), c.host_ifname, 200.0)
     assert dp.expire(200.0 + UDP_UNREPLIED + 1) == 1

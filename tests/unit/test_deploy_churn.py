@@ -31,11 +31,18 @@ def test_syn_reusing_a_closed_tuple_is_balanced_to_a_live_backend() -> None:
     first = backend_of(dp.process(tcp(c, "S"), c.host_ifname, 1.0))
     gone = next(p for p in st.pods.values() if p.ip == first)
     other = next(p for p in st.pods.values() if p.pod.name.startswith("web-") and p is not gone)
+    answer = bytes(Ether(src=gone.mac, dst=GW_MAC) / IP(src=gone.ip, dst=c.ip)
+                   / TCP(sport=8080, dport=40000, flags="SA", seq=8, ack=2))
+    dp.process(answer, gone.host_ifname, 1.01)
+    dp.process(tcp(c, "A", seq=2, ack=9), c.host_ifname, 1.02)
     # the backend answers and closes first (HTTP "Connection: close"), the client FINs too
     rep = bytes(Ether(src=gone.mac, dst=GW_MAC) / IP(src=gone.ip, dst=c.ip)
                 / TCP(sport=8080, dport=40000, flags="FA", seq=9, ack=2))
     dp.process(rep, gone.host_ifname, 1.1)
     dp.process(tcp(c, "FA", seq=2, ack=10), c.host_ifname, 1.2)
+    last = bytes(Ether(src=gone.mac, dst=GW_MAC) / IP(src=gone.ip, dst=c.ip)
+                 / TCP(sport=8080, dport=40000, flags="A", seq=10, ack=3))
+    dp.process(last, gone.host_ifname, 1.3)  # the last ACK: TIME_WAIT
     # the backend pod is deleted; the client reuses its port for the next connection
     st.remove_pod(gone.key)
     dp.update(NodeTables.from_state(st, "node-1"))

@@ -136,10 +136,16 @@ def _assert_one_new_flow(dp: ObservedDatapath, st: ClusterState, sport: int) -> 
 
 
 def test_a_syn_reusing_a_closing_connections_tuple_is_a_new_flow():
-    dp, st = _node1()
-    c = pod(st, "client")
-    dp.process(syn(c, WEB_VIP, 80), c.host_ifname, 1.0)
-    dp.process(syn(c, WEB_VIP, 80, flags="FA"), c.host_ifname, 2.0)  # closing: entry lingers
+    st = make_state()
+    pp = ObservedPair(st)
+    dp = pp.dps["node-1"]
+    c, w = pod(st, "client"), pod(st, "web-0")
+    pp.send("node-1", syn(c, WEB_VIP, 80), c.host_ifname)
+    pp.send("node-2", bytes(Ether(src=w.mac, dst=GW2_MAC) / IP(src=w.ip, dst=c.ip) /
+                            TCP(sport=8080, dport=40000, flags="SA")), w.host_ifname)
+    pp.send("node-1", syn(c, WEB_VIP, 80, flags="A"), c.host_ifname)
+    # the client resets the established connection: CLOSE, the entry lingers 10 s
+    pp.send("node-1", syn(c, WEB_VIP, 80, flags="R"), c.host_ifname)
     dp.drain()
     n = len(dp.ct)
     [enc] = dp.process(syn(c, WEB_VIP, 80), c.host_ifname, 3.0)  # the client reuses its port

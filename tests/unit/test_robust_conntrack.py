@@ -77,13 +77,14 @@ def test_syn_flood_is_bounded_and_spares_established_flows():
     reply = Ether(src=o.mac, dst=GW_MAC) / IP(src=o.ip, dst=c.ip) / TCP(sport=7, dport=1,
                                                                       flags="SA")
     dp.process(bytes(reply), o.host_ifname, 0)
+    dp.process(tcp_syn(c, 1, dst=o.ip, dport=7, flags="A"), c.host_ifname, 0)
     syn = bytearray(tcp_syn(c, 0))
     for port in range(2, 20002):  # 20k half-open connections to the ClusterIP
         syn[34:36] = port.to_bytes(2, "big")  # the TCP source port (checksums are not checked)
         dp.process(bytes(syn), c.host_ifname, 1)
     assert len(dp.ct) == 100
     assert dp.ct.evicted == 20000 - 99
-    est = [x for x in dp.ct.conns() if x.replied]
+    est = [x for x in dp.ct.conns() if x.assured]
     assert len(est) == 1 and est[0].expires > TCP_SYN_SENT  # established: 5 days
 
 
@@ -96,7 +97,8 @@ def test_full_of_established_flows_refuses_new_ones():
     w = pod(pair.st, "web-0")
     pair.send("node-1", tcp_syn(c, 40001), c.host_ifname)
     pair.send("node-2", tcp_reply(w, c, 40001), w.host_ifname)
-    assert len(ct) == 2 and all(x.replied for x in ct.conns())
+    pair.send("node-1", tcp_syn(c, 40001, flags="A"), c.host_ifname)
+    assert len(ct) == 2 and all(x.assured for x in ct.conns())
     pair.send("node-1", tcp_syn(c, 40002), c.host_ifname)
     assert ct.insert_failed == 1 and len(ct) == 2
     assert pair.drops  # the new flow's SYN was dropped, with a reason
@@ -114,9 +116,10 @@ def test_flood_after_many_established_flows_still_recycles_itself():
         back = Ether(src=o.mac, dst=GW_MAC) / IP(src=o.ip, dst=c.ip) / TCP(
             sport=7, dport=port, flags="SA")
         dp.process(bytes(back), o.host_ifname, 0)
+        dp.process(tcp_syn(c, port, dst=o.ip, dport=7, flags="A"), c.host_ifname, 0)
     syn = bytearray(tcp_syn(c, 0))
     for port in range(1000, 6000):
         syn[34:36] = port.to_bytes(2, "big")
         dp.process(bytes(syn), c.host_ifname, 1)
     assert len(dp.ct) == 400 and dp.ct.insert_failed == 0
-    assert sum(x.replied for x in dp.ct.conns()) == 300
+    assert sum(x.assured for x in dp.ct.conns()) == 300
