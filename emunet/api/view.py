@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from emunet.api import apps, objects, stored
-from emunet.state import store
+from emunet.state import loaded, store
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState
 
 Key = tuple[str, str]  # (namespace or "", name)
@@ -104,6 +105,14 @@ class View:
         self._mtime = self._stat()
         self.refresh(self.state)
         self.oldest = self.rv
+        self._report()
+
+    def _report(self) -> None:
+        """Tell the supervisor which state this view serves (emunet.state.loaded): a write
+        through any face is answered once kubectl would see it here too."""
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                loaded.report(self.path.parent, "apiserver", self.state.generation)
 
     def _stat(self) -> int:
         try:
@@ -121,6 +130,7 @@ class View:
         except Exception:  # noqa: BLE001 - gone during `down`: keep serving the last state
             return
         self.refresh(st)
+        self._report()
 
     def poll(self) -> None:
         """A changed state file without a SIGHUP (one sent before our handler was installed),
