@@ -40,14 +40,15 @@ def cluster(module_clusters) -> Cluster:
     return module_clusters(ROOT / "configs" / "two-node.yaml", "emk")
 
 
-@pytest.fixture
-def kubectl(cluster, tmp_path):
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+def make_kubectl(cluster: Cluster, home: Path, default_timeout: float = 30):
+    """`run(*args)`: the real kubectl against `cluster`, with `home` as HOME (a discovery cache
+    of its own, so a changed resource list is always seen)."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(home),
            "KUBECONFIG": str(cluster.run_dir / "kubeconfig")}
     binary = kubectl_bin()
 
-    def run(*args: str, check: bool = True, timeout: float = 30, binary: str = binary,
-            input: str | None = None) -> subprocess.CompletedProcess:
+    def run(*args: str, check: bool = True, timeout: float = default_timeout,
+            binary: str = binary, input: str | None = None) -> subprocess.CompletedProcess:
         p = subprocess.run([binary, *args], env=env, capture_output=True, text=True,
                            timeout=timeout, input=input)
         if check and p.returncode != 0:
@@ -56,6 +57,11 @@ def kubectl(cluster, tmp_path):
         return p
     run.env = env  # type: ignore[attr-defined]
     return run
+
+
+@pytest.fixture
+def kubectl(cluster, tmp_path):
+    return make_kubectl(cluster, tmp_path)
 
 
 def header(out: str) -> list[str]:

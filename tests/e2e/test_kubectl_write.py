@@ -7,7 +7,6 @@ that kubectl created, from a pod via `emunet exec`)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cluster import ROOT, Cluster
-from tests.e2e.test_kubectl import kubectl_bin
+from tests.e2e.test_kubectl import make_kubectl
 
 NS = "blog-website"
 
@@ -69,18 +68,7 @@ def cluster(module_clusters) -> Cluster:
 
 @pytest.fixture
 def kubectl(cluster, tmp_path):
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
-           "KUBECONFIG": str(cluster.run_dir / "kubeconfig")}
-
-    def run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        p = subprocess.run([kubectl_bin(), *args], env=env, capture_output=True, text=True,
-                           timeout=timeout)
-        if check and p.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} exited {p.returncode}:\n"
-                                 f"{p.stdout}\n{p.stderr}")
-        return p
-    run.env = env  # type: ignore[attr-defined]
-    return run
+    return make_kubectl(cluster, tmp_path, default_timeout=60)
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:
