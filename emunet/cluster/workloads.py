@@ -1,11 +1,11 @@
-"""Pod workloads: emunet's built-in servers and real container processes.
+"""Pod workloads: start, supervise and stop emunet's built-in servers and real containers.
 
-A container without `command` gets emunet's built-in server on each declared containerPort:
-TCP answers HTTP with the pod's identity (and echoes anything that is not HTTP), UDP answers each
-datagram with the same identity. All built-in servers of all pods live in the supervisor's one
-event loop: a socket belongs to the network namespace it was created in, so one process can serve
+A container without `command` gets emunet's built-in server (emunet.cluster.builtin) on each
+declared containerPort. All built-in servers of all pods live in the supervisor's one event
+loop: a socket belongs to the network namespace it was created in, so one process can serve
 every pod (no Python process per pod). A container with `command`/`args` runs that real process
-inside the pod's namespace via `ip netns exec`, which also bind-mounts the pod's resolv.conf.
+in the pod's sandbox (emunet.host.sandbox: its own PID, UTS, IPC and mount namespaces beside
+the pod's network namespace), restarted with the kubelet's back-off when it exits.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from emunet.cluster.builtin import UDPIdentity, identity, serve_tcp
 from emunet.host import sandbox
 from emunet.host.netns import socket_in_netns
 from emunet.model import Container
@@ -28,8 +29,6 @@ from emunet.state.cluster import KUBE_SYSTEM, PodState
 
 log = logging.getLogger("emunet.cluster.workloads")
 
-_HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ")
-_MAX_HEADER = 64 * 1024
 SANDBOX_TIMEOUT = 5.0  # seconds for a pod sandbox to set up its namespaces
 _BACKOFF_MAX = 300.0  # kubelet's CrashLoopBackOff cap (5 minutes)
 
@@ -39,70 +38,6 @@ def log_path(log_dir: Path, ps: PodState, container: str) -> Path:
     if ps.pod.namespace == KUBE_SYSTEM and ps.pod.labels.get("k8s-app") == "kube-dns":
         return log_dir / "dns.log"  # CoreDNS is the supervisor's `dns` child
     return log_dir / f"{ps.pod.namespace}_{ps.pod.name}_{container}.log"
-
-
-def identity(ps: PodState) -> str:
-    return (f"pod={ps.pod.name} namespace={ps.pod.namespace} ip={ps.ip} node={ps.node}")
-
-
-def http_response(ps: PodState, method: str, path: str) -> bytes:
-    body = (f"Hello from {ps.pod.name}\n{identity(ps)} path={path}\n").encode()
-    head = (f"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nX-Emunet-Pod: {ps.pod.namespace}/{ps.pod.name}\r\n"
-            f"X-Emunet-Node: {ps.node}\r\nConnection: close\r\n\r\n").encode()
-    return head if method == "HEAD" else head + body
-
-
-class _UDPIdentity(asyncio.DatagramProtocol):
-    def __init__(self, ps: PodState) -> None:
-        self.ps = ps
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        assert self.transport is not None
-        self.transport.sendto(f"{identity(self.ps)} bytes={len(data)}\n".encode(), addr)
-
-
-def access_line(peer: object, request: bytes, status: int, size: int, now: float) -> str:
-    """One request as nginx's default `combined` log format writes it."""
-    head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-    agent = next((h.split(":", 1)[1].strip() for h in head[1:]
-                  if h.lower().startswith("user-agent:")), "-")
-    client = peer[0] if isinstance(peer, tuple) else "-"
-    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
-    return f'{client} - - [{stamp}] "{head[0]}" {status} {size} "-" "{agent}"\n'
-
-
-async def _serve_tcp(ps: PodState, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter, access: Callable[[str], object]) -> None:
-    try:
-        first = await asyncio.wait_for(reader.read(4096), timeout=30)
-        if first.startswith(_HTTP_METHODS):
-            data = first
-            while b"\r\n\r\n" not in data and len(data) < _MAX_HEADER:
-                more = await asyncio.wait_for(reader.read(4096), timeout=30)
-                if not more:
-                    break
-                data += more
-            method, _, rest = data.partition(b" ")
-            path = rest.split(b" ", 1)[0].decode("latin-1") or "/"
-            resp = http_response(ps, method.decode("latin-1"), path)
-            writer.write(resp)
-            body = len(resp) - resp.index(b"\r\n\r\n") - 4
-            access(access_line(writer.get_extra_info("peername"), data, 200, body, time.time()))
-        else:  # not HTTP: a plain TCP echo, handy for nc and byte-checking load tests
-            while first:
-                writer.write(first)
-                await writer.drain()
-                first = await reader.read(65536)
-        await writer.drain()
-    except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        writer.close()
 
 
 @dataclass
@@ -154,14 +89,33 @@ class Workloads:
         if wl.procs:
             await asyncio.to_thread(self._start_sandbox, wl)
         for p in wl.procs:
-            self._spawn(wl, p)
+            self._spawn(wl, p, time.time())
 
     def _start_sandbox(self, wl: PodWorkload) -> None:
-        """The pod's pause process; returns once its namespaces are set up (or it failed)."""
+        """Start the pod's pause process and wait (SANDBOX_TIMEOUT at most) until its
+        namespaces are set up. A sandbox slower than that is not given up: its containers
+        start once it is (`_sandbox_ready`, checked again on each reap)."""
+        self._launch_sandbox(wl)
+        deadline = time.monotonic() + SANDBOX_TIMEOUT
+        while time.monotonic() < deadline and wl.sandbox is not None \
+                and wl.sandbox.poll() is None:
+            if self._sandbox_ready(wl):
+                return
+            time.sleep(0.005)
+        if not self._sandbox_ready(wl):
+            log.warning("%s/%s: the pod sandbox is not up after %.0fs (see %s)",
+                        wl.ps.pod.namespace, wl.ps.pod.name, SANDBOX_TIMEOUT,
+                        self._sandbox_log(wl))
+
+    def _sandbox_log(self, wl: PodWorkload) -> Path:
+        return self.log_dir / f"{wl.ps.pod.namespace}_{wl.ps.pod.name}_sandbox.log"
+
+    def _launch_sandbox(self, wl: PodWorkload) -> None:
+        """Start the pause process (no waiting)."""
         ps = wl.ps
-        logf = self.log_dir / f"{ps.pod.namespace}_{ps.pod.name}_sandbox.log"
+        wl.sandbox, wl.sandbox_pid = None, None
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(logf, "ab") as out:
+        with open(self._sandbox_log(wl), "ab") as out:
             try:
                 wl.sandbox = subprocess.Popen(
                     sandbox.sandbox_argv(ps.pod, ps.netns), stdin=subprocess.DEVNULL,
@@ -171,16 +125,18 @@ class Workloads:
                 out.write(f"emunet: cannot start the pod sandbox: {e}\n".encode())
                 return
         self.on_process(wl.sandbox.pid, sandbox.sandbox_role(ps.pod), netns=ps.netns)
-        deadline = time.monotonic() + SANDBOX_TIMEOUT
-        while time.monotonic() < deadline and wl.sandbox.poll() is None:
+
+    @staticmethod
+    def _sandbox_ready(wl: PodWorkload) -> bool:
+        """The pause process runs: the hostname and /tmp are set up before its exec."""
+        if wl.sandbox is None or wl.sandbox.poll() is not None:
+            wl.sandbox_pid = None
+            return False
+        if wl.sandbox_pid is None:
             pid = sandbox.child_pid(wl.sandbox.pid)
-            # set up once the pause runs: hostname and /tmp are done before its exec
             if pid is not None and _exe_name(pid) == sandbox.PAUSE:
                 wl.sandbox_pid = pid
-                return
-            time.sleep(0.005)
-        log.error("%s/%s: the pod sandbox did not start (see %s)", ps.pod.namespace,
-                  ps.pod.name, logf)
+        return wl.sandbox_pid is not None
 
     async def _open_builtin(self, wl: PodWorkload, c: Container) -> None:
         """A built-in container's listeners; like a web server it logs one line per request
@@ -198,13 +154,13 @@ class Workloads:
                 sock = await asyncio.to_thread(_listen, ps.netns, socket.SOCK_STREAM,
                                                cp.container_port)
                 srv = await asyncio.start_server(
-                    lambda r, w, ps=ps, out=out: _serve_tcp(
+                    lambda r, w, ps=ps, out=out: serve_tcp(
                         ps, r, w, lambda line: out.closed or out.write(line)), sock=sock)
                 wl.servers.append(srv)
             elif cp.protocol == "UDP":
                 sock = await asyncio.to_thread(_listen, ps.netns, socket.SOCK_DGRAM,
                                                cp.container_port)
-                tr, _ = await loop.create_datagram_endpoint(lambda ps=ps: _UDPIdentity(ps),
+                tr, _ = await loop.create_datagram_endpoint(lambda ps=ps: UDPIdentity(ps),
                                                             sock=sock)
                 wl.transports.append(tr)
             else:
@@ -240,15 +196,35 @@ class Workloads:
             f.close()
         wl.servers, wl.transports, wl.logs = [], [], []
 
-    def _spawn(self, wl: PodWorkload, p: _Proc) -> None:
+    def _await_sandbox(self, wl: PodWorkload, p: _Proc, now: float) -> None:
+        """A container cannot start before its sandbox: retry soon while the sandbox sets
+        up; a sandbox that exited is recreated, as the kubelet recreates a dead pod sandbox,
+        with the container's back-off, and why it went is said once in the container log."""
+        if wl.sandbox is not None and wl.sandbox.poll() is None:
+            p.next_start = now + 0.2  # still setting up
+            return
+        if p.backoff == 0.0 or wl.sandbox is not None:
+            status = "could not start" if wl.sandbox is None else \
+                f"exited with status {wl.sandbox.returncode}"
+            last = _last_line(self._sandbox_log(wl))
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_dir / f"{wl.ps.pod.namespace}_{wl.ps.pod.name}_"
+                      f"{p.container.name}.log", "ab") as out:
+                out.write(f"emunet: the pod sandbox {status}{': ' + last if last else ''};"
+                          f" container not started, sandbox recreated\n".encode())
+        p.backoff = min(_BACKOFF_MAX, max(10.0, p.backoff * 2))
+        p.next_start = now + p.backoff
+        self._launch_sandbox(wl)
+
+    def _spawn(self, wl: PodWorkload, p: _Proc, now: float) -> None:
         ps = wl.ps
+        if not self._sandbox_ready(wl):
+            self._await_sandbox(wl, p, now)
+            return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         logf = self.log_dir / f"{ps.pod.namespace}_{ps.pod.name}_{p.container.name}.log"
         cmd = [*p.container.command, *p.container.args]
         with open(logf, "ab") as out:
-            if wl.sandbox_pid is None:  # no namespaces to run in: as a runtime failure
-                out.write(b"emunet: the pod sandbox is not running; container not started\n")
-                return
             argv = sandbox.container_argv(ps.pod, p.container, wl.sandbox_pid, cmd)
             env = sandbox.env(ps.pod, p.container)
             try:
@@ -275,7 +251,7 @@ class Workloads:
                     p.next_start = now + (0 if p.restarts == 1 else p.backoff)
                     changed = True
                 if p.popen is None and now >= p.next_start:
-                    self._spawn(wl, p)
+                    self._spawn(wl, p, now)
                     changed = True
         return changed
 
@@ -319,6 +295,14 @@ class Workloads:
         for key in list(self.pods):
             await self.stop(key)
 
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else ""
 
 
 def _exe_name(pid: int) -> str:

@@ -164,7 +164,12 @@ class Conntrack:
             if rw is not None:
                 rw.apply(f, ETH_LEN, l4, proto, end)
             return True
+        assured = conn.assured
         verdict = conn.advance(is_reply, tcp_flags, now)
+        if conn.assured != assured:
+            # now worth keeping across an agent restart: the next snapshot (SAVE_INTERVAL, not
+            # REFRESH_INTERVAL) must hold it, as emunet.agent.ctstore promises
+            self.version += 1
         if verdict == NEW:
             if conn.state != cttcp.CUT:
                 self.remove(conn)

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from emunet.cluster import events, prober
-from emunet.cluster.workloads import access_line
+from emunet.cluster.builtin import access_line
 from emunet.config import ConfigError, load_config_text
 from emunet.model import Container, ContainerPort, Pod, Probe
 from emunet.state import codec

@@ -9,7 +9,14 @@ import pytest
 from emunet.agent.ctstore import SAVE_INTERVAL, CtStore
 from emunet.config import ConfigError, load_config_text
 from emunet.datapath.conntrack import DEFAULT_MAX, Conntrack
-from tests.unit.pipeline_pair import PipelinePair, make_state, open_connection
+from tests.unit.pipeline_pair import (
+    PipelinePair,
+    make_state,
+    open_connection,
+    pod,
+    tcp_reply,
+    tcp_syn,
+)
 
 CLUSTER = "apiVersion: emunet/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n" \
           "  nodes: [{name: n1}]\n"
@@ -50,3 +57,22 @@ def test_conntrack_max_in_the_cluster_document():
     assert cfg.cluster.conntrack_max == 5000
     with pytest.raises(ConfigError, match="spec.conntrack.max: must be 16-"):
         load_config_text(CLUSTER + "  conntrack: {max: 3}\n")
+
+
+def test_the_handshake_completing_makes_the_next_snapshot_due_soon(tmp_path):
+    """An entry becomes worth saving when it is assured; the snapshot must follow within
+    SAVE_INTERVAL, not the once-a-second refresh (a SIGKILL in that second lost the flow)."""
+    pair = PipelinePair(make_state())
+    st = pair.st
+    c, w = pod(st, "client"), pod(st, "web-0")
+    ct = pair.dps["node-1"].ct
+    store = CtStore(ct, tmp_path / "ct.json")
+    pair.send("node-1", tcp_syn(c, 40000), c.host_ifname)
+    pair.send("node-2", tcp_reply(w, c, 40000), w.host_ifname)
+    store.save(pair.now)  # the half-open connection: not written
+    assert store.due == pair.now + 1.0
+    pair.send("node-1", tcp_syn(c, 40000, flags="A"), c.host_ifname)  # assures it
+    assert store.due == pair.now + SAVE_INTERVAL
+    store.save(pair.now + SAVE_INTERVAL)
+    (tmp_path / "conntrack-x.json").write_text(store.path.read_text())
+    assert CtStore.attach(Conntrack(), tmp_path, "x", None, pair.now).restored == 1
