@@ -25,6 +25,16 @@ def run_dir() -> Path:
     return Path(os.environ.get("EMUNET_RUN_DIR", DEFAULT_RUN_DIR))
 
 
+def manifest_path() -> Path:
+    """The record of every kernel object and process the cluster made (emunet.host.manifest)."""
+    return run_dir() / "manifest.json"
+
+
+def kubeconfig_path() -> Path:
+    """The root-only kubeconfig of the cluster's API server, written by `up`."""
+    return run_dir() / "kubeconfig"
+
+
 def node_netns(node: str) -> str:
     return f"{prefix()}-{node}"
 

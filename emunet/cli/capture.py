@@ -18,7 +18,6 @@ import selectors
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from emunet import naming
 from emunet.cli.common import CLIError, load_state, need_root
@@ -27,18 +26,6 @@ from emunet.host.netns import socket_in_netns
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_AUXDATA = 8
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("capture", help="write a pcap at a pod's eth0, a node's underlay or a "
-                       "node's pod veths", description=__doc__.split("\n\n")[1],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("point", help="[NS/]POD | node/NAME | node/NAME/veths")
-    p.add_argument("-n", "--namespace", help="the pod's namespace (default: default)")
-    p.add_argument("-w", "--write", required=True, metavar="FILE.pcap")
-    p.add_argument("-c", "--count", type=int, help="stop after N packets")
-    p.add_argument("--duration", type=float, help="stop after S seconds")
-    p.set_defaults(func=cmd_capture)
 
 
 def interfaces(point: str, namespace: str | None) -> tuple[str, list[str], str]:

@@ -47,21 +47,3 @@ def cmd_link(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("node", help="stop or start a node (its agent and pods), as a failure",
-                       usage="emunet node stop|start NODE")
-    p.add_argument("action", choices=["stop", "start"])
-    p.add_argument("node")
-    p.set_defaults(func=cmd_node)
-    p = sub.add_parser("link", help="impair a node's underlay link (delay, loss, rate)",
-                       usage="emunet link set NODE [--delay 50ms] [--jitter 5ms "
-                             "[--distribution normal]] [--loss 5%%] [--rate 10mbit] "
-                             "| show | reset NODE")
-    p.add_argument("action", choices=["set", "show", "reset"])
-    p.add_argument("node", nargs="?")
-    p.add_argument("--delay", help="added one-way delay, e.g. 50ms (the agent, as netem)")
-    p.add_argument("--jitter", help="delay variation, e.g. 5ms (needs --delay)")
-    p.add_argument("--distribution", help="of the jitter: uniform (default) or normal")
-    p.add_argument("--loss", help="random loss, e.g. 5%% (the agent, as netem)")
-    p.add_argument("--rate", help="rate limit, e.g. 10mbit (the kernel's tc tbf)")
-    p.set_defaults(func=cmd_link)

@@ -188,31 +188,3 @@ def cmd_reset(a: argparse.Namespace) -> int:
 
 # ---- argument parsing -----------------------------------------------------------------------
 
-def add_parser(sub: Any) -> None:
-    """Register `emunet lab` and its verbs on the CLI's subparsers."""
-    p = sub.add_parser("lab", help="lab exercises that follow the story and check themselves",
-                       description="Lab exercises: `list`, then `start N`, read "
-                       "labs/NN-*/README.md, work, `check N`; `hint N` when stuck.")
-    verbs = p.add_subparsers(dest="lab_verb", metavar="VERB", required=True)
-    v = verbs.add_parser("list", help="the labs, which one is running, what passed")
-    v.set_defaults(func=cmd_list)
-    for name, func, text in (("start", cmd_start, "bring up the lab's start state"),
-                             ("check", cmd_check, "PASS/FAIL per task (exit 0 when all pass)"),
-                             ("reset", cmd_reset, "remove the cluster, forget this lab's "
-                              "answers, start again")):
-        v = verbs.add_parser(name, help=text)
-        v.add_argument("lab", help="lab number or name")
-        v.set_defaults(func=func)
-        if name == "check":
-            v.add_argument("--no-wait", action="store_true", help="do not retry failing checks "
-                           "(they otherwise wait a few seconds for the cluster to converge)")
-    v = verbs.add_parser("hint", help="the next hint for a task (the first failing one "
-                         "if not given)")
-    v.add_argument("lab", help="lab number or name")
-    v.add_argument("task", nargs="?", help="task number or id")
-    v.set_defaults(func=cmd_hint)
-    v = verbs.add_parser("answer", help="record an answer a task asks for")
-    v.add_argument("lab", help="lab number or name")
-    v.add_argument("task", help="task number or id")
-    v.add_argument("value", nargs="+", help="what you found")
-    v.set_defaults(func=cmd_answer)

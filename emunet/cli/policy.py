@@ -63,24 +63,3 @@ def cmd_probe(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("label", help="set (k=v) or remove (k-) labels of a pod or namespace",
-                       usage="emunet label pod|namespace NAME k=v [k2-] [-n NS] [--overwrite]")
-    p.add_argument("kind", help="pod | namespace")
-    p.add_argument("name")
-    p.add_argument("labels", nargs="+", help="key=value to set, key- to remove")
-    p.add_argument("-n", "--namespace", help="the pod's namespace (default: default)")
-    p.add_argument("--overwrite", action="store_true", help="allow changing existing values")
-    p.set_defaults(func=cmd_label)
-    p = sub.add_parser("probe", help="measure which pod reaches which (real connections "
-                       "from inside the pods), as a truth table")
-    p.add_argument("-n", "--namespace", action="append",
-                   help="probe pods of this namespace (repeatable; default: all but "
-                   "kube-system)")
-    p.add_argument("--ports", default="80,81", help="comma separated (default 80,81)")
-    p.add_argument("--protocols", default="tcp,udp", help="tcp,udp (default both)")
-    p.add_argument("--timeout", type=float, default=1.5, help="seconds per probe (default 1.5)")
-    p.add_argument("--expect", help="expected table (the printed format); exit 1 on "
-                   "differences")
-    p.add_argument("-o", "--output", choices=["json"], help="JSON results")
-    p.set_defaults(func=cmd_probe)

@@ -33,21 +33,6 @@ SETTLE = 0.4  # seconds for the agents to write the last records after the probe
 PROBE = b"emunet trace probe\n"
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("trace", help="send a real probe from a pod and show its journey hop "
-                       "by hop (DNS, veth, conntrack, DNAT, policy, VXLAN, delivery, reply)",
-                       usage="emunet trace [-n NS] POD DEST[:PORT] [--protocol tcp|udp|icmp]")
-    p.add_argument("-n", "--namespace", help="the pod's namespace (default: default)")
-    p.add_argument("pod")
-    p.add_argument("dest", help="a Service or pod name, a DNS name or an IP, with :PORT")
-    p.add_argument("--protocol", choices=["tcp", "udp", "icmp"],
-                   help="default: the Service port's protocol, else tcp with a port, icmp "
-                   "without")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    p.set_defaults(func=cmd_trace)
-
-
 # ---- the probe (I/O) -----------------------------------------------------------------------
 
 def _sock(netns: str, family: int, type_: int, proto: int = 0) -> socket.socket:
@@ -156,7 +141,6 @@ def probe(pod: PodState, ip: str, port: int | None, proto: str,
             s.close()
     res["ms"] = round((time.monotonic() - t0) * 1000, 2)
     return res
-
 
 
 # ---- reading the journey back --------------------------------------------------------------

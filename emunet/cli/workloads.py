@@ -107,19 +107,3 @@ def cmd_events(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("scale", help="set a Deployment's replicas (like kubectl scale)",
-                       usage="emunet scale deployment NAME --replicas N [-n NS]")
-    p.add_argument("target", help="deployment, or deployment/NAME")
-    p.add_argument("name", nargs="?")
-    p.add_argument("--replicas", type=int, required=True)
-    p.add_argument("-n", "--namespace", help="namespace (default: default)")
-    p.set_defaults(func=cmd_scale)
-    p = sub.add_parser("logs", help="print a container's log (like kubectl logs)",
-                       usage="emunet logs [-n NS] POD [-c CONTAINER] [-f] [--tail N]")
-    p.add_argument("pod")
-    p.add_argument("-n", "--namespace", help="namespace (default: default)")
-    p.add_argument("-c", "--container", help="which container (needed if the pod has more)")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    p.add_argument("--tail", type=int, help="only the last N lines")
-    p.set_defaults(func=cmd_logs)

@@ -38,7 +38,6 @@ READY_TIMEOUT = 60.0
 FAIL_AT_ENV = "EMUNET_FAIL_AT"
 # Overrides spec.apiServer.port (0: any free port): lets test clusters run side by side
 API_PORT_ENV = "EMUNET_API_PORT"
-KUBECONFIG = "kubeconfig"
 
 
 class UserError(EmunetError):
@@ -54,8 +53,7 @@ def _fault(stage: str, n: int | None = None) -> None:
         raise UserError(f"failure injected at {want} ({FAIL_AT_ENV} is set: a test hook)")
 
 
-def manifest_path() -> Path:
-    return naming.run_dir() / "manifest.json"
+manifest_path = naming.manifest_path
 
 
 def is_up() -> bool:
@@ -159,8 +157,7 @@ def _wait_api(port: int, progress: Progress) -> None:
                     f"{naming.run_dir()}/logs/apiserver.log")
 
 
-def kubeconfig_path() -> Path:
-    return naming.run_dir() / KUBECONFIG
+kubeconfig_path = naming.kubeconfig_path
 
 
 def kubeconfig_text(port: int) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from emunet.cli.main import main, parser
+from emunet.cli.main import main
+from emunet.cli.parser import parser
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +35,9 @@ def verbs() -> list[list[str]]:
 BAD_ARGUMENTS = [
     ["get", "nosuchkind"],
     ["exec", "-n", "default", "some-pod"],  # no command
+    ["exec", "-n", "default", "some-pod", "ls", "--", "-l"],  # arguments on both sides of --
+    ["exec", "--outside", "some-pod", "--", "curl", "-s", "http://10.0.0.1"],  # no pod outside
+    ["exec", "--outside", "--"],  # no command
     ["delete"],
     ["validate", "/nonexistent/emunet.yaml"],
     ["up", "/nonexistent/emunet.yaml"],
@@ -98,6 +102,17 @@ def test_no_cluster_is_a_failure_not_bad_input(run):
     p = run(["get", "pods"])
     assert p.returncode == 1 and p.stderr.strip() == (
         "emunet: error: no cluster is up: start one with `sudo emunet up FILE`")
+
+
+def test_exec_takes_everything_after_dashes_verbatim(run, monkeypatch):
+    """`--` ends emunet's options: what follows is the command, `--` and all (argparse alone
+    drops it); before it, only the pod."""
+    seen = []
+    monkeypatch.setattr("emunet.cli.query.need_root", lambda: None)
+    monkeypatch.setattr("emunet.cli.query.load_state", lambda: seen.append("state"))
+    monkeypatch.setattr("os.execvp", lambda f, argv: seen.append(argv) or 0)
+    run(["exec", "--outside", "--", "curl", "--", "-s"])
+    assert seen == ["state", ["ip", "netns", "exec", "emtcli-outside", "curl", "--", "-s"]]
 
 
 def test_the_real_command_line_too(tmp_path):
