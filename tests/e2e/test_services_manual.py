@@ -86,7 +86,7 @@ def test_kubernetes_endpoints_name_the_first_node(cluster):
 
 
 def test_endpoints_back_a_selectorless_service_until_deleted(cluster):
-    assert "refused" in _curl(cluster, "near", "http://legacy-db.manual")  # no backend yet
+    assert "curl: (7)" in _curl(cluster, "near", "http://legacy-db.manual")  # RST: no backend
     web_ip = cluster.pod(NS, "web")["status"]["podIP"]
     path = cluster.tmp / "ep.yaml"
     path.write_text(f"""\
@@ -101,12 +101,15 @@ subsets:
     assert "endpoints/legacy-db created" in cluster.emunet("apply", "-f", str(path)).stdout
     for url in ("http://10.43.0.99", "http://legacy-db", "http://legacy-db.manual.svc"):
         assert "Hello from web" in _curl(cluster, "near", url), url
-    srv = cluster.exec(NS, "near", "dig", "+short", "SRV", "_http._tcp.legacy-db").stdout
-    assert srv.split() == ["0", "100", "8080", "primary.legacy-db.manual.svc.cluster.local."]
-    a = cluster.exec(NS, "near", "dig", "+short", "primary.legacy-db.manual.svc.cluster.local")
-    assert a.stdout.split() == [web_ip]  # the unready address is in no record
-    assert cluster.exec(NS, "near", "dig", "+short", "legacy-db").stdout.split() \
-        == ["10.43.0.99"]
+    fqdn = "legacy-db.manual.svc.cluster.local"
+    srv = cluster.exec(NS, "near", "dig", "+short", "SRV", f"_http._tcp.{fqdn}").stdout
+    assert srv.split() == ["0", "100", "80", f"{fqdn}."]  # a ClusterIP: the Service's port
+    a = cluster.exec(NS, "near", "dig", "+short", f"primary.{fqdn}").stdout
+    assert a.split() == [web_ip]  # the endpoint's hostname; the unready address has no name
+    assert cluster.exec(NS, "near", "dig", "+short", fqdn).stdout.split() == ["10.43.0.99"]
+    ep = next(e for e in cluster.get("endpoints") if e["metadata"]["name"] == "legacy-db")
+    assert ep["subsets"][0]["addresses"] == [{"ip": web_ip, "hostname": "primary",
+                                              "nodeName": "node-2"}]
     assert "endpoints/legacy-db deleted" in cluster.emunet("delete", "-f", str(path)).stdout
-    wait_for(lambda: "refused" in _curl(cluster, "near", "http://legacy-db"), 10,
+    wait_for(lambda: "curl: (7)" in _curl(cluster, "near", "http://legacy-db"), 10,
              "legacy-db without backends")
