@@ -60,6 +60,16 @@ def host_ifname(pod_ip: str) -> str:
 
 UNDERLAY_IFNAME = "eth0"  # in each node namespace
 POD_IFNAME = "eth0"  # in each pod namespace
+# The node's own stack as seen by its agent (Cilium's cilium_host/cilium_net pair): a veth in
+# the node namespace whose HOST_IFNAME end the kernel owns (NOARP, the route to the cluster
+# CIDR) and whose HOST_PEER end the agent reads and writes (emunet.host.netlink.add_host_port)
+HOST_IFNAME = "emuhost"
+HOST_PEER = "emuhost-dp"
+
+
+def host_mac(node_ip: str) -> str:
+    """MAC of a node's HOST_IFNAME end: 0a:5a:<its underlay IP>."""
+    return mac_from_ip(node_ip, "0a:5a")
 
 
 def mac_from_ip(ip: str, oui: str = "0a:58") -> str:

@@ -138,8 +138,9 @@ class Agent(Transmit):
         return NodeTables.from_state(self._state, self.node)
 
     def _sync_ports(self) -> None:
-        """Open AF_PACKET sockets for new local pods, close those of removed ones."""
-        want = set(self.dp.tables.pods_by_port)
+        """Open AF_PACKET sockets for new local pods (and the node's host port), close those
+        of removed ones."""
+        want = set(self.dp.tables.pods_by_port) | {self.dp.tables.host_port} - {""}
         for name in list(self.ports):
             if name not in want:
                 s = self.ports.pop(name)

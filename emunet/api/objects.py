@@ -10,7 +10,6 @@ resourceVersion is set by the view (emunet.api.view), which knows when an object
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
 import uuid
@@ -175,11 +174,6 @@ def pod(st: ClusterState, ps: PodState, deleted_at: float | None = None) -> dict
             "spec": spec, "status": status}
 
 
-def kubernetes_ip(st: ClusterState) -> str:
-    """The `kubernetes` Service's ClusterIP: the first address of the service range."""
-    return str(ipaddress.IPv4Network(st.cluster.service_cidr).network_address + 1)
-
-
 def service(st: ClusterState, ss: ServiceState) -> dict[str, Any]:
     svc = ss.service
     ports = []
@@ -207,21 +201,6 @@ def service(st: ClusterState, ss: ServiceState) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": meta(st, "Service", svc.namespace, svc.name, svc.labels),
             "spec": spec, "status": status}
-
-
-def kubernetes_service(st: ClusterState) -> dict[str, Any]:
-    """`default/kubernetes`, as every API server creates it (ClusterIP .1, https 443)."""
-    ip = kubernetes_ip(st)
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": meta(st, "Service", "default", "kubernetes",
-                             {"component": "apiserver", "provider": "kubernetes"},
-                             born=("Namespace", None, "default")),
-            "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
-                     "ports": [{"name": "https", "port": 443, "protocol": "TCP",
-                                "targetPort": st.cluster.api_port}],
-                     "sessionAffinity": "None", "ipFamilies": ["IPv4"],
-                     "ipFamilyPolicy": "SingleStack", "internalTrafficPolicy": "Cluster"},
-            "status": {"loadBalancer": {}}}
 
 
 def endpoints(st: ClusterState, key: tuple[str, str]) -> dict[str, Any]:

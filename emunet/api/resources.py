@@ -52,7 +52,7 @@ RESOURCES: tuple[Resource, ...] = (
              subresources=_POD_SUBS),
     Resource("", "v1", "services", "service", "Service", short=("svc",), categories=("all",),
              subresources=(("status", "Service", ("get", "patch", "update")),)),
-    Resource("", "v1", "endpoints", "endpoints", "Endpoints", short=("ep",), verbs=READ),
+    Resource("", "v1", "endpoints", "endpoints", "Endpoints", short=("ep",)),
     Resource("", "v1", "events", "event", "Event", short=("ev",), verbs=("get", "list")),
     Resource("", "v1", "configmaps", "configmap", "ConfigMap", short=("cm",), verbs=READ),
     Resource("apps", "v1", "deployments", "deployment", "Deployment", short=("deploy",),
@@ -62,8 +62,7 @@ RESOURCES: tuple[Resource, ...] = (
              categories=("all",), verbs=READ),
     Resource("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy",
              short=("netpol",)),
-    Resource("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice",
-             verbs=READ),
+    Resource("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice"),
     Resource("cilium.io", "v2", "ciliumnetworkpolicies", "ciliumnetworkpolicy",
              "CiliumNetworkPolicy", short=("cnp", "ciliumnp"), categories=("cilium",)),
 )

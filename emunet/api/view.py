@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from emunet.api import apps, objects, stored
+from emunet.api import endpoints as user_eps
+from emunet.model.endpoints import ENDPOINTS
 from emunet.state import loaded, store
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState
 
@@ -31,7 +33,8 @@ HISTORY = 20000  # watch events kept; a watch from an older resourceVersion gets
 RV_PER_GENERATION = 1000
 WRITTEN = {"namespaces": "Namespace", "pods": "Pod", "services": "Service",
            "deployments": "Deployment", "networkpolicies": "NetworkPolicy",
-           "ciliumnetworkpolicies": "CiliumNetworkPolicy"}
+           "ciliumnetworkpolicies": "CiliumNetworkPolicy", "endpoints": "Endpoints",
+           "endpointslices": "EndpointSlice"}
 
 
 @dataclass
@@ -54,13 +57,17 @@ def build(st: ClusterState, node_ready: dict[str, bool],
         out["nodes"][("", n.name)] = objects.node(st, n.name, node_ready.get(n.name, True))
     for ps in st.pods.values():
         out["pods"][ps.key] = objects.pod(st, ps, (deleting or {}).get(ps.key))
-    if "default" in st.namespaces:
-        out["services"][("default", "kubernetes")] = objects.kubernetes_service(st)
-        ep = {"apiVersion": "v1", "kind": "Endpoints",
-              "metadata": objects.kubernetes_service(st)["metadata"]}
-        out["endpoints"][("default", "kubernetes")] = ep
+    for es in st.endpoint_sets.values():  # a user's: first, a controller's overwrites them
+        if es.kind == ENDPOINTS:
+            out["endpoints"][(es.namespace, es.name)] = user_eps.endpoints(st, es)
+            for sl in user_eps.mirrored_slices(st, es):
+                out["endpointslices"][(es.namespace, sl["metadata"]["name"])] = sl
+        else:
+            out["endpointslices"][(es.namespace, es.name)] = user_eps.endpoint_slice(st, es)
     for key, ss in st.services.items():
         out["services"][key] = objects.service(st, ss)
+        if ss.service.selector is None:
+            continue  # no controller: its Endpoints and slices are the user's (above)
         out["endpoints"][key] = objects.endpoints(st, key)
         sl = objects.endpoint_slice(st, key)
         out["endpointslices"][(key[0], sl["metadata"]["name"])] = sl

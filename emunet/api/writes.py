@@ -37,7 +37,7 @@ from emunet.state import codec
 from emunet.state.cluster import StateError
 
 WRITABLE = {"namespaces", "pods", "services", "deployments", "networkpolicies",
-            "ciliumnetworkpolicies"}
+            "ciliumnetworkpolicies", "endpoints", "endpointslices"}
 PATCH_TYPES = [patch.JSON_PATCH, patch.JSON_MERGE, patch.STRATEGIC, patch.APPLY]
 _LOC = re.compile(r"^<request>:\d+: ")  # the loader's `file:line: ` (one JSON document a line)
 _TIMEOUT = 120.0
@@ -54,9 +54,10 @@ async def serve(request: web.Request, view: View, t: Target) -> web.StreamRespon
     dry = request.query.getall("dryRun", [])
     if any(v != "All" for v in dry):  # the only value upstream accepts (metav1.DryRunAll)
         raise status.bad_request(f"Invalid dryRun value {dry!r}: only All is supported")
-    if (t.res.plural, t.key) == ("services", ("default", "kubernetes")):
-        raise status.forbidden("services", "kubernetes", "it is the API server's own Service, "
-                               "derived from the cluster (emunet.api.objects)")
+    if t.res.plural in ("services", "endpoints", "endpointslices") \
+            and t.key == ("default", "kubernetes"):
+        raise status.forbidden(t.res.plural, "kubernetes", "it is the API server's own, "
+                               "kept by its endpoint reconciler (emunet.state.plan)")
     if t.name is None:
         if request.method == "POST":
             return await create(request, view, t)

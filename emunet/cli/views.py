@@ -254,10 +254,14 @@ def _endpoints_item(st: ClusterState, key: tuple[str, str]) -> dict[str, Any]:
                 **({"name": sp.name} if sp.name else {})}
         if not eps:
             continue
-        addrs = [{"ip": e.ip, "nodeName": e.node,
-                  "targetRef": {"kind": "Pod", "namespace": e.pod[0], "name": e.pod[1]}}
+        # a user's endpoint (a Service without selector) may name no pod and no node
+        addrs = [{"ip": e.ip, **({"hostname": e.hostname} if e.hostname else {}),
+                  **({"nodeName": e.node} if e.node else {}),
+                  **({"targetRef": {"kind": "Pod", "namespace": e.pod[0], "name": e.pod[1]}}
+                     if e.pod else {})}
                  for e in eps if e.ready]
-        unready = [{"ip": e.ip, "nodeName": e.node} for e in eps if not e.ready]
+        unready = [{"ip": e.ip, **({"nodeName": e.node} if e.node else {})}
+                   for e in eps if not e.ready]
         subset: dict[str, Any] = {"ports": [port]}
         if addrs:
             subset["addresses"] = addrs

@@ -15,6 +15,7 @@ from typing import Any
 from emunet.config import load_config, load_config_text
 from emunet.model import Config, Manifest
 from emunet.model.cilium import CiliumPolicy
+from emunet.model.endpoints import ENDPOINTS, SLICE, EndpointSet
 from emunet.state import codec
 from emunet.state.cluster import (
     KUBE_SYSTEM,
@@ -35,7 +36,10 @@ _KIND_ALIASES = {
     "netpol": "NetworkPolicy",
     "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
     "ciliumnetworkpolicy": CNP, "ciliumnetworkpolicies": CNP, "cnp": CNP,
+    "endpoints": ENDPOINTS, "ep": ENDPOINTS,
+    "endpointslice": SLICE, "endpointslices": SLICE,
 }
+_WHAT = {ENDPOINTS: "endpoints", SLICE: "endpointslice.discovery.k8s.io"}
 
 
 @dataclass
@@ -68,6 +72,20 @@ def _apply_cnp(st: ClusterState, m: Manifest, policy: CiliumPolicy) -> Change:
     return Change(f"{what} created")
 
 
+def _apply_endpoints(st: ClusterState, es: EndpointSet) -> Change:
+    """A user's Endpoints or EndpointSlice: the backends of the Service without a selector it
+    names (the agents and the DNS responder read them on the publish that follows). For a
+    Service with a selector the controller's endpoints stay in force, as in Kubernetes."""
+    if es.namespace not in st.namespaces:
+        raise StateError(f"{es.loc}: namespace {es.namespace!r} does not exist")
+    what = f"{_WHAT[es.kind]}/{es.name}"
+    old = st.endpoint_sets.get(es.key)
+    st.endpoint_sets[es.key] = es
+    if old is not None and old == dataclasses.replace(es, loc=old.loc):
+        return Change(f"{what} unchanged")
+    return Change(f"{what} {'configured' if old else 'created'}")
+
+
 def _copy(state: ClusterState) -> ClusterState:
     return codec.from_dict(codec.to_dict(state))
 
@@ -85,7 +103,9 @@ def _object_keys(cfg: Config) -> list[str]:
     keys = [f"Namespace//{ns.name}" for ns in cfg.namespaces]
     for kind, objs in (("Pod", cfg.pods), ("Service", cfg.services),
                        ("Deployment", cfg.deployments), ("NetworkPolicy", cfg.network_policies),
-                       (CNP, [o for o in cfg.others if o.kind == CNP])):
+                       (CNP, [o for o in cfg.others if o.kind == CNP]),
+                       (ENDPOINTS, [e for e in cfg.endpoint_sets if e.kind == ENDPOINTS]),
+                       (SLICE, [e for e in cfg.endpoint_sets if e.kind == SLICE])):
         keys += [f"{kind}/{o.namespace}/{o.name}" for o in objs]
     return keys
 
@@ -178,6 +198,8 @@ def _apply(state: ClusterState, cfg: Config) -> list[Change]:
             continue
         new.policies[pol.key] = pol  # agents recompile on the publish that follows
         changes.append(Change(f"{what} {'configured' if old_p else 'created'}"))
+    for es in cfg.endpoint_sets:
+        changes.append(_apply_endpoints(new, es))
     parsed_cnps = {(p.namespace, p.name): p for p in cfg.cilium_policies}
     for other in cfg.others:
         if other.kind == CNP:
@@ -204,6 +226,8 @@ def delete_config(state: ClusterState, path: str) -> list[Change]:
     for other in cfg.others:
         if other.kind == CNP:
             changes += _delete(new, CNP, other.name, other.namespace)
+    for es in cfg.endpoint_sets:
+        changes += _delete(new, es.kind, es.name, es.namespace)
     for ns in cfg.namespaces:
         changes += _delete(new, "Namespace", ns.name, None)
     _commit(state, new)
@@ -229,9 +253,18 @@ def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> li
     if kind == "Pod":
         ps = st.remove_pod((namespace or "default", name))
         return [Change(f"pod/{name} deleted", removed_pod=ps)] if ps else []
+    if kind in (ENDPOINTS, SLICE):
+        if (kind, namespace, name) == (ENDPOINTS, "default", "kubernetes"):
+            raise StateError("default/kubernetes is the API server's own Endpoints and cannot "
+                             "be deleted")
+        gone = st.endpoint_sets.pop((kind, namespace or "default", name), None)
+        return [Change(f"{_WHAT[kind]}/{name} deleted")] if gone else []
     if kind == "Service":
         if (namespace, name) == (KUBE_SYSTEM, "kube-dns"):
             raise StateError("kube-system/kube-dns is emunet's cluster DNS and cannot be deleted")
+        if (namespace or "default", name) == ("default", "kubernetes"):
+            raise StateError("default/kubernetes is the API server's own Service and cannot "
+                             "be deleted")
         return [Change(f"service/{name} deleted")] if st.remove_service(
             (namespace or "default", name)) else []
     if kind == "Deployment":
@@ -270,4 +303,6 @@ def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> li
         out.append(Change(f"networkpolicy.networking.k8s.io/{key[1]} deleted"))
     for o in [o for o in st.others if o.kind == CNP and o.namespace == name]:
         out += _delete(st, CNP, o.name, name)
+    for key in [k for k in st.endpoint_sets if k[1] == name]:
+        out += _delete(st, key[0], key[2], name)
     return [*out, Change(f"namespace/{name} deleted")]

@@ -15,6 +15,7 @@ from typing import Any
 
 from emunet import model
 from emunet.config import cilium, cluster, deployment, kube, names
+from emunet.config.endpoints import parse_endpoint_slice, parse_endpoints
 from emunet.config.errors import Collector
 from emunet.config.fields import Obj, at, describe, suggest
 from emunet.config.netpol import API_VERSION as NETPOL_API_VERSION
@@ -34,9 +35,7 @@ NOT_YET: dict[str, tuple[str, bool, str]] = {
     "ConfigMap": ("v1", True, "used"),
     "Secret": ("v1", True, "used"),
     "ServiceAccount": ("v1", True, "used"),
-    "Endpoints": ("v1", True, "used"),
     "PersistentVolumeClaim": ("v1", True, "used"),
-    "EndpointSlice": ("discovery.k8s.io/v1", True, "used"),
     "Ingress": ("networking.k8s.io/v1", True, "routed"),
     "IngressClass": ("networking.k8s.io/v1", False, "used"),
     "Role": ("rbac.authorization.k8s.io/v1", True, "used"),
@@ -47,9 +46,12 @@ NOT_YET: dict[str, tuple[str, bool, str]] = {
     "HorizontalPodAutoscaler": ("autoscaling/v2", True, "used"),
 }
 IMPLEMENTED = {"Namespace": kube.parse_namespace, "Pod": kube.parse_pod,
-               "Service": kube.parse_service, "Deployment": deployment.parse_deployment}
-API_VERSIONS = {"Deployment": "apps/v1"}  # of IMPLEMENTED kinds; the others are core v1
-_KNOWN_GROUPS = {v.split("/")[0] if "/" in v else "" for v, _, _ in NOT_YET.values()}
+               "Service": kube.parse_service, "Deployment": deployment.parse_deployment,
+               "Endpoints": parse_endpoints, "EndpointSlice": parse_endpoint_slice}
+# of IMPLEMENTED kinds; the others are core v1
+API_VERSIONS = {"Deployment": "apps/v1", "EndpointSlice": "discovery.k8s.io/v1"}
+_KNOWN_GROUPS = {v.split("/")[0] if "/" in v else ""
+                 for v in [*(v for v, _, _ in NOT_YET.values()), *API_VERSIONS.values()]}
 _API_VERSION = re.compile(r"(([a-z0-9-]+\.)*[a-z0-9-]+/)?v[0-9]+((alpha|beta)[0-9]+)?")
 _KIND = re.compile(r"[A-Z][A-Za-z0-9]*")
 
@@ -66,6 +68,7 @@ class Parsed:
     others: list[tuple[model.Manifest, Obj]] = field(default_factory=list)
     policies: list[tuple[Any, Obj]] = field(default_factory=list)  # NetworkPolicy
     cilium: list[tuple[cnp.CiliumPolicy, Obj]] = field(default_factory=list)  # parsed CNPs
+    endpoints: list[tuple[Any, Obj]] = field(default_factory=list)  # model.endpoints sets
     seen: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
 
@@ -186,6 +189,7 @@ def _add(doc: Obj, out: Parsed, kind: str, obj: Any) -> bool:
         out.policies.append((obj, doc))
         return True
     target = {"Namespace": out.namespaces, "Pod": out.pods, "Service": out.services,
-              "Deployment": out.deployments}
+              "Deployment": out.deployments, "Endpoints": out.endpoints,
+              "EndpointSlice": out.endpoints}
     target.get(kind, out.others).append((obj, doc))
     return True

@@ -30,16 +30,28 @@ def cross_check(col: Collector, parsed: Parsed, spec: model.ClusterSpec, base_mo
         declared = {*BUILTIN_NAMESPACES, *(known_namespaces or ()),
                     *(ns.name for ns, _ in parsed.namespaces)}
         for obj, doc in [*parsed.pods, *parsed.services, *parsed.deployments, *parsed.others,
-                         *parsed.policies]:
+                         *parsed.policies, *parsed.endpoints]:
             if obj.namespace is not None and obj.namespace not in declared:
                 line, path = at(doc, "metadata", "namespace")
                 col.error(line, path, f"namespace {obj.namespace!r} is not declared",
                           f"add a document: apiVersion: v1, kind: Namespace, metadata.name: "
                           f"{obj.namespace}")
+    _check_reserved(col, parsed)
     _check_nodes_of_pods(col, parsed, spec, base_mode)
     _check_netns(col, parsed, spec, base_mode)
     _check_services(col, parsed, spec)
     cilium.check_proxy_ports(col, parsed.pods)
+
+
+def _check_reserved(col: Collector, parsed: Parsed) -> None:
+    """default/kubernetes (its Service, Endpoints and slices) is the API server's own, kept by
+    its endpoint reconciler (emunet.state.plan), as every API server does."""
+    for obj, doc in [*parsed.services, *parsed.endpoints]:
+        if obj.namespace == "default" and "kubernetes" in (
+                obj.name, getattr(obj, "service", None)):
+            line, path = at(doc, "metadata", "name")
+            col.error(line, path, "default/kubernetes is the API server's own Service; its "
+                      "endpoints are the API server's address", "choose another name")
 
 
 def _check_nodes_of_pods(col: Collector, parsed: Parsed, spec: model.ClusterSpec,

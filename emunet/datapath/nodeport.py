@@ -1,4 +1,5 @@
-"""NodePort in the datapath: frames for a node port that arrive on the node's underlay eth0. Pure.
+"""NodePort in the datapath: frames for a node port that arrive on the node's underlay eth0, and
+frames from the node's own stack (its host port: `process_host`). Pure.
 
 kube-proxy with `externalTrafficPolicy: Cluster` (the default): a connection to
 <node IP>:<nodePort> is DNAT'ed to a ready endpoint of the Service, on any node, and SNAT'ed to
@@ -73,6 +74,13 @@ class NodePort:
     if TYPE_CHECKING:  # Datapath's own stages
         def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
                   ) -> list[Action]: ...
+
+        def _track(self, f: bytearray, l4: int, end: int, proto: int, frag: bool,
+                   now: float, pod: None) -> list[Action] | None: ...
+
+        def _route(self, f: bytearray) -> list[Action]: ...
+
+        def _verdicts(self, out: list[Action], now: float) -> list[Action]: ...
 
         def _check(self, src: bytes, dst: bytes, proto: int, dport: int, local_src: bool
                    ) -> list[Action] | None: ...
@@ -157,3 +165,24 @@ class NodePort:
             answer = pk.icmp_error(dst_mac, src_mac, bytes(f[IP_DST]), pk.ICMP_UNREACH,
                                    pk.UNREACH_PORT, f[ETH_LEN:end])
         return self._drop(DropReason.NO_ENDPOINTS, why, Send(UNDERLAY_PORT, answer))
+
+    # ---- from the node's own stack ------------------------------------------------------------
+
+    def process_host(self, frame: bytes, now: float) -> list[Action]:
+        """A frame the node kernel sent out of its host port (naming.HOST_IFNAME): a listener
+        of the node namespace answering a pod (the API server's replies), routed like a pod's
+        packet but without Service LB (kube-proxy NATs the host's own traffic too, but nothing
+        on the node talks to ClusterIPs here). Only the node's own address may send."""
+        t = self.tables
+        if len(frame) < ETH_LEN or frame[ETH_TYPE] != ETHERTYPE_IP:
+            return self._drop(DropReason.UNSUPPORTED_L3, "non-IPv4 from the node's stack")
+        f = bytearray(frame)
+        parsed = parse_ipv4(f)
+        if parsed is None:
+            return self._drop(DropReason.INVALID_PACKET, "bad IPv4 header from the node")
+        if f[IP_SRC] != t.underlay_ip or f[IP_DST] == t.underlay_ip:
+            return self._drop(DropReason.INVALID_SOURCE,
+                              f"src IP {pk.ip_str(f[IP_SRC])} from the node's stack")
+        l4, end, proto, frag = parsed
+        out = self._track(f, l4, end, proto, frag, now, None)
+        return self._verdicts(out if out is not None else self._route(f), now)

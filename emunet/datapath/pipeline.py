@@ -139,6 +139,8 @@ class Datapath(Replies, NodePort, Fragments):
         t = self.tables
         pod = t.pods_by_port.get(in_port)
         if pod is None:
+            if in_port == t.host_port and in_port:
+                return self.process_host(frame, now)
             return self._drop(DropReason.INVALID_SOURCE, f"unknown port {in_port}")
         if len(frame) < ETH_LEN:
             return self._drop(DropReason.INVALID_PACKET, "short Ethernet frame")
@@ -355,10 +357,14 @@ class Datapath(Replies, NodePort, Fragments):
             f[ETH_MACS] = lp.routed_macs
             self._c["forwarded"] += 1
             return [Send(lp.port, bytes(f))]
+        if dst == t.underlay_ip and t.host_port:  # this node's own stack (a local delivery)
+            f[ETH_MACS] = t.host_macs
+            self._c["to_host"] += 1
+            return [Send(t.host_port, bytes(f))]
         d = int.from_bytes(dst, "big")
         if d & t.local_mask == t.local_net:
             return self._drop(DropReason.NO_ROUTE, f"no pod {pk.ip_str(dst)} on {t.node}")
-        r = t.remote_for(d)
+        r = t.remote_for(d) or t.node_ips.get(dst)
         if r is None:
             return self._drop(DropReason.NO_ROUTE, f"{pk.ip_str(dst)} outside the cluster")
         self._c["encap"] += 1
@@ -389,7 +395,8 @@ class Datapath(Replies, NodePort, Fragments):
         if parsed is None:
             return self._drop(DropReason.INVALID_PACKET, "bad inner IPv4 header")
         l4, end, proto, frag = parsed
-        if int.from_bytes(f[IP_SRC], "big") & peer.mask != peer.net:
+        if int.from_bytes(f[IP_SRC], "big") & peer.mask != peer.net and \
+                f[IP_SRC] != peer.underlay_ip_b:  # its pods, or its own stack (process_host)
             return self._drop(DropReason.INVALID_SOURCE,
                               f"inner src {pk.ip_str(f[IP_SRC])} not in {peer.name}'s subnet")
         if f[IP_TTL] <= 1:
@@ -399,8 +406,9 @@ class Datapath(Replies, NodePort, Fragments):
             return self._verdicts(out, now)
         if self.neigh and bytes(f[IP_DST]) in self.neigh:
             return self._verdicts(self._to_underlay(f), now)  # a remote backend's NodePort reply
-        if bytes(f[IP_DST]) not in t.pods_by_ip:
+        if bytes(f[IP_DST]) not in t.pods_by_ip and f[IP_DST] != t.underlay_ip:
             return self._verdicts(self._drop(DropReason.NO_ROUTE, f"no pod "
                                              f"{pk.ip_str(f[IP_DST])} on {t.node}"), now)
         self._c["decap"] += 1
         return self._verdicts(self._route(f), now)
+

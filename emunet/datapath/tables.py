@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from emunet import naming
 from emunet.packets import PROTO_TCP, PROTO_UDP, ip_bytes, mac_bytes, vxlan_header
 from emunet.policy.compile import compile_node
 from emunet.policy.verdict import NodePolicy
@@ -73,6 +74,13 @@ class NodeTables:
     underlay_ip: bytes = b""
     nodeports: dict[tuple[int, int], ServiceTarget] = field(default_factory=dict)
     policy: NodePolicy = field(default_factory=NodePolicy)  # identities, compiled policies
+    # The node's own stack (naming.HOST_IFNAME): frames for this node's underlay address go
+    # to `host_port` with `host_macs` (dst: the kernel end's MAC, src: the gateway's), so a
+    # pod reaches a listener of the node namespace (the API server behind `kubernetes`); other
+    # nodes' addresses go over VXLAN to their agents (`node_ips`), which deliver them the same
+    host_port: str = ""
+    host_macs: bytes = b""
+    node_ips: dict[bytes, RemoteNode] = field(default_factory=dict)
 
     @classmethod
     def from_state(cls, state: ClusterState, node_name: str) -> NodeTables:
@@ -106,6 +114,9 @@ class NodeTables:
             t.remotes_by_underlay[r.underlay_ip] = r
         t.remotes = tuple(remotes)
         t.underlay_ip = ip_bytes(me.underlay_ip)
+        t.host_port = naming.HOST_PEER
+        t.host_macs = mac_bytes(naming.host_mac(me.underlay_ip)) + gw_mac
+        t.node_ips = {r.underlay_ip_b: r for r in remotes}
         node_ips = [ip_bytes(n.underlay_ip) for n in state.nodes]
         for key, svc in state.services.items():
             if not svc.cluster_ip:

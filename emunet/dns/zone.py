@@ -100,15 +100,24 @@ def _endpoints(st: ClusterState, ss: ServiceState) -> tuple[EndpointRec, ...]:
 
     Only ready addresses are published, as CoreDNS reads EndpointSlices (conditions.ready).
     The hostname follows the EndpointSlice controller: a pod's spec.hostname is used only when
-    its spec.subdomain equals the Service's name; otherwise CoreDNS names the endpoint by its
-    IP with dashes (kubernetes plugin, endpointHostname).
+    its spec.subdomain equals the Service's name; a user's Endpoints/EndpointSlice address
+    gives its own `hostname`; otherwise CoreDNS names the endpoint by its IP with dashes
+    (kubernetes plugin, endpointHostname).
     """
     svc = ss.service
     by_ip: dict[str, list[PortRec]] = {}
+    names: dict[str, str] = {}  # a user endpoint's own hostname (Endpoints/slice `hostname`)
     if not svc.ports:  # headless without ports: addresses only
         for p in sorted(st.selected_pods(svc), key=lambda p: ipaddress.IPv4Address(p.ip)):
             if p.ready:
                 by_ip[p.ip] = [PortRec("", "", NO_PORT)]
+        for es in st.endpoint_sets_of(svc):  # selector-less: every ready address
+            for g in es.groups:
+                for a in g.addresses:
+                    if a.ready:
+                        by_ip.setdefault(a.ip, [PortRec("", "", NO_PORT)])
+                        if a.hostname:
+                            names.setdefault(a.ip, a.hostname)
     else:
         for i, eps in st.endpoints(ss.key).items():
             sp = svc.ports[i]
@@ -116,13 +125,15 @@ def _endpoints(st: ClusterState, ss: ServiceState) -> tuple[EndpointRec, ...]:
                 if ep.ready:
                     by_ip.setdefault(ep.ip, []).append(
                         PortRec(sp.name or "", sp.protocol.lower(), ep.port))
+                    if ep.hostname:
+                        names.setdefault(ep.ip, ep.hostname)
     out = []
     for ip, ports in by_ip.items():
-        pod = st.pod_by_ip(ip)
-        hostname = ip.replace(".", "-")
+        hostname = names.get(ip, ip.replace(".", "-"))
+        pod = st.pod_by_ip(ip) if svc.selector is not None else None
         if pod is not None and pod.pod.hostname and pod.pod.subdomain == svc.name:
             hostname = pod.pod.hostname.lower()
-        out.append(EndpointRec(ip, hostname, tuple(ports)))
+        out.append(EndpointRec(ip, hostname.lower(), tuple(ports)))
     return tuple(out)
 
 

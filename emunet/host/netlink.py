@@ -258,6 +258,27 @@ def _build_outside(state: ClusterState, m: Manifest) -> None:
         _offloads_off(eth0, name)
 
 
+def add_host_port(state: ClusterState, node: NodeState) -> None:
+    """The node's own stack as its agent sees it (Cilium's cilium_host/cilium_net): a veth
+    pair inside the node namespace; the kernel owns HOST_IFNAME (NOARP, so its frames carry
+    its own MAC and need no neighbour; the route to the cluster CIDR, so its replies to pods
+    leave there), the agent reads and writes HOST_PEER. A pod's packet for the node's address
+    is delivered to the node's listeners (the API server's, emunet.api) through it: a local
+    delivery, ip_forward stays 0 and the kernel still forwards nothing. Offloads off: the
+    agent sees MTU-sized frames with complete checksums. Goes with the namespace."""
+    mtu = state.cluster.mtu
+    with entered(node.netns), _netlink("creating the host port", node.netns) as ipr:
+        ipr.link("add", ifname=naming.HOST_IFNAME, kind="veth", mtu=mtu,
+                 address=naming.host_mac(node.underlay_ip),
+                 peer={"ifname": naming.HOST_PEER, "mtu": mtu})
+        idx = ipr.link_lookup(ifname=naming.HOST_IFNAME)[0]
+        ipr.link("set", index=idx, state="up", arp=False)
+        ipr.link("set", index=ipr.link_lookup(ifname=naming.HOST_PEER)[0], state="up")
+        ipr.route("add", dst=state.cluster.cluster_cidr, oif=idx)
+        for name in (naming.HOST_IFNAME, naming.HOST_PEER):
+            _offloads_off(name, node.netns)
+
+
 def _write_etc(state: ClusterState, pod: PodState, m: Manifest) -> None:
     d = ETC_NETNS / pod.netns
     if not ETC_NETNS.exists():

@@ -28,6 +28,9 @@ DEFAULT_BUSY_POLL_US = 300
 DEFAULT_AFFINITY_TIMEOUT = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds (3 hours)
 NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver --service-node-port-range default
 DEFAULT_API_PORT = 6443  # kube-apiserver --secure-port default; emunet.api binds 127.0.0.1
+# The API server's port on the first node's underlay address, what pods reach through the
+# `kubernetes` Service (k3s: <server node IP>:6443), whatever spec.apiServer.port says
+API_ENDPOINT_PORT = 6443
 
 
 @dataclass(frozen=True)
@@ -252,5 +255,6 @@ class Config:
     network_policies: tuple = ()  # emunet.model.netpol.NetworkPolicy objects
     cilium_policies: tuple = ()  # emunet.model.cilium.CiliumPolicy objects (manifests in others)
     others: tuple[Manifest, ...] = ()  # kinds emunet does not implement yet: warned about
+    endpoint_sets: tuple = ()  # emunet.model.endpoints.EndpointSet: user Endpoints/slices
     warnings: tuple[str, ...] = ()
     source: str = ""

@@ -16,6 +16,7 @@ from typing import Any
 from emunet import model, naming
 from emunet.errors import InputError
 from emunet.model import ClusterSpec, Namespace, Pod, Service
+from emunet.model.endpoints import ENDPOINTS, SLICE, EndpointSet
 
 KUBE_SYSTEM = "kube-system"
 NS_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
@@ -68,14 +69,19 @@ class ServiceState:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One backend of one Service port: the pod, its IP and the resolved target port."""
+    """One backend of one Service port: the pod, its IP and the resolved target port.
+
+    For a Service without a selector the backend comes from the user's Endpoints or slices
+    (`EndpointSet`): `pod` is its targetRef (None: none given), `node` its nodeName (or the
+    node whose pod subnet or address holds the IP; None: no node), `hostname` its DNS name."""
 
     ip: str
     port: int
     protocol: str
-    pod: tuple[str, str]
-    node: str
+    pod: tuple[str, str] | None
+    node: str | None
     ready: bool
+    hostname: str | None = None
 
 
 @dataclass
@@ -90,6 +96,9 @@ class ClusterState:
     # CiliumNetworkPolicies, parsed (their manifests, for display, stay in `others`)
     cilium_policies: dict[tuple[str, str], Any] = field(default_factory=dict)
     others: list[model.Manifest] = field(default_factory=list)
+    # Endpoints and EndpointSlices written by the user (and the API server's own `kubernetes`
+    # Endpoints), by (kind, namespace, name): the backends of Services without a selector
+    endpoint_sets: dict[tuple[str, str, str], EndpointSet] = field(default_factory=dict)
     last_ip: dict[str, str] = field(default_factory=dict)  # host-local IPAM cursor per node
     # node -> its underlay link impairment now (`emunet link set`, seeded from the Cluster
     # document's nodes[].impairment); the agents apply delay/jitter/loss (emunet.host.tc)
@@ -284,13 +293,64 @@ class ClusterState:
                 if p.pod.namespace == svc.namespace
                 and all(p.pod.labels.get(k) == v for k, v in svc.selector.items())]
 
+    def endpoint_sets_of(self, svc: Service) -> list[EndpointSet]:
+        """What a Service without a selector is backed by, as kube-proxy and CoreDNS read it:
+        every EndpointSlice labelled with its name, and its Endpoints object (which the
+        EndpointSlice mirroring controller copies into a slice). A Service with a selector has
+        its controller's endpoints instead: a user's Endpoints of that name is overwritten."""
+        if svc.selector is not None:
+            return []
+        ns, name = svc.namespace, svc.name
+        out = [self.endpoint_sets[(ENDPOINTS, ns, name)]] if (
+            ENDPOINTS, ns, name) in self.endpoint_sets else []
+        out += [s for k, s in sorted(self.endpoint_sets.items())
+                if k[0] == SLICE and k[1] == ns and s.service == name
+                and s.address_type == "IPv4"]
+        return out
+
+    def node_of_ip(self, ip: str) -> str | None:
+        """The node whose underlay address or pod subnet holds `ip` (None: neither)."""
+        addr = ipaddress.IPv4Address(ip)
+        for n in self.nodes:
+            if n.underlay_ip == ip or addr in ipaddress.IPv4Network(n.pod_cidr):
+                return n.name
+        return None
+
+    def _manual_endpoints(self, svc: Service) -> dict[int, list[Endpoint]]:
+        """The backends per Service port from its Endpoints/slices: an endpoint port serves
+        the Service port of the same name and protocol (kube-proxy's match; the number is the
+        backend's port, targetPort plays no part); an address listed twice counts once, ready
+        if any listing says so."""
+        sets = self.endpoint_sets_of(svc)
+        out: dict[int, list[Endpoint]] = {}
+        for i, sp in enumerate(svc.ports):
+            found: dict[tuple[str, int], Endpoint] = {}
+            for es in sets:
+                for g in es.groups:
+                    for p in g.ports:
+                        if p.name != (sp.name or "") or p.protocol != sp.protocol \
+                                or p.port is None:
+                            continue
+                        for a in g.addresses:
+                            old = found.get((a.ip, p.port))
+                            if old is not None and (old.ready or not a.ready):
+                                continue
+                            found[(a.ip, p.port)] = Endpoint(
+                                a.ip, p.port, sp.protocol, a.target,
+                                a.node_name or self.node_of_ip(a.ip), a.ready, a.hostname)
+            out[i] = sorted(found.values(), key=lambda e: (ipaddress.IPv4Address(e.ip), e.port))
+        return out
+
     def endpoints(self, key: tuple[str, str]) -> dict[int, list[Endpoint]]:
         """Per Service port index: the backends, named targetPorts resolved per pod.
 
         As the EndpointSlice controller does, a pod that does not declare a named targetPort
-        is not a backend for that port; unready pods are listed with ready=False.
+        is not a backend for that port; unready pods are listed with ready=False. A Service
+        without a selector: the user's Endpoints and EndpointSlices (`_manual_endpoints`).
         """
         svc = self.services[key].service
+        if svc.selector is None:
+            return self._manual_endpoints(svc)
         out: dict[int, list[Endpoint]] = {}
         pods = sorted(self.selected_pods(svc), key=lambda p: ipaddress.IPv4Address(p.ip))
         for i, sp in enumerate(svc.ports):
@@ -312,6 +372,7 @@ def object_keys(st: ClusterState) -> list[str]:
     keys += [f"Deployment/{ns}/{n}" for ns, n in st.deployments]
     keys += [f"NetworkPolicy/{ns}/{n}" for ns, n in st.policies]
     keys += [f"CiliumNetworkPolicy/{ns}/{n}" for ns, n in st.cilium_policies]
+    keys += [f"{kind}/{ns}/{n}" for kind, ns, n in st.endpoint_sets]
     return keys
 
 

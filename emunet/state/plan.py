@@ -10,8 +10,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
-from emunet import naming
+from emunet import model, naming
 from emunet.model import Config, Container, ContainerPort, Namespace, Pod, Service, ServicePort
+from emunet.model.endpoints import (
+    ENDPOINTS,
+    EndpointAddress,
+    EndpointGroup,
+    EndpointPort,
+    EndpointSet,
+)
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState, NodeState, StateError
 from emunet.state.deploy import plan_deployments
 
@@ -22,6 +29,7 @@ def plan(config: Config) -> ClusterState:
     _plan_nodes(st)
     for ns in (Namespace("default"), Namespace(KUBE_SYSTEM), *config.namespaces):
         st.add_namespace(ns)
+    add_kubernetes(st)
     _add_dns(st)
     st.reserved_node_ports = {sp.node_port for svc in config.services for sp in svc.ports
                               if sp.node_port is not None}
@@ -35,6 +43,7 @@ def plan(config: Config) -> ClusterState:
     st.policies = {p.key: p for p in config.network_policies}
     st.cilium_policies = {(p.namespace, p.name): p for p in config.cilium_policies}
     st.others = list(config.others)
+    st.endpoint_sets.update({es.key: es for es in config.endpoint_sets})
     st.links = {n.name: n.impairment for n in config.cluster.nodes
                 if n.impairment is not None and n.impairment.active}
     return st
@@ -61,6 +70,32 @@ def _plan_nodes(st: ClusterState) -> None:
             pod_cidr=str(pod_cidr), gateway_ip=gw, gateway_mac=naming.mac_from_ip(gw),
             vtep_mac=naming.vtep_mac(str(pod_cidr)),
         ))
+
+
+KUBERNETES = ("default", "kubernetes")
+
+
+def kubernetes_ip(cluster: model.ClusterSpec) -> str:
+    """The `kubernetes` Service's ClusterIP: the first address of the service range."""
+    return str(ipaddress.IPv4Network(cluster.service_cidr).network_address + 1)
+
+
+def add_kubernetes(st: ClusterState) -> None:
+    """`default/kubernetes`, as every API server keeps it (its endpoint reconciler): ClusterIP
+    .1, port https 443, and an Endpoints object naming the server, here the first node's
+    address, where the API server also listens (emunet.api, inside that node's namespace)."""
+    if not st.nodes:
+        return
+    st.add_service(Service(
+        namespace="default", name="kubernetes", cluster_ip=kubernetes_ip(st.cluster),
+        labels={"component": "apiserver", "provider": "kubernetes"},
+        ports=(ServicePort(443, model.API_ENDPOINT_PORT, "TCP", "https"),)))
+    server = EndpointAddress(st.nodes[0].underlay_ip)
+    port = EndpointPort(model.API_ENDPOINT_PORT, "TCP", "https")
+    es = EndpointSet(ENDPOINTS, "default", "kubernetes", "kubernetes",
+                     (EndpointGroup((server,), (port,)),),
+                     {"endpointslice.kubernetes.io/skip-mirror": "true"})
+    st.endpoint_sets[es.key] = es
 
 
 def _dns_port(name: str, protocol: str) -> ServicePort:

@@ -302,7 +302,7 @@ spec:
     assert info.value.message.startswith("serviceCIDR 10.43.0.0/28 has no ClusterIP left")
     assert info.value.line == text.splitlines().index("metadata: {name: s4}") + 1
     cfg = load_config_text(text.replace("/28", "/27"), "t.yaml")
-    assert len(plan(cfg).services) == 6  # five plus kube-dns
+    assert len(plan(cfg).services) == 7  # five plus kube-dns and default/kubernetes
 
 
 def test_unimplemented_kind_in_undeclared_namespace() -> None:
