@@ -191,8 +191,10 @@ class Supervisor:
             wl = self.workloads.pods.get(ps.key)
             restarts = wl.restarts if wl else 0
             running = ready or self.workloads.running(ps.key)
-            if running != ps.running:
-                ps.running, changed = running, True  # the API's phase and container state
+            statuses = self.workloads.statuses(ps.key)
+            if running != ps.running or statuses != ps.containers:
+                # the API's phase and container states (emunet.state.podphase)
+                ps.running, ps.containers, changed = running, statuses, True
             if ready != ps.ready or restarts != ps.restarts:
                 self.controllers.observed(ps, ready, restarts)
                 ps.ready, ps.restarts = ready, restarts

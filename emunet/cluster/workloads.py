@@ -5,12 +5,16 @@ declared containerPort. All built-in servers of all pods live in the supervisor'
 loop: a socket belongs to the network namespace it was created in, so one process can serve
 every pod (no Python process per pod). A container with `command`/`args` runs that real process
 in the pod's sandbox (emunet.host.sandbox: its own PID, UTS, IPC and mount namespaces beside
-the pod's network namespace), restarted with the kubelet's back-off when it exits.
+the pod's network namespace). When it exits, the pod's restartPolicy decides (emunet.state.
+podphase): started again with the kubelet's back-off, or terminated for good with its exit code
+(a pod whose containers all did is Succeeded or Failed, and its sandbox ends). A container with
+`stdin` or `tty` has its stdio held here for `kubectl attach` (emunet.cluster.stdio).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -21,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from emunet.cluster import stdio
 from emunet.cluster.builtin import UDPIdentity, identity, serve_tcp
 from emunet.host import sandbox
 from emunet.host.netns import socket_in_netns
 from emunet.model import Container
+from emunet.state import podphase
 from emunet.state.cluster import KUBE_SYSTEM, PodState
 
 log = logging.getLogger("emunet.cluster.workloads")
@@ -47,6 +53,23 @@ class _Proc:
     restarts: int = 0
     backoff: float = 0.0
     next_start: float = 0.0
+    started_at: float = 0.0
+    last: dict | None = None  # the run that ended last: exitCode, reason, startedAt, finishedAt
+    done: bool = False  # terminated for good (restartPolicy Never, or OnFailure after exit 0)
+    io: stdio.Stdio | None = None  # the stdio this run's stdin/tty is held by
+    attach: stdio.AttachServer | None = None
+
+    def status(self) -> dict:
+        """The container's runtime status (emunet.state.podphase's shape)."""
+        if self.done and self.last is not None:
+            return {"state": "terminated", **self.last}
+        if self.popen is not None:
+            return {"state": "running", "startedAt": self.started_at, "last": self.last}
+        why = "CrashLoopBackOff" if self.last is not None else "ContainerCreating"
+        return {"state": "waiting", "reason": why, "last": self.last}
+
+    def current_io(self) -> stdio.Stdio | None:
+        return self.io if self.popen is not None else None
 
 
 @dataclass
@@ -86,6 +109,12 @@ class Workloads:
                 wl.procs.append(_Proc(c))
             elif builtin:
                 await self._open_builtin(wl, c)
+        for p in wl.procs:
+            if stdio.wants_stdio(p.container):
+                p.attach = stdio.AttachServer(
+                    stdio.attach_socket(self.log_dir.parent, *ps.key, p.container.name),
+                    p.container.name, p.current_io)
+                await p.attach.start()
         if wl.procs:
             await asyncio.to_thread(self._start_sandbox, wl)
         for p in wl.procs:
@@ -224,36 +253,67 @@ class Workloads:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         logf = self.log_dir / f"{ps.pod.namespace}_{ps.pod.name}_{p.container.name}.log"
         cmd = [*p.container.command, *p.container.args]
-        with open(logf, "ab") as out:
-            argv = sandbox.container_argv(ps.pod, p.container, wl.sandbox_pid, cmd)
-            env = sandbox.env(ps.pod, p.container)
-            try:
-                # Own session: `down` can end the process group (a shell and its children).
-                p.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                           stderr=subprocess.STDOUT, env=env,
-                                           start_new_session=True, umask=0o022)
-            except OSError as e:
-                out.write(f"emunet: cannot start {cmd}: {e}\n".encode())
-                p.popen = None
-                return
+        out = open(logf, "ab")  # noqa: SIM115 (a held stdio keeps it: the output passes here)
+        io = stdio.Stdio(p.container, out) if stdio.wants_stdio(p.container) else None
+        fds = io.child if io else (subprocess.DEVNULL, out.fileno(), subprocess.STDOUT)
+        argv = sandbox.container_argv(ps.pod, p.container, wl.sandbox_pid, cmd)
+        env = sandbox.env(ps.pod, p.container)
+        try:
+            # Own session: `down` can end the process group (a shell and its children).
+            p.popen = subprocess.Popen(argv, stdin=fds[0], stdout=fds[1], stderr=fds[2],
+                                       env=env, start_new_session=True, umask=0o022)
+        except OSError as e:
+            out.write(f"emunet: cannot start {cmd}: {e}\n".encode())
+            out.close()
+            if io is not None:
+                io.started()
+                io.close()
+            p.popen = None
+            self._exited(wl, p, podphase.START_ERROR, now)
+            return
+        p.started_at, p.io = now, io
+        if io is not None:
+            io.started()
+        else:
+            out.close()
         self.on_process(p.popen.pid, sandbox.container_role(ps.pod, p.container),
                         netns=ps.netns)
 
+    def _exited(self, wl: PodWorkload, p: _Proc, code: int, now: float) -> None:
+        """A run ended: recorded; started again or not by the pod's restartPolicy."""
+        p.last = {"exitCode": code, "reason": podphase.reason(code),
+                  "startedAt": p.started_at or now, "finishedAt": now}
+        if not podphase.restarts_after(wl.ps.pod.restart_policy, code):
+            p.done = True
+            if all(q.done for q in wl.procs) and not wl.servers and not wl.transports:
+                # the pod ran to completion: the kubelet then removes its sandbox
+                if wl.sandbox is not None and wl.sandbox.poll() is None:
+                    asyncio.get_running_loop().run_in_executor(None, _end, wl.sandbox)
+            return
+        p.restarts += 1
+        p.backoff = min(_BACKOFF_MAX, max(10.0, p.backoff * 2))  # kubelet: 10s, x2
+        p.next_start = now + (0 if p.restarts == 1 else p.backoff)
+
     def reap(self, now: float) -> bool:
-        """Restart exited containers with back-off (restartPolicy Always). True if any moved."""
+        """Record exited containers; restart them by the pod's restartPolicy, with the
+        kubelet's back-off. True if any moved."""
         changed = False
         for wl in self.pods.values():
             for p in wl.procs:
                 if p.popen is not None and p.popen.poll() is not None:
+                    code = podphase.exit_code(p.popen.returncode)
                     p.popen = None
-                    p.restarts += 1
-                    p.backoff = min(_BACKOFF_MAX, max(10.0, p.backoff * 2))  # kubelet: 10s, x2
-                    p.next_start = now + (0 if p.restarts == 1 else p.backoff)
+                    self._exited(wl, p, code, now)
                     changed = True
-                if p.popen is None and now >= p.next_start:
+                if p.popen is None and not p.done and now >= p.next_start:
                     self._spawn(wl, p, now)
                     changed = True
         return changed
+
+    def statuses(self, key: tuple[str, str]) -> dict[str, dict]:
+        """Each process container's runtime status (PodState.containers)."""
+        wl = self.pods.get(key)
+        return {p.container.name: p.status() for p in wl.procs} if wl else {}
 
     def container_pid(self, key: tuple[str, str], container: str) -> int | None:
         """The container's first process (PID 1 of its PID namespace), None if not running."""
@@ -287,7 +347,11 @@ class Workloads:
         self._close_builtin(wl)
         for p in wl.procs:
             if p.popen is not None and p.popen.poll() is None:
-                _end(p.popen)
+                await asyncio.to_thread(_end, p.popen)
+            if p.io is not None:
+                p.io.close()
+            if p.attach is not None:
+                p.attach.close()
         if wl.sandbox is not None and wl.sandbox.poll() is None:
             _end(wl.sandbox)  # PID 1 of the pod's PID namespace: what was left there goes too
 
@@ -334,15 +398,22 @@ def _listens(ps: PodState, port: int) -> bool:
 
 
 def _end(popen: subprocess.Popen) -> None:
-    """SIGTERM the container's process group, SIGKILL after the grace period."""
-    try:
-        os.killpg(popen.pid, 15)
-        popen.wait(timeout=2)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
+    """SIGTERM the container's process group, SIGKILL after the grace period. A tty
+    container's command leads a session of its own (setsid, emunet.host.sandbox): its group
+    is signalled too."""
+    groups = [popen.pid]
+    inner = sandbox.child_pid(popen.pid)
+    if inner is not None:
+        with contextlib.suppress(OSError):
+            if os.getpgid(inner) != popen.pid:
+                groups.append(os.getpgid(inner))
+    for sig in (15, 9):
+        for g in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(g, sig)
         try:
-            os.killpg(popen.pid, 9)
-        except ProcessLookupError:
-            pass
-        popen.wait()
+            popen.wait(timeout=2)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    popen.wait()
