@@ -9,9 +9,9 @@ either): kubectl run reads it from the pod's status.
 A container with `stdin` or `tty` has its stdio held by the supervisor (emunet.cluster.stdio):
 this relays between the WebSocket and the container's attach socket, so the output is live and
 the input reaches the process. Any other container writes straight into its log file: an attach
-to it follows that file from now on (stdout and stderr interleaved, as they are there) while the
-container runs. A container that is not running cannot be attached to (kubectl run then falls
-back to the logs, as with the kubelet's "container not found").
+to it follows that file from now on (stdout and stderr interleaved, as they are there) until
+the container's run ends. A container that is not running cannot be attached to (kubectl run
+then falls back to the logs, as with the kubelet's "container not found").
 """
 
 from __future__ import annotations
@@ -39,14 +39,17 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name) in ("true", "1")
 
 
-def _running(view: View, key: tuple[str, str], container: str) -> bool:
+def _run_of(view: View, key: tuple[str, str], container: str) -> tuple[str, int] | None:
+    """The container's current run (start time, restart count), None if it is not running."""
     pod = view.objs.get("pods", {}).get(key)
-    if pod is None:
-        return False
-    for cs in pod["status"].get("containerStatuses", []):
-        if cs["name"] == container:
-            return "running" in cs.get("state", {})
-    return False
+    for cs in pod["status"].get("containerStatuses", []) if pod else ():
+        if cs["name"] == container and "running" in cs.get("state", {}):
+            return cs["state"]["running"].get("startedAt", ""), cs.get("restartCount", 0)
+    return None
+
+
+def _running(view: View, key: tuple[str, str], container: str) -> bool:
+    return _run_of(view, key, container) is not None
 
 
 async def serve(request: web.Request, view: View, t: Target,
@@ -141,8 +144,9 @@ async def _follow(ws: web.WebSocketResponse, view: View, key: tuple[str, str], n
     except FileNotFoundError:
         pos = 0
     closed = asyncio.create_task(_drain(ws))
-    try:
-        while not closed.done() and _running(view, key, name):
+    run = _run_of(view, key, name)
+    try:  # this run only: an attach ends when its container does (a restart is a new one)
+        while not closed.done() and run is not None and _run_of(view, key, name) == run:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(closed), FOLLOW_POLL)
             try:

@@ -107,6 +107,7 @@ class Stdio:
             self._outs = {out_r: STDOUT, err_r: STDERR}
             self._mine = [in_w, out_r, err_r]
         self.ended = asyncio.Event()
+        self.on_end: Callable[[], None] | None = None  # the output ended by itself (EOF)
 
     def started(self) -> None:
         """The container runs: drop the child's ends, read its output."""
@@ -131,6 +132,8 @@ class Stdio:
             self._open.remove(fd)
             if not self._open:
                 self.close()
+                if self.on_end is not None:
+                    self.on_end()
             return
         with contextlib.suppress(OSError, ValueError):
             self.log.write(data)

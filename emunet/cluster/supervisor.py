@@ -93,6 +93,7 @@ class Supervisor:
         self.manifest = netlink.Manifest.open(naming.run_dir() / "manifest.json")
         (naming.run_dir() / "logs").mkdir(exist_ok=True)
         self.workloads = Workloads(naming.run_dir() / "logs", self.manifest.add_process)
+        self.workloads.on_exit = self._container_exited
         state_path = str(naming.run_dir() / "state.json")
         self.children: dict[str, Child] = {}
         for n in self.state.nodes:
@@ -176,6 +177,10 @@ class Supervisor:
         if moved or not all(ps.ready for ps in self.state.pods.values()):
             self.refresh_ready()
         self.controllers.tick(time.time())
+
+    def _container_exited(self) -> None:
+        if self.workloads.reap(time.time()):
+            self.refresh_ready()
 
     def refresh_ready(self) -> None:
         """Recompute pod readiness; on any change publish the state (endpoints follow)."""

@@ -36,6 +36,11 @@ from emunet.state.cluster import KUBE_SYSTEM, PodState
 log = logging.getLogger("emunet.cluster.workloads")
 
 SANDBOX_TIMEOUT = 5.0  # seconds for a pod sandbox to set up its namespaces
+# A container with held stdio (stdin/tty: `kubectl run -i`) is reported running this long after
+# its start, as a kubelet reports it at its next PLEG relist (every second), not at once: a
+# short command (nslookup) is then usually over before kubectl sees the pod Running, and
+# kubectl prints its logs, as on a real cluster, instead of attaching after the output went by.
+REPORT_DELAY = 0.5
 _BACKOFF_MAX = 300.0  # kubelet's CrashLoopBackOff cap (5 minutes)
 
 
@@ -59,11 +64,17 @@ class _Proc:
     io: stdio.Stdio | None = None  # the stdio this run's stdin/tty is held by
     attach: stdio.AttachServer | None = None
 
+    def reported(self, now: float) -> bool:
+        """It runs, and the status says so (REPORT_DELAY after its start with held stdio)."""
+        if self.popen is None or self.popen.poll() is not None:
+            return False
+        return self.io is None or now - self.started_at >= REPORT_DELAY
+
     def status(self) -> dict:
         """The container's runtime status (emunet.state.podphase's shape)."""
         if self.done and self.last is not None:
             return {"state": "terminated", **self.last}
-        if self.popen is not None:
+        if self.reported(time.time()):
             return {"state": "running", "startedAt": self.started_at, "last": self.last}
         why = "CrashLoopBackOff" if self.last is not None else "ContainerCreating"
         return {"state": "waiting", "reason": why, "last": self.last}
@@ -97,6 +108,10 @@ class Workloads:
         self.log_dir = log_dir
         self.on_process = on_process  # records each started pid (for `emunet down`)
         self.pods: dict[tuple[str, str], PodWorkload] = {}
+        # called when a held-stdio container has exited (its output ended): the supervisor
+        # reaps and publishes at once, not at its next tick, so `kubectl run -i` of a short
+        # command mostly finds the pod completed (and reads the logs) instead of racing it
+        self.on_exit: Callable[[], None] = lambda: None
 
     async def start(self, ps: PodState, builtin: bool = True) -> None:
         """Open the pod's listeners and start its processes (idempotent per pod)."""
@@ -106,7 +121,9 @@ class Workloads:
         self.pods[ps.key] = wl
         for c in ps.pod.containers:
             if c.command or c.args:
-                wl.procs.append(_Proc(c))
+                # not due for `reap` until the sandbox is up and they are started below (a
+                # tick during the await would start them a second time, in a second sandbox)
+                wl.procs.append(_Proc(c, next_start=float("inf")))
             elif builtin:
                 await self._open_builtin(wl, c)
         for p in wl.procs:
@@ -273,11 +290,19 @@ class Workloads:
             return
         p.started_at, p.io = now, io
         if io is not None:
+            io.on_end = lambda popen=p.popen: self._when_exited(popen)
             io.started()
         else:
             out.close()
         self.on_process(p.popen.pid, sandbox.container_role(ps.pod, p.container),
                         netns=ps.netns)
+
+    def _when_exited(self, popen: subprocess.Popen, tries: int = 50) -> None:
+        """Its output ended: once the process is gone too (a few ms later), on_exit."""
+        if popen.poll() is not None:
+            self.on_exit()
+        elif tries:
+            asyncio.get_running_loop().call_later(0.02, self._when_exited, popen, tries - 1)
 
     def _exited(self, wl: PodWorkload, p: _Proc, code: int, now: float) -> None:
         """A run ended: recorded; started again or not by the pod's restartPolicy."""
@@ -326,16 +351,14 @@ class Workloads:
     def running(self, key: tuple[str, str]) -> bool:
         """Its workload is up: listeners open, every container process alive (ports aside)."""
         wl = self.pods.get(key)
-        return wl is not None and all(p.popen is not None and p.popen.poll() is None
-                                      for p in wl.procs)
+        now = time.time()
+        return wl is not None and all(p.reported(now) for p in wl.procs)
 
     def ready(self, key: tuple[str, str]) -> bool:
         """Ready when built-in listeners are open, every container process runs, and every TCP
         containerPort a command container declares accepts connections (its ports listen)."""
         wl = self.pods.get(key)
-        if wl is None:
-            return False
-        if not all(p.popen is not None and p.popen.poll() is None for p in wl.procs):
+        if wl is None or not self.running(key):
             return False
         return all(_listens(wl.ps, cp.container_port) for p in wl.procs
                    for cp in p.container.ports if cp.protocol == "TCP")
