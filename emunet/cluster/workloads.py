@@ -14,7 +14,6 @@ podphase): started again with the kubelet's back-off, or terminated for good wit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -27,6 +26,7 @@ from typing import TextIO
 
 from emunet.cluster import stdio
 from emunet.cluster.builtin import UDPIdentity, identity, serve_tcp
+from emunet.cluster.container import ContainerProc, end_process
 from emunet.host import sandbox
 from emunet.host.netns import socket_in_netns
 from emunet.model import Container
@@ -36,11 +36,6 @@ from emunet.state.cluster import KUBE_SYSTEM, PodState
 log = logging.getLogger("emunet.cluster.workloads")
 
 SANDBOX_TIMEOUT = 5.0  # seconds for a pod sandbox to set up its namespaces
-# A container with held stdio (stdin/tty: `kubectl run -i`) is reported running this long after
-# its start, as a kubelet reports it at its next PLEG relist (every second), not at once: a
-# short command (nslookup) is then usually over before kubectl sees the pod Running, and
-# kubectl prints its logs, as on a real cluster, instead of attaching after the output went by.
-REPORT_DELAY = 0.5
 _BACKOFF_MAX = 300.0  # kubelet's CrashLoopBackOff cap (5 minutes)
 
 
@@ -52,45 +47,13 @@ def log_path(log_dir: Path, ps: PodState, container: str) -> Path:
 
 
 @dataclass
-class _Proc:
-    container: Container
-    popen: subprocess.Popen | None = None
-    restarts: int = 0
-    backoff: float = 0.0
-    next_start: float = 0.0
-    started_at: float = 0.0
-    last: dict | None = None  # the run that ended last: exitCode, reason, startedAt, finishedAt
-    done: bool = False  # terminated for good (restartPolicy Never, or OnFailure after exit 0)
-    io: stdio.Stdio | None = None  # the stdio this run's stdin/tty is held by
-    attach: stdio.AttachServer | None = None
-
-    def reported(self, now: float) -> bool:
-        """It runs, and the status says so (REPORT_DELAY after its start with held stdio)."""
-        if self.popen is None or self.popen.poll() is not None:
-            return False
-        return self.io is None or now - self.started_at >= REPORT_DELAY
-
-    def status(self) -> dict:
-        """The container's runtime status (emunet.state.podphase's shape)."""
-        if self.done and self.last is not None:
-            return {"state": "terminated", **self.last}
-        if self.reported(time.time()):
-            return {"state": "running", "startedAt": self.started_at, "last": self.last}
-        why = "CrashLoopBackOff" if self.last is not None else "ContainerCreating"
-        return {"state": "waiting", "reason": why, "last": self.last}
-
-    def current_io(self) -> stdio.Stdio | None:
-        return self.io if self.popen is not None else None
-
-
-@dataclass
 class PodWorkload:
     """Everything running for one pod: built-in listeners and container processes."""
 
     ps: PodState
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
-    procs: list[_Proc] = field(default_factory=list)
+    procs: list[ContainerProc] = field(default_factory=list)
     logs: list[TextIO] = field(default_factory=list)  # built-in servers' access logs
     builtin_restarts: int = 0  # liveness restarts of built-in containers
     sandbox: subprocess.Popen | None = None  # the pod's pause process (emunet.host.sandbox)
@@ -123,7 +86,7 @@ class Workloads:
             if c.command or c.args:
                 # not due for `reap` until the sandbox is up and they are started below (a
                 # tick during the await would start them a second time, in a second sandbox)
-                wl.procs.append(_Proc(c, next_start=float("inf")))
+                wl.procs.append(ContainerProc(c, next_start=float("inf")))
             elif builtin:
                 await self._open_builtin(wl, c)
         for p in wl.procs:
@@ -221,7 +184,7 @@ class Workloads:
             return
         for p in wl.procs:
             if p.container.name == container and p.popen is not None:
-                await asyncio.to_thread(_end, p.popen)
+                await asyncio.to_thread(end_process, p.popen)
                 return
         c = next((c for c in wl.ps.pod.containers if c.name == container), None)
         if c is None or c.command or c.args:
@@ -242,7 +205,7 @@ class Workloads:
             f.close()
         wl.servers, wl.transports, wl.logs = [], [], []
 
-    def _await_sandbox(self, wl: PodWorkload, p: _Proc, now: float) -> None:
+    def _await_sandbox(self, wl: PodWorkload, p: ContainerProc, now: float) -> None:
         """A container cannot start before its sandbox: retry soon while the sandbox sets
         up; a sandbox that exited is recreated, as the kubelet recreates a dead pod sandbox,
         with the container's back-off, and why it went is said once in the container log."""
@@ -262,7 +225,7 @@ class Workloads:
         p.next_start = now + p.backoff
         self._launch_sandbox(wl)
 
-    def _spawn(self, wl: PodWorkload, p: _Proc, now: float) -> None:
+    def _spawn(self, wl: PodWorkload, p: ContainerProc, now: float) -> None:
         ps = wl.ps
         if not self._sandbox_ready(wl):
             self._await_sandbox(wl, p, now)
@@ -304,7 +267,7 @@ class Workloads:
         elif tries:
             asyncio.get_running_loop().call_later(0.02, self._when_exited, popen, tries - 1)
 
-    def _exited(self, wl: PodWorkload, p: _Proc, code: int, now: float) -> None:
+    def _exited(self, wl: PodWorkload, p: ContainerProc, code: int, now: float) -> None:
         """A run ended: recorded; started again or not by the pod's restartPolicy."""
         p.last = {"exitCode": code, "reason": podphase.reason(code),
                   "startedAt": p.started_at or now, "finishedAt": now}
@@ -313,7 +276,7 @@ class Workloads:
             if all(q.done for q in wl.procs) and not wl.servers and not wl.transports:
                 # the pod ran to completion: the kubelet then removes its sandbox
                 if wl.sandbox is not None and wl.sandbox.poll() is None:
-                    asyncio.get_running_loop().run_in_executor(None, _end, wl.sandbox)
+                    asyncio.get_running_loop().run_in_executor(None, end_process, wl.sandbox)
             return
         p.restarts += 1
         p.backoff = min(_BACKOFF_MAX, max(10.0, p.backoff * 2))  # kubelet: 10s, x2
@@ -370,13 +333,13 @@ class Workloads:
         self._close_builtin(wl)
         for p in wl.procs:
             if p.popen is not None and p.popen.poll() is None:
-                await asyncio.to_thread(_end, p.popen)
+                await asyncio.to_thread(end_process, p.popen)
             if p.io is not None:
                 p.io.close()
             if p.attach is not None:
                 p.attach.close()
         if wl.sandbox is not None and wl.sandbox.poll() is None:
-            _end(wl.sandbox)  # PID 1 of the pod's PID namespace: what was left there goes too
+            end_process(wl.sandbox)  # PID 1 of the pod: what was left there goes too
 
     async def stop_all(self) -> None:
         for key in list(self.pods):
@@ -418,25 +381,3 @@ def _listens(ps: PodState, port: int) -> bool:
     with sock:
         sock.settimeout(0.2)
         return sock.connect_ex((ps.ip, port)) == 0
-
-
-def _end(popen: subprocess.Popen) -> None:
-    """SIGTERM the container's process group, SIGKILL after the grace period. A tty
-    container's command leads a session of its own (setsid, emunet.host.sandbox): its group
-    is signalled too."""
-    groups = [popen.pid]
-    inner = sandbox.child_pid(popen.pid)
-    if inner is not None:
-        with contextlib.suppress(OSError):
-            if os.getpgid(inner) != popen.pid:
-                groups.append(os.getpgid(inner))
-    for sig in (15, 9):
-        for g in groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(g, sig)
-        try:
-            popen.wait(timeout=2)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    popen.wait()

@@ -82,7 +82,9 @@ def status_word(phase_: str, states: list[dict[str, Any] | None], ready: bool,
                 terminating: bool = False) -> str:
     """kubectl's STATUS column (printPod): the phase, overridden by the last-listed reason of a
     waiting or terminated container (the first container wins: they are read in reverse), a
-    Completed pod with a container still running shows Running (NotReady if not Ready)."""
+    Completed pod with a ready container still running shows Running. (printPod also prints
+    NotReady for a pod with a ready container in a pod not Ready; emunet has no readiness per
+    container, so a running one counts as ready only in a Ready pod.)"""
     word, has_running = phase_, False
     for s in reversed(states):
         s = s or {}
