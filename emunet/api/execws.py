@@ -65,11 +65,9 @@ def argv_for(view: View, t: Target, container: str, command: list[str], tty: boo
                                 tty=tty)
 
 
-async def serve(request: web.Request, view: View, t: Target, pod: dict[str, Any],
-                attach: bool) -> web.StreamResponse:
+async def serve(request: web.Request, view: View, t: Target,
+                pod: dict[str, Any]) -> web.StreamResponse:
     container = container_of(pod, request.query.get("container"))
-    if attach:
-        raise status.bad_request("attach is not supported by emunet yet: use exec")
     command = request.query.getall("command", [])
     if not command:
         raise status.bad_request("you must specify at least one command for the container")

@@ -17,6 +17,7 @@ from typing import Any
 
 from emunet import __version__
 from emunet.model import Container, Probe
+from emunet.state import podphase
 from emunet.state.cluster import ClusterState, PodState, ServiceState
 
 VERSION = "v1.32.0-emunet"  # what /version and the nodes' kubelets report (research §1)
@@ -117,13 +118,12 @@ def container_spec(c: Container) -> dict[str, Any]:
           if v is not None}
     if sc:
         out["securityContext"] = sc
+    for field, on in (("stdin", c.stdin), ("stdinOnce", c.stdin_once), ("tty", c.tty)):
+        if on:
+            out[field] = True
     out.update(resources={}, terminationMessagePath="/dev/termination-log",
                terminationMessagePolicy="File", imagePullPolicy="IfNotPresent")
     return out
-
-
-def pod_phase(ps: PodState) -> str:
-    return "Running" if ps.running or ps.ready else "Pending"
 
 
 def pod(st: ClusterState, ps: PodState, deleted_at: float | None = None) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def pod(st: ClusterState, ps: PodState, deleted_at: float | None = None) -> dict
         extra.update(deletionTimestamp=rfc3339(deleted_at or time.time()),
                      deletionGracePeriodSeconds=30)
     spec: dict[str, Any] = {"containers": [container_spec(c) for c in p.containers],
-                            "restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
+                            "restartPolicy": p.restart_policy, "dnsPolicy": "ClusterFirst",
                             "nodeName": ps.node, "schedulerName": "default-scheduler",
                             "serviceAccountName": "default",
                             "terminationGracePeriodSeconds": 30, "securityContext": {}}
@@ -148,22 +148,32 @@ def pod(st: ClusterState, ps: PodState, deleted_at: float | None = None) -> dict
     if p.subdomain:
         spec["subdomain"] = p.subdomain
 
+    phase = podphase.pod_phase(ps)
+    completed = phase in ("Succeeded", "Failed")
+
     def cond(kind: str, ok: bool) -> dict[str, Any]:
-        return {"type": kind, "status": "True" if ok else "False", "lastProbeTime": None,
-                "lastTransitionTime": start}
+        out = {"type": kind, "status": "True" if ok else "False", "lastProbeTime": None,
+               "lastTransitionTime": start}
+        if completed and kind in ("Ready", "ContainersReady"):
+            out["reason"] = "PodCompleted"  # the kubelet's reason once every container ended
+        return out
 
     statuses = []
-    for i, c in enumerate(p.containers):
-        state: dict[str, Any] = ({"running": {"startedAt": start}} if ps.running else
-                                 {"waiting": {"reason": "ContainerCreating"}})
-        statuses.append({"name": c.name, "image": c.image or "emunet/builtin", "imageID": "",
-                         "containerID": f"emunet://{ns}_{p.name}_{c.name}",
-                         "ready": ps.ready, "started": ps.running,
-                         # emunet counts restarts per pod: the first container carries them
-                         "restartCount": ps.restarts if i == 0 else 0, "state": state})
+    for i, (c, cs) in enumerate(zip(p.containers, podphase.pod_states(ps), strict=True)):
+        cid = f"emunet://{ns}_{p.name}_{c.name}"
+        running = (cs or {}).get("state") == "running"
+        entry = {"name": c.name, "image": c.image or "emunet/builtin", "imageID": "",
+                 "containerID": cid, "ready": ps.ready and running, "started": running,
+                 # emunet counts restarts per pod: the first container carries them
+                 "restartCount": ps.restarts if i == 0 else 0,
+                 "state": container_state(cs, start, cid)}
+        if cs and cs.get("state") != "terminated" and cs.get("last"):
+            entry["lastState"] = container_state({"state": "terminated", **cs["last"]}, start,
+                                                 cid)
+        statuses.append(entry)
     host_ip = st.node(ps.node).underlay_ip
-    status = {"phase": pod_phase(ps),
-              "conditions": [cond("PodReadyToStartContainers", True),
+    status = {"phase": phase,
+              "conditions": [cond("PodReadyToStartContainers", not completed),
                              cond("Initialized", True), cond("Ready", ps.ready),
                              cond("ContainersReady", ps.ready), cond("PodScheduled", True)],
               "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": ps.ip,
@@ -172,6 +182,25 @@ def pod(st: ClusterState, ps: PodState, deleted_at: float | None = None) -> dict
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": meta(st, "Pod", ns, p.name, p.labels, **extra),
             "spec": spec, "status": status}
+
+
+def container_state(cs: dict[str, Any] | None, pod_start: str, cid: str) -> dict[str, Any]:
+    """core/v1 ContainerState from a runtime status (emunet.state.podphase's shape)."""
+    kind = (cs or {}).get("state")
+    if cs is None or kind is None:
+        return {"waiting": {"reason": "ContainerCreating"}}
+    if kind == "running":
+        started = rfc3339(cs["startedAt"]) if cs.get("startedAt") else pod_start
+        return {"running": {"startedAt": started}}
+    if kind == "waiting":
+        out: dict[str, Any] = {"reason": cs.get("reason") or "ContainerCreating"}
+        if cs.get("reason") == "CrashLoopBackOff" and cs.get("last"):
+            out["message"] = "back-off restarting failed container"
+        return {"waiting": out}
+    return {"terminated": {"exitCode": cs.get("exitCode", 0), "reason": cs.get("reason", ""),
+                           "startedAt": rfc3339(cs.get("startedAt") or 0),
+                           "finishedAt": rfc3339(cs.get("finishedAt") or 0),
+                           "containerID": cid}}
 
 
 def service(st: ClusterState, ss: ServiceState) -> dict[str, Any]:

@@ -60,13 +60,20 @@ def _pod(o: Obj, now: float) -> list:
     ready = sum(1 for c in cs if c.get("ready"))
     restarts = sum(c.get("restartCount", 0) for c in cs)
     reason = st.get("reason") or st.get("phase", "Pending")
-    for c in cs:
+    has_running = False
+    for c in reversed(cs):  # printPod reads them last to first: the first one's reason wins
         waiting = (c.get("state") or {}).get("waiting")
+        term = (c.get("state") or {}).get("terminated")
         if waiting and waiting.get("reason"):
             reason = waiting["reason"]
-        term = (c.get("state") or {}).get("terminated")
-        if term:
+        elif term:
             reason = term.get("reason") or f"ExitCode:{term.get('exitCode', 0)}"
+        elif c.get("ready") and (c.get("state") or {}).get("running") is not None:
+            has_running = True
+    if reason == "Completed" and has_running:  # one container done, another still serving
+        ready_cond = any(x.get("type") == "Ready" and x.get("status") == "True"
+                         for x in st.get("conditions") or [])
+        reason = "Running" if ready_cond else "NotReady"
     if o["metadata"].get("deletionTimestamp"):
         reason = "Terminating"
     return [o["metadata"]["name"], f"{ready}/{total}", reason, str(restarts),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from emunet.state import deploy
+from emunet.state import deploy, podphase
 from emunet.state.cluster import ClusterState, PodState, ServiceState
 
 KINDS = {
@@ -51,7 +51,7 @@ def _ports_str(ss: ServiceState) -> str:
 def _pod_phase(ps: PodState) -> str:
     if ps.terminating:
         return "Terminating"  # what kubectl prints for a pod with a deletionTimestamp
-    return "Running" if ps.ready else "Pending"
+    return podphase.pod_phase(ps)
 
 
 def _in_ns(key: tuple[str, str], namespace: str | None) -> bool:
@@ -74,7 +74,8 @@ def _labels_str(labels: dict[str, str] | None, empty: str = "<none>") -> str:
 def pods(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
     def row(ps: PodState) -> list[str]:
         n = len(ps.pod.containers)
-        return [ps.pod.name, f"{n if ps.ready else 0}/{n}", _pod_phase(ps), str(ps.restarts),
+        return [ps.pod.name, f"{n if ps.ready else 0}/{n}", podphase.pod_status_word(ps),
+                str(ps.restarts),
                 ps.ip, ps.node, *([ps.netns] if wide else [])]
 
     head = ["NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE", *(["NETNS"] if wide else [])]

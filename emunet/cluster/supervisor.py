@@ -93,6 +93,7 @@ class Supervisor:
         self.manifest = netlink.Manifest.open(naming.run_dir() / "manifest.json")
         (naming.run_dir() / "logs").mkdir(exist_ok=True)
         self.workloads = Workloads(naming.run_dir() / "logs", self.manifest.add_process)
+        self.workloads.on_exit = self._container_exited
         state_path = str(naming.run_dir() / "state.json")
         self.children: dict[str, Child] = {}
         for n in self.state.nodes:
@@ -177,6 +178,10 @@ class Supervisor:
             self.refresh_ready()
         self.controllers.tick(time.time())
 
+    def _container_exited(self) -> None:
+        if self.workloads.reap(time.time()):
+            self.refresh_ready()
+
     def refresh_ready(self) -> None:
         """Recompute pod readiness; on any change publish the state (endpoints follow)."""
         changed = False
@@ -191,8 +196,10 @@ class Supervisor:
             wl = self.workloads.pods.get(ps.key)
             restarts = wl.restarts if wl else 0
             running = ready or self.workloads.running(ps.key)
-            if running != ps.running:
-                ps.running, changed = running, True  # the API's phase and container state
+            statuses = self.workloads.statuses(ps.key)
+            if running != ps.running or statuses != ps.containers:
+                # the API's phase and container states (emunet.state.podphase)
+                ps.running, ps.containers, changed = running, statuses, True
             if ready != ps.ready or restarts != ps.restarts:
                 self.controllers.observed(ps, ready, restarts)
                 ps.ready, ps.restarts = ready, restarts

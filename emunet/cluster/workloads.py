@@ -5,7 +5,10 @@ declared containerPort. All built-in servers of all pods live in the supervisor'
 loop: a socket belongs to the network namespace it was created in, so one process can serve
 every pod (no Python process per pod). A container with `command`/`args` runs that real process
 in the pod's sandbox (emunet.host.sandbox: its own PID, UTS, IPC and mount namespaces beside
-the pod's network namespace), restarted with the kubelet's back-off when it exits.
+the pod's network namespace). When it exits, the pod's restartPolicy decides (emunet.state.
+podphase): started again with the kubelet's back-off, or terminated for good with its exit code
+(a pod whose containers all did is Succeeded or Failed, and its sandbox ends). A container with
+`stdin` or `tty` has its stdio held here for `kubectl attach` (emunet.cluster.stdio).
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from emunet.cluster import stdio
 from emunet.cluster.builtin import UDPIdentity, identity, serve_tcp
+from emunet.cluster.container import ContainerProc, end_process
 from emunet.host import sandbox
 from emunet.host.netns import socket_in_netns
 from emunet.model import Container
+from emunet.state import podphase
 from emunet.state.cluster import KUBE_SYSTEM, PodState
 
 log = logging.getLogger("emunet.cluster.workloads")
@@ -41,22 +47,13 @@ def log_path(log_dir: Path, ps: PodState, container: str) -> Path:
 
 
 @dataclass
-class _Proc:
-    container: Container
-    popen: subprocess.Popen | None = None
-    restarts: int = 0
-    backoff: float = 0.0
-    next_start: float = 0.0
-
-
-@dataclass
 class PodWorkload:
     """Everything running for one pod: built-in listeners and container processes."""
 
     ps: PodState
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
-    procs: list[_Proc] = field(default_factory=list)
+    procs: list[ContainerProc] = field(default_factory=list)
     logs: list[TextIO] = field(default_factory=list)  # built-in servers' access logs
     builtin_restarts: int = 0  # liveness restarts of built-in containers
     sandbox: subprocess.Popen | None = None  # the pod's pause process (emunet.host.sandbox)
@@ -74,6 +71,10 @@ class Workloads:
         self.log_dir = log_dir
         self.on_process = on_process  # records each started pid (for `emunet down`)
         self.pods: dict[tuple[str, str], PodWorkload] = {}
+        # called when a held-stdio container has exited (its output ended): the supervisor
+        # reaps and publishes at once, not at its next tick, so `kubectl run -i` of a short
+        # command mostly finds the pod completed (and reads the logs) instead of racing it
+        self.on_exit: Callable[[], None] = lambda: None
 
     async def start(self, ps: PodState, builtin: bool = True) -> None:
         """Open the pod's listeners and start its processes (idempotent per pod)."""
@@ -83,9 +84,17 @@ class Workloads:
         self.pods[ps.key] = wl
         for c in ps.pod.containers:
             if c.command or c.args:
-                wl.procs.append(_Proc(c))
+                # not due for `reap` until the sandbox is up and they are started below (a
+                # tick during the await would start them a second time, in a second sandbox)
+                wl.procs.append(ContainerProc(c, next_start=float("inf")))
             elif builtin:
                 await self._open_builtin(wl, c)
+        for p in wl.procs:
+            if stdio.wants_stdio(p.container):
+                p.attach = stdio.AttachServer(
+                    stdio.attach_socket(self.log_dir.parent, *ps.key, p.container.name),
+                    p.container.name, p.current_io)
+                await p.attach.start()
         if wl.procs:
             await asyncio.to_thread(self._start_sandbox, wl)
         for p in wl.procs:
@@ -175,7 +184,7 @@ class Workloads:
             return
         for p in wl.procs:
             if p.container.name == container and p.popen is not None:
-                await asyncio.to_thread(_end, p.popen)
+                await asyncio.to_thread(end_process, p.popen)
                 return
         c = next((c for c in wl.ps.pod.containers if c.name == container), None)
         if c is None or c.command or c.args:
@@ -196,7 +205,7 @@ class Workloads:
             f.close()
         wl.servers, wl.transports, wl.logs = [], [], []
 
-    def _await_sandbox(self, wl: PodWorkload, p: _Proc, now: float) -> None:
+    def _await_sandbox(self, wl: PodWorkload, p: ContainerProc, now: float) -> None:
         """A container cannot start before its sandbox: retry soon while the sandbox sets
         up; a sandbox that exited is recreated, as the kubelet recreates a dead pod sandbox,
         with the container's back-off, and why it went is said once in the container log."""
@@ -216,7 +225,7 @@ class Workloads:
         p.next_start = now + p.backoff
         self._launch_sandbox(wl)
 
-    def _spawn(self, wl: PodWorkload, p: _Proc, now: float) -> None:
+    def _spawn(self, wl: PodWorkload, p: ContainerProc, now: float) -> None:
         ps = wl.ps
         if not self._sandbox_ready(wl):
             self._await_sandbox(wl, p, now)
@@ -224,36 +233,75 @@ class Workloads:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         logf = self.log_dir / f"{ps.pod.namespace}_{ps.pod.name}_{p.container.name}.log"
         cmd = [*p.container.command, *p.container.args]
-        with open(logf, "ab") as out:
-            argv = sandbox.container_argv(ps.pod, p.container, wl.sandbox_pid, cmd)
-            env = sandbox.env(ps.pod, p.container)
-            try:
-                # Own session: `down` can end the process group (a shell and its children).
-                p.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                           stderr=subprocess.STDOUT, env=env,
-                                           start_new_session=True, umask=0o022)
-            except OSError as e:
-                out.write(f"emunet: cannot start {cmd}: {e}\n".encode())
-                p.popen = None
-                return
+        out = open(logf, "ab")  # noqa: SIM115 (a held stdio keeps it: the output passes here)
+        io = stdio.Stdio(p.container, out) if stdio.wants_stdio(p.container) else None
+        fds = io.child if io else (subprocess.DEVNULL, out.fileno(), subprocess.STDOUT)
+        argv = sandbox.container_argv(ps.pod, p.container, wl.sandbox_pid, cmd)
+        env = sandbox.env(ps.pod, p.container)
+        try:
+            # Own session: `down` can end the process group (a shell and its children).
+            p.popen = subprocess.Popen(argv, stdin=fds[0], stdout=fds[1], stderr=fds[2],
+                                       env=env, start_new_session=True, umask=0o022)
+        except OSError as e:
+            out.write(f"emunet: cannot start {cmd}: {e}\n".encode())
+            out.close()
+            if io is not None:
+                io.started()
+                io.close()
+            p.popen = None
+            self._exited(wl, p, podphase.START_ERROR, now)
+            return
+        p.started_at, p.io = now, io
+        if io is not None:
+            io.on_end = lambda popen=p.popen: self._when_exited(popen)
+            io.started()
+        else:
+            out.close()
         self.on_process(p.popen.pid, sandbox.container_role(ps.pod, p.container),
                         netns=ps.netns)
 
+    def _when_exited(self, popen: subprocess.Popen, tries: int = 50) -> None:
+        """Its output ended: once the process is gone too (a few ms later), on_exit."""
+        if popen.poll() is not None:
+            self.on_exit()
+        elif tries:
+            asyncio.get_running_loop().call_later(0.02, self._when_exited, popen, tries - 1)
+
+    def _exited(self, wl: PodWorkload, p: ContainerProc, code: int, now: float) -> None:
+        """A run ended: recorded; started again or not by the pod's restartPolicy."""
+        p.last = {"exitCode": code, "reason": podphase.reason(code),
+                  "startedAt": p.started_at or now, "finishedAt": now}
+        if not podphase.restarts_after(wl.ps.pod.restart_policy, code):
+            p.done = True
+            if all(q.done for q in wl.procs) and not wl.servers and not wl.transports:
+                # the pod ran to completion: the kubelet then removes its sandbox
+                if wl.sandbox is not None and wl.sandbox.poll() is None:
+                    asyncio.get_running_loop().run_in_executor(None, end_process, wl.sandbox)
+            return
+        p.restarts += 1
+        p.backoff = min(_BACKOFF_MAX, max(10.0, p.backoff * 2))  # kubelet: 10s, x2
+        p.next_start = now + (0 if p.restarts == 1 else p.backoff)
+
     def reap(self, now: float) -> bool:
-        """Restart exited containers with back-off (restartPolicy Always). True if any moved."""
+        """Record exited containers; restart them by the pod's restartPolicy, with the
+        kubelet's back-off. True if any moved."""
         changed = False
         for wl in self.pods.values():
             for p in wl.procs:
                 if p.popen is not None and p.popen.poll() is not None:
+                    code = podphase.exit_code(p.popen.returncode)
                     p.popen = None
-                    p.restarts += 1
-                    p.backoff = min(_BACKOFF_MAX, max(10.0, p.backoff * 2))  # kubelet: 10s, x2
-                    p.next_start = now + (0 if p.restarts == 1 else p.backoff)
+                    self._exited(wl, p, code, now)
                     changed = True
-                if p.popen is None and now >= p.next_start:
+                if p.popen is None and not p.done and now >= p.next_start:
                     self._spawn(wl, p, now)
                     changed = True
         return changed
+
+    def statuses(self, key: tuple[str, str]) -> dict[str, dict]:
+        """Each process container's runtime status (PodState.containers)."""
+        wl = self.pods.get(key)
+        return {p.container.name: p.status() for p in wl.procs} if wl else {}
 
     def container_pid(self, key: tuple[str, str], container: str) -> int | None:
         """The container's first process (PID 1 of its PID namespace), None if not running."""
@@ -266,16 +314,14 @@ class Workloads:
     def running(self, key: tuple[str, str]) -> bool:
         """Its workload is up: listeners open, every container process alive (ports aside)."""
         wl = self.pods.get(key)
-        return wl is not None and all(p.popen is not None and p.popen.poll() is None
-                                      for p in wl.procs)
+        now = time.time()
+        return wl is not None and all(p.reported(now) for p in wl.procs)
 
     def ready(self, key: tuple[str, str]) -> bool:
         """Ready when built-in listeners are open, every container process runs, and every TCP
         containerPort a command container declares accepts connections (its ports listen)."""
         wl = self.pods.get(key)
-        if wl is None:
-            return False
-        if not all(p.popen is not None and p.popen.poll() is None for p in wl.procs):
+        if wl is None or not self.running(key):
             return False
         return all(_listens(wl.ps, cp.container_port) for p in wl.procs
                    for cp in p.container.ports if cp.protocol == "TCP")
@@ -287,9 +333,13 @@ class Workloads:
         self._close_builtin(wl)
         for p in wl.procs:
             if p.popen is not None and p.popen.poll() is None:
-                _end(p.popen)
+                await asyncio.to_thread(end_process, p.popen)
+            if p.io is not None:
+                p.io.close()
+            if p.attach is not None:
+                p.attach.close()
         if wl.sandbox is not None and wl.sandbox.poll() is None:
-            _end(wl.sandbox)  # PID 1 of the pod's PID namespace: what was left there goes too
+            end_process(wl.sandbox)  # PID 1 of the pod: what was left there goes too
 
     async def stop_all(self) -> None:
         for key in list(self.pods):
@@ -331,18 +381,3 @@ def _listens(ps: PodState, port: int) -> bool:
     with sock:
         sock.settimeout(0.2)
         return sock.connect_ex((ps.ip, port)) == 0
-
-
-def _end(popen: subprocess.Popen) -> None:
-    """SIGTERM the container's process group, SIGKILL after the grace period."""
-    try:
-        os.killpg(popen.pid, 15)
-        popen.wait(timeout=2)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(popen.pid, 9)
-        except ProcessLookupError:
-            pass
-        popen.wait()

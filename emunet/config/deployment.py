@@ -46,6 +46,11 @@ def parse_deployment(doc: Obj) -> model.Deployment | None:
             if fields.get("node_name"):
                 pspec.error("nodeName", "nodeName in a Deployment template pins every replica "
                             "to one node", "leave it out: emunet spreads replicas over nodes")
+            if fields.get("restart_policy", "Always") != "Always":
+                # apps validation: a ReplicaSet's pods are always restarted
+                pspec.error("restartPolicy", f'Unsupported value: "{fields["restart_policy"]}"'
+                            ': supported values: "Always"',
+                            "a Deployment's pods run forever; use a Pod for Never/OnFailure")
     if selector is not None and template is not None and not selector:
         spec.error("selector", "empty selector", "add matchLabels matching the template labels")
     elif selector and template is not None and any(tlabels.get(k) != v

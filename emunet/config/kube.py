@@ -36,7 +36,8 @@ POD_SPEC_IGNORED = (
     "overhead", "os", "setHostnameAsFQDN", "resourceClaims", "schedulingGates", "hostUsers",
     "hostPID", "hostIPC", "resources")
 CONTAINER_FIELDS = ("name", "image", "command", "args", "ports", "env", "readinessProbe",
-                    "livenessProbe", "startupProbe", "securityContext")
+                    "livenessProbe", "startupProbe", "securityContext", "stdin", "stdinOnce",
+                    "tty")
 # securityContext: runAsUser/runAsGroup are honoured; the rest is valid Kubernetes, not acted on
 SECURITY_FIELDS = ("runAsUser", "runAsGroup")
 SECURITY_IGNORED = (
@@ -47,8 +48,7 @@ SECURITY_IGNORED = (
 CONTAINER_IGNORED = (
     "resources", "imagePullPolicy",
     "volumeMounts", "volumeDevices", "workingDir", "envFrom", "lifecycle",
-    "terminationMessagePath", "terminationMessagePolicy", "stdin", "stdinOnce", "tty",
-    "resizePolicy", "restartPolicy")
+    "terminationMessagePath", "terminationMessagePolicy", "resizePolicy", "restartPolicy")
 CONTAINER_PORT_FIELDS = ("containerPort", "protocol", "name")
 CONTAINER_PORT_IGNORED = ("hostPort", "hostIP")
 SERVICE_SPEC_FIELDS = ("selector", "ports", "type", "clusterIP", "clusterIPs", "externalName",
@@ -116,7 +116,7 @@ def parse_pod_spec(spec: Obj) -> dict:
     if spec.bool("hostNetwork"):
         spec.error("hostNetwork", "hostNetwork pods are not supported",
                    "every emunet pod gets its own network namespace; remove hostNetwork")
-    spec.str("restartPolicy", choices=("Always", "OnFailure", "Never"))
+    policy = spec.str("restartPolicy", choices=("Always", "OnFailure", "Never")) or "Always"
     node = spec.str("nodeName", check=names.dns1123_subdomain)
     hostname = spec.str("hostname", check=names.dns1123_label)
     subdomain = spec.str("subdomain", check=names.dns1123_label)
@@ -127,7 +127,8 @@ def parse_pod_spec(spec: Obj) -> dict:
         spec.error("containers", "a pod needs at least one container")
     share = spec.bool("shareProcessNamespace")
     return {"containers": _containers(items, pod_user, pod_group), "node_name": node,
-            "hostname": hostname, "subdomain": subdomain, "share_process_namespace": bool(share)}
+            "hostname": hostname, "subdomain": subdomain, "share_process_namespace": bool(share),
+            "restart_policy": policy}
 
 
 def _security(obj: Obj) -> tuple[int | None, int | None]:
@@ -185,13 +186,21 @@ def _containers(items: list[Obj], pod_user: int | None = None,
             value = e.str("value") or ""
             if ename is not None:
                 env.append((ename, value))
+        # stdin/stdinOnce/tty: what the runtime holds for `kubectl attach` (emunet.cluster.stdio);
+        # a container with neither command nor args is a built-in server, which reads no stdin
+        stdin, once, tty = c.bool("stdin"), c.bool("stdinOnce"), c.bool("tty")
+        if (stdin or tty) and not (command or args):
+            c.error("stdin" if stdin else "tty", "stdin/tty need a command: emunet runs no "
+                    "image, a container without command or args is its built-in server",
+                    'add command (e.g. ["sh"]) or args, or remove stdin/tty')
         out.append(model.Container(name=name or "", image=image, command=command, args=args,
                                    ports=tuple(ports), env=tuple(env),
                                    readiness_probe=parse_probe(c, "readinessProbe"),
                                    liveness_probe=parse_probe(c, "livenessProbe"),
                                    startup_probe=parse_probe(c, "startupProbe"),
                                    run_as_user=pod_user if user is None else user,
-                                   run_as_group=pod_group if group is None else group))
+                                   run_as_group=pod_group if group is None else group,
+                                   stdin=bool(stdin), stdin_once=bool(once), tty=bool(tty)))
     return tuple(out)
 
 

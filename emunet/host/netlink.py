@@ -287,8 +287,13 @@ def _write_etc(state: ClusterState, pod: PodState, m: Manifest) -> None:
     try:
         ETC_NETNS.mkdir(exist_ok=True)
         d.mkdir()
-        (d / "resolv.conf").write_text(resolv_conf(state, pod))
-        (d / "hosts").write_text(hosts_file(state, pod))
+        # world-readable whatever the writer's umask (the supervisor's is 077): a pod's
+        # processes run as its user (nobody by default) and read them, as the kubelet's 0644
+        d.chmod(0o755)
+        for name, text in (("resolv.conf", resolv_conf(state, pod)),
+                           ("hosts", hosts_file(state, pod))):
+            (d / name).write_text(text)
+            (d / name).chmod(0o644)
     except FileExistsError:
         m.discard({"kind": "dir", "path": str(d), "if_empty": False})
         raise HostError(_exists_msg(f"directory {d}")) from None

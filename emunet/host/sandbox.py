@@ -95,7 +95,11 @@ def sandbox_argv(pod: Pod, netns: str) -> list[str]:
 
 
 def container_argv(pod: Pod, c: Container, sandbox_pid: int, cmd: list[str]) -> list[str]:
-    """A container process in the pod's sandbox (`sandbox_pid`: the pause, PID 1 of the pod)."""
+    """A container process in the pod's sandbox (`sandbox_pid`: the pause, PID 1 of the pod).
+    With `tty` the command leads a session with its pty as controlling terminal (setsid -c;
+    it does not fork there: the process before it is no group leader), so ^C reaches it."""
+    if c.tty:
+        cmd = ["setsid", "-w", "-c", *cmd]
     if pod.share_process_namespace:
         return ["nsenter", f"--target={sandbox_pid}", *_JOIN, "--pid", "--wd=/", "--",
                 *run_as(c), *cmd]

@@ -146,6 +146,11 @@ class Container:
     liveness_probe: Probe | None = None
     # until it succeeds the other probes are off; failing it restarts the container (kubelet)
     startup_probe: Probe | None = None
+    # stdin: the runtime keeps the container's stdin open (a pipe, or the pty with tty) for
+    # `kubectl attach`; stdinOnce: closed when the first attached client leaves (core/v1)
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,7 @@ class Pod:
     owner: str | None = None  # "<deployment>-<pod-template-hash>": the ReplicaSet that made it
     share_process_namespace: bool = False  # spec.shareProcessNamespace (emunet.host.sandbox)
     loc: Loc | None = None
+    restart_policy: str = "Always"  # spec.restartPolicy: Always | OnFailure | Never
 
     @property
     def key(self) -> tuple[str, str]:

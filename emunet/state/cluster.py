@@ -51,6 +51,9 @@ class PodState:
     restarts: int = 0
     terminating: bool = False  # deleted, out of endpoints, still running its grace period
     running: bool = False  # its containers run (ready additionally needs readiness probes)
+    # container name -> runtime status of each process container (emunet.state.podphase);
+    # none for built-in servers, which run while the pod does
+    containers: dict[str, dict] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from emunet.cluster import workloads as wlmod
-from emunet.cluster.workloads import PodWorkload, Workloads, _Proc
+from emunet.cluster.container import ContainerProc
+from emunet.cluster.workloads import PodWorkload, Workloads
 from emunet.host import sandbox
 from emunet.model import Container, Pod
 from emunet.state.cluster import PodState
@@ -25,7 +26,7 @@ def _setup(monkeypatch, tmp_path, script: str) -> tuple[Workloads, PodWorkload, 
     monkeypatch.setattr(sandbox, "container_argv", lambda pod, c, pid, cmd: list(cmd))
     w = Workloads(tmp_path, lambda pid, role, netns=None: started.append(role))
     ps = PodState(POD, "node-1", "10.42.1.9", "0a:58:0a:2a:01:09", "x-rb-custom", "veth9")
-    wl = PodWorkload(ps, procs=[_Proc(C)])
+    wl = PodWorkload(ps, procs=[ContainerProc(C)])
     return w, wl, started
 
 
