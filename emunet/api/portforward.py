@@ -75,15 +75,19 @@ class Forwarder:
         if pair.error is not None and pair.data is not None:
             self.pairs.pop(rid, None)
             pair.complete.set()
-        if kind == "error":
-            return  # kubectl only reads it: the data stream's task writes and closes it
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(pair.complete.wait(), PAIR_TIMEOUT)
-        if pair.error is None:
+        if not pair.complete.is_set():  # the kubelet's words (httpstream.go monitorStreamPair)
             self.pairs.pop(rid, None)
-            await s.reset(spdy.CANCEL)
+            if pair.error is not None:
+                await pair.error.write(f"(request={rid}) timed out waiting for streams".encode())
+                await pair.error.close()
+            if pair.data is not None:
+                await pair.data.reset(spdy.CANCEL)
             return
-        await self.forward(port, s, pair.error)
+        if kind == "data":  # the error stream's task is done: kubectl only reads that one
+            assert pair.error is not None
+            await self.forward(port, s, pair.error)
 
     async def forward(self, port: int, data: Stream, error: Stream) -> None:
         try:

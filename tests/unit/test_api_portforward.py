@@ -250,6 +250,14 @@ async def test_pings_are_echoed_and_bad_streams_refused(api, pod):
     assert spdy.RstStream(1, spdy.PROTOCOL_ERROR) in sp.got
 
 
+async def test_a_stream_left_without_its_pair_times_out(api, pod, monkeypatch):
+    monkeypatch.setattr(portforward, "PAIR_TIMEOUT", 0.1)
+    sp = await websocket(api)
+    await sp.send(spdy.SynStream(1, {"streamtype": "error", "port": "80", "requestid": "4"}))
+    await sp.until(lambda g: sp.fin(1))
+    assert sp.data(1) == b"(request=4) timed out waiting for streams"
+
+
 async def test_the_client_going_away_lets_open_streams_finish(api, pod):
     sp = await websocket(api)
     err, data = await sp.open_pair(0, ECHO)
