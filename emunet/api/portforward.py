@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -41,6 +41,7 @@ PAIR_TIMEOUT = 30.0  # the kubelet's stream creation timeout: an error stream le
 CONNECT_TIMEOUT = 10.0
 READ_CHUNK = 64 * 1024
 RAW_HIGH = 1024 * 1024  # raw SPDY bytes buffered before the socket stops being read
+POD_POLL = 0.5  # seconds between checks that the pod still exists (a deleted one ends the session)
 SESSIONS: web.AppKey[set[tuple[Session, Any]]] = web.AppKey("portforward-sessions", set)
 
 
@@ -163,7 +164,10 @@ async def _client_to_pod(data: Stream, writer: asyncio.StreamWriter) -> None:
             writer.write_eof()
 
 
-async def serve(request: web.Request, netns: str, pod: dict[str, Any]) -> web.StreamResponse:
+async def serve(request: web.Request, netns: str, pod: dict[str, Any],
+                alive: Callable[[], bool]) -> web.StreamResponse:
+    """`alive()`: the pod is still there (deleted, its containers' connections would die with
+    it: the session ends, and kubectl says `lost connection to pod`)."""
     upgrade = request.headers.get("Upgrade", "").lower()
     name = f"port-forward {pod['metadata']['namespace']}/{pod['metadata']['name']}"
     fwd = Forwarder(netns, pod)
@@ -173,7 +177,7 @@ async def serve(request: web.Request, netns: str, pod: dict[str, Any]) -> web.St
         if WS_PROTOCOL not in offered:
             raise status.bad_request(f"port-forward over WebSocket needs the subprotocol "
                                      f"{WS_PROTOCOL}")
-        return await _websocket(request, fwd, name)
+        return await _websocket(request, fwd, name, alive)
     if upgrade.startswith("spdy/3.1"):
         versions = [v.strip() for v in request.headers.get("X-Stream-Protocol-Version",
                                                            "").split(",") if v.strip()]
@@ -181,11 +185,22 @@ async def serve(request: web.Request, netns: str, pod: dict[str, Any]) -> web.St
             raise status.APIError(403, "Forbidden", f"unable to upgrade: unable to negotiate "
                                   f"protocol: client supports {versions}, server supports "
                                   f"[{PROTOCOL}]")
-        return await _raw(request, fwd, name)
+        return await _raw(request, fwd, name, alive)
     raise status.bad_request("Upgrade request required")
 
 
-async def _websocket(request: web.Request, fwd: Forwarder, name: str) -> web.StreamResponse:
+async def _while_the_pod_lives(session: Session, alive: Callable[[], bool],
+                               close: Callable[[], Awaitable[object]], name: str) -> None:
+    while alive():
+        await asyncio.sleep(POD_POLL)
+    log.info("%s: the pod is gone: the session ends", name)
+    await session.goaway()
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await close()
+
+
+async def _websocket(request: web.Request, fwd: Forwarder, name: str,
+                     alive: Callable[[], bool]) -> web.StreamResponse:
     ws = web.WebSocketResponse(protocols=(WS_PROTOCOL,), max_msg_size=16 * 1024 * 1024)
     await ws.prepare(request)
     log.info("%s: SPDY/3.1 over WebSocket", name)
@@ -200,9 +215,11 @@ async def _websocket(request: web.Request, fwd: Forwarder, name: str) -> web.Str
 
     entry = (session, ws)
     request.app[SESSIONS].add(entry)
+    watcher = asyncio.create_task(_while_the_pod_lives(session, alive, ws.close, name))
     try:
         await session.run(source())
     finally:
+        watcher.cancel()
         request.app[SESSIONS].discard(entry)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.close()
@@ -255,7 +272,8 @@ class _RawSPDY(asyncio.Protocol):
         await self.writable.wait()
 
 
-async def _raw(request: web.Request, fwd: Forwarder, name: str) -> web.StreamResponse:
+async def _raw(request: web.Request, fwd: Forwarder, name: str,
+               alive: Callable[[], bool]) -> web.StreamResponse:
     transport = request.transport
     if transport is None:
         raise ConnectionResetError("the client closed the connection")
@@ -268,9 +286,14 @@ async def _raw(request: web.Request, fwd: Forwarder, name: str) -> web.StreamRes
     session = Session(raw.send, fwd.on_stream, name)
     entry = (session, transport)
     request.app[SESSIONS].add(entry)
+
+    async def close() -> None:
+        transport.close()
+    watcher = asyncio.create_task(_while_the_pod_lives(session, alive, close, name))
     try:
         await session.run(raw.chunks())
     finally:
+        watcher.cancel()
         request.app[SESSIONS].discard(entry)
         transport.close()
     return resp

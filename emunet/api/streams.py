@@ -32,7 +32,12 @@ async def subresource(request: web.Request, view: View, t: Target) -> web.Stream
         return await execws.serve(request, view, t, pod_of(view, t), attach=sub == "attach")
     if plural == "pods" and sub == "portforward" and request.method in ("GET", "POST"):
         pod = pod_of(view, t)
-        return await portforward.serve(request, view.state.pods[t.key].netns, pod)
+        uid = pod["metadata"]["uid"]
+
+        def alive() -> bool:
+            now = view.objs.get("pods", {}).get(t.key)
+            return now is not None and now["metadata"]["uid"] == uid
+        return await portforward.serve(request, view.state.pods[t.key].netns, pod, alive)
     if sub == "status" and request.method == "GET":
         obj = view.objs.get(plural, {}).get(t.key)
         if obj is None:

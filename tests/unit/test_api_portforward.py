@@ -14,7 +14,7 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
 from emunet.api import portforward, spdy, spdysession
-from emunet.api.server import make_app
+from emunet.api.server import VIEW, make_app
 from emunet.api.view import View
 from tests.unit.test_api import state
 
@@ -276,6 +276,16 @@ async def test_the_server_stopping_sends_goaway_and_closes(api, pod, connect, ca
     await sp.until(lambda g: False)  # returns at the connection's end
     assert sp.eof and spdy.GoAway(3, spdy.GOAWAY_OK) in sp.got
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@TRANSPORTS
+async def test_the_pod_going_away_ends_the_session(api, pod, connect, monkeypatch):
+    monkeypatch.setattr(portforward, "POD_POLL", 0.02)
+    sp = await connect(api)
+    err, data = await sp.open_pair(0, ECHO)
+    del api.server.app[VIEW].objs["pods"][("blog-website", "monospaced-test")]
+    await sp.until(lambda g: False)  # returns at the connection's end
+    assert sp.eof and spdy.GoAway(3, spdy.GOAWAY_OK) in sp.got
 
 
 async def test_a_garbled_session_is_a_protocol_error_goaway(api, pod):
