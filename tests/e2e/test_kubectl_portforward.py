@@ -119,6 +119,18 @@ def test_bundled_kubectl_versions_forward_by_websocket_and_by_spdy(cluster, kube
     assert "SPDY/3.1 over WebSocket" in log
 
 
+def test_deleting_the_pod_ends_the_forward(kubectl):
+    # last in this module: the pod is gone afterwards
+    with forwarding(kubectl, f"pod/{POD}", 3000) as (port, p, err):
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            s.sendall(b"ping")
+            assert s.recv(10) == b"ping"
+            kubectl("delete", "pod", "-n", NS, POD, "--wait=false")
+            err.wait("lost connection to pod", 20, "kubectl to see the pod go")
+            assert s.recv(10) == b""  # the local connection ends too
+        assert p.wait(10) != 0
+
+
 def test_the_api_server_log_has_no_traceback(cluster):
     log: Path = cluster.run_dir / "logs" / "apiserver.log"
     text = log.read_text()
