@@ -5,7 +5,7 @@ URLs follow the API server's layout (k8s.io/apiserver pkg/endpoints/installer.go
 `/api/v1[/namespaces/NS]/PLURAL[/NAME[/SUB]]` and the same under `/apis/GROUP/VERSION`.
 Answers are JSON whatever the Accept header asks (kubectl accepts it, research §12); `as=Table`
 in the Accept header gets a Table (emunet.api.tables). Subresources are served by their own
-modules (logs, exec); every error is a Status (emunet.api.status).
+modules (logs, exec, port-forward); every error is a Status (emunet.api.status).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emunet.api import events, openapi, resources, status, streams, watch, writes
+from emunet.api import events, openapi, portforward, resources, status, streams, watch, writes
 from emunet.api.objects import VERSION
 from emunet.api.resources import Resource
 from emunet.api.selectors import SelectorError, field_selector, label_selector
@@ -189,6 +189,8 @@ async def not_found(request: web.Request) -> web.Response:
 def make_app(view: View) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
     app[VIEW] = view
+    app[portforward.SESSIONS] = set()
+    app.on_shutdown.append(portforward.shutdown)
     app.router.add_get("/version", version)
     for path in ("/healthz", "/livez", "/readyz"):
         app.router.add_get(path, healthz)

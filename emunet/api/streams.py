@@ -1,6 +1,6 @@
 """Subresources: pods/log (follow, tailLines, previous), pods/exec and pods/attach (WebSocket,
-emunet.api.execws, emunet.api.attachws), pods/status, services/status, deployments/status and
-deployments/scale.
+emunet.api.execws, emunet.api.attachws), pods/portforward (SPDY, emunet.api.portforward),
+pods/status, services/status, deployments/status and deployments/scale.
 
 Logs are the files the supervisor's workloads write (the ones `emunet logs` reads); a follow
 ends when the pod leaves the view, as `kubectl logs -f` ends when its container does.
@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from emunet import naming
-from emunet.api import attachws, execws, status
+from emunet.api import attachws, execws, portforward, status
 from emunet.api.target import Target, container_of, pod_of
 from emunet.api.view import View
 from emunet.cluster.workloads import log_path
@@ -32,6 +32,14 @@ async def subresource(request: web.Request, view: View, t: Target) -> web.Stream
         return await execws.serve(request, view, t, pod_of(view, t))
     if plural == "pods" and sub == "attach":
         return await attachws.serve(request, view, t, pod_of(view, t))
+    if plural == "pods" and sub == "portforward" and request.method in ("GET", "POST"):
+        pod = pod_of(view, t)
+        uid = pod["metadata"]["uid"]
+
+        def alive() -> bool:
+            now = view.objs.get("pods", {}).get(t.key)
+            return now is not None and now["metadata"]["uid"] == uid
+        return await portforward.serve(request, view.state.pods[t.key].netns, pod, alive)
     if sub == "status" and request.method == "GET":
         obj = view.objs.get(plural, {}).get(t.key)
         if obj is None:

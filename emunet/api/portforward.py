@@ -1,0 +1,310 @@
+"""pods/portforward: kubectl's local connections reach a port of the pod, over SPDY/3.1.
+
+Two ways in (research kubernetes-api.md, port-forward and section 6):
+- `GET` with `Upgrade: websocket` and subprotocol `SPDY/3.1+portforward.k8s.io` (kubectl 1.31+,
+  KEP-4006): the SPDY frames travel in WebSocket binary messages;
+- `POST` (or GET) with `Upgrade: SPDY/3.1`, `X-Stream-Protocol-Version: portforward.k8s.io`
+  (older kubectl, and newer ones when the WebSocket upgrade is refused): raw SPDY on the TCP
+  connection after a 101. aiohttp's parser only hands over `websocket`/`tcp` upgrades, so the
+  connection's protocol is swapped for `_RawSPDY` before the 101 goes out.
+
+Per local connection kubectl opens an `error` and a `data` stream with the same `requestid`
+and the pod's `port`. As the kubelet does (pkg/kubelet/cri/streaming/portforward/httpstream.go),
+each stream gets a SYN_REPLY, the data stream is joined to a TCP connection to localhost:PORT
+made inside the pod's network namespace, and when the pod side ends the data stream gets FIN,
+then the error stream; a failed connect is written on the error stream, worded as containerd
+words it, and kubectl prints it. The API server runs as root in the root namespace, so it
+enters the pod's namespace to make the socket (emunet.host.socket_in_netns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from emunet.api import spdy, status
+from emunet.api.spdysession import Closed, Session, Stream
+from emunet.host.manifest import HostError
+from emunet.host.netns import socket_in_netns
+
+log = logging.getLogger("emunet.api.portforward")
+PROTOCOL = "portforward.k8s.io"
+WS_PROTOCOL = "SPDY/3.1+" + PROTOCOL
+PAIR_TIMEOUT = 30.0  # the kubelet's stream creation timeout: an error stream left without data
+CONNECT_TIMEOUT = 10.0
+READ_CHUNK = 64 * 1024
+RAW_HIGH = 1024 * 1024  # raw SPDY bytes buffered before the socket stops being read
+POD_POLL = 0.5  # seconds between checks that the pod still exists (a deleted one ends the session)
+SESSIONS: web.AppKey[set[tuple[Session, Any]]] = web.AppKey("portforward-sessions", set)
+
+
+class _Pair:
+    def __init__(self) -> None:
+        self.error: Stream | None = None
+        self.data: Stream | None = None
+        self.complete = asyncio.Event()
+
+
+class Forwarder:
+    """The port-forward side of one session: streams paired by requestid, joined to the pod."""
+
+    def __init__(self, netns: str, pod: dict[str, Any]) -> None:
+        self.netns = netns
+        self.uid = pod["metadata"].get("uid", "")
+        self.pairs: dict[str, _Pair] = {}
+
+    async def on_stream(self, s: Stream) -> None:
+        kind, rid = s.headers.get("streamtype"), s.headers.get("requestid", "")
+        port = _port(s.headers.get("port", ""))
+        if kind not in ("error", "data") or port is None:
+            log.warning("port-forward: refused stream %d with headers %s", s.id, s.headers)
+            await s.reset(spdy.PROTOCOL_ERROR)
+            return
+        await s.reply()
+        pair = self.pairs.setdefault(rid, _Pair())
+        if getattr(pair, kind) is not None:
+            await s.reset(spdy.PROTOCOL_ERROR)  # a second stream of that type for the request
+            return
+        setattr(pair, kind, s)
+        if pair.error is not None and pair.data is not None:
+            self.pairs.pop(rid, None)
+            pair.complete.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pair.complete.wait(), PAIR_TIMEOUT)
+        if not pair.complete.is_set():  # the kubelet's words (httpstream.go monitorStreamPair)
+            self.pairs.pop(rid, None)
+            if pair.error is not None:
+                await pair.error.write(f"(request={rid}) timed out waiting for streams".encode())
+                await pair.error.close()
+            if pair.data is not None:
+                await pair.data.reset(spdy.CANCEL)
+            return
+        if kind == "data":  # the error stream's task is done: kubectl only reads that one
+            assert pair.error is not None
+            await self.forward(port, s, pair.error)
+
+    async def forward(self, port: int, data: Stream, error: Stream) -> None:
+        try:
+            reader, writer = await self._connect(port)
+        except (OSError, HostError, TimeoutError) as e:
+            await error.write(self.connect_error(port, e).encode())
+            await data.close()
+            await error.close()
+            return
+        down = asyncio.create_task(_pod_to_client(reader, data))
+        up = asyncio.create_task(_client_to_pod(data, writer))
+        ended = asyncio.create_task(data.ended.wait())
+        try:
+            await asyncio.wait({down, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if down.done():  # the pod side closed: FIN data (done), then error
+                await error.close()
+                await asyncio.wait({up, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (down, up, ended):
+                t.cancel()
+            await asyncio.gather(down, up, ended, return_exceptions=True)
+            writer.close()
+            await error.close()
+
+    async def _connect(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        sock = socket_in_netns(self.netns, socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
+                sock, ("127.0.0.1", port)), CONNECT_TIMEOUT)
+            return await asyncio.open_connection(sock=sock, limit=READ_CHUNK)
+        except BaseException:
+            sock.close()
+            raise
+
+    def connect_error(self, port: int, e: BaseException) -> str:
+        """containerd's wording (pkg/cri/server/sandbox_portforward_linux.go), which kubectl
+        prints after `an error occurred forwarding LOCAL -> PORT: `."""
+        if isinstance(e, TimeoutError):
+            reason = "i/o timeout"
+        elif isinstance(e, OSError) and e.errno:
+            text = os.strerror(e.errno)
+            reason = text[:1].lower() + text[1:]
+        else:
+            reason = str(e)
+        return (f"error forwarding port {port} to pod {self.uid}, uid : failed to execute "
+                f"portforward in network namespace \"/var/run/netns/{self.netns}\": failed to "
+                f"connect to localhost:{port} inside namespace \"{self.uid}\", IPv4: dial tcp4 "
+                f"127.0.0.1:{port}: connect: {reason} ")
+
+
+def _port(text: str) -> int | None:
+    try:
+        port = int(text)
+    except ValueError:
+        return None
+    return port if 0 < port < 65536 else None
+
+
+async def _pod_to_client(reader: asyncio.StreamReader, data: Stream) -> None:
+    with contextlib.suppress(ConnectionError, Closed):
+        while chunk := await reader.read(READ_CHUNK):
+            await data.write(chunk)
+    await data.close()
+
+
+async def _client_to_pod(data: Stream, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while chunk := await data.read():
+            writer.write(chunk)
+            await writer.drain()
+        if data.remote_closed and writer.can_write_eof():  # the client's FIN: half-close
+            writer.write_eof()
+
+
+async def serve(request: web.Request, netns: str, pod: dict[str, Any],
+                alive: Callable[[], bool]) -> web.StreamResponse:
+    """`alive()`: the pod is still there (deleted, its containers' connections would die with
+    it: the session ends, and kubectl says `lost connection to pod`)."""
+    upgrade = request.headers.get("Upgrade", "").lower()
+    name = f"port-forward {pod['metadata']['namespace']}/{pod['metadata']['name']}"
+    fwd = Forwarder(netns, pod)
+    if upgrade == "websocket":
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol",
+                                                           "").split(",")]
+        if WS_PROTOCOL not in offered:
+            raise status.bad_request(f"port-forward over WebSocket needs the subprotocol "
+                                     f"{WS_PROTOCOL}")
+        return await _websocket(request, fwd, name, alive)
+    if upgrade.startswith("spdy/3.1"):
+        versions = [v.strip() for v in request.headers.get("X-Stream-Protocol-Version",
+                                                           "").split(",") if v.strip()]
+        if versions and PROTOCOL not in versions:
+            raise status.APIError(403, "Forbidden", f"unable to upgrade: unable to negotiate "
+                                  f"protocol: client supports {versions}, server supports "
+                                  f"[{PROTOCOL}]")
+        return await _raw(request, fwd, name, alive)
+    raise status.bad_request("Upgrade request required")
+
+
+async def _while_the_pod_lives(session: Session, alive: Callable[[], bool],
+                               close: Callable[[], Awaitable[object]], name: str) -> None:
+    while alive():
+        await asyncio.sleep(POD_POLL)
+    log.info("%s: the pod is gone: the session ends", name)
+    await session.goaway()
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await close()
+
+
+async def _websocket(request: web.Request, fwd: Forwarder, name: str,
+                     alive: Callable[[], bool]) -> web.StreamResponse:
+    ws = web.WebSocketResponse(protocols=(WS_PROTOCOL,), max_msg_size=16 * 1024 * 1024)
+    await ws.prepare(request)
+    log.info("%s: SPDY/3.1 over WebSocket", name)
+    session = Session(ws.send_bytes, fwd.on_stream, name)
+
+    async def source() -> AsyncIterator[bytes]:
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                yield msg.data
+            elif msg.type == WSMsgType.ERROR:
+                return
+
+    entry = (session, ws)
+    request.app[SESSIONS].add(entry)
+    watcher = asyncio.create_task(_while_the_pod_lives(session, alive, ws.close, name))
+    try:
+        await session.run(source())
+    finally:
+        watcher.cancel()
+        request.app[SESSIONS].discard(entry)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.close()
+    return ws
+
+
+class _RawSPDY(asyncio.Protocol):
+    """The connection's protocol after the 101: bytes to a queue, write pauses to an event;
+    the connection's end is passed on to aiohttp's protocol, which tracks the connection."""
+
+    def __init__(self, transport: asyncio.Transport, previous: asyncio.BaseProtocol) -> None:
+        self.transport, self.previous = transport, previous
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.queued = 0
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def data_received(self, data: bytes) -> None:
+        self.queue.put_nowait(data)
+        self.queued += len(data)
+        if self.queued > RAW_HIGH:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.queue.put_nowait(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.queue.put_nowait(None)
+        self.writable.set()
+        self.previous.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while (data := await self.queue.get()) is not None:
+            self.queued -= len(data)
+            if self.queued <= RAW_HIGH // 2 and not self.transport.is_closing():
+                self.transport.resume_reading()
+            yield data
+
+    async def send(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        self.transport.write(data)
+        await self.writable.wait()
+
+
+async def _raw(request: web.Request, fwd: Forwarder, name: str,
+               alive: Callable[[], bool]) -> web.StreamResponse:
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client closed the connection")
+    raw = _RawSPDY(transport, transport.get_protocol())  # type: ignore[arg-type]
+    transport.set_protocol(raw)  # before the 101: no SPDY byte reaches aiohttp's HTTP parser
+    resp = web.StreamResponse(status=101, headers={
+        "Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": PROTOCOL})
+    await resp.prepare(request)
+    log.info("%s: SPDY/3.1 on the upgraded connection", name)
+    session = Session(raw.send, fwd.on_stream, name)
+    entry = (session, transport)
+    request.app[SESSIONS].add(entry)
+
+    async def close() -> None:
+        transport.close()
+    watcher = asyncio.create_task(_while_the_pod_lives(session, alive, close, name))
+    try:
+        await session.run(raw.chunks())
+    finally:
+        watcher.cancel()
+        request.app[SESSIONS].discard(entry)
+        transport.close()
+    return resp
+
+
+async def shutdown(app: web.Application) -> None:
+    """The API server is stopping: GOAWAY to every session, then close its connection."""
+    for session, conn in list(app[SESSIONS]):
+        await session.goaway()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            if isinstance(conn, web.WebSocketResponse):
+                await conn.close()
+            else:
+                conn.close()
