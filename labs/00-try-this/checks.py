@@ -26,7 +26,7 @@ def hello_service_has_endpoints(ctx) -> str | None:
         return "Service hello is not a ClusterIP Service with a cluster IP"
     eps = [e for port in st.endpoints((NS, "hello")).values() for e in port if e.ready]
     if not eps:
-        return "Service hello has no ready endpoints (see `emunet get endpoints -n try-this`)"
+        return "Service hello has no ready endpoints (see `kubectl get endpoints -n try-this`)"
     return None
 
 

@@ -35,7 +35,7 @@ def story_policy_applied(ctx) -> str | None:
     st = ctx.state()
     pol = st.policies.get(POLICY)
     if pol is None:
-        return f"no NetworkPolicy {POLICY[1]} in {NS}: `sudo emunet apply -f` prints " \
+        return f"no NetworkPolicy {POLICY[1]} in {NS}: `kubectl apply -f` prints " \
                "`networkpolicy.networking.k8s.io/monospaced-access created` when it is in"
     server = st.pods.get((NS, "monospaced-test"))
     if server is not None and not pol.pod_selector.matches(server.pod.labels):
