@@ -86,9 +86,11 @@ def _cluster(zone: Zone, qname: str, qtype: int) -> Answer:
         # Any name in the zone gets NODATA for SOA, existing or not (CoreDNS handler.go).
         return Answer(wire.NOERROR, answer=[soa(zone, d)]) if not base else _nodata(zone, d)
     if qtype == wire.NS and not base:
-        ns = f"ns.dns.{d}"
-        return Answer(wire.NOERROR, answer=[(qname, wire.NS, zone.ttl, ns)],
-                      additional=[(ns, wire.A, zone.ttl, zone.dns_ip)])
+        # CoreDNS plugin.NS over nsAddrs (ns.go): the Service the responder is an endpoint
+        # of (kube-dns), its ClusterIP as glue; ns.dns.<zone> only without one
+        names = list(dict.fromkeys(name for name, _ in zone.nameservers))
+        return Answer(wire.NOERROR, answer=[(qname, wire.NS, zone.ttl, n) for n in names],
+                      additional=[(n, wire.A, zone.ttl, ip) for n, ip in zone.nameservers])
     if qtype == wire.TXT:
         if base == "dns-version":
             return Answer(wire.NOERROR, answer=[
@@ -100,9 +102,10 @@ def _cluster(zone: Zone, qname: str, qtype: int) -> Answer:
         except _NameError:
             return _nxdomain(zone, d)
         return _nodata(zone, d)
-    if base == "ns.dns":  # CoreDNS isDefaultNS: the name of the nameserver itself
+    if base == "ns.dns":  # CoreDNS isDefaultNS: nsAddrs' addresses under the asked name
         if qtype == wire.A:
-            return Answer(wire.NOERROR, answer=[(qname, wire.A, zone.ttl, zone.dns_ip)])
+            ips = dict.fromkeys(ip for _, ip in zone.nameservers)
+            return Answer(wire.NOERROR, answer=[(qname, wire.A, zone.ttl, ip) for ip in ips])
         return _nodata(zone, d)
     try:
         items = _records(zone, base)

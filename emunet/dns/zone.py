@@ -53,6 +53,8 @@ class Zone:
     ptr: dict[str, tuple[str, ...]]  # IPv4 -> PTR targets
     reverse_nets: tuple[ipaddress.IPv4Network, ...]  # where we are authoritative for PTR
     client_nets: tuple[ipaddress.IPv4Network, ...] = field(default=())
+    # (name, IP) of the apex NS records and their glue, CoreDNS's nsAddrs (ns.go)
+    nameservers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_state(cls, st: ClusterState, serial: int = 1) -> Zone:
@@ -64,12 +66,14 @@ class Zone:
         services = {(k[0].lower(), k[1].lower()): v for k, v in services.items()}
         nets = (ipaddress.IPv4Network(c.service_cidr), ipaddress.IPv4Network(c.cluster_cidr))
         dns = st.services.get((KUBE_SYSTEM, "kube-dns"))
+        dns_ip = dns.cluster_ip if dns and dns.cluster_ip else c.cluster_dns
         return cls(
             domain=domain, ttl=c.dns_ttl, serial=serial,
-            dns_ip=(dns.cluster_ip if dns and dns.cluster_ip else c.cluster_dns),
+            dns_ip=dns_ip,
             upstreams=tuple(c.dns_upstreams), namespaces=namespaces, services=services,
             ptr=_reverse_index(services.values(), domain), reverse_nets=nets,
             client_nets=(*nets, ipaddress.IPv4Network("127.0.0.0/8")),
+            nameservers=_nameservers(st, services.values(), domain, dns_ip),
         )
 
     def client_allowed(self, ip: str) -> bool:
@@ -123,6 +127,28 @@ def _endpoints(st: ClusterState, ss: ServiceState) -> tuple[EndpointRec, ...]:
         if pod is not None and pod.pod.hostname and pod.pod.subdomain == svc.name:
             hostname = pod.pod.hostname.lower()
         out.append(EndpointRec(ip, hostname, tuple(ports)))
+    return tuple(out)
+
+
+def _nameservers(st: ClusterState, services, domain: str,
+                 dns_ip: str) -> tuple[tuple[str, str], ...]:
+    """CoreDNS nsAddrs (plugin/kubernetes/ns.go): the Services whose endpoints include the
+    responder's own address (the coredns pod's IP), each named <svc>.<ns>.svc.<zone> with its
+    ClusterIP (a headless one: each endpoint's name and IP); with none, ns.dns.<zone> and the
+    local address. emunet's responder is the coredns pod (emunet.state.plan)."""
+    local = sorted(p.ip for p in st.pods.values() if p.pod.namespace == KUBE_SYSTEM
+                   and p.pod.labels.get("k8s-app") == "kube-dns" and p.ip)
+    out: list[tuple[str, str]] = []
+    for s in sorted(services, key=lambda s: (s.namespace, s.name)):
+        if not any(ep.ip in local for ep in s.endpoints):
+            continue
+        name = f"{s.name}.{s.namespace}.svc.{domain}".lower()
+        if s.cluster_ip:
+            out.append((name, s.cluster_ip))
+        else:
+            out += [(f"{ep.hostname}.{name}", ep.ip) for ep in s.endpoints]
+    if not out:
+        out = [(f"ns.dns.{domain}", ip) for ip in local or [dns_ip]]
     return tuple(out)
 
 

@@ -132,8 +132,9 @@ def test_dns_version_txt_and_the_apex_soa_and_ns(cluster):
         f'dns-version.{D}. 28800 IN TXT "1.1.0"']
     assert soa(dig(cluster, "SOA", D).answer) == NXDOMAIN_SOA
     ns = dig(cluster, "NS", D)
-    assert ns.answer == [f"{D}. 5 IN NS ns.dns.{D}."]
-    assert ns.additional == [f"ns.dns.{D}. 5 IN A 10.43.0.10"]
+    # CoreDNS ns.go: the Service whose endpoint the responder is, its ClusterIP as glue
+    assert ns.answer == [f"{D}. 5 IN NS kube-dns.kube-system.svc.{D}."]
+    assert ns.additional == [f"kube-dns.kube-system.svc.{D}. 5 IN A 10.43.0.10"]
 
 
 def test_tcp_and_norec(cluster):
