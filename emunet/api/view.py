@@ -31,7 +31,7 @@ HISTORY = 20000  # watch events kept; a watch from an older resourceVersion gets
 RV_PER_GENERATION = 1000
 WRITTEN = {"namespaces": "Namespace", "pods": "Pod", "services": "Service",
            "deployments": "Deployment", "networkpolicies": "NetworkPolicy",
-           "ciliumnetworkpolicies": "CiliumNetworkPolicy"}
+           "ciliumnetworkpolicies": "CiliumNetworkPolicy", "configmaps": "ConfigMap"}
 
 
 @dataclass

@@ -34,10 +34,11 @@ from emunet.api.view import View, build
 from emunet.cluster.apply import apply_objects
 from emunet.config import ConfigError
 from emunet.state import codec
-from emunet.state.cluster import StateError
+from emunet.model.coredns import CONFIGMAP
+from emunet.state.cluster import KUBE_SYSTEM, StateError
 
 WRITABLE = {"namespaces", "pods", "services", "deployments", "networkpolicies",
-            "ciliumnetworkpolicies"}
+            "ciliumnetworkpolicies", "configmaps"}
 PATCH_TYPES = [patch.JSON_PATCH, patch.JSON_MERGE, patch.STRATEGIC, patch.APPLY]
 _LOC = re.compile(r"^<request>:\d+: ")  # the loader's `file:line: ` (one JSON document a line)
 _TIMEOUT = 120.0
@@ -57,6 +58,12 @@ async def serve(request: web.Request, view: View, t: Target) -> web.StreamRespon
     if (t.res.plural, t.key) == ("services", ("default", "kubernetes")):
         raise status.forbidden("services", "kubernetes", "it is the API server's own Service, "
                                "derived from the cluster (emunet.api.objects)")
+    if t.res.plural == "configmaps" and (t.key != (KUBE_SYSTEM, CONFIGMAP)
+                                         or request.method not in ("PUT", "PATCH")):
+        # the one ConfigMap emunet acts on, and it always exists (k3s's addon): edit it
+        raise status.forbidden("configmaps", t.name or "", "emunet keeps one ConfigMap, "
+                               "kube-system/coredns (the Corefile of its DNS responder), and "
+                               "it can be updated, not created or deleted")
     if t.name is None:
         if request.method == "POST":
             return await create(request, view, t)

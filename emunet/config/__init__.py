@@ -80,6 +80,7 @@ def load_config_text(text: str, file: str = "<config>", base: model.ClusterSpec 
         others=tuple(o for o, _ in parsed.others),
         network_policies=tuple(o for o, _ in parsed.policies),
         cilium_policies=tuple(o for o, _ in parsed.cilium),
+        coredns=parsed.coredns[0][0] if parsed.coredns else None,
         warnings=col.sorted_warnings(),
         source=file,
     )

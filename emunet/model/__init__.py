@@ -252,5 +252,8 @@ class Config:
     network_policies: tuple = ()  # emunet.model.netpol.NetworkPolicy objects
     cilium_policies: tuple = ()  # emunet.model.cilium.CiliumPolicy objects (manifests in others)
     others: tuple[Manifest, ...] = ()  # kinds emunet does not implement yet: warned about
+    # kube-system/coredns's Corefile as emunet.model.coredns.CoreDNS (manifest in others);
+    # None: the file gives none
+    coredns: object = None
     warnings: tuple[str, ...] = ()
     source: str = ""

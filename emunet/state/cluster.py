@@ -16,6 +16,7 @@ from typing import Any
 from emunet import model, naming
 from emunet.errors import InputError
 from emunet.model import ClusterSpec, Namespace, Pod, Service
+from emunet.model.coredns import CONFIGMAP, CoreDNS
 
 KUBE_SYSTEM = "kube-system"
 NS_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
@@ -90,6 +91,9 @@ class ClusterState:
     # CiliumNetworkPolicies, parsed (their manifests, for display, stay in `others`)
     cilium_policies: dict[tuple[str, str], Any] = field(default_factory=dict)
     others: list[model.Manifest] = field(default_factory=list)
+    # kube-system/coredns's Corefile, parsed (emunet.config.corefile; its manifest in `others`);
+    # None: k3s's default Corefile (model.coredns.k3s_default). The DNS responder runs it.
+    coredns: CoreDNS | None = None
     last_ip: dict[str, str] = field(default_factory=dict)  # host-local IPAM cursor per node
     # node -> its underlay link impairment now (`emunet link set`, seeded from the Cluster
     # document's nodes[].impairment); the agents apply delay/jitter/loss (emunet.host.tc)
@@ -312,6 +316,8 @@ def object_keys(st: ClusterState) -> list[str]:
     keys += [f"Deployment/{ns}/{n}" for ns, n in st.deployments]
     keys += [f"NetworkPolicy/{ns}/{n}" for ns, n in st.policies]
     keys += [f"CiliumNetworkPolicy/{ns}/{n}" for ns, n in st.cilium_policies]
+    if KUBE_SYSTEM in st.namespaces:  # k3s's CoreDNS ConfigMap is always there
+        keys.append(f"ConfigMap/{KUBE_SYSTEM}/{CONFIGMAP}")
     return keys
 
 

@@ -22,6 +22,7 @@ from emunet.model import (
     Service,
     cilium,
 )
+from emunet.model.coredns import CoreDNS
 from emunet.model.netpol import from_dict as policy_from_dict
 from emunet.state.cluster import ClusterState, NodeState, PodState, ServiceState
 
@@ -37,6 +38,7 @@ def to_dict(st: ClusterState) -> dict[str, Any]:
         "policies": [dataclasses.asdict(p) for p in st.policies.values()],
         "cilium_policies": [cilium.to_dict(p) for p in st.cilium_policies.values()],
         "others": [dataclasses.asdict(o) for o in st.others],
+        "coredns": dataclasses.asdict(st.coredns) if st.coredns is not None else None,
         "last_ip": dict(st.last_ip),
         "links": {n: dataclasses.asdict(i) for n, i in st.links.items()},
         "generation": st.generation,
@@ -67,6 +69,11 @@ def from_dict(d: dict[str, Any]) -> ClusterState:
         cp = cilium.from_dict(cd)
         st.cilium_policies[(cp.namespace, cp.name)] = cp
     st.others = [model.Manifest(**{**o, "loc": _loc(o.get("loc"))}) for o in d["others"]]
+    if d.get("coredns"):
+        c = d["coredns"]
+        st.coredns = CoreDNS(**{**c, "zones": tuple(c["zones"]), "forward": tuple(c["forward"]),
+                                "fallthrough": None if c["fallthrough"] is None
+                                else tuple(c["fallthrough"])})
     st.last_ip = dict(d.get("last_ip", {}))
     st.links = {n: model.Impairment(**i) for n, i in d.get("links", {}).items()}
     st.generation = d.get("generation", 0)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from emunet.dns import wire
 from emunet.dns.handler import FORWARD
 from emunet.dns.zone import Zone
+from emunet.model.coredns import k3s_default
 from tests.unit.dns_cluster import NS, SERIAL, ask, cluster, handler, ips, rrs
 
 SVC = f"monospaced.{NS}.svc.cluster.local"
@@ -187,8 +190,15 @@ def test_ptr_for_cluster_ip_and_endpoints(h, st):
     r = ask(h, ".".join(reversed(ip.split("."))) + ".in-addr.arpa", "PTR")
     assert [x.rdata for x in rrs(r.an)] == [f"db-0.{DB}.".encode()]
     ip = ip_of(st, "frontend-client")  # backs no Service: CoreDNS has no name for it
-    r = ask(h, ".".join(reversed(ip.split("."))) + ".in-addr.arpa", "PTR")
-    assert_soa(r, wire.NXDOMAIN, b"in-addr.arpa.")
+    rev = ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
+    # k3s's Corefile: `fallthrough in-addr.arpa` passes the NXDOMAIN on to forward
+    assert ask(h, rev, "PTR").rcode == wire.REFUSED  # no upstream to forward to
+    from tests.unit.dns_cluster import query
+    assert handler(cluster(upstreams=("192.0.2.1",))).handle(query(rev, "PTR")) is FORWARD
+    # without fallthrough the plugin's NXDOMAIN is the answer
+    st2 = cluster()
+    st2.coredns = dataclasses.replace(k3s_default(st2.cluster), fallthrough=None)
+    assert_soa(ask(handler(st2), rev, "PTR"), wire.NXDOMAIN, b"in-addr.arpa.")
 
 
 def test_outside_names_refused_or_forwarded(st):
