@@ -33,8 +33,8 @@ from emunet.api.target import Target
 from emunet.api.view import View, build
 from emunet.cluster.apply import apply_objects
 from emunet.config import ConfigError
-from emunet.state import codec
 from emunet.model.coredns import CONFIGMAP
+from emunet.state import codec
 from emunet.state.cluster import KUBE_SYSTEM, StateError
 
 WRITABLE = {"namespaces", "pods", "services", "deployments", "networkpolicies",
