@@ -63,7 +63,8 @@ def test_syntax_errors_name_their_line(text, line, words):
 def test_k3s_default_corefile_parses_to_k3s_default():
     for spec in (ClusterSpec(), ClusterSpec(dns_ttl=30, dns_upstreams=("192.0.2.53",))):
         warned: list[str] = []
-        assert settings(k3s_corefile(spec), lambda n, m: warned.append(m)) == k3s_default(spec)
+        assert settings(k3s_corefile(spec), lambda n, m, w=warned: w.append(m)) == k3s_default(
+            spec)
         # what emunet does not run of it: NodeHosts, the answer cache, record shuffling
         assert [m.split("'")[1] for m in warned] == ["hosts", "cache", "loadbalance"]
     assert k3s_default(ClusterSpec()).forward == (RESOLV_CONF,)
