@@ -12,6 +12,7 @@ from typing import Any
 
 from emunet.api.objects import container_spec, meta, uid
 from emunet.model import Deployment
+from emunet.model.coredns import CONFIGMAP, k3s_corefile
 from emunet.model.netpol import LabelSelector, NetworkPolicy, Rule
 from emunet.state import deploy
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState
@@ -155,13 +156,19 @@ def cilium_policy(st: ClusterState, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def coredns_configmap(st: ClusterState) -> dict[str, Any]:
-    """kube-system/coredns as k3s ships it, for what emunet's responder does (emunet.dns)."""
-    c = st.cluster
-    upstream = " ".join(c.dns_upstreams) or "/etc/resolv.conf"
-    corefile = (f".:53 {{\n    errors\n    health\n    ready\n"
-                f"    kubernetes {c.cluster_domain} in-addr.arpa ip6.arpa {{\n"
-                f"      pods insecure\n      fallthrough in-addr.arpa ip6.arpa\n"
-                f"      ttl {c.dns_ttl}\n    }}\n    forward . {upstream}\n"
-                f"    cache 30\n    loop\n    reload\n    loadbalance\n}}\n")
-    m = meta(st, "ConfigMap", KUBE_SYSTEM, "coredns", born=("Namespace", None, KUBE_SYSTEM))
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": m, "data": {"Corefile": corefile}}
+    """kube-system/coredns: the ConfigMap the config or a write gave (its Corefile is what
+    emunet's responder runs, emunet.config.corefile), else k3s's, for this cluster."""
+    given = next((o for o in st.others if (o.kind, o.namespace, o.name) ==
+                  ("ConfigMap", KUBE_SYSTEM, CONFIGMAP)), None)
+    if given is None:
+        data: dict[str, Any] = {"Corefile": k3s_corefile(st.cluster)}
+        labels, annotations = None, None
+    else:
+        data = dict(given.body.get("data") or {})
+        md = given.body.get("metadata") or {}
+        labels, annotations = md.get("labels"), md.get("annotations")
+    m = meta(st, "ConfigMap", KUBE_SYSTEM, CONFIGMAP, labels,
+             born=("Namespace", None, KUBE_SYSTEM))
+    if annotations:
+        m["annotations"] = dict(annotations)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": m, "data": data}

@@ -54,7 +54,9 @@ RESOURCES: tuple[Resource, ...] = (
              subresources=(("status", "Service", ("get", "patch", "update")),)),
     Resource("", "v1", "endpoints", "endpoints", "Endpoints", short=("ep",)),
     Resource("", "v1", "events", "event", "Event", short=("ev",), verbs=("get", "list")),
-    Resource("", "v1", "configmaps", "configmap", "ConfigMap", short=("cm",), verbs=READ),
+    # writable: kube-system/coredns, the Corefile of emunet's DNS responder (emunet.api.writes)
+    Resource("", "v1", "configmaps", "configmap", "ConfigMap", short=("cm",),
+             verbs=(*READ, "patch", "update")),
     Resource("apps", "v1", "deployments", "deployment", "Deployment", short=("deploy",),
              categories=("all",),
              subresources=(_SCALE, ("status", "Deployment", ("get", "patch", "update")))),

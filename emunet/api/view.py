@@ -34,7 +34,7 @@ RV_PER_GENERATION = 1000
 WRITTEN = {"namespaces": "Namespace", "pods": "Pod", "services": "Service",
            "deployments": "Deployment", "networkpolicies": "NetworkPolicy",
            "ciliumnetworkpolicies": "CiliumNetworkPolicy", "endpoints": "Endpoints",
-           "endpointslices": "EndpointSlice"}
+           "endpointslices": "EndpointSlice", "configmaps": "ConfigMap"}
 
 
 @dataclass

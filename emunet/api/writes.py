@@ -33,11 +33,12 @@ from emunet.api.target import Target
 from emunet.api.view import View, build
 from emunet.cluster.apply import apply_objects
 from emunet.config import ConfigError
+from emunet.model.coredns import CONFIGMAP
 from emunet.state import codec
-from emunet.state.cluster import StateError
+from emunet.state.cluster import KUBE_SYSTEM, StateError
 
 WRITABLE = {"namespaces", "pods", "services", "deployments", "networkpolicies",
-            "ciliumnetworkpolicies", "endpoints", "endpointslices"}
+            "ciliumnetworkpolicies", "endpoints", "endpointslices", "configmaps"}
 PATCH_TYPES = [patch.JSON_PATCH, patch.JSON_MERGE, patch.STRATEGIC, patch.APPLY]
 _LOC = re.compile(r"^<request>:\d+: ")  # the loader's `file:line: ` (one JSON document a line)
 _TIMEOUT = 120.0
@@ -58,6 +59,12 @@ async def serve(request: web.Request, view: View, t: Target) -> web.StreamRespon
             and t.key == ("default", "kubernetes"):
         raise status.forbidden(t.res.plural, "kubernetes", "it is the API server's own, "
                                "kept by its endpoint reconciler (emunet.state.plan)")
+    if t.res.plural == "configmaps" and (t.key != (KUBE_SYSTEM, CONFIGMAP)
+                                         or request.method not in ("PUT", "PATCH")):
+        # the one ConfigMap emunet acts on, and it always exists (k3s's addon): edit it
+        raise status.forbidden("configmaps", t.name or "", "emunet keeps one ConfigMap, "
+                               "kube-system/coredns (the Corefile of its DNS responder), and "
+                               "it can be updated, not created or deleted")
     if t.name is None:
         if request.method == "POST":
             return await create(request, view, t)

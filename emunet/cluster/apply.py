@@ -15,6 +15,7 @@ from typing import Any
 from emunet.config import load_config, load_config_text
 from emunet.model import Config, Manifest
 from emunet.model.cilium import CiliumPolicy
+from emunet.model.coredns import CONFIGMAP as COREDNS_CM
 from emunet.model.endpoints import ENDPOINTS, SLICE, EndpointSet
 from emunet.state import codec
 from emunet.state.cluster import (
@@ -38,6 +39,7 @@ _KIND_ALIASES = {
     "ciliumnetworkpolicy": CNP, "ciliumnetworkpolicies": CNP, "cnp": CNP,
     "endpoints": ENDPOINTS, "ep": ENDPOINTS,
     "endpointslice": SLICE, "endpointslices": SLICE,
+    "configmap": "ConfigMap", "configmaps": "ConfigMap", "cm": "ConfigMap",
 }
 _WHAT = {ENDPOINTS: "endpoints", SLICE: "endpointslice.discovery.k8s.io"}
 
@@ -86,6 +88,21 @@ def _apply_endpoints(st: ClusterState, es: EndpointSet) -> Change:
     return Change(f"{what} {'configured' if old else 'created'}")
 
 
+def _is_corefile(m: Manifest) -> bool:
+    return (m.kind, m.namespace, m.name) == ("ConfigMap", KUBE_SYSTEM, COREDNS_CM)
+
+
+def _apply_corefile(st: ClusterState, m: Manifest, settings: object) -> Change:
+    """kube-system/coredns (its Corefile parsed by the config loader): the DNS responder runs
+    it from the publish that follows (its reload, as CoreDNS's `reload` plugin would)."""
+    old = next((o for o in st.others if _is_corefile(o)), None)
+    if old is not None and old.body == m.body:
+        return Change("configmap/coredns unchanged")
+    st.others = [o for o in st.others if not _is_corefile(o)] + [m]
+    st.coredns = settings  # type: ignore[assignment]  # model.coredns.CoreDNS
+    return Change("configmap/coredns configured")  # it always exists (k3s's default)
+
+
 def _copy(state: ClusterState) -> ClusterState:
     return codec.from_dict(codec.to_dict(state))
 
@@ -105,7 +122,8 @@ def _object_keys(cfg: Config) -> list[str]:
                        ("Deployment", cfg.deployments), ("NetworkPolicy", cfg.network_policies),
                        (CNP, [o for o in cfg.others if o.kind == CNP]),
                        (ENDPOINTS, [e for e in cfg.endpoint_sets if e.kind == ENDPOINTS]),
-                       (SLICE, [e for e in cfg.endpoint_sets if e.kind == SLICE])):
+                       (SLICE, [e for e in cfg.endpoint_sets if e.kind == SLICE]),
+                       ("ConfigMap", [o for o in cfg.others if _is_corefile(o)])):
         keys += [f"{kind}/{o.namespace}/{o.name}" for o in objs]
     return keys
 
@@ -205,6 +223,9 @@ def _apply(state: ClusterState, cfg: Config) -> list[Change]:
         if other.kind == CNP:
             changes.append(_apply_cnp(new, other, parsed_cnps[(other.namespace, other.name)]))
             continue
+        if _is_corefile(other):
+            changes.append(_apply_corefile(new, other, cfg.coredns))
+            continue
         changes.append(Change(f"{other.kind.lower()}/{other.name} ignored: "
                               f"{other.kind} is not implemented yet"))
     _commit(state, new)
@@ -278,6 +299,11 @@ def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> li
     if kind == "NetworkPolicy":
         gone = st.policies.pop((namespace or "default", name), None)
         return [Change(f"networkpolicy.networking.k8s.io/{name} deleted")] if gone else []
+    if kind == "ConfigMap":
+        if (namespace, name) == (KUBE_SYSTEM, COREDNS_CM):
+            raise StateError("configmap kube-system/coredns holds the Corefile of emunet's DNS "
+                             "responder and cannot be deleted; apply another Corefile instead")
+        return []  # emunet keeps no other ConfigMap
     if kind == CNP:
         kept = [o for o in st.others if (o.kind, o.namespace, o.name) !=
                 (CNP, namespace or "default", name)]

@@ -81,6 +81,7 @@ def load_config_text(text: str, file: str = "<config>", base: model.ClusterSpec 
         network_policies=tuple(o for o, _ in parsed.policies),
         cilium_policies=tuple(o for o, _ in parsed.cilium),
         endpoint_sets=tuple(o for o, _ in parsed.endpoints),
+        coredns=parsed.coredns[0][0] if parsed.coredns else None,
         warnings=col.sorted_warnings(),
         source=file,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emunet import model
-from emunet.config import cilium, cluster, deployment, kube, names
+from emunet.config import cilium, cluster, corefile, deployment, kube, names
 from emunet.config.endpoints import parse_endpoint_slice, parse_endpoints
 from emunet.config.errors import Collector
 from emunet.config.fields import Obj, at, describe, suggest
@@ -22,6 +22,7 @@ from emunet.config.netpol import API_VERSION as NETPOL_API_VERSION
 from emunet.config.netpol import parse_network_policy
 from emunet.config.yamlsrc import Document, LDict
 from emunet.model import cilium as cnp
+from emunet.model import coredns
 
 # Kinds emunet knows but does not act on yet: kind -> (apiVersion, namespaced, what is missing).
 NOT_YET: dict[str, tuple[str, bool, str]] = {
@@ -69,6 +70,8 @@ class Parsed:
     policies: list[tuple[Any, Obj]] = field(default_factory=list)  # NetworkPolicy
     cilium: list[tuple[cnp.CiliumPolicy, Obj]] = field(default_factory=list)  # parsed CNPs
     endpoints: list[tuple[Any, Obj]] = field(default_factory=list)  # model.endpoints sets
+    # kube-system/coredns's Corefile, parsed (its manifest stays in `others`)
+    coredns: list[tuple[coredns.CoreDNS, Obj]] = field(default_factory=list)
     seen: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
 
@@ -163,16 +166,49 @@ def _other(doc: Obj, out: Parsed, api: str, kind: str) -> None:
         policy = cilium.parse(doc, namespace or "default", name)
         if policy is None:
             return  # located errors reported: a policy emunet cannot enforce is never kept
+    dns = None
+    if kind == "ConfigMap" and (namespace, name) == (coredns.KUBE_SYSTEM, coredns.CONFIGMAP):
+        dns = _corefile(doc)
+        if dns is None:
+            return  # a Corefile the responder cannot run is never kept (CoreDNS would not start)
     m = model.Manifest(api_version=api, kind=kind, namespace=namespace, name=name,
                        body=plain(doc.data), loc=kube.loc(doc))
     if not _add(doc, out, kind, m):
         return
     if policy is not None:
         out.cilium.append((policy, doc))  # the manifest is kept too: `get cnp -o json` shows it
+    elif dns is not None:
+        out.coredns.append((dns, doc))  # and the manifest, for `kubectl get cm coredns`
     else:
         who = f"{namespace}/{name}" if namespace else name
         doc.col.warn(doc.line, f"{kind} {who}: not {verb} yet (emunet does not implement "
                      f"{kind} yet)")
+
+
+def _corefile(doc: Obj) -> coredns.CoreDNS | None:
+    """The Corefile of kube-system/coredns, what emunet's responder runs (emunet.dns); errors
+    and warnings at the file line of the Corefile line (block scalars), else at data.Corefile."""
+    data = doc.map("data", required=True)
+    if data is None:
+        return None
+    text = data.str("Corefile", required=True)
+    if text is None:
+        return None
+    key_line = data.line_of("Corefile")
+    first = getattr(data.data, "block_lines", {}).get("Corefile")
+
+    def where(n: int) -> int:
+        return first + n - 1 if first else key_line
+
+    def warn(n: int, message: str) -> None:
+        doc.col.warn(where(n), f"data.Corefile: Corefile line {n}: {message}")
+
+    try:
+        return corefile.settings(text, warn)
+    except corefile.Problem as e:
+        doc.col.error(where(e.line), data.sub("Corefile"),
+                      f"Corefile line {e.line}: {e.message}", e.hint)
+        return None
 
 
 def _add(doc: Obj, out: Parsed, kind: str, obj: Any) -> bool:

@@ -22,10 +22,13 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 
 
 class LDict(dict):
-    """A YAML mapping: `line` of the mapping, `key_lines[key]` the line of each key."""
+    """A YAML mapping: `line` of the mapping, `key_lines[key]` the line of each key,
+    `block_lines[key]` the first content line of a value written as a block scalar (`|`, `>`:
+    its text's line N is on file line block_lines[key] + N - 1, e.g. a ConfigMap's Corefile)."""
 
     line: int = 0
     key_lines: dict[str, int]
+    block_lines: dict[str, int]
 
 
 class LList(list):
@@ -95,6 +98,7 @@ class _Builder:
         out = LDict()
         out.line = _line(node)
         out.key_lines = {}
+        out.block_lines = {}
         for knode, vnode in node.value:
             if not isinstance(knode, yaml.ScalarNode):
                 raise self.fail(_line(knode), "a mapping key must be a plain name",
@@ -104,6 +108,8 @@ class _Builder:
                 raise self.fail(_line(knode), f"duplicate key {key!r} (first on line "
                                 f"{out.key_lines[key]})", "keep one of them")
             out.key_lines[key] = _line(knode)
+            if isinstance(vnode, yaml.ScalarNode) and vnode.style in ("|", ">"):
+                out.block_lines[key] = _line(vnode) + 1  # the indicator's line, then the text
             out[key] = self.build(vnode)
         return out
 

@@ -123,16 +123,19 @@ class Handler:
             return Chase(q, entry.answer, entry.nodata, entry.target)
         return self._build(q, entry, udp)  # type: ignore[arg-type]
 
-    def chased(self, ch: Chase, records: list[RR] | None, udp: bool) -> bytes:
+    def chased(self, ch: Chase, records: list[RR] | None, udp: bool,
+               truncated: bool = False) -> bytes:
         """The reply to a Chase: our CNAMEs and the upstream's records (None: the lookup
-        failed, so NODATA, as CoreDNS)."""
+        failed, so NODATA, as CoreDNS). `truncated`: the upstream's reply had TC set; the
+        reply keeps it (what arrived, with TC=1), so the client asks again over TCP, where
+        the chase goes over TCP too (CoreDNS plugin/backend_lookup.go A: m1.Truncated)."""
         q = ch.query
         if records is None:
             out = self._build(q, ch.nodata, udp)
         else:
             answer = [*ch.answer, *records]
             body = wire.encode_body(q, answer, [], [])
-            out = self._build(q, (AA, len(answer), 0, 0, body), udp)
+            out = self._build(q, (AA | (TC if truncated else 0), len(answer), 0, 0, body), udp)
         self.count_reply(out)
         return out
 

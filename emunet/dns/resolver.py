@@ -3,8 +3,8 @@
 Mirrors CoreDNS's kubernetes plugin (handler.go ServeDNS, kubernetes.go Services/Records,
 parse.go parseRequest, plugin/backend_lookup.go A/SRV/PTR) over the Kubernetes DNS-Based
 Service Discovery spec (github.com/kubernetes/dns docs/specification.md, schema 1.1.0), with
-k3s's Corefile choices: `pods insecure`, reverse zones answered from the cluster. Pure: no
-sockets, clocks or randomness; the SOA serial comes from the Zone.
+the Corefile's settings (Zone.settings: k3s's by default, `pods insecure`, reverse zones with
+fallthrough). Pure: no sockets, clocks or randomness; the SOA serial comes from the Zone.
 """
 
 from __future__ import annotations
@@ -50,16 +50,32 @@ class _NameError(EmunetError):
 
 
 def resolve(zone: Zone, qname: str, qtype: int) -> Answer:
-    """Answer a question; qname lowercased without the trailing dot."""
+    """Answer a question; qname lowercased without the trailing dot.
+
+    The Corefile's kubernetes plugin answers its zones (the cluster domain and, in k3s's
+    Corefile, in-addr.arpa and ip6.arpa); an NXDOMAIN in a zone its `fallthrough` names goes
+    on to `forward` instead (handler.go: k.Fall.Through), as does every name outside them."""
+    cfg = zone.settings
     d = zone.domain
-    if qname == d or qname.endswith("." + d):
-        return _cluster(zone, qname, qtype)
-    ip = _reverse_ip(qname)
-    if ip is not None and any(ipaddress.IPv4Address(ip) in n for n in zone.reverse_nets):
-        return _reverse(zone, ip, qtype)
-    if zone.upstreams:
+    ans = None
+    if cfg.kubernetes and (qname == d or qname.endswith("." + d)):
+        ans, origin = _cluster(zone, qname, qtype), d
+    elif cfg.kubernetes and (origin := _reverse_zone(zone, qname)):
+        ip = _reverse_ip(qname)
+        ans = _reverse(zone, ip, qtype) if ip is not None else _nxdomain(zone, origin)
+    if ans is not None and not (ans.rcode == wire.NXDOMAIN and cfg.falls_through(origin)):
+        return ans
+    if zone.upstreams:  # not ours (or fallen through): on to `forward`
         return Answer(wire.NOERROR, aa=False, forward=True)
     return Answer(wire.REFUSED, aa=False)
+
+
+def _reverse_zone(zone: Zone, qname: str) -> str:
+    """The plugin's reverse zone holding qname ("" if none)."""
+    for z in zone.settings.zones:
+        if z.endswith(".arpa") and (qname == z or qname.endswith("." + z)):
+            return z
+    return ""
 
 
 def soa(zone: Zone, origin: str) -> RR:
@@ -86,9 +102,11 @@ def _cluster(zone: Zone, qname: str, qtype: int) -> Answer:
         # Any name in the zone gets NODATA for SOA, existing or not (CoreDNS handler.go).
         return Answer(wire.NOERROR, answer=[soa(zone, d)]) if not base else _nodata(zone, d)
     if qtype == wire.NS and not base:
-        ns = f"ns.dns.{d}"
-        return Answer(wire.NOERROR, answer=[(qname, wire.NS, zone.ttl, ns)],
-                      additional=[(ns, wire.A, zone.ttl, zone.dns_ip)])
+        # CoreDNS plugin.NS over nsAddrs (ns.go): the Service the responder is an endpoint
+        # of (kube-dns), its ClusterIP as glue; ns.dns.<zone> only without one
+        names = list(dict.fromkeys(name for name, _ in zone.nameservers))
+        return Answer(wire.NOERROR, answer=[(qname, wire.NS, zone.ttl, n) for n in names],
+                      additional=[(n, wire.A, zone.ttl, ip) for n, ip in zone.nameservers])
     if qtype == wire.TXT:
         if base == "dns-version":
             return Answer(wire.NOERROR, answer=[
@@ -100,9 +118,10 @@ def _cluster(zone: Zone, qname: str, qtype: int) -> Answer:
         except _NameError:
             return _nxdomain(zone, d)
         return _nodata(zone, d)
-    if base == "ns.dns":  # CoreDNS isDefaultNS: the name of the nameserver itself
+    if base == "ns.dns":  # CoreDNS isDefaultNS: nsAddrs' addresses under the asked name
         if qtype == wire.A:
-            return Answer(wire.NOERROR, answer=[(qname, wire.A, zone.ttl, zone.dns_ip)])
+            ips = dict.fromkeys(ip for _, ip in zone.nameservers)
+            return Answer(wire.NOERROR, answer=[(qname, wire.A, zone.ttl, ip) for ip in ips])
         return _nodata(zone, d)
     try:
         items = _records(zone, base)
@@ -138,6 +157,8 @@ def _records(zone: Zone, base: str) -> list[Item]:
     if namespace not in zone.namespaces:
         raise _NameError  # errNsNotExposed
     if len(segs) == 2:
+        if kind == "pod" and zone.settings.pods == "disabled":
+            raise _NameError  # findPods: errNoItems before looking at the name
         return []  # <ns>.svc.<zone>: NODATA
     name = segs[-3]
     rest = segs[:-3]
@@ -154,7 +175,12 @@ def _records(zone: Zone, base: str) -> list[Item]:
 
 
 def _pod(zone: Zone, namespace: str, name: str) -> list[Item]:
-    """`pods insecure` (spec 2.5 note; k3s default): a-b-c-d.<ns>.pod answers a.b.c.d."""
+    """The Corefile's `pods` (CoreDNS findPods; spec 2.5 note): `insecure` (k3s's) answers
+    a-b-c-d.<ns>.pod with a.b.c.d, `verified` only when a pod of <ns> has that IP,
+    `disabled` (CoreDNS's default) never."""
+    mode = zone.settings.pods
+    if mode == "disabled":
+        raise _NameError
     if name.count("-") == 3 and "--" not in name:
         text = name.replace("-", ".")
     else:
@@ -163,6 +189,8 @@ def _pod(zone: Zone, namespace: str, name: str) -> list[Item]:
         ip = str(ipaddress.ip_address(text))
     except ValueError:
         raise _NameError from None
+    if mode == "verified" and (namespace, ip) not in zone.pod_ips:
+        raise _NameError
     return [Item(ip, 0, f"{name}.{namespace}.pod.{zone.domain}")]
 
 
@@ -176,6 +204,9 @@ def _services(zone: Zone, svc: ServiceRec | None, endpoint: str, port: str,
     """CoreDNS findServices for one Service; raise _NameError when nothing matched."""
     if svc is None:
         raise _NameError
+    if (zone.settings.ignore_empty_service and svc.kind == CLUSTER_IP
+            and not svc.endpoints):
+        raise _NameError  # `ignore empty_service`: NXDOMAIN for a ClusterIP with no endpoint
     svc_name = f"{svc.name}.{svc.namespace}.svc.{zone.domain}".lower()
     items: list[Item] = []
     if svc.kind == EXTERNAL:
@@ -270,7 +301,8 @@ def _reverse_ip(qname: str) -> str | None:
 
 
 def _reverse(zone: Zone, ip: str, qtype: int) -> Answer:
-    """PTR for ClusterIPs and endpoint IPs (spec 2.3.4, 2.4.3; CoreDNS serviceRecordForIP)."""
+    """PTR for ClusterIPs and endpoint IPs (spec 2.3.4, 2.4.3; CoreDNS serviceRecordForIP);
+    any other address is NXDOMAIN (k3s's `fallthrough in-addr.arpa` forwards it then)."""
     names = zone.ptr.get(ip, ())
     qname = ".".join(reversed(ip.split("."))) + "." + REVERSE_ZONE
     if not names:

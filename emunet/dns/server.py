@@ -153,13 +153,14 @@ class DnsServer:
         """An ExternalName's out-of-cluster target, looked up upstream (handler.Chase)."""
         ident = random.getrandbits(16)  # RFC 5452: an unpredictable ID for our own query
         reply = await self._ask(upstream.build_query(ch.target, ch.query.qtype, ident), tcp)
-        records = None
+        records, tc = None, False
         if reply is not None:
             try:
                 records = upstream.answer_records(reply, ident)
+                tc = upstream.truncated(reply)  # kept in our reply, as CoreDNS's plugin.A
             except ValueError as e:
                 log.debug("chase of %s: %s", ch.target, e)
-        return self.handler.chased(ch, records, udp=not tcp)
+        return self.handler.chased(ch, records, udp=not tcp, truncated=tc)
 
     async def _ask(self, data: bytes, tcp: bool) -> bytes | None:
         """The first upstream's reply to `data`, None when none answered."""

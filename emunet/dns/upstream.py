@@ -95,6 +95,11 @@ def _name(data: bytes, off: int) -> tuple[str, int]:
     raise wire.FormErr("compression pointer loop")
 
 
+def truncated(reply: bytes) -> bool:
+    """The reply's TC bit (RFC 1035 4.1.1): its answer is incomplete, a client retries over TCP."""
+    return len(reply) >= 4 and bool(HEADER.unpack_from(reply)[1] & wire.TC)
+
+
 def answer_records(reply: bytes, ident: int) -> list[RR]:
     """The answer section's A, AAAA and CNAME records of an upstream reply to our query
     `ident` (what a chase of an A/AAAA question can use; other types are left out).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from emunet.model.coredns import RESOLV_CONF, CoreDNS, k3s_default
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState, ServiceState
 
 CLUSTER_IP, HEADLESS, EXTERNAL = "ClusterIP", "Headless", "ExternalName"
@@ -53,23 +54,38 @@ class Zone:
     ptr: dict[str, tuple[str, ...]]  # IPv4 -> PTR targets
     reverse_nets: tuple[ipaddress.IPv4Network, ...]  # where we are authoritative for PTR
     client_nets: tuple[ipaddress.IPv4Network, ...] = field(default=())
+    # (name, IP) of the apex NS records and their glue, CoreDNS's nsAddrs (ns.go)
+    nameservers: tuple[tuple[str, str], ...] = ()
+    # the Corefile's kubernetes plugin settings (kube-system/coredns, else k3s's default)
+    settings: CoreDNS = field(default_factory=CoreDNS)
+    pod_ips: frozenset[tuple[str, str]] = frozenset()  # (namespace, IP): `pods verified`
 
     @classmethod
     def from_state(cls, st: ClusterState, serial: int = 1) -> Zone:
         c = st.cluster
-        domain = c.cluster_domain.lower().rstrip(".")
-        services = {key: _service_rec(st, ss) for key, ss in st.services.items()}
+        cfg = st.coredns or k3s_default(c)
+        forward = [u for to in cfg.forward
+                   for u in (c.dns_upstreams if to == RESOLV_CONF else (to,))]
+        domain = next((z for z in cfg.zones if not z.endswith(".arpa")),
+                      c.cluster_domain.lower().rstrip("."))
+        services = {key: _service_rec(st, ss, cfg.endpoint_pod_names)
+                    for key, ss in st.services.items()}
         namespaces = frozenset(
             {n.lower() for n in st.namespaces} | {k[0].lower() for k in st.services})
         services = {(k[0].lower(), k[1].lower()): v for k, v in services.items()}
         nets = (ipaddress.IPv4Network(c.service_cidr), ipaddress.IPv4Network(c.cluster_cidr))
         dns = st.services.get((KUBE_SYSTEM, "kube-dns"))
+        dns_ip = dns.cluster_ip if dns and dns.cluster_ip else c.cluster_dns
         return cls(
-            domain=domain, ttl=c.dns_ttl, serial=serial,
-            dns_ip=(dns.cluster_ip if dns and dns.cluster_ip else c.cluster_dns),
-            upstreams=tuple(c.dns_upstreams), namespaces=namespaces, services=services,
+            domain=domain, ttl=cfg.ttl, serial=serial,
+            dns_ip=dns_ip,
+            upstreams=tuple(dict.fromkeys(forward)), namespaces=namespaces, services=services,
             ptr=_reverse_index(services.values(), domain), reverse_nets=nets,
             client_nets=(*nets, ipaddress.IPv4Network("127.0.0.0/8")),
+            nameservers=_nameservers(st, services.values(), domain, dns_ip),
+            settings=cfg, pod_ips=frozenset(
+                (p.pod.namespace.lower(), p.ip) for p in st.pods.values()
+                if p.ip and not p.terminating) if cfg.pods == "verified" else frozenset(),
         )
 
     def client_allowed(self, ip: str) -> bool:
@@ -84,7 +100,7 @@ class Zone:
         return any(addr in n for n in self.client_nets)
 
 
-def _service_rec(st: ClusterState, ss: ServiceState) -> ServiceRec:
+def _service_rec(st: ClusterState, ss: ServiceState, pod_names: bool = False) -> ServiceRec:
     svc = ss.service
     ports = tuple(PortRec(p.name or "", p.protocol.lower(), p.port) for p in svc.ports)
     if svc.type == "ExternalName":
@@ -92,17 +108,19 @@ def _service_rec(st: ClusterState, ss: ServiceState) -> ServiceRec:
                           (svc.external_name or "").lower().rstrip("."), ())
     kind = HEADLESS if ss.cluster_ip is None else CLUSTER_IP
     return ServiceRec(svc.namespace, svc.name, kind, ss.cluster_ip, ports, None,
-                      _endpoints(st, ss))
+                      _endpoints(st, ss, pod_names))
 
 
-def _endpoints(st: ClusterState, ss: ServiceState) -> tuple[EndpointRec, ...]:
+def _endpoints(st: ClusterState, ss: ServiceState,
+               pod_names: bool = False) -> tuple[EndpointRec, ...]:
     """Ready endpoints grouped by address, with the ports (named as the Service's) each serves.
 
     Only ready addresses are published, as CoreDNS reads EndpointSlices (conditions.ready).
     The hostname follows the EndpointSlice controller: a pod's spec.hostname is used only when
     its spec.subdomain equals the Service's name; a user's Endpoints/EndpointSlice address
     gives its own `hostname`; otherwise CoreDNS names the endpoint by its IP with dashes
-    (kubernetes plugin, endpointHostname).
+    (kubernetes plugin, endpointHostname), or by the pod's name with the Corefile's
+    `endpoint_pod_names` (the endpoint's targetRef name).
     """
     svc = ss.service
     by_ip: dict[str, list[PortRec]] = {}
@@ -133,7 +151,31 @@ def _endpoints(st: ClusterState, ss: ServiceState) -> tuple[EndpointRec, ...]:
         pod = st.pod_by_ip(ip) if svc.selector is not None else None
         if pod is not None and pod.pod.hostname and pod.pod.subdomain == svc.name:
             hostname = pod.pod.hostname.lower()
+        elif pod is not None and pod_names:
+            hostname = pod.pod.name
         out.append(EndpointRec(ip, hostname.lower(), tuple(ports)))
+    return tuple(out)
+
+
+def _nameservers(st: ClusterState, services, domain: str,
+                 dns_ip: str) -> tuple[tuple[str, str], ...]:
+    """CoreDNS nsAddrs (plugin/kubernetes/ns.go): the Services whose endpoints include the
+    responder's own address (the coredns pod's IP), each named <svc>.<ns>.svc.<zone> with its
+    ClusterIP (a headless one: each endpoint's name and IP); with none, ns.dns.<zone> and the
+    local address. emunet's responder is the coredns pod (emunet.state.plan)."""
+    local = sorted(p.ip for p in st.pods.values() if p.pod.namespace == KUBE_SYSTEM
+                   and p.pod.labels.get("k8s-app") == "kube-dns" and p.ip)
+    out: list[tuple[str, str]] = []
+    for s in sorted(services, key=lambda s: (s.namespace, s.name)):
+        if not any(ep.ip in local for ep in s.endpoints):
+            continue
+        name = f"{s.name}.{s.namespace}.svc.{domain}".lower()
+        if s.cluster_ip:
+            out.append((name, s.cluster_ip))
+        else:
+            out += [(f"{ep.hostname}.{name}", ep.ip) for ep in s.endpoints]
+    if not out:
+        out = [(f"ns.dns.{domain}", ip) for ip in local or [dns_ip]]
     return tuple(out)
 
 

@@ -262,5 +262,8 @@ class Config:
     cilium_policies: tuple = ()  # emunet.model.cilium.CiliumPolicy objects (manifests in others)
     others: tuple[Manifest, ...] = ()  # kinds emunet does not implement yet: warned about
     endpoint_sets: tuple = ()  # emunet.model.endpoints.EndpointSet: user Endpoints/slices
+    # kube-system/coredns's Corefile as emunet.model.coredns.CoreDNS (manifest in others);
+    # None: the file gives none
+    coredns: object = None
     warnings: tuple[str, ...] = ()
     source: str = ""

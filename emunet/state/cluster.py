@@ -16,6 +16,7 @@ from typing import Any
 from emunet import model, naming
 from emunet.errors import InputError
 from emunet.model import ClusterSpec, Namespace, Pod, Service
+from emunet.model.coredns import CONFIGMAP, CoreDNS
 from emunet.model.endpoints import ENDPOINTS, SLICE, EndpointSet
 
 KUBE_SYSTEM = "kube-system"
@@ -102,6 +103,9 @@ class ClusterState:
     # Endpoints and EndpointSlices written by the user (and the API server's own `kubernetes`
     # Endpoints), by (kind, namespace, name): the backends of Services without a selector
     endpoint_sets: dict[tuple[str, str, str], EndpointSet] = field(default_factory=dict)
+    # kube-system/coredns's Corefile, parsed (emunet.config.corefile; its manifest in `others`);
+    # None: k3s's default Corefile (model.coredns.k3s_default). The DNS responder runs it.
+    coredns: CoreDNS | None = None
     last_ip: dict[str, str] = field(default_factory=dict)  # host-local IPAM cursor per node
     # node -> its underlay link impairment now (`emunet link set`, seeded from the Cluster
     # document's nodes[].impairment); the agents apply delay/jitter/loss (emunet.host.tc)
@@ -376,6 +380,8 @@ def object_keys(st: ClusterState) -> list[str]:
     keys += [f"NetworkPolicy/{ns}/{n}" for ns, n in st.policies]
     keys += [f"CiliumNetworkPolicy/{ns}/{n}" for ns, n in st.cilium_policies]
     keys += [f"{kind}/{ns}/{n}" for kind, ns, n in st.endpoint_sets]
+    if KUBE_SYSTEM in st.namespaces:  # k3s's CoreDNS ConfigMap is always there
+        keys.append(f"ConfigMap/{KUBE_SYSTEM}/{CONFIGMAP}")
     return keys
 
 

@@ -23,6 +23,7 @@ from emunet.model import (
     cilium,
 )
 from emunet.model import endpoints as epmodel
+from emunet.model.coredns import CoreDNS
 from emunet.model.netpol import from_dict as policy_from_dict
 from emunet.state.cluster import ClusterState, NodeState, PodState, ServiceState
 
@@ -39,6 +40,7 @@ def to_dict(st: ClusterState) -> dict[str, Any]:
         "cilium_policies": [cilium.to_dict(p) for p in st.cilium_policies.values()],
         "others": [dataclasses.asdict(o) for o in st.others],
         "endpoint_sets": [epmodel.to_dict(e) for e in st.endpoint_sets.values()],
+        "coredns": dataclasses.asdict(st.coredns) if st.coredns is not None else None,
         "last_ip": dict(st.last_ip),
         "links": {n: dataclasses.asdict(i) for n, i in st.links.items()},
         "generation": st.generation,
@@ -72,6 +74,11 @@ def from_dict(d: dict[str, Any]) -> ClusterState:
     for ed in d.get("endpoint_sets", []):
         es = epmodel.from_dict(ed)
         st.endpoint_sets[es.key] = es
+    if d.get("coredns"):
+        c = d["coredns"]
+        st.coredns = CoreDNS(**{**c, "zones": tuple(c["zones"]), "forward": tuple(c["forward"]),
+                                "fallthrough": None if c["fallthrough"] is None
+                                else tuple(c["fallthrough"])})
     st.last_ip = dict(d.get("last_ip", {}))
     st.links = {n: model.Impairment(**i) for n, i in d.get("links", {}).items()}
     st.generation = d.get("generation", 0)

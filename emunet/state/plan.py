@@ -44,6 +44,7 @@ def plan(config: Config) -> ClusterState:
     st.cilium_policies = {(p.namespace, p.name): p for p in config.cilium_policies}
     st.others = list(config.others)
     st.endpoint_sets.update({es.key: es for es in config.endpoint_sets})
+    st.coredns = config.coredns  # type: ignore[assignment]  # a model.coredns.CoreDNS or None
     st.links = {n.name: n.impairment for n in config.cluster.nodes
                 if n.impairment is not None and n.impairment.active}
     return st

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -117,8 +118,10 @@ def test_ptr_for_cluster_ip_endpoint_ip_and_a_pod_backing_nothing(cluster):
     ip = cluster.ips["web-2"]
     rev = ".".join(reversed(ip.split("."))) + ".in-addr.arpa."
     assert dig(cluster, "-x", ip).answer == [f"{rev} 5 IN PTR web-2.{WEB}."]
-    r = dig(cluster, "-x", cluster.ips["client"])  # CoreDNS names only Service endpoints
-    assert r.status == "NXDOMAIN"
+    # CoreDNS names only Service endpoints; k3s's `fallthrough in-addr.arpa` then passes the
+    # question on to forward: the fake upstream's NODATA, not authoritative
+    r = dig(cluster, "-x", cluster.ips["client"])
+    assert r.status == "NOERROR" and r.answer == [] and "aa" not in r.flags
 
 
 def test_aaaa_in_an_ipv4_cluster_is_nodata_with_soa(cluster):
@@ -132,8 +135,9 @@ def test_dns_version_txt_and_the_apex_soa_and_ns(cluster):
         f'dns-version.{D}. 28800 IN TXT "1.1.0"']
     assert soa(dig(cluster, "SOA", D).answer) == NXDOMAIN_SOA
     ns = dig(cluster, "NS", D)
-    assert ns.answer == [f"{D}. 5 IN NS ns.dns.{D}."]
-    assert ns.additional == [f"ns.dns.{D}. 5 IN A 10.43.0.10"]
+    # CoreDNS ns.go: the Service whose endpoint the responder is, its ClusterIP as glue
+    assert ns.answer == [f"{D}. 5 IN NS kube-dns.kube-system.svc.{D}."]
+    assert ns.additional == [f"kube-dns.kube-system.svc.{D}. 5 IN A 10.43.0.10"]
 
 
 def test_tcp_and_norec(cluster):
@@ -269,3 +273,41 @@ spec:
     r = dig(cluster, WEB)
     assert len(r.answer) == 5 and cluster.ips["web-5"] not in " ".join(r.answer)
     assert dig(cluster, f"web-5.{WEB}").status == "NXDOMAIN"
+
+
+def test_the_coredns_configmap_sets_ttl_and_pod_records(cluster, tmp_path):
+    """kube-system/coredns's Corefile is what the responder runs: `ttl 7` shows in the TTL a
+    pod's dig sees, `pods verified` answers only a real pod's IP, `disabled` none (CoreDNS's
+    kubernetes plugin); the responder picks it up on the publish, as `reload` would."""
+    def corefile(pods: str, ttl: str) -> Path:
+        f = tmp_path / f"cm-{pods}.yaml"
+        f.write_text(f"""\
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: coredns, namespace: kube-system}}
+data:
+  Corefile: |
+    .:53 {{
+        kubernetes {D} in-addr.arpa ip6.arpa {{
+          pods {pods}
+          fallthrough in-addr.arpa ip6.arpa
+{ttl}        }}
+        forward . /etc/resolv.conf
+    }}
+""")
+        return f
+    real = cluster.ips["api"].replace(".", "-") + f".{NS}.pod.{D}"
+    ghost = f"10-42-200-200.{NS}.pod.{D}"
+    assert dig(cluster, ghost).answer == [f"{ghost}. 5 IN A 10.42.200.200"]  # k3s: insecure
+    try:
+        cluster.emunet("apply", "-f", str(corefile("verified", "          ttl 7\n")))
+        assert dig(cluster, API).answer == [f"{API}. 7 IN A 10.43.0.80"]
+        assert dig(cluster, real).answer == [f"{real}. 7 IN A {cluster.ips['api']}"]
+        assert dig(cluster, ghost).status == "NXDOMAIN"
+        cluster.emunet("apply", "-f", str(corefile("disabled", "")))
+        r = dig(cluster, real)
+        assert r.status == "NXDOMAIN" and r.answer == []
+        assert dig(cluster, API).answer == [f"{API}. 5 IN A 10.43.0.80"]  # CoreDNS's default
+    finally:
+        cluster.emunet("apply", "-f", str(corefile("insecure", "")))
+    assert dig(cluster, ghost).answer == [f"{ghost}. 5 IN A 10.42.200.200"]

@@ -367,3 +367,28 @@ async def test_garbage_scales_are_client_errors(api, body):
         r = await method(f"{url}/s/scale", data=json.dumps(body), headers=MERGE)
         assert 400 <= r.status < 500 and (await r.json())["kind"] == "Status"
     assert api.view.state.deployments[(NS, "s")].replicas == 1
+
+
+async def test_kubectl_edit_of_the_coredns_configmap_reaches_the_responders_settings(api):
+    """kube-system/coredns as kubectl edits it (a merge patch of data.Corefile): validated by
+    the same Corefile parser as a file (422 naming the Corefile line), kept, and what the DNS
+    responder runs (ClusterState.coredns); other ConfigMaps and deleting it are refused."""
+    url = "/api/v1/namespaces/kube-system/configmaps/coredns"
+    live = await (await api.get(url)).json()
+    assert "pods insecure" in live["data"]["Corefile"]  # k3s's default
+    new = live["data"]["Corefile"].replace("pods insecure", "pods verified\n      ttl 7")
+    r = await api.patch(url, data=json.dumps({"data": {"Corefile": new}}), headers=MERGE)
+    assert r.status == 200, await r.text()
+    assert (await r.json())["data"]["Corefile"] == new
+    st = api.view.state
+    assert (st.coredns.pods, st.coredns.ttl) == ("verified", 7)
+    bad = new.replace("ttl 7", "ttl 99999")
+    r = await api.patch(url, data=json.dumps({"data": {"Corefile": bad}}), headers=MERGE)
+    assert r.status == 422
+    cause = (await r.json())["details"]["causes"][0]
+    assert cause["field"] == "data.Corefile" and "Corefile line 7" in cause["message"]
+    assert "range [0, 3600]" in cause["message"] and api.view.state.coredns.ttl == 7
+    assert (await api.delete(url)).status == 403
+    r = await api.post("/api/v1/namespaces/default/configmaps", data=json.dumps(
+        {"metadata": {"name": "x"}, "data": {}}))
+    assert r.status == 403

@@ -110,3 +110,41 @@ async def test_server_chase_with_a_dead_upstream_is_nodata(tmp_path):
     async with serving(tmp_path, free_port()) as srv:  # nothing listens on the upstream port
         r = DNS(await udp_ask(srv.port, query(EXT)))
         assert r.rcode == 0 and not rrs(r.an) and rrs(r.ns)[0].type == wire.SOA
+
+
+async def test_server_keeps_tc_from_the_upstreams_udp_answer(tmp_path):
+    """The upstream's UDP answer completing the chase has TC=1: the reply keeps TC=1 (and what
+    did arrive), so the client retries over TCP; CoreDNS plugin/backend_lookup.go A sets
+    `truncated` from m1.Truncated (kubernetes handler_test "CNAME External Truncated Lookup")."""
+    loop = asyncio.get_running_loop()
+
+    class Upstream(asyncio.DatagramProtocol):
+        def connection_made(self, tr):
+            self.tr = tr
+
+        def datagram_received(self, d, addr):
+            q = DNS(d)
+            self.tr.sendto(bytes(DNS(id=q.id, qr=1, tc=1, qd=q.qd, ra=1, an=DNSRR(
+                rrname=q.qd[0].qname, type="A", ttl=60, rdata="203.0.113.9"))), addr)
+
+    port = free_port()
+    up, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", port))
+    try:
+        async with serving(tmp_path, port) as srv:
+            r = DNS(await udp_ask(srv.port, query(EXT, ident=41)))
+            assert r.id == 41 and r.rcode == 0 and r.tc == 1 and r.aa == 1
+            assert [(x.type, x.rdata) for x in rrs(r.an)] == [
+                (wire.CNAME, b"example.com."), (wire.A, "203.0.113.9")]
+    finally:
+        up.close()
+
+
+def test_chased_reply_keeps_tc():
+    h = handler(cluster(upstreams=("192.0.2.1",)))
+    ch = h.handle(query(EXT, ident=5))
+    r = DNS(h.chased(ch, [("example.com", wire.A, 60, "198.51.100.7")], udp=True,
+                     truncated=True))
+    assert r.tc == 1 and [x.type for x in rrs(r.an)] == [wire.CNAME, wire.A]
+    assert DNS(h.chased(ch, [("example.com", wire.A, 60, "198.51.100.7")], udp=True)).tc == 0
+    assert upstream.truncated(bytes(DNS(id=1, qr=1, tc=1)))
+    assert not upstream.truncated(bytes(DNS(id=1, qr=1)))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from emunet.dns import wire
 from emunet.dns.handler import FORWARD
 from emunet.dns.zone import Zone
+from emunet.model.coredns import k3s_default
 from tests.unit.dns_cluster import NS, SERIAL, ask, cluster, handler, ips, rrs
 
 SVC = f"monospaced.{NS}.svc.cluster.local"
@@ -95,12 +98,27 @@ def test_apex_soa_and_ns(h):
     r = ask(h, "cluster.local", "SOA")
     (soa,) = rrs(r.an)
     assert soa.mname == b"ns.dns.cluster.local." and soa.minimum == 5 and soa.serial == SERIAL
+    # CoreDNS ns.go nsAddrs: the NS is the Service the responder is an endpoint of, with its
+    # ClusterIP as glue (ns.dns.<zone> is only the fallback)
     r = ask(h, "cluster.local", "NS")
     (ns,) = rrs(r.an)
-    assert ns.rdata == b"ns.dns.cluster.local."
+    assert ns.rdata == b"kube-dns.kube-system.svc.cluster.local." and ns.ttl == 5
     (a,) = rrs(r.ar)
-    assert a.rrname == b"ns.dns.cluster.local." and a.rdata == "10.43.0.10"
+    assert a.rrname == b"kube-dns.kube-system.svc.cluster.local." and a.rdata == "10.43.0.10"
     assert ips(ask(h, "ns.dns.cluster.local").an) == ["10.43.0.10"]
+
+
+def test_apex_ns_falls_back_to_ns_dns_with_the_pods_own_address():
+    """Without a Service listing the responder as a ready endpoint (its pod not ready),
+    CoreDNS names ns.dns.<zone> with its local address (ns.go: `svcNames = defaultNSName`)."""
+    st = cluster()
+    dns_pod = next(p for p in st.pods.values() if p.pod.name.startswith("coredns-"))
+    dns_pod.ready = False
+    h = handler(st)
+    r = ask(h, "cluster.local", "NS")
+    assert [x.rdata for x in rrs(r.an)] == [b"ns.dns.cluster.local."]
+    assert [(x.rrname, x.rdata) for x in rrs(r.ar)] == [(b"ns.dns.cluster.local.", dns_pod.ip)]
+    assert ips(ask(h, "ns.dns.cluster.local").an) == [dns_pod.ip]
 
 
 def test_headless_one_a_per_ready_endpoint(h, st):
@@ -172,8 +190,15 @@ def test_ptr_for_cluster_ip_and_endpoints(h, st):
     r = ask(h, ".".join(reversed(ip.split("."))) + ".in-addr.arpa", "PTR")
     assert [x.rdata for x in rrs(r.an)] == [f"db-0.{DB}.".encode()]
     ip = ip_of(st, "frontend-client")  # backs no Service: CoreDNS has no name for it
-    r = ask(h, ".".join(reversed(ip.split("."))) + ".in-addr.arpa", "PTR")
-    assert_soa(r, wire.NXDOMAIN, b"in-addr.arpa.")
+    rev = ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
+    # k3s's Corefile: `fallthrough in-addr.arpa` passes the NXDOMAIN on to forward
+    assert ask(h, rev, "PTR").rcode == wire.REFUSED  # no upstream to forward to
+    from tests.unit.dns_cluster import query
+    assert handler(cluster(upstreams=("192.0.2.1",))).handle(query(rev, "PTR")) is FORWARD
+    # without fallthrough the plugin's NXDOMAIN is the answer
+    st2 = cluster()
+    st2.coredns = dataclasses.replace(k3s_default(st2.cluster), fallthrough=None)
+    assert_soa(ask(handler(st2), rev, "PTR"), wire.NXDOMAIN, b"in-addr.arpa.")
 
 
 def test_outside_names_refused_or_forwarded(st):
@@ -203,3 +228,29 @@ def test_client_filter(st):
     assert z.client_allowed("10.42.1.3") and z.client_allowed("127.0.0.1")
     assert z.client_allowed("10.43.0.10") and z.client_allowed("::1")
     assert not z.client_allowed("192.168.1.11") and not z.client_allowed("8.8.8.8")
+
+
+EXT = f"ext.{NS}.svc.cluster.local"
+
+
+@pytest.mark.parametrize("qtype", ["A", "AAAA", "CNAME", "TXT", "SRV", "MX", "NS", "PTR"])
+def test_names_below_an_externalname_service(h, qtype):
+    """What CoreDNS's code answers under an ExternalName Service (plugin/kubernetes parse.go
+    parseRequest, kubernetes.go findServices): one label below is an endpoint, and an
+    ExternalName has none (NXDOMAIN; handler_test "subdomain of an external service");
+    two labels below are _port._protocol, which findServices does not check for an
+    ExternalName, so the CNAME stands (A/AAAA/CNAME) or NODATA; three or more are
+    errInvalidRequest (NXDOMAIN). SOA is NODATA for any name below the apex."""
+    for name in (f"x.{EXT}", f"a.b.c.{EXT}", f"_a._b._c.{EXT}"):
+        r = ask(h, name, qtype)
+        assert r.rcode == 3 and not rrs(r.an), name
+        assert [x.type for x in rrs(r.ns)] == [wire.SOA]
+    r = ask(h, f"a.b.{EXT}", qtype)
+    assert r.rcode == 0
+    if qtype in ("A", "AAAA", "CNAME"):
+        assert [(x.type, x.rdata) for x in rrs(r.an)] == [(wire.CNAME, b"example.com.")]
+    else:
+        assert not rrs(r.an) and [x.type for x in rrs(r.ns)] == [wire.SOA]
+    for name in (f"x.{EXT}", f"a.b.{EXT}", f"a.b.c.{EXT}"):
+        r = ask(h, name, "SOA")
+        assert r.rcode == 0 and not rrs(r.an) and [x.type for x in rrs(r.ns)] == [wire.SOA]
