@@ -108,9 +108,9 @@ def test_validate_refuses_replicas_beyond_the_pod_ranges_at_their_line(tmp_path,
     monkeypatch.setenv("EMUNET_RUN_DIR", str(tmp_path / "run"))
     assert main(["validate", str(f)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"emunet: {f}:13: spec.replicas: 30000 replicas do not fit: the nodes' pod ranges "
-                   f"have room for 505 more pods — lower spec.replicas, add nodes or give them "
-                   f"larger podCIDRs")
+    assert err == (f"emunet: {f}:13: spec.replicas: 30000 replicas do not fit: the nodes' "
+                   "pod ranges have room for 505 more pods — lower spec.replicas, add nodes or "
+                   "give them larger podCIDRs")
     f.write_text(config(505, ("10.42.1.0/24", "10.42.2.0/24")))
     assert main(["validate", str(f)]) == 0
 
