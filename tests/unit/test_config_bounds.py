@@ -81,7 +81,8 @@ def test_an_echoed_value_is_cut(cli, tmp_path):
     code, err = cli("validate", str(f))
     assert code == 2 and len(err) < 700, len(err)
     assert err.startswith(f"emunet: {f}:10: spec.restartPolicy: must be one of Always, ")
-    assert "characters left out" in err and err.rstrip().endswith("known values: Always, Never, OnFailure")
+    assert "characters left out" in err
+    assert err.rstrip().endswith("known values: Always, Never, OnFailure")
 
 
 def test_a_nul_byte_is_reported_at_its_line_and_column(cli, tmp_path):
