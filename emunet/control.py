@@ -2,7 +2,12 @@
 
 Each request is one JSON object with an "op" on one line; the supervisor answers with one JSON
 object per line: zero or more {"progress": ...} lines, then a final {"ok": true, ...} or
-{"ok": false, "error": "...", "kind": "input"|"failure"}.
+{"ok": false, "error": "...", "kind": "input"|"failure", "type": ...}. The error types:
+BadRequest (not a request: not UTF-8 JSON, not an object, too long, nested too deep, an argument
+missing or of the wrong type), UnknownOp, Invalid (a well-formed request the cluster refuses:
+a bad manifest, an unknown object), Timeout (no request line in time), InternalError. `OPS` is
+every op with its arguments; the supervisor checks a request against it before acting
+(emunet.cluster.controlserver).
 """
 
 from __future__ import annotations
@@ -37,6 +42,24 @@ def input_error(e: Exception) -> dict[str, Any]:
     mistakes = getattr(e, "errors", None) if hasattr(e, "path") else None
     fields = [{"path": x.path, "message": x.message, "hint": x.hint} for x in mistakes or []]
     return {"ok": False, "error": str(e), "kind": "input", "errors": fields}
+
+
+# op -> argument -> its type: str, int, bool, list[str], list[dict], impairment (an
+# Impairment's fields); "?" suffix: optional (null allowed), else required.
+OPS: dict[str, dict[str, str]] = {
+    "ping": {}, "status": {}, "shutdown": {},
+    "node": {"action": "str", "node": "str"},
+    "link": {"node": "str", "impairment": "impairment?"},
+    "label": {"kind": "str", "name": "str", "namespace": "str?", "labels": "list[str]",
+              "overwrite": "bool?"},
+    "apply": {"file": "str"},
+    "apply_objects": {"objects": "list[dict]"},
+    "delete": {"file": "str?", "kind": "str?", "name": "str?", "namespace": "str?"},
+    "scale": {"name": "str", "namespace": "str?", "replicas": "int"},
+    "events": {"namespace": "str?"},
+}
+IMPAIRMENT_FIELDS = {"delay_ms": "number", "jitter_ms": "number", "loss_pct": "number",
+                     "rate_bps": "int", "distribution": "str"}
 
 
 def socket_path() -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
 
 DEFAULT_PREFIX = "emunet"
@@ -55,7 +56,7 @@ def outside_netns() -> str:
 
 def host_ifname(pod_ip: str) -> str:
     """Node-side name of a pod's veth: 'veth' + the pod IP in hex (12 chars, IFNAMSIZ-safe)."""
-    return "veth" + ipaddress.IPv4Address(pod_ip).packed.hex()
+    return "veth" + socket.inet_aton(pod_ip).hex()
 
 
 UNDERLAY_IFNAME = "eth0"  # in each node namespace
@@ -74,7 +75,7 @@ def host_mac(node_ip: str) -> str:
 
 def mac_from_ip(ip: str, oui: str = "0a:58") -> str:
     """0a:58:<ip bytes>: the locally administered MAC scheme Kubernetes CNIs use for pods."""
-    return oui + ":" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+    return oui + ":" + socket.inet_aton(ip).hex(":")
 
 
 def vtep_mac(pod_cidr: str) -> str:

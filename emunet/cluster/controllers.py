@@ -28,10 +28,11 @@ from emunet.cluster.events import WARNING, EventLog
 from emunet.cluster.runtime import Runtime
 from emunet.host import netlink
 from emunet.state import deploy
-from emunet.state.cluster import PodState, StateError
+from emunet.state.cluster import PodIpam, PodState, StateError, pod_capacity
 
 log = logging.getLogger("emunet.cluster.controllers")
 GRACE = 1.0  # seconds a terminating pod keeps serving after it left the endpoints
+MAX_BACKOFF = 30.0  # seconds between syncs of a Deployment whose pods do not fit
 
 
 class Controllers:
@@ -44,6 +45,8 @@ class Controllers:
         self.reconciling = False
         self.endpoints: dict[tuple[str, str], tuple[str, ...]] = {}
         self.restarts: dict[tuple[str, str], int] = {}
+        # Deployment -> (its spec then, next try, delay): pods that did not fit
+        self.backoff: dict[tuple[str, str], tuple[deploy.Deployment, float, float]] = {}
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -131,24 +134,59 @@ class Controllers:
             async with self.sup.lock:
                 for key in list(self.sup.state.deployments):
                     d = self.sup.state.deployments.get(key)
-                    if d is not None:
-                        await self._sync(d)
+                    if d is None or self._backing_off(key, d):
+                        continue
+                    short = await self._sync(d)
+                    self._note_short(key, d, short)
         finally:
             self.reconciling = False
 
-    async def _sync(self, d: deploy.Deployment) -> None:
-        st = self.sup.state
-        plan = deploy.reconcile(st, d, self.rng)
-        if not plan.create and not plan.delete:
+    def _backing_off(self, key: tuple[str, str], d: deploy.Deployment) -> bool:
+        """A Deployment whose last sync could not create every pod is synced again only after
+        its back-off (the ReplicaSet controller's rate-limited requeue), unless it changed."""
+        b = self.backoff.get(key)
+        if b is None:
+            return False
+        if b[0] != d:  # scaled or edited: try at once
+            del self.backoff[key]
+            return False
+        return time.monotonic() < b[1]
+
+    def _note_short(self, key: tuple[str, str], d: deploy.Deployment, short: int) -> None:
+        if not short:
+            self.backoff.pop(key, None)
             return
+        prev = self.backoff.get(key)
+        delay = min(MAX_BACKOFF, prev[2] * 2) if prev is not None and prev[0] == d else 1.0
+        self.backoff[key] = (d, time.monotonic() + delay, delay)
+
+    async def _sync(self, d: deploy.Deployment) -> int:
+        """One reconcile of one Deployment, carried out; returns how many of the pods it
+        wanted the pod ranges could not hold."""
+        st = self.sup.state
+        # Planning is linear, but thousands of replicas still take a while: it runs in a
+        # thread, on a copy of the pod table (the lock keeps other writers out meanwhile), so
+        # the loop keeps restarting agents and answering the socket.
+        view = dataclasses.replace(st, pods=dict(st.pods))
+        plan = await asyncio.to_thread(deploy.reconcile, view, d, self.rng)
+        if not plan.create and not plan.delete:
+            for e in plan.events:  # a FailedCreate alone
+                self.event(d.namespace, e.kind, e.name, e.reason, e.message, e.type)
+            return plan.short
         for e in plan.events:
-            self.event(d.namespace, e.kind, e.name, e.reason, e.message)
-        try:
-            created = deploy.apply_plan(st, plan)
-        except StateError as e:  # e.g. every pod range is full
-            created = []
-            self.event(d.namespace, "ReplicaSet", deploy.rs_name(
-                d, deploy.template_hash(d.template)), "FailedCreate", str(e), WARNING)
+            self.event(d.namespace, e.kind, e.name, e.reason, e.message, e.type)
+        created: list[PodState] = []
+        ipam = PodIpam(st)
+        for i, pod in enumerate(plan.create):
+            try:
+                created.append(st.add_pod(pod, ipam))
+            except StateError as e:  # a pod range filled meanwhile: the next sync retries
+                self.event(d.namespace, "ReplicaSet", pod.owner or d.name, "FailedCreate",
+                           f"Error creating: {e}", WARNING)
+                plan.short += len(plan.create) - i
+                break
+            if i % 256 == 255:
+                await asyncio.sleep(0)  # let the loop breathe between batches
         self.terminate(plan.delete)
         for ps in created:
             try:
@@ -161,6 +199,7 @@ class Controllers:
             await self.sup.start_pod(ps)
         self.sup.refresh_ready()
         self.sup.publish()
+        return plan.short
 
     async def op_events(self, req: dict[str, Any], say: Any) -> dict[str, Any]:
         return {"events": self.events.list(req.get("namespace")), "now": time.time()}
@@ -171,9 +210,15 @@ class Controllers:
             d = self.sup.state.deployments.get(key)
             if d is None:
                 raise StateError(f"deployment {key[1]!r} not found in namespace {key[0]}")
-            if req["replicas"] < 0:
-                raise StateError("--replicas must be 0 or more")
-            self.sup.state.deployments[key] = dataclasses.replace(d, replicas=req["replicas"])
+            replicas = req.get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise StateError(f"spec.replicas: must be an integer, 0 or more, got "
+                                 f"{replicas!r}"[:200])
+            most = sum(pod_capacity(n) for n in self.sup.state.nodes)
+            if replicas > most:  # a replica count no pod range can ever hold
+                raise StateError(f"spec.replicas: {replicas} pods do not fit: the nodes' pod "
+                                 f"ranges hold {most} pods in all")
+            self.sup.state.deployments[key] = dataclasses.replace(d, replicas=replicas)
             self.sup.publish()
         return {"changes": [f"deployment.apps/{key[1]} scaled"]}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -19,10 +18,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from emunet import control, naming
-from emunet.cluster import nodepower
+from emunet.cluster import controlserver, nodepower
 from emunet.cluster.apply import (
     Change,
     apply_config,
@@ -32,7 +30,6 @@ from emunet.cluster.apply import (
 )
 from emunet.cluster.controllers import Controllers
 from emunet.cluster.workloads import Workloads
-from emunet.config import ConfigError
 from emunet.host import kernelnode, netlink, tc
 from emunet.model import Impairment
 from emunet.state import loaded, store
@@ -137,7 +134,9 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
         old = os.umask(0o077)  # the control socket is root-only
-        server = await asyncio.start_unix_server(self._client, path=str(sock))
+        server = await asyncio.start_unix_server(
+            lambda r, w: controlserver.serve(self._handler, r, w), path=str(sock),
+            limit=controlserver.MAX_LINE)
         os.umask(old)
         for child in self.children.values():
             child.start(self)
@@ -235,32 +234,11 @@ class Supervisor:
 
     # ---- control socket ----------------------------------------------------------------------
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        def say(msg: dict[str, Any]) -> None:
-            writer.write(json.dumps(msg).encode() + b"\n")
-
-        try:
-            line = await reader.readline()
-            req = json.loads(line)
-            op = req.get("op")
-            handler = getattr(self, f"_op_{op}", None)
-            if op in ("scale", "events"):  # served by the controllers
-                handler = getattr(self.controllers, f"op_{op}")
-            if handler is None:
-                say({"ok": False, "error": f"unknown request {op!r}"})
-            else:
-                try:
-                    say({"ok": True, **(await handler(req, say))})
-                except (StateError, ConfigError) as e:  # the request was wrong: exit 2
-                    say(control.input_error(e))  # with the field paths (the API's 422)
-                except Exception as e:  # reported to the CLI, which shows it to the user
-                    log.exception("request %s failed", op)
-                    say({"ok": False, "error": str(e), "kind": "failure"})
-            await writer.drain()
-        except (ConnectionError, json.JSONDecodeError):
-            pass
-        finally:
-            writer.close()
+    def _handler(self, op: str) -> controlserver.Handler:
+        """The coroutine serving a checked request (controlserver checks it against OPS)."""
+        if op in ("scale", "events"):  # served by the controllers
+            return getattr(self.controllers, f"op_{op}")
+        return getattr(self, f"_op_{op}")
 
     async def _op_ping(self, req, say) -> dict:
         return {"pid": os.getpid()}
@@ -327,7 +305,8 @@ class Supervisor:
             if req.get("file"):
                 changes = delete_config(self.state, req["file"])
             else:
-                changes = delete_object(self.state, req["kind"], req["name"], req["namespace"])
+                changes = delete_object(self.state, req["kind"], req["name"],
+                                        req.get("namespace"))
             return await self._carry_out(changes, say)
 
     async def _carry_out(self, changes: list[Change], say) -> dict:

@@ -20,7 +20,18 @@ from emunet.config.errors import Collector, ConfigError
 from emunet.config.validate import cross_check
 from emunet.config.yamlsrc import read_documents
 
-__all__ = ["ConfigError", "load_config", "load_config_text"]
+__all__ = ["MAX_BYTES", "ConfigError", "load_config", "load_config_text"]
+
+# The largest config read: a cluster of thousands of objects is well under it, and the API
+# server's body limit is 3 MiB (emunet.api.server.MAX_BODY).
+MAX_BYTES = 8 * 1024 * 1024
+
+
+def _check_size(file: str, size: int) -> None:
+    if size > MAX_BYTES:
+        raise ConfigError(file, 0, "", f"the config is larger than {MAX_BYTES // 2 ** 20} MiB "
+                          f"(emunet reads at most {MAX_BYTES} bytes)",
+                          "split it into several files, or is it the right file?")
 
 
 def load_config(path: str | os.PathLike[str], base: model.ClusterSpec | None = None,
@@ -35,9 +46,10 @@ def load_config(path: str | os.PathLike[str], base: model.ClusterSpec | None = N
     file = os.fspath(path)
     try:
         with open(file, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_BYTES + 1)  # /dev/zero or a 10 GB file: read no more than this
     except OSError as e:
         raise ConfigError(file, 0, "", f"cannot read the config: {e.strerror or e}") from e
+    _check_size(file, len(data))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -50,6 +62,7 @@ def load_config(path: str | os.PathLike[str], base: model.ClusterSpec | None = N
 def load_config_text(text: str, file: str = "<config>", base: model.ClusterSpec | None = None,
                      known_namespaces: Iterable[str] | None = None) -> model.Config:
     """`load_config` for text already in memory (stdin, tests); `file` names it in errors."""
+    _check_size(file, len(text))
     col = Collector(file)
     parsed = parse_documents(col, read_documents(text, file))
     spec = base

@@ -12,6 +12,17 @@ from dataclasses import dataclass, field
 
 from emunet.errors import InputError
 
+MAX_ERRORS = 50  # reported per file; the rest are counted ("... and N more")
+MAX_MESSAGE = 400  # characters of one message: a value echoed in it is cut in the middle
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text`, or its head and tail around a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 5
+    return f"{text[:limit - tail]}... ({len(text) - limit} characters left out) ...{text[-tail:]}"
+
 
 class ConfigError(InputError):
     """One or more mistakes in a config file (exit 2; printed as `file:line: field: ...`).
@@ -24,10 +35,11 @@ class ConfigError(InputError):
                  errors: list[ConfigError] | None = None) -> None:
         self.file = file
         self.line = line
-        self.path = path
-        self.message = message
-        self.hint = hint
+        self.path = shorten(path, 200)
+        self.message = shorten(message)
+        self.hint = shorten(hint, 200)
         self.errors: list[ConfigError] = errors if errors else [self]
+        self.more = 0  # mistakes found beyond MAX_ERRORS, not listed
         super().__init__(str(self))
 
     label = ""  # the message starts with its own location
@@ -37,7 +49,11 @@ class ConfigError(InputError):
         """One exception carrying several errors, sorted by line (stable for equal lines)."""
         ordered = sorted(errors, key=lambda e: e.line)
         first = ordered[0]
-        return cls(first.file, first.line, first.path, first.message, first.hint, ordered)
+        out = cls(first.file, first.line, first.path, first.message, first.hint,
+                  ordered[:MAX_ERRORS])
+        out.more = len(ordered) - len(out.errors)
+        out.args = (str(out),)
+        return out
 
     def one_line(self) -> str:
         """`file:line: path: message — hint` (line and path left out when unknown)."""
@@ -46,7 +62,9 @@ class ConfigError(InputError):
         return f"{text} — {self.hint}" if self.hint else text
 
     def __str__(self) -> str:
-        return "\n".join(e.one_line() for e in self.errors)
+        more = getattr(self, "more", 0)
+        tail = [f"{self.file}: ... and {more} more errors"] if more else []
+        return "\n".join([*(e.one_line() for e in self.errors), *tail])
 
 
 @dataclass

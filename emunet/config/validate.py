@@ -89,6 +89,18 @@ def _check_nodes_of_pods(col: Collector, parsed: Parsed, spec: model.ClusterSpec
             col.error(line, path, "no room left for this pod on any node",
                       "add nodes or use larger pod ranges")
             break
+    # A Deployment's replicas need addresses as pods do; checked here, before planning, so a
+    # replica count no pod range can hold is refused at its line at once (with a running
+    # cluster as base the pods it already has are not known here: the controller reports
+    # those as FailedCreate).
+    free = max(0, free - len(unpinned))
+    for d, doc in parsed.deployments:
+        if d.replicas > free:
+            line, path = at(doc, "spec", "replicas")
+            col.error(line, path, f"{d.replicas} replicas do not fit: the nodes' pod ranges "
+                      f"have room for {free} more pods", "lower spec.replicas, add nodes or "
+                      "give them larger podCIDRs")
+        free = max(0, free - d.replicas)
 
 
 def _check_netns(col: Collector, parsed: Parsed, spec: model.ClusterSpec,

@@ -142,6 +142,13 @@ def read_documents(text: str, file: str) -> list[Document]:
         line = mark.line + 1 if mark is not None else 0
         raise ConfigError(file, line, "", f"YAML syntax error: {_problem(e)}",
                           "check indentation and quoting around this line") from e
+    except yaml.reader.ReaderError as e:  # a NUL or other control character: its position
+        pos = e.position
+        line, col = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        ch = e.character if isinstance(e.character, int) else ord(e.character or "\0")
+        raise ConfigError(file, line, "", f"column {col}: character #x{ch:04x} is not allowed "
+                          "in YAML (YAML 1.1 section 5.1: printable characters only)",
+                          "remove it; a binary file is not a config") from e
     except yaml.YAMLError as e:
         raise ConfigError(file, 0, "", f"YAML error: {_problem(e)}") from e
     except RecursionError as e:

@@ -8,7 +8,12 @@ translations and sends them out of eth0 to the client. Here the SNAT address is 
 gateway (10.42.<n>.1): it lies in this node's pod subnet, so the replies of a backend on another
 node come back over VXLAN like any pod traffic (Flannel masquerades to flannel.1's address for
 the same reason). The client's MAC and ours are learned from its frame, as the node's
-neighbour table would (`Datapath.neigh`); replies leave through `NodePort._to_underlay`.
+neighbour table would (`Neighbours`, `Datapath.neigh`); replies leave through
+`NodePort._to_underlay`. The table is bounded as Linux's is (gc_thresh3: a hard cap, the
+least recently seen entry goes first) and entries age out (`NEIGH_AGE`), so a flood of spoofed
+sources cannot grow it; it is consulted only for a packet that conntrack's reverse NAT made a
+NodePort reply (source = this node's underlay address, which no pod can send from), never for
+pod traffic to an address that once was a client.
 
 A node port without ready endpoints is rejected at once (TCP RST, ICMP port unreachable), as
 kube-proxy's REJECT rule does for ClusterIPs; so is a port no Service owns, as the node's kernel
@@ -22,7 +27,7 @@ methods of the same object.
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING
 
 from emunet import packets as pk
@@ -54,9 +59,39 @@ from emunet.packets import (
     tuple_key,
 )
 
+NEIGH_MAX = 4096  # entries; Linux's default gc_thresh3 is 1024, NodePort clients may be more
+NEIGH_AGE = 600.0  # seconds unseen before an entry goes (Linux: gc_stale_time 60 s, then GC)
 UNDERLAY_PORT = "eth0"  # the action port of the node's underlay link (pod ports are veth*)
 SNAT_TRIES = 8  # the client's port first, then random ones in Linux's ephemeral range
 EPHEMERAL = (32768, 61000)  # net.ipv4.ip_local_port_range default: clear of node ports
+
+
+class Neighbours:
+    """NodePort clients: IP -> (reply MACs, last seen), least recently seen first."""
+
+    def __init__(self, limit: int = NEIGH_MAX, age: float = NEIGH_AGE) -> None:
+        self.limit, self.age = limit, age
+        self._d: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def learn(self, ip: bytes, macs: bytes, now: float) -> None:
+        d = self._d
+        if ip in d:
+            d.move_to_end(ip)
+        d[ip] = (macs, now)
+        while d:  # the oldest first: stale ones, and any beyond the cap
+            old_ip, (_, seen) = next(iter(d.items()))
+            if len(d) <= self.limit and now - seen < self.age:
+                break
+            del d[old_ip]
+
+    def get(self, ip: bytes, now: float) -> bytes | None:
+        e = self._d.get(ip)
+        if e is None or now - e[1] >= self.age:
+            return None
+        return e[0]
 
 
 class NodePort:
@@ -67,7 +102,7 @@ class NodePort:
     rng: random.Random
     ct: Conntrack
     affinity: Affinity
-    neigh: dict[bytes, bytes]
+    neigh: Neighbours
     _c: Counter[str]
     _new: tuple[Conn, int] | None
 
@@ -110,7 +145,7 @@ class NodePort:
         s = int.from_bytes(src, "big")
         if s & t.local_mask == t.local_net or t.remote_for(s) is not None:
             return self._drop(DropReason.INVALID_SOURCE, f"pod address {pk.ip_str(src)} on eth0")
-        self.neigh[src] = bytes(f[ETH_SRC]) + bytes(f[ETH_DST])  # replies: to the client, from us
+        self.neigh.learn(src, bytes(f[ETH_SRC]) + bytes(f[ETH_DST]), now)  # replies: to it, from us
         key = tuple_key(f, l4, proto)
         assert key is not None
         flags = f[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
@@ -141,19 +176,31 @@ class NodePort:
         conn.fwd.apply(f, ETH_LEN, l4, proto, end)
         return self._route(f)
 
-    def _to_underlay(self, f: bytearray) -> list[Action]:
+    def nodeport_reply(self, f: bytearray, now: float) -> list[Action] | None:
+        """A packet that conntrack's reverse NAT turned into a NodePort reply (from this node's
+        underlay address, as no pod can send) goes out of eth0; None for anything else."""
+        if f[IP_SRC] != self.tables.underlay_ip:
+            return None
+        macs = self.neigh.get(bytes(f[IP_DST]), now)
+        if macs is None:  # aged out or evicted: Linux would resolve it again, emunet cannot
+            return self._drop(DropReason.NO_ROUTE, f"no neighbour entry for NodePort client "
+                              f"{pk.ip_str(f[IP_DST])}")
+        return self._to_underlay(f, macs)
+
+    def _to_underlay(self, f: bytearray, macs: bytes) -> list[Action]:
         """A NodePort reply, reverse-NAT'ed, out of the node's eth0 to the client: TTL-1 (RFC
         1624 update of the IPv4 checksum), the MACs learned from the client's frame."""
         f[IP_TTL] -= 1
         U16.pack_into(f, IP_CSUM, apply_delta(U16.unpack_from(f, IP_CSUM)[0], TTL_DEC_DELTA))
-        f[ETH_MACS] = self.neigh[bytes(f[IP_DST])]
+        f[ETH_MACS] = macs
         self._c["nodeport_out"] += 1
         return [Send(UNDERLAY_PORT, bytes(f))]
 
     def _nodeport_reject(self, f: bytearray, l4: int, end: int, proto: int,
                          why: str) -> list[Action]:
         """TCP RST / ICMP port unreachable from the node's address, back out of eth0."""
-        macs = self.neigh[bytes(f[IP_SRC])]  # (client's MAC, ours): the reply's ETH_MACS
+        # (client's MAC, ours): the reply's ETH_MACS, as learned from this very frame
+        macs = bytes(f[ETH_SRC]) + bytes(f[ETH_DST])
         dst_mac, src_mac = macs[ETH_DST], macs[ETH_SRC]
         if proto == PROTO_TCP:
             sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)

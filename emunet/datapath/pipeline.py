@@ -29,7 +29,7 @@ from emunet.datapath.actions import Action, Drop, Encap, Send
 from emunet.datapath.affinity import Affinity
 from emunet.datapath.conntrack import CLASH, OK, Conn, Conntrack, Rewrite
 from emunet.datapath.frags import Fragments
-from emunet.datapath.nodeport import NodePort
+from emunet.datapath.nodeport import Neighbours, NodePort
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.replies import Replies
 from emunet.datapath.tables import LocalPod, NodeTables
@@ -82,7 +82,7 @@ class Datapath(Replies, NodePort, Fragments):
         self.frags: dict[bytes, tuple[Rewrite | None, float]] = {}  # emunet.datapath.frags
         # NodePort clients on the underlay: IP -> reply MACs (client's + our eth0's), learned
         # from their frames (emunet.datapath.nodeport), as the node's neighbour table would
-        self.neigh: dict[bytes, bytes] = {}
+        self.neigh = Neighbours()
         self._c: Counter[str] = Counter()
         self._v: list[Action] = []  # allow verdicts of the packet in hand (policy events)
         # the connection the packet in hand opens, confirmed when it leaves (`_verdicts`)
@@ -170,8 +170,8 @@ class Datapath(Replies, NodePort, Fragments):
             return self._drop(DropReason.TTL_EXCEEDED, "ICMP time exceeded sent",
                               Send(in_port, err))
         out = self._track(f, l4, end, proto, frag, now, pod)
-        if out is None and self.neigh and bytes(f[IP_DST]) in self.neigh:
-            return self._verdicts(self._to_underlay(f), now)  # a NodePort reply, un-NAT'ed
+        if out is None and self.neigh and (reply := self.nodeport_reply(f, now)) is not None:
+            return self._verdicts(reply, now)  # a NodePort reply, un-NAT'ed
         if out is None and bridged is not None:  # cni0 bridging: MACs and TTL untouched
             self._c["forwarded"] += 1
             out = [Send(bridged.port, bytes(f))]
@@ -404,8 +404,8 @@ class Datapath(Replies, NodePort, Fragments):
         out = self._track(f, l4, end, proto, frag, now, None)
         if out is not None:
             return self._verdicts(out, now)
-        if self.neigh and bytes(f[IP_DST]) in self.neigh:
-            return self._verdicts(self._to_underlay(f), now)  # a remote backend's NodePort reply
+        if self.neigh and (reply := self.nodeport_reply(f, now)) is not None:
+            return self._verdicts(reply, now)  # a remote backend's NodePort reply
         if bytes(f[IP_DST]) not in t.pods_by_ip and f[IP_DST] != t.underlay_ip:
             return self._verdicts(self._drop(DropReason.NO_ROUTE, f"no pod "
                                              f"{pk.ip_str(f[IP_DST])} on {t.node}"), now)

@@ -20,13 +20,14 @@ after a grace period.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 import math
 import random
 from dataclasses import dataclass, field
 
 from emunet.model import Deployment, Pod
-from emunet.state.cluster import ClusterState, PodState
+from emunet.state.cluster import ClusterState, PodIpam, PodState, StateError, pod_capacity
 
 # k8s.io/apimachinery/pkg/util/rand: no vowels (no words) and no 0/1/3 (no look-alikes).
 ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
@@ -91,6 +92,7 @@ class Event:
     name: str
     reason: str
     message: str
+    type: str = "Normal"  # Normal | Warning
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Plan:
     create: list[Pod] = field(default_factory=list)
     delete: list[tuple[str, str]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    short: int = 0  # replicas wanted that the pod ranges cannot hold (a FailedCreate event)
 
 
 def owned_pods(st: ClusterState, d: Deployment) -> list[PodState]:
@@ -119,7 +122,12 @@ def _deletion_order(pods: list[PodState]) -> list[PodState]:
 
 
 class _Builder:
-    """Accumulates one reconcile's decisions over a view of the live pods."""
+    """Accumulates one reconcile's decisions over a view of the live pods.
+
+    Everything a new pod's placement needs (per-node pod counts, free addresses) is counted
+    once here and kept in step by each placement (a heap of nodes), so a reconcile that
+    creates n pods costs O(pods + n log nodes), not a rescan of every pod per new pod.
+    """
 
     def __init__(self, st: ClusterState, d: Deployment, rng: random.Random) -> None:
         self.st, self.d, self.rng = st, d, rng
@@ -132,12 +140,44 @@ class _Builder:
         self.new = [p for p in self.live if p.pod.owner == self.new_rs]
         self.old = [p for p in self.live if p.pod.owner != self.new_rs]
         self.created = 0
-        taken = set(st.pods)
-        self.taken = {k[1] for k in taken if k[0] == d.namespace}
+        self.taken = {k[1] for k in st.pods if k[0] == d.namespace}
+        self._heap: list[tuple[int, int, int, str]] | None = None
+        self.free = st.free_pod_slots()
+
+    def _nodes_heap(self) -> list[tuple[int, int, int, str]]:
+        """(this Deployment's pods, all pods, config order, name) of every node with room."""
+        if self._heap is None:
+            mine = {n.name: 0 for n in self.st.nodes}
+            total = dict(mine)
+            for p in self.st.pods.values():
+                total[p.node] = total.get(p.node, 0) + 1
+            for p in self.live:
+                mine[p.node] = mine.get(p.node, 0) + 1
+            self._heap = [(mine[n.name], total[n.name], n.index, n.name) for n in self.st.nodes
+                          if self.free.get(n.name, 0) > 0]
+            heapq.heapify(self._heap)
+        return self._heap
+
+    def room(self) -> int:
+        """How many more pods this Deployment's template can get (a pinned template: on its
+        node only)."""
+        pinned = self.d.template.node_name
+        return max(0, self.free.get(pinned, 0) if pinned else sum(self.free.values()))
 
     def scale_up(self, n: int) -> None:
         if n <= 0:
             return
+        short = n - min(n, self.room())
+        if short:
+            self.plan.short = short
+            self.plan.events.append(Event(
+                "ReplicaSet", self.new_rs, "FailedCreate",
+                f"Error creating: {short} pod(s) do not fit: the nodes' pod ranges hold "
+                f"{sum(pod_capacity(n) for n in self.st.nodes)} pods in all (add nodes or use "
+                "larger podCIDRs)", "Warning"))
+            n -= short
+            if n == 0:
+                return
         for _ in range(n):
             name = f"{self.new_rs}-{random_suffix(self.rng)}"
             while name in self.taken:
@@ -155,27 +195,23 @@ class _Builder:
     def _pod(self, name: str) -> Pod:
         t = self.d.template
         labels = {**t.labels, TEMPLATE_HASH_LABEL: self.h}
+        node = t.node_name or self._spread()
+        if node is not None:
+            self.free[node] = self.free.get(node, 0) - 1
         return dataclasses.replace(t, namespace=self.d.namespace, name=name, labels=labels,
-                                   owner=self.new_rs, loc=self.d.loc,
-                                   node_name=t.node_name or self._spread())
+                                   owner=self.new_rs, loc=self.d.loc, node_name=node)
 
     def _spread(self) -> str | None:
         """The node with the fewest of this Deployment's pods, then the fewest pods: what the
-        default scheduler's PodTopologySpread and balanced-allocation scoring add up to."""
-        if not self.st.nodes:
+        default scheduler's PodTopologySpread and balanced-allocation scoring add up to.
+        Only nodes whose pod range has room are candidates (the scheduler's filter step)."""
+        heap = self._nodes_heap()
+        if not heap:
             return None
-        mine = {n.name: 0 for n in self.st.nodes}
-        total = dict(mine)
-        for p in self.st.pods.values():
-            total[p.node] = total.get(p.node, 0) + 1
-        for p in self.live:
-            mine[p.node] = mine.get(p.node, 0) + 1
-        for pod in self.plan.create:
-            if pod.node_name:
-                mine[pod.node_name] = mine.get(pod.node_name, 0) + 1
-                total[pod.node_name] = total.get(pod.node_name, 0) + 1
-        best = min(self.st.nodes, key=lambda n: (mine[n.name], total[n.name], n.index))
-        return best.name
+        mine, total, index, name = heapq.heappop(heap)
+        if self.free.get(name, 0) > 1:  # room left after this pod
+            heapq.heappush(heap, (mine + 1, total + 1, index, name))
+        return name
 
     def scale_down(self, pods: list[PodState], n: int, rs: str, was: int) -> int:
         victims = _deletion_order(pods)[:max(0, n)]
@@ -266,7 +302,8 @@ def _by_rs(pods: list[PodState]) -> list[tuple[str, list[PodState]]]:
 def apply_plan(st: ClusterState, plan: Plan) -> list[PodState]:
     """Add the planned pods to the state (IPAM); returns their PodStates. Deletions are the
     caller's: a deleted pod must leave the endpoints before it stops."""
-    return [st.add_pod(pod) for pod in plan.create]
+    ipam = PodIpam(st)
+    return [st.add_pod(pod, ipam) for pod in plan.create]
 
 
 def plan_deployments(st: ClusterState, deployments: tuple[Deployment, ...]) -> None:
@@ -274,8 +311,11 @@ def plan_deployments(st: ClusterState, deployments: tuple[Deployment, ...]) -> N
     planning stays a pure function of the config."""
     for d in deployments:
         st.deployments[d.key] = d
-        apply_plan(st, reconcile(st, d, random.Random(f"{st.cluster.name}/{d.namespace}/"
-                                                      f"{d.name}")))
+        p = reconcile(st, d, random.Random(f"{st.cluster.name}/{d.namespace}/{d.name}"))
+        if p.short:  # config validation says so first, with the file and line
+            raise StateError(f"Deployment {d.namespace}/{d.name}: spec.replicas: "
+                             f"{d.replicas} pods do not fit in the nodes' pod ranges")
+        apply_plan(st, p)
 
 
 def status(st: ClusterState, d: Deployment) -> dict[str, int]:

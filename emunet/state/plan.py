@@ -19,7 +19,7 @@ from emunet.model.endpoints import (
     EndpointPort,
     EndpointSet,
 )
-from emunet.state.cluster import KUBE_SYSTEM, ClusterState, NodeState, StateError
+from emunet.state.cluster import KUBE_SYSTEM, ClusterState, NodeState, PodIpam, StateError
 from emunet.state.deploy import plan_deployments
 
 
@@ -36,8 +36,9 @@ def plan(config: Config) -> ClusterState:
     for svc in config.services:
         st.add_service(svc)
     st.reserved_node_ports = set()
+    ipam = PodIpam(st)
     for pod in config.pods:
-        st.add_pod(pod)
+        st.add_pod(pod, ipam)
     if config.deployments:
         plan_deployments(st, config.deployments)
     st.policies = {p.key: p for p in config.network_policies}

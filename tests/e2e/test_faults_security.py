@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -112,3 +113,35 @@ def test_no_emunet_listener_in_the_root_namespace_but_the_api_on_loopback(cluste
         local = line.split()[4]
         pid = int(re.search(r"pid=(\d+)", line).group(1))
         assert pid in api and local.startswith("127.0.0.1:"), line
+
+
+CONTROL_GARBAGE = [b"hello\n", b"[]\n", b'{"op": "\xff"}\n', b"x" * 70 * 1024 + b"\n",
+                   b"[" * 30000 + b"]" * 30000 + b"\n", b'{"op": "nosuch"}\n',
+                   b'{"op": "apply"}\n', b'{"op": "scale", "name": "x", "replicas": "3"}\n',
+                   b'{"op": "link", "node": "node-1", "impairment": {"bogus": 1}}\n',
+                   b'{"op": "scale", "name": "x", "replicas": 15000}\n']
+
+
+def test_the_control_socket_answers_garbage_with_typed_errors(cluster):
+    """Issue 15 §3: each malformed request gets one typed answer; the supervisor logs no
+    traceback and still answers a good request."""
+    log = cluster.run_dir / "logs" / "supervisor.log"
+    before = log.read_bytes().count(b"Traceback")
+    types = []
+    for data in CONTROL_GARBAGE:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(cluster.run_dir / "control.sock"))
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        [line] = answer.splitlines()
+        msg = json.loads(line)
+        assert msg["ok"] is False and msg["kind"] == "input", (data[:40], msg)
+        assert "unexpected keyword" not in msg["error"] and msg["error"] != "'file'"
+        types.append(msg["type"])
+    assert types == ["BadRequest"] * 5 + ["UnknownOp"] + ["BadRequest"] * 3 + ["Invalid"]
+    assert log.read_bytes().count(b"Traceback") == before
+    assert cluster.emunet("status").returncode == 0
