@@ -19,8 +19,9 @@ operation answered from the state file by the emunet CLI in the same run (the ba
                                  pod) vs `emunet apply -f` of the same file; each is deleted
                                  again (untimed) before the next. kubectl sends one write per
                                  object, each a publish to every agent, proxy, DNS and the API
-                                 (seconds apiece with 2,000 pods on a shared 2-core VM), so its
-                                 runs are --apply-repeat (1), the CLI's --repeat
+                                 (about 5 s apiece with 2,000 pods on a shared 2-core VM: 500
+                                 objects take some 40 minutes), so its runs are --apply-repeat
+                                 (1), the CLI's --repeat; --objects 50 for a quick figure
 """
 
 from __future__ import annotations
