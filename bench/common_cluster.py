@@ -52,9 +52,11 @@ def service_doc(ns: str, name: str, app: str, port: int, target: int | None = No
 
 
 class BenchCluster:
-    """`emunet up CONFIG_TEXT` with its own EMUNET_PREFIX/EMUNET_RUN_DIR; use as a context."""
+    """`emunet up CONFIG_TEXT` with its own EMUNET_PREFIX/EMUNET_RUN_DIR; use as a context.
+    `timeout` bounds `up` and each `down` (thousands of pods take minutes on a shared VM)."""
 
-    def __init__(self, tag: str, config_text: str) -> None:
+    def __init__(self, tag: str, config_text: str, timeout: float = 300) -> None:
+        self.timeout = timeout
         self.tmp = Path(tempfile.mkdtemp(prefix=f"emunet-bench-{tag}-"))
         self.config = self.tmp / "cluster.yaml"
         self.config.write_text(config_text)
@@ -73,7 +75,7 @@ class BenchCluster:
     def __enter__(self) -> BenchCluster:
         t0 = time.monotonic()
         try:
-            self.emunet("up", str(self.config))
+            self.emunet("up", str(self.config), timeout=self.timeout)
         except BaseException:
             self.emunet_down()
             raise
@@ -86,7 +88,8 @@ class BenchCluster:
         for _ in range(2):
             t0 = time.monotonic()
             p = subprocess.run([sys.executable, "-m", "emunet", "down"], env=self.env,
-                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+                               cwd=ROOT, capture_output=True, text=True,
+                               timeout=max(120, self.timeout))
             self.down_seconds = time.monotonic() - t0
             if p.returncode == 0:
                 return

@@ -132,6 +132,7 @@ def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> 
     ips: dict[str, str] = {}
     node_ports: dict[tuple[int, str], str] = {}
     auto = []
+    by_label = _PodsByLabel(parsed)
     for svc, doc in parsed.services:
         who = f"{svc.namespace}/{svc.name}"
         if svc.key == ("kube-system", "kube-dns"):
@@ -164,12 +165,7 @@ def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> 
                           f"Service {first}'s", "pick another or leave nodePort out")
         if svc.selector is None:
             continue
-        # A Deployment's replicas carry its template's labels (and the namespace it is in).
-        templates = [dataclasses.replace(d.template, namespace=d.namespace)
-                     for d, _ in parsed.deployments if d.replicas > 0]
-        selected = [p for p in [*(p for p, _ in parsed.pods), *templates]
-                    if p.namespace == svc.namespace
-                    and all(p.labels.get(k) == v for k, v in svc.selector.items())]
+        selected = by_label.select(svc.namespace, svc.selector)
         if not selected:
             sel = ",".join(f"{k}={v}" for k, v in svc.selector.items())
             col.warn(at(doc, "spec", "selector")[0], f"Service {who}: selector {sel} matches no "
@@ -186,10 +182,47 @@ def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> 
                 col.error(line, path, f"no container of the {len(selected)} selected pod(s) "
                           f"declares a {sp.protocol} port named {sp.target_port!r}{other}",
                           "name a containerPort so, or use the port number")
-    # state.py allocates ClusterIPs above .10 (.1 is the `kubernetes` Service's, .10 DNS's).
-    free = [h for h in service_net.hosts() if int(h) - int(service_net.network_address) > 10
-            and str(h) not in ips and str(h) != spec.cluster_dns] if auto else []
-    if len(auto) > len(free):
-        line, path = at(auto[len(free)], "metadata", "name")
+    free = _free_cluster_ips(service_net, {*ips, spec.cluster_dns}, len(auto))
+    if len(auto) > free:
+        line, path = at(auto[free], "metadata", "name")
         col.error(line, path, f"serviceCIDR {service_net} has no ClusterIP left for this "
-                  f"Service ({len(free)} are allocatable)", "use a larger serviceCIDR")
+                  f"Service ({free} are allocatable)", "use a larger serviceCIDR")
+
+
+def _free_cluster_ips(net: IPv4Network, taken: set[str], need: int) -> int:
+    """How many ClusterIPs state.py could still allocate, counted up to `need` only: it takes
+    them above .10 (.1 is the `kubernetes` Service's, .10 DNS's). Counting by integer and
+    stopping early keeps every apply (each API write is one) from walking and formatting a
+    whole /16 (0.8 s a write, measured by bench/api.py)."""
+    used = {int(IPv4Address(ip)) for ip in taken if ip}
+    free = 0
+    for h in range(int(net.network_address) + 11, int(net.broadcast_address)):
+        if free >= need:
+            break
+        free += h not in used
+    return free
+
+
+class _PodsByLabel:
+    """The pods (and the pods Deployments will run, as their templates) of a config,
+    indexed by (namespace, label key, value): a Service's selection then scans only the pods
+    carrying one of its pairs, not every pod once per Service."""
+
+    def __init__(self, parsed: Parsed) -> None:
+        # A Deployment's replicas carry its template's labels (and the namespace it is in).
+        templates = [dataclasses.replace(d.template, namespace=d.namespace)
+                     for d, _ in parsed.deployments if d.replicas > 0]
+        self.pods = [*(p for p, _ in parsed.pods), *templates]
+        self.index: dict[tuple[str, str, str], list[model.Pod]] = {}
+        for p in self.pods:
+            for k, v in p.labels.items():
+                self.index.setdefault((p.namespace, k, v), []).append(p)
+
+    def select(self, namespace: str, selector: dict[str, str]) -> list[model.Pod]:
+        """The pods of `namespace` matching every pair of `selector` (all of them for an
+        empty one), in config order."""
+        lists = [self.index.get((namespace, k, v), []) for k, v in selector.items()]
+        if not lists:
+            return [p for p in self.pods if p.namespace == namespace]
+        return [p for p in min(lists, key=len)
+                if all(p.labels.get(k) == v for k, v in selector.items())]
