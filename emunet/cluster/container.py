@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from emunet.model import Container
 # its start, as a kubelet reports it at its next PLEG relist (every second), not at once: a
 # short command (nslookup) is then usually over before kubectl sees the pod Running, and
 # kubectl prints its logs, as on a real cluster, instead of attaching after the output went by.
+GRACE = 2.0  # seconds from SIGTERM to SIGKILL when emunet ends a container
 REPORT_DELAY = 0.5
 
 
@@ -55,22 +57,33 @@ class ContainerProc:
 
 
 def end_process(popen: subprocess.Popen) -> None:
-    """SIGTERM the container's process group, SIGKILL after the grace period. A tty
-    container's command leads a session of its own (setsid, emunet.host.sandbox): its group
-    is signalled too."""
-    groups = [popen.pid]
-    inner = sandbox.child_pid(popen.pid)
-    if inner is not None:
-        with contextlib.suppress(OSError):
-            if os.getpgid(inner) != popen.pid:
-                groups.append(os.getpgid(inner))
-    for sig in (15, 9):
-        for g in groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(g, sig)
-        try:
-            popen.wait(timeout=2)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    popen.wait()
+    """SIGTERM the container's process group, SIGKILL after the grace period."""
+    end_processes([popen])
+
+
+def end_processes(popens: list[subprocess.Popen], grace: float = GRACE) -> None:
+    """End many containers at once (a pod's, or every pod's on `down`): SIGTERM every process
+    group, wait out one grace period for all of them together, SIGKILL what is left. A tty
+    container's command leads a session of its own (setsid, emunet.host.sandbox): its group is
+    signalled too. A shell that is PID 1 of its PID namespace ignores SIGTERM (the kernel
+    delivers only signals it handles), so without the shared deadline each such container
+    would cost the whole grace period in turn."""
+    groups: dict[int, list[int]] = {}
+    for popen in popens:
+        g = [popen.pid]
+        inner = sandbox.child_pid(popen.pid)
+        if inner is not None:
+            with contextlib.suppress(OSError):
+                if os.getpgid(inner) != popen.pid:
+                    g.append(os.getpgid(inner))
+        groups[popen.pid] = g
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for popen in popens:
+            for g in groups[popen.pid]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(g, sig)
+        deadline = time.monotonic() + grace
+        while any(p.poll() is None for p in popens) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    for popen in popens:
+        popen.wait()

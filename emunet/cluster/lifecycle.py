@@ -296,13 +296,17 @@ def _stop_supervisor(progress: Progress) -> bool:
 
 
 def _wait_gone(pid: int, timeout: float) -> None:
+    """Until `pid` has exited. A zombie has: the supervisor's parent is init (it outlives the
+    `up` that started it), which may take a second to reap it, and a zombie holds nothing."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rpartition(")")[2].split()[0] == "Z":
+                    return
+        except (FileNotFoundError, ProcessLookupError, IndexError):
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def _remove_all(m: netlink.Manifest) -> None:

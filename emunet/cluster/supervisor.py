@@ -84,6 +84,21 @@ class Child:
             self.popen.wait()
 
 
+def stop_all(children: list[Child], timeout: float = 3.0) -> None:
+    """SIGTERM every child, then wait for all of them under one deadline (SIGKILL after)."""
+    for child in children:
+        child.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        if child.popen is None:
+            continue
+        try:
+            child.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.popen.kill()
+            child.popen.wait()
+
+
 class Supervisor:
     def __init__(self) -> None:
         self.state = store.read()
@@ -151,8 +166,7 @@ class Supervisor:
         finally:
             server.close()
             await self.workloads.stop_all()
-            for child in self.children.values():
-                child.stop()
+            stop_all(list(self.children.values()))
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
 

@@ -26,7 +26,7 @@ from typing import TextIO
 
 from emunet.cluster import stdio
 from emunet.cluster.builtin import UDPIdentity, identity, serve_tcp
-from emunet.cluster.container import ContainerProc, end_process
+from emunet.cluster.container import GRACE, ContainerProc, end_process, end_processes
 from emunet.host import sandbox
 from emunet.host.netns import socket_in_netns
 from emunet.model import Container
@@ -330,20 +330,28 @@ class Workloads:
         wl = self.pods.pop(key, None)
         if wl is None:
             return
-        self._close_builtin(wl)
-        for p in wl.procs:
-            if p.popen is not None and p.popen.poll() is None:
-                await asyncio.to_thread(end_process, p.popen)
-            if p.io is not None:
-                p.io.close()
-            if p.attach is not None:
-                p.attach.close()
-        if wl.sandbox is not None and wl.sandbox.poll() is None:
-            end_process(wl.sandbox)  # PID 1 of the pod: what was left there goes too
+        await self._end([wl])
 
     async def stop_all(self) -> None:
-        for key in list(self.pods):
-            await self.stop(key)
+        """Every pod at once (`down`): one short grace period for all containers, then the
+        sandboxes, rather than a grace period per pod in turn. `down` tears the whole cluster
+        down (k3s-killall.sh SIGKILLs outright); 0.5 s is for processes that exit on SIGTERM."""
+        await self._end([self.pods.pop(key) for key in list(self.pods)], grace=0.5)
+
+    async def _end(self, wls: list[PodWorkload], grace: float = GRACE) -> None:
+        for wl in wls:
+            self._close_builtin(wl)
+        procs = [p for wl in wls for p in wl.procs]
+        await asyncio.to_thread(end_processes, [p.popen for p in procs
+                                                if p.popen is not None and p.popen.poll() is None],
+                                grace)
+        for p in procs:
+            for held in (p.io, p.attach):
+                if held is not None:
+                    held.close()
+        # each pod's PID 1: what was left in its PID namespace goes too
+        await asyncio.to_thread(end_processes, [wl.sandbox for wl in wls if wl.sandbox is not None
+                                                and wl.sandbox.poll() is None], grace)
 
 
 
