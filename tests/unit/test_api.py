@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from emunet.api import execws, selectors
+from emunet.api import channels, podexec, selectors
 from emunet.api.server import make_app
 from emunet.api.view import RV_PER_GENERATION, View
 from emunet.config import load_config
@@ -238,7 +238,7 @@ async def test_selector_change_is_added_or_deleted_for_the_watch(api):
 
 async def _exec(api, monkeypatch, script: str, *, stdin: bytes | None = None,
                 protocol: str = "v5.channel.k8s.io"):
-    monkeypatch.setattr(execws, "argv_for", lambda *a: (["sh", "-c", script], {"PATH": "/bin:"
+    monkeypatch.setattr(podexec, "argv_for", lambda *a: (["sh", "-c", script], {"PATH": "/bin:"
                                                                              "/usr/bin"}))
     params = [("command", "x"), ("stdout", "true"), ("stderr", "true")]
     if stdin is not None:
@@ -275,11 +275,11 @@ async def test_exec_without_websocket_says_upgrade_required(api):
 
 
 def test_exit_status_of_a_signal_is_128_plus():
-    assert execws.exit_status(-9)["details"]["causes"][0]["message"] == "137"
+    assert channels.exit_status(-9)["details"]["causes"][0]["message"] == "137"
 
 
 async def test_exec_tty_gets_the_first_resize_before_it_starts(api, monkeypatch):
-    monkeypatch.setattr(execws, "argv_for", lambda *a: (
+    monkeypatch.setattr(podexec, "argv_for", lambda *a: (
         ["setsid", "-c", "sh", "-c", "stty size; exit 2"], {"PATH": "/bin:/usr/bin"}))
     ws = await api.ws_connect("/api/v1/namespaces/blog-website/pods/frontend-client/exec",
                               params=[("command", "sh"), ("stdin", "true"),
