@@ -100,18 +100,23 @@ class SpdyClient(Client):
                 await s.write(data)
 
     async def inputs(self) -> AsyncIterator[tuple[int, bytes]]:
-        while True:
-            if not self.queue.empty():
-                yield self.queue.get_nowait()
-                continue
-            if self.runner.done():
-                return
-            get = asyncio.ensure_future(self.queue.get())
-            await asyncio.wait({get, self.runner}, return_when=asyncio.FIRST_COMPLETED)
-            if not get.done():
+        get: asyncio.Future | None = None
+        try:
+            while True:
+                if not self.queue.empty():
+                    yield self.queue.get_nowait()
+                    continue
+                if self.runner.done():
+                    return
+                get = asyncio.ensure_future(self.queue.get())
+                await asyncio.wait({get, self.runner}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    return
+                item, get = get.result(), None
+                yield item
+        finally:  # the consumer stopped (or was cancelled) while waiting
+            if get is not None:
                 get.cancel()
-                return
-            yield get.result()
 
     async def finish(self, status: dict[str, Any]) -> None:
         with contextlib.suppress(Closed):

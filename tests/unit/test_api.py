@@ -72,6 +72,21 @@ async def test_aggregated_discovery(api):
     assert deploy["scope"] == "Namespaced" and deploy["shortNames"] == ["deploy"]
 
 
+async def test_aggregated_discovery_v2beta1_for_kubectl_before_1_30(api):
+    # kubectl 1.27-1.29 ask for v2beta1 only; taking a v2 answer for legacy, they found no
+    # resource types ("the server doesn't have a resource type pods")
+    beta = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+    r = await api.get("/api", headers={"Accept": f"{beta},application/json"})
+    assert r.headers["Content-Type"] == beta
+    doc = json.loads(await r.text())
+    assert doc["apiVersion"] == "apidiscovery.k8s.io/v2beta1" and doc["items"]
+    both = f"{beta.replace('v2beta1', 'v2')},{beta},application/json"
+    r = await api.get("/apis", headers={"Accept": both})
+    assert json.loads(await r.text())["apiVersion"] == "apidiscovery.k8s.io/v2"
+    r = await api.get("/api", headers={"Accept": "application/json"})
+    assert (await r.json())["kind"] == "APIVersions"
+
+
 async def test_pod_table_has_upstream_columns_and_wide_ones_at_priority_1(api):
     t = await (await api.get("/api/v1/pods", headers=TABLE)).json()
     cols = [(c["name"], c["priority"]) for c in t["columnDefinitions"]]
