@@ -1,6 +1,7 @@
 """kubectl <= 1.29 execs and attaches over SPDY/3.1 (it has no WebSocket exec): the story's
 nslookup, exit codes, piped stdin, a tty with its size, and `kubectl run -i`/`-it` (attach), with
-the google-cloud-sdk's bundled kubectl.1.27..1.29 builds (skipped where they are absent).
+the google-cloud-sdk's bundled kubectl.1.27..1.29 builds (skipped where they are absent), and
+kubectl 1.30+ with its WebSocket feature gate off (the path its fallback takes).
 """
 
 from __future__ import annotations
@@ -79,6 +80,29 @@ def test_run_it_attaches_a_shell_on_a_tty(kubectl):
                            (b"42", b"tty; exit 5\r")], binary=NEWEST_OLD)
     assert "42" in out and "/dev/pts/" in out, out
     assert rc == 5, out  # kubectl run reads the exit code from the pod's status
+
+
+def spdy_execs(cluster: Cluster) -> int:
+    text = (cluster.run_dir / "logs" / "apiserver.log").read_text()
+    return text.count("exec blog-website/frontend-client: SPDY/3.1 (v4.channel.k8s.io)")
+
+
+def test_newer_kubectl_without_websockets_takes_the_same_spdy_path(cluster, kubectl):
+    # kubectl >= 1.30 falls back to SPDY when the WebSocket upgrade fails; its feature gate
+    # KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false makes it go there directly (it then offers v5
+    # first, which over SPDY is v4)
+    newer = [m for m in (30, 31, 32, 33) if (BUNDLED / f"kubectl.1.{m}").exists()]
+    if not newer:
+        pytest.skip(f"no kubectl 1.30-1.33 in {BUNDLED}")
+    env = {**kubectl.env, "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+    before = spdy_execs(cluster)
+    for minor in newer:
+        p = subprocess.run([str(BUNDLED / f"kubectl.1.{minor}"), "exec", "-i", "-n", NS,
+                            "frontend-client", "--", "sh", "-c", "tr a-z A-Z; exit 6"],
+                           env=env, input="spdy\n", capture_output=True, text=True,
+                           timeout=60)
+        assert (p.returncode, p.stdout) == (6, "SPDY\n"), (minor, p.stderr)
+    wait_for(lambda: spdy_execs(cluster) == before + len(newer), 5, "the SPDY execs logged")
 
 
 def test_the_api_server_spoke_spdy_and_logged_no_traceback(cluster):
