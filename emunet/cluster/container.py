@@ -20,6 +20,7 @@ from emunet.model import Container
 # short command (nslookup) is then usually over before kubectl sees the pod Running, and
 # kubectl prints its logs, as on a real cluster, instead of attaching after the output went by.
 REPORT_DELAY = 0.5
+TERM_WAIT = 2.0  # seconds from SIGTERM to SIGKILL when no grace period is asked for
 
 
 @dataclass
@@ -54,10 +55,11 @@ class ContainerProc:
         return self.io if self.popen is not None else None
 
 
-def end_process(popen: subprocess.Popen) -> None:
-    """SIGTERM the container's process group, SIGKILL after the grace period. A tty
-    container's command leads a session of its own (setsid, emunet.host.sandbox): its group
-    is signalled too."""
+def end_process(popen: subprocess.Popen, grace: float | None = None) -> None:
+    """SIGTERM the container's process group, SIGKILL after the grace period (emunet's
+    TERM_WAIT unless a deletion's gracePeriodSeconds says; 0: at once). A tty container's
+    command leads a session of its own (setsid, emunet.host.sandbox): its group is signalled
+    too."""
     groups = [popen.pid]
     inner = sandbox.child_pid(popen.pid)
     if inner is not None:
@@ -69,7 +71,7 @@ def end_process(popen: subprocess.Popen) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(g, sig)
         try:
-            popen.wait(timeout=2)
+            popen.wait(timeout=TERM_WAIT if grace is None or sig == 9 else grace)
             return
         except subprocess.TimeoutExpired:
             continue

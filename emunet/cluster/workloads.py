@@ -326,14 +326,16 @@ class Workloads:
         return all(_listens(wl.ps, cp.container_port) for p in wl.procs
                    for cp in p.container.ports if cp.protocol == "TCP")
 
-    async def stop(self, key: tuple[str, str]) -> None:
+    async def stop(self, key: tuple[str, str], grace: float | None = None) -> None:
+        """End the pod's containers (together: one grace period for all, as the kubelet's
+        killPod), then its sandbox."""
         wl = self.pods.pop(key, None)
         if wl is None:
             return
         self._close_builtin(wl)
+        await asyncio.gather(*(asyncio.to_thread(end_process, p.popen, grace) for p in wl.procs
+                               if p.popen is not None and p.popen.poll() is None))
         for p in wl.procs:
-            if p.popen is not None and p.popen.poll() is None:
-                await asyncio.to_thread(end_process, p.popen)
             if p.io is not None:
                 p.io.close()
             if p.attach is not None:
