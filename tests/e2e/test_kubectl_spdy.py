@@ -1,12 +1,15 @@
 """kubectl <= 1.29 execs and attaches over SPDY/3.1 (it has no WebSocket exec): the story's
 nslookup, exit codes, piped stdin, a tty with its size, and `kubectl run -i`/`-it` (attach), with
 the google-cloud-sdk's bundled kubectl.1.27..1.29 builds (skipped where they are absent), and
-kubectl 1.30+ with its WebSocket feature gate off (the path its fallback takes).
+kubectl 1.30+ with its WebSocket feature gate off (the path its fallback takes). In the same
+cluster (one `up` less), DeleteOptions with the machine's kubectl: `--grace-period=0 --force`
+and `--cascade=orphan|foreground`.
 """
 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +106,56 @@ def test_newer_kubectl_without_websockets_takes_the_same_spdy_path(cluster, kube
                            timeout=60)
         assert (p.returncode, p.stdout) == (6, "SPDY\n"), (minor, p.stderr)
     wait_for(lambda: spdy_execs(cluster) == before + len(newer), 5, "the SPDY execs logged")
+
+
+WEB = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: NAME, namespace: blog-website}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: NAME}}
+  template:
+    metadata: {labels: {app: NAME}}
+    spec:
+      containers: [{name: web, image: busybox, command: [sleep, infinity]}]
+"""
+
+
+def pods_of(kubectl, app: str) -> list[str]:
+    out = kubectl("get", "pods", "-n", NS, "-l", f"app={app}", "-o", "name").stdout
+    return sorted(out.split())
+
+
+def test_delete_with_grace_period_zero_force_is_immediate(cluster, kubectl):
+    # intruder's `sleep infinity` is PID 1 of its PID namespace: it ignores SIGTERM, so
+    # emunet's own termination takes GRACE + TERM_WAIT (3 s); a force delete kills at once
+    t0 = time.monotonic()
+    p = kubectl("delete", "pod", "-n", NS, "intruder", "--grace-period=0", "--force")
+    took = time.monotonic() - t0
+    assert 'pod "intruder" force deleted' in p.stdout, p.stdout + p.stderr
+    assert took < 2.0, took
+    wait_for(lambda: not any(x["metadata"]["name"] == "intruder" for x in cluster.get("pods")),
+             1.5, "the pod gone from the state")
+
+
+def test_delete_deployment_orphan_keeps_its_pods_and_foreground_takes_them_first(kubectl):
+    for name in ("orph", "fore"):
+        kubectl("apply", "-f", "-", input=WEB.replace("NAME", name))
+        kubectl("rollout", "status", f"deploy/{name}", "-n", NS, "--timeout=60s")
+    kept = pods_of(kubectl, "orph")
+    assert len(kept) == 2
+    p = kubectl("delete", "deploy", "orph", "-n", NS, "--cascade=orphan")
+    assert 'deployment.apps "orph" deleted' in p.stdout
+    assert kubectl("get", "deploy", "orph", "-n", NS, check=False).returncode == 1
+    assert pods_of(kubectl, "orph") == kept  # still there, and nothing replaces them
+    owners = kubectl("get", "pods", "-n", NS, "-l", "app=orph", "-o",
+                     "jsonpath={.items[*].metadata.ownerReferences}").stdout
+    assert owners.strip() == ""
+    p = kubectl("delete", "deploy", "fore", "-n", NS, "--cascade=foreground")
+    assert 'deployment.apps "fore" deleted' in p.stdout
+    assert pods_of(kubectl, "fore") == []  # the answer came after the pods were gone
+    assert kubectl("get", "deploy", "fore", "-n", NS, check=False).returncode == 1
 
 
 def test_the_api_server_spoke_spdy_and_logged_no_traceback(cluster):
