@@ -54,7 +54,8 @@ OPS: dict[str, dict[str, str]] = {
               "overwrite": "bool?"},
     "apply": {"file": "str"},
     "apply_objects": {"objects": "list[dict]"},
-    "delete": {"file": "str?", "kind": "str?", "name": "str?", "namespace": "str?"},
+    "delete": {"file": "str?", "kind": "str?", "name": "str?", "namespace": "str?",
+               "grace": "int?", "propagation": "str?"},
     "scale": {"name": "str", "namespace": "str?", "replicas": "int"},
     "events": {"namespace": "str?"},
 }

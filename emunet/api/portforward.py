@@ -5,8 +5,7 @@ Two ways in (research kubernetes-api.md, port-forward and section 6):
   KEP-4006): the SPDY frames travel in WebSocket binary messages;
 - `POST` (or GET) with `Upgrade: SPDY/3.1`, `X-Stream-Protocol-Version: portforward.k8s.io`
   (older kubectl, and newer ones when the WebSocket upgrade is refused): raw SPDY on the TCP
-  connection after a 101. aiohttp's parser only hands over `websocket`/`tcp` upgrades, so the
-  connection's protocol is swapped for `_RawSPDY` before the 101 goes out.
+  connection after a 101 (emunet.api.spdyupgrade).
 
 Per local connection kubectl opens an `error` and a `data` stream with the same `requestid`
 and the pod's `port`. As the kubelet does (pkg/kubelet/cri/streaming/portforward/httpstream.go),
@@ -29,7 +28,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from emunet.api import spdy, status
+from emunet.api import spdy, spdyupgrade, status
 from emunet.api.spdysession import Closed, Session, Stream
 from emunet.host.manifest import HostError
 from emunet.host.netns import socket_in_netns
@@ -40,7 +39,6 @@ WS_PROTOCOL = "SPDY/3.1+" + PROTOCOL
 PAIR_TIMEOUT = 30.0  # the kubelet's stream creation timeout: an error stream left without data
 CONNECT_TIMEOUT = 10.0
 READ_CHUNK = 64 * 1024
-RAW_HIGH = 1024 * 1024  # raw SPDY bytes buffered before the socket stops being read
 POD_POLL = 0.5  # seconds between checks that the pod still exists (a deleted one ends the session)
 SESSIONS: web.AppKey[set[tuple[Session, Any]]] = web.AppKey("portforward-sessions", set)
 
@@ -178,13 +176,9 @@ async def serve(request: web.Request, netns: str, pod: dict[str, Any],
             raise status.bad_request(f"port-forward over WebSocket needs the subprotocol "
                                      f"{WS_PROTOCOL}")
         return await _websocket(request, fwd, name, alive)
-    if upgrade.startswith("spdy/3.1"):
-        versions = [v.strip() for v in request.headers.get("X-Stream-Protocol-Version",
-                                                           "").split(",") if v.strip()]
-        if versions and PROTOCOL not in versions:
-            raise status.APIError(403, "Forbidden", f"unable to upgrade: unable to negotiate "
-                                  f"protocol: client supports {versions}, server supports "
-                                  f"[{PROTOCOL}]")
+    if spdyupgrade.is_spdy(request):
+        if request.headers.getall(spdyupgrade.HEADER, []):
+            spdyupgrade.negotiate(request, (PROTOCOL,))
         return await _raw(request, fwd, name, alive)
     raise status.bad_request("Upgrade request required")
 
@@ -226,77 +220,25 @@ async def _websocket(request: web.Request, fwd: Forwarder, name: str,
     return ws
 
 
-class _RawSPDY(asyncio.Protocol):
-    """The connection's protocol after the 101: bytes to a queue, write pauses to an event;
-    the connection's end is passed on to aiohttp's protocol, which tracks the connection."""
-
-    def __init__(self, transport: asyncio.Transport, previous: asyncio.BaseProtocol) -> None:
-        self.transport, self.previous = transport, previous
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.queued = 0
-        self.writable = asyncio.Event()
-        self.writable.set()
-
-    def data_received(self, data: bytes) -> None:
-        self.queue.put_nowait(data)
-        self.queued += len(data)
-        if self.queued > RAW_HIGH:
-            self.transport.pause_reading()
-
-    def eof_received(self) -> bool:
-        self.queue.put_nowait(None)
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.queue.put_nowait(None)
-        self.writable.set()
-        self.previous.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.writable.clear()
-
-    def resume_writing(self) -> None:
-        self.writable.set()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while (data := await self.queue.get()) is not None:
-            self.queued -= len(data)
-            if self.queued <= RAW_HIGH // 2 and not self.transport.is_closing():
-                self.transport.resume_reading()
-            yield data
-
-    async def send(self, data: bytes) -> None:
-        if self.transport.is_closing():
-            raise ConnectionResetError("the client closed the connection")
-        self.transport.write(data)
-        await self.writable.wait()
-
-
 async def _raw(request: web.Request, fwd: Forwarder, name: str,
                alive: Callable[[], bool]) -> web.StreamResponse:
-    transport = request.transport
-    if transport is None:
-        raise ConnectionResetError("the client closed the connection")
-    raw = _RawSPDY(transport, transport.get_protocol())  # type: ignore[arg-type]
-    transport.set_protocol(raw)  # before the 101: no SPDY byte reaches aiohttp's HTTP parser
-    resp = web.StreamResponse(status=101, headers={
-        "Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": PROTOCOL})
-    await resp.prepare(request)
+    raw = await spdyupgrade.upgrade(request, PROTOCOL)
+    assert raw.response is not None
     log.info("%s: SPDY/3.1 on the upgraded connection", name)
     session = Session(raw.send, fwd.on_stream, name)
-    entry = (session, transport)
+    entry = (session, raw.transport)
     request.app[SESSIONS].add(entry)
 
     async def close() -> None:
-        transport.close()
+        raw.close()
     watcher = asyncio.create_task(_while_the_pod_lives(session, alive, close, name))
     try:
         await session.run(raw.chunks())
     finally:
         watcher.cancel()
         request.app[SESSIONS].discard(entry)
-        transport.close()
-    return resp
+        raw.close()
+    return raw.response
 
 
 async def shutdown(app: web.Application) -> None:

@@ -1,8 +1,9 @@
 """The resources the API serves and their discovery documents (legacy and aggregated).
 
 One table of resources drives `/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>` and the
-aggregated `apidiscovery.k8s.io/v2` form (KEP-3352), so `kubectl api-resources`, short names
-(`svc`, `deploy`, `netpol`, `cnp`) and `kubectl get all` (the `all` category) follow from it.
+aggregated `apidiscovery.k8s.io/v2` form (KEP-3352; v2beta1, the same fields, for kubectl <=
+1.29), so `kubectl api-resources`, short names (`svc`, `deploy`, `netpol`, `cnp`) and `kubectl
+get all` (the `all` category) follow from it.
 Shapes: k8s.io/apimachinery/pkg/apis/meta/v1 APIResourceList, APIGroupList;
 k8s.io/api/apidiscovery/v2 APIGroupDiscoveryList.
 """
@@ -128,10 +129,14 @@ def group_list() -> dict:
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": out}
 
 
-AGGREGATED_CT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+AGGREGATED_VERSIONS = ("v2", "v2beta1")  # v2beta1: kubectl <= 1.29 (same fields as v2)
 
 
-def aggregated(core: bool) -> dict:
+def aggregated_ct(version: str = "v2") -> str:
+    return f"application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
+
+
+def aggregated(core: bool, version: str = "v2") -> dict:
     """APIGroupDiscoveryList for `/api` (core) or `/apis` (the named groups)."""
     items = []
     for g, vs in groups().items():
@@ -161,5 +166,5 @@ def aggregated(core: bool) -> dict:
                 res.append(d)
             versions.append({"version": v, "resources": res, "freshness": "Current"})
         items.append({"metadata": {"name": g, "creationTimestamp": None}, "versions": versions})
-    return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+    return {"kind": "APIGroupDiscoveryList", "apiVersion": f"apidiscovery.k8s.io/{version}",
             "metadata": {}, "items": items}

@@ -61,26 +61,33 @@ async def version(request: web.Request) -> web.Response:
         "compiler": "gc", "platform": "linux/amd64"})
 
 
-def _aggregated(request: web.Request) -> bool:
-    return "as=APIGroupDiscoveryList" in request.headers.get("Accept", "")
+def _aggregated(request: web.Request) -> str | None:
+    """The aggregated discovery version the Accept header asks for, v2 before v2beta1 (kubectl
+    <= 1.29 knows only v2beta1, the same document under an older apiVersion), None: legacy."""
+    offered = [dict(p.strip().partition("=")[::2] for p in m.split(";")[1:])
+               for m in request.headers.get("Accept", "").split(",")]
+    versions = {o.get("v") for o in offered if o.get("g") == "apidiscovery.k8s.io"
+                and o.get("as") == "APIGroupDiscoveryList"}
+    return next((v for v in resources.AGGREGATED_VERSIONS if v in versions), None)
 
 
 async def api_root(request: web.Request) -> web.Response:
-    if _aggregated(request):
-        return _aggregated_response(resources.aggregated(core=True))
+    if version := _aggregated(request):
+        return _aggregated_response(resources.aggregated(core=True, version=version))
     return web.json_response(resources.api_versions(request.host))
 
 
 async def apis_root(request: web.Request) -> web.Response:
-    if _aggregated(request):
-        return _aggregated_response(resources.aggregated(core=False))
+    if version := _aggregated(request):
+        return _aggregated_response(resources.aggregated(core=False, version=version))
     return web.json_response(resources.group_list())
 
 
 def _aggregated_response(doc: dict[str, Any]) -> web.Response:
     """Aggregated discovery (KEP-3352): two requests instead of one per group-version."""
+    version = doc["apiVersion"].split("/")[1]
     return web.Response(body=json.dumps(doc).encode(),
-                        headers={"Content-Type": resources.AGGREGATED_CT})
+                        headers={"Content-Type": resources.aggregated_ct(version)})
 
 
 async def healthz(request: web.Request) -> web.Response:

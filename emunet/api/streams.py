@@ -1,5 +1,5 @@
-"""Subresources: pods/log (follow, tailLines, previous), pods/exec and pods/attach (WebSocket,
-emunet.api.execws, emunet.api.attachws), pods/portforward (SPDY, emunet.api.portforward),
+"""Subresources: pods/log (follow, tailLines, previous), pods/exec and pods/attach (WebSocket or
+SPDY, emunet.api.podexec, emunet.api.podattach), pods/portforward (SPDY, emunet.api.portforward),
 pods/status, services/status, deployments/status and deployments/scale.
 
 Logs are the files the supervisor's workloads write (the ones `emunet logs` reads); a follow
@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from emunet import naming
-from emunet.api import attachws, execws, portforward, status
+from emunet.api import podattach, podexec, portforward, status
 from emunet.api.target import Target, container_of, pod_of
 from emunet.api.view import View
 from emunet.cluster.workloads import log_path
@@ -29,9 +29,9 @@ async def subresource(request: web.Request, view: View, t: Target) -> web.Stream
     if plural == "pods" and sub == "log" and request.method == "GET":
         return await logs(request, view, t)
     if plural == "pods" and sub == "exec":
-        return await execws.serve(request, view, t, pod_of(view, t))
+        return await podexec.serve(request, view, t, pod_of(view, t))
     if plural == "pods" and sub == "attach":
-        return await attachws.serve(request, view, t, pod_of(view, t))
+        return await podattach.serve(request, view, t, pod_of(view, t))
     if plural == "pods" and sub == "portforward" and request.method in ("GET", "POST"):
         pod = pod_of(view, t)
         uid = pod["metadata"]["uid"]

@@ -26,7 +26,7 @@ import yaml
 from aiohttp import web
 
 from emunet import control
-from emunet.api import patch, status, stored
+from emunet.api import deleteopts, patch, status, stored
 from emunet.api.resources import Resource
 from emunet.api.streams import scale as scale_of
 from emunet.api.target import Target
@@ -256,7 +256,9 @@ async def patch_(request: web.Request, view: View, t: Target) -> web.Response:
 async def delete(request: web.Request, view: View, t: Target) -> web.Response:
     """Synchronous: the object is gone from the state (a pod terminates for its grace period,
     with a deletionTimestamp, as the kubelet's does), then the object is the answer. A
-    namespace takes its objects with it (remembered: CASCADE_MEMORY)."""
+    namespace takes its objects with it (remembered: CASCADE_MEMORY). DeleteOptions
+    (emunet.api.deleteopts): a pod's grace period; a Deployment's propagationPolicy (Orphan
+    keeps its pods; Foreground answers once they are gone, the Deployment last)."""
     assert t.name is not None
     live = _live(view, t.res, t.key)
     if live is None:
@@ -264,8 +266,15 @@ async def delete(request: web.Request, view: View, t: Target) -> web.Response:
         if gone is not None and time.monotonic() - gone[1] < CASCADE_MEMORY:
             return web.json_response(gone[0])
         raise status.not_found(t.res.plural, t.name, t.res.group)
+    opts = await deleteopts.of(request)
     if "dryRun" in request.query:
         return web.json_response(live)
+    args: dict[str, Any] = {}
+    if t.res.plural == "pods":
+        written = view.state.manifests.get(stored.key_of("Pod", t.key[0], t.key[1]))
+        args["grace"] = deleteopts.pod_grace(opts, live, written)
+    if opts.propagation is not None and t.res.plural == "deployments":
+        args["propagation"] = opts.propagation
     now = time.monotonic()
     taken = {(plural, key): (obj, now) for plural in WRITABLE - {"namespaces"}
              for key, obj in view.objs.get(plural, {}).items()
@@ -273,7 +282,7 @@ async def delete(request: web.Request, view: View, t: Target) -> web.Response:
     ns = t.key[0] or None
     try:
         await asyncio.to_thread(control.request, "delete", timeout=_TIMEOUT,
-                                kind=t.res.kind, name=t.name, namespace=ns)
+                                kind=t.res.kind, name=t.name, namespace=ns, **args)
     except control.ControlError as e:
         if e.kind != "input":
             raise status.unavailable(str(e)) from None

@@ -255,14 +255,21 @@ def delete_config(state: ClusterState, path: str) -> list[Change]:
     return changes
 
 
-def delete_object(state: ClusterState, kind: str, name: str, namespace: str | None
-                  ) -> list[Change]:
+def canonical_kind(kind: str) -> str | None:
+    """The kind a user's word names (pod, deploy, svc, ...), None if emunet deletes no such."""
+    return _KIND_ALIASES.get(kind.lower())
+
+
+def delete_object(state: ClusterState, kind: str, name: str, namespace: str | None,
+                  orphan: bool = False) -> list[Change]:
+    """`orphan` (propagationPolicy Orphan): a Deployment goes, its pods stay as pods of their
+    own (no owner: nothing manages them any more)."""
     canonical = _KIND_ALIASES.get(kind.lower())
     if canonical is None:
         raise StateError(f"cannot delete kind {kind!r}: use pod, service, deployment or "
                          "namespace")
     new = _copy(state)
-    changes = _delete(new, canonical, name, namespace or "default")
+    changes = _delete(new, canonical, name, namespace or "default", orphan)
     if not changes:
         where = "" if canonical == "Namespace" else f" in namespace {namespace or 'default'}"
         raise StateError(f"{canonical.lower()} {name!r} not found{where}")
@@ -270,7 +277,8 @@ def delete_object(state: ClusterState, kind: str, name: str, namespace: str | No
     return changes
 
 
-def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> list[Change]:
+def _delete(st: ClusterState, kind: str, name: str, namespace: str | None,
+            orphan: bool = False) -> list[Change]:
     if kind == "Pod":
         ps = st.remove_pod((namespace or "default", name))
         return [Change(f"pod/{name} deleted", removed_pod=ps)] if ps else []
@@ -292,6 +300,10 @@ def _delete(st: ClusterState, kind: str, name: str, namespace: str | None) -> li
         d = st.deployments.pop((namespace or "default", name), None)
         if d is None:
             return []
+        if orphan:
+            for p in owned_pods(st, d):
+                p.pod = dataclasses.replace(p.pod, owner=None)
+            return [Change(f"deployment.apps/{name} deleted")]
         # Cascading deletion (the garbage collector): its ReplicaSets' pods go too.
         pods = [Change(f"pod/{p.pod.name} deleted", removed_pod=st.remove_pod(p.key))
                 for p in owned_pods(st, d) if not p.terminating]

@@ -20,8 +20,8 @@ from emunet.model import Container
 # its start, as a kubelet reports it at its next PLEG relist (every second), not at once: a
 # short command (nslookup) is then usually over before kubectl sees the pod Running, and
 # kubectl prints its logs, as on a real cluster, instead of attaching after the output went by.
-GRACE = 2.0  # seconds from SIGTERM to SIGKILL when emunet ends a container
 REPORT_DELAY = 0.5
+TERM_WAIT = 2.0  # seconds from SIGTERM to SIGKILL when no grace period is asked for
 
 
 @dataclass
@@ -56,12 +56,13 @@ class ContainerProc:
         return self.io if self.popen is not None else None
 
 
-def end_process(popen: subprocess.Popen) -> None:
-    """SIGTERM the container's process group, SIGKILL after the grace period."""
-    end_processes([popen])
+def end_process(popen: subprocess.Popen, grace: float | None = None) -> None:
+    """SIGTERM the container's process group, SIGKILL after the grace period (emunet's
+    TERM_WAIT unless a deletion's gracePeriodSeconds says; 0: at once)."""
+    end_processes([popen], TERM_WAIT if grace is None else grace)
 
 
-def end_processes(popens: list[subprocess.Popen], grace: float = GRACE) -> None:
+def end_processes(popens: list[subprocess.Popen], grace: float = TERM_WAIT) -> None:
     """End many containers at once (a pod's, or every pod's on `down`): SIGTERM every process
     group, wait out one grace period for all of them together, SIGKILL what is left. A tty
     container's command leads a session of its own (setsid, emunet.host.sandbox): its group is

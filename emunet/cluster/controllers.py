@@ -32,6 +32,7 @@ from emunet.state.cluster import PodIpam, PodState, StateError, pod_capacity
 
 log = logging.getLogger("emunet.cluster.controllers")
 GRACE = 1.0  # seconds a terminating pod keeps serving after it left the endpoints
+MAX_GRACE = 30.0  # a deletion's gracePeriodSeconds is capped here (upstream's default period)
 MAX_BACKOFF = 30.0  # seconds between syncs of a Deployment whose pods do not fit
 
 
@@ -47,6 +48,7 @@ class Controllers:
         self.restarts: dict[tuple[str, str], int] = {}
         # Deployment -> (its spec then, next try, delay): pods that did not fit
         self.backoff: dict[tuple[str, str], tuple[deploy.Deployment, float, float]] = {}
+        self.deleting: set[tuple[str, str]] = set()  # Deployments in a foreground deletion
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -134,7 +136,7 @@ class Controllers:
             async with self.sup.lock:
                 for key in list(self.sup.state.deployments):
                     d = self.sup.state.deployments.get(key)
-                    if d is None or self._backing_off(key, d):
+                    if d is None or key in self.deleting or self._backing_off(key, d):
                         continue
                     short = await self._sync(d)
                     self._note_short(key, d, short)
@@ -224,11 +226,15 @@ class Controllers:
 
     # ---- termination ------------------------------------------------------------------------
 
-    def terminate(self, keys: list[tuple[str, str]] | list[PodState]) -> None:
+    def terminate(self, keys: list[tuple[str, str]] | list[PodState],
+                  grace: float | None = None) -> None:
         """Take pods out of the endpoints now; stop them after the grace period.
 
         Pods already removed from the state by `apply`/`delete` are passed as PodStates and
-        put back as terminating for their grace period. The caller publishes."""
+        put back as terminating for their grace period. `grace`: a deletion's
+        gracePeriodSeconds (capped at MAX_GRACE): the pod serves min(GRACE, grace) more, then
+        its processes get SIGTERM and up to `grace` seconds before SIGKILL (0: killed at
+        once); None is emunet's own (GRACE, then container.TERM_WAIT). The caller publishes."""
         st = self.sup.state
         for k in keys:
             if isinstance(k, PodState):
@@ -240,10 +246,11 @@ class Controllers:
             ps.terminating, ps.ready = True, False
             for c in ps.pod.containers:
                 self.event(ps, "Pod", ps.pod.name, "Killing", f"Stopping container {c.name}")
-            self._spawn(self._finish_later(k))
+            self._spawn(self._finish_later(k, None if grace is None
+                                           else max(0.0, min(grace, MAX_GRACE))))
 
-    async def _finish_later(self, key: tuple[str, str]) -> None:
-        await asyncio.sleep(GRACE)
+    async def _finish_later(self, key: tuple[str, str], grace: float | None) -> None:
+        await asyncio.sleep(GRACE if grace is None else min(GRACE, grace))
         async with self.sup.lock:
             ps = self.sup.state.pods.get(key)
             if ps is None or not ps.terminating:
@@ -252,7 +259,7 @@ class Controllers:
             self.sup.state.pods.pop(key, None)
             self.sup.publish()
             await self.sup.wait_loaded()  # the agents have closed its veth's socket
-            await self.sup.workloads.stop(key)
+            await self.sup.workloads.stop(key, grace)
             self.trackers.pop(key, None)
             self.restarts.pop(key, None)
             await asyncio.to_thread(netlink.remove_pod, ps, self.sup.manifest)

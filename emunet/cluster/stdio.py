@@ -10,7 +10,7 @@ without it stdin stays open across attach sessions. Output printed while nobody 
 is only in the log, as on a real node (kubectl run falls back to the logs).
 
 The attach socket (`attach_socket`, root-only like the run directory) serves the API server's
-pods/attach (emunet.api.attachws). Protocol: the client sends one JSON line `{"stdin": bool}`,
+pods/attach (emunet.api.podattach). Protocol: the client sends one JSON line `{"stdin": bool}`,
 the server answers one JSON line (`{"ok": true, "tty": bool}`, or `{"ok": false, "error": ..}`
 when the container is not running), then both send frames `[channel][length, 4 bytes big
 endian][data]` with the channels of the Kubernetes stream protocol: client to server 0 stdin,

@@ -25,6 +25,7 @@ from emunet.cluster.apply import (
     Change,
     apply_config,
     apply_objects,
+    canonical_kind,
     delete_config,
     delete_object,
 )
@@ -34,6 +35,7 @@ from emunet.host import kernelnode, netlink, tc
 from emunet.model import Impairment
 from emunet.state import loaded, store
 from emunet.state.cluster import KUBE_SYSTEM, StateError
+from emunet.state.deploy import owned_pods
 from emunet.state.labels import label
 
 log = logging.getLogger("emunet.cluster.supervisor")
@@ -315,19 +317,55 @@ class Supervisor:
             return await self._carry_out(changes, say)
 
     async def _op_delete(self, req, say) -> dict:
+        """`grace` (gracePeriodSeconds) and `propagation` (Background, the default; Orphan:
+        a Deployment's pods stay; Foreground: they go first) come from the API's DELETE."""
+        grace, policy = req.get("grace"), req.get("propagation") or "Background"
+        if policy not in ("Background", "Foreground", "Orphan"):
+            raise StateError(f"propagationPolicy {policy!r}: use Foreground, Background or "
+                             "Orphan")
+        if policy == "Foreground" and not req.get("file") \
+                and canonical_kind(req.get("kind") or "") == "Deployment":
+            return await self._delete_foreground(req["name"], req.get("namespace"), grace, say)
         async with self.lock:
             if req.get("file"):
                 changes = delete_config(self.state, req["file"])
             else:
                 changes = delete_object(self.state, req["kind"], req["name"],
-                                        req.get("namespace"))
+                                        req.get("namespace"), orphan=policy == "Orphan")
+            return await self._carry_out(changes, say, grace)
+
+    async def _delete_foreground(self, name: str, namespace: str | None, grace: int | None,
+                                 say) -> dict:
+        """The garbage collector's foreground deletion: the Deployment stays (its controller
+        paused) until its pods have terminated, then it goes."""
+        key = (namespace or "default", name)
+        async with self.lock:
+            d = self.state.deployments.get(key)
+            if d is None:
+                raise StateError(f"deployment {name!r} not found in namespace {key[0]}")
+            self.controllers.deleting.add(key)
+            pods = [p.key for p in owned_pods(self.state, d)]
+            gone = [self.state.remove_pod(k) for k in pods
+                    if not self.state.pods[k].terminating]
+            self.controllers.terminate([p for p in gone if p is not None], grace)
+            self.publish()
+        try:
+            while any(k in self.state.pods for k in pods):
+                await asyncio.sleep(_TICK)
+        finally:
+            self.controllers.deleting.discard(key)
+        async with self.lock:
+            changes = [Change(f"pod/{k[1]} deleted") for k in pods]
+            if key in self.state.deployments:
+                changes += delete_object(self.state, "Deployment", name, key[0])
             return await self._carry_out(changes, say)
 
-    async def _carry_out(self, changes: list[Change], say) -> dict:
+    async def _carry_out(self, changes: list[Change], say, grace: int | None = None) -> dict:
         """Make the kernel and the workloads match a state change computed by `apply`."""
         # Removed pods leave the endpoints now and stop after a grace period, as Kubernetes
         # terminates pods: clients of their Services never meet a stopped backend.
-        self.controllers.terminate([ch.removed_pod for ch in changes if ch.removed_pod])
+        self.controllers.terminate([ch.removed_pod for ch in changes if ch.removed_pod],
+                                   grace)
         self.publish()
         for ch in changes:
             if ch.added_pod is not None:

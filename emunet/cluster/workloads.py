@@ -26,7 +26,7 @@ from typing import TextIO
 
 from emunet.cluster import stdio
 from emunet.cluster.builtin import UDPIdentity, identity, serve_tcp
-from emunet.cluster.container import GRACE, ContainerProc, end_process, end_processes
+from emunet.cluster.container import TERM_WAIT, ContainerProc, end_process, end_processes
 from emunet.host import sandbox
 from emunet.host.netns import socket_in_netns
 from emunet.model import Container
@@ -326,11 +326,13 @@ class Workloads:
         return all(_listens(wl.ps, cp.container_port) for p in wl.procs
                    for cp in p.container.ports if cp.protocol == "TCP")
 
-    async def stop(self, key: tuple[str, str]) -> None:
+    async def stop(self, key: tuple[str, str], grace: float | None = None) -> None:
+        """End the pod's containers (together: one grace period for all, as the kubelet's
+        killPod), then its sandbox."""
         wl = self.pods.pop(key, None)
         if wl is None:
             return
-        await self._end([wl])
+        await self._end([wl], TERM_WAIT if grace is None else grace)
 
     async def stop_all(self) -> None:
         """Every pod at once (`down`): one short grace period for all containers, then the
@@ -338,7 +340,7 @@ class Workloads:
         down (k3s-killall.sh SIGKILLs outright); 0.5 s is for processes that exit on SIGTERM."""
         await self._end([self.pods.pop(key) for key in list(self.pods)], grace=0.5)
 
-    async def _end(self, wls: list[PodWorkload], grace: float = GRACE) -> None:
+    async def _end(self, wls: list[PodWorkload], grace: float = TERM_WAIT) -> None:
         for wl in wls:
             self._close_builtin(wl)
         procs = [p for wl in wls for p in wl.procs]

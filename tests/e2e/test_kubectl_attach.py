@@ -74,13 +74,13 @@ def kubectl(cluster, tmp_path_factory):
     return make_kubectl(cluster, tmp_path_factory.mktemp("home"), default_timeout=60)
 
 
-def on_pty(kubectl, *args: str, send: list[tuple[bytes, bytes]] = (), timeout: float = 60
-           ) -> tuple[int, str]:
+def on_pty(kubectl, *args: str, send: list[tuple[bytes, bytes]] = (), timeout: float = 60,
+           binary: str | None = None) -> tuple[int, str]:
     """kubectl with a pty as its terminal: for each (wait_for, data) in `send`, once the
     output holds `wait_for`, type `data`; the exit code and everything it printed."""
     master, slave = pty.openpty()
-    p = subprocess.Popen([kubectl_bin(), *args], stdin=slave, stdout=slave, stderr=slave,
-                         env=kubectl.env, start_new_session=True)
+    p = subprocess.Popen([binary or kubectl_bin(), *args], stdin=slave, stdout=slave,
+                         stderr=slave, env=kubectl.env, start_new_session=True)
     os.close(slave)
     out, todo, deadline = b"", list(send), time.monotonic() + timeout
     try:

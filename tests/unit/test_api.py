@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from emunet.api import execws, selectors
+from emunet.api import channels, podexec, selectors
 from emunet.api.server import make_app
 from emunet.api.view import RV_PER_GENERATION, View
 from emunet.config import load_config
@@ -70,6 +70,21 @@ async def test_aggregated_discovery(api):
     apps = next(i for i in doc["items"] if i["metadata"]["name"] == "apps")
     deploy = next(r for r in apps["versions"][0]["resources"] if r["resource"] == "deployments")
     assert deploy["scope"] == "Namespaced" and deploy["shortNames"] == ["deploy"]
+
+
+async def test_aggregated_discovery_v2beta1_for_kubectl_before_1_30(api):
+    # kubectl 1.27-1.29 ask for v2beta1 only; taking a v2 answer for legacy, they found no
+    # resource types ("the server doesn't have a resource type pods")
+    beta = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+    r = await api.get("/api", headers={"Accept": f"{beta},application/json"})
+    assert r.headers["Content-Type"] == beta
+    doc = json.loads(await r.text())
+    assert doc["apiVersion"] == "apidiscovery.k8s.io/v2beta1" and doc["items"]
+    both = f"{beta.replace('v2beta1', 'v2')},{beta},application/json"
+    r = await api.get("/apis", headers={"Accept": both})
+    assert json.loads(await r.text())["apiVersion"] == "apidiscovery.k8s.io/v2"
+    r = await api.get("/api", headers={"Accept": "application/json"})
+    assert (await r.json())["kind"] == "APIVersions"
 
 
 async def test_pod_table_has_upstream_columns_and_wide_ones_at_priority_1(api):
@@ -238,7 +253,7 @@ async def test_selector_change_is_added_or_deleted_for_the_watch(api):
 
 async def _exec(api, monkeypatch, script: str, *, stdin: bytes | None = None,
                 protocol: str = "v5.channel.k8s.io"):
-    monkeypatch.setattr(execws, "argv_for", lambda *a: (["sh", "-c", script], {"PATH": "/bin:"
+    monkeypatch.setattr(podexec, "argv_for", lambda *a: (["sh", "-c", script], {"PATH": "/bin:"
                                                                              "/usr/bin"}))
     params = [("command", "x"), ("stdout", "true"), ("stderr", "true")]
     if stdin is not None:
@@ -275,11 +290,11 @@ async def test_exec_without_websocket_says_upgrade_required(api):
 
 
 def test_exit_status_of_a_signal_is_128_plus():
-    assert execws.exit_status(-9)["details"]["causes"][0]["message"] == "137"
+    assert channels.exit_status(-9)["details"]["causes"][0]["message"] == "137"
 
 
 async def test_exec_tty_gets_the_first_resize_before_it_starts(api, monkeypatch):
-    monkeypatch.setattr(execws, "argv_for", lambda *a: (
+    monkeypatch.setattr(podexec, "argv_for", lambda *a: (
         ["setsid", "-c", "sh", "-c", "stty size; exit 2"], {"PATH": "/bin:/usr/bin"}))
     ws = await api.ws_connect("/api/v1/namespaces/blog-website/pods/frontend-client/exec",
                               params=[("command", "sh"), ("stdin", "true"),

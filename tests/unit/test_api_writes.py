@@ -37,12 +37,14 @@ class FakeSupervisor:
 
     def __call__(self, op: str, timeout: float = 60, **kw):
         self.ops.append(op)
+        self.last = kw
         st = self.view.state
         try:
             if op == "apply_objects":
                 changes = apply_objects(st, kw["objects"])
             elif op == "delete":
-                changes = delete_object(st, kw["kind"], kw["name"], kw["namespace"])
+                changes = delete_object(st, kw["kind"], kw["name"], kw["namespace"],
+                                        orphan=kw.get("propagation") == "Orphan")
             elif op == "scale":
                 d = st.deployments[(kw["namespace"], kw["name"])]
                 st.deployments[d.key] = type(d)(**{**d.__dict__, "replicas": kw["replicas"]})
@@ -186,6 +188,28 @@ async def test_deployment_update_scale_and_delete(api):
     assert r.status == 200
     assert (await api.get(f"{url}/web")).status == 404
     assert (await api.delete(f"{url}/web")).status == 404
+
+
+async def test_delete_passes_the_grace_and_the_policy_to_the_supervisor(api):
+    url = f"/api/v1/namespaces/{NS}/pods"
+    assert (await api.post(url, json=pod("g"))).status == 201
+    r = await api.delete(f"{url}/g", json={"kind": "DeleteOptions", "apiVersion": "v1",
+                                           "gracePeriodSeconds": 0})  # --grace-period=0 --force
+    assert r.status == 200 and api.sup.last["grace"] == 0
+    r = await api.delete(f"{url}/monospaced-test")
+    assert r.status == 200 and api.sup.last["grace"] is None  # emunet's own termination
+    r = await api.delete(f"{url}/intruder", json={"propagationPolicy": "Nope"})
+    assert r.status == 422 and (await api.get(f"{url}/intruder")).status == 200
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": "o", "namespace": NS},
+           "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "o"}},
+                    "template": {"metadata": {"labels": {"app": "o"}},
+                                 "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}
+    deps = f"/apis/apps/v1/namespaces/{NS}/deployments"
+    assert (await api.post(deps, json=dep)).status == 201
+    r = await api.delete(f"{deps}/o?propagationPolicy=Orphan")
+    assert r.status == 200 and api.sup.last["propagation"] == "Orphan"
+    assert "grace" not in api.sup.last
 
 
 async def test_server_side_apply_creates_then_updates(api):

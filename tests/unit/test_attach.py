@@ -2,7 +2,7 @@
 tty), its attach socket (`AttachServer`), and the API's WebSocket relay in front of it
 (aiohttp test client): channels 1/2 out, 0 in, v5's 255 0 closing stdin (stdinOnce), resize
 on a tty, the Success Status on channel 3 when the output ends, and the kubelet's "not found"
-answer for a container that is not running."""
+answer for a container that is not running; the same over SPDY/3.1 streams (kubectl <= 1.29)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from emunet.cluster import stdio
 from emunet.config import load_config_text
 from emunet.model import Container
 from emunet.state.plan import plan
+from tests.unit.test_api_spdyexec import spdy_call
 
 CONFIG = """\
 apiVersion: emunet/v1alpha1
@@ -135,6 +136,43 @@ async def test_attach_tty_resizes_and_runs_the_shell(api, tmp_path):
         assert json.loads(out[3])["status"] == "Success"  # attach reports no exit code
         assert held.popen.wait(5) == 4
     finally:
+        held.stop()
+
+
+async def test_attach_over_spdy_feeds_stdin_and_ends_with_success(api, tmp_path):
+    held = Held(tmp_path, Container("c", command=("cat",), stdin=True, stdin_once=True),
+                ["cat"], tmp_path)
+    await held.server.start()
+    call = await spdy_call(api, URL, [("container", "c"), ("stdin", "true"),
+                                      ("stdout", "true"), ("stderr", "true")])
+    try:
+        assert call.headers["x-stream-protocol-version"] == "v4.channel.k8s.io"
+        await call.open("error", "stdin", "stdout", "stderr")
+        await call.write("stdin", b"hello\n", fin=True)  # stdin's FIN: stdinOnce closes it
+        await call.ended()
+        assert call.data("stdout") == b"hello\n"
+        assert json.loads(call.data("error")) == {"metadata": {}, "status": "Success"}
+        assert held.popen.wait(5) == 0
+    finally:
+        call.close()
+        held.stop()
+
+
+async def test_attach_tty_over_spdy_resizes(api, tmp_path):
+    held = Held(tmp_path, Container("t", command=("sh",), stdin=True, tty=True), ["sh"],
+                tmp_path)
+    await held.server.start()
+    call = await spdy_call(api, URL, [("container", "t"), ("stdin", "true"),
+                                      ("stdout", "true"), ("tty", "true")])
+    try:
+        await call.open("error", "stdin", "stdout", "resize")
+        await call.write("resize", b'{"Width":91,"Height":27}\n')
+        await call.write("stdin", b"stty size; exit 4\n")
+        await call.ended()
+        assert b"27 91" in call.data("stdout")
+        assert held.popen.wait(5) == 4
+    finally:
+        call.close()
         held.stop()
 
 

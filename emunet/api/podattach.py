@@ -1,10 +1,9 @@
-"""pods/attach over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`): join a running
-container's own stdio, as `kubectl attach` and `kubectl run -i` do.
+"""pods/attach: join a running container's own stdio, as `kubectl attach` and `kubectl run -i`
+do, for a client on WebSocket or SPDY (emunet.api.channels, the carrier chosen as exec's).
 
-The framing is exec's (emunet.api.execws, KEP-4006): client to server 0 stdin, 4 resize, v5's
-255 0 (close stdin); server to client 1 stdout, 2 stderr (not with a tty), then 3 a Success
-Status when the container's output ends. Attach reports no exit code (the kubelet's does not
-either): kubectl run reads it from the pod's status.
+The client's stdin, its end and its terminal sizes go to the container; its stdout and stderr
+(not with a tty) come back, then a Success Status when the container's output ends. Attach
+reports no exit code (the kubelet's does not either): kubectl run reads it from the pod's status.
 
 A container with `stdin` or `tty` has its stdio held by the supervisor (emunet.cluster.stdio):
 this relays between the WebSocket and the container's attach socket, so the output is live and
@@ -21,11 +20,12 @@ import contextlib
 import json
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from emunet import naming
 from emunet.api import status
-from emunet.api.execws import PROTOCOLS, exit_status
+from emunet.api.channels import Client, Options, exit_status
+from emunet.api.podexec import check_upgrade, open_client
 from emunet.api.target import Target, container_of
 from emunet.api.view import View
 from emunet.cluster import stdio
@@ -33,10 +33,6 @@ from emunet.cluster.workloads import log_path
 
 FOLLOW_POLL = 0.2
 CONNECT_TIMEOUT = 5.0
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name) in ("true", "1")
 
 
 def _run_of(view: View, key: tuple[str, str], container: str) -> tuple[str, int] | None:
@@ -61,30 +57,27 @@ async def serve(request: web.Request, view: View, t: Target,
     if not _running(view, t.key, name):
         # the kubelet's answer for a container it does not find running
         raise status.bad_request(f"container {name} not found in pod {t.key[1]}_{t.key[0]}")
+    check_upgrade(request)
+    opts = Options.of(request)
     stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     if stdio.wants_stdio(c):
-        stream = await _connect(stdio.attach_socket(run_dir, *t.key, name),
-                                _flag(request, "stdin"), name, t.key)
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        if stream is not None:
-            stream[1].close()
-        raise status.bad_request("Upgrade request required")  # legacy SPDY: kubectl < 1.30
-    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=16 * 1024 * 1024)
-    await ws.prepare(request)
-    v5 = ws.ws_protocol == PROTOCOLS[0]
-    stderr = _flag(request, "stderr") and not c.tty
+        stream = await _connect(stdio.attach_socket(run_dir, *t.key, name), opts.stdin, name,
+                                t.key)
+    client: Client | None = None
     try:
-        if stream is not None:
-            await _relay(ws, *stream, v5, stderr)
-        else:
-            await _follow(ws, view, t.key, name, log_path(run_dir / "logs", ps, name))
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_bytes(bytes([stdio.END]) + json.dumps(exit_status(0)).encode())
+        client = await open_client(request, opts, f"attach {t.key[0]}/{t.key[1]}")
+        if client.connected:
+            if stream is not None:
+                await _relay(client, *stream)
+            else:
+                await _follow(client, view, t.key, name, log_path(run_dir / "logs", ps, name))
+            await client.finish(exit_status(0))
     finally:
         if stream is not None:
             stream[1].close()
-        await ws.close()
-    return ws
+        if client is not None:
+            await client.close()
+    return client.response
 
 
 async def _connect(path, want_stdin: bool, name: str, key: tuple[str, str]
@@ -104,27 +97,21 @@ async def _connect(path, want_stdin: bool, name: str, key: tuple[str, str]
     return reader, writer
 
 
-async def _relay(ws: web.WebSocketResponse, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, v5: bool, stderr: bool) -> None:
-    async def down() -> None:  # the container's output to the client
-        while (msg := await stdio.read_frame(reader)) is not None:
+async def _relay(client: Client, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+    async def down() -> None:  # the container's output to the client (which drops stderr
+        while (msg := await stdio.read_frame(reader)) is not None:  # unless it asked for it)
             channel, data = msg
             if channel == stdio.END:
                 return
-            if channel == stdio.STDERR and not stderr:
-                continue
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.send_bytes(bytes([channel]) + data)
+            await client.send(channel, data)
 
     async def up() -> None:  # the client's input and terminal size to the container
-        async for msg in ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
-                continue
-            channel, data = msg.data[0], msg.data[1:]
+        async for channel, data in client.inputs():
             if channel in (stdio.STDIN, stdio.RESIZE):
                 writer.write(stdio.frame(channel, data))
-            elif channel == stdio.CLOSE and v5 and data[:1] == bytes([stdio.STDIN]):
-                writer.write(stdio.frame(stdio.CLOSE, data[:1]))
+            elif channel == stdio.CLOSE:
+                writer.write(stdio.frame(stdio.CLOSE, bytes([stdio.STDIN])))
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
 
@@ -135,7 +122,7 @@ async def _relay(ws: web.WebSocketResponse, reader: asyncio.StreamReader,
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _follow(ws: web.WebSocketResponse, view: View, key: tuple[str, str], name: str,
+async def _follow(client: Client, view: View, key: tuple[str, str], name: str,
                   path) -> None:
     """A container without held stdio: its log file from its current end, while it runs (or
     until the client leaves)."""
@@ -143,7 +130,7 @@ async def _follow(ws: web.WebSocketResponse, view: View, key: tuple[str, str], n
         pos = path.stat().st_size
     except FileNotFoundError:
         pos = 0
-    closed = asyncio.create_task(_drain(ws))
+    closed = asyncio.create_task(_drain(client))
     run = _run_of(view, key, name)
     try:  # this run only: an attach ends when its container does (a restart is a new one)
         while not closed.done() and run is not None and _run_of(view, key, name) == run:
@@ -158,12 +145,12 @@ async def _follow(ws: web.WebSocketResponse, view: View, key: tuple[str, str], n
                     f.seek(pos)
                     more = f.read(size - pos)
                 pos += len(more)
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await ws.send_bytes(bytes([stdio.STDOUT]) + more)
+                await client.send(stdio.STDOUT, more)
     finally:
         closed.cancel()
 
 
-async def _drain(ws: web.WebSocketResponse) -> None:
-    async for _ in ws:  # nothing to feed: input is dropped, a close ends the attach
+async def _drain(client: Client) -> None:
+    async for _ in client.inputs():  # nothing to feed: input is dropped; the client's end
+        pass  # ends the attach
         pass

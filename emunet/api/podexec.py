@@ -1,13 +1,12 @@
-"""pods/exec over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`): run a command in a pod.
+"""pods/exec: run a command in a pod, for a client on WebSocket or SPDY (emunet.api.channels).
 
 The command runs in the container's namespaces, as `emunet exec` runs it (emunet.host.sandbox:
-network, UTS, IPC, mount with the pod's resolv.conf, PID), as the container's user. Framing
-(k8s.io/apimachinery pkg/util/remotecommand, KEP-4006): every binary message starts with its
-channel; client to server 0 stdin, 4 resize (`{"Width":..,"Height":..}`), v5's 255 + channel
-(close that stream: 255 0 closes stdin); server to client 1 stdout, 2 stderr, 3 the exit Status
-(metav1.Status, `NonZeroExitCode` with an `ExitCode` cause, which kubectl turns into its own
-exit code), then a close. `tty=true` gives the command a pty (resize: TIOCSWINSZ) and makes it
-a session leader with the pty as controlling terminal (setsid -c), as a container's tty is.
+network, UTS, IPC, mount with the pod's resolv.conf, PID), as the container's user. Its stdout
+and stderr go to the client's channels, the client's stdin to it (its end closes the command's
+stdin), and its exit code is the final Status (NonZeroExitCode with an ExitCode cause, which
+kubectl turns into its own exit code). `tty=true` gives the command a pty (resize: TIOCSWINSZ)
+and makes it a session leader with the pty as controlling terminal (setsid -c), as a container's
+tty is. `open_client` picks the carrier by the request's Upgrade header (attach uses it too).
 """
 
 from __future__ import annotations
@@ -24,35 +23,42 @@ import struct
 import termios
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from emunet import naming
-from emunet.api import status
+from emunet.api import channelspdy, channelws, spdyupgrade, status
+from emunet.api.channels import (
+    CLOSE,
+    RESIZE,
+    STDERR,
+    STDIN,
+    STDOUT,
+    Client,
+    Options,
+    exit_status,
+    failure,
+)
 from emunet.api.target import Target, container_of
 from emunet.api.view import View
 from emunet.host import sandbox
 from emunet.host.manifest import Manifest
 
 log = logging.getLogger("emunet.api.exec")
-PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 FIRST_SIZE_WAIT = 0.5  # seconds a tty command waits for the client's terminal size
 
 
-def exit_status(rc: int) -> dict[str, Any]:
-    """The channel-3 Status for an exit code (a signal: 128 + its number, as a shell says)."""
-    if rc < 0:
-        rc = 128 - rc
-    if rc == 0:
-        return {"metadata": {}, "status": "Success"}
-    return {"metadata": {}, "status": "Failure",
-            "message": f"command terminated with non-zero exit code: exit status {rc}",
-            "reason": "NonZeroExitCode",
-            "details": {"causes": [{"reason": "ExitCode", "message": str(rc)}]}}
+def check_upgrade(request: web.Request) -> None:
+    """Before any work: exec and attach need a WebSocket or SPDY/3.1 upgrade."""
+    if (request.headers.get("Upgrade", "").lower() != "websocket"
+            and not spdyupgrade.is_spdy(request)):
+        raise status.bad_request("Upgrade request required")
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name) in ("true", "1")
+async def open_client(request: web.Request, opts: Options, name: str) -> Client:
+    """The upgraded connection and its channels (SPDY: once the client opened its streams)."""
+    if spdyupgrade.is_spdy(request):
+        return await channelspdy.accept(request, opts, name)
+    return await channelws.accept(request, opts)
 
 
 def argv_for(view: View, t: Target, container: str, command: list[str], tty: bool
@@ -71,38 +77,33 @@ async def serve(request: web.Request, view: View, t: Target,
     command = request.query.getall("command", [])
     if not command:
         raise status.bad_request("you must specify at least one command for the container")
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        raise status.bad_request("Upgrade request required")  # legacy SPDY exec: kubectl < 1.30
-    tty = _flag(request, "tty")
-    argv, env = argv_for(view, t, container, command, tty)
-    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=16 * 1024 * 1024)
-    await ws.prepare(request)
-    v5 = ws.ws_protocol == PROTOCOLS[0]
-    session = _Session(ws, v5)
+    check_upgrade(request)
+    opts = Options.of(request)
+    argv, env = argv_for(view, t, container, command, opts.tty)
+    client = await open_client(request, opts, f"exec {t.key[0]}/{t.key[1]}")
     try:
-        await session.run(argv, env, tty, _flag(request, "stdin"), _flag(request, "stderr"))
+        if client.connected:
+            await client.finish(await Command(client).run(argv, env, opts))
     finally:
-        await ws.close()
-    return ws
+        await client.close()
+    return client.response
 
 
-class _Session:
-    def __init__(self, ws: web.WebSocketResponse, v5: bool) -> None:
-        self.ws, self.v5 = ws, v5
+class Command:
+    """One command's process, its pty or pipes, and the pumps between it and the client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
         self.proc: asyncio.subprocess.Process | None = None
         self.master: int | None = None
         self.sized = asyncio.Event()  # the client's first terminal size arrived
 
-    async def send(self, channel: int, data: bytes) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.ws.send_bytes(bytes([channel]) + data)
-
-    async def run(self, argv: list[str], env: dict[str, str], tty: bool, stdin: bool,
-                  stderr: bool) -> None:
+    async def run(self, argv: list[str], env: dict[str, str], opts: Options) -> dict[str, Any]:
+        """Until the command exits (or the client leaves: it is killed); the final Status."""
         pumps: list[asyncio.Task] = []
         reader: asyncio.Task | None = None
         try:
-            if tty:
+            if opts.tty:
                 self.master, slave = pty.openpty()
                 # kubectl sends the terminal size right after connecting: give the command
                 # the right size from its start (`stty size` as its first act), briefly
@@ -116,9 +117,9 @@ class _Session:
             else:
                 self.proc = await asyncio.create_subprocess_exec(
                     *argv, env=env, start_new_session=True,
-                    stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                    stdin=asyncio.subprocess.PIPE if opts.stdin else asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE if stderr else asyncio.subprocess.DEVNULL)
+                    stderr=asyncio.subprocess.PIPE if opts.stderr else asyncio.subprocess.DEVNULL)
                 assert self.proc.stdout is not None
                 pumps.append(asyncio.create_task(self._pump(self.proc.stdout, STDOUT)))
                 if self.proc.stderr is not None:
@@ -126,10 +127,9 @@ class _Session:
         except OSError as e:
             if reader is not None:
                 reader.cancel()
-            await self.send(ERROR, json.dumps({"metadata": {}, "status": "Failure",
-                                               "message": f"cannot run the command: {e}",
-                                               "reason": "InternalError"}).encode())
-            return
+            if self.master is not None:
+                os.close(self.master)
+            return failure(f"cannot run the command: {e}")
         reader = reader or asyncio.create_task(self._read_client())
         waiter = asyncio.create_task(self.proc.wait())
         done, _ = await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -144,8 +144,7 @@ class _Session:
             await reader
         if self.master is not None:
             os.close(self.master)
-        rc = waiter.result()
-        await self.send(ERROR, json.dumps(exit_status(rc)).encode())
+        return exit_status(waiter.result())
 
     def _kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -154,7 +153,7 @@ class _Session:
 
     async def _pump(self, stream: asyncio.StreamReader, channel: int) -> None:
         while chunk := await stream.read(65536):
-            await self.send(channel, chunk)
+            await self.client.send(channel, chunk)
 
     async def _pump_pty(self, fd: int) -> None:
         loop = asyncio.get_running_loop()
@@ -175,22 +174,19 @@ class _Session:
         loop.add_reader(fd, readable)
         try:
             while chunk := await q.get():
-                await self.send(STDOUT, chunk)
+                await self.client.send(STDOUT, chunk)
         finally:
             loop.remove_reader(fd)
 
     async def _read_client(self) -> None:
-        async for msg in self.ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
-                continue
-            channel, data = msg.data[0], msg.data[1:]
+        async for channel, data in self.client.inputs():
             if channel == STDIN:
                 await self._stdin(data)
             elif channel == RESIZE and self.master is not None:
                 self._resize(data)
-            elif channel == CLOSE and self.v5 and data[:1] == bytes([STDIN]):
+            elif channel == CLOSE:
                 await self._stdin(None)
-        # the client closed its side: the loop ends, run() ends the command if still running
+        # the client went away: the loop ends, run() ends the command if still running
 
     async def _stdin(self, data: bytes | None) -> None:
         if self.master is not None:
@@ -210,8 +206,8 @@ class _Session:
         try:
             size = json.loads(data)
             cols, rows = int(size.get("Width", 0)), int(size.get("Height", 0))
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):
             return
-        if cols and rows and self.master is not None:
+        if cols > 0 and rows > 0 and self.master is not None:
             fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
             self.sized.set()
