@@ -23,6 +23,8 @@ NS = "blog-website"
 OLD = [m for m in (27, 28, 29) if (BUNDLED / f"kubectl.1.{m}").exists()]
 pytestmark = pytest.mark.skipif(not OLD, reason=f"no kubectl 1.27-1.29 in {BUNDLED}")
 NEWEST_OLD = str(BUNDLED / f"kubectl.1.{OLD[-1]}") if OLD else ""
+# Debian 12's kubernetes-client, unpacked by `scripts/setup --test` (not installed)
+KUBECTL_120 = ROOT / ".venv" / "kubectl-1.20" / "kubectl"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,45 @@ def test_the_storys_nslookup_with_each_old_kubectl(kubectl):
                     binary=str(BUNDLED / f"kubectl.1.{minor}"))
         assert "Name:\tmonospaced.blog-website.svc.cluster.local" in p.stdout, (minor, p)
         assert "Address: 10.43.0.11" in p.stdout
+
+
+@pytest.mark.skipif(not KUBECTL_120.exists(), reason="no kubernetes-client package here "
+                    "(Debian 12 has it; scripts/setup --test unpacks it)")
+def test_debians_kubectl_1_20_gets_execs_forwards_and_runs(kubectl, tmp_path):
+    """The oldest kubectl a learner meets (Debian 12's): get, SPDY exec with its exit code,
+    port-forward through a Service, `run -i --rm`. Its `apply` wants protobuf OpenAPI v2,
+    which emunet does not serve: `--validate=false` (tested) is the way round."""
+    k = str(KUBECTL_120)
+    assert "v1.20" in kubectl("version", "--client", binary=k).stdout
+    pods = kubectl("get", "pods", "-n", NS, "-o", "wide", binary=k).stdout.splitlines()
+    assert pods[0].split()[:3] == ["NAME", "READY", "STATUS"]
+    assert any(row.split()[0] == "frontend-client" and row.split()[2] == "Running"
+               for row in pods[1:])
+    p = kubectl("exec", "-n", NS, "frontend-client", "--", "nslookup", "monospaced", binary=k)
+    assert "Address: 10.43.0.11" in p.stdout
+    p = kubectl("exec", "-n", NS, "frontend-client", "--", "sh", "-c", "exit 3", binary=k,
+                check=False)
+    assert p.returncode == 3 and "command terminated with exit code 3" in p.stderr
+    pf = subprocess.Popen([k, "port-forward", "-n", NS, "svc/monospaced", ":80"],
+                          env=kubectl.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    try:
+        line = pf.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 3000"
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        body = subprocess.run(["curl", "-s", "-m", "5", f"http://127.0.0.1:{port}/"],
+                              capture_output=True, text=True, timeout=10).stdout
+        assert body.startswith("Hello from monospaced-test"), (line, body)
+    finally:
+        pf.terminate()
+        pf.wait(timeout=10)
+    p = kubectl("run", "-i", "--rm", "old120", "--image=busybox", "--restart=Never", "--",
+                "sh", "-c", "echo hi; exit 3", binary=k, check=False)
+    assert p.returncode == 3 and p.stdout.startswith("hi\n"), p.stdout + p.stderr
+    f = tmp_path / "ns.yaml"
+    f.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: old120}\n")
+    assert kubectl("apply", "--validate=false", "-f", str(f), binary=k).stdout.strip() == \
+        "namespace/old120 created"
+    kubectl("delete", "-f", str(f), binary=k)
 
 
 def test_exit_code_and_both_streams(kubectl):
