@@ -29,7 +29,7 @@ from emunet.api.podexec import check_upgrade, open_client
 from emunet.api.target import Target, container_of
 from emunet.api.view import View
 from emunet.cluster import stdio
-from emunet.cluster.workloads import log_path
+from emunet.cluster.workloads import log_appended, log_path
 
 FOLLOW_POLL = 0.2
 CONNECT_TIMEOUT = 5.0
@@ -136,14 +136,10 @@ async def _follow(client: Client, view: View, key: tuple[str, str], name: str,
         while not closed.done() and run is not None and _run_of(view, key, name) == run:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(closed), FOLLOW_POLL)
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
+            more = log_appended(path, pos)
+            if more is None:
                 break
-            if size > pos:
-                with open(path, "rb") as f:
-                    f.seek(pos)
-                    more = f.read(size - pos)
+            if more:
                 pos += len(more)
                 await client.send(stdio.STDOUT, more)
     finally:

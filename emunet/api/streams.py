@@ -19,7 +19,7 @@ from emunet import naming
 from emunet.api import podattach, podexec, portforward, status
 from emunet.api.target import Target, container_of, pod_of
 from emunet.api.view import View
-from emunet.cluster.workloads import log_path
+from emunet.cluster.workloads import log_appended, log_path
 
 FOLLOW_POLL = 0.2
 
@@ -103,14 +103,10 @@ async def logs(request: web.Request, view: View, t: Target) -> web.StreamRespons
             await asyncio.sleep(FOLLOW_POLL)
             if key not in view.objs.get("pods", {}):
                 break
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
+            more = log_appended(path, pos)
+            if more is None:
                 break
-            if size > pos:
-                with open(path, "rb") as f:
-                    f.seek(pos)
-                    more = f.read(size - pos)
+            if more:
                 pos += len(more)
                 await resp.write(more)
         await resp.write_eof()

@@ -1,14 +1,8 @@
 """`emunet capture POINT -w FILE.pcap`: a pcap of what passes one point of the journey.
 
-POINT is
-  [NS/]POD            the pod's eth0, captured inside the pod's namespace (what the app sends)
-  node/NAME           the node's underlay eth0: VXLAN on the wire between nodes
-  node/NAME/veths     the node's datapath view: every pod-facing veth in the node namespace
-                      (frames from pods before NAT, frames to pods after NAT)
-An AF_PACKET socket per interface is created inside the right namespace (a socket keeps the
-namespace it was made in); Scapy's PcapWriter writes the file (LINKTYPE_ETHERNET), so tcpdump,
-tshark and Wireshark open it. VXLAN is on UDP 8472 (Flannel's port, not the IANA 4789 that
-Wireshark decodes by default): `tshark -r FILE -d udp.port==8472,vxlan`.
+The points are listed in `emunet capture --help` (emunet.cli.parser.CAPTURE_POINTS). An
+AF_PACKET socket per interface is created inside the right namespace (a socket keeps the
+namespace it was made in); Scapy's PcapWriter writes the file (LINKTYPE_ETHERNET).
 """
 
 from __future__ import annotations

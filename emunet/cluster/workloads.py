@@ -46,6 +46,20 @@ def log_path(log_dir: Path, ps: PodState, container: str) -> Path:
     return log_dir / f"{ps.pod.namespace}_{ps.pod.name}_{container}.log"
 
 
+def log_appended(path: Path, pos: int) -> bytes | None:
+    """What a container log gained past byte `pos` (b"" if nothing), None once it is gone:
+    what `logs -f` and an attach that follows a log send next."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    if size <= pos:
+        return b""
+    with open(path, "rb") as f:
+        f.seek(pos)
+        return f.read(size - pos)
+
+
 @dataclass
 class PodWorkload:
     """Everything running for one pod: built-in listeners and container processes."""
