@@ -40,8 +40,11 @@ TMP_SIZE = "64m"  # the pod's /dev/shm, which also holds its /tmp writes (memory
 # What an image's environment has (the Docker/OCI default PATH), not the invoking shell's.
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NOBODY = 65534  # the default user and group of container processes (see run_as)
-# nsenter: network, UTS, IPC, mount (pid is added for a shared PID namespace or an exec)
-_JOIN = ("--net", "--uts", "--ipc", "--mount")
+# nsenter: network, UTS, IPC, mount (pid is added for a shared PID namespace or an exec), and
+# the target's root directory: entering a mount namespace resets the root to that namespace's
+# own (setns(2)), which escapes a chroot that emunet runs in (scripts/check-fresh-install)
+# and would show the host's /etc/resolv.conf instead of the pod's.
+_JOIN = ("--net", "--uts", "--ipc", "--mount", "--root")
 
 
 def hostname(pod: Pod) -> str:
