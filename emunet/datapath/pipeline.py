@@ -400,7 +400,8 @@ class Datapath(Replies, NodePort, Fragments):
             return self._drop(DropReason.INVALID_SOURCE,
                               f"inner src {pk.ip_str(f[IP_SRC])} not in {peer.name}'s subnet")
         if f[IP_TTL] <= 1 or f[IP_DST] == t.gateway_ip:  # time exceeded, cni0's ping (replies)
-            return self._overlay_to_node(f, l4, end, proto, frag, peer)
+            if (mine := self._overlay_to_node(f, l4, end, proto, frag, peer)) is not None:
+                return mine
         out = self._track(f, l4, end, proto, frag, now, None)
         if out is not None:
             return self._verdicts(out, now)

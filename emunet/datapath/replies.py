@@ -99,17 +99,18 @@ class Replies:
         return self._drop(DropReason.NO_ROUTE, "the gateway only answers ICMP echo")
 
     def _overlay_to_node(self, f: bytearray, l4: int, end: int, proto: int, frag: bool,
-                         peer: RemoteNode) -> list[Action]:
+                         peer: RemoteNode) -> list[Action] | None:
         """A decapsulated packet for this node's own stack, as Linux behind flannel.1 answers
         it: to the gateway (cni0's address) a local delivery with no TTL check, echo answered
         (RFC 792; anything else finds no listener); else a routed hop with no TTL left, ICMP
         time exceeded from the gateway (ip_forward), so traceroute sees this hop. The answer
-        goes back through the tunnel it came in by (peer's VTEP)."""
+        goes back through the tunnel it came in by (peer's VTEP). None: not ours to answer
+        (other traffic to the gateway: the replies of NodePort masquerade, conntrack's)."""
         t = self.tables
         zero = b"\0" * 6  # MACs: replaced by the encap prefix's VTEP MACs
         if f[IP_DST] == t.gateway_ip:
             if proto != PROTO_ICMP or frag or f[l4] != pk.ICMP_ECHO:
-                return self._drop(DropReason.NO_ROUTE, "the gateway only answers ICMP echo")
+                return None
             self._c["echo_replies"] += 1
             frame = pk.echo_reply(zero, zero, t.gateway_ip, bytes(f[IP_SRC]), f[l4:end])
             return [Encap(peer.underlay_ip, t.vxlan_port, peer.encap_prefix + frame[12:])]
