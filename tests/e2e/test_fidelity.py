@@ -57,6 +57,16 @@ def test_traceroute_to_a_pod_on_the_other_node_shows_every_hop(cluster):
     assert out.splitlines() == [f"1 {GW1} 11/0", f"2 {GW2} 11/0", f"3 {web} 3/3"], out
 
 
+def test_traceroute_n_lists_both_nodes_gateways_then_the_pod(cluster):
+    """The user's tool (scripts/setup installs traceroute): UDP probes and ICMP (-I) alike."""
+    web = _pod_ip(cluster, "web")
+    for icmp in ((), ("-I",)):
+        out = cluster.exec("fid", "client", "traceroute", "-n", *icmp, "-w", "2", "-q", "1",
+                           "-m", "5", web).stdout
+        hops = [line.split()[:2] for line in out.splitlines()[1:]]
+        assert hops == [["1", GW1], ["2", GW2], ["3", web]], out
+
+
 def test_ping_with_ttl_2_expires_at_the_receiving_node(cluster):
     r = cluster.exec("fid", "client", "ping", "-c1", "-W2", "-t2", _pod_ip(cluster, "web"),
                      check=False)
