@@ -317,7 +317,7 @@ class ProxyProcess:
             if lost:
                 self.seen = now  # tried once per file, even if it fails to load
             retry = self.missing and time.monotonic() >= self.retry_at
-            if hup.is_set() or lost or (retry and not stop.is_set()):
+            if not stop.is_set() and (hup.is_set() or lost or retry):
                 self.retry_at = time.monotonic() + 5.0
                 hup.clear()
                 try:
