@@ -38,7 +38,7 @@ from emunet.observe.flowlog import FlowLog
 from emunet.observe.hook import ObservedDatapath
 from emunet.observe.record import describe
 from emunet.packets import fill_l4_checksum
-from emunet.state import codec, loaded
+from emunet.state import loaded, store
 
 log = logging.getLogger("emunet.agent")
 
@@ -133,7 +133,7 @@ class Agent(Transmit):
                 return
 
     def _load(self) -> NodeTables:
-        self._state = codec.from_json(self.state_path.read_text())
+        self._state, self.seen = store.read_stamped(self.state_path)
         self.spin = self._state.cluster.busy_poll_us * 1e-6
         return NodeTables.from_state(self._state, self.node)
 
@@ -184,6 +184,20 @@ class Agent(Transmit):
         self._report_loaded()
         log.info("emunet agent %s: reloaded, %d pods (%d veths not ready)", self.node,
                  len(self.dp.tables.pods_by_port), len(self.missing))
+
+    def _catch_up(self) -> None:
+        """Reload when the published state file is not the one loaded and no SIGHUP is queued
+        for it: a signal can be lost (one sent while we still ignored SIGHUP, as the supervisor
+        starts us; two publishes merge into one pending signal, which is harmless), and a
+        missed publish must not leave the datapath on an old state until the next one. Checked
+        every second (a stat, off the packet path), so no publish goes unnoticed longer."""
+        now = store.stamp(self.state_path)
+        if now is not None and now != self.seen:
+            self.seen = now  # tried once per file, even if this file fails to load
+            if signal.SIGHUP not in self.pending:
+                log.info("emunet agent %s: state file changed without a SIGHUP; reloading",
+                         self.node)
+                self.pending.append(signal.SIGHUP)
 
     def _report_loaded(self) -> None:
         """Tell the supervisor which state the datapath now forwards by (emunet.state.loaded):
@@ -307,6 +321,7 @@ class Agent(Transmit):
                 self.dp.expire(now)
                 if self.missing:
                     self._sync_ports()
+                self._catch_up()
                 self.write_counters()
             events = poll(0)
             if not events:

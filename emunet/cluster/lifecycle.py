@@ -200,11 +200,17 @@ def _wait_ready(state: ClusterState, progress: Progress) -> None:
             st = {}
         # A pod whose readiness probe has failed is running as declared: `up` says so and
         # does not wait for it (kubectl apply does not wait for readiness either).
+        # ... and every agent, proxy and the DNS responder forwards by the state that says
+        # so (emunet.state.loaded): else the first request after `up` may meet an agent that
+        # still has the pod unready (a readiness publish lands while the agents start)
         if st and st["pods_ready"] + st.get("pods_held", 0) == st["pods"] and all(
-                c["alive"] for c in st["children"].values()):
+                c["alive"] for c in st["children"].values()) and not st.get("behind"):
             break
         time.sleep(0.05)
     else:
+        if st.get("behind") and st["pods_ready"] + st.get("pods_held", 0) == st["pods"]:
+            raise UserError(f"{', '.join(st['behind'])} did not load the cluster state within "
+                            f"{READY_TIMEOUT:.0f}s; see {naming.run_dir()}/logs/")
         raise UserError(f"pods not ready after {READY_TIMEOUT:.0f}s ({st.get('pods_ready', 0)}/"
                         f"{len(state.pods)}); see {naming.run_dir()}/logs/")
     progress(f"pods ready: {st['pods_ready']}/{st['pods']}" + (

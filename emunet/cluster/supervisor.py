@@ -240,13 +240,16 @@ class Supervisor:
         state last published, so a change is in effect when the CLI hears it is done. A child
         that is down is not waited for (it reads the newest state when it starts); one that
         does not catch up within LOAD_WAIT is logged and the answer goes out anyway."""
-        def running() -> list[str]:
-            return [role for role, c in self.children.items()
-                    if c.alive() and role not in self.paused]
-        late = await loaded.wait(naming.run_dir(), self.state.generation, running, LOAD_WAIT)
+        late = await loaded.wait(naming.run_dir(), self.state.generation, self._readers,
+                                 LOAD_WAIT)
         if late:
             log.warning("state %d not loaded by %s within %.1fs", self.state.generation,
                         ", ".join(late), LOAD_WAIT)
+
+    def _readers(self) -> list[str]:
+        """The children to wait for: running, and their node not stopped."""
+        return [role for role, c in self.children.items()
+                if c.alive() and role not in self.paused]
 
     # ---- control socket ----------------------------------------------------------------------
 
@@ -268,7 +271,10 @@ class Supervisor:
         return {"children": children, "uptime": time.time() - self.started,
                 "pods_ready": sum(p.ready for p in self.state.pods.values()),
                 "pods_held": self.controllers.held_by_probes(),
-                "pods": len(self.state.pods)}
+                "pods": len(self.state.pods), "generation": self.state.generation,
+                # readers not yet forwarding by this state (`up` waits for none)
+                "behind": loaded.behind(naming.run_dir(), self._readers(),
+                                        self.state.generation)}
 
     async def _op_shutdown(self, req, say) -> dict:
         self.stopping.set()

@@ -164,7 +164,7 @@ class Datapath(Replies, NodePort, Fragments):
             bridged = t.pods_by_mac.get(dmac)
             if bridged is None:
                 return self._drop(DropReason.NO_ROUTE, f"dst MAC {dmac.hex(':')}")
-        elif f[IP_TTL] <= 1:  # a routed hop with no TTL left: RFC 792 time exceeded
+        elif f[IP_TTL] <= 1 and f[IP_DST] != t.gateway_ip:  # routed, no TTL left: RFC 792
             err = pk.icmp_error(pod.mac, t.gateway_mac, t.gateway_ip, pk.ICMP_TIME_EXCEEDED, 0,
                                 f[ETH_LEN:end])
             return self._drop(DropReason.TTL_EXCEEDED, "ICMP time exceeded sent",
@@ -399,8 +399,9 @@ class Datapath(Replies, NodePort, Fragments):
                 f[IP_SRC] != peer.underlay_ip_b:  # its pods, or its own stack (process_host)
             return self._drop(DropReason.INVALID_SOURCE,
                               f"inner src {pk.ip_str(f[IP_SRC])} not in {peer.name}'s subnet")
-        if f[IP_TTL] <= 1:
-            return self._drop(DropReason.TTL_EXCEEDED, "decapsulated packet")
+        if f[IP_TTL] <= 1 or f[IP_DST] == t.gateway_ip:  # time exceeded, cni0's ping (replies)
+            if (mine := self._overlay_to_node(f, l4, end, proto, frag, peer)) is not None:
+                return mine
         out = self._track(f, l4, end, proto, frag, now, None)
         if out is not None:
             return self._verdicts(out, now)

@@ -1,6 +1,7 @@
 """Datapath's answers and ICMP errors: off the forwarding fast path, the frames the node writes
-itself (ARP replies, kube-proxy's REJECT, the gateway's echo replies) and the NAT of ICMP errors
-about tracked flows. A mixin: Datapath inherits these methods, so calls cost what they did.
+itself (ARP replies, kube-proxy's REJECT, the gateway's echo replies, to local pods and back
+over VXLAN to other nodes' pods, time exceeded at either end of the tunnel) and the NAT of ICMP
+errors about tracked flows. A mixin: Datapath inherits these methods, so calls cost what they did.
 """
 
 from __future__ import annotations
@@ -9,15 +10,16 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from emunet import packets as pk
-from emunet.datapath.actions import Action, Send
+from emunet.datapath.actions import Action, Encap, Send
 from emunet.datapath.conntrack import Conntrack, Rewrite
 from emunet.datapath.reasons import DropReason
-from emunet.datapath.tables import LocalPod, NodeTables
+from emunet.datapath.tables import LocalPod, NodeTables, RemoteNode
 from emunet.packets import (
     ETH_LEN,
     ICMP_OFF_CSUM,
     ICMP_OFF_ID,
     IP_DST,
+    IP_SRC,
     IPV4_OFF_DST,
     IPV4_OFF_PROTO,
     IPV4_OFF_SRC,
@@ -30,6 +32,9 @@ from emunet.packets import (
     make_key,
 )
 
+# ICMP queries (RFC 792/950: echo, timestamp, information, address mask, both ways): an error
+# may quote these; any other type is an error message, which never gets one (RFC 1122)
+_ICMP_QUERIES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))
 _ZERO16 = b"\0\0"  # ICMP echo's second "port" in a conntrack tuple (as in packets.tuple_key)
 
 
@@ -92,6 +97,31 @@ class Replies:
             return [Send(pod.port, pk.echo_reply(pod.mac, t.gateway_mac, t.gateway_ip, pod.ip,
                                                  f[l4:end]))]
         return self._drop(DropReason.NO_ROUTE, "the gateway only answers ICMP echo")
+
+    def _overlay_to_node(self, f: bytearray, l4: int, end: int, proto: int, frag: bool,
+                         peer: RemoteNode) -> list[Action] | None:
+        """A decapsulated packet for this node's own stack, as Linux behind flannel.1 answers
+        it: to the gateway (cni0's address) a local delivery with no TTL check, echo answered
+        (RFC 792; anything else finds no listener); else a routed hop with no TTL left, ICMP
+        time exceeded from the gateway (ip_forward), so traceroute sees this hop. The answer
+        goes back through the tunnel it came in by (peer's VTEP). None: not ours to answer
+        (other traffic to the gateway: the replies of NodePort masquerade, conntrack's)."""
+        t = self.tables
+        zero = b"\0" * 6  # MACs: replaced by the encap prefix's VTEP MACs
+        if f[IP_DST] == t.gateway_ip:
+            if proto != PROTO_ICMP or frag or f[l4] != pk.ICMP_ECHO:
+                return None
+            self._c["echo_replies"] += 1
+            frame = pk.echo_reply(zero, zero, t.gateway_ip, bytes(f[IP_SRC]), f[l4:end])
+            return [Encap(peer.underlay_ip, t.vxlan_port, peer.encap_prefix + frame[12:])]
+        # RFC 1122 §3.2.2: never an ICMP error about an ICMP error or a non-first fragment
+        # (nor, here, about a fragment of an ICMP message, whose type may not be in it)
+        if (proto == PROTO_ICMP and (frag or f[l4] not in _ICMP_QUERIES)) or \
+                U16.unpack_from(f, ETH_LEN + 6)[0] & 0x1FFF:
+            return self._drop(DropReason.TTL_EXCEEDED, "decapsulated packet (no ICMP)")
+        err = pk.icmp_error(zero, zero, t.gateway_ip, pk.ICMP_TIME_EXCEEDED, 0, f[ETH_LEN:end])
+        return self._drop(DropReason.TTL_EXCEEDED, "decapsulated packet: ICMP time exceeded sent",
+                          Encap(peer.underlay_ip, t.vxlan_port, peer.encap_prefix + err[12:]))
 
     def _icmp_error(self, f: bytearray, l4: int, end: int) -> list[Action] | None:
         """Translate an ICMP error about a NAT'ed flow (RFC 5508 §4.2, Linux nf_nat_icmp).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -30,21 +31,22 @@ from emunet.dns.querylog import FILE_NAME as EVENTS_FILE
 from emunet.dns.querylog import TICK, DnsEvents
 from emunet.dns.upstream import TCP_LEN
 from emunet.dns.zone import Zone
-from emunet.state import codec, loaded
+from emunet.state import loaded, store
 from emunet.state.cluster import ClusterState
 
 log = logging.getLogger("emunet.dns")
 TCP_IDLE = 10.0  # seconds a TCP connection may sit idle (RFC 7766 6.2.3 suggests seconds)
 UPSTREAM_TIMEOUT = 2.0
 STATS_PERIOD = 1.0
+CATCH_UP = 1.0  # seconds between checks that the loaded state file is still the published one
 UDP_BATCH = 64  # datagrams read per readiness callback: one epoll wakeup serves a burst
 UDP_RCVBUF = 4 << 20  # bursts from many pods queue here instead of being dropped
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux socket(7); not in Python 3.11
 
 
-def load(path: Path) -> tuple[Zone, ClusterState]:
-    st = codec.from_json(path.read_text())
-    return Zone.from_state(st, serial=int(path.stat().st_mtime) & 0xFFFFFFFF), st
+def load(path: Path) -> tuple[Zone, ClusterState, store.Stamp]:
+    st, stamp = store.read_stamped(path)
+    return Zone.from_state(st, serial=(stamp[1] // 10**9) & 0xFFFFFFFF), st, stamp
 
 
 class DnsServer:
@@ -55,7 +57,7 @@ class DnsServer:
         self.loaded_dir = loaded_dir  # where each reload reports its generation (the run dir)
         self.host, self.port = host, port
         self.stats_path = stats_path
-        zone, st = load(state_path)
+        zone, st, self.seen = load(state_path)
         self.handler = Handler(zone)
         self.events = DnsEvents(events_path)
         self.events.set_state(st, host, port)
@@ -75,9 +77,18 @@ class DnsServer:
             self.dirty = False
             self.reload()
 
+    def catch_up(self) -> None:
+        """Reload when the published state file is not the one loaded: its SIGHUP was lost
+        (sent while we still ignored SIGHUP, as the supervisor starts us). Once per file."""
+        now = store.stamp(self.state_path)
+        if now is not None and now != self.seen:
+            self.seen = now
+            log.info("state file changed without a SIGHUP; reloading")
+            self.reload()
+
     def reload(self) -> None:
         try:
-            zone, st = load(self.state_path)
+            zone, st, self.seen = load(self.state_path)
             self.handler.load(zone)
             self.events.set_state(st, self.host, self.port)
             self._allowed = {}
@@ -315,7 +326,10 @@ async def run(args: argparse.Namespace) -> int:
     # The supervisor starts us with SIGHUP ignored (so an early reload signal cannot kill us);
     # one reload now picks up any state published between our first read and the handler.
     server.reload()
-    await done.wait()
+    while not done.is_set():  # and every second, any publish whose signal was lost
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), CATCH_UP)
+        server.catch_up()
     await server.stop()
     return 0
 

@@ -26,8 +26,8 @@ from emunet.host.netns import netns_exists, socket_in_netns
 REQUIRED_TOOLS = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux",
                   "setpriv": "util-linux", "catatonit": "catatonit"}
 USEFUL_TOOLS = {"curl": "curl", "nslookup": "bind9-dnsutils", "dig": "bind9-dnsutils",
-                "ping": "iputils-ping", "tcpdump": "tcpdump", "ethtool": "ethtool",
-                "iperf3": "iperf3", "ss": "iproute2"}
+                "ping": "iputils-ping", "traceroute": "traceroute", "tcpdump": "tcpdump",
+                "ethtool": "ethtool", "iperf3": "iperf3", "ss": "iproute2"}
 ETC_NETNS = Path("/etc/netns")
 NETNS_DIR = Path("/run/netns")
 

@@ -36,7 +36,7 @@ from emunet.l7 import http1, httplog, listeners
 from emunet.observe.flowlog import FlowLog
 from emunet.packets import ip_bytes
 from emunet.policy.cilium import L7Port, decide, l7_ports
-from emunet.state import codec, loaded
+from emunet.state import loaded, store
 from emunet.state.cluster import ClusterState
 
 log = logging.getLogger("emunet.l7.proxy")
@@ -250,9 +250,11 @@ class ProxyProcess:
         self.proxy = Proxy(node, self.events, connect_in_netns)
         self.servers: dict[tuple[str, str, int], asyncio.AbstractServer] = {}
         self.missing = False  # a listener could not be opened yet: retried every 5 s
+        self.seen: store.Stamp | None = None  # the state file loaded last (store.stamp)
+        self.retry_at = 0.0
 
     async def reload(self) -> None:
-        state = codec.from_json(self.state_path.read_text())
+        state, self.seen = store.read_stamped(self.state_path)
         policy = ProxyPolicy.from_state(state, self.node)
         self.proxy.policy = policy
         want = {(policy.netns[ip], ip, pport): lp.port
@@ -305,10 +307,18 @@ class ProxyProcess:
         await self.reload()
         while not stop.is_set():
             waiters = [asyncio.ensure_future(e.wait()) for e in (stop, hup)]
-            await asyncio.wait(waiters, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             for f in waiters:
                 f.cancel()
-            if hup.is_set() or (self.missing and not stop.is_set()):
+            # a state file other than the one loaded, without a SIGHUP: the signal was lost
+            # (sent while we still ignored SIGHUP, as the supervisor starts us), reload anyway
+            now = store.stamp(self.state_path)
+            lost = now is not None and now != self.seen
+            if lost:
+                self.seen = now  # tried once per file, even if it fails to load
+            retry = self.missing and time.monotonic() >= self.retry_at
+            if not stop.is_set() and (hup.is_set() or lost or retry):
+                self.retry_at = time.monotonic() + 5.0
                 hup.clear()
                 try:
                     await self.reload()

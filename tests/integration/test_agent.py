@@ -180,3 +180,24 @@ def test_agent_reports_every_state_it_loads(topo):
              "the agent to report the state its SIGHUP reloaded")
     pr.send_signal(signal.SIGTERM)
     assert pr.wait(5) == 0
+
+
+def test_agent_catches_up_with_a_publish_whose_signal_was_lost(topo):
+    """A publish whose SIGHUP never arrives (sent while the agent still ignored SIGHUP, as the
+    supervisor starts it) is loaded anyway within a second or two: the agent compares the
+    published state file with the one it loaded (emunet.state.store.stamp)."""
+    st, nodes, _pods, state, procs = topo
+    role = "agent-node-1"
+    pr = subprocess.Popen(["ip", "netns", "exec", nodes["node-1"], sys.executable, "-m",
+                           "emunet.agent", "--state", str(state), "--node", "node-1"],
+                          cwd=REPO, stderr=subprocess.DEVNULL)
+    procs.append(pr)
+    wait_for(lambda: loaded.generation(state.parent, role) is not None, 10,
+             "the agent to report its start state")
+    st.generation = (loaded.generation(state.parent, role) or 0) + 1
+    store.write(st, state)  # and no SIGHUP
+    wait_for(lambda: loaded.generation(state.parent, role) == st.generation, 3,
+             "the agent to load a state published without a signal")
+    assert pr.poll() is None
+    pr.send_signal(signal.SIGTERM)
+    assert pr.wait(5) == 0

@@ -65,8 +65,11 @@ def test_decap_rejects_bad_headers():
          / UDP(), "192.168.1.11", DropReason.TTL_EXCEEDED),
     ]
     for pkt, src, reason in cases:
-        [d] = dp.process_underlay(bytes(pkt), src, 0)
+        *before, d = dp.process_underlay(bytes(pkt), src, 0)
         assert isinstance(d, Drop) and d.reason is reason, (pkt.summary(), d)
+        # only the hop with no TTL left says so: time exceeded, back through the tunnel
+        assert [(type(b), b.dst_ip) for b in before] == \
+            ([(Encap, src)] if reason is DropReason.TTL_EXCEEDED else [])
 
 
 def test_tcp_handshake_and_data_through_clusterip_across_nodes():

@@ -14,7 +14,7 @@ import pytest
 from scapy.layers.dns import DNS
 
 from emunet.dns.server import DnsServer
-from emunet.state import codec
+from emunet.state import codec, store
 from tests.unit.dns_cluster import NS, cluster, query, rrs
 from tests.unit.dns_loopback import free_port, serving, tcp_ask, tcp_upstream, udp_ask
 
@@ -173,3 +173,13 @@ async def test_udp_qps(server, capsys):
     with capsys.disabled():
         print(f"\nDNS UDP loopback: {qps:,.0f} queries/s (client and server in one process)")
     assert qps > 1000
+
+
+async def test_catch_up_loads_a_publish_whose_sighup_was_lost(server):
+    st = cluster()
+    st.remove_service((NS, "monospaced"))
+    server.catch_up()  # nothing new: no reload
+    assert DNS(await udp_ask(server.port, query(SVC))).rcode == 0
+    store.write(st, server.state_path)  # published, its SIGHUP lost
+    server.catch_up()
+    assert DNS(await udp_ask(server.port, query(SVC))).rcode == 3
