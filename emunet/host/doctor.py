@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emunet import control, naming
+from emunet.host import adopted
+from emunet.host.manifest import HostError, Manifest
 from emunet.host.netns import netns_exists, socket_in_netns
 
 REQUIRED_TOOLS = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux",
@@ -191,12 +193,15 @@ def check_vxlan_port() -> Iterator[Finding]:
 
 
 def _agent_pids() -> dict[str, bool]:
+    """Node -> whether its agent runs, from the manifest (pid and start time), not from the
+    supervisor: after a supervisor crash the agents keep running (and holding their port)
+    while no supervisor answers, and that is no alarm."""
     try:
-        st = control.request("status", timeout=2)
-    except (control.ControlError, OSError):
+        procs = Manifest.open(naming.manifest_path()).processes()
+    except HostError:
         return {}
-    return {n.removeprefix("agent-"): c["alive"] for n, c in st["children"].items()
-            if n.startswith("agent-")}
+    roles = {e["role"] for e in procs if str(e.get("role", "")).startswith("agent-")}
+    return {r.removeprefix("agent-"): adopted.find(procs, r) is not None for r in roles}
 
 
 CHECKS = (check_root, check_kernel, check_tools, check_leftovers, check_vxlan_port)
