@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # `up` records our pid in the manifest, then says go: only then may we write to it.
-    sys.stdin.readline()
+    if sys.stdin.readline() != "go\n":
+        return 1  # whoever started us died first (its stdin closed): nothing to run
     # Children inherit an ignored SIGHUP until they install their reload handler: a state
     # published while one is still starting must not kill it (it reads the state after).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    sys.stdin.readline()  # `up` recorded our pid in the manifest
+    if sys.stdin.readline() != "go\n":  # `up` recorded our pid in the manifest
+        return 1  # or `up` died before it could: nothing to run
     _subreaper()
     stopping = False
     sup = 0
