@@ -101,11 +101,14 @@ class Supervisor:
             limit=controlserver.MAX_LINE)
         os.umask(old)
         recorded = self.manifest.processes() if self.adopting else []
-        for child in self.children.values():
-            if not (self.adopting and child.adopt(recorded)):
+        if self.adopting:
+            nodepower.restore(self)  # stopped nodes stay stopped
+        for role, child in self.children.items():
+            if role not in self.paused and not (self.adopting and child.adopt(recorded)):
                 child.start(self)
         for ps in list(self.state.pods.values()):
-            await self.start_pod(ps, recorded if self.adopting else None)
+            if ps.node not in self.stopped_nodes:
+                await self.start_pod(ps, recorded if self.adopting else None)
         if self.adopting:
             log.warning("supervisor restart %d: adopted %s", self.restarts, ", ".join(
                 r for r, c in self.children.items() if c.alive()))

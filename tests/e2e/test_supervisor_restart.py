@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -126,6 +127,7 @@ def crashed(module_clusters) -> dict:
     assert _echo(sock, b"before\n") == b"before\n"
     old = before["supervisor"]["pid"]
     os.kill(old, signal.SIGKILL)
+    t0 = time.monotonic()
 
     def back() -> dict | None:
         st = _status(c)
@@ -134,6 +136,8 @@ def crashed(module_clusters) -> dict:
             return st
         return None
     after = wait_for(back, 10, "a restarted supervisor with every pod Ready")
+    print(f"supervisor SIGKILLed: a new one answers with every pod Ready after "
+          f"{time.monotonic() - t0:.2f}s")
     yield {"c": c, "sock": sock, "before": before, "after": after, "old": old}
     sock.close()
 
@@ -201,6 +205,25 @@ def test_doctor_no_false_vxlan_alarm_while_supervisor_is_down(crashed):
     assert "is held by its agent" in p.stdout, p.stdout
     p = c.emunet("doctor", check=False, timeout=60)
     assert "not this node's agent" not in p.stdout, p.stdout
+
+
+def test_stopped_node_stays_stopped_across_a_restart(crashed):
+    c = crashed["c"]
+    c.emunet("node", "stop", "node-1")
+    old = _supervisor_pid(c)
+    os.kill(old, signal.SIGKILL)
+
+    def back() -> dict | None:
+        st = _status(c)
+        return st if st and st["supervisor"]["pid"] != old else None
+    st = wait_for(back, 10, "the second restarted supervisor")
+    assert st["supervisor"]["restarts"] == 2
+    assert not st["children"]["agent-node-1"]["alive"]
+    assert st["children"]["agent-node-2"]["alive"]
+    c.emunet("node", "start", "node-1")
+    c.wait_ready(20)
+    out = c.exec("sr", "client", "curl", "-sS", "--max-time", "5", "http://web").stdout
+    assert "Hello from web" in out
 
 
 def test_down_removes_everything_with_the_watchdog(crashed):
