@@ -74,18 +74,21 @@ async def adopt_pod(wls: Workloads, ps: PodState, processes: list[dict[str, Any]
             if k in status}
         action, found = container_plan(ps, c, processes)
         if box is None and found is not None:
-            # its sandbox (PID 1 of its PID namespace) is gone: the kernel is ending it
-            action = "start"
-            await asyncio.to_thread(end_process, found, 0)  # type: ignore[arg-type]
+            action = "start"  # its sandbox is gone: a new one, and the container in it
         if action == "adopt":
             p.popen = found  # type: ignore[assignment]
             p.started_at = status.get("startedAt") or now
-        elif action == "restart":
-            assert found is not None
-            await asyncio.to_thread(end_process, found, 0)  # type: ignore[arg-type]
-            p.restarts += 1
         elif action == "done":
             p.done = True
+        else:
+            if found is not None:
+                await asyncio.to_thread(end_process, found, 0)  # type: ignore[arg-type]
+            if starts(processes, sandbox.container_role(ps.pod, c)):
+                # it ran and is gone (or had to go): a restart, its status lost with the old
+                # supervisor, as the kubelet reports a container it lost track of
+                p.restarts += 1
+                p.last = {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                          "startedAt": status.get("startedAt") or now, "finishedAt": now}
         log.info("pod %s/%s container %s: %s%s", *ps.key, c.name, action,
                  f" (pid {found.pid})" if found else "")
         wl.procs.append(p)

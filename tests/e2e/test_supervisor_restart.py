@@ -81,6 +81,13 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: shell, namespace: sr}}
+spec:
+  nodeName: node-1
+  containers: [{{name: sh, image: busybox, command: [sh], stdin: true, tty: true}}]
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: client, namespace: sr}}
 spec:
   nodeName: node-1
@@ -163,13 +170,22 @@ def test_builtin_server_answers_again(crashed):
     assert "Hello from web" in out
 
 
-def test_command_pod_not_restarted(crashed):
-    c = crashed["c"]
-    code = ("from emunet.state import store; ps = store.read().pods[('sr', 'echo')]; "
-            "print(ps.restarts, ps.containers['echo']['state'])")
+def _pod_state(c: Cluster, pod: str, container: str) -> list[str]:
+    code = (f"from emunet.state import store; ps = store.read().pods[('sr', {pod!r})]; "
+            f"print(ps.restarts, ps.containers[{container!r}]['state'])")
     p = subprocess.run([sys.executable, "-c", code], env=c.env, cwd=ROOT, check=True,
                        capture_output=True, text=True)
-    assert p.stdout.split() == ["0", "running"]  # adopted, not started again
+    return p.stdout.split()
+
+
+def test_tty_container_is_restarted_with_a_new_tty(crashed):
+    """Its pty was the dead supervisor's: it is started again (restart 1), not adopted."""
+    assert _pod_state(crashed["c"], "shell", "sh") == ["1", "running"]
+
+
+def test_command_pod_not_restarted(crashed):
+    c = crashed["c"]
+    assert _pod_state(c, "echo", "echo") == ["0", "running"]  # adopted, not started again
     vip = _vip(c, "echo")
     s = socket_in_netns(f"{c.prefix}-sr-client", socket.AF_INET, socket.SOCK_STREAM)
     with s:

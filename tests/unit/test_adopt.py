@@ -135,3 +135,22 @@ def test_watchdog_restarts_only_after_a_crash():
     assert not wd.should_restart(0, stopping=False)  # exit 0: after `shutdown`
     assert not wd.should_restart(killed, stopping=True)  # `down` is ending it
     assert wd.backoff(1) == 0.0 and wd.backoff(2) == 0.25 and wd.backoff(10) == 5.0
+
+
+def test_container_that_died_unwatched_counts_a_restart(monkeypatch, tmp_path):
+    """Gone when the new supervisor looks: started again, and counted as a restart with the
+    kubelet's ContainerStatusUnknown (its exit status was the dead supervisor's to see)."""
+    monkeypatch.setattr(sandbox, "PAUSE", "sleep")
+    pod = Pod("rb", "r", containers=(C,))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    procs = [_entry(gone.pid, 12345, sandbox.container_role(pod, C))]
+    ps = PodState(pod, "node-1", "10.42.1.9", "m", "x-rb-r", "v")
+    w = Workloads(tmp_path, lambda pid, role, netns=None: None)
+    monkeypatch.setattr(w, "start_sandbox", lambda wl: None)  # no sandbox without root
+
+    async def run() -> None:
+        (p,) = (await adopt.adopt_pod(w, ps, procs)).procs
+        assert p.popen is None and p.restarts == 1 and not p.done
+        assert p.last["reason"] == "ContainerStatusUnknown" and p.last["exitCode"] == 137
+    asyncio.run(run())
