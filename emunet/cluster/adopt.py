@@ -25,11 +25,13 @@ from emunet.cluster.workloads import PodWorkload, Workloads
 from emunet.host import adopted, sandbox
 from emunet.host.manifest import process_start_time
 from emunet.model import Container
+from emunet.state import podphase
 from emunet.state.cluster import PodState
 
 log = logging.getLogger("emunet.cluster.adopt")
 
 StartTime = Callable[[int], int | None]
+LOST_CODE = podphase.exit_code(adopted.LOST)  # 137, as the kubelet reports a lost container
 
 
 def starts(processes: list[dict[str, Any]], role: str) -> int:
@@ -84,11 +86,14 @@ async def adopt_pod(wls: Workloads, ps: PodState, processes: list[dict[str, Any]
             if found is not None:
                 await asyncio.to_thread(end_process, found, 0)  # type: ignore[arg-type]
             if starts(processes, sandbox.container_role(ps.pod, c)):
-                # it ran and is gone (or had to go): a restart, its status lost with the old
-                # supervisor, as the kubelet reports a container it lost track of
-                p.restarts += 1
-                p.last = {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                # it ran and is gone (or had to go), its exit status lost with the old
+                # supervisor: the kubelet's ContainerStatusUnknown, then restartPolicy
+                p.last = {"exitCode": LOST_CODE, "reason": "ContainerStatusUnknown",
                           "startedAt": status.get("startedAt") or now, "finishedAt": now}
+                if podphase.restarts_after(ps.pod.restart_policy, LOST_CODE):
+                    p.restarts += 1
+                else:
+                    p.done = True
         log.info("pod %s/%s container %s: %s%s", *ps.key, c.name, action,
                  f" (pid {found.pid})" if found else "")
         wl.procs.append(p)

@@ -137,11 +137,12 @@ def test_watchdog_restarts_only_after_a_crash():
     assert wd.backoff(1) == 0.0 and wd.backoff(2) == 0.25 and wd.backoff(10) == 5.0
 
 
-def test_container_that_died_unwatched_counts_a_restart(monkeypatch, tmp_path):
-    """Gone when the new supervisor looks: started again, and counted as a restart with the
-    kubelet's ContainerStatusUnknown (its exit status was the dead supervisor's to see)."""
+@pytest.mark.parametrize("policy", ["Always", "Never"])
+def test_container_that_died_unwatched_counts_a_restart(monkeypatch, tmp_path, policy):
+    """Gone when the new supervisor looks: the kubelet's ContainerStatusUnknown (its exit
+    status was the dead supervisor's to see), then restartPolicy: a restart, or done."""
     monkeypatch.setattr(sandbox, "PAUSE", "sleep")
-    pod = Pod("rb", "r", containers=(C,))
+    pod = Pod("rb", "r", containers=(C,), restart_policy=policy)
     gone = subprocess.Popen(["true"])
     gone.wait()
     procs = [_entry(gone.pid, 12345, sandbox.container_role(pod, C))]
@@ -151,6 +152,7 @@ def test_container_that_died_unwatched_counts_a_restart(monkeypatch, tmp_path):
 
     async def run() -> None:
         (p,) = (await adopt.adopt_pod(w, ps, procs)).procs
-        assert p.popen is None and p.restarts == 1 and not p.done
+        assert p.popen is None
+        assert (p.restarts, p.done) == ((1, False) if policy == "Always" else (0, True))
         assert p.last["reason"] == "ContainerStatusUnknown" and p.last["exitCode"] == 137
     asyncio.run(run())
