@@ -132,6 +132,10 @@ def check_leftovers() -> Iterator[Finding]:
                       "inspect it: it lists what emunet created; remove what it names by hand")
     elif supervisor_up:
         yield _ok(f"a cluster is up (state in {rd}, supervisor running)")
+    elif _watchdog_alive():
+        yield Finding("warn", f"a cluster is up (state in {rd}) but its supervisor does not "
+                      "answer; its watchdog runs and restarts it after a crash",
+                      f"wait a few seconds; if it persists see {rd}/logs/watchdog.log")
     else:
         left = [n for n in sorted(netns) if (NETNS_DIR / n).exists()]
         yield Finding("problem", f"a crashed cluster: {rd}/manifest.json lists {len(netns)} "
@@ -190,6 +194,14 @@ def check_vxlan_port() -> Iterator[Finding]:
                               "then `sudo emunet down` (or end that process)")
         finally:
             s.close()
+
+
+def _watchdog_alive() -> bool:
+    try:
+        return adopted.find(Manifest.open(naming.manifest_path()).processes(),
+                            "watchdog") is not None
+    except HostError:
+        return False
 
 
 def _agent_pids() -> dict[str, bool]:

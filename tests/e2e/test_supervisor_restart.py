@@ -219,6 +219,7 @@ def test_doctor_no_false_vxlan_alarm_while_supervisor_is_down(crashed):
         os.kill(pid, signal.SIGCONT)
     assert "not this node's agent" not in p.stdout, p.stdout
     assert "is held by its agent" in p.stdout, p.stdout
+    assert "its watchdog runs" in p.stdout and "crashed cluster" not in p.stdout, p.stdout
     p = c.emunet("doctor", check=False, timeout=60)
     assert "not this node's agent" not in p.stdout, p.stdout
 
