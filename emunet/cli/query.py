@@ -113,7 +113,9 @@ def cmd_status(a: argparse.Namespace) -> int:
         sup = None
         print(f"supervisor: NOT RUNNING ({e})")
     if sup:
-        print(f"cluster {st.cluster.name!r}: supervisor up {sup['uptime']:.0f}s, pods ready "
+        me = sup.get("supervisor") or {}
+        print(f"cluster {st.cluster.name!r}: supervisor up {sup['uptime']:.0f}s (pid "
+              f"{me.get('pid')}, restarts {me.get('restarts', 0)}), pods ready "
               f"{sup['pods_ready']}/{sup['pods']}")
         for name, c in sup["children"].items():
             state = "running" if c["alive"] else "DEAD"

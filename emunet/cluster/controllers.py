@@ -226,6 +226,14 @@ class Controllers:
 
     # ---- termination ------------------------------------------------------------------------
 
+    def adopted(self) -> None:
+        """After a supervisor restart (emunet.cluster.adopt): the published restart counts
+        are not news, and a pod the dead supervisor was terminating finishes terminating."""
+        for key, ps in list(self.sup.state.pods.items()):
+            self.restarts[key] = ps.restarts
+            if ps.terminating:
+                self._spawn(self._finish_later(key, 0.0))
+
     def terminate(self, keys: list[tuple[str, str]] | list[PodState],
                   grace: float | None = None) -> None:
         """Take pods out of the endpoints now; stop them after the grace period.

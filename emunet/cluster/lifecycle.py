@@ -178,13 +178,15 @@ def write_kubeconfig(port: int) -> None:
 
 
 def _start_supervisor(m: netlink.Manifest) -> None:
-    logf = open(naming.run_dir() / "logs" / "supervisor.log", "ab")  # noqa: SIM115
+    """Start the watchdog, which starts the supervisor (and restarts it after a crash:
+    emunet.cluster.watchdog); it writes the manifest only after we say go."""
+    logf = open(naming.run_dir() / "logs" / "watchdog.log", "ab")  # noqa: SIM115
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    p = subprocess.Popen([sys.executable, "-m", "emunet.cluster.supervisor"], stdin=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-m", "emunet.cluster.watchdog"], stdin=subprocess.PIPE,
                          stdout=logf, stderr=subprocess.STDOUT, env=env,
                          start_new_session=True)
     logf.close()
-    m.add_process(p.pid, "supervisor")
+    m.add_process(p.pid, "watchdog")
     assert p.stdin is not None
     p.stdin.write(b"go\n")
     p.stdin.close()

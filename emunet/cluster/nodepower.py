@@ -8,15 +8,40 @@ them); `emunet get nodes` shows it NotReady (no live agent). The pods stay in th
 their IPs: emunet does not run the node-lifecycle controller's eviction (Kubernetes waits 5
 minutes before evicting the pods of an unreachable node), so a Deployment is not rescheduled
 elsewhere. Start restarts the agents and the workloads; the pods come back Ready with the same
-IPs and rejoin the endpoints.
+IPs and rejoin the endpoints. Which nodes are stopped is kept in the run dir too, so a
+restarted supervisor (emunet.cluster.adopt) keeps them stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 
+from emunet import naming
 from emunet.cluster.runtime import Runtime
 from emunet.state.cluster import KUBE_SYSTEM, StateError
+
+
+def _saved() -> str:
+    return str(naming.run_dir() / "stopped-nodes.json")
+
+
+def _save(nodes: set[str]) -> None:
+    with open(_saved(), "w") as f:
+        json.dump(sorted(nodes), f)
+
+
+def restore(sup: Runtime) -> None:
+    """After a supervisor restart: the nodes stopped before stay stopped (their agents,
+    proxies and workloads are neither adopted nor started)."""
+    try:
+        with open(_saved()) as f:
+            nodes = set(json.load(f))
+    except (OSError, ValueError):
+        return
+    sup.stopped_nodes |= nodes
+    for node in nodes:
+        sup.paused.update(_roles(sup, node))
 
 
 def _roles(sup: Runtime, node: str) -> list[str]:
@@ -33,6 +58,7 @@ async def stop(sup: Runtime, node: str) -> str:
     if node in sup.stopped_nodes:
         raise StateError(f"node {node} is already stopped")
     sup.stopped_nodes.add(node)
+    _save(sup.stopped_nodes)
     for role in _roles(sup, node):
         sup.paused.add(role)
         await asyncio.to_thread(sup.children[role].stop)
@@ -54,5 +80,6 @@ async def start(sup: Runtime, node: str) -> str:
     for ps in pods:
         await sup.start_pod(ps)
     sup.stopped_nodes.discard(node)
+    _save(sup.stopped_nodes)
     sup.refresh_ready()
     return f"node/{node} started ({len(pods)} pods starting)"

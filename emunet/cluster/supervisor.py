@@ -14,13 +14,11 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 from emunet import control, naming
-from emunet.cluster import controlserver, nodepower
+from emunet.cluster import adopt, controlserver, nodepower
 from emunet.cluster.apply import (
     Change,
     apply_config,
@@ -29,6 +27,7 @@ from emunet.cluster.apply import (
     delete_config,
     delete_object,
 )
+from emunet.cluster.child import Child, stop_all
 from emunet.cluster.controllers import Controllers
 from emunet.cluster.workloads import Workloads
 from emunet.host import kernelnode, netlink, tc
@@ -45,64 +44,10 @@ _TICK = 0.25  # how often children are checked; a dead agent is back well within
 LOAD_WAIT = 2.0
 
 
-class Child:
-    """A supervised helper process (a node agent, the DNS responder, the API server); `netns`
-    None runs it in the root namespace (the API server, which binds 127.0.0.1 only)."""
-
-    def __init__(self, role: str, netns: str | None, argv: list[str]) -> None:
-        self.role, self.netns, self.argv = role, netns, argv
-        self.popen: subprocess.Popen | None = None
-        self.restarts = 0
-        self.started = 0.0
-
-    def start(self, sup: Supervisor) -> None:
-        logf = open(naming.run_dir() / "logs" / f"{self.role}.log", "ab")  # noqa: SIM115
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        enter = ["ip", "netns", "exec", self.netns] if self.netns else []
-        self.popen = subprocess.Popen(
-            [*enter, sys.executable, "-m", *self.argv],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
-        logf.close()
-        self.started = time.time()
-        sup.manifest.add_process(self.popen.pid, self.role)
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            assert self.popen is not None
-            self.popen.send_signal(sig)
-
-    def stop(self) -> None:
-        if self.popen is None:
-            return
-        self.signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-
-
-def stop_all(children: list[Child], timeout: float = 3.0) -> None:
-    """SIGTERM every child, then wait for all of them under one deadline (SIGKILL after)."""
-    for child in children:
-        child.signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        if child.popen is None:
-            continue
-        try:
-            child.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.popen.kill()
-            child.popen.wait()
-
-
 class Supervisor:
-    def __init__(self) -> None:
+    def __init__(self, adopting: bool = False, restarts: int = 0) -> None:
+        # adopting: a restart (emunet.cluster.watchdog) takes over what the last one left
+        self.adopting, self.restarts = adopting, restarts
         self.state = store.read()
         self.manifest = netlink.Manifest.open(naming.run_dir() / "manifest.json")
         (naming.run_dir() / "logs").mkdir(exist_ok=True)
@@ -155,10 +100,20 @@ class Supervisor:
             lambda r, w: controlserver.serve(self._handler, r, w), path=str(sock),
             limit=controlserver.MAX_LINE)
         os.umask(old)
-        for child in self.children.values():
-            child.start(self)
+        recorded = self.manifest.processes() if self.adopting else []
+        if self.adopting:
+            nodepower.restore(self)  # stopped nodes stay stopped
+        for role, child in self.children.items():
+            if role not in self.paused and not (self.adopting and child.adopt(recorded)):
+                child.start(self)
         for ps in list(self.state.pods.values()):
-            await self.start_pod(ps)
+            if ps.node not in self.stopped_nodes:
+                await self.start_pod(ps, recorded if self.adopting else None)
+        if self.adopting:
+            log.warning("supervisor restart %d: adopted %s", self.restarts, ", ".join(
+                r for r, c in self.children.items() if c.alive()))
+            self.controllers.adopted()
+            self.publish()  # the agents learn of this generation; endpoints follow readiness
         self.refresh_ready()
         try:
             while not self.stopping.is_set():
@@ -172,10 +127,14 @@ class Supervisor:
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
 
-    async def start_pod(self, ps) -> None:
+    async def start_pod(self, ps, recorded: list[dict] | None = None) -> None:
+        """Start the pod's workload, or adopt it (`recorded`: the manifest's processes)."""
         builtin = ps.pod.labels.get("k8s-app") != "kube-dns"  # coredns is served by `dns`
         try:
-            await self.workloads.start(ps, builtin=builtin)
+            if recorded is not None:
+                await adopt.adopt_pod(self.workloads, ps, recorded, builtin=builtin)
+            else:
+                await self.workloads.start(ps, builtin=builtin)
         except Exception as e:  # a workload failing must not take the cluster down
             log.error("pod %s/%s: workload failed to start: %s", *ps.key, e)
         self.controllers.pod_started(ps)
@@ -269,6 +228,8 @@ class Supervisor:
             children[name] = {"alive": c.alive(), "pid": c.popen.pid if c.popen else None,
                               "restarts": c.restarts, "since": c.started}
         return {"children": children, "uptime": time.time() - self.started,
+                "supervisor": {"pid": os.getpid(), "restarts": self.restarts,
+                               "watchdog": os.getppid()},
                 "pods_ready": sum(p.ready for p in self.state.pods.values()),
                 "pods_held": self.controllers.held_by_probes(),
                 "pods": len(self.state.pods), "generation": self.state.generation,
@@ -388,18 +349,22 @@ class Supervisor:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="emunet-supervisor")
     ap.add_argument("--debug", action="store_true")
+    ap.add_argument("--adopt", action="store_true",
+                    help="a restart: take over the running cluster (emunet.cluster.adopt)")
+    ap.add_argument("--restarts", type=int, default=0, help="how many restarts this is")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # `up` records our pid in the manifest, then says go: only then may we write to it.
-    sys.stdin.readline()
+    if sys.stdin.readline() != "go\n":
+        return 1  # whoever started us died first (its stdin closed): nothing to run
     # Children inherit an ignored SIGHUP until they install their reload handler: a state
     # published while one is still starting must not kill it (it reads the state after).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Everything the cluster writes (state, counters, conntrack snapshots, logs) is root-only;
     # agents and the DNS responder inherit this, container processes get 022 back (workloads).
     os.umask(0o077)
-    asyncio.run(Supervisor().run())
+    asyncio.run(Supervisor(args.adopt, args.restarts).run())
     return 0
 
 

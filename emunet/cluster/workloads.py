@@ -102,19 +102,23 @@ class Workloads:
                 # tick during the await would start them a second time, in a second sandbox)
                 wl.procs.append(ContainerProc(c, next_start=float("inf")))
             elif builtin:
-                await self._open_builtin(wl, c)
-        for p in wl.procs:
-            if stdio.wants_stdio(p.container):
-                p.attach = stdio.AttachServer(
-                    stdio.attach_socket(self.log_dir.parent, *ps.key, p.container.name),
-                    p.container.name, p.current_io)
-                await p.attach.start()
+                await self.open_builtin(wl, c)
+        await self.open_attach(wl)
         if wl.procs:
-            await asyncio.to_thread(self._start_sandbox, wl)
+            await asyncio.to_thread(self.start_sandbox, wl)
         for p in wl.procs:
             self._spawn(wl, p, time.time())
 
-    def _start_sandbox(self, wl: PodWorkload) -> None:
+    async def open_attach(self, wl: PodWorkload) -> None:
+        """The attach sockets of its containers with held stdio (`kubectl attach`)."""
+        for p in wl.procs:
+            if stdio.wants_stdio(p.container):
+                p.attach = stdio.AttachServer(
+                    stdio.attach_socket(self.log_dir.parent, *wl.ps.key, p.container.name),
+                    p.container.name, p.current_io)
+                await p.attach.start()
+
+    def start_sandbox(self, wl: PodWorkload) -> None:
         """Start the pod's pause process and wait (SANDBOX_TIMEOUT at most) until its
         namespaces are set up. A sandbox slower than that is not given up: its containers
         start once it is (`_sandbox_ready`, checked again on each reap)."""
@@ -161,7 +165,7 @@ class Workloads:
                 wl.sandbox_pid = pid
         return wl.sandbox_pid is not None
 
-    async def _open_builtin(self, wl: PodWorkload, c: Container) -> None:
+    async def open_builtin(self, wl: PodWorkload, c: Container) -> None:
         """A built-in container's listeners; like a web server it logs one line per request
         to its container log (what `emunet logs` shows)."""
         ps = wl.ps
@@ -207,7 +211,7 @@ class Workloads:
         wl.builtin_restarts += 1
         for c in wl.ps.pod.containers:
             if not (c.command or c.args):
-                await self._open_builtin(wl, c)
+                await self.open_builtin(wl, c)
 
     @staticmethod
     def _close_builtin(wl: PodWorkload) -> None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emunet import control, naming
+from emunet.host import adopted
+from emunet.host.manifest import HostError, Manifest
 from emunet.host.netns import netns_exists, socket_in_netns
 
 REQUIRED_TOOLS = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux",
@@ -130,6 +132,10 @@ def check_leftovers() -> Iterator[Finding]:
                       "inspect it: it lists what emunet created; remove what it names by hand")
     elif supervisor_up:
         yield _ok(f"a cluster is up (state in {rd}, supervisor running)")
+    elif _watchdog_alive():
+        yield Finding("warn", f"a cluster is up (state in {rd}) but its supervisor does not "
+                      "answer; its watchdog runs and restarts it after a crash",
+                      f"wait a few seconds; if it persists see {rd}/logs/watchdog.log")
     else:
         left = [n for n in sorted(netns) if (NETNS_DIR / n).exists()]
         yield Finding("problem", f"a crashed cluster: {rd}/manifest.json lists {len(netns)} "
@@ -190,13 +196,24 @@ def check_vxlan_port() -> Iterator[Finding]:
             s.close()
 
 
-def _agent_pids() -> dict[str, bool]:
+def _watchdog_alive() -> bool:
     try:
-        st = control.request("status", timeout=2)
-    except (control.ControlError, OSError):
+        return adopted.find(Manifest.open(naming.manifest_path()).processes(),
+                            "watchdog") is not None
+    except HostError:
+        return False
+
+
+def _agent_pids() -> dict[str, bool]:
+    """Node -> whether its agent runs, from the manifest (pid and start time), not from the
+    supervisor: after a supervisor crash the agents keep running (and holding their port)
+    while no supervisor answers, and that is no alarm."""
+    try:
+        procs = Manifest.open(naming.manifest_path()).processes()
+    except HostError:
         return {}
-    return {n.removeprefix("agent-"): c["alive"] for n, c in st["children"].items()
-            if n.startswith("agent-")}
+    roles = {e["role"] for e in procs if str(e.get("role", "")).startswith("agent-")}
+    return {r.removeprefix("agent-"): adopted.find(procs, r) is not None for r in roles}
 
 
 CHECKS = (check_root, check_kernel, check_tools, check_leftovers, check_vxlan_port)

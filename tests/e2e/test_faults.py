@@ -111,12 +111,14 @@ def test_down_after_sigkill_of_every_process_removes_exactly_ours(clusters, byst
         procs = _manifest_processes(c)
         roles = {e["role"].split()[0] for e in json.loads(
             (c.run_dir / "manifest.json").read_text())["entries"] if e["kind"] == "process"}
-        assert {"supervisor", "agent-node-1", "agent-node-2", "dns", "container"} <= roles
+        assert {"watchdog", "supervisor", "agent-node-1", "agent-node-2", "dns",
+                "container"} <= roles
         # the client's shell forked two sleeps: they are in its group, not in the manifest
         assert len(procs) >= len(roles) + 2
-        sup = next(pid for pid, _ in procs if
-                   "emunet.cluster.supervisor" in Path(f"/proc/{pid}/cmdline").read_text())
-        os.kill(sup, signal.SIGKILL)  # first, so nothing is restarted
+        # the watchdog first, then the supervisor: so nothing is restarted
+        for mod in ("emunet.cluster.watchdog", "emunet.cluster.supervisor"):
+            os.kill(next(pid for pid, _ in procs
+                         if mod in Path(f"/proc/{pid}/cmdline").read_text()), signal.SIGKILL)
         for pid, _ in procs:
             # a process may already be gone: killing a PID namespace's init (a container's
             # first process, emunet.host.sandbox) takes every process in it along

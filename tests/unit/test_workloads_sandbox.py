@@ -42,7 +42,7 @@ def test_a_slow_sandbox_is_waited_for_not_given_up(monkeypatch, tmp_path):
     # the child (the "pause") appears only after 0.4 s, well past the timeout
     w, wl, _ = _setup(monkeypatch, tmp_path, "(sleep 0.4; exec sleep 30); :")
     try:
-        w._start_sandbox(wl)
+        w.start_sandbox(wl)
         p = wl.procs[0]
         w._spawn(wl, p, 100.0)
         assert p.popen is None and p.next_start == pytest.approx(100.2)  # retried soon
@@ -58,7 +58,7 @@ def test_a_dead_sandbox_is_recreated_and_the_container_log_says_why(monkeypatch,
     w, wl, started = _setup(monkeypatch, tmp_path, "echo 'mount: /tmp: permission denied'; "
                                                    "exit 3")
     try:
-        w._start_sandbox(wl)
+        w.start_sandbox(wl)
         wait_for(lambda: wl.sandbox.poll() is not None, 5, "the sandbox's exit")
         p = wl.procs[0]
         w._spawn(wl, p, 100.0)
