@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -87,9 +88,28 @@ def test_thousand_concurrent_connections_through_one_cluster_ip(cluster):
     assert not failed, failed[:5]
 
 
+def _legit(netns: str, vip: str, stop: threading.Event | None, n: int = 0) -> tuple[int, int]:
+    """Real echo connections from the pod (its kernel's TCP): (succeeded, tried), until `stop`
+    is set, or `n` of them."""
+    ok = tried = 0
+    while (stop is not None and not stop.is_set()) or (stop is None and tried < n):
+        tried += 1
+        try:
+            with socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM) as c:
+                c.settimeout(3)
+                c.connect((vip, 7000))
+                c.sendall(b"legit")
+                ok += c.recv(16) == b"legit"
+        except OSError:
+            pass
+    return ok, tried
+
+
 def test_syn_flood_is_bounded(cluster):
     """FLOOD SYNs with distinct source ports, from the client pod's own eth0 (AF_PACKET in
-    its namespace): the agent tracks at most CT_MAX connections and its memory stays flat."""
+    its namespace): the agent tracks at most CT_MAX connections and its memory stays flat, and
+    every real connection from the same pod succeeds once the flood is over (half-open
+    entries are early-dropped first, so the table never refuses a new one)."""
     netns = f"{cluster.prefix}-rb-client"
     client = next(p for p in cluster.get("pods") if p["metadata"]["name"] == "client")
     pid = cluster.status()["children"]["agent-node-1"]["pid"]
@@ -101,21 +121,33 @@ def test_syn_flood_is_bounded(cluster):
                           TCP(sport=1, dport=7000, flags="S", seq=1)))
     s = socket_in_netns(netns, socket.AF_PACKET, socket.SOCK_RAW)
     s.bind(("eth0", 0))
+    stop, during = threading.Event(), []
+    legit = threading.Thread(target=lambda: during.append(_legit(netns, cluster.vip, stop)))
+    legit.start()
     for i in range(FLOOD):
         syn[34:36] = (1024 + i % 60000).to_bytes(2, "big")  # TCP checksum left stale:
         s.send(syn)  # the backend's kernel drops them unanswered, as a flood's would be
         if i % 500 == 0:
             time.sleep(0.02)  # stay near the agent's rate, so it sees most of them
     s.close()
+    stop.set()
+    legit.join()
     # counters are written once a second: the first write after the flood, not a guessed
     # 1.5 s (what may still sit in the socket, a few hundred SYNs, the bounds do not need)
     c = cluster.counters_after(time.time(), "node-1")["node-1"]
+    after = _legit(netns, cluster.vip, None, 20)  # the agent has worked through the flood
     rss1 = _rss_kib(pid)
     seen = c.get("dnat", 0) - before.get("dnat", 0)  # new flows the agent load-balanced
     evicted = c["ct_evicted"] - before["ct_evicted"]
     print(f"\nSYN flood of {FLOOD} sent, {seen} new flows seen by the agent: ct_entries="
           f"{c['ct_entries']} (max {c['ct_max']}), evicted {evicted}, insert failed "
-          f"{c['ct_insert_failed']}, agent RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB")
+          f"{c['ct_insert_failed']}, agent RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB; "
+          f"legitimate connects during the flood {during[0][0]}/{during[0][1]}, right after "
+          f"{after[0]}/{after[1]}")
+    # Every legitimate connect once the agent has worked through the flood. During it, the
+    # share is printed, not asserted: the flood saturates the agent's CPU, so SYNs are lost in
+    # its socket buffer before conntrack sees them (2/6 to 6/6 here, by the machine's load).
+    assert after == (20, 20)
     assert c["ct_max"] == CT_MAX and c["ct_entries"] <= CT_MAX
     assert seen > 2 * CT_MAX  # the flood really went past the bound
     assert evicted >= seen - CT_MAX  # half-open entries recycled each other
