@@ -80,7 +80,9 @@ class Agent(Transmit):
         self.gso_stats = {"gso_rx": 0, "gso_segments": 0, "gro_merged": 0, "gso_dropped": 0,
                           "eth0_gro_rx": 0}
         tables = self._load()
-        self.dp = ObservedDatapath(tables, random.Random())
+        # EMUNET_FASTPATH=0: every packet through the full pipeline (emunet.datapath.fastpath)
+        self.dp = ObservedDatapath(tables, random.Random(),
+                                   fastpath=os.environ.get("EMUNET_FASTPATH", "1") != "0")
         self.shaper = UnderlayShaper(random.Random())  # `emunet link set` (emunet.datapath.netem)
         self._shape()
         # conntrack (and so NAT) outlives this process: load the last agent's snapshot first

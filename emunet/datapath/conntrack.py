@@ -69,6 +69,8 @@ class Conntrack:
         self.evicted = 0
         self.insert_failed = 0
         self.inserts = 0
+        # the entry `established` last found (emunet.datapath.fastpath learns its hops from it)
+        self.hit: tuple[Conn, bool] | None = None
 
     def __len__(self) -> int:
         return len(self.table) // 2
@@ -163,6 +165,7 @@ class Conntrack:
             rw = conn.rev if is_reply else conn.fwd
             if rw is not None:
                 rw.apply(f, ETH_LEN, l4, proto, end)
+            self.hit = hit
             return True
         assured = conn.assured
         verdict = conn.advance(is_reply, tcp_flags, now)
@@ -179,6 +182,7 @@ class Conntrack:
             rw.apply(f, ETH_LEN, l4, proto, end)
         if verdict == KILL:
             self.remove(conn)
+        self.hit = hit
         return True
 
     def remove(self, conn: Conn) -> None:

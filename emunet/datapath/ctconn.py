@@ -9,6 +9,7 @@ The table holding them is emunet.datapath.conntrack.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from emunet.datapath import cttcp
 from emunet.packets import (
@@ -107,12 +108,13 @@ class Conn:
     FIN_WAIT on. `steady` (`rsteady` for the reply direction) is the timeout a packet of that
     direction renews without any state change (an assured ESTABLISHED TCP connection or UDP
     stream; the original direction of a picked-up flow or of unanswered UDP), 0 when the packet
-    may move the state: the fast path's one test.
+    may move the state: the fast path's one test. `hop` and `rhop` are the per-direction
+    forwarding decisions of emunet.datapath.fastpath.
     """
 
     __slots__ = ("proto", "orig", "orig_key", "reply_key", "fwd", "rev", "replied", "closing",
                  "expires", "service", "backend", "json_parts", "state", "assured", "steady",
-                 "rsteady", "born")
+                 "rsteady", "born", "hop", "rhop")
 
     def __init__(self, proto: int, orig: tuple[bytes, bytes, bytes, bytes],
                  reply: tuple[bytes, bytes, bytes, bytes], service: str = "",
@@ -142,6 +144,10 @@ class Conn:
         self.service = service
         self.backend = backend
         self.json_parts: tuple[str, str] | None = None  # Conntrack.to_json's constant text
+        # each direction's precomputed forwarding (emunet.datapath.fastpath.Hop), learnt from
+        # the pipeline; never snapshotted: a restored connection learns them again
+        self.hop: Any = None
+        self.rhop: Any = None
 
     def start(self, tcp_flags: int, now: float) -> None:
         """The state and deadline its first packet gives a new connection (tcp_new)."""

@@ -28,10 +28,12 @@ from emunet.datapath import ctscrub
 from emunet.datapath.actions import Action, Drop, Encap, Send
 from emunet.datapath.affinity import Affinity
 from emunet.datapath.conntrack import CLASH, OK, Conn, Conntrack, Rewrite
+from emunet.datapath.fastpath import FastPath
 from emunet.datapath.frags import Fragments
 from emunet.datapath.nodeport import Neighbours, NodePort
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.replies import Replies
+from emunet.datapath.services import Services
 from emunet.datapath.tables import LocalPod, NodeTables
 from emunet.packets import (
     ETH_DST,
@@ -63,20 +65,26 @@ from emunet.packets import (
 _ICMP_ERRORS = (pk.ICMP_UNREACH, pk.ICMP_TIME_EXCEEDED, 4, 5, 12)  # RFC 792 error types
 _DROP_KEYS = {r: "drop:" + r.name for r in DropReason}  # counter names (Enum.name is slow)
 _BEHIND_MACS = slice(ETH_MACS.stop, None)  # ethertype onwards: what VXLAN encap keeps
-NAT_TRIES = 128  # nf_nat_l4proto_unique_tuple's attempts before it gives up
 
 
-class Datapath(Replies, NodePort, Fragments):
+class Datapath(FastPath, Services, Replies, NodePort, Fragments):
     """One node's pipeline. `rng` picks service backends (inject a seeded one in tests).
 
-    ARP replies, REJECT, gateway pings and ICMP error NAT are inherited from Replies
-    (emunet.datapath.replies), off the fast path; node ports on eth0 (`process_nodeport`, and
-    the replies going back out) from NodePort (emunet.datapath.nodeport).
+    The entry points for pod frames and VXLAN datagrams (`process`, `process_underlay`) are
+    FastPath's (emunet.datapath.fastpath): established packets take their connection's
+    precomputed hop, the rest the full pipeline here (`_from_pod`, `_from_overlay`);
+    `fastpath=False` runs every packet through the pipeline (the differential tests and
+    `scripts/bench pipeline` compare the two). ClusterIP DNAT is inherited from Services
+    (emunet.datapath.services); ARP replies, REJECT, gateway pings and ICMP error NAT from
+    Replies (emunet.datapath.replies); node ports on eth0 (`process_nodeport`, and the replies
+    going back out) from NodePort (emunet.datapath.nodeport).
     """
 
-    def __init__(self, tables: NodeTables, rng: random.Random) -> None:
+    def __init__(self, tables: NodeTables, rng: random.Random, fastpath: bool = True) -> None:
         self.tables = tables
         self.rng = rng
+        self.fastpath = fastpath
+        self.route_gen = 0  # the routing inputs' generation, which fast path hops compare to
         self.ct = Conntrack()
         self.affinity = Affinity()  # sessionAffinity: ClientIP
         self.frags: dict[bytes, tuple[Rewrite | None, float]] = {}  # emunet.datapath.frags
@@ -98,6 +106,8 @@ class Datapath(Replies, NodePort, Fragments):
         With `now`, a changed policy is applied to the connections already tracked (`police`).
         """
         old, self.tables = self.tables, tables
+        if route_inputs(tables) != route_inputs(old):
+            self.route_gen += 1  # every fast path hop is stale: the pipeline decides anew
         if now is not None and tables.policy != old.policy:
             self.police(now)
         for conn in self.ct.conns():
@@ -135,7 +145,8 @@ class Datapath(Replies, NodePort, Fragments):
 
     # ---- from a pod veth ----------------------------------------------------------------------
 
-    def process(self, frame: bytes, in_port: str, now: float) -> list[Action]:
+    def _from_pod(self, frame: bytes, in_port: str, now: float) -> list[Action]:
+        """The full pipeline for a frame from a pod veth (the fast path's fallback)."""
         t = self.tables
         pod = t.pods_by_port.get(in_port)
         if pod is None:
@@ -248,81 +259,6 @@ class Datapath(Replies, NodePort, Fragments):
         conn.fwd.apply(f, ETH_LEN, l4, proto, end)
         return None
 
-    def _remap(self, proto: int, orig: tuple[bytes, bytes, bytes, bytes],
-               reply: tuple[bytes, bytes, bytes, bytes], service: str,
-               backend: tuple[bytes, int] | None, now: float) -> Conn | None:
-        """The reply tuple is taken (the client's port already used to reach the same backend
-        directly, or through the Service): pick another source port, as Linux's NAT does for
-        every connection (nf_nat_core.c get_unique_tuple, nf_nat_used_tuple, then
-        nf_nat_l4proto_unique_tuple: a random port of the same class, below 512, below 1024
-        or above). The replies get the client's own port back (reverse NAT)."""
-        sport = U16.unpack(orig[2])[0]
-        lo, hi = (1, 511) if sport < 512 else (600, 1023) if sport < 1024 else (1024, 65535)
-        for _ in range(NAT_TRIES):
-            conn = Conn(proto, orig, (*reply[:3], U16.pack(self.rng.randint(lo, hi))),
-                        service, backend)
-            if self.ct.admit(conn, now) == OK:
-                self._c["nat_port_remapped"] += 1
-                return conn
-        return None
-
-    def _l7_redirect(self, proto: int) -> int | None:
-        """Cilium's proxy redirect (emunet.l7): the proxy port when the ingress verdict just
-        taken for this new TCP flow carries HTTP rules. Only the destination port changes (the
-        proxy knows the client by its address); conntrack restores it on the replies."""
-        if proto != PROTO_TCP:
-            return None
-        for v in self._v:
-            rule = getattr(v, "rule", None)
-            if getattr(v, "direction", "") == "ingress" and rule is not None \
-                    and rule.l7 is not None:
-                return rule.l7.proxy_port  # type: ignore[attr-defined]
-        return None
-
-    def _service(self, f: bytearray, l4: int, end: int, proto: int, key: bytes, flags: int,
-                 now: float, pod: LocalPod) -> list[Action] | None:
-        """kube-proxy on the client's node: DNAT to a random ready endpoint, or reject."""
-        t = self.tables
-        cip, dport = key[KEY_DST], U16.unpack(key[KEY_DPORT])[0]
-        svc_name = t.cluster_ips[cip]
-        if proto == PROTO_ICMP:  # kube-proxy (iptables mode) never answers pings to a VIP
-            return self._drop(DropReason.UNSUPPORTED_L4, f"ICMP to ClusterIP of {svc_name}")
-        target = t.services.get((proto, cip, dport))
-        if target is None or not target.backends:
-            why = f"{svc_name}: " + ("no ready endpoints" if target else f"no port {dport}")
-            return self._reject(f, l4, end, proto, pod, why)
-        src, sport = key[KEY_SRC], key[KEY_SPORT]
-        bip, bport = self.affinity.pick(target, src, now, self.rng)
-        # Hairpin (the client is the backend): masquerade to the gateway so the reply comes
-        # back through us, as kube-proxy's KUBE-MARK-MASQ does for hairpin traffic.
-        reply_dst = t.gateway_ip if bip == src else src
-        if bip != src:  # a pod reaching itself through its Service is never policed
-            denied = self._check(src, bip, proto, bport, True)
-            if denied is not None:
-                return denied
-        proxy = self._l7_redirect(proto)  # a local backend behind L7 policy: via its proxy
-        conn = Conn(proto, (src, cip, sport, key[KEY_DPORT]),
-                    (bip, reply_dst, U16.pack(bport if proxy is None else proxy), sport),
-                    target.name, (bip, bport))
-        verdict = self.ct.admit(conn, now)
-        if verdict == CLASH and self.ct.lookup(conn.orig_key, now) is None:
-            rk = conn.reply_key
-            remapped = self._remap(proto, conn.orig, (bip, reply_dst, rk[KEY_SPORT],
-                                                      rk[KEY_DPORT]), target.name, (bip, bport),
-                                   now)
-            if remapped is None:
-                return self._drop(DropReason.CT_INVALID, f"NAT tuple clash for {target.name}")
-            conn = remapped
-        elif verdict == CLASH:
-            return self._drop(DropReason.CT_INVALID, f"a connection cut by policy ({svc_name})")
-        elif verdict != OK:
-            return self._drop(DropReason.CT_INVALID, f"conntrack table full ({svc_name})")
-        self._new = (conn, flags)
-        self._c["dnat"] += 1
-        assert conn.fwd is not None
-        conn.fwd.apply(f, ETH_LEN, l4, proto, end)
-        return None
-
     def _policy(self, f: bytearray, proto: int, dport: int, pod: LocalPod | None
                 ) -> list[Action] | None:
         return self._check(bytes(f[IP_SRC]), bytes(f[IP_DST]), proto, dport, pod is not None)
@@ -372,8 +308,9 @@ class Datapath(Replies, NodePort, Fragments):
 
     # ---- from the overlay ---------------------------------------------------------------------
 
-    def process_underlay(self, payload: bytes, src_ip: str, now: float) -> list[Action]:
-        """A VXLAN datagram from a peer: validate (RFC 7348 §5), decap, deliver to a local pod."""
+    def _from_overlay(self, payload: bytes, src_ip: str, now: float) -> list[Action]:
+        """A VXLAN datagram from a peer: validate (RFC 7348 §5), decap, deliver to a local pod
+        (the full pipeline, the fast path's fallback)."""
         t = self.tables
         if len(payload) < pk.VXLAN.size + ETH_LEN + 20:
             return self._drop(DropReason.INVALID_PACKET, "short VXLAN datagram")
@@ -413,3 +350,12 @@ class Datapath(Replies, NodePort, Fragments):
         self._c["decap"] += 1
         return self._verdicts(self._route(f), now)
 
+
+
+def route_inputs(t: NodeTables) -> tuple:
+    """Everything in the tables an established packet's forwarding depends on (the source
+    checks, bridging, routing, encap, decap): when it changes, fast path hops are stale.
+    Services and policy are not in it: they decide new connections (see fastpath's doc)."""
+    return (t.node, t.gateway_ip, t.gateway_mac, t.vtep_mac, t.vni, t.vxlan_port, t.local_net,
+            t.local_mask, t.pods_by_port, t.pods_by_ip, t.pods_by_mac, t.remotes,
+            t.remotes_by_underlay, t.underlay_ip, t.host_port, t.host_macs, t.node_ips)

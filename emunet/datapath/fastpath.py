@@ -1,0 +1,244 @@
+"""The established fast path: one lookup, one splice, one copy per packet. Pure.
+
+DESIGN.md §3 (the idea of OVS's flow cache and Cilium's CT): the full pipeline decides a
+connection, and each direction of its conntrack entry then holds a `Hop`, everything the next
+packet of that direction needs: where it goes (a pod veth, the host port or a peer VTEP), the
+bytes that replace its MAC header (the routed MACs, or the VXLAN header and inner VTEP MACs of
+an encap, or the unchanged MACs of a bridged frame), the NAT'ed addresses and ports, and the
+RFC 1624 checksum deltas with the TTL decrement folded in. An established packet of an assured
+connection then costs one dict lookup, a small header patch and one copy of the frame.
+
+A `Hop` is learnt from a packet the slow path forwarded as an established packet of its
+connection (`Conntrack.hit`), and installed only if replaying it on that very packet gives
+the slow path's answer byte for byte, so a hop never says anything the pipeline did not.
+
+It is used only when the slow path would provably do the same:
+  - the same entry point and source (pod port, or peer VTEP address) and the same header bytes
+    before IP (MACs and ethertype; VXLAN header and inner MACs), so the source checks (MAC,
+    IP against the port or the peer's subnet), bridging and the VNI check passed as before;
+  - a plain IPv4 header (IHL 5, no fragment), its length within the frame, the L4 header
+    whole; TTL > 1 when the hop routes; TCP without SYN, FIN or RST;
+  - the connection still live and `steady` in that direction (conntrack's own fast test: no
+    state can change), so only the deadline moves, exactly as `Conntrack.established` does;
+  - the routing inputs unchanged: `route_gen` (bumped by `Datapath.update` whenever pods,
+    peers, MACs, the VNI or the host port change) equals the hop's. Policy and endpoints
+    need no generation: a connection a new policy cuts is CUT (never steady), one whose UDP
+    backend left is removed, and either way its conntrack entry, and with it the hop, no
+    longer answers; a restored entry (a restarted agent) starts without hops.
+Anything else (ARP, fragments, ICMP errors, TCP flag changes, NodePort replies, which depend
+on the neighbour table, and packets marked for tracing, `slow_tos`) takes the full pipeline.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from emunet.datapath.actions import Action, Encap, Send
+from emunet.datapath.conntrack import Conntrack
+from emunet.datapath.tables import NodeTables
+from emunet.packets import (
+    ICMP_ECHO,
+    ICMP_ECHO_REPLY,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    TTL_DEC_DELTA,
+)
+
+_SFR = TCP_SYN | TCP_FIN | TCP_RST
+_ZERO16 = b"\0\0"
+# the L4 header bytes the slow path requires (packets._L4_MIN) and the hop's patch length: the
+# bytes from the ethertype through the last one a NAT'ed packet changes (its L4 checksum)
+_L4_MIN = {PROTO_TCP: 20, PROTO_UDP: 8, PROTO_ICMP: 8}
+_PATCH = {PROTO_TCP: 40, PROTO_UDP: 30, PROTO_ICMP: 22}
+_L4_CSUM = {PROTO_TCP: 38, PROTO_UDP: 28, PROTO_ICMP: 0}  # in the patch (ICMP: none, RFC 792)
+_IP_ONLY = 14  # ethertype + IPv4 header through its checksum: a hop without NAT
+FROM_POD, FROM_OVERLAY = 14, 22  # where the IPv4 header starts in what each entry point gets
+
+
+def _fold(d: int) -> int:
+    while d >> 16:
+        d = (d & 0xFFFF) + (d >> 16)
+    return d
+
+
+class Hop:
+    """One direction of a connection, precomputed (see the module doc)."""
+
+    __slots__ = ("gen", "src", "head", "prefix", "port", "dst_ip", "dst_port", "ttl", "ipd",
+                 "nat", "l4c", "l4d", "udp", "patch", "counter")
+
+    def __init__(self, gen: int, src: str, head: bytes, prefix: bytes, ttl: bool,
+                 ipd: int, nat: bytes | None, proto: int, l4d: int) -> None:
+        self.gen, self.src, self.head, self.prefix, self.ttl = gen, src, head, prefix, ttl
+        self.ipd = _fold(ipd + (TTL_DEC_DELTA if ttl else 0))  # RFC 1624: deltas add up
+        self.nat, self.l4d, self.udp = nat, _fold(l4d), proto == PROTO_UDP
+        self.l4c = _L4_CSUM[proto] if nat is not None else 0
+        self.patch = _PATCH[proto] if nat is not None else _IP_ONLY
+        self.port = self.dst_ip = ""
+        self.dst_port = 0
+        self.counter = ""  # the routing counter the slow path moves for such a packet
+
+    def emit(self, data: bytes, ip: int) -> bytes:
+        """The packet `data` (IPv4 header at `ip`) as this hop sends it: the prefix, then the
+        patched headers from the ethertype on, then the rest of `data`, joined in one copy."""
+        base = ip - 2
+        end = base + self.patch
+        h = bytearray(data[base:end])
+        if self.ttl:
+            h[10] -= 1
+        s = 0xFFFF - (h[12] << 8 | h[13]) + self.ipd  # RFC 1624 eqn. 3, both terms <= 0xFFFF
+        s = 0xFFFF - ((s & 0xFFFF) + (s >> 16))
+        h[12] = s >> 8
+        h[13] = s & 0xFF
+        nat = self.nat
+        if nat is not None:
+            h[14:14 + len(nat)] = nat
+            off = self.l4c
+            if off:
+                old = h[off] << 8 | h[off + 1]
+                if old or not self.udp:  # RFC 768: a zero UDP checksum was never computed
+                    s = 0xFFFF - old + self.l4d
+                    s = 0xFFFF - ((s & 0xFFFF) + (s >> 16))
+                    if not s and self.udp:
+                        s = 0xFFFF  # RFC 768: a computed zero is sent as all ones
+                    h[off] = s >> 8
+                    h[off + 1] = s & 0xFF
+        return b"".join((self.prefix, h, memoryview(data)[end:]))
+
+
+def fast_key(data: bytes, ip: int) -> bytes | None:
+    """The conntrack key of the packet whose IPv4 header is at `ip`, if the fast path may take
+    it (a plain header, not a fragment, the whole L4 header present, TCP/UDP or ICMP echo)."""
+    if len(data) < ip + 28 or data[ip] != 0x45 or data[ip + 6] & 0x3F or data[ip + 7]:
+        return None
+    proto = data[ip + 9]
+    lmin = _L4_MIN.get(proto)
+    tot = data[ip + 2] << 8 | data[ip + 3]
+    if lmin is None or tot < 20 + lmin or ip + tot > len(data):
+        return None
+    if proto != PROTO_ICMP:
+        return data[ip + 9:ip + 10] + data[ip + 12:ip + 24]
+    if data[ip + 20] != ICMP_ECHO and data[ip + 20] != ICMP_ECHO_REPLY:
+        return None
+    return data[ip + 9:ip + 10] + data[ip + 12:ip + 20] + data[ip + 24:ip + 26] + _ZERO16
+
+
+class FastPath:
+    """Datapath's entry points for pod frames and VXLAN datagrams: the fast path first, the
+    full pipeline (`_from_pod`, `_from_overlay`) for everything else, learning hops from it."""
+
+    tables: NodeTables
+    ct: Conntrack
+    _c: Counter[str]
+    fastpath: bool
+    route_gen: int
+    slow_tos: int = -1  # IPv4 TOS byte of packets kept off the fast path (emunet.observe)
+
+    if TYPE_CHECKING:
+        def _from_pod(self, frame: bytes, in_port: str, now: float) -> list[Action]: ...
+
+        def _from_overlay(self, payload: bytes, src_ip: str, now: float) -> list[Action]: ...
+
+    def process(self, frame: bytes, in_port: str, now: float) -> list[Action]:
+        """A frame from a pod veth (or the node's host port)."""
+        if not self.fastpath:
+            return self._from_pod(frame, in_port, now)
+        hop = self._hop(frame, FROM_POD, in_port, now)
+        if hop is not None:
+            self._c[hop.counter] += 1
+            if hop.port:
+                return [Send(hop.port, hop.emit(frame, FROM_POD))]
+            return [Encap(hop.dst_ip, hop.dst_port, hop.emit(frame, FROM_POD))]
+        ct = self.ct
+        ct.hit = None
+        out = self._from_pod(frame, in_port, now)
+        if ct.hit is not None and len(out) == 1 and in_port in self.tables.pods_by_port:
+            self._learn(frame, FROM_POD, in_port, out[0])
+        return out
+
+    def process_underlay(self, payload: bytes, src_ip: str, now: float) -> list[Action]:
+        """A VXLAN datagram from a peer node (RFC 7348)."""
+        if not self.fastpath:
+            return self._from_overlay(payload, src_ip, now)
+        hop = self._hop(payload, FROM_OVERLAY, src_ip, now)
+        if hop is not None:
+            c = self._c
+            c["decap"] += 1
+            c[hop.counter] += 1
+            return [Send(hop.port, hop.emit(payload, FROM_OVERLAY))]
+        ct = self.ct
+        ct.hit = None
+        out = self._from_overlay(payload, src_ip, now)
+        if ct.hit is not None and len(out) == 1:
+            self._learn(payload, FROM_OVERLAY, src_ip, out[0])
+        return out
+
+    def _hop(self, data: bytes, ip: int, src: str, now: float) -> Hop | None:
+        """The hop of an established packet the fast path may take (module doc), its
+        connection's deadline renewed as conntrack's own fast test does; else None."""
+        if type(data) is not bytes or len(data) < ip + 28 or data[ip + 1] == self.slow_tos:
+            return None
+        key = fast_key(data, ip)
+        if key is None:
+            return None
+        hit = self.ct.table.get(key)
+        if hit is None:
+            return None
+        conn, is_reply = hit
+        if is_reply:
+            hop, steady = conn.rhop, conn.rsteady
+        else:
+            hop, steady = conn.hop, conn.steady
+        if hop is None or hop.gen != self.route_gen or hop.src != src or not steady \
+                or conn.expires <= now or data[:ip] != hop.head \
+                or (hop.ttl and data[ip + 8] <= 1) \
+                or (data[ip + 9] == PROTO_TCP and data[ip + 33] & _SFR):
+            return None
+        conn.expires = now + steady
+        return hop
+
+    def _learn(self, data: bytes, ip: int, src: str, action: Action) -> None:
+        """Leave on the connection the hop of the packet the slow path just forwarded as an
+        established one (`ct.hit`), if replaying it gives the same answer (module doc)."""
+        hit = self.ct.hit
+        key = fast_key(data, ip) if type(data) is bytes else None
+        if hit is None or key is None or self.ct.table.get(key) is not hit:
+            return
+        conn, is_reply = hit
+        t = type(action)
+        if t is Send:
+            out = action.frame  # type: ignore[union-attr]
+        elif t is Encap and ip == FROM_POD:
+            out = action.payload  # type: ignore[union-attr]
+        else:
+            return
+        plen = len(out) - len(data) + ip - 2  # what replaced the bytes before the ethertype
+        if plen < 0 or out[plen + 14:plen + 18] == self.tables.underlay_ip:
+            return  # a NodePort reply: it depends on the neighbour table (datapath.nodeport)
+        ttl = data[ip + 8] - out[plen + 10]
+        if ttl not in (0, 1):
+            return
+        rw = conn.rev if is_reply else conn.fwd
+        proto = data[ip + 9]
+        nat = None if rw is None else \
+            bytes(out[plen + 14:plen + (22 if proto == PROTO_ICMP else 26)])
+        hop = Hop(self.route_gen, src, data[:ip], bytes(out[:plen]), ttl == 1,
+                  rw.ip_delta if rw else 0, nat, proto, rw.l4_delta if rw else 0)
+        if t is Send:
+            hop.port = action.port  # type: ignore[union-attr]
+            # _route's counters (a decap also moves "decap", process_underlay counts it)
+            hop.counter = "to_host" if hop.port == self.tables.host_port else "forwarded"
+        else:
+            hop.dst_ip, hop.dst_port = action.dst_ip, action.dst_port  # type: ignore[union-attr]
+            hop.counter = "encap"
+        if hop.emit(data, ip) != out:
+            return
+        if is_reply:
+            conn.rhop = hop
+        else:
+            conn.hop = hop
