@@ -121,6 +121,18 @@ class PipelinePair:
 GW_MAC = "0a:58:0a:2a:01:01"  # node-1's pod gateway
 GW2_MAC = "0a:58:0a:2a:02:01"  # node-2's
 VIP = "10.43.0.11"  # blog/web's ClusterIP
+# The head of a two-node cluster document with namespace blog, for tests that add policies
+BLOG_CLUSTER = """\
+apiVersion: emunet/v1alpha1
+kind: Cluster
+metadata: {name: t}
+spec: {nodes: [{name: node-1}, {name: node-2}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: blog}
+---
+"""
 
 
 def tcp_syn(c, sport: int, dst: str = VIP, dport: int = 80, flags: str = "S") -> bytes:

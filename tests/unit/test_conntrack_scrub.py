@@ -17,21 +17,12 @@ from emunet.datapath import Drop, DropReason, NodeTables, Send
 from emunet.datapath.conntrack import Conntrack
 from emunet.datapath.ctscrub import pod_owners, stale_ips
 from emunet.model import Pod
-from tests.unit.pipeline_pair import PipelinePair, make_state, pod
+from tests.unit.pipeline_pair import BLOG_CLUSTER, PipelinePair, make_state, pod
 
 GW_MAC = "0a:58:0a:2a:01:01"
 GW2_MAC = "0a:58:0a:2a:02:01"
 VIP = "10.43.0.11"
-DENY_OTHER = """\
-apiVersion: emunet/v1alpha1
-kind: Cluster
-metadata: {name: t}
-spec: {nodes: [{name: node-1}, {name: node-2}]}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: blog}
----
+DENY_OTHER = BLOG_CLUSTER + """\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: web-from-client, namespace: blog}

@@ -14,20 +14,11 @@ from scapy.layers.l2 import Ether
 from emunet.config import load_config_text
 from emunet.datapath import Drop, DropReason, Send
 from emunet.policy.verdict import Verdict
-from tests.unit.pipeline_pair import PipelinePair, datapath, make_state, pod
+from tests.unit.pipeline_pair import BLOG_CLUSTER, PipelinePair, datapath, make_state, pod
 
 GW_MAC = "0a:58:0a:2a:01:01"
 WEB_VIP = "10.43.0.11"
-ONLY_CLIENT = """\
-apiVersion: emunet/v1alpha1
-kind: Cluster
-metadata: {name: t}
-spec: {nodes: [{name: node-1}, {name: node-2}]}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: blog}
----
+ONLY_CLIENT = BLOG_CLUSTER + """\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: web-from-client, namespace: blog}
