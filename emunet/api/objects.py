@@ -10,6 +10,7 @@ resourceVersion is set by the view (emunet.api.view), which knows when an object
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 import uuid
@@ -61,6 +62,23 @@ def namespace(st: ClusterState, name: str) -> dict[str, Any]:
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
 
 
+def _memory_kib() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(next(line.split()[1] for line in f if line.startswith("MemTotal:")))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def _capacity(pod_cidr: str) -> dict[str, str]:
+    """A node's capacity as the kubelet reports it (`kubectl describe node` divides requests by
+    it): every emunet node shares this machine's CPUs and memory; `pods` is what the node's pod
+    range holds (the kubelet's maxPods, 110 by default, is a setting emunet does not have)."""
+    hosts = ipaddress.IPv4Network(pod_cidr).num_addresses - 3  # network, gateway, broadcast
+    return {"cpu": str(os.cpu_count() or 1), "memory": f"{_memory_kib()}Ki",
+            "pods": str(max(hosts, 1))}
+
+
 def node(st: ClusterState, name: str, ready: bool) -> dict[str, Any]:
     n = st.node(name)
     t = rfc3339(created(st, "Node", None, name))
@@ -77,6 +95,7 @@ def node(st: ClusterState, name: str, ready: bool) -> dict[str, Any]:
             "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
             "status": {"addresses": [{"type": "InternalIP", "address": n.underlay_ip},
                                      {"type": "Hostname", "address": name}],
+                       "capacity": _capacity(n.pod_cidr), "allocatable": _capacity(n.pod_cidr),
                        "conditions": [cond],
                        "nodeInfo": {"kubeletVersion": VERSION, "kubeProxyVersion": VERSION,
                                     "osImage": "emunet network namespace",

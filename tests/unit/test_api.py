@@ -126,6 +126,16 @@ async def test_objects_carry_api_metadata(api):
     assert "kubernetes cluster.local" in cm["data"]["Corefile"]
 
 
+async def test_nodes_report_capacity_for_describe(api):
+    """`kubectl describe node` prints requests as a share of allocatable: without it, it
+    printed -9223372036854775808%."""
+    n = await (await api.get("/api/v1/nodes/node-1")).json()
+    cap = n["status"]["allocatable"]
+    assert int(cap["cpu"]) >= 1 and cap["memory"].endswith("Ki") and int(cap["memory"][:-2]) > 0
+    assert cap["pods"] == "253"  # 10.42.1.0/24 less network, gateway and broadcast
+    assert n["status"]["capacity"] == cap
+
+
 async def test_not_found_is_a_status(api):
     r = await api.get("/api/v1/namespaces/blog-website/pods/nope")
     assert r.status == 404
