@@ -17,11 +17,16 @@ from emunet.datapath import Drop, DropReason, NodeTables, Send
 from emunet.datapath.conntrack import Conntrack
 from emunet.datapath.ctscrub import pod_owners, stale_ips
 from emunet.model import Pod
-from tests.unit.pipeline_pair import BLOG_CLUSTER, PipelinePair, make_state, pod
+from tests.unit.pipeline_pair import (
+    BLOG_CLUSTER,
+    GW2_MAC,
+    GW_MAC,
+    VIP,
+    PipelinePair,
+    make_state,
+    pod,
+)
 
-GW_MAC = "0a:58:0a:2a:01:01"
-GW2_MAC = "0a:58:0a:2a:02:01"
-VIP = "10.43.0.11"
 DENY_OTHER = BLOG_CLUSTER + """\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

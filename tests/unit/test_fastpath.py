@@ -16,13 +16,20 @@ from emunet.datapath import Datapath, Drop, DropReason, Encap, NodeTables, Send
 from emunet.datapath.conntrack import Conntrack
 from emunet.observe.hook import TRACE_TOS, ObservedDatapath
 from emunet.packets import VXLAN
-from tests.unit.pipeline_pair import BLOG_CLUSTER, PipelinePair, make_state, pod
+from tests.unit.pipeline_pair import (
+    BLOG_CLUSTER,
+    GW2_MAC,
+    GW_MAC,
+    VIP,
+    PipelinePair,
+    make_state,
+    pod,
+)
 from tests.unit.test_datapath_nodeport import ETH0_MAC, NODE1, OUT_IP, OUT_MAC
 from tests.unit.test_datapath_nodeport import _state as nodeport_state
 from tests.unit.test_datapath_nodeport import _syn as nodeport_syn
 
-GW1, GW2 = "0a:58:0a:2a:01:01", "0a:58:0a:2a:02:01"
-VIP = "10.43.0.11"
+GW1, GW2 = GW_MAC, GW2_MAC
 DENY = BLOG_CLUSTER + """\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

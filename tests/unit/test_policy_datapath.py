@@ -14,10 +14,9 @@ from scapy.layers.l2 import Ether
 from emunet.config import load_config_text
 from emunet.datapath import Drop, DropReason, Send
 from emunet.policy.verdict import Verdict
-from tests.unit.pipeline_pair import BLOG_CLUSTER, PipelinePair, datapath, make_state, pod
+from tests.unit.pipeline_pair import BLOG_CLUSTER, GW_MAC, PipelinePair, datapath, make_state, pod
+from tests.unit.pipeline_pair import VIP as WEB_VIP
 
-GW_MAC = "0a:58:0a:2a:01:01"
-WEB_VIP = "10.43.0.11"
 ONLY_CLIENT = BLOG_CLUSTER + """\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
