@@ -117,8 +117,10 @@ def cmd_status(a: argparse.Namespace) -> int:
         print(f"cluster {st.cluster.name!r}: supervisor up {sup['uptime']:.0f}s (pid "
               f"{me.get('pid')}, restarts {me.get('restarts', 0)}), pods ready "
               f"{sup['pods_ready']}/{sup['pods']}")
+        behind = set(sup.get("behind") or ())
         for name, c in sup["children"].items():
-            state = "running" if c["alive"] else "DEAD"
+            # "starting": alive, but not yet forwarding by the current state (just restarted)
+            state = ("starting" if name in behind else "running") if c["alive"] else "DEAD"
             print(f"  {name:<16} {state:<8} pid {c['pid']}  restarts {c['restarts']}")
     for line in status_lines(naming.run_dir(), sup):
         print(line)

@@ -14,6 +14,7 @@ from typing import Any
 
 from emunet import naming
 from emunet.host import adopted
+from emunet.state import loaded
 
 
 class Child:
@@ -27,6 +28,9 @@ class Child:
         self.started = 0.0
 
     def start(self, sup: Any) -> None:
+        # A restarted reader has loaded nothing yet: the stamp its dead predecessor left would
+        # make `status` (and `up`, `apply`) count it as forwarding before it has a socket open
+        loaded.path(naming.run_dir(), self.role).unlink(missing_ok=True)
         logf = open(naming.run_dir() / "logs" / f"{self.role}.log", "ab")  # noqa: SIM115
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         enter = ["ip", "netns", "exec", self.netns] if self.netns else []

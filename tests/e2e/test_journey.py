@@ -177,10 +177,12 @@ def test_killed_agent_is_restarted(cluster):
     for pid in before:
         os.kill(pid, signal.SIGKILL)
     def restarted() -> bool:
-        st = cluster.status()["children"]
-        return all(c["alive"] for c in st.values()) and set(
+        # alive is not enough: a restarted agent forwards once it has loaded the state
+        # (status "behind" names it until then; the stamp of the killed one is cleared)
+        st = cluster.status()
+        return all(c["alive"] for c in st["children"].values()) and not st["behind"] and set(
             _agent_pids(cluster)).isdisjoint(before)
-    wait_for(restarted, 5, "the killed agents' restart")
+    wait_for(restarted, 15, "the killed agents' restart")
     out = cluster.exec(NS, "frontend-client", "curl", "-sS", "--max-time", "5",
                        "http://monospaced", timeout=30).stdout
     assert "monospaced-test" in out

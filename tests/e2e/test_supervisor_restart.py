@@ -199,10 +199,11 @@ def test_killed_agent_is_restarted_by_the_new_supervisor(crashed):
     old = c.status()["children"]["agent-node-2"]["pid"]
     os.kill(old, signal.SIGKILL)
 
-    def restarted() -> bool:
-        ch = c.status()["children"]["agent-node-2"]
-        return ch["alive"] and ch["pid"] != old
-    wait_for(restarted, 5, "the killed agent's restart by the adopting supervisor")
+    def restarted() -> bool:  # and forwarding: loaded the state ("behind" names it until)
+        st = c.status()
+        ch = st["children"]["agent-node-2"]
+        return ch["alive"] and ch["pid"] != old and "agent-node-2" not in st["behind"]
+    wait_for(restarted, 15, "the killed agent's restart by the adopting supervisor")
     out = c.exec("sr", "client", "curl", "-sS", "--max-time", "5", "http://web").stdout
     assert "Hello from web" in out
 
