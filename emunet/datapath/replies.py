@@ -90,13 +90,42 @@ class Replies:
 
     def _to_gateway(self, f: bytearray, l4: int, end: int, proto: int,
                     pod: LocalPod | None) -> list[Action]:
-        """The gateway answers pings (like cni0's address); it offers no other service."""
+        """The gateway answers pings (like cni0's address); it offers no other service, so a
+        TCP segment gets a RST and a UDP datagram an ICMP port unreachable, as the node's own
+        stack answers a port nobody listens on (RFC 9293 §3.10.7.1, RFC 1122 §4.1.3.1)."""
         t = self.tables
-        if pod is not None and proto == PROTO_ICMP and f[l4] == pk.ICMP_ECHO:
+        if pod is None:  # from another node's pod, by the tunnel from its node
+            peer = t.remote_for(int.from_bytes(f[IP_SRC], "big"))
+            closed = None if peer is None else self._overlay_closed_port(f, l4, end, proto, peer)
+            return closed or self._drop(DropReason.NO_ROUTE, "the gateway only answers ICMP echo")
+        if proto == PROTO_ICMP and f[l4] == pk.ICMP_ECHO:
             self._c["echo_replies"] += 1
             return [Send(pod.port, pk.echo_reply(pod.mac, t.gateway_mac, t.gateway_ip, pod.ip,
                                                  f[l4:end]))]
-        return self._drop(DropReason.NO_ROUTE, "the gateway only answers ICMP echo")
+        answer = self._closed_port(f, l4, end, proto, pod.mac, t.gateway_mac)
+        if answer is None:
+            return self._drop(DropReason.NO_ROUTE, "the gateway only answers ICMP echo")
+        return self._drop(DropReason.NO_ROUTE, "no listener on the gateway",
+                          Send(pod.port, answer))
+
+    def _closed_port(self, f: bytearray, l4: int, end: int, proto: int, eth_dst: bytes,
+                     eth_src: bytes) -> bytes | None:
+        """The node stack's answer from the gateway address to a packet for a port with no
+        listener: a RST for TCP (never for a RST), port unreachable for UDP (never for a
+        non-first fragment: RFC 1122 §3.2.2); None for anything else (no answer)."""
+        t = self.tables
+        if U16.unpack_from(f, ETH_LEN + 6)[0] & 0x1FFF:
+            return None
+        if proto == PROTO_TCP:
+            sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)
+            if flags & pk.TCP_RST:
+                return None
+            return pk.tcp_rst(eth_dst, eth_src, t.gateway_ip, bytes(f[IP_SRC]), dport, sport,
+                              seq, ack, flags, end - l4 - (off >> 4) * 4)
+        if proto == PROTO_UDP:
+            return pk.icmp_error(eth_dst, eth_src, t.gateway_ip, pk.ICMP_UNREACH,
+                                 pk.UNREACH_PORT, f[ETH_LEN:end])
+        return None
 
     def _overlay_to_node(self, f: bytearray, l4: int, end: int, proto: int, frag: bool,
                          peer: RemoteNode) -> list[Action] | None:
@@ -122,6 +151,18 @@ class Replies:
         err = pk.icmp_error(zero, zero, t.gateway_ip, pk.ICMP_TIME_EXCEEDED, 0, f[ETH_LEN:end])
         return self._drop(DropReason.TTL_EXCEEDED, "decapsulated packet: ICMP time exceeded sent",
                           Encap(peer.underlay_ip, t.vxlan_port, peer.encap_prefix + err[12:]))
+
+    def _overlay_closed_port(self, f: bytearray, l4: int, end: int, proto: int,
+                             peer: RemoteNode) -> list[Action] | None:
+        """Another node's pod reached this node's gateway address on a port nobody listens
+        on (no NodePort reply, no flow): the RST or port unreachable, back through the tunnel
+        (None: no answer is due, the caller drops)."""
+        answer = self._closed_port(f, l4, end, proto, b"\0" * 6, b"\0" * 6)
+        if answer is None:
+            return None
+        t = self.tables
+        return self._drop(DropReason.NO_ROUTE, "no listener on the gateway",
+                          Encap(peer.underlay_ip, t.vxlan_port, peer.encap_prefix + answer[12:]))
 
     def _icmp_error(self, f: bytearray, l4: int, end: int) -> list[Action] | None:
         """Translate an ICMP error about a NAT'ed flow (RFC 5508 §4.2, Linux nf_nat_icmp).

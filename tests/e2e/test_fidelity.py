@@ -1,7 +1,8 @@
 """Fidelity to Linux and Kubernetes found by a tester (issue 15 §5), on one two-node cluster:
 a Service whose only backend is a pod with a command works right after `up`, and a publish
 whose SIGHUP is lost still reaches every reader; traceroute's hops (ICMP time exceeded from
-both nodes' gateways, the pod's port unreachable last); a pod pings the other node's cni0."""
+both nodes' gateways, the pod's port unreachable last); a pod pings the other node's cni0;
+a port nobody listens on at a gateway is refused (RST, port unreachable)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,33 @@ def test_a_publish_whose_sighup_is_lost_reaches_every_reader(cluster):
     wait_for(lambda: not loaded.behind(cluster.run_dir, roles, st.generation), 5,
              "every reader to load a state published without a SIGHUP")
     test_command_backend_serves_right_after_up(cluster)  # and the cluster still forwards
+
+
+# a connected UDP socket learns of an ICMP port unreachable as ECONNREFUSED on its next recv;
+# a TCP connect answered with a RST fails with ECONNREFUSED (a silent drop would time out)
+PROBE = """
+import socket, sys
+kind = socket.SOCK_STREAM if sys.argv[2] == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET, kind)
+s.settimeout(3)
+try:
+    s.connect((sys.argv[1], 9999))
+    s.send(b"anyone?")
+    s.recv(100)
+    print("answered")
+except ConnectionRefusedError:
+    print("refused")
+except TimeoutError:
+    print("silence")
+"""
+
+
+@pytest.mark.parametrize("gw", [GW1, GW2])
+def test_a_port_nobody_listens_on_at_a_gateway_is_refused_at_once(cluster, gw):
+    """Linux's stack on the node answers a closed port: TCP with a RST, UDP with ICMP port
+    unreachable; both are ECONNREFUSED to the pod (and curl fails at once, exit 7)."""
+    for proto in ("tcp", "udp"):
+        out = cluster.exec("fid", "client", "python3", "-c", PROBE, gw, proto).stdout
+        assert out.strip() == "refused", (proto, out)
+    r = cluster.exec("fid", "client", "curl", "-sS", "-m", "3", f"http://{gw}:81/", check=False)
+    assert r.returncode == 7, r.stderr

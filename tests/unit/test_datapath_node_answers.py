@@ -5,7 +5,7 @@ to back (tests/unit/pipeline_pair.py), so the answer's way home is tested too.""
 
 from __future__ import annotations
 
-from scapy.layers.inet import ICMP, IP, UDP, UDPerror
+from scapy.layers.inet import ICMP, IP, TCP, UDP, UDPerror
 from scapy.layers.l2 import Ether
 
 from emunet.datapath import Encap
@@ -79,11 +79,39 @@ def test_a_pod_pings_the_other_nodes_gateway():
     assert pair.dps["node-2"].counters["echo_replies"] == 2
 
 
-def test_only_echo_is_answered_at_the_remote_gateway():
+def test_the_remote_gateway_has_no_listeners_rst_and_port_unreachable():
+    """Another node's gateway is that node's own address: a port nobody listens on answers as
+    Linux's stack does, TCP with a RST (RFC 9293 §3.10.7.1), UDP with port unreachable
+    (RFC 1122 §4.1.3.1), back through the tunnel; a RST gets nothing."""
     pair, c, _w = _pair()
-    assert pair.send("node-1", _from_client(c, GW2, 64, UDP(sport=5, dport=53)),
-                     c.host_ifname) == []
+    [s] = pair.send("node-1", _from_client(c, GW2, 64, UDP(sport=5, dport=53) / b"q"),
+                    c.host_ifname)
+    r = IP(s.frame[14:])
+    assert s.port == c.host_ifname
+    assert (r.src, r.dst, r[ICMP].type, r[ICMP].code) == (GW2, c.ip, 3, 3)
+    assert r[ICMP].payload[UDPerror].dport == 53
+    [s] = pair.send("node-1", _from_client(c, GW2, 64, TCP(sport=4000, dport=10250, flags="S",
+                                                           seq=77)), c.host_ifname)
+    r = IP(s.frame[14:])
+    assert (r.src, r.dst, r[TCP].sport, r[TCP].dport) == (GW2, c.ip, 10250, 4000)
+    assert (r[TCP].flags, r[TCP].ack) == ("RA", 78)
+    assert pair.send("node-1", _from_client(c, GW2, 64, TCP(sport=4000, dport=10250,
+                                                            flags="R")), c.host_ifname) == []
     assert pair.drops[-1].reason == DropReason.NO_ROUTE
+
+
+def test_the_local_gateway_has_no_listeners_rst_and_port_unreachable():
+    pair, c, _w = _pair()
+    [s] = pair.send("node-1", _from_client(c, GW1, 64, TCP(sport=4001, dport=22, flags="S",
+                                                           seq=9)), c.host_ifname)
+    r = IP(s.frame[14:])
+    assert (r.src, r.dst, r[TCP].flags, r[TCP].ack) == (GW1, c.ip, "RA", 10)
+    [s] = pair.send("node-1", _from_client(c, GW1, 64, UDP(sport=6, dport=123) / b"t"),
+                    c.host_ifname)
+    r = IP(s.frame[14:])
+    assert (r.src, r[ICMP].type, r[ICMP].code) == (GW1, 3, 3)
+    assert pair.drops[-1].reason == DropReason.NO_ROUTE
+    assert "no listener on the gateway" in pair.drops[-1].detail
 
 
 def test_the_local_gateway_answers_a_ping_with_ttl_1():

@@ -232,13 +232,13 @@ def test_nodeport_replies_never_take_a_hop():
     dp = Datapath(NodeTables.from_state(st, "node-1"), random.Random(1))
     web, gw = pod(st, "web-0"), st.node("node-1")
 
-    def reply(now: float) -> list:
+    def reply(now: float, flags: str = "A") -> list:
         f = Ether(src=web.mac, dst=gw.gateway_mac) / IP(src=web.ip, dst=gw.gateway_ip) / \
-            TCP(sport=8080, dport=40000, flags="A")
+            TCP(sport=8080, dport=40000, flags=flags)
         return dp.process(bytes(f), web.host_ifname, now)
 
     dp.process_nodeport(bytes(nodeport_syn()), 10.0)
-    reply(10.1)
+    reply(10.1, "SA")  # a real handshake: the entry is assured and outlives the neighbour
     dp.process_nodeport(bytes(nodeport_syn(flags="A", seq=1001)), 10.2)
     for now in (10.3, 10.4):
         [r] = reply(now)
@@ -248,4 +248,5 @@ def test_nodeport_replies_never_take_a_hop():
     assert conn.rhop is None
     [d] = reply(10.4 + 601)  # the client's neighbour entry aged out
     assert isinstance(d, Drop) and d.reason is DropReason.NO_ROUTE
+    assert "no neighbour entry" in d.detail
     assert NODE1 == gw.underlay_ip
