@@ -23,6 +23,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from emunet import naming
 from emunet.cluster import prober
 from emunet.cluster.events import WARNING, EventLog
 from emunet.cluster.runtime import Runtime
@@ -125,6 +126,7 @@ class Controllers:
 
     def tick(self, now: float) -> None:
         self._run_probes(now)
+        self.events.maybe_save(naming.run_dir() / "events.json", now)
         if self.sup.state.deployments and not self.reconciling and not self.sup.lock.locked():
             self.reconciling = True
             self._spawn(self._reconcile())
@@ -228,7 +230,9 @@ class Controllers:
 
     def adopted(self) -> None:
         """After a supervisor restart (emunet.cluster.adopt): the published restart counts
-        are not news, and a pod the dead supervisor was terminating finishes terminating."""
+        are not news, a pod the dead supervisor was terminating finishes terminating, and
+        the events it recorded are still listed (as events outlive a kubelet in etcd)."""
+        self.events.load(naming.run_dir() / "events.json")
         for key, ps in list(self.sup.state.pods.items()):
             self.restarts[key] = ps.restarts
             if ps.terminating:

@@ -132,6 +132,11 @@ def crashed(module_clusters) -> dict:
     sock.settimeout(5)
     sock.connect((_vip(c, "echo"), 7000))
     assert _echo(sock, b"before\n") == b"before\n"
+    # the events of `up` are saved within a second (emunet.cluster.events): wait for them, so
+    # the test below can ask the new supervisor for what the dead one recorded
+    saved = c.run_dir / "events.json"
+    events = wait_for(lambda: saved.exists() and json.loads(saved.read_text()), 5,
+                      "the events of up saved to the run dir")
     old = before["supervisor"]["pid"]
     os.kill(old, signal.SIGKILL)
     t0 = time.monotonic()
@@ -145,7 +150,8 @@ def crashed(module_clusters) -> dict:
     after = wait_for(back, 10, "a restarted supervisor with every pod Ready")
     print(f"supervisor SIGKILLed: a new one answers with every pod Ready after "
           f"{time.monotonic() - t0:.2f}s")
-    yield {"c": c, "sock": sock, "before": before, "after": after, "old": old}
+    yield {"c": c, "sock": sock, "before": before, "after": after, "old": old,
+           "events": events}
     sock.close()
 
 
@@ -158,6 +164,16 @@ def test_new_supervisor_adopts_the_children(crashed):
         {n: ch["pid"] for n, ch in before["children"].items()}
     out = crashed["c"].emunet("status").stdout
     assert "restarts 1)" in out, out
+
+
+def test_events_outlive_the_supervisor_that_recorded_them(crashed):
+    """As events live in etcd, not in the kubelet: `get events` after the crash still lists
+    what the dead supervisor recorded, with their first-seen times."""
+    out = json.loads(crashed["c"].emunet("get", "events", "-A", "-o", "json").stdout)
+    got = {(e["involvedObject"]["name"], e["reason"], e["firstTimestamp"])
+           for e in out["items"]}
+    want = {(e["name"], e["reason"], e["first"]) for e in crashed["events"]}
+    assert want and want <= got
 
 
 def test_established_connection_survives(crashed):
