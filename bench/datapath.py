@@ -16,7 +16,10 @@ offloads). The same clients then run on both, each figure the median of --repeat
                     pod doing connect, send 64 B, receive the echo, close, in a loop, against
                     a small Python echo server on node-2 (the same programs on both sides)
 
-Prints a table with the emunet/kernel ratio and writes JSON with --json. The underlay (the
+Prints a table with the emunet/kernel ratio and writes JSON with --json. A second baseline,
+"flannel pair" (bench.common_flannel: built by hand, no emunet code; --no-pair skips it), runs
+the same clients (TCP cross-node through its ClusterIP, ping, rr) so the kernel nodes' figures
+are checked against an independent build of the same topology. The underlay (the
 "wire") carries MTU-sized frames with complete checksums on both sides (see kernelnode).
 emunet pods keep TSO/checksum offloads (spec.offloads, the default; emunet.datapath.gso);
 --offloads-off adds a column, the same emunet cluster with `offloads: false`; --busy-poll-off
@@ -28,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import textwrap
 from pathlib import Path
 
 from bench.common_cluster import BenchCluster, median, percentile, pod_doc, ratio, service_doc
+from bench.common_flannel import VIP, FlannelPair
 from bench.common_floor import PythonFloor
 
 NS = "bench"
@@ -115,10 +120,16 @@ def _pod_ip(c: BenchCluster, name: str) -> str:
 
 
 def iperf(c: BenchCluster, ip: str, seconds: float) -> float:
-    """Gbit/s received by the server, one TCP stream (retried once: the server may be busy)."""
-    for attempt in range(3):
-        p = c.run_in(c.netns(NS, "client"), "iperf3", "-c", ip, "-p", str(IPERF_PORT), "-t",
-                     str(seconds), "-J", timeout=seconds + 30, check=False)
+    """Gbit/s received by the server, one TCP stream from the client pod."""
+    return iperf_in(c, c.netns(NS, "client"), ip, seconds)
+
+
+def iperf_in(c, netns: str, ip: str, seconds: float) -> float:
+    """Gbit/s received by the server, one TCP stream (retried once: the server may be busy);
+    `c` runs commands in namespaces (a BenchCluster or a FlannelPair)."""
+    for attempt in (1, 2):
+        p = c.run_in(netns, "iperf3", "-c", ip, "-p", str(IPERF_PORT), "-t", str(seconds),
+                     "-J", timeout=seconds + 30, check=False)
         if p.returncode == 0:
             return json.loads(p.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
         if attempt == 2:
@@ -127,8 +138,12 @@ def iperf(c: BenchCluster, ip: str, seconds: float) -> float:
 
 
 def ping(c: BenchCluster, ip: str, count: int) -> list[float]:
-    out = c.run_in(c.netns(NS, "client"), "ping", "-c", str(count), "-i", "0.01", "-W", "1",
-                   ip, check=False).stdout
+    return ping_in(c, c.netns(NS, "client"), ip, count)
+
+
+def ping_in(c, netns: str, ip: str, count: int) -> list[float]:
+    out = c.run_in(netns, "ping", "-c", str(count), "-i", "0.01", "-W", "1", ip,
+                   check=False).stdout
     return [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
 
 
@@ -171,6 +186,41 @@ def measure(datapath: str, repeat: int, seconds: float, log, offloads: bool = Tr
     return res
 
 
+def measure_pair(repeat: int, seconds: float, log) -> dict:
+    """The independent Flannel pair (bench.common_flannel): the same clients as `measure`."""
+    import subprocess
+    import time
+
+    rows: dict[str, list[float]] = {"tcp_cross_gbps": [], "ping_p50_ms": [], "ping_p99_ms": [],
+                                    "rr_per_s": []}
+    with FlannelPair(f"ebf{os.getpid() % 10000}") as fp:
+        log("  flannel pair (built by hand): measuring")
+        srv = fp.ns("server")
+        procs = [subprocess.Popen(["ip", "netns", "exec", srv, *cmd], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+                 for cmd in (["iperf3", "-s", "-p", str(IPERF_PORT)],
+                             ["/usr/bin/python3", "-c", ECHO_SERVER])]
+        try:
+            client = fp.ns("client")
+            fp.run_in(client, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1",
+                      "net.ipv4.ip_local_port_range=1024 65535")
+            time.sleep(0.5)  # the servers listen
+            ping_in(fp, client, fp.server_ip, 20)
+            for _ in range(repeat):
+                rows["tcp_cross_gbps"].append(iperf_in(fp, client, VIP, seconds))
+                rtts = ping_in(fp, client, fp.server_ip, 200)
+                rows["ping_p50_ms"].append(percentile(rtts, 50))
+                rows["ping_p99_ms"].append(percentile(rtts, 99))
+                rows["rr_per_s"].append(float(fp.run_in(
+                    client, sys.executable, "-c", RR_CLIENT, VIP, str(ECHO_PORT),
+                    str(seconds), timeout=seconds + 30).stdout))
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+    return {k: {"median": median(v), "runs": v} for k, v in rows.items()}
+
+
 def measure_floor(c: BenchCluster, echo_ip: str, repeat: int, seconds: float) -> dict:
     """Ping and rr to the echo pod's IP through the Python floor (bench.common_floor)."""
     rows: dict[str, list[float]] = {"ping_p50_ms": [], "ping_p99_ms": [], "rr_per_s": []}
@@ -198,6 +248,8 @@ def report(res: dict) -> str:
     """emunet | kernel | ratio, then each extra emunet column and the Python floor with their
     ratios to the kernel (the floor has ping and rr only: it carries no NAT and no policy)."""
     cols = [(name, res[key]) for key, name in EXTRA.items() if key in res]
+    if "pair" in res:
+        cols.append(("fl.pair", res["pair"]))
     floor = res["emunet"].get("floor")
     if floor:
         cols.append(("py floor", floor))
@@ -217,6 +269,9 @@ def report(res: dict) -> str:
                      f"{e:9.2f} {k:9.2f} {ratio(e, k):6.2f}x (lower is better)")
     lines += [f"medians of {res['repeat']} runs of {res['seconds']}s; policy: enforced on "
               "emunet nodes only (a kernel node runs Flannel + kube-proxy, no NetworkPolicy)"]
+    if "pair" in res:
+        lines += ["fl.pair: a Flannel + DNAT pair built by hand (bench.common_flannel), the "
+                  "kernel nodes' check; its ratio is to the kernel nodes"]
     if floor:
         lines += ["py floor: the agents replaced by a no-logic Python forwarder (recv, MAC "
                   "rewrite or VXLAN header, send), to the echo pod's IP: the least any Python "
@@ -225,8 +280,11 @@ def report(res: dict) -> str:
 
 
 def run(repeat: int, seconds: float, log=lambda s: print(s, file=sys.stderr),
-        offloads_off: bool = False, busy_poll_off: bool = False, floor: bool = True) -> dict:
+        offloads_off: bool = False, busy_poll_off: bool = False, floor: bool = True,
+        pair: bool = True) -> dict:
     res: dict = {"repeat": repeat, "seconds": seconds}
+    if pair:
+        res["pair"] = measure_pair(repeat, seconds, log)
     res["emunet"] = measure("emunet", repeat, seconds, log, floor=floor)
     res["kernel"] = measure("kernel", repeat, seconds, log)
     if offloads_off:  # the same emunet cluster without TSO in pod veths, same run
@@ -235,6 +293,10 @@ def run(repeat: int, seconds: float, log=lambda s: print(s, file=sys.stderr),
         res["emunet_busy_poll_off"] = measure("emunet", repeat, seconds, log, busy_poll=0)
     res["ratios"] = {key: ratio(res["emunet"][key]["median"], res["kernel"][key]["median"])
                      for key, _, _ in ROWS}
+    if pair:  # emunet against the independent baseline too (issue 16: >= 0.4x on TCP)
+        res["ratios_to_pair"] = {
+            key: ratio(res["emunet"][key]["median"], res["pair"][key]["median"])
+            for key, _, _ in ROWS if key in res["pair"]}
     return res
 
 
@@ -247,11 +309,14 @@ def main() -> int:
                     help="also measure the emunet cluster with spec.offloads: false")
     ap.add_argument("--busy-poll-off", action="store_true",
                     help="also measure the emunet cluster with spec.busyPoll: 0")
+    ap.add_argument("--no-pair", action="store_true",
+                    help="skip the hand-built Flannel pair (the second baseline)")
     ap.add_argument("--no-floor", action="store_true",
                     help="skip the Python floor (the agents replaced by a no-logic forwarder)")
     args = ap.parse_args()
     res = run(max(1, args.repeat), args.seconds, offloads_off=args.offloads_off,
-              busy_poll_off=args.busy_poll_off, floor=not args.no_floor)
+              busy_poll_off=args.busy_poll_off, floor=not args.no_floor,
+              pair=not args.no_pair)
     print(report(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
