@@ -23,6 +23,17 @@ def _say(msg: str) -> None:
 
 
 def cmd_up(a: argparse.Namespace) -> int:
+    if a.resume:
+        if a.file:
+            raise CLIError(f"--resume restarts the running cluster's supervisor and takes no "
+                           f"config: drop {a.file!r} (emunet up --resume)", code=2)
+        need_root()
+        st = lifecycle.resume(_say)
+        print(f"cluster {st.cluster.name!r} resumed: supervisor running, pods ready "
+              f"{sum(p.ready for p in st.pods.values())}/{len(st.pods)}")
+        return 0
+    if not a.file:
+        raise CLIError("no config given: emunet up CONFIG (or emunet up --resume)", code=2)
     cfg = load_config(a.file)  # a bad file is bad input, also without root
     need_root()
     t0 = time.monotonic()

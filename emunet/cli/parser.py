@@ -68,7 +68,11 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="verb", metavar="COMMAND", required=True)
 
     p = sub.add_parser("up", help="build a cluster from a config file and start it")
-    p.add_argument("file", help="config: a Cluster document followed by Kubernetes manifests")
+    p.add_argument("file", nargs="?",
+                   help="config: a Cluster document followed by Kubernetes manifests")
+    p.add_argument("--resume", action="store_true",
+                   help="no FILE: restart the supervisor of the running cluster when it and "
+                        "its watchdog are gone (it adopts the agents, pods and servers)")
     p.set_defaults(func="build:cmd_up")
     p = sub.add_parser("down", help="stop the cluster and remove everything emunet created")
     p.set_defaults(func="build:cmd_down")

@@ -12,7 +12,7 @@ import sys
 from emunet import control, naming
 from emunet.cli import views
 from emunet.cli.common import CLIError, load_state, need_root
-from emunet.host import kernelnode, sandbox
+from emunet.host import adopted, kernelnode, sandbox
 from emunet.host.manifest import Manifest
 from emunet.observe.counters import status_lines
 
@@ -112,11 +112,18 @@ def cmd_status(a: argparse.Namespace) -> int:
     except (control.ControlError, OSError) as e:
         sup = None
         print(f"supervisor: NOT RUNNING ({e})")
+    watchdog = adopted.find(Manifest.open(naming.manifest_path()).processes(), "watchdog")
+    if sup is None and watchdog is None:
+        print("watchdog: gone, so nothing restarts the supervisor: `emunet up --resume` "
+              "adopts the running cluster (or `emunet down`)")
     if sup:
         me = sup.get("supervisor") or {}
         print(f"cluster {st.cluster.name!r}: supervisor up {sup['uptime']:.0f}s (pid "
               f"{me.get('pid')}, restarts {me.get('restarts', 0)}), pods ready "
               f"{sup['pods_ready']}/{sup['pods']}")
+        if watchdog is None:
+            print("  warning: the watchdog is gone: a supervisor crash would not be "
+                  "recovered (then run `emunet up --resume`)")
         behind = set(sup.get("behind") or ())
         for name, c in sup["children"].items():
             # "starting": alive, but not yet forwarding by the current state (just restarted)

@@ -23,7 +23,7 @@ from pathlib import Path
 from emunet import control, naming
 from emunet.config import load_config
 from emunet.errors import EmunetError
-from emunet.host import kernelnode, netlink, tc
+from emunet.host import adopted, kernelnode, netlink, tc
 from emunet.host import underlay as nodeport
 from emunet.l7 import listeners
 from emunet.model import Config
@@ -177,12 +177,15 @@ def write_kubeconfig(port: int) -> None:
         f.write(kubeconfig_text(port))
 
 
-def _start_supervisor(m: netlink.Manifest) -> None:
+def _start_supervisor(m: netlink.Manifest, resumed: int = 0) -> None:
     """Start the watchdog, which starts the supervisor (and restarts it after a crash:
-    emunet.cluster.watchdog); it writes the manifest only after we say go."""
+    emunet.cluster.watchdog); it writes the manifest only after we say go. `resumed`: the
+    supervisors that ran before (`up --resume`: the first one adopts the cluster)."""
     logf = open(naming.run_dir() / "logs" / "watchdog.log", "ab")  # noqa: SIM115
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    p = subprocess.Popen([sys.executable, "-m", "emunet.cluster.watchdog"], stdin=subprocess.PIPE,
+    argv = [sys.executable, "-m", "emunet.cluster.watchdog"]
+    argv += ["--resume", str(resumed)] if resumed else []
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE,
                          stdout=logf, stderr=subprocess.STDOUT, env=env,
                          start_new_session=True)
     logf.close()
@@ -320,3 +323,28 @@ def _wait_gone(pid: int, timeout: float) -> None:
 def _remove_all(m: netlink.Manifest) -> None:
     netlink.teardown(m)
     shutil.rmtree(naming.run_dir(), ignore_errors=True)
+
+
+def resume(progress: Progress) -> ClusterState:
+    """`emunet up --resume`: a cluster whose supervisor is gone and whose watchdog is gone too
+    (killed, or it gave up on a supervisor that kept dying) gets a new watchdog, whose first
+    supervisor adopts what still runs (emunet.cluster.adopt) and restarts what does not."""
+    if not is_up():
+        raise UserError(f"no cluster to resume (no manifest in {naming.run_dir()}): run "
+                        "`emunet up CONFIG`")
+    try:
+        pid = control.request("ping", timeout=2)["pid"]
+    except (control.ControlError, OSError):
+        pid = None
+    if pid is not None:
+        raise UserError(f"the cluster's supervisor is running (pid {pid}): nothing to resume")
+    m = netlink.Manifest.open(manifest_path())
+    procs = m.processes()
+    if adopted.find(procs, "watchdog") is not None:
+        raise UserError("the cluster's watchdog is running and restarts the supervisor: wait "
+                        f"a few seconds, or see {naming.run_dir()}/logs/watchdog.log")
+    state = store.read()
+    _start_supervisor(m, resumed=max(1, sum(e.get("role") == "supervisor" for e in procs)))
+    progress("watchdog started: the supervisor adopts the running cluster")
+    _wait_ready(state, progress)
+    return store.read()

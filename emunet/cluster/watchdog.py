@@ -1,7 +1,9 @@
 """The supervisor's watchdog: the process `emunet up` leaves running, which runs the supervisor
 and starts it again (`--adopt`, emunet.cluster.adopt) when it dies by a signal or a crash, as
 systemd's Restart=on-failure keeps a kubelet up. It exits when the supervisor exits cleanly
-(after `shutdown`) or when it is itself told to stop (SIGTERM from `emunet down`).
+(after `shutdown`) or when it is itself told to stop (SIGTERM from `emunet down`). If it is
+killed itself (or gives up on a supervisor that keeps dying), `emunet up --resume` starts a new
+one whose first supervisor adopts the cluster (`--resume N`: N supervisors ran before).
 
 It is the child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER) of everything below it: when the
 supervisor dies, its agents, sandboxes and containers are reparented here, not to init, and are
@@ -69,7 +71,11 @@ def _start(restarts: int, debug: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
+    # `emunet up --resume`: the cluster is running without a supervisor (this watchdog's
+    # predecessor was killed, or gave up): the first supervisor already adopts it
+    resumed = int(args[args.index("--resume") + 1]) if "--resume" in args else 0
     if sys.stdin.readline() != "go\n":  # `up` recorded our pid in the manifest
         return 1  # or `up` died before it could: nothing to run
     _subreaper()
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    restarts, quick = 0, 0
+    restarts, quick = resumed, 0
     while not stopping:
         started = time.monotonic()
         try:

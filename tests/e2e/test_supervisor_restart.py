@@ -151,7 +151,7 @@ def crashed(module_clusters) -> dict:
     print(f"supervisor SIGKILLed: a new one answers with every pod Ready after "
           f"{time.monotonic() - t0:.2f}s")
     yield {"c": c, "sock": sock, "before": before, "after": after, "old": old,
-           "events": events}
+           "events": events, "watchdogs": [after["supervisor"]["watchdog"]]}
     sock.close()
 
 
@@ -260,16 +260,41 @@ def test_stopped_node_stays_stopped_across_a_restart(crashed):
     assert "Hello from web" in out
 
 
+def test_up_resume_after_the_watchdog_and_the_supervisor_are_killed(crashed):
+    """Nothing restarts a supervisor whose watchdog is gone: `status` says so and what to do,
+    and `emunet up --resume` starts a new watchdog whose supervisor adopts the cluster."""
+    c = crashed["c"]
+    st = c.status()
+    children = {name: ch["pid"] for name, ch in st["children"].items()}
+    os.kill(st["supervisor"]["watchdog"], signal.SIGKILL)
+    os.kill(st["supervisor"]["pid"], signal.SIGKILL)
+    wait_for(lambda: _status(c) is None, 5, "the supervisor gone")
+    out = c.emunet("status", check=False).stdout
+    assert "NOT RUNNING" in out and "emunet up --resume" in out, out
+    bad = c.emunet("up", "--resume", c.config, check=False)
+    assert bad.returncode == 2 and "drop" in bad.stderr, bad.stderr
+    p = c.emunet("up", "--resume")
+    assert "resumed" in p.stdout, p.stdout + p.stderr
+    new = c.status()
+    assert new["supervisor"]["restarts"] == st["supervisor"]["restarts"] + 1
+    assert {name: ch["pid"] for name, ch in new["children"].items()} == children  # adopted
+    out = c.exec("sr", "client", "curl", "-sS", "--max-time", "5", "http://web").stdout
+    assert "Hello from web" in out
+    again = c.emunet("up", "--resume", check=False)
+    assert again.returncode != 0 and "nothing to resume" in again.stderr, again.stderr
+    crashed["watchdogs"].append(new["supervisor"]["watchdog"])
+
+
 def test_down_removes_everything_with_the_watchdog(crashed):
     c = crashed["c"]
-    watchdog = crashed["after"]["supervisor"]["watchdog"]
     crashed["sock"].close()
     c.down_clean()
 
-    def gone() -> bool:
+    def gone(pid: int) -> bool:
         try:
-            with open(f"/proc/{watchdog}/stat") as f:
+            with open(f"/proc/{pid}/stat") as f:
                 return f.read().rpartition(")")[2].split()[0] == "Z"
         except FileNotFoundError:
             return True
-    wait_for(gone, 5, "the watchdog gone after down")
+    for watchdog in crashed["watchdogs"]:
+        wait_for(lambda w=watchdog: gone(w), 5, "the watchdog gone after down")
