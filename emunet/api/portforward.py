@@ -1,6 +1,7 @@
 """pods/portforward: kubectl's local connections reach a port of the pod, over SPDY/3.1.
 
-Two ways in (research kubernetes-api.md, port-forward and section 6):
+Two ways in for kubectl (research kubernetes-api.md, port-forward and section 6), and a third,
+the WebSocket channel protocol of the Python client (emunet.api.portforwardws):
 - `GET` with `Upgrade: websocket` and subprotocol `SPDY/3.1+portforward.k8s.io` (kubectl 1.31+,
   KEP-4006): the SPDY frames travel in WebSocket binary messages;
 - `POST` (or GET) with `Upgrade: SPDY/3.1`, `X-Stream-Protocol-Version: portforward.k8s.io`
@@ -90,7 +91,7 @@ class Forwarder:
 
     async def forward(self, port: int, data: Stream, error: Stream) -> None:
         try:
-            reader, writer = await self._connect(port)
+            reader, writer = await self.connect(port)
         except (OSError, HostError, TimeoutError) as e:
             await error.write(self.connect_error(port, e).encode())
             await data.close()
@@ -111,7 +112,7 @@ class Forwarder:
             writer.close()
             await error.close()
 
-    async def _connect(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connect(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         sock = socket_in_netns(self.netns, socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
@@ -162,19 +163,23 @@ async def _client_to_pod(data: Stream, writer: asyncio.StreamWriter) -> None:
             writer.write_eof()
 
 
+def session_name(pod: dict[str, Any]) -> str:
+    return f"port-forward {pod['metadata']['namespace']}/{pod['metadata']['name']}"
+
+
 async def serve(request: web.Request, netns: str, pod: dict[str, Any],
                 alive: Callable[[], bool]) -> web.StreamResponse:
     """`alive()`: the pod is still there (deleted, its containers' connections would die with
     it: the session ends, and kubectl says `lost connection to pod`)."""
     upgrade = request.headers.get("Upgrade", "").lower()
-    name = f"port-forward {pod['metadata']['namespace']}/{pod['metadata']['name']}"
+    name = session_name(pod)
     fwd = Forwarder(netns, pod)
     if upgrade == "websocket":
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol",
                                                            "").split(",")]
-        if WS_PROTOCOL not in offered:
+        if WS_PROTOCOL not in offered:  # (v4.channel.k8s.io: emunet.api.portforwardws)
             raise status.bad_request(f"port-forward over WebSocket needs the subprotocol "
-                                     f"{WS_PROTOCOL}")
+                                     f"{WS_PROTOCOL} or v4.channel.k8s.io")
         return await _websocket(request, fwd, name, alive)
     if spdyupgrade.is_spdy(request):
         if request.headers.getall(spdyupgrade.HEADER, []):

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from emunet import naming
-from emunet.api import podattach, podexec, portforward, status
+from emunet.api import podattach, podexec, portforward, portforwardws, status
 from emunet.api.target import Target, container_of, pod_of
 from emunet.api.view import View
 from emunet.cluster.workloads import log_appended, log_path
@@ -39,7 +39,13 @@ async def subresource(request: web.Request, view: View, t: Target) -> web.Stream
         def alive() -> bool:
             now = view.objs.get("pods", {}).get(t.key)
             return now is not None and now["metadata"]["uid"] == uid
-        return await portforward.serve(request, view.state.pods[t.key].netns, pod, alive)
+        netns = view.state.pods[t.key].netns
+        if request.headers.get("Upgrade", "").lower() == "websocket" and \
+                portforwardws.offered(request):  # the Python client's channel protocol
+            return await portforwardws.serve(request, portforward.Forwarder(netns, pod),
+                                             portforward.session_name(pod),
+                                             portforwardws.ports(request), alive)
+        return await portforward.serve(request, netns, pod, alive)
     if sub == "status" and request.method == "GET":
         obj = view.objs.get(plural, {}).get(t.key)
         if obj is None:

@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,43 @@ def test_bundled_kubectl_versions_forward_by_websocket_and_by_spdy(cluster, kube
     if 30 in ran:
         assert "SPDY/3.1 on the upgraded connection" in log
     assert "SPDY/3.1 over WebSocket" in log
+
+
+PY_FORWARD = """
+import sys
+from kubernetes import client, config
+from kubernetes.stream import portforward
+config.load_kube_config()
+v1 = client.CoreV1Api()
+pf = portforward(v1.connect_get_namespaced_pod_portforward, sys.argv[1], sys.argv[2],
+                 ports=sys.argv[3])
+port = int(sys.argv[3])
+s = pf.socket(port)
+s.settimeout(10)
+got = b""
+try:
+    s.sendall(b"GET /py HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+    while chunk := s.recv(65536):
+        got += chunk
+except OSError as e:  # the client closes its end when the error channel speaks
+    print("closed:", e)
+s.close()
+print(got.decode(errors="replace"))
+print("ERROR:", pf.error(port))
+"""
+
+
+def test_the_python_clients_own_port_forward(kubectl):
+    """`kubernetes.stream.portforward`: the WebSocket channel protocol (v4.channel.k8s.io),
+    not kubectl's SPDY: the request reaches the pod's port and its answer comes back whole;
+    a port nobody listens on is said on the port's error channel."""
+    p = subprocess.run([sys.executable, "-c", PY_FORWARD, POD, NS, "3000"], env=kubectl.env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "HTTP/1.1 200 OK" in p.stdout and "path=/py" in p.stdout, p.stdout
+    p = subprocess.run([sys.executable, "-c", PY_FORWARD, POD, NS, "81"], env=kubectl.env,
+                       capture_output=True, text=True, timeout=60)
+    assert "connection refused" in p.stdout, p.stdout + p.stderr
 
 
 def test_deleting_the_pod_ends_the_forward(kubectl):

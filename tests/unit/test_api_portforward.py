@@ -112,7 +112,7 @@ async def pod(monkeypatch):
         return await asyncio.open_connection(
             "127.0.0.1", servers[port].sockets[0].getsockname()[1])
 
-    monkeypatch.setattr(portforward.Forwarder, "_connect", connect)
+    monkeypatch.setattr(portforward.Forwarder, "connect", connect)
     yield received
     for srv in servers.values():
         srv.close()
