@@ -51,7 +51,9 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "nodes", "node", "Node", namespaced=False, short=("no",), verbs=READ),
     Resource("", "v1", "pods", "pod", "Pod", short=("po",), categories=("all",),
              subresources=_POD_SUBS),
+    # upstream's Service REST storage has no deletecollection (kubectl api-resources -o wide)
     Resource("", "v1", "services", "service", "Service", short=("svc",), categories=("all",),
+             verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
              subresources=(("status", "Service", ("get", "patch", "update")),)),
     Resource("", "v1", "endpoints", "endpoints", "Endpoints", short=("ep",)),
     Resource("", "v1", "events", "event", "Event", short=("ev",), verbs=("get", "list")),

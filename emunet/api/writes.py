@@ -28,6 +28,7 @@ from aiohttp import web
 from emunet import control
 from emunet.api import deleteopts, patch, status, stored
 from emunet.api.resources import Resource
+from emunet.api.selectors import field_selector, label_selector
 from emunet.api.streams import scale as scale_of
 from emunet.api.target import Target
 from emunet.api.view import View, build
@@ -68,6 +69,8 @@ async def serve(request: web.Request, view: View, t: Target) -> web.StreamRespon
     if t.name is None:
         if request.method == "POST":
             return await create(request, view, t)
+        if request.method == "DELETE" and "deletecollection" in t.res.verbs:
+            return await delete_collection(request, view, t)
         raise status.not_allowed(request.method.lower(), t.res.plural)
     if request.method == "PUT":
         return await update(request, view, t)
@@ -292,6 +295,35 @@ async def delete(request: web.Request, view: View, t: Target) -> web.Response:
     view.cascaded = {k: v for k, v in view.cascaded.items() if now - v[1] < CASCADE_MEMORY}
     view.cascaded.update(taken)
     return web.json_response(_live(view, t.res, t.key) or live)
+
+
+async def delete_collection(request: web.Request, view: View, t: Target) -> web.Response:
+    """deletecollection (`DELETE` on a collection, the Python client's
+    `delete_collection_namespaced_*`): every object of the namespace (all of them without
+    one) that `labelSelector` and `fieldSelector` select, deleted one by one as `delete` does
+    (the same DeleteOptions), answered with the list of what was deleted, as the registry's
+    DeleteCollection answers."""
+    match_labels = label_selector(request.query.get("labelSelector"))
+    match_fields = field_selector(request.query.get("fieldSelector"))
+    chosen = [(key, obj) for key, obj in sorted(view.objs.get(t.res.plural, {}).items())
+              if (t.namespace is None or key[0] == t.namespace)
+              and match_labels(obj) and match_fields(obj)
+              and key != ("default", "kubernetes")]  # the API server's own (see serve)
+    gone = []
+    for key, obj in chosen:
+        one = Target(t.res, key[0] or None, key[1], None)
+        if "dryRun" in request.query:
+            gone.append(obj)
+            continue
+        try:
+            resp = await delete(request, view, one)
+        except status.APIError as e:
+            if e.code == 404:  # deleted meanwhile (a namespace's cascade, a controller)
+                continue
+            raise
+        gone.append(json.loads(resp.body))  # type: ignore[arg-type]
+    return web.json_response({"apiVersion": t.res.api_version, "kind": f"{t.res.kind}List",
+                              "metadata": {"resourceVersion": str(view.rv)}, "items": gone})
 
 
 async def scale(request: web.Request, view: View, t: Target) -> web.Response:

@@ -333,6 +333,16 @@ try:
     apps.create_namespaced_deployment("kpol", dep)
 except client.ApiException as e:
     print(e.status, e.reason)
+import time
+core = client.CoreV1Api()
+for _ in range(200):
+    listed = core.list_namespaced_pod("kpol", label_selector="app=py").items
+    names = [p.metadata.name for p in listed]
+    if len(names) == 2:
+        break
+    time.sleep(0.1)
+core.delete_collection_namespaced_pod("kpol", label_selector="app=py", grace_period_seconds=0)
+print(" ".join(sorted(names)))
 """
 
 
@@ -341,7 +351,11 @@ def test_python_client_creates_and_scales(cluster, kubectl, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split("\n")[:3] == ["py", "2", "409 Conflict"]
-    assert until(lambda: len(pods_of(cluster, "kpol", "py-")) == 2)
+    # deletecollection took both pods; the Deployment made two new ones
+    deleted_pods = set(p.stdout.split("\n")[3].split())
+    assert len(deleted_pods) == 2
+    assert until(lambda: len(pods_of(cluster, "kpol", "py-")) == 2 and not deleted_pods & {
+        q["metadata"]["name"] for q in pods_of(cluster, "kpol", "py-")}, 20)
     # kubectl create (POST) and replace (PUT)
     f = write(tmp_path, "c.yaml", POLICY_APP.split("---\n")[1].replace("srv", "made"))
     assert kubectl("create", "-f", f).stdout.strip() == "pod/made created"

@@ -416,3 +416,29 @@ async def test_kubectl_edit_of_the_coredns_configmap_reaches_the_responders_sett
     r = await api.post("/api/v1/namespaces/default/configmaps", data=json.dumps(
         {"metadata": {"name": "x"}, "data": {}}))
     assert r.status == 403
+
+
+async def test_deletecollection_deletes_what_the_selectors_select(api):
+    """DELETE on a collection (the Python client's delete_collection_namespaced_pod): what the
+    label and field selectors select in the namespace, one by one with the same options,
+    answered with the list of what went; Services have no deletecollection upstream."""
+    url = f"/api/v1/namespaces/{NS}/pods"
+    for name, tier in (("c1", "cache"), ("c2", "cache"), ("w1", "web")):
+        assert (await api.post(url, json=pod(name, tier=tier))).status == 201
+    r = await api.delete(f"{url}?labelSelector=tier%3Dcache&dryRun=All")
+    assert r.status == 200 and [p["metadata"]["name"] for p in (await r.json())["items"]] \
+        == ["c1", "c2"]
+    assert (await api.get(f"{url}/c1")).status == 200  # a dry run deletes nothing
+    r = await api.delete(f"{url}?labelSelector=tier%3Dcache",
+                         json={"kind": "DeleteOptions", "gracePeriodSeconds": 0})
+    got = await r.json()
+    assert r.status == 200 and got["kind"] == "PodList" and api.sup.last["grace"] == 0
+    assert [p["metadata"]["name"] for p in got["items"]] == ["c1", "c2"]
+    for name, code in (("c1", 404), ("c2", 404), ("w1", 200)):
+        assert (await api.get(f"{url}/{name}")).status == code
+    r = await api.delete(f"{url}?fieldSelector=metadata.name%3Dw1")
+    assert [p["metadata"]["name"] for p in (await r.json())["items"]] == ["w1"]
+    r = await api.delete(f"/api/v1/namespaces/{NS}/services")
+    assert r.status == 405
+    r = await api.delete(f"{url}?labelSelector=tier+in+(a")
+    assert r.status == 400
