@@ -4,7 +4,8 @@ The agents record each traced packet's headers (`observe.record.headers`: MACs, 
 ports, TCP flags, ICMP type/id, the payload's length; the VXLAN outer IPs, port and VNI), not
 its bytes, so the frames here are rebuilt from those fields with Scapy and then decoded by it:
 every recorded field is exact; checksums are Scapy's (recomputed), the payload is that many
-zero bytes and the outer Ethernet header of VXLAN (not recorded) is left zero. Scapy is
+zero bytes, TCP sequence numbers and options are Scapy's defaults and the outer Ethernet
+header of VXLAN (not recorded) is left zero. Scapy is
 imported on first use: it takes half a second.
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
-NOT_RECORDED = ("Rebuilt from the datapath's records: header fields are the recorded ones; "
-                "checksums recomputed, payload bytes zeroed, outer MACs not recorded.")
+NOT_RECORDED = ("Rebuilt from the datapath's records: the header fields shown are the recorded "
+                "ones; checksums are recomputed, TCP sequence numbers and options, payload "
+                "bytes (zeroed) and the outer MACs are not recorded.")
 
 
 def packet(inner: dict[str, Any], outer: dict[str, Any] | None = None) -> Any:

@@ -40,7 +40,7 @@ from emunet.ui import frames, model
 log = logging.getLogger("emunet.ui")
 STATIC = Path(__file__).with_name("static")
 POLL = 0.25  # seconds between looks at the state file's stamp
-BATCH = 0.2  # seconds of flows sent to the page at once
+BATCH = 0.1  # seconds of flows sent to the page at once
 MAX_ROWS = 300  # flows per SSE batch and per /api/flows answer (the newest)
 MAX_TRACES = 20  # kept for their pcap and hop details
 DEFAULT_PORT = 8484
