@@ -17,7 +17,9 @@ def cmd_ui(a: argparse.Namespace) -> int:
     from emunet.ui import server  # aiohttp: only this verb loads it
 
     def ready(url: str) -> None:
-        print(f"emunet ui: open {url} (loopback only; Ctrl-C stops it)", flush=True)
+        print(f"emunet ui: open {url}\n(loopback only: from another machine, ssh -L "
+              f"{a.port}:127.0.0.1:{a.port}; the token lets a non-root browser in; "
+              "Ctrl-C stops it)", flush=True)
     try:
         asyncio.run(server.serve(a.port, ready))
     except OSError as e:

@@ -9,10 +9,12 @@ query parameters; `?download=1` as a file), `GET /api/events` (SSE: `map` on eve
 `flows` batches), `POST /api/trace` `{namespace, pod, dest, protocol}`, `GET
 /api/trace/ID.pcap`, `GET /api/hop/ID/N` (a hop's headers decoded by Scapy).
 
-Why the uid check: a loopback port is open to every local user, while the flows and the state
-are root's (the run dir is 0700). Each connection's peer socket is looked up in
-/proc/net/tcp (as identd does) and must belong to uid 0. The Host header must name the
-loopback address, so a web page elsewhere cannot drive the server through DNS rebinding.
+Who may look: a loopback port is open to every local user, while the flows and the state are
+root's (the run dir is 0700). A request is served when it carries the secret token of the URL
+`emunet ui` prints (as Jupyter does: whoever can read root's terminal; the page's first load
+turns it into a SameSite=Strict HttpOnly cookie), or when its client socket belongs to uid 0
+(looked up in /proc/net/tcp, as identd does). The Host header must name the loopback address,
+so a web page elsewhere cannot drive the server through DNS rebinding.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import hmac
 import json
 import logging
+import secrets
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -44,6 +48,7 @@ BATCH = 0.1  # seconds of flows sent to the page at once
 MAX_ROWS = 300  # flows per SSE batch and per /api/flows answer (the newest)
 MAX_TRACES = 20  # kept for their pcap and hop details
 DEFAULT_PORT = 8484
+COOKIE = "emunet_ui"
 HEARTBEAT = 10.0  # seconds of silence before an SSE comment
 
 
@@ -67,8 +72,10 @@ def peer_uid(peer: tuple[str, int], local_port: int, table: str = "/proc/net/tcp
 class UI:
     """The server's view of the cluster: the state (reloaded on publish), traces, SSE clients."""
 
-    def __init__(self, run_dir: Path, port: int, check_uid: bool = True) -> None:
+    def __init__(self, run_dir: Path, port: int, check_uid: bool = True,
+                 token: str | None = None) -> None:
         self.run_dir, self.port, self.check_uid = run_dir, port, check_uid
+        self.token = token or secrets.token_urlsafe(18)
         self.state_path = run_dir / store.FILE_NAME
         self.stamp: Any = None
         self.state: ClusterState | None = None
@@ -150,17 +157,26 @@ class UI:
 
 # ---- HTTP ----------------------------------------------------------------------------------
 
+UI_KEY: web.AppKey[UI] = web.AppKey("ui", UI)
+TRACE_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("trace-lock", asyncio.Lock)
+
 @web.middleware
 async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    ui: UI = request.app["ui"]
+    ui: UI = request.app[UI_KEY]
     host = request.host.rsplit(":", 1)[0].strip("[]")
     if host not in ("127.0.0.1", "localhost"):
         return web.json_response({"error": "use http://127.0.0.1 (loopback only)"}, status=403)
-    if ui.check_uid:
+    given = request.query.get("token") or request.cookies.get(COOKIE) or ""
+    if not hmac.compare_digest(given.encode(), ui.token.encode()) and ui.check_uid:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if not peer or peer_uid(peer, ui.port) != 0:
-            return web.json_response({"error": "emunet ui serves root only (the cluster's "
-                                      "flows and state are root's)"}, status=403)
+            return web.json_response({"error": "open the URL `emunet ui` printed (with its "
+                                      "token): the cluster's flows and state are root's"},
+                                     status=403)
+    if request.query.get("token") and request.path == "/":
+        resp = web.Response(status=302, headers={"Location": "/"})  # the token leaves the
+        resp.set_cookie(COOKIE, ui.token, httponly=True, samesite="Strict", path="/")  # bar
+        return resp
     try:
         return await handler(request)
     except (EmunetError, ValueError) as e:
@@ -173,11 +189,11 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def get_map(request: web.Request) -> web.Response:
-    return web.json_response(request.app["ui"].map)
+    return web.json_response(request.app[UI_KEY].map)
 
 
 async def get_flows(request: web.Request) -> web.Response:
-    ui: UI = request.app["ui"]
+    ui: UI = request.app[UI_KEY]
     q = {k: request.query.getall(k) for k in request.query if k not in ("download", "last")}
     last = int(request.query.get("last", MAX_ROWS) or 0) or None
     rows = await asyncio.to_thread(ui.rows, q, last)
@@ -189,7 +205,7 @@ async def get_flows(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    ui: UI = request.app["ui"]
+    ui: UI = request.app[UI_KEY]
     q = {k: request.query.getall(k) for k in request.query}
     flt = model.flow_filter(q)  # a bad filter is a 400 before the stream starts
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -231,19 +247,19 @@ async def _send(resp: web.StreamResponse, event: str, data: Any) -> None:
 
 
 async def post_trace(request: web.Request) -> web.Response:
-    ui: UI = request.app["ui"]
+    ui: UI = request.app[UI_KEY]
     try:
         body = await request.json()
     except ValueError:
         return web.json_response({"error": "send JSON: {namespace, pod, dest}"}, status=400)
     if not isinstance(body, dict):
         return web.json_response({"error": "send a JSON object"}, status=400)
-    async with request.app["trace_lock"]:  # one probe at a time, as a user runs them
+    async with request.app[TRACE_LOCK]:  # one probe at a time, as a user runs them
         return web.json_response(await asyncio.to_thread(ui.trace, body))
 
 
 async def get_pcap(request: web.Request) -> web.Response:
-    t = request.app["ui"].traces.get(request.match_info["id"])
+    t = request.app[UI_KEY].traces.get(request.match_info["id"])
     if t is None:
         return web.json_response({"error": "no such trace (traces are kept in memory: the "
                                   "last 20)"}, status=404)
@@ -254,7 +270,7 @@ async def get_pcap(request: web.Request) -> web.Response:
 
 
 async def get_hop(request: web.Request) -> web.Response:
-    t = request.app["ui"].traces.get(request.match_info["id"])
+    t = request.app[UI_KEY].traces.get(request.match_info["id"])
     n = request.match_info["n"]
     hop = None
     if t is not None:
@@ -266,10 +282,11 @@ async def get_hop(request: web.Request) -> web.Response:
     return web.json_response({"hop": hop, **decoded})
 
 
-def make_app(ui: UI) -> web.Application:
+def make_app(ui: UI, live: bool = True) -> web.Application:
+    """The app; `live`: also follow the flow rings and the state file (off in unit tests)."""
     app = web.Application(middlewares=[guard])
-    app["ui"] = ui
-    app["trace_lock"] = asyncio.Lock()
+    app[UI_KEY] = ui
+    app[TRACE_LOCK] = asyncio.Lock()
     app.router.add_get("/", index)
     app.router.add_static("/static", STATIC)
     app.router.add_get("/api/map", get_map)
@@ -287,7 +304,8 @@ def make_app(ui: UI) -> web.Application:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    app.cleanup_ctx.append(background)
+    if live:
+        app.cleanup_ctx.append(background)
     return app
 
 
@@ -300,7 +318,7 @@ async def serve(port: int, ready: Any = None) -> None:
     try:
         await site.start()
         if ready is not None:
-            ready(f"http://127.0.0.1:{port}/")
+            ready(f"http://127.0.0.1:{port}/?token={ui.token}")
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

@@ -94,8 +94,10 @@ def url(cluster: Cluster) -> Iterator[str]:
                          stderr=subprocess.STDOUT)
     try:
         out = Output(p.stdout)
-        out.wait(f"http://127.0.0.1:{port}/", 20, "emunet ui to print its URL")
-        yield f"http://127.0.0.1:{port}/"
+        text = out.wait("Ctrl-C", 20, "emunet ui to print its URL")
+        printed = next(w for w in text.split() if w.startswith(f"http://127.0.0.1:{port}/"))
+        assert "?token=" in printed
+        yield printed
     finally:
         p.send_signal(signal.SIGINT)  # Ctrl-C ends it
         try:
@@ -222,7 +224,8 @@ def test_trace_draws_vxlan_and_the_dnat_backend(cluster: Cluster, browser: Any,
     from scapy.utils import rdpcap
     frames = rdpcap(io.BytesIO(data))
     assert any(VXLAN in f for f in frames) and len(frames) >= 6
-    flows = json.loads(urllib.request.urlopen(url + "api/flows?download=1", timeout=10).read())
+    base = url.partition("?")[0]
+    flows = json.loads(urllib.request.urlopen(base + "api/flows?download=1", timeout=10).read())
     assert any(f.get("verdict") == "DROPPED" for f in flows)
 
 

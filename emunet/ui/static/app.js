@@ -213,7 +213,7 @@ function renderDrops() {
     const a = ui.pos.get(d.src), b = ui.pos.get(d.dst);
     if (!a || !b) continue;
     const [x1, y1] = center(a), [x2, y2] = center(b);
-    const mx = (x1 + x2) / 2, my = Math.min(y1, y2) - 30;
+    const mx = (x1 + x2) / 2, my = Math.min(y1, y2) - 40;
     const q = el("g", { class: "drop", "data-src": d.src, "data-dst": d.dst });
     // two halves with a gap at the middle: the edge is broken where the packet died
     q.append(el("path", { class: "flow-drop", d: `M${x1},${y1} Q${(x1 + mx) / 2},${my} ${mx - 8},${my + 6}` }));
@@ -246,13 +246,14 @@ function addFlows(rows, live) {
     tr.dataset.time = r.time;  // when the datapath saw it, and when it was shown: the latency
     tr.dataset.shown = String(Date.now());
     tr.append(h("td", {}, timeOf(r.time)));
-    tr.append(h("td", {}, r.source));
-    tr.append(h("td", {}, r.destination));
+    tr.append(h("td", { title: r.source }, r.source));
+    tr.append(h("td", { title: r.destination }, r.destination));
     tr.append(h("td", { class: "verdict " + (dropped ? "dropped" : "forwarded") },
       dropped ? `✕ DROPPED${r.reason ? " (" + r.reason + ")" : ""}` : "✓ " + r.verdict));
     tr.append(h("td", { class: "policy" }, r.policy.join(", ")));
     tr.append(h("td", {}, r.backend ? `${r.service} → ${r.backend}` : ""));
-    tr.append(h("td", {}, (r.reply ? "↩ " : "") + (r.traced ? "⌖ " : "") + (r.summary || "")));
+    const sum = (r.reply ? "↩ " : "") + (r.traced ? "⌖ " : "") + (r.summary || "");
+    tr.append(h("td", { title: sum }, sum));
     frag.prepend(tr);
     if (dropped && live) noteDrop(r);
   }
