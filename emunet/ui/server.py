@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import hmac
+import itertools
 import json
 import logging
 import secrets
