@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import socket
@@ -118,8 +119,10 @@ def record_rate(run_dir: Path, seconds: float) -> float:
     return (lines() - a) / (time.monotonic() - t0)
 
 
-class UIOpen:
-    """`emunet ui` and a headless Chromium with its page open; closed again on exit."""
+class UI:
+    """A headless Chromium for the whole run, and `emunet ui` started (`open`) and stopped
+    (`close`) per round: "closed" is no server and the tab on about:blank, so a round does not
+    also pay for a browser starting up (seconds of CPU on this machine)."""
 
     def __init__(self, c: BenchCluster) -> None:
         self.c, self.port = c, free_port()
@@ -128,10 +131,19 @@ class UIOpen:
         self.profile = tempfile.mkdtemp(prefix="emunet-bench-ui-")
         self.url = ""
 
-    def __enter__(self) -> UIOpen:
+    def __enter__(self) -> UI:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = "/usr/bin/chromium"
+        for f in [*FLAGS, f"--user-data-dir={self.profile}"]:
+            opts.add_argument(f)
+        self.driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"),
+                                       options=opts)
+        return self
+
+    def open(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "emunet", "ui", "--port",
                                       str(self.port)], env=self.c.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
@@ -140,13 +152,17 @@ class UIOpen:
         self.url = next((w for w in line.split() if w.startswith("http://")), "")
         if not self.url:
             raise RuntimeError(f"emunet ui did not print its URL: {line!r}")
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = "/usr/bin/chromium"
-        for f in [*FLAGS, f"--user-data-dir={self.profile}"]:
-            opts.add_argument(f)
-        self.driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"),
-                                       options=opts)
-        return self
+
+    def close(self) -> None:
+        self.driver.get("about:blank")
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
 
     def load(self, pods: int) -> float:
         """Seconds from navigation until every pod is on the map and flows are listed."""
@@ -178,17 +194,32 @@ class UIOpen:
                 continue
         return {"js_heap_mb": heap / 2**20, "renderer_rss_mb": rss / 2**20}
 
-    def __exit__(self, *exc: object) -> None:
-        if self.driver is not None:
-            self.driver.quit()
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGINT)
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time so far of the UI server and of all the browser's processes."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {"server": 0.0, "browser": 0.0}
+        for proc in Path("/proc").iterdir():
             try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.profile, ignore_errors=True)
+                if not proc.name.isdigit():
+                    continue
+                if self.proc is not None and int(proc.name) == self.proc.pid:
+                    who = "server"
+                elif self.profile.encode() in (proc / "cmdline").read_bytes():
+                    who = "browser"
+                else:
+                    continue
+                f = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                out[who] += (int(f[11]) + int(f[12])) / tick
+            except (OSError, ValueError, IndexError):
+                continue
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.close()
+        finally:
+            self.driver.quit()
+            shutil.rmtree(self.profile, ignore_errors=True)
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
@@ -204,20 +235,34 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             res["records_per_s"] = round(record_rate(c.tmp / "run", 3), 0)
             vip = cluster_ip(c, "iperf")
             closed, opened, ready, mem0, mem1 = [], [], [], {}, {}
-            for i in range(a.repeat):
-                closed.append(iperf(c, vip, a.seconds))
-                with UIOpen(c) as ui:
-                    ready.append(ui.load(a.pods))
-                    if i == 0:
-                        mem0 = ui.memory()
-                        time.sleep(a.soak)
-                        mem1 = ui.memory()
-                    opened.append(iperf(c, vip, a.seconds))
-                    res.setdefault("records_per_s_open", round(record_rate(c.tmp / "run", 2)))
+            cpu: list[dict[str, float]] = []
+            with UI(c) as ui:
+                for i in range(a.repeat):
+                    # ABBA order: a drift of the machine's load hits both sides alike
+                    for side in (("closed", "open") if i % 2 == 0 else ("open", "closed")):
+                        if side == "closed":
+                            time.sleep(a.settle)
+                            closed.append(iperf(c, vip, a.seconds))
+                            continue
+                        ui.open()
+                        ready.append(ui.load(a.pods))
+                        if not mem0:
+                            mem0 = ui.memory()
+                            time.sleep(a.soak)
+                            mem1 = ui.memory()
+                        time.sleep(a.settle)
+                        cpu0, t0 = ui.cpu_seconds(), time.monotonic()
+                        opened.append(iperf(c, vip, a.seconds))
+                        cpu1, dt = ui.cpu_seconds(), time.monotonic() - t0
+                        cpu.append({k: (cpu1[k] - cpu0[k]) / dt for k in cpu0})
+                        ui.close()
             res.update(closed_gbit=closed, open_gbit=opened, ready_s=ready,
                        ready_median_s=median(ready), mem_ready=mem0, mem_after_soak=mem1,
                        soak_s=a.soak, closed_median=median(closed), open_median=median(opened),
-                       ratio_open_closed=ratio(median(opened), median(closed)))
+                       ratio_open_closed=ratio(median(opened), median(closed)),
+                       cpu_open=cpu,
+                       server_cpu=median([x["server"] for x in cpu]),
+                       browser_cpu=median([x["browser"] for x in cpu]))
         finally:
             gen.send_signal(signal.SIGTERM)
             gen.wait(10)
@@ -233,6 +278,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each iperf3 run")
     ap.add_argument("--soak", type=float, default=30.0, help="seconds of streaming before the "
                     "second memory reading")
+    ap.add_argument("--settle", type=float, default=2.0, help="seconds before each iperf3 run")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     res = run(a)
@@ -248,6 +294,8 @@ def main() -> int:
     print(f"  iperf3 cross-node          UI closed {res['closed_median']:.2f} Gbit/s, open "
           f"{res['open_median']:.2f} Gbit/s: {res['ratio_open_closed']:.2f}x (medians of "
           f"{res['repeat']} x {res['seconds']:.0f} s, alternated)")
+    print(f"  CPU while open             server {res['server_cpu']:.2f} cores, browser "
+          f"{res['browser_cpu']:.2f} cores (during the iperf3 runs; 2 cores on this machine)")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
     return 0
