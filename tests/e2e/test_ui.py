@@ -33,6 +33,7 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not insta
                                 "(scripts/setup --test)")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.select import Select  # noqa: E402
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 pytestmark = pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(DRIVER, os.X_OK)),
@@ -188,6 +189,19 @@ def test_a_dropped_curl_appears_red_within_2s(cluster: Cluster, browser: Any) ->
         assert "monospaced-access" in drop[0].text
     finally:
         curl.wait(10)
+    # observe's filters: only drops, then every flow again
+    verdict = Select(browser.find_element(By.CSS_SELECTOR, "#filters select[name=verdict]"))
+    verdict.select_by_visible_text("DROPPED")
+    browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    verdicts = wait_for(lambda: (v := browser.execute_script(
+        "return [...document.querySelectorAll('#flows tbody tr')].map(t => t.dataset.verdict);"))
+        and set(v) == {"DROPPED"} and v, 5, "only dropped flows listed")
+    assert len(verdicts) >= 1
+    verdict.select_by_visible_text("any")
+    browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    wait_for(lambda: "FORWARDED" in browser.execute_script(
+        "return [...document.querySelectorAll('#flows tbody tr')].map(t => t.dataset.verdict);"),
+        5, "every flow listed again")
 
 
 def test_trace_draws_vxlan_and_the_dnat_backend(cluster: Cluster, browser: Any,
@@ -227,6 +241,21 @@ def test_trace_draws_vxlan_and_the_dnat_backend(cluster: Cluster, browser: Any,
     base = url.partition("?")[0]
     flows = json.loads(urllib.request.urlopen(base + "api/flows?download=1", timeout=10).read())
     assert any(f.get("verdict") == "DROPPED" for f in flows)
+
+
+def test_a_dropped_probe_ends_at_the_policy(browser: Any) -> None:
+    browser.find_element(By.CSS_SELECTOR, f'#trace-from option[value="{NS}/intruder"]').click()
+    dest = browser.find_element(By.ID, "trace-dest")
+    dest.clear()
+    dest.send_keys("monospaced")
+    browser.find_element(By.ID, "trace-go").click()
+    drop = wait_for(lambda: browser.find_elements(
+        By.CSS_SELECTOR, "#journey ol.request li:last-child .hop[data-step=drop]"), 15,
+        "the request's path to end at the drop")
+    assert "monospaced-access" in drop[0].text and "✕" in drop[0].text
+    assert drop[0].get_attribute("class").split().count("step-drop") == 1
+    assert "dropped here" in browser.find_element(By.ID, "path").text
+    assert "✕" in browser.find_element(By.ID, "trace-status").text  # the probe timed out
 
 
 def test_scaling_a_deployment_adds_pods_live(cluster: Cluster, browser: Any) -> None:
