@@ -275,7 +275,8 @@ def _ui(sub: Any) -> None:
                        "live flows (emunet observe's filters) with drops marked; a trace from "
                        "a pod drawn as its path (DNAT, policy, VXLAN, reverse NAT), each hop's "
                        "headers decoded; the trace's pcap and the flows as JSON to download. "
-                       "Loopback only, and only root's connections are served.")
+                       "Loopback only; a request needs the printed URL's token (or a "
+                       "root-owned client socket).")
     p.add_argument("--port", type=int, default=8484, help="the port on 127.0.0.1 "
                    "(default 8484)")
     p.set_defaults(func="ui:cmd_ui")
