@@ -173,7 +173,8 @@ def live_sample(records: list[dict[str, Any]], drops: int, others: int
 
 # ---- the journey ---------------------------------------------------------------------------
 
-# The headers a hop shows: the packet as it came in, or as it went out (after NAT/encap).
+# The headers a hop shows: the packet as it came into the node's datapath, or from the DNAT on
+# as it went out (addresses translated; MACs and TTL as sent, since only in and out are kept).
 _OUT_STEPS = {"route", "deliver", "encap", "reverse-nat", "answer"}
 
 
@@ -183,8 +184,8 @@ def _hop_headers(step: str, rec: dict[str, Any]) -> dict[str, Any]:
         return {"inner": out or pkt, "outer": rec.get("out_outer")}
     if step in ("underlay", "decap"):
         return {"inner": pkt, "outer": rec.get("outer")}
-    if step == "dnat":
-        return {"inner": out or pkt}
+    if step == "dnat" or (step == "policy" and rec.get("backend") and rec.get("ct") == "new"):
+        return {"inner": out or pkt}  # the policy judges the backend, after the DNAT
     if step in _OUT_STEPS:
         return {"inner": out or pkt}
     return {"inner": pkt}

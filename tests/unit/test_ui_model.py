@@ -136,6 +136,8 @@ def test_journey_from_a_trace_has_layers_headers_and_the_reply(traced):
     assert dnat["backend"] == "10.42.2.2:8080" and dnat["headers"]["inner"]["dst"] == "10.42.2.2"
     send = req["hops"][0]
     assert send["headers"]["inner"]["dst"] == WEB_VIP  # before the DNAT
+    assert req["hops"][4]["step"] == "policy"
+    assert req["hops"][4]["headers"]["inner"]["dst"] == "10.42.2.2"  # judged after it
     encap = next(h for h in req["hops"] if h["step"] == "encap")
     assert encap["layer"] == "L2 over UDP" and encap["headers"]["outer"]["vni"] == 1
     assert "reverse-nat" in [h["step"] for h in rep["hops"]]
