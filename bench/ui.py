@@ -10,8 +10,8 @@ both nodes: about 2 x rate flow records a second, measured from the flow files a
 It runs throughout, UI open or closed, so the only difference between the two is the UI:
 
   page ready       from `driver.get(URL)` until the map shows every pod and the flow table
-                   has rows (headless Chromium, Selenium, system chromedriver), median of
-                   --repeat page loads
+                   has the stored flows (the last 200) (headless Chromium, Selenium, the
+                   system chromedriver), median of --repeat page loads
   tab memory       the JS heap (performance.memory, --enable-precise-memory-info) and the
                    RSS of the tab's renderer process, right after ready and after --soak s of
                    the event stream
@@ -174,7 +174,8 @@ class UI:
         while time.monotonic() < deadline:
             n, rows = d.execute_script(
                 "return [document.querySelectorAll('#map g.pod').length,"
-                " document.querySelectorAll('#flows tbody tr').length];")
+                " document.querySelectorAll('#flows tbody tr').length"
+                " * (document.body.dataset.flowsLoaded === '1')];")
             if n >= pods and rows > 0:
                 return time.monotonic() - t0
             time.sleep(0.02)

@@ -155,9 +155,22 @@ def _ends(f: dict[str, Any]) -> tuple[str, str]:
 
 def flow_rows(records: Iterable[dict[str, Any]], d: hubble.Directory,
               flt: filters.FlowFilter, last: int | None = None) -> list[dict[str, Any]]:
-    """The rows of the records' flows that pass the filter (the last `last` of them)."""
-    rows = [flow_row(f) for r in records for f in hubble.flows(r, d) if flt.match(f)]
-    return rows[-last:] if last else rows
+    """The rows of the records' flows that pass the filter (the last `last` of them: only
+    records from the end are rendered until there are that many, so a page's first load does
+    not render all ten thousand kept records to show two hundred)."""
+    if not last:
+        return [flow_row(f) for r in records for f in hubble.flows(r, d) if flt.match(f)]
+    found: list[list[dict[str, Any]]] = []
+    n = 0
+    for r in reversed(records if isinstance(records, list) else list(records)):
+        fs = [flow_row(f) for f in hubble.flows(r, d) if flt.match(f)]
+        if fs:
+            found.append(fs)
+            n += len(fs)
+            if n >= last:
+                break
+    rows = [row for fs in reversed(found) for row in fs]
+    return rows[-last:]
 
 
 def live_sample(records: list[dict[str, Any]], drops: int, others: int

@@ -85,7 +85,8 @@ def test_flow_rows_filter_with_observe_names(traced):
     assert model.flow_rows(recs, d, model.flow_filter({"from-pod": ["blog/web"]}))[0][
         "source_pod"] == "blog/web-0"
     assert model.flow_rows(recs, d, model.flow_filter({"namespace": ["nope"]})) == []
-    assert len(model.flow_rows(recs, d, model.flow_filter({}), last=2)) == 2
+    for n in (1, 2, 3, len(rows), len(rows) + 5):  # rendered from the end: the same tail
+        assert model.flow_rows(recs, d, model.flow_filter({}), last=n) == rows[-n:]
     with pytest.raises(filters.FilterError):
         model.flow_filter({"verdict": ["MAYBE"]})
     with pytest.raises(filters.FilterError):
