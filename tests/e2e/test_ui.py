@@ -33,6 +33,7 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not insta
                                 "(scripts/setup --test)")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -244,8 +245,13 @@ def test_trace_draws_vxlan_and_the_dnat_backend(cluster: Cluster, browser: Any,
 
 
 def test_a_dropped_probe_ends_at_the_policy(browser: Any) -> None:
-    browser.find_element(By.CSS_SELECTOR, f'#trace-from option[value="{NS}/intruder"]').click()
-    dest = browser.find_element(By.ID, "trace-dest")
+    # keyboard: a pod on the map is focusable, Enter picks it as the source and moves to "to"
+    browser.execute_script(f"document.querySelector('#map g.pod[data-ref=\"{NS}/intruder\"]')"
+                           ".focus();")
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    assert browser.find_element(By.ID, "trace-from").get_attribute("value") == f"{NS}/intruder"
+    dest = browser.switch_to.active_element
+    assert dest.get_attribute("id") == "trace-dest"
     dest.clear()
     dest.send_keys("monospaced")
     browser.find_element(By.ID, "trace-go").click()
