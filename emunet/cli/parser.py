@@ -122,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     _observe(sub)
     _trace(sub)
     _capture(sub)
+    _ui(sub)
     return ap
 
 
@@ -268,3 +269,18 @@ def _capture(sub: Any) -> None:
     p.add_argument("-c", "--count", type=int, help="stop after N packets")
     p.add_argument("--duration", type=float, help="stop after S seconds")
     p.set_defaults(func="capture:cmd_capture")
+
+
+def _ui(sub: Any) -> None:
+    p = sub.add_parser("ui", help="a live web view: the cluster map, flows, a packet's journey "
+                       "drawn hop by hop (on 127.0.0.1, for root)",
+                       description="Serve the web view on http://127.0.0.1:PORT/ until Ctrl-C: "
+                       "nodes, pods, Services and policies as a map that follows the cluster; "
+                       "live flows (emunet observe's filters) with drops marked; a trace from "
+                       "a pod drawn as its path (DNAT, policy, VXLAN, reverse NAT), each hop's "
+                       "headers decoded; the trace's pcap and the flows as JSON to download. "
+                       "Loopback only; a request needs the printed URL's token (or a "
+                       "root-owned client socket).")
+    p.add_argument("--port", type=int, default=8484, help="the port on 127.0.0.1 "
+                   "(default 8484)")
+    p.set_defaults(func="ui:cmd_ui")

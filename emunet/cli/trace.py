@@ -1,248 +1,28 @@
-"""`emunet trace`: send a real probe from a pod and tell its journey hop by hop.
+"""`emunet trace`: send a real probe from a pod and print its journey hop by hop.
 
-The probe is an ordinary socket created inside the pod's network namespace, with IPv4 TOS
-`TRACE_TOS` so that every node's datapath records each packet of the flow, replies included
-(`hook`). A name is first resolved the way the pod's resolver would (resolv.conf search list,
-ndots:5) by real queries to the cluster DNS, themselves marked, so the DNS hop shows the server
-and the answer. Then the agents' records of the probe's flow are read back and rendered
-(`journey`). `-o json` prints the same as data.
+The probe and the reading back are `emunet.cluster.tracer`'s (shared with `emunet ui`); this
+module checks the arguments and prints the report, or `-o json` the same as data.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
-import ipaddress
 import json
-import os
-import socket
-import struct
-import time
-from typing import Any
 
-from emunet import naming
-from emunet.cli.common import CLIError, load_state, need_root
-from emunet.host.netns import socket_in_netns
-from emunet.observe import flowlog, journey
-from emunet.observe.hook import TRACE_TOS
-from emunet.observe.hubble import Directory
-from emunet.packets import checksum
-from emunet.state.cluster import ClusterState, PodState
-
-SETTLE = 0.4  # seconds for the agents to write the last records after the probe ends
-PROBE = b"emunet trace probe\n"
-
-
-# ---- the probe (I/O) -----------------------------------------------------------------------
-
-def _sock(netns: str, family: int, type_: int, proto: int = 0) -> socket.socket:
-    s = socket_in_netns(netns, family, type_, proto)
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, TRACE_TOS)
-    return s
-
-
-def dns_lookup(netns: str, server: str, name: str, timeout: float) -> dict[str, Any]:
-    """One A query from the pod, marked; the answer as the pod's resolver would get it."""
-    # Scapy takes about half a second to import: only the verbs that use it load it, so every
-    # other `emunet` command starts without it.
-    from scapy.layers.dns import DNS, DNSQR
-
-    q = DNS(id=os.getpid() & 0xFFFF, rd=1, qd=DNSQR(qname=name, qtype="A"))
-    s = _sock(netns, socket.AF_INET, socket.SOCK_DGRAM)
-    t0 = time.monotonic()
-    sport = None
-    try:
-        s.settimeout(timeout)
-        s.connect((server, 53))
-        sport = s.getsockname()[1]
-        s.send(bytes(q))
-        data = s.recv(4096)
-    except TimeoutError:
-        return {"name": name, "server": server, "sport": sport, "rcode": "TIMEOUT", "ips": []}
-    except OSError as e:
-        return {"name": name, "server": server, "rcode": f"ERROR {e.strerror}", "ips": []}
-    finally:
-        s.close()
-    r = DNS(data)
-    ips = [str(a.rdata) for a in (r.an or []) if a.type == 1] if r.ancount else []
-    rcode = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}.get(r.rcode, str(r.rcode))
-    return {"name": name, "server": server, "sport": sport, "rcode": rcode, "ips": ips,
-            "ms": round((time.monotonic() - t0) * 1000, 2)}
-
-
-def resolve(state: ClusterState, pod: PodState, name: str, timeout: float) -> list[dict]:
-    """The queries a glibc resolver makes with the pod's resolv.conf (ndots:5: search first)."""
-    domain = state.cluster.cluster_domain
-    search = [f"{pod.pod.namespace}.svc.{domain}", f"svc.{domain}", domain]
-    names = [name.rstrip(".")] if name.endswith(".") else \
-        ([f"{name}.{s}" for s in search] + [name]) if name.count(".") < 5 else \
-        [name] + [f"{name}.{s}" for s in search]
-    tries = []
-    for n in names:
-        r = dns_lookup(pod.netns, state.cluster.cluster_dns, n + ".", timeout)
-        tries.append(r)
-        if r["ips"] or r["rcode"] not in ("NXDOMAIN", "NOERROR"):
-            break
-    return tries
-
-
-def probe(pod: PodState, ip: str, port: int | None, proto: str,
-          timeout: float) -> dict[str, Any]:
-    """Send one real probe; what the pod's socket saw."""
-    t0 = time.monotonic()
-    res: dict[str, Any] = {"protocol": proto, "dst": ip, "port": port}
-    if proto == "icmp":
-        s = _sock(pod.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        ident = os.getpid() & 0xFFFF
-        res["id"] = ident
-        body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + PROBE
-        body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
-        try:
-            s.settimeout(timeout)
-            s.sendto(body, (ip, 0))
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                data, _ = s.recvfrom(2048)
-                icmp = data[(data[0] & 0xF) * 4:]
-                if icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
-                    res["result"] = "echo reply"
-                    break
-                if icmp[0] in (3, 11):
-                    res["result"] = f"ICMP error type {icmp[0]} code {icmp[1]}"
-                    break
-            else:
-                res["result"] = "timeout"
-        except TimeoutError:
-            res["result"] = "timeout"
-        finally:
-            s.close()
-    else:
-        kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-        s = _sock(pod.netns, socket.AF_INET, kind)
-        s.settimeout(timeout)
-        try:
-            s.bind(("0.0.0.0", 0))
-            res["sport"] = s.getsockname()[1]
-            s.connect((ip, port))
-            if proto == "tcp":
-                res["result"] = "connected"
-            else:
-                s.send(PROBE)
-                s.recv(4096)
-                res["result"] = "reply received"
-        except ConnectionRefusedError:
-            res["result"] = "refused (TCP RST)" if proto == "tcp" else \
-                "refused (ICMP port unreachable)"
-        except TimeoutError:
-            res["result"] = "timeout"
-        except OSError as e:
-            res["result"] = f"error: {errno.errorcode.get(e.errno or 0, '')} {e.strerror}"
-        finally:
-            s.close()
-    res["ms"] = round((time.monotonic() - t0) * 1000, 2)
-    return res
-
-
-# ---- reading the journey back --------------------------------------------------------------
-
-def flow_records(records: list[dict], client_ip: str, sport: int | None, proto: str,
-                 since: float) -> list[dict]:
-    """The traced records of the probe's flow (both directions, every node), time order."""
-    out = []
-    for r in records:
-        p = r.get("pkt", {})
-        if r.get("time", 0) < since or not r.get("traced") or p.get("proto") != proto:
-            continue
-        port = p.get("id") if proto == "ICMP" else None
-        fwd = p.get("src") == client_ip and (p.get("sport") == sport or port == sport)
-        back = p.get("dst") == client_ip and (p.get("dport") == sport or port == sport)
-        if fwd or back:
-            out.append(r)
-    return out
-
-
-def _split_dest(dest: str) -> tuple[str, int | None]:
-    """`NAME[:PORT]` (NAME a Service, pod, DNS name or IP) to (NAME, PORT or None)."""
-    host_, _, port = dest.rpartition(":") if dest.count(":") == 1 else (dest, "", "")
-    if not host_:
-        host_, port = dest, ""
-    if port and not port.isdigit():
-        raise CLIError(f"bad port in {dest!r}: use DEST:PORT with a number", code=2)
-    return host_, int(port) if port else None
+from emunet.cli.common import load_state, need_root
+from emunet.cluster import tracer
 
 
 def cmd_trace(a: argparse.Namespace) -> int:
-    name, port = _split_dest(a.dest)
+    tracer.split_dest(a.dest)  # bad input is exit 2 before root and the state
     need_root("trace sends a probe from inside a pod's namespace")
     state = load_state()
-    ns = a.namespace or "default"
-    pod = state.pods.get((ns, a.pod))
-    if pod is None:
-        raise CLIError(f"pod {a.pod!r} not found in namespace {ns} (see `emunet get pods -A`)")
-    d = Directory(state)
-    report: dict[str, Any] = {"pod": f"{ns}/{a.pod}", "node": pod.node, "pod_ip": pod.ip,
-                              "dest": a.dest, "dns": [], "packets": []}
-    t0 = time.time()
-    try:
-        ip = str(ipaddress.IPv4Address(name))
-    except ValueError:
-        ip = None
-    if ip is None:
-        report["dns"] = resolve(state, pod, name, a.timeout)
-        ok = next((r for r in report["dns"] if r["ips"]), None)
-        if ok is not None:
-            ip = ok["ips"][0]
-        else:
-            target = state.pods.get((ns, name))
-            if target is None:
-                report["result"] = {"result": f"{name!r} does not resolve: "
-                                    f"{report['dns'][-1]['rcode']}"}
-                return _print(report, a, d, state, t0, fail=True)
-            ip = target.ip  # pods have no DNS name of their own (only Services do)
-            report["dns_note"] = f"{name} is a pod: its IP comes from the cluster state"
-    svc = d.services.get(ip)
-    proto = a.protocol
-    if proto is None:
-        sp = svc.service.ports[0] if svc and svc.service.ports else None
-        proto = (sp.protocol.lower() if sp and (port is None or sp.port == port) else
-                 ("tcp" if port or sp else "icmp"))
-    if port is None and proto != "icmp":
-        if svc and svc.service.ports:
-            port = svc.service.ports[0].port
-        else:
-            raise CLIError(f"say which port: {a.dest}:PORT (or --protocol icmp)", code=2)
-    report["probe"] = probe(pod, ip, port, proto, a.timeout)
-    report["result"] = {"result": report["probe"]["result"], "ms": report["probe"]["ms"]}
-    return _print(report, a, d, state, t0, fail=report["probe"]["result"] in
-                  ("timeout",) or report["probe"]["result"].startswith(("refused", "error",
-                                                                        "ICMP")))
+    report, fail = tracer.run(state, a.namespace or "default", a.pod, a.dest, a.protocol,
+                              a.timeout)
+    return _print(report, a, fail)
 
 
-def _collect(report: dict, d: Directory, t0: float) -> None:
-    time.sleep(SETTLE)
-    records = flowlog.read_all(naming.run_dir())
-    client = report["pod_ip"]
-    for q in report["dns"]:
-        if q.get("sport"):
-            q["packets"] = _packets(flow_records(records, client, q["sport"], "UDP", t0), d)
-    pr = report.get("probe")
-    if pr:
-        key = pr.get("id") if pr["protocol"] == "icmp" else pr.get("sport")
-        recs = flow_records(records, client, key, pr["protocol"].upper(), t0)
-        report["packets"] = _packets(recs, d)
-
-
-def _packets(recs: list[dict], d: Directory) -> list[dict]:
-    out = []
-    for group in journey.packets(recs):
-        hops = [h for r in group for h in journey.hops(r, d)]
-        out.append({"reply": group[0].get("ct") == "reply", "hops": hops})
-    return out
-
-
-def _print(report: dict, a: argparse.Namespace, d: Directory, state: ClusterState,
-           t0: float, fail: bool) -> int:
-    _collect(report, d, t0)
+def _print(report: dict, a: argparse.Namespace, fail: bool) -> int:
     if a.output == "json":
         print(json.dumps(report, indent=2))
         return 1 if fail else 0

@@ -32,9 +32,10 @@ RANKS = {
     "emunet.l7": 8,
     "emunet.cluster": 9,
     "emunet.api": 10,
+    "emunet.ui": 11,
     "emunet.labs": 10,
-    "emunet.cli": 11,
-    "emunet.__main__": 12,
+    "emunet.cli": 12,
+    "emunet.__main__": 13,
 }
 
 
