@@ -248,9 +248,12 @@ class FastPath:
         if hit is None:  # the packet was not an established one of a tracked connection
             return
         key = fast_key(data, ip) if type(data) is bytes else None
-        if key is None or self.ct.table.get(key) is not hit:
-            return
+        entry = self.ct.table.get(key) if key is not None else None
+        # the same connection and direction, not the same tuple object: compiled, a
+        # tuple[Conn, bool] is unboxed and boxed again, so `entry is hit` would never hold
         conn, is_reply = hit
+        if entry is None or entry[0] is not conn or entry[1] != is_reply:
+            return
         t = type(action)
         if t is Send:
             out = action.frame  # type: ignore[union-attr]
