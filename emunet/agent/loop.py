@@ -6,11 +6,11 @@ Run by the supervisor inside the node namespace:
 It opens one AF_PACKET socket per local pod veth and one UDP socket on the VXLAN port, feeds
 every frame/datagram to `Datapath`, and carries out the returned actions. A raw epoll loop
 (fd -> bound reader; `selectors` costs ~1 µs more per wake-up, asyncio a callback hop) with
-reads batched until EAGAIN (but after a small frame: `DRAIN_MIN`), busy-polling for
-spec.busyPoll µs after traffic. SIGHUP reloads the state file and reports its generation in
-`loaded-agent-<node>` (emunet.state.loaded), SIGTERM exits 0. Counters go to
-`<run_dir>/agent-<node>.json` every second, conntrack snapshots to `conntrack-<node>.json`
-(emunet/agent/ctstore.py) so a restarted agent keeps established connections.
+reads batched until EAGAIN, busy-polling for spec.busyPoll µs after traffic. SIGHUP reloads
+the state file and reports its generation in `loaded-agent-<node>` (emunet.state.loaded),
+SIGTERM exits 0. Counters go to `<run_dir>/agent-<node>.json` every second, conntrack snapshots
+to `conntrack-<node>.json` (emunet/agent/ctstore.py) so a restarted agent keeps established
+connections.
 """
 
 from __future__ import annotations
@@ -49,13 +49,6 @@ PACKET_IGNORE_OUTGOING = 23  # do not see our own transmissions (Linux >= 4.20)
 _GRO_CMSG_LEN = socket.CMSG_SPACE(4)
 RECV_MAX = 65536 + 14 + gso.VNET_LEN  # a 64 KB GSO super-frame with its headers
 BATCH = 64  # frames per socket per wakeup, so one busy pod cannot starve the others
-# After a frame shorter than this a reader goes back to the poll instead of reading on until
-# EAGAIN (a raised BlockingIOError costs ~1.5 µs, the poll(0) the loop makes anyway ~0.44):
-# the sockets are level-triggered in epoll (EPOLLIN, no EPOLLET), so whatever is still queued
-# is reported by the very next poll, nothing waits. Small frames mostly come alone (handshakes,
-# requests and responses, pings, DNS: in a ping-pong each is its own wake-up); a stream's
-# full-sized segments come in trains, which are still read on to EAGAIN.
-DRAIN_MIN = 512
 
 
 class Agent(Transmit):
@@ -249,8 +242,6 @@ class Agent(Transmit):
                     self.csum_filled += 1
                 frame = bytes(buf)
             act(process(frame, name, now))
-            if len(frame) < DRAIN_MIN:
-                return  # back to the (level-triggered) poll: see DRAIN_MIN
 
     def _read_udp(self, now: float) -> None:
         recv, process, act = self.udp.recvmsg, self.dp.process_underlay, self._act
@@ -265,8 +256,6 @@ class Agent(Transmit):
                     size = int.from_bytes(val[:4], sys.byteorder)
             if not size or size >= len(data):
                 act(process(data, src, now))
-                if len(data) < DRAIN_MIN:
-                    return  # back to the (level-triggered) poll: see DRAIN_MIN
                 continue
             # a GRO train: datagrams of `size` bytes (the last may be shorter); consecutive
             # segments of one TCP flow become one super-frame for the pod (emunet.datapath.gso)
@@ -301,8 +290,6 @@ class Agent(Transmit):
                     self.gso_size = 0
                 continue
             self._act(self.dp.process_nodeport(frame, now))
-            if len(frame) < DRAIN_MIN:
-                return  # back to the (level-triggered) poll: see DRAIN_MIN
 
     def write_counters(self) -> None:
         c = {**self.dp.counters, **self.ct_store.counters(), "tx_errors": self.tx_errors,
