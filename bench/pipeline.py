@@ -9,6 +9,10 @@ policy and encap (node-1). The datapath is the agent's (`ObservedDatapath`: the 
 the fastest chunk of 1,000 packets (500 SYNs) among its N (a shared machine preempts us: the
 minimum is what the code costs, as bench/observe.py measures), the modes alternating so a load
 spike hits both. Pure: no root, no sockets.
+
+Both builds of the hot modules (emunet.native) in the same run, when the tree has a compiled
+one: each run is a child process per build (`EMUNET_PURE=1` for the Python sources), the builds
+alternating run by run; the table shows each row pure and compiled, and their ratio.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import random
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scapy.layers.inet import IP, TCP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
+from emunet import native  # noqa: E402
 from emunet.config import load_config_text  # noqa: E402
 from emunet.datapath import Datapath, Encap, NodeTables, Send  # noqa: E402
 from emunet.observe.hook import ObservedDatapath  # noqa: E402
@@ -138,7 +146,11 @@ def _syn(n1, frames: list[bytes], port: str) -> float:
     return best * 1e6
 
 
-def run(plain: bool = False) -> dict:
+ROWS = ("established_dnat_encap", "reply_revnat_decap", "decap_deliver",
+        "new_syn_dnat_policy_encap")
+
+
+def run(plain: bool = False, runs: int = RUNS) -> dict:
     st = _state()
     cls = Datapath if plain else ObservedDatapath
     c = pod(st, "client")
@@ -146,7 +158,7 @@ def run(plain: bool = False) -> dict:
     base = _tcp(c, VIP, GW1, 1, 80, "S")
     syns = [base[:34] + U16.pack(10000 + i) + base[36:] for i in range(N_SYN)]
     res: dict[str, float] = {}
-    for _ in range(RUNS):
+    for _ in range(runs):
         for mode, fast in (("pipeline", False), ("fastpath", True)):
             n1, n2, fr = _pair(st, cls, fast)
             rows = {
@@ -162,25 +174,73 @@ def run(plain: bool = False) -> dict:
             for k, v in rows.items():
                 key = f"{k}_{mode}_us"
                 res[key] = min(res.get(key, v), v)
-    for k in ("established_dnat_encap", "reply_revnat_decap", "decap_deliver",
-              "new_syn_dnat_policy_encap"):
+    for k in ROWS:
         res[f"{k}_speedup"] = res[f"{k}_pipeline_us"] / res[f"{k}_fastpath_us"]
     return res
+
+
+def _child(build: str, plain: bool) -> dict:
+    """One run in a new process on `build` ("pure" or "compiled")."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        env = {**os.environ, native.ENV_PURE: "1" if build == "pure" else ""}
+        argv = [sys.executable, "-m", "bench.pipeline", "--runs", "1", "--json", f.name,
+                "--quiet", *(["--plain"] if plain else [])]
+        subprocess.run(argv, env=env, check=True, cwd=Path(__file__).resolve().parents[1])
+        res = json.loads(Path(f.name).read_text())
+    assert res["build"].startswith(build), (build, res["build"])  # the build asked for ran
+    return res
+
+
+def run_builds(plain: bool) -> dict[str, dict]:
+    """Both builds, alternating run by run: build -> min over its runs."""
+    out: dict[str, dict] = {"pure": {}, "compiled": {}}
+    for _ in range(RUNS):
+        for build in out:
+            for k, v in _child(build, plain).items():
+                if isinstance(v, float):
+                    out[build][k] = min(out[build].get(k, v), v)
+    for res in out.values():
+        for k in ROWS:
+            res[f"{k}_speedup"] = res[f"{k}_pipeline_us"] / res[f"{k}_fastpath_us"]
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plain", action="store_true", help="the bare Datapath, no event hook")
+    ap.add_argument("--this-build", action="store_true",
+                    help="only the build this process imports (EMUNET_PURE=1: pure Python)")
+    ap.add_argument("--runs", type=int, default=RUNS, help=argparse.SUPPRESS)
+    ap.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     a, _rest = ap.parse_known_args()  # scripts/bench passes its options to every section
-    res = run(a.plain)
-    print(f"  {'per packet, µs (min of 5)':<28} {'pipeline':>9} {'fast path':>9} {'ratio':>7}")
-    for k in ("established_dnat_encap", "reply_revnat_decap", "decap_deliver",
-              "new_syn_dnat_policy_encap"):
-        print(f"  {k:<28} {res[k + '_pipeline_us']:9.2f} {res[k + '_fastpath_us']:9.2f} "
-              f"{res[k + '_speedup']:6.2f}x")
+    if a.this_build or a.quiet or not native.decision()[0]:
+        res = run(a.plain, a.runs)
+        res["build"] = native.running()
+        if not a.quiet:
+            print(f"  datapath: {res['build']}")
+            print(f"  {'per packet, µs (min of 5)':<28} {'pipeline':>9} {'fast path':>9} "
+                  f"{'ratio':>7}")
+            for k in ROWS:
+                print(f"  {k:<28} {res[k + '_pipeline_us']:9.2f} "
+                      f"{res[k + '_fastpath_us']:9.2f} {res[k + '_speedup']:6.2f}x")
+        if a.json:
+            a.json.write_text(json.dumps(res, indent=2))
+        return 0
+    both = run_builds(a.plain)
+    p, c = both["pure"], both["compiled"]
+    print(f"  per packet, µs (min of {RUNS})      pure Python      "
+          f"{native.decision()[1]}")
+    print(f"  {'':<28} {'pipeline':>9} {'fast path':>9}  {'pipeline':>9} {'fast path':>9}"
+          f"  {'compiled/pure':>13}")
+    for k in ROWS:
+        print(f"  {k:<28} {p[k + '_pipeline_us']:9.2f} {p[k + '_fastpath_us']:9.2f}  "
+              f"{c[k + '_pipeline_us']:9.2f} {c[k + '_fastpath_us']:9.2f}  "
+              f"{p[k + '_pipeline_us'] / c[k + '_pipeline_us']:5.2f}x "
+              f"{p[k + '_fastpath_us'] / c[k + '_fastpath_us']:5.2f}x")
+    print("  (compiled/pure: how many times faster the compiled build is, pipeline and fast path)")
     if a.json:
-        a.json.write_text(json.dumps(res, indent=2))
+        a.json.write_text(json.dumps(both, indent=2))
     return 0
 
 

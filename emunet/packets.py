@@ -97,7 +97,7 @@ def ip_bytes(ip: str) -> bytes:
     return bytes(int(x) for x in ip.split("."))
 
 
-def ip_str(b: bytes) -> str:
+def ip_str(b: bytes | bytearray) -> str:
     return ".".join(str(x) for x in b)
 
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from emunet import nodeproc
+from emunet import native, nodeproc
 from emunet.agent.ctstore import CtStore
 from emunet.agent.tx import SO_NO_CHECK, SOL_UDP, U16N, UDP_GRO, Transmit
 from emunet.datapath import NodeTables, gso
@@ -116,6 +116,7 @@ class Agent(Transmit):
             log.info("no NodePort socket on eth0: %s", e)
         self._sync_ports()
         self._report_loaded()
+        log.info("emunet agent %s: datapath %s", node, native.running())
         log.info("emunet agent %s: %d pods, underlay %s:%d, VNI %d", node,
                  len(tables.pods_by_port), me.underlay_ip, tables.vxlan_port, tables.vni)
 
@@ -295,7 +296,7 @@ class Agent(Transmit):
              "csum_filled": self.csum_filled, **self.gso_stats, **self.shaper.counters()}
         c["flow_events_lost"] = self.dp.lost_events
         doc = {"node": self.node, "pid": os.getpid(), "time": time.time(), "counters": c,
-               "started": self.started,
+               "started": self.started, "datapath": native.running(),
                "ports": sorted(self.ports), "missing_ports": sorted(self.missing)}
         path = self.run_dir / f"agent-{self.node}.json"
         tmp = path.with_suffix(".json.tmp")

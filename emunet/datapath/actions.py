@@ -1,6 +1,8 @@
 """What the pure datapath asks its shell to do with a frame: send, encapsulate or drop.
 
-Actions are plain values; the agent turns `Send` into an AF_PACKET write, `Encap` into a UDP
+Actions are plain values (slotted, not frozen: a frozen dataclass's __init__ goes through
+object.__setattr__, 0.46 µs per action against 0.14, and every packet makes one; nothing
+mutates or hashes them); the agent turns `Send` into an AF_PACKET write, `Encap` into a UDP
 `sendto` on the VXLAN port, and counts `Drop`s. Nothing here touches a socket.
 """
 
@@ -12,7 +14,7 @@ from emunet.datapath.reasons import DropReason
 from emunet.policy.verdict import Verdict
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     """Write `frame` (a whole Ethernet frame) out of the node-side veth named `port`."""
 
@@ -20,7 +22,7 @@ class Send:
     frame: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Encap:
     """Send `payload` (VXLAN header + inner frame, RFC 7348 §5) by UDP to dst_ip:dst_port."""
 
@@ -29,7 +31,7 @@ class Encap:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Drop:
     """The frame was not forwarded; the reason is for counters and flow observability."""
 

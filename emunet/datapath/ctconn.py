@@ -36,10 +36,10 @@ TCP_SYN_SENT = cttcp.TIMEOUTS[cttcp.SYN_SENT]
 TCP_ESTABLISHED = cttcp.TIMEOUTS[cttcp.ESTABLISHED]
 TCP_FIN_WAIT = cttcp.TIMEOUTS[cttcp.FIN_WAIT]
 TCP_CLOSE = cttcp.TIMEOUTS[cttcp.CLOSE]
-UDP_UNREPLIED = 30
-UDP_STREAM = 120
-UDP_STREAM_AFTER = 2  # nf_conntrack_proto_udp.c: stream_ts = now + 2 s
-ICMP_TIMEOUT = 30
+UDP_UNREPLIED = 30.0
+UDP_STREAM = 120.0
+UDP_STREAM_AFTER = 2.0  # nf_conntrack_proto_udp.c: stream_ts = now + 2 s
+ICMP_TIMEOUT = 30.0
 
 _SFR = TCP_SYN | TCP_FIN | TCP_RST  # flags that may move a TCP connection's state
 

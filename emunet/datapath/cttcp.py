@@ -20,8 +20,8 @@ NAMES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT"
          "TIME_WAIT", "CLOSE", "SYN_SENT2", "CUT")
 
 # seconds, tcp_timeouts[] of nf_conntrack_proto_tcp.c
-TIMEOUTS = (10, 120, 60, 432000, 120, 60, 30, 120, 10, 120, 60)
-UNACK = 300  # nf_conntrack_tcp_timeout_unacknowledged: a picked-up flow until its peer answers
+TIMEOUTS = (10.0, 120.0, 60.0, 432000.0, 120.0, 60.0, 30.0, 120.0, 10.0, 120.0, 60.0)
+UNACK = 300.0  # nf_conntrack_tcp_timeout_unacknowledged: a picked-up flow until its peer answers
 CLOSING = frozenset((FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE))  # tcp_can_early_drop
 
 # get_conntrack_index(): the row a segment selects

@@ -31,12 +31,14 @@ on the neighbour table, and packets marked for tracing, `slow_tos`) takes the fu
 
 from __future__ import annotations
 
+import random
 from collections import Counter
-from typing import TYPE_CHECKING
 
 from emunet.datapath.actions import Action, Encap, Send
-from emunet.datapath.conntrack import Conntrack
-from emunet.datapath.tables import NodeTables
+from emunet.datapath.affinity import Affinity
+from emunet.datapath.conntrack import Conn, Conntrack, Rewrite
+from emunet.datapath.reasons import DropReason
+from emunet.datapath.tables import LocalPod, NodeTables
 from emunet.packets import (
     ICMP_ECHO,
     ICMP_ECHO_REPLY,
@@ -130,19 +132,56 @@ def fast_key(data: bytes, ip: int) -> bytes | None:
 
 class FastPath:
     """Datapath's entry points for pod frames and VXLAN datagrams: the fast path first, the
-    full pipeline (`_from_pod`, `_from_overlay`) for everything else, learning hops from it."""
+    full pipeline (`_from_pod`, `_from_overlay`) for everything else, learning hops from it.
+
+    It is also the root of Datapath's single line of ancestors (Datapath <- Services <-
+    Replies <- NodePort <- Fragments <- FastPath: mypyc compiles single inheritance only), so
+    it declares the state Datapath.__init__ sets and the stages Datapath defines that the
+    other ancestors call."""
 
     tables: NodeTables
+    rng: random.Random
     ct: Conntrack
+    affinity: Affinity
+    frags: dict[bytes, tuple[Rewrite | None, float]]  # emunet.datapath.frags
     _c: Counter[str]
+    _v: list[Action]
+    _new: tuple[Conn, int] | None
     fastpath: bool
     route_gen: int
-    slow_tos: int = -1  # IPv4 TOS byte of packets kept off the fast path (emunet.observe)
+    slow_tos: int  # IPv4 TOS byte of packets kept off the fast path (emunet.observe); -1: none
 
-    if TYPE_CHECKING:
-        def _from_pod(self, frame: bytes, in_port: str, now: float) -> list[Action]: ...
+    # ---- Datapath's own stages (emunet.datapath.pipeline) ---------------------------------------
 
-        def _from_overlay(self, payload: bytes, src_ip: str, now: float) -> list[Action]: ...
+    def _from_pod(self, frame: bytes, in_port: str, now: float) -> list[Action]:
+        raise NotImplementedError
+
+    def _from_overlay(self, payload: bytes, src_ip: str, now: float) -> list[Action]:
+        raise NotImplementedError
+
+    def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
+              ) -> list[Action]:
+        raise NotImplementedError
+
+    def _track(self, f: bytearray, l4: int, end: int, proto: int, frag: bool, now: float,
+               pod: LocalPod | None) -> list[Action] | None:
+        raise NotImplementedError
+
+    def _policy(self, f: bytearray, proto: int, dport: int, pod: LocalPod | None
+                ) -> list[Action] | None:
+        raise NotImplementedError
+
+    def _check(self, src: bytes, dst: bytes, proto: int, dport: int, local_src: bool
+               ) -> list[Action] | None:
+        raise NotImplementedError
+
+    def _route(self, f: bytearray) -> list[Action]:
+        raise NotImplementedError
+
+    def _verdicts(self, out: list[Action], now: float) -> list[Action]:
+        raise NotImplementedError
+
+    # ---- the entry points ---------------------------------------------------------------------
 
     def process(self, frame: bytes, in_port: str, now: float) -> list[Action]:
         """A frame from a pod veth (or the node's host port)."""
@@ -154,10 +193,11 @@ class FastPath:
             if hop.port:
                 return [Send(hop.port, hop.emit(frame, FROM_POD))]
             return [Encap(hop.dst_ip, hop.dst_port, hop.emit(frame, FROM_POD))]
-        ct = self.ct
-        ct.hit = None
+        # `_learn` reads `ct.hit`, not this function: after `ct.hit = None` mypy narrows
+        # `ct.hit` to None across the call, and mypyc compiles that narrowing into a type check
+        self.ct.hit = None
         out = self._from_pod(frame, in_port, now)
-        if ct.hit is not None and len(out) == 1 and in_port in self.tables.pods_by_port:
+        if len(out) == 1 and in_port in self.tables.pods_by_port:
             self._learn(frame, FROM_POD, in_port, out[0])
         return out
 
@@ -171,10 +211,9 @@ class FastPath:
             c["decap"] += 1
             c[hop.counter] += 1
             return [Send(hop.port, hop.emit(payload, FROM_OVERLAY))]
-        ct = self.ct
-        ct.hit = None
+        self.ct.hit = None  # read by `_learn` only (see process)
         out = self._from_overlay(payload, src_ip, now)
-        if ct.hit is not None and len(out) == 1:
+        if len(out) == 1:
             self._learn(payload, FROM_OVERLAY, src_ip, out[0])
         return out
 
@@ -206,10 +245,15 @@ class FastPath:
         """Leave on the connection the hop of the packet the slow path just forwarded as an
         established one (`ct.hit`), if replaying it gives the same answer (module doc)."""
         hit = self.ct.hit
-        key = fast_key(data, ip) if type(data) is bytes else None
-        if hit is None or key is None or self.ct.table.get(key) is not hit:
+        if hit is None:  # the packet was not an established one of a tracked connection
             return
+        key = fast_key(data, ip) if type(data) is bytes else None
+        entry = self.ct.table.get(key) if key is not None else None
+        # the same connection and direction, not the same tuple object: compiled, a
+        # tuple[Conn, bool] is unboxed and boxed again, so `entry is hit` would never hold
         conn, is_reply = hit
+        if entry is None or entry[0] is not conn or entry[1] != is_reply:
+            return
         t = type(action)
         if t is Send:
             out = action.frame  # type: ignore[union-attr]

@@ -19,12 +19,10 @@ one was not seen (reordered, or lost) cannot be load-balanced: to a ClusterIP it
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from emunet.datapath.actions import Action
-from emunet.datapath.conntrack import Conntrack, Rewrite
+from emunet.datapath.fastpath import FastPath
 from emunet.datapath.reasons import DropReason
-from emunet.datapath.tables import LocalPod, NodeTables
+from emunet.datapath.tables import LocalPod
 from emunet.packets import ETH_LEN, IP_DST, IP_FRAG, IP_SRC, PROTO_ICMP, U16, tuple_key
 
 FRAG_TIMEOUT = 30.0  # seconds, net.ipv4.ipfrag_time
@@ -34,24 +32,8 @@ _OFFSET = 0x1FFF
 _IP_ID = slice(ETH_LEN + 4, ETH_LEN + 6)
 
 
-class Fragments:
+class Fragments(FastPath):
     """Methods of Datapath for IPv4 fragments (see module doc)."""
-
-    tables: NodeTables
-    ct: Conntrack
-    frags: dict[bytes, tuple[Rewrite | None, float]]  # (src, dst, proto, id) -> rewrite
-
-    if TYPE_CHECKING:
-        def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
-                  ) -> list[Action]: ...
-
-        def _track(self, f: bytearray, l4: int, end: int, proto: int, frag: bool, now: float,
-                   pod: LocalPod | None) -> list[Action] | None: ...
-
-        def _policy(self, f: bytearray, proto: int, dport: int, pod: LocalPod | None
-                    ) -> list[Action] | None: ...
-
-        _new: tuple | None
 
     def _fragment(self, f: bytearray, l4: int, end: int, proto: int, now: float,
                   pod: LocalPod | None) -> list[Action] | None:

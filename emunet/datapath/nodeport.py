@@ -26,16 +26,13 @@ methods of the same object.
 
 from __future__ import annotations
 
-import random
-from collections import Counter, OrderedDict
-from typing import TYPE_CHECKING
+from collections import OrderedDict
 
 from emunet import packets as pk
 from emunet.datapath.actions import Action, Send
-from emunet.datapath.affinity import Affinity
-from emunet.datapath.conntrack import OK, Conn, Conntrack
+from emunet.datapath.conntrack import OK, Conn
+from emunet.datapath.frags import Fragments
 from emunet.datapath.reasons import DropReason
-from emunet.datapath.tables import NodeTables
 from emunet.packets import (
     ETH_DST,
     ETH_LEN,
@@ -94,35 +91,10 @@ class Neighbours:
         return e[0]
 
 
-class NodePort:
+class NodePort(Fragments):
     """Methods of Datapath for node port traffic on the underlay (see module doc)."""
 
-    # Set by Datapath.__init__; declared here for type checkers and readers.
-    tables: NodeTables
-    rng: random.Random
-    ct: Conntrack
-    affinity: Affinity
-    neigh: Neighbours
-    _c: Counter[str]
-    _new: tuple[Conn, int] | None
-
-    if TYPE_CHECKING:  # Datapath's own stages
-        def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
-                  ) -> list[Action]: ...
-
-        def _track(self, f: bytearray, l4: int, end: int, proto: int, frag: bool,
-                   now: float, pod: None) -> list[Action] | None: ...
-
-        def _route(self, f: bytearray) -> list[Action]: ...
-
-        def _verdicts(self, out: list[Action], now: float) -> list[Action]: ...
-
-        def _check(self, src: bytes, dst: bytes, proto: int, dport: int, local_src: bool
-                   ) -> list[Action] | None: ...
-
-        def _route(self, f: bytearray) -> list[Action]: ...
-
-        def _verdicts(self, out: list[Action], now: float) -> list[Action]: ...
+    neigh: Neighbours  # set by Datapath.__init__
 
     def process_nodeport(self, frame: bytes, now: float) -> list[Action]:
         """A frame for a node port that arrived on this node's underlay eth0."""

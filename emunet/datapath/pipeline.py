@@ -28,11 +28,8 @@ from emunet.datapath import ctscrub
 from emunet.datapath.actions import Action, Drop, Encap, Send
 from emunet.datapath.affinity import Affinity
 from emunet.datapath.conntrack import CLASH, OK, Conn, Conntrack, Rewrite
-from emunet.datapath.fastpath import FastPath
-from emunet.datapath.frags import Fragments
-from emunet.datapath.nodeport import Neighbours, NodePort
+from emunet.datapath.nodeport import Neighbours
 from emunet.datapath.reasons import DropReason
-from emunet.datapath.replies import Replies
 from emunet.datapath.services import Services
 from emunet.datapath.tables import LocalPod, NodeTables
 from emunet.packets import (
@@ -67,7 +64,7 @@ _DROP_KEYS = {r: "drop:" + r.name for r in DropReason}  # counter names (Enum.na
 _BEHIND_MACS = slice(ETH_MACS.stop, None)  # ethertype onwards: what VXLAN encap keeps
 
 
-class Datapath(FastPath, Services, Replies, NodePort, Fragments):
+class Datapath(Services):
     """One node's pipeline. `rng` picks service backends (inject a seeded one in tests).
 
     The entry points for pod frames and VXLAN datagrams (`process`, `process_underlay`) are
@@ -85,6 +82,7 @@ class Datapath(FastPath, Services, Replies, NodePort, Fragments):
         self.rng = rng
         self.fastpath = fastpath
         self.route_gen = 0  # the routing inputs' generation, which fast path hops compare to
+        self.slow_tos = -1  # no TOS byte keeps packets off the fast path (see FastPath)
         self.ct = Conntrack()
         self.affinity = Affinity()  # sessionAffinity: ClientIP
         self.frags: dict[bytes, tuple[Rewrite | None, float]] = {}  # emunet.datapath.frags
@@ -244,11 +242,11 @@ class Datapath(FastPath, Services, Replies, NodePort, Fragments):
             verdict = self.ct.admit(conn, now)
             if verdict == CLASH and pod is not None and proto != PROTO_ICMP and \
                     self.ct.lookup(conn.orig_key, now) is None:
-                conn = self._remap(proto, orig, reply, "", None, now)  # nf_nat's null binding
-                if conn is not None:
-                    self._new = (conn, flags)
-                    assert conn.fwd is not None
-                    conn.fwd.apply(f, ETH_LEN, l4, proto, end)
+                remapped = self._remap(proto, orig, reply, "", None, now)  # nf_nat's null binding
+                if remapped is not None:
+                    self._new = (remapped, flags)
+                    assert remapped.fwd is not None
+                    remapped.fwd.apply(f, ETH_LEN, l4, proto, end)
             elif verdict == OK:
                 self._new = (conn, flags)
             return None  # a clash or a full table: the packet goes on untracked

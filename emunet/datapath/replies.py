@@ -6,14 +6,12 @@ errors about tracked flows. A mixin: Datapath inherits these methods, so calls c
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import TYPE_CHECKING
-
 from emunet import packets as pk
 from emunet.datapath.actions import Action, Encap, Send
-from emunet.datapath.conntrack import Conntrack, Rewrite
+from emunet.datapath.conntrack import Rewrite
+from emunet.datapath.nodeport import NodePort
 from emunet.datapath.reasons import DropReason
-from emunet.datapath.tables import LocalPod, NodeTables, RemoteNode
+from emunet.datapath.tables import LocalPod, RemoteNode
 from emunet.packets import (
     ETH_LEN,
     ICMP_OFF_CSUM,
@@ -38,17 +36,8 @@ _ICMP_QUERIES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))
 _ZERO16 = b"\0\0"  # ICMP echo's second "port" in a conntrack tuple (as in packets.tuple_key)
 
 
-class Replies:
+class Replies(NodePort):
     """Methods of Datapath that answer a frame or translate an ICMP error (see module doc)."""
-
-    # Set by Datapath.__init__; declared here for type checkers and readers.
-    tables: NodeTables
-    ct: Conntrack
-    _c: Counter[str]
-
-    if TYPE_CHECKING:
-        def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
-                  ) -> list[Action]: ...
 
     def _arp(self, frame: bytes, pod: LocalPod) -> list[Action]:
         """Answer who-has for the gateway and for local pods (as the bridge would let them)."""

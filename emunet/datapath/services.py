@@ -6,15 +6,11 @@ inherits these methods, and the pipeline's own stages (policy, drops) are its me
 
 from __future__ import annotations
 
-import random
-from collections import Counter
-from typing import TYPE_CHECKING
-
 from emunet.datapath.actions import Action
-from emunet.datapath.affinity import Affinity
-from emunet.datapath.conntrack import CLASH, OK, Conn, Conntrack
+from emunet.datapath.conntrack import CLASH, OK, Conn
 from emunet.datapath.reasons import DropReason
-from emunet.datapath.tables import LocalPod, NodeTables
+from emunet.datapath.replies import Replies
+from emunet.datapath.tables import LocalPod
 from emunet.packets import (
     ETH_LEN,
     KEY_DPORT,
@@ -29,27 +25,8 @@ from emunet.packets import (
 NAT_TRIES = 128  # nf_nat_l4proto_unique_tuple's attempts before it gives up
 
 
-class Services:
+class Services(Replies):
     """Methods of Datapath for ClusterIP traffic from a local pod (see module doc)."""
-
-    # Set by Datapath.__init__; declared here for type checkers and readers.
-    tables: NodeTables
-    rng: random.Random
-    ct: Conntrack
-    affinity: Affinity
-    _c: Counter[str]
-    _v: list[Action]
-    _new: tuple[Conn, int] | None
-
-    if TYPE_CHECKING:  # Datapath's own stages
-        def _drop(self, reason: DropReason, detail: str = "", before: Action | None = None
-                  ) -> list[Action]: ...
-
-        def _check(self, src: bytes, dst: bytes, proto: int, dport: int, local_src: bool
-                   ) -> list[Action] | None: ...
-
-        def _reject(self, f: bytearray, l4: int, end: int, proto: int, pod: LocalPod,
-                    why: str) -> list[Action]: ...
 
     def _remap(self, proto: int, orig: tuple[bytes, bytes, bytes, bytes],
                reply: tuple[bytes, bytes, bytes, bytes], service: str,

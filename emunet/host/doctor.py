@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from emunet import control, naming
+from emunet import control, naming, native
 from emunet.host import adopted
 from emunet.host.manifest import HostError, Manifest
 from emunet.host.netns import netns_exists, socket_in_netns
@@ -216,7 +216,19 @@ def _agent_pids() -> dict[str, bool]:
     return {r.removeprefix("agent-"): adopted.find(procs, r) is not None for r in roles}
 
 
-CHECKS = (check_root, check_kernel, check_tools, check_leftovers, check_vxlan_port)
+def check_datapath_build() -> Iterator[Finding]:
+    """Which build of the hot modules an agent started now runs (emunet.native)."""
+    compiled, why = native.decision()
+    if compiled or native.ENV_PURE in why:
+        yield _ok(f"datapath: {why}")
+    else:
+        yield Finding("warn", f"datapath: {why}",
+                      "sudo ./scripts/setup (it compiles the datapath when gcc and the Python "
+                      "headers are there), or scripts/build-native")
+
+
+CHECKS = (check_root, check_kernel, check_tools, check_leftovers, check_vxlan_port,
+          check_datapath_build)
 
 
 def run() -> list[Finding]:

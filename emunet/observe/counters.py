@@ -39,6 +39,8 @@ def agent_lines(doc: dict[str, Any], restarts: int | None, now: float) -> list[s
         head += f", up {_age(now - doc['started'])}"
     if restarts is not None:
         head += f", restarts {restarts}"
+    if doc.get("datapath"):  # the build it runs (emunet.native): compiled or pure Python
+        head += f", datapath {doc['datapath']}"
     if now - doc.get("time", now) > 5:
         head += f" (counters {_age(now - doc['time'])} old: is the agent running?)"
     fwd = c.get("forwarded", 0) + c.get("encap", 0)

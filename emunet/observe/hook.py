@@ -71,13 +71,12 @@ def flow_key(frame: bytes | bytearray, off: int = 0) -> bytes | None:
 class ObservedDatapath(Datapath):
     """`Datapath` plus kept events (`events`), traced flows and byte counters."""
 
-    # a traced packet always takes the full pipeline (emunet.datapath.fastpath: the answer is
-    # the same either way, but a trace shows the pipeline deciding)
-    slow_tos = TRACE_TOS
-
     def __init__(self, tables: NodeTables, rng: random.Random,
                  max_events: int = EVENTS_MAX, fastpath: bool = True) -> None:
         super().__init__(tables, rng, fastpath)
+        # a traced packet always takes the full pipeline (emunet.datapath.fastpath: the answer
+        # is the same either way, but a trace shows the pipeline deciding)
+        self.slow_tos = TRACE_TOS
         self.events: deque[Event] = deque(maxlen=max_events)
         self.traced: dict[bytes, bool] = {}  # conntrack key -> is the flow's reply direction
         self.rx_bytes = 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from emunet import native
 from tests.e2e.cluster import ROOT, Cluster
 from tests.waiting import Output, wait_for
 
@@ -74,6 +75,20 @@ def test_curl_by_service_name_crosses_nodes(cluster):
     out = cluster.exec(NS, "frontend-client", "curl", "-sS", "--max-time", "5",
                        "http://monospaced").stdout
     assert "monospaced-test" in out and "node=node-2" in out
+
+
+def test_status_and_doctor_say_which_datapath_build_forwards(cluster):
+    """Each agent runs the build emunet.native picks for this tree (compiled by scripts/setup,
+    or the pure Python fallback) and says so; doctor names the same one."""
+    want = native.decision()[1]
+
+    def reported() -> list[str]:
+        lines = cluster.emunet("status").stdout.splitlines()
+        heads = [ln for ln in lines if ln.startswith("node ") and ": agent pid" in ln]
+        return heads if len(heads) == 2 and all(f"datapath {want}" in h for h in heads) else []
+    wait_for(reported, 10, f"status to show both agents on datapath {want!r}")
+    doctor = cluster.emunet("doctor", check=False).stdout
+    assert f"datapath: {want}" in doctor
 
 
 def test_plain_ip_netns_exec_works(cluster):

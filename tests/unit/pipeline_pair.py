@@ -16,6 +16,7 @@ from scapy.layers.l2 import Ether
 
 from emunet.config.cilium import from_manifest
 from emunet.datapath import Datapath, Drop, Encap, NodeTables, Send
+from emunet.datapath.conntrack import Conn
 from emunet.model import (
     ClusterSpec,
     Config,
@@ -157,3 +158,38 @@ def open_connection(pair: PipelinePair):
     assert IP(back.frame[14:]).src == VIP
     pair.send("node-1", tcp_syn(c, 40000, flags="A"), c.host_ifname)  # the handshake's last ACK
     return c, w
+
+
+# A connection no table holds: what `ct.hit` is set to before each packet. FastPath resets
+# `ct.hit` to None exactly when it hands a packet to the full pipeline (and the pipeline sets it
+# only to a tracked connection), so the marker still there afterwards means the packet took a
+# hop. A seam that works on the compiled build too, whose classes cannot be monkeypatched.
+_MARK = (Conn(6, (b"\0" * 4, b"\0" * 4, b"\0\0", b"\0\0"),
+              (b"\0" * 4, b"\0" * 4, b"\0\0", b"\0\0")), False)
+
+
+class Spy:
+    """A Datapath whose entry points record each packet the full pipeline decides."""
+
+    def __init__(self, dp: Datapath, slow: list[str]) -> None:
+        object.__setattr__(self, "dp", dp)
+        object.__setattr__(self, "slow", slow)
+
+    def __getattr__(self, name: str):
+        return getattr(self.dp, name)
+
+    def __setattr__(self, name: str, value) -> None:  # e.g. a restored conntrack
+        setattr(self.dp, name, value)
+
+    def _call(self, entry, stage: str, *a) -> list:
+        self.dp.ct.hit = _MARK
+        out = entry(*a)
+        if self.dp.ct.hit is not _MARK or not self.dp.fastpath:
+            self.slow.append(stage)
+        return out
+
+    def process(self, frame: bytes, in_port: str, now: float) -> list:
+        return self._call(self.dp.process, "_from_pod", frame, in_port, now)
+
+    def process_underlay(self, payload: bytes, src_ip: str, now: float) -> list:
+        return self._call(self.dp.process_underlay, "_from_overlay", payload, src_ip, now)

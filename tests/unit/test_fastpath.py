@@ -22,6 +22,7 @@ from tests.unit.pipeline_pair import (
     GW_MAC,
     VIP,
     PipelinePair,
+    Spy,
     make_state,
     pod,
 )
@@ -50,15 +51,8 @@ class Spied(PipelinePair):
             self.dps[n] = self._spy(Datapath(NodeTables.from_state(st, n), random.Random(1),
                                              fastpath=fast))
 
-    def _spy(self, dp: Datapath) -> Datapath:
-        for name in ("_from_pod", "_from_overlay"):
-            real = getattr(dp, name)
-
-            def counted(*a, real=real, name=name):
-                self.slow.append(name)
-                return real(*a)
-            setattr(dp, name, counted)
-        return dp
+    def _spy(self, dp: Datapath) -> Spy:
+        return Spy(dp, self.slow)
 
     def update(self, st, now=None) -> None:
         for n, dp in self.dps.items():

@@ -13,7 +13,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from emunet.config import impairment
-from emunet.datapath import Drop, Encap, Send
+from emunet.datapath import Drop, DropReason, Encap, Send
 from emunet.datapath.netem import Impairer, LinkShape, UnderlayShaper, link_shape
 from emunet.host import tc
 from emunet.model import Impairment
@@ -84,7 +84,7 @@ def test_shaper_keeps_underlay_sends_and_passes_the_rest():
     sh = UnderlayShaper(random.Random(6))
     assert sh.configure(link_shape(Impairment(delay_ms=10))) is True
     enc, out = Encap("192.168.1.12", 8472, b"v" * 60), Send("eth0", b"n" * 60)
-    pod, drop = Send("veth0a2a0102", b"p" * 60), Drop(reason=None)  # type: ignore[arg-type]
+    pod, drop = Send("veth0a2a0102", b"p" * 60), Drop(DropReason.NO_ROUTE)
     assert sh.take([enc, pod, out, drop], 0, 1464, 1.0) == [pod, drop]
     assert sh.due == pytest.approx(1.01)
     assert sh.release(1.005) == [] and sh.release(1.02) == [enc, out]

@@ -19,6 +19,7 @@ PKG = ROOT / "emunet"
 # The data flow, bottom up. A module may import its own package, a leaf, or a package of a lower
 # rank; packages of one rank (agent, l7) do not import each other.
 LEAVES = {"emunet", "emunet.errors", "emunet.naming", "emunet.packets", "emunet.model",
+          "emunet.native",
           "emunet.control", "emunet.nodeproc"}
 RANKS = {
     "emunet.config": 1,
