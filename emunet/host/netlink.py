@@ -176,6 +176,18 @@ def preflight(state: ClusterState) -> None:
             raise HostError(_exists_msg(f"directory {ETC_NETNS / pod.netns}"))
 
 
+def record_pods_ahead(state: ClusterState, m: Manifest) -> None:
+    """List every pod's namespace and /etc/netns directory in the manifest with one save,
+    before `add_pod` makes them (it then finds its entries recorded and saves nothing)."""
+    entries: list[dict] = []
+    if not ETC_NETNS.exists():
+        entries.append({"kind": "dir", "path": str(ETC_NETNS), "if_empty": True})
+    for pod in state.pods.values():
+        entries.append({"kind": "netns", "name": pod.netns})
+        entries.append({"kind": "dir", "path": str(ETC_NETNS / pod.netns), "if_empty": False})
+    m.record_ahead(entries)
+
+
 def build_node(state: ClusterState, node: NodeState, m: Manifest) -> None:
     """The node namespace: lo up, ip_forward=0, IPv6 off."""
     _new_namespace(node.netns, m)
@@ -362,6 +374,11 @@ def _remove_entry(e: dict, m: Manifest) -> None:
 
 def remove_pod(pod: PodState, m: Manifest) -> None:
     """Delete the pod's processes, namespace (its veth goes with it) and /etc/netns dir."""
+    with m.deferred():
+        _remove_pod(pod, m)
+
+
+def _remove_pod(pod: PodState, m: Manifest) -> None:
     procs = [e for e in m.processes() if e.get("netns") == pod.netns]
     end_recorded(procs)
     for e in procs:
@@ -374,9 +391,9 @@ def remove_pod(pod: PodState, m: Manifest) -> None:
             for idx in ipr.link_lookup(ifname=pod.host_ifname):
                 with contextlib.suppress(NetlinkError):
                     ipr.link("del", index=idx)
-    for e in reversed(m.entries):
-        if (e["kind"] == "netns" and e["name"] == pod.netns) or (
-                e["kind"] == "dir" and e["path"] == str(ETC_NETNS / pod.netns)):
+    for e in ({"kind": "dir", "path": str(ETC_NETNS / pod.netns), "if_empty": False},
+              {"kind": "netns", "name": pod.netns}):
+        if m.has(e):
             _remove_entry(e, m)
 
 
@@ -386,15 +403,16 @@ def teardown(m: Manifest) -> None:
     Tolerant of objects already gone and idempotent; entries leave the manifest as they go, so
     an interrupted teardown can simply be run again.
     """
-    procs = m.processes()
-    end_recorded(procs)
-    for e in procs:
-        m.discard(e)
     errors = []
-    for e in reversed(m.entries):
-        try:
-            _remove_entry(e, m)
-        except HostError as err:
-            errors.append(str(err))
+    with m.deferred():  # one save at the end, not one per entry (removal is idempotent)
+        procs = m.processes()
+        end_recorded(procs)
+        for e in procs:
+            m.discard(e)
+        for e in reversed(m.entries):
+            try:
+                _remove_entry(e, m)
+            except HostError as err:
+                errors.append(str(err))
     if errors:
         raise HostError("; ".join(errors))
