@@ -31,6 +31,7 @@ from emunet.cluster.child import Child, stop_all
 from emunet.cluster.controllers import Controllers
 from emunet.cluster.workloads import Workloads
 from emunet.host import kernelnode, netlink, tc
+from emunet.l7 import listeners
 from emunet.model import Impairment
 from emunet.state import loaded, store
 from emunet.state.cluster import KUBE_SYSTEM, StateError
@@ -42,6 +43,7 @@ _TICK = 0.25  # how often children are checked; a dead agent is back well within
 # How long a change waits for the agents, proxies and DNS responder to load the state it
 # published (they take milliseconds); a stuck child delays the answer this long, no longer.
 LOAD_WAIT = 2.0
+START_WAIT = 10.0  # ... and a child that has just started, this long after its start
 
 
 class Supervisor:
@@ -53,7 +55,7 @@ class Supervisor:
         (naming.run_dir() / "logs").mkdir(exist_ok=True)
         self.workloads = Workloads(naming.run_dir() / "logs", self.manifest.add_process)
         self.workloads.on_exit = self._container_exited
-        state_path = str(naming.run_dir() / "state.json")
+        self.state_path = state_path = str(naming.run_dir() / "state.json")
         self.children: dict[str, Child] = {}
         for n in self.state.nodes:
             if kernelnode.is_kernel(self.state, n.name):
@@ -61,10 +63,10 @@ class Supervisor:
             self.children[f"agent-{n.name}"] = Child(
                 f"agent-{n.name}", n.netns,
                 ["emunet.agent", "--state", state_path, "--node", n.name])
-            # Cilium's per-node Envoy: HTTP rules of CiliumNetworkPolicy (emunet.l7.proxy)
-            self.children[f"l7proxy-{n.name}"] = Child(
-                f"l7proxy-{n.name}", n.netns,
-                ["emunet.l7.proxy", "--state", state_path, "--node", n.name])
+        # Cilium's per-node Envoy (HTTP rules of CiliumNetworkPolicy, emunet.l7.proxy): only on
+        # nodes with a pod an L7 rule selects, from the first such rule on (`_l7_children`); a
+        # restart takes over every proxy the last supervisor started
+        self._l7_children(self.manifest.processes() if adopting else [])
         dns_pod = self._dns_pod()
         if dns_pod is not None:
             self.children["dns"] = Child("dns", dns_pod.netns,
@@ -79,6 +81,24 @@ class Supervisor:
         self.stopped_nodes: set[str] = set()  # `emunet node stop` (emunet/cluster/nodepower.py)
         self.paused: set[str] = set()  # children not to restart: their node is stopped
         self.started = time.time()
+
+    def _l7_children(self, recorded: list[dict] | None = None) -> list[Child]:
+        """Add an L7 proxy child for each emunet node that now needs one (a pod there is
+        selected by an L7 rule) or has one recorded (`recorded`: a restart's manifest); the
+        new ones, not yet started. A proxy stays once started (its rules may come back; an
+        idle proxy sleeps): ~40 MB per node is saved on every node that never had L7 rules."""
+        nodes = set(listeners.expected(self.state))
+        nodes |= {e["role"].removeprefix("l7proxy-") for e in recorded or ()
+                  if str(e.get("role", "")).startswith("l7proxy-")}
+        new = []
+        for n in self.state.nodes:
+            role = f"l7proxy-{n.name}"
+            if n.name in nodes and role not in self.children \
+                    and not kernelnode.is_kernel(self.state, n.name):
+                self.children[role] = Child(role, n.netns, [
+                    "emunet.l7.proxy", "--state", self.state_path, "--node", n.name])
+                new.append(self.children[role])
+        return new
 
     def _dns_pod(self):
         for p in self.state.pods.values():
@@ -193,14 +213,25 @@ class Supervisor:
                     log.error("%s", e)
         for child in self.children.values():
             child.signal(signal.SIGHUP)
+        if self.state.cilium_policies:
+            for child in self._l7_children():  # the first L7 rule for a node: its proxy
+                if child.netns is not None and child.role.removeprefix("l7proxy-") in \
+                        self.stopped_nodes:
+                    self.paused.add(child.role)  # started with its node (nodepower.start)
+                else:
+                    child.start(self)  # reads the state just written: no SIGHUP needed
 
     async def wait_loaded(self) -> None:
         """Until every running child (agents, L7 proxies, the DNS responder) has loaded the
         state last published, so a change is in effect when the CLI hears it is done. A child
         that is down is not waited for (it reads the newest state when it starts); one that
         does not catch up within LOAD_WAIT is logged and the answer goes out anyway."""
-        late = await loaded.wait(naming.run_dir(), self.state.generation, self._readers,
-                                 LOAD_WAIT)
+        # a child started just now (an L7 proxy for the first rule on its node) is given the
+        # time a Python process takes to start, not only the time a reload takes
+        now = time.time()
+        wait = max([LOAD_WAIT] + [c.started + START_WAIT - now for c in self.children.values()
+                                  if c.alive()])
+        late = await loaded.wait(naming.run_dir(), self.state.generation, self._readers, wait)
         if late:
             log.warning("state %d not loaded by %s within %.1fs", self.state.generation,
                         ", ".join(late), LOAD_WAIT)
