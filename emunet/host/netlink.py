@@ -30,7 +30,7 @@ from pyroute2.ethtool.ioctl import EthtoolError, IoctlEthtool
 from emunet import naming
 from emunet.host.kernelnode import BRIDGE, is_kernel
 from emunet.host.manifest import HostError, Manifest, process_start_time  # noqa: F401 (re-export)
-from emunet.host.netns import entered, list_netns, netns_exists, socket_in_netns
+from emunet.host.netns import create_netns, entered, list_netns, netns_exists, socket_in_netns
 from emunet.host.podfiles import hosts_file, resolv_conf  # noqa: F401 (re-export)
 from emunet.host.procs import end_recorded
 from emunet.state.cluster import ClusterState, NodeState, PodState
@@ -77,7 +77,7 @@ def _create_netns(name: str, m: Manifest) -> None:
         raise HostError(_exists_msg(f"network namespace {name}"))
     m.add_netns(name)  # write-ahead: a crash right after creation still leaves it listed
     try:
-        _pyr_netns.create(name)
+        create_netns(name)
     except OSError as e:
         if e.errno == errno.EEXIST:  # created by someone else in the meantime: not ours
             m.discard({"kind": "netns", "name": name})
