@@ -43,6 +43,9 @@ _TICK = 0.25  # how often children are checked; a dead agent is back well within
 # How long a change waits for the agents, proxies and DNS responder to load the state it
 # published (they take milliseconds); a stuck child delays the answer this long, no longer.
 LOAD_WAIT = 2.0
+# the tick publishes readiness changes no sooner than this many times the last publish's
+# duration after it (refresh_ready); writes (apply, delete, label, ...) publish at once
+PUBLISH_GAP_FACTOR = 4.0
 START_WAIT = 10.0  # ... and a child that has just started, this long after its start
 
 
@@ -81,6 +84,9 @@ class Supervisor:
         self.stopped_nodes: set[str] = set()  # `emunet node stop` (emunet/cluster/nodepower.py)
         self.paused: set[str] = set()  # children not to restart: their node is stopped
         self.started = time.time()
+        # publish pacing (refresh_ready): a readiness change not yet published, when the last
+        # publish ended and how long it took
+        self._pending, self._published_at, self._publish_cost = False, 0.0, 0.0
 
     def _l7_children(self, recorded: list[dict] | None = None) -> list[Child]:
         """Add an L7 proxy child for each emunet node that now needs one (a pod there is
@@ -168,17 +174,22 @@ class Supervisor:
                                 child.popen.returncode)
                 child.start(self)
         moved = self.workloads.reap(time.time())
-        if moved or not all(ps.ready for ps in self.state.pods.values()):
-            self.refresh_ready()
+        if moved or self._pending or not all(ps.ready for ps in self.state.pods.values()):
+            self.refresh_ready(coalesce=True)
         self.controllers.tick(time.time())
 
     def _container_exited(self) -> None:
         if self.workloads.reap(time.time()):
             self.refresh_ready()
 
-    def refresh_ready(self) -> None:
-        """Recompute pod readiness; on any change publish the state (endpoints follow)."""
-        changed = False
+    def refresh_ready(self, coalesce: bool = False) -> None:
+        """Recompute pod readiness; on any change publish the state (endpoints follow).
+
+        `coalesce` (the tick): publish no sooner than PUBLISH_GAP_FACTOR times the last
+        publish took after it, the change waiting for the next tick: while a thousand pods
+        become Ready one after another, each publish (the whole state written, and re-read by
+        every agent and the DNS responder) carries many of them instead of one each."""
+        changed = self._pending
         dns = self.children.get("dns")
         for ps in self.state.pods.values():
             if ps.terminating:
@@ -199,9 +210,15 @@ class Supervisor:
                 ps.ready, ps.restarts = ready, restarts
                 changed = True
         if changed:
-            self.publish()
+            gap = max(_TICK, PUBLISH_GAP_FACTOR * self._publish_cost)
+            if coalesce and time.monotonic() < self._published_at + gap:
+                self._pending = True
+            else:
+                self.publish()
 
     def publish(self) -> None:
+        t0 = time.monotonic()
+        self._pending = False
         self.state.stamp(time.time())  # the next generation: resourceVersion, loaded reports
         store.write(self.state)
         self.controllers.published()
@@ -220,6 +237,8 @@ class Supervisor:
                     self.paused.add(child.role)  # started with its node (nodepower.start)
                 else:
                     child.start(self)  # reads the state just written: no SIGHUP needed
+        self._published_at = time.monotonic()
+        self._publish_cost = self._published_at - t0
 
     async def wait_loaded(self) -> None:
         """Until every running child (agents, L7 proxies, the DNS responder) has loaded the
@@ -253,7 +272,9 @@ class Supervisor:
         return {"pid": os.getpid()}
 
     async def _op_status(self, req, say) -> dict:
-        self.refresh_ready()
+        # The published state, as the tick keeps it (at most a tick or a publish gap behind):
+        # `up` polls this, and a publish per poll kept a 1,000-pod supervisor busy writing the
+        # state and every reader re-reading it (pods became Ready at ~1 a second)
         children = {}
         for name, c in self.children.items():
             children[name] = {"alive": c.alive(), "pid": c.popen.pid if c.popen else None,
@@ -265,8 +286,10 @@ class Supervisor:
                 "pods_held": self.controllers.held_by_probes(),
                 "pods": len(self.state.pods), "generation": self.state.generation,
                 # readers not yet forwarding by this state (`up` waits for none)
+                # (and the supervisor itself while a readiness change waits to be published)
                 "behind": loaded.behind(naming.run_dir(), self._readers(),
-                                        self.state.generation)}
+                                        self.state.generation)
+                + (["supervisor"] if self._pending else [])}
 
     async def _op_shutdown(self, req, say) -> dict:
         self.stopping.set()
