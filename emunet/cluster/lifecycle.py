@@ -97,9 +97,10 @@ def up(path: str, progress: Progress, cfg: Config | None = None) -> ClusterState
                  f"{state.cluster.underlay_cidr}, VXLAN VNI {state.cluster.vxlan_vni} "
                  f"UDP {state.cluster.vxlan_port})")
         netlink.record_pods_ahead(state, m)  # one manifest write, not three per pod
-        for i, ps in enumerate(state.pods.values(), 1):
-            netlink.add_pod(state, ps, m)
-            _fault("pod", i)
+        with netlink.held_sockets():  # one netlink socket per node namespace, not per pod
+            for i, ps in enumerate(state.pods.values(), 1):
+                netlink.add_pod(state, ps, m)
+                _fault("pod", i)
         progress(f"pods: {len(state.pods)} namespaces and veth pairs "
                  f"({time.monotonic() - t0:.2f}s)")
         _start_supervisor(m)

@@ -108,6 +108,40 @@ def _netlink(what: str, netns: str, exists: str | None = None) -> Iterator[IPRou
         raise HostError(f"{what} in network namespace {netns}: {os.strerror(e.code)}") from None
 
 
+_held: dict[str, IPRoute] | None = None  # node netns -> its netlink socket (`held_sockets`)
+
+
+@contextlib.contextmanager
+def held_sockets() -> Iterator[None]:
+    """Inside, `add_pod` keeps one netlink socket per node namespace open instead of opening
+    one per pod (~2 ms each, 11% of building 1,000 pods). Single-threaded callers only (`up`)."""
+    global _held
+    _held = {}
+    try:
+        yield
+    finally:
+        held, _held = _held, None
+        for ipr in held.values():
+            ipr.close()
+
+
+@contextlib.contextmanager
+def _node_netlink(what: str, netns: str, exists: str | None = None) -> Iterator[IPRoute]:
+    """`_netlink` for a node namespace the caller has entered: the held socket if any."""
+    if _held is None:
+        with _netlink(what, netns, exists) as ipr:
+            yield ipr
+        return
+    try:
+        if netns not in _held:
+            _held[netns] = IPRoute()  # created inside netns: bound to it for good
+        yield _held[netns]
+    except NetlinkError as e:
+        if e.code == errno.EEXIST and exists:
+            raise HostError(_exists_msg(f"{exists} in network namespace {netns}")) from None
+        raise HostError(f"{what} in network namespace {netns}: {os.strerror(e.code)}") from None
+
+
 def _set_sysctls(netns: str) -> None:
     """ip_forward off (the agent, not the kernel, forwards: DESIGN.md section 2) and IPv6 off
     (no router solicitations or MLD reports in anyone's tcpdump). Call inside `netns`."""
@@ -325,8 +359,8 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
     try:
         _write_etc(state, pod, m)
         with entered(node.netns):
-            with _netlink(f"creating the veth of pod {pod.netns}", node.netns,
-                          exists=f"interface {pod.host_ifname}") as ipr:
+            with _node_netlink(f"creating the veth of pod {pod.netns}", node.netns,
+                               exists=f"interface {pod.host_ifname}") as ipr:
                 # The pod end is born in the pod namespace with its MAC (0a:58:<ip>, as
                 # Kubernetes CNIs derive it); the node end gets no IP: only the agent uses it.
                 bridge = {"master": ipr.link_lookup(ifname=BRIDGE)[0]} if kernel else {}
@@ -336,10 +370,9 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
                 if kernel:  # hairpin: a pod reaching itself via its Service (CNI bridge's
                     # hairpinMode, which Flannel sets); the DNAT'ed frame leaves by its port
                     ipr.brport("set", index=ipr.link_lookup(ifname=pod.host_ifname)[0], mode=1)
-            if not kernel:
-                _offloads_off(pod.host_ifname, node.netns)
-                if state.cluster.offloads:
-                    _offloads_only(pod.host_ifname, node.netns, _POD_OFFLOADS)
+            if not kernel:  # (_offloads_only sets every offload feature: one ioctl round)
+                _offloads_only(pod.host_ifname, node.netns,
+                               _POD_OFFLOADS if state.cluster.offloads else ())
         with entered(pod.netns):
             _set_sysctls(pod.netns)  # before eth0 comes up: no IPv6 link-local, no DAD
             with _netlink("configuring eth0", pod.netns) as ipr:
@@ -349,9 +382,8 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
                 ipr.link("set", index=idx, state="up")
                 ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway_ip)
             if not kernel:
-                _offloads_off(naming.POD_IFNAME, pod.netns)
-                if state.cluster.offloads:
-                    _offloads_only(naming.POD_IFNAME, pod.netns, _POD_OFFLOADS)
+                _offloads_only(naming.POD_IFNAME, pod.netns,
+                               _POD_OFFLOADS if state.cluster.offloads else ())
     except BaseException:
         with contextlib.suppress(HostError):
             remove_pod(pod, m)
