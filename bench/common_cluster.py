@@ -62,7 +62,8 @@ class BenchCluster:
         self.config.write_text(config_text)
         self.prefix = f"{tag}{os.getpid() % 10000}"
         self.env = {**os.environ, "EMUNET_PREFIX": self.prefix,
-                    "EMUNET_RUN_DIR": str(self.tmp / "run"), "PYTHONPATH": str(ROOT)}
+                    "EMUNET_RUN_DIR": str(self.tmp / "run"), "PYTHONPATH": str(ROOT),
+                    "EMUNET_API_PORT": "0"}  # any free port: clusters side by side
         self.up_seconds = self.down_seconds = float("nan")
 
     def emunet(self, *args: str, timeout: float = 300) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from emunet import __version__
 from emunet.model import Container, Probe
 from emunet.state import podphase
-from emunet.state.cluster import ClusterState, PodState, ServiceState
+from emunet.state.cluster import ClusterState, PodIndex, PodState, ServiceState
 
 VERSION = "v1.32.0-emunet"  # what /version and the nodes' kubelets report (research §1)
 _UID_NS = uuid.UUID("5f0e6a53-1c6d-4b4e-9c1e-656d756e6574")
@@ -251,11 +251,12 @@ def service(st: ClusterState, ss: ServiceState) -> dict[str, Any]:
             "spec": spec, "status": status}
 
 
-def endpoints(st: ClusterState, key: tuple[str, str]) -> dict[str, Any]:
+def endpoints(st: ClusterState, key: tuple[str, str],
+              index: PodIndex | None = None) -> dict[str, Any]:
     """v1 Endpoints: one subset per Service port with backends (ready and not ready)."""
     ss = st.services[key]
     subsets: list[dict[str, Any]] = []
-    for i, eps in st.endpoints(key).items():
+    for i, eps in st.endpoints(key, index).items():
         if not eps:
             continue
         sp = ss.service.ports[i]
@@ -283,13 +284,14 @@ def endpoints(st: ClusterState, key: tuple[str, str]) -> dict[str, Any]:
     return out
 
 
-def endpoint_slice(st: ClusterState, key: tuple[str, str]) -> dict[str, Any]:
+def endpoint_slice(st: ClusterState, key: tuple[str, str],
+                   index: PodIndex | None = None) -> dict[str, Any]:
     """discovery/v1 EndpointSlice `<service>-<suffix>`, one per Service (IPv4)."""
     ss = st.services[key]
     name = f"{key[1]}-emu{uid(st, 'Service', *key)[:5]}"
     by_pod: dict[tuple[str, str], Any] = {}
     ports = []
-    for i, eps in st.endpoints(key).items():
+    for i, eps in st.endpoints(key, index).items():
         sp = ss.service.ports[i]
         ports.append({"name": sp.name or "", "port": eps[0].port if eps else None,
                       "protocol": sp.protocol})

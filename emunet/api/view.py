@@ -64,12 +64,13 @@ def build(st: ClusterState, node_ready: dict[str, bool],
                 out["endpointslices"][(es.namespace, sl["metadata"]["name"])] = sl
         else:
             out["endpointslices"][(es.namespace, es.name)] = user_eps.endpoint_slice(st, es)
+    index = st.pod_index()  # one pass over the pods, not one per Service
     for key, ss in st.services.items():
         out["services"][key] = objects.service(st, ss)
         if ss.service.selector is None:
             continue  # no controller: its Endpoints and slices are the user's (above)
-        out["endpoints"][key] = objects.endpoints(st, key)
-        sl = objects.endpoint_slice(st, key)
+        out["endpoints"][key] = objects.endpoints(st, key, index)
+        sl = objects.endpoint_slice(st, key, index)
         out["endpointslices"][(key[0], sl["metadata"]["name"])] = sl
     for d in st.deployments.values():
         out["deployments"][d.key] = apps.deployment(st, d)

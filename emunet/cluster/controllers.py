@@ -110,8 +110,10 @@ class Controllers:
         endpoints moved (the story's lesson: pod IPs shift, the Service stays)."""
         st = self.sup.state
         now: dict[tuple[str, str], tuple[str, ...]] = {}
+        index = st.pod_index()  # one pass over the pods, not one per Service
         for key in st.services:
-            eps = sorted({e.ip for lst in st.endpoints(key).values() for e in lst if e.ready},
+            eps = sorted({e.ip for lst in st.endpoints(key, index).values() for e in lst
+                          if e.ready},
                          key=lambda ip: tuple(int(x) for x in ip.split(".")))
             now[key] = tuple(eps)
             before = self.endpoints.get(key)

@@ -32,7 +32,9 @@ from emunet.state.cluster import KUBE_SYSTEM, ClusterState
 from emunet.state.plan import plan
 
 Progress = Callable[[str], None]
+# `up` gives up on readiness only after this long with no pod becoming Ready (progress-based)
 READY_TIMEOUT = 60.0
+PROGRESS_EVERY = 5.0  # seconds between "pods ready: n/m" lines while `up` waits
 
 
 FAIL_AT_ENV = "EMUNET_FAIL_AT"
@@ -94,9 +96,11 @@ def up(path: str, progress: Progress, cfg: Config | None = None) -> ClusterState
         progress(f"nodes: {', '.join(n.name for n in state.nodes)} (underlay "
                  f"{state.cluster.underlay_cidr}, VXLAN VNI {state.cluster.vxlan_vni} "
                  f"UDP {state.cluster.vxlan_port})")
-        for i, ps in enumerate(state.pods.values(), 1):
-            netlink.add_pod(state, ps, m)
-            _fault("pod", i)
+        netlink.record_pods_ahead(state, m)  # one manifest write, not three per pod
+        with netlink.held_sockets():  # one netlink socket per node namespace, not per pod
+            for i, ps in enumerate(state.pods.values(), 1):
+                netlink.add_pod(state, ps, m)
+                _fault("pod", i)
         progress(f"pods: {len(state.pods)} namespaces and veth pairs "
                  f"({time.monotonic() - t0:.2f}s)")
         _start_supervisor(m)
@@ -196,13 +200,23 @@ def _start_supervisor(m: netlink.Manifest, resumed: int = 0) -> None:
 
 
 def _wait_ready(state: ClusterState, progress: Progress) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
+    """Until every pod is Ready and every reader forwards by that state, then DNS and the L7
+    listeners. Progress-based: it gives up only when READY_TIMEOUT passes with no pod becoming
+    Ready and no reader catching up (a 2,000-pod cluster takes longer than any fixed bound a
+    4-pod one should wait), and says how far it is every PROGRESS_EVERY seconds."""
+    now = time.monotonic()
+    stall_until, say_at = now + READY_TIMEOUT, now + PROGRESS_EVERY
     st: dict = {}
-    while time.monotonic() < deadline:
+    best: tuple[int, int] = (-1, 0)
+    while time.monotonic() < stall_until:
         try:
             st = control.request("status", timeout=5)
-        except control.ControlError:
+        except (control.ControlError, OSError):  # busy (TimeoutError) or not yet listening
             st = {}
+        if st:
+            mark = (st["pods_ready"], -len(st.get("behind") or ()))
+            if mark > best:  # a pod became Ready or a reader caught up: not stuck
+                best, stall_until = mark, time.monotonic() + READY_TIMEOUT
         # A pod whose readiness probe has failed is running as declared: `up` says so and
         # does not wait for it (kubectl apply does not wait for readiness either).
         # ... and every agent, proxy and the DNS responder forwards by the state that says
@@ -211,16 +225,21 @@ def _wait_ready(state: ClusterState, progress: Progress) -> None:
         if st and st["pods_ready"] + st.get("pods_held", 0) == st["pods"] and all(
                 c["alive"] for c in st["children"].values()) and not st.get("behind"):
             break
-        time.sleep(0.05)
+        if st and time.monotonic() >= say_at:
+            say_at = time.monotonic() + PROGRESS_EVERY
+            progress(f"pods ready: {st['pods_ready']}/{st['pods']} ...")
+        time.sleep(0.1)  # the supervisor answers from memory; its tick is 0.25 s
     else:
         if st.get("behind") and st["pods_ready"] + st.get("pods_held", 0) == st["pods"]:
             raise UserError(f"{', '.join(st['behind'])} did not load the cluster state within "
                             f"{READY_TIMEOUT:.0f}s; see {naming.run_dir()}/logs/")
-        raise UserError(f"pods not ready after {READY_TIMEOUT:.0f}s ({st.get('pods_ready', 0)}/"
+        raise UserError(f"pods not ready: none became Ready for {READY_TIMEOUT:.0f}s "
+                        f"({st.get('pods_ready', best[0] if best[0] >= 0 else 0)}/"
                         f"{len(state.pods)}); see {naming.run_dir()}/logs/")
     progress(f"pods ready: {st['pods_ready']}/{st['pods']}" + (
         f" ({st['pods_held']} not Ready: a readiness or startup probe failing; see "
         "`emunet get events`)" if st.get("pods_held") else ""))
+    deadline = time.monotonic() + READY_TIMEOUT
     probe = _probe_pod(state)
     name = f"kube-dns.{KUBE_SYSTEM}.svc.{state.cluster.cluster_domain}"
     while time.monotonic() < deadline:

@@ -28,7 +28,7 @@ class Runtime(Protocol):
     async def start_pod(self, ps: PodState) -> None:
         """Start the pod's workload and its probes."""
 
-    def refresh_ready(self) -> None:
+    def refresh_ready(self, coalesce: bool = False, publish: bool = True) -> None:
         """Recompute pod readiness; publish the state when it changed."""
 
     def publish(self) -> None:

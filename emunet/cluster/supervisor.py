@@ -31,6 +31,7 @@ from emunet.cluster.child import Child, stop_all
 from emunet.cluster.controllers import Controllers
 from emunet.cluster.workloads import Workloads
 from emunet.host import kernelnode, netlink, tc
+from emunet.l7 import listeners
 from emunet.model import Impairment
 from emunet.state import loaded, store
 from emunet.state.cluster import KUBE_SYSTEM, StateError
@@ -42,6 +43,10 @@ _TICK = 0.25  # how often children are checked; a dead agent is back well within
 # How long a change waits for the agents, proxies and DNS responder to load the state it
 # published (they take milliseconds); a stuck child delays the answer this long, no longer.
 LOAD_WAIT = 2.0
+# the tick publishes readiness changes no sooner than this many times the last publish's
+# duration after it (refresh_ready); writes (apply, delete, label, ...) publish at once
+PUBLISH_GAP_FACTOR = 4.0
+START_WAIT = 10.0  # ... and a child that has just started, this long after its start
 
 
 class Supervisor:
@@ -53,7 +58,7 @@ class Supervisor:
         (naming.run_dir() / "logs").mkdir(exist_ok=True)
         self.workloads = Workloads(naming.run_dir() / "logs", self.manifest.add_process)
         self.workloads.on_exit = self._container_exited
-        state_path = str(naming.run_dir() / "state.json")
+        self.state_path = state_path = str(naming.run_dir() / "state.json")
         self.children: dict[str, Child] = {}
         for n in self.state.nodes:
             if kernelnode.is_kernel(self.state, n.name):
@@ -61,10 +66,10 @@ class Supervisor:
             self.children[f"agent-{n.name}"] = Child(
                 f"agent-{n.name}", n.netns,
                 ["emunet.agent", "--state", state_path, "--node", n.name])
-            # Cilium's per-node Envoy: HTTP rules of CiliumNetworkPolicy (emunet.l7.proxy)
-            self.children[f"l7proxy-{n.name}"] = Child(
-                f"l7proxy-{n.name}", n.netns,
-                ["emunet.l7.proxy", "--state", state_path, "--node", n.name])
+        # Cilium's per-node Envoy (HTTP rules of CiliumNetworkPolicy, emunet.l7.proxy): only on
+        # nodes with a pod an L7 rule selects, from the first such rule on (`_l7_children`); a
+        # restart takes over every proxy the last supervisor started
+        self._l7_children(self.manifest.processes() if adopting else [])
         dns_pod = self._dns_pod()
         if dns_pod is not None:
             self.children["dns"] = Child("dns", dns_pod.netns,
@@ -79,6 +84,27 @@ class Supervisor:
         self.stopped_nodes: set[str] = set()  # `emunet node stop` (emunet/cluster/nodepower.py)
         self.paused: set[str] = set()  # children not to restart: their node is stopped
         self.started = time.time()
+        # publish pacing (refresh_ready): a readiness change not yet published, when the last
+        # publish ended and how long it took
+        self._pending, self._published_at, self._publish_cost = False, 0.0, 0.0
+
+    def _l7_children(self, recorded: list[dict] | None = None) -> list[Child]:
+        """Add an L7 proxy child for each emunet node that now needs one (a pod there is
+        selected by an L7 rule) or has one recorded (`recorded`: a restart's manifest); the
+        new ones, not yet started. A proxy stays once started (its rules may come back; an
+        idle proxy sleeps): ~40 MB per node is saved on every node that never had L7 rules."""
+        nodes = set(listeners.expected(self.state))
+        nodes |= {e["role"].removeprefix("l7proxy-") for e in recorded or ()
+                  if str(e.get("role", "")).startswith("l7proxy-")}
+        new = []
+        for n in self.state.nodes:
+            role = f"l7proxy-{n.name}"
+            if n.name in nodes and role not in self.children \
+                    and not kernelnode.is_kernel(self.state, n.name):
+                self.children[role] = Child(role, n.netns, [
+                    "emunet.l7.proxy", "--state", self.state_path, "--node", n.name])
+                new.append(self.children[role])
+        return new
 
     def _dns_pod(self):
         for p in self.state.pods.values():
@@ -148,17 +174,23 @@ class Supervisor:
                                 child.popen.returncode)
                 child.start(self)
         moved = self.workloads.reap(time.time())
-        if moved or not all(ps.ready for ps in self.state.pods.values()):
-            self.refresh_ready()
+        if moved or self._pending or not all(ps.ready for ps in self.state.pods.values()):
+            self.refresh_ready(coalesce=True)
         self.controllers.tick(time.time())
 
     def _container_exited(self) -> None:
         if self.workloads.reap(time.time()):
             self.refresh_ready()
 
-    def refresh_ready(self) -> None:
-        """Recompute pod readiness; on any change publish the state (endpoints follow)."""
-        changed = False
+    def refresh_ready(self, coalesce: bool = False, publish: bool = True) -> None:
+        """Recompute pod readiness; on any change publish the state (endpoints follow).
+
+        `coalesce` (the tick): publish no sooner than PUBLISH_GAP_FACTOR times the last
+        publish took after it, the change waiting for the next tick: while a thousand pods
+        become Ready one after another, each publish (the whole state written, and re-read by
+        every agent and the DNS responder) carries many of them instead of one each.
+        `publish` False: the caller publishes next (the change is left pending until then)."""
+        changed = self._pending
         dns = self.children.get("dns")
         for ps in self.state.pods.values():
             if ps.terminating:
@@ -179,9 +211,15 @@ class Supervisor:
                 ps.ready, ps.restarts = ready, restarts
                 changed = True
         if changed:
-            self.publish()
+            gap = max(_TICK, PUBLISH_GAP_FACTOR * self._publish_cost)
+            if not publish or (coalesce and time.monotonic() < self._published_at + gap):
+                self._pending = True
+            else:
+                self.publish()
 
     def publish(self) -> None:
+        t0 = time.monotonic()
+        self._pending = False
         self.state.stamp(time.time())  # the next generation: resourceVersion, loaded reports
         store.write(self.state)
         self.controllers.published()
@@ -193,14 +231,27 @@ class Supervisor:
                     log.error("%s", e)
         for child in self.children.values():
             child.signal(signal.SIGHUP)
+        if self.state.cilium_policies:
+            for child in self._l7_children():  # the first L7 rule for a node: its proxy
+                if child.netns is not None and child.role.removeprefix("l7proxy-") in \
+                        self.stopped_nodes:
+                    self.paused.add(child.role)  # started with its node (nodepower.start)
+                else:
+                    child.start(self)  # reads the state just written: no SIGHUP needed
+        self._published_at = time.monotonic()
+        self._publish_cost = self._published_at - t0
 
     async def wait_loaded(self) -> None:
         """Until every running child (agents, L7 proxies, the DNS responder) has loaded the
         state last published, so a change is in effect when the CLI hears it is done. A child
         that is down is not waited for (it reads the newest state when it starts); one that
         does not catch up within LOAD_WAIT is logged and the answer goes out anyway."""
-        late = await loaded.wait(naming.run_dir(), self.state.generation, self._readers,
-                                 LOAD_WAIT)
+        # a child started just now (an L7 proxy for the first rule on its node) is given the
+        # time a Python process takes to start, not only the time a reload takes
+        now = time.time()
+        wait = max([LOAD_WAIT] + [c.started + START_WAIT - now for c in self.children.values()
+                                  if c.alive()])
+        late = await loaded.wait(naming.run_dir(), self.state.generation, self._readers, wait)
         if late:
             log.warning("state %d not loaded by %s within %.1fs", self.state.generation,
                         ", ".join(late), LOAD_WAIT)
@@ -222,7 +273,9 @@ class Supervisor:
         return {"pid": os.getpid()}
 
     async def _op_status(self, req, say) -> dict:
-        self.refresh_ready()
+        # The published state, as the tick keeps it (at most a tick or a publish gap behind):
+        # `up` polls this, and a publish per poll kept a 1,000-pod supervisor busy writing the
+        # state and every reader re-reading it (pods became Ready at ~1 a second)
         children = {}
         for name, c in self.children.items():
             children[name] = {"alive": c.alive(), "pid": c.popen.pid if c.popen else None,
@@ -234,8 +287,10 @@ class Supervisor:
                 "pods_held": self.controllers.held_by_probes(),
                 "pods": len(self.state.pods), "generation": self.state.generation,
                 # readers not yet forwarding by this state (`up` waits for none)
+                # (and the supervisor itself while a readiness change waits to be published)
                 "behind": loaded.behind(naming.run_dir(), self._readers(),
-                                        self.state.generation)}
+                                        self.state.generation)
+                + (["supervisor"] if self._pending else [])}
 
     async def _op_shutdown(self, req, say) -> dict:
         self.stopping.set()
@@ -331,14 +386,18 @@ class Supervisor:
         """Make the kernel and the workloads match a state change computed by `apply`."""
         # Removed pods leave the endpoints now and stop after a grace period, as Kubernetes
         # terminates pods: clients of their Services never meet a stopped backend.
-        self.controllers.terminate([ch.removed_pod for ch in changes if ch.removed_pod],
-                                   grace)
-        self.publish()
+        # One publish per change where it can be (each is re-read by every agent and the DNS
+        # responder: at 1,000 pods three publishes were most of an apply's 7 s): a second one
+        # first only when pods leave, so they are out of the endpoints before they stop.
+        removed = [ch.removed_pod for ch in changes if ch.removed_pod]
+        self.controllers.terminate(removed, grace)
+        if removed:
+            self.publish()
         for ch in changes:
             if ch.added_pod is not None:
                 await asyncio.to_thread(netlink.add_pod, self.state, ch.added_pod, self.manifest)
                 await self.start_pod(ch.added_pod)
-        self.refresh_ready()
+        self.refresh_ready(publish=False)  # a new pod's readiness goes out in this publish
         self.publish()
         await self.wait_loaded()  # the answer means: the datapath already works by it
         for ch in changes:

@@ -118,12 +118,13 @@ class NodeTables:
         t.host_macs = mac_bytes(naming.host_mac(me.underlay_ip)) + gw_mac
         t.node_ips = {r.underlay_ip_b: r for r in remotes}
         node_ips = [ip_bytes(n.underlay_ip) for n in state.nodes]
+        index = state.pod_index()  # one pass over the pods, not one per Service
         for key, svc in state.services.items():
             if not svc.cluster_ip:
                 continue
             cip = ip_bytes(svc.cluster_ip)
             t.cluster_ips[cip] = f"{key[0]}/{key[1]}"
-            eps = state.endpoints(key)
+            eps = state.endpoints(key, index)
             s = svc.service
             affinity = s.affinity_timeout if s.session_affinity == "ClientIP" else 0
             for i, sp in enumerate(s.ports):

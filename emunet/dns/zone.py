@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from emunet.model.coredns import RESOLV_CONF, CoreDNS, k3s_default
-from emunet.state.cluster import KUBE_SYSTEM, ClusterState, ServiceState
+from emunet.state.cluster import KUBE_SYSTEM, ClusterState, PodIndex, ServiceState
 
 CLUSTER_IP, HEADLESS, EXTERNAL = "ClusterIP", "Headless", "ExternalName"
 NO_PORT = -1  # CoreDNS's marker for an endpoint of a Service without ports (no SRV record)
@@ -68,7 +68,8 @@ class Zone:
                    for u in (c.dns_upstreams if to == RESOLV_CONF else (to,))]
         domain = next((z for z in cfg.zones if not z.endswith(".arpa")),
                       c.cluster_domain.lower().rstrip("."))
-        services = {key: _service_rec(st, ss, cfg.endpoint_pod_names)
+        index = st.pod_index()  # one pass over the pods, not one per Service
+        services = {key: _service_rec(st, ss, cfg.endpoint_pod_names, index)
                     for key, ss in st.services.items()}
         namespaces = frozenset(
             {n.lower() for n in st.namespaces} | {k[0].lower() for k in st.services})
@@ -100,7 +101,8 @@ class Zone:
         return any(addr in n for n in self.client_nets)
 
 
-def _service_rec(st: ClusterState, ss: ServiceState, pod_names: bool = False) -> ServiceRec:
+def _service_rec(st: ClusterState, ss: ServiceState, pod_names: bool = False,
+                 index: PodIndex | None = None) -> ServiceRec:
     svc = ss.service
     ports = tuple(PortRec(p.name or "", p.protocol.lower(), p.port) for p in svc.ports)
     if svc.type == "ExternalName":
@@ -108,11 +110,11 @@ def _service_rec(st: ClusterState, ss: ServiceState, pod_names: bool = False) ->
                           (svc.external_name or "").lower().rstrip("."), ())
     kind = HEADLESS if ss.cluster_ip is None else CLUSTER_IP
     return ServiceRec(svc.namespace, svc.name, kind, ss.cluster_ip, ports, None,
-                      _endpoints(st, ss, pod_names))
+                      _endpoints(st, ss, pod_names, index))
 
 
-def _endpoints(st: ClusterState, ss: ServiceState,
-               pod_names: bool = False) -> tuple[EndpointRec, ...]:
+def _endpoints(st: ClusterState, ss: ServiceState, pod_names: bool = False,
+               index: PodIndex | None = None) -> tuple[EndpointRec, ...]:
     """Ready endpoints grouped by address, with the ports (named as the Service's) each serves.
 
     Only ready addresses are published, as CoreDNS reads EndpointSlices (conditions.ready).
@@ -126,7 +128,7 @@ def _endpoints(st: ClusterState, ss: ServiceState,
     by_ip: dict[str, list[PortRec]] = {}
     names: dict[str, str] = {}  # a user endpoint's own hostname (Endpoints/slice `hostname`)
     if not svc.ports:  # headless without ports: addresses only
-        for p in sorted(st.selected_pods(svc), key=lambda p: ipaddress.IPv4Address(p.ip)):
+        for p in sorted(st.selected_pods(svc, index), key=lambda p: ipaddress.IPv4Address(p.ip)):
             if p.ready:
                 by_ip[p.ip] = [PortRec("", "", NO_PORT)]
         for es in st.endpoint_sets_of(svc):  # selector-less: every ready address
@@ -137,7 +139,7 @@ def _endpoints(st: ClusterState, ss: ServiceState,
                         if a.hostname:
                             names.setdefault(a.ip, a.hostname)
     else:
-        for i, eps in st.endpoints(ss.key).items():
+        for i, eps in st.endpoints(ss.key, index).items():
             sp = svc.ports[i]
             for ep in eps:
                 if ep.ready:

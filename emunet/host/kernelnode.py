@@ -125,11 +125,12 @@ def ruleset(state: ClusterState) -> str:
     node_ports: list[str] = []
     no_endpoint_node_ports: list[str] = []
     chains: list[str] = []
+    index = state.pod_index()
     for key in sorted(state.services):
         svc = state.services[key]
         if not svc.cluster_ip:
             continue
-        eps = state.endpoints(key)
+        eps = state.endpoints(key, index)
         for i, sp in enumerate(svc.service.ports):
             proto = _PROTOS.get(sp.protocol)
             if proto is None:

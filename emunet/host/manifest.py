@@ -18,10 +18,12 @@ Pure apart from reading /proc and writing the file itself; no root needed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +53,25 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def _key(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, sort_keys=True)
+
+
 class Manifest:
-    """A JSON list of created objects, saved after every change. Thread-safe."""
+    """A JSON list of created objects, saved after every change (or once per `deferred`
+    block). Thread-safe.
+
+    In memory the entries are a dict keyed by their JSON text (insertion-ordered), so recording
+    and discarding are O(1): a 2,000-pod cluster has ~6,000 entries, and a list scan plus a
+    whole-file rewrite per entry made `up` and `down` quadratic (a third of `up` at 500 pods).
+    """
 
     def __init__(self, path: Path, entries: list[dict[str, Any]]) -> None:
         self.path = path
-        self._entries = entries
+        self._entries = {_key(e): e for e in entries}
         self._lock = threading.RLock()
+        self._defer = 0  # > 0: inside `deferred`, saves wait for its end
+        self._dirty = False
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Manifest:
@@ -82,7 +96,7 @@ class Manifest:
     @property
     def entries(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(e) for e in self._entries]
+            return [dict(e) for e in self._entries.values()]
 
     def netns(self) -> list[str]:
         return [e["name"] for e in self.entries if e["kind"] == "netns"]
@@ -92,6 +106,10 @@ class Manifest:
 
     def processes(self) -> list[dict[str, Any]]:
         return [e for e in self.entries if e["kind"] == "process"]
+
+    def has(self, entry: dict[str, Any]) -> bool:
+        with self._lock:
+            return _key(entry) in self._entries
 
     def __len__(self) -> int:
         with self._lock:
@@ -116,21 +134,53 @@ class Manifest:
     def discard(self, entry: dict[str, Any]) -> None:
         """Forget one entry (after its object was removed); unknown entries are ignored."""
         with self._lock:
-            before = len(self._entries)
-            self._entries = [e for e in self._entries if e != entry]
-            if len(self._entries) != before:
-                self.save()
+            if self._entries.pop(_key(entry), None) is not None:
+                self._changed()
+
+    def record_ahead(self, entries: list[dict[str, Any]]) -> None:
+        """Record many entries with one save, before their objects are made (write-ahead for
+        a whole batch: `up` lists every pod's namespace and directory, then builds them).
+        Removing an object that was listed but never made is a no-op, so a crash between the
+        two still leaves a manifest `down` can act on."""
+        with self._lock:
+            for e in entries:
+                self._entries.setdefault(_key(e), e)
+            self._changed()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Changes inside are saved once, at the end. Only for removals (a teardown): an entry
+        kept a little longer than its object is harmless (removal is idempotent), while an
+        object made before its entry is saved could be leaked by a crash."""
+        with self._lock:
+            self._defer += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._defer -= 1
+                if not self._defer and self._dirty:
+                    self.save()
+
+    def _changed(self) -> None:
+        if self._defer:
+            self._dirty = True
+        else:
+            self.save()
 
     def _add(self, entry: dict[str, Any]) -> None:
         with self._lock:
-            if entry not in self._entries:
-                self._entries.append(entry)
-                self.save()
+            k = _key(entry)
+            if k not in self._entries:
+                self._entries[k] = entry
+                self.save()  # write-ahead: never deferred
 
     def save(self) -> None:
         """Write atomically: a reader (or a crash) sees the old file or the new, never half."""
         with self._lock:
-            data = json.dumps({"version": VERSION, "entries": self._entries}, indent=1)
+            self._dirty = False
+            data = json.dumps({"version": VERSION, "entries": list(self._entries.values())},
+                              indent=1)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp",
                                        dir=self.path.parent)

@@ -30,7 +30,7 @@ from pyroute2.ethtool.ioctl import EthtoolError, IoctlEthtool
 from emunet import naming
 from emunet.host.kernelnode import BRIDGE, is_kernel
 from emunet.host.manifest import HostError, Manifest, process_start_time  # noqa: F401 (re-export)
-from emunet.host.netns import entered, list_netns, netns_exists, socket_in_netns
+from emunet.host.netns import create_netns, entered, list_netns, netns_exists, socket_in_netns
 from emunet.host.podfiles import hosts_file, resolv_conf  # noqa: F401 (re-export)
 from emunet.host.procs import end_recorded
 from emunet.state.cluster import ClusterState, NodeState, PodState
@@ -77,7 +77,7 @@ def _create_netns(name: str, m: Manifest) -> None:
         raise HostError(_exists_msg(f"network namespace {name}"))
     m.add_netns(name)  # write-ahead: a crash right after creation still leaves it listed
     try:
-        _pyr_netns.create(name)
+        create_netns(name)
     except OSError as e:
         if e.errno == errno.EEXIST:  # created by someone else in the meantime: not ours
             m.discard({"kind": "netns", "name": name})
@@ -102,6 +102,40 @@ def _netlink(what: str, netns: str, exists: str | None = None) -> Iterator[IPRou
     try:
         with IPRoute() as ipr:
             yield ipr
+    except NetlinkError as e:
+        if e.code == errno.EEXIST and exists:
+            raise HostError(_exists_msg(f"{exists} in network namespace {netns}")) from None
+        raise HostError(f"{what} in network namespace {netns}: {os.strerror(e.code)}") from None
+
+
+_held: dict[str, IPRoute] | None = None  # node netns -> its netlink socket (`held_sockets`)
+
+
+@contextlib.contextmanager
+def held_sockets() -> Iterator[None]:
+    """Inside, `add_pod` keeps one netlink socket per node namespace open instead of opening
+    one per pod (~2 ms each, 11% of building 1,000 pods). Single-threaded callers only (`up`)."""
+    global _held
+    _held = {}
+    try:
+        yield
+    finally:
+        held, _held = _held, None
+        for ipr in held.values():
+            ipr.close()
+
+
+@contextlib.contextmanager
+def _node_netlink(what: str, netns: str, exists: str | None = None) -> Iterator[IPRoute]:
+    """`_netlink` for a node namespace the caller has entered: the held socket if any."""
+    if _held is None:
+        with _netlink(what, netns, exists) as ipr:
+            yield ipr
+        return
+    try:
+        if netns not in _held:
+            _held[netns] = IPRoute()  # created inside netns: bound to it for good
+        yield _held[netns]
     except NetlinkError as e:
         if e.code == errno.EEXIST and exists:
             raise HostError(_exists_msg(f"{exists} in network namespace {netns}")) from None
@@ -174,6 +208,18 @@ def preflight(state: ClusterState) -> None:
     for pod in state.pods.values():
         if (ETC_NETNS / pod.netns).exists():
             raise HostError(_exists_msg(f"directory {ETC_NETNS / pod.netns}"))
+
+
+def record_pods_ahead(state: ClusterState, m: Manifest) -> None:
+    """List every pod's namespace and /etc/netns directory in the manifest with one save,
+    before `add_pod` makes them (it then finds its entries recorded and saves nothing)."""
+    entries: list[dict] = []
+    if not ETC_NETNS.exists():
+        entries.append({"kind": "dir", "path": str(ETC_NETNS), "if_empty": True})
+    for pod in state.pods.values():
+        entries.append({"kind": "netns", "name": pod.netns})
+        entries.append({"kind": "dir", "path": str(ETC_NETNS / pod.netns), "if_empty": False})
+    m.record_ahead(entries)
 
 
 def build_node(state: ClusterState, node: NodeState, m: Manifest) -> None:
@@ -313,8 +359,8 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
     try:
         _write_etc(state, pod, m)
         with entered(node.netns):
-            with _netlink(f"creating the veth of pod {pod.netns}", node.netns,
-                          exists=f"interface {pod.host_ifname}") as ipr:
+            with _node_netlink(f"creating the veth of pod {pod.netns}", node.netns,
+                               exists=f"interface {pod.host_ifname}") as ipr:
                 # The pod end is born in the pod namespace with its MAC (0a:58:<ip>, as
                 # Kubernetes CNIs derive it); the node end gets no IP: only the agent uses it.
                 bridge = {"master": ipr.link_lookup(ifname=BRIDGE)[0]} if kernel else {}
@@ -324,10 +370,9 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
                 if kernel:  # hairpin: a pod reaching itself via its Service (CNI bridge's
                     # hairpinMode, which Flannel sets); the DNAT'ed frame leaves by its port
                     ipr.brport("set", index=ipr.link_lookup(ifname=pod.host_ifname)[0], mode=1)
-            if not kernel:
-                _offloads_off(pod.host_ifname, node.netns)
-                if state.cluster.offloads:
-                    _offloads_only(pod.host_ifname, node.netns, _POD_OFFLOADS)
+            if not kernel:  # (_offloads_only sets every offload feature: one ioctl round)
+                _offloads_only(pod.host_ifname, node.netns,
+                               _POD_OFFLOADS if state.cluster.offloads else ())
         with entered(pod.netns):
             _set_sysctls(pod.netns)  # before eth0 comes up: no IPv6 link-local, no DAD
             with _netlink("configuring eth0", pod.netns) as ipr:
@@ -337,9 +382,8 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
                 ipr.link("set", index=idx, state="up")
                 ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway_ip)
             if not kernel:
-                _offloads_off(naming.POD_IFNAME, pod.netns)
-                if state.cluster.offloads:
-                    _offloads_only(naming.POD_IFNAME, pod.netns, _POD_OFFLOADS)
+                _offloads_only(naming.POD_IFNAME, pod.netns,
+                               _POD_OFFLOADS if state.cluster.offloads else ())
     except BaseException:
         with contextlib.suppress(HostError):
             remove_pod(pod, m)
@@ -362,6 +406,11 @@ def _remove_entry(e: dict, m: Manifest) -> None:
 
 def remove_pod(pod: PodState, m: Manifest) -> None:
     """Delete the pod's processes, namespace (its veth goes with it) and /etc/netns dir."""
+    with m.deferred():
+        _remove_pod(pod, m)
+
+
+def _remove_pod(pod: PodState, m: Manifest) -> None:
     procs = [e for e in m.processes() if e.get("netns") == pod.netns]
     end_recorded(procs)
     for e in procs:
@@ -374,9 +423,9 @@ def remove_pod(pod: PodState, m: Manifest) -> None:
             for idx in ipr.link_lookup(ifname=pod.host_ifname):
                 with contextlib.suppress(NetlinkError):
                     ipr.link("del", index=idx)
-    for e in reversed(m.entries):
-        if (e["kind"] == "netns" and e["name"] == pod.netns) or (
-                e["kind"] == "dir" and e["path"] == str(ETC_NETNS / pod.netns)):
+    for e in ({"kind": "dir", "path": str(ETC_NETNS / pod.netns), "if_empty": False},
+              {"kind": "netns", "name": pod.netns}):
+        if m.has(e):
             _remove_entry(e, m)
 
 
@@ -386,15 +435,16 @@ def teardown(m: Manifest) -> None:
     Tolerant of objects already gone and idempotent; entries leave the manifest as they go, so
     an interrupted teardown can simply be run again.
     """
-    procs = m.processes()
-    end_recorded(procs)
-    for e in procs:
-        m.discard(e)
     errors = []
-    for e in reversed(m.entries):
-        try:
-            _remove_entry(e, m)
-        except HostError as err:
-            errors.append(str(err))
+    with m.deferred():  # one save at the end, not one per entry (removal is idempotent)
+        procs = m.processes()
+        end_recorded(procs)
+        for e in procs:
+            m.discard(e)
+        for e in reversed(m.entries):
+            try:
+                _remove_entry(e, m)
+            except HostError as err:
+                errors.append(str(err))
     if errors:
         raise HostError("; ".join(errors))

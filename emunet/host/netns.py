@@ -70,6 +70,53 @@ def entered(netns: str) -> Iterator[None]:
         os.close(target)
 
 
+_MS_BIND, _MS_REC, _MS_SHARED = 0x1000, 0x4000, 0x100000
+_shared_run_dir = False
+
+
+def _share_run_dir() -> None:
+    """Make NETNS_RUN_DIR a shared mount point, as iproute2 (and pyroute2) do before the first
+    namespace, so the namespace mounts inside show up in every mount namespace."""
+    global _shared_run_dir
+    if _shared_run_dir:
+        return
+    NETNS_RUN_DIR.mkdir(parents=True, exist_ok=True)
+    d = str(NETNS_RUN_DIR).encode()
+    if _libc.mount(b"", d, b"none", _MS_SHARED | _MS_REC, None) != 0:
+        if _libc.mount(d, d, b"none", _MS_BIND | _MS_REC, None) != 0 or \
+                _libc.mount(b"", d, b"none", _MS_SHARED | _MS_REC, None) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"cannot make {NETNS_RUN_DIR} a shared mount: {os.strerror(e)}")
+    _shared_run_dir = True
+
+
+def create_netns(name: str) -> None:
+    """Create the named namespace `name` as `ip netns add` does, in the calling thread: unshare
+    a new network namespace for this thread only, bind-mount it at NETNS_RUN_DIR/name, switch
+    back. pyroute2's netns.create forks a helper process for this (~33 ms a namespace on a
+    loaded 2-core machine, a third of building a 1,000-pod cluster); this takes ~1 ms.
+    FileExistsError if the name is taken."""
+    _share_run_dir()
+    path = NETNS_RUN_DIR / name
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.unshare(_CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            path.unlink()
+            raise OSError(e, f"unshare: {os.strerror(e)}")
+        try:
+            if _libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), b"none", _MS_BIND,
+                           None) != 0:
+                e = ctypes.get_errno()
+                path.unlink()
+                raise OSError(e, f"mount {path}: {os.strerror(e)}")
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)
+
+
 def socket_in_netns(netns: str, family: int, type: int, proto: int = 0) -> socket.socket:
     """A socket living in `netns` (a socket keeps the namespace it was created in)."""
     with entered(netns):

@@ -301,12 +301,21 @@ class ClusterState:
                 return p
         return None
 
-    def selected_pods(self, svc: Service) -> list[PodState]:
+    def selected_pods(self, svc: Service, index: PodIndex | None = None) -> list[PodState]:
+        """The pods `svc`'s selector picks, in the state's order. `index` (`pod_index()`,
+        built once for a loop over every Service) makes it a lookup instead of a scan of
+        every pod: a reader planning 200 Services over 2,000 pods was 400,000 label checks."""
         if svc.selector is None:
             return []
+        if index is not None:
+            return index.select(svc.namespace, svc.selector)
         return [p for p in self.pods.values()
                 if p.pod.namespace == svc.namespace
                 and all(p.pod.labels.get(k) == v for k, v in svc.selector.items())]
+
+    def pod_index(self) -> PodIndex:
+        """A label index of the pods as they are now; stale after any change to `pods`."""
+        return PodIndex(self)
 
     def endpoint_sets_of(self, svc: Service) -> list[EndpointSet]:
         """What a Service without a selector is backed by, as kube-proxy and CoreDNS read it:
@@ -356,7 +365,8 @@ class ClusterState:
             out[i] = sorted(found.values(), key=lambda e: (ipaddress.IPv4Address(e.ip), e.port))
         return out
 
-    def endpoints(self, key: tuple[str, str]) -> dict[int, list[Endpoint]]:
+    def endpoints(self, key: tuple[str, str],
+                  index: PodIndex | None = None) -> dict[int, list[Endpoint]]:
         """Per Service port index: the backends, named targetPorts resolved per pod.
 
         As the EndpointSlice controller does, a pod that does not declare a named targetPort
@@ -367,7 +377,7 @@ class ClusterState:
         if svc.selector is None:
             return self._manual_endpoints(svc)
         out: dict[int, list[Endpoint]] = {}
-        pods = sorted(self.selected_pods(svc), key=lambda p: ipaddress.IPv4Address(p.ip))
+        pods = sorted(self.selected_pods(svc, index), key=lambda p: _ip_int(p.ip))
         for i, sp in enumerate(svc.ports):
             eps = []
             for p in pods:
@@ -376,6 +386,27 @@ class ClusterState:
                     eps.append(Endpoint(p.ip, port, sp.protocol, p.key, p.node, p.ready))
             out[i] = eps
         return out
+
+
+class PodIndex:
+    """The pods by namespace and by (namespace, label, value), each list in the state's order:
+    a selector is answered from its rarest label's list, checked against the others."""
+
+    def __init__(self, st: ClusterState) -> None:
+        self.by_ns: dict[str, list[PodState]] = {}
+        self.by_label: dict[tuple[str, str, str], list[PodState]] = {}
+        for p in st.pods.values():
+            ns = p.pod.namespace
+            self.by_ns.setdefault(ns, []).append(p)
+            for k, v in p.pod.labels.items():
+                self.by_label.setdefault((ns, k, v), []).append(p)
+
+    def select(self, namespace: str, selector: dict[str, str]) -> list[PodState]:
+        if not selector:
+            return list(self.by_ns.get(namespace, ()))
+        lists = [self.by_label.get((namespace, k, v), []) for k, v in selector.items()]
+        base = min(lists, key=len)
+        return [p for p in base if all(p.pod.labels.get(k) == v for k, v in selector.items())]
 
 
 class PodIpam:

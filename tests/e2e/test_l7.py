@@ -37,7 +37,8 @@ def test_up_returns_with_the_proxy_listening(cluster) -> None:
 def test_policy_is_enforced_not_warned(cluster) -> None:
     assert "CiliumNetworkPolicy" not in cluster.up_output
     children = cluster.status()["children"]
-    assert children["l7proxy-node-2"]["alive"] and children["l7proxy-node-1"]["alive"]
+    # a proxy only where a pod is selected by an L7 rule: monospaced-test is on node-2
+    assert children["l7proxy-node-2"]["alive"] and "l7proxy-node-1" not in children
 
 
 def test_allowed_path_reaches_the_pod(cluster) -> None:
@@ -91,3 +92,33 @@ def test_live_change_and_delete(cluster) -> None:
     assert "ciliumnetworkpolicy.cilium.io/monospaced-api deleted" in out
     rc, body = _curl(cluster, "intruder", f"{URL}/admin")  # no policy left: not isolated
     assert rc == 0 and "Hello from monospaced-test" in body
+
+
+CLIENT_L7 = f"""apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: client-l7, namespace: {NS}}}
+spec:
+  endpointSelector: {{matchLabels: {{app: frontend-client}}}}
+  ingress:
+    - fromEndpoints: [{{matchLabels: {{"k8s:app": intruder}}}}]
+      toPorts:
+        - ports: [{{port: "8080", protocol: TCP}}]
+          rules: {{http: [{{method: GET, path: "/"}}]}}
+"""
+
+
+def test_the_first_l7_rule_on_a_node_starts_its_proxy(cluster) -> None:
+    """node-1 had no proxy (nothing there was selected by an L7 rule); the first such rule
+    starts one, and `apply` answers once it listens on the redirected port."""
+    from emunet.l7 import listeners
+    from emunet.state import store
+
+    assert "l7proxy-node-1" not in cluster.status()["children"]
+    doc = cluster.tmp / "client-l7.yaml"
+    doc.write_text(CLIENT_L7)
+    out = cluster.emunet("apply", "-f", str(doc)).stdout
+    assert "ciliumnetworkpolicy.cilium.io/client-l7 created" in out
+    assert cluster.status()["children"]["l7proxy-node-1"]["alive"]
+    want = listeners.expected(store.read(cluster.run_dir / "state.json"))["node-1"]
+    assert want and want <= listeners.open_on(cluster.run_dir, "node-1")
+    cluster.emunet("delete", "cnp", "client-l7", "-n", NS)

@@ -38,3 +38,45 @@ def test_a_reader_that_never_catches_up_is_named(monkeypatch, up_env):
     monkeypatch.setattr(lifecycle, "READY_TIMEOUT", 0.05)
     with pytest.raises(EmunetError, match="dns did not load the cluster state"):
         lifecycle._wait_ready(make_state(), lambda msg: None)
+
+
+def _clock(monkeypatch, step: float) -> None:
+    """A monotonic clock that advances `step` seconds per reading: no real waiting."""
+    now = [0.0]
+
+    def tick() -> float:
+        now[0] += step
+        return now[0]
+    monkeypatch.setattr(lifecycle.time, "monotonic", tick)
+
+
+def test_up_keeps_waiting_while_pods_become_ready(monkeypatch, up_env):
+    """Readiness taking far longer than READY_TIMEOUT in total is fine while it progresses."""
+    monkeypatch.setattr(lifecycle, "READY_TIMEOUT", 10.0)
+    _clock(monkeypatch, 1.0)
+    answers = iter([{**_status([]), "pods_ready": n // 3} for n in range(3 * 5)]
+                   + [_status([])])
+    monkeypatch.setattr(lifecycle.control, "request", lambda op, timeout: next(answers))
+    said: list[str] = []
+    lifecycle._wait_ready(make_state(), said.append)  # ~45 clock seconds, 4.5x the timeout
+    assert said[-2] == "pods ready: 5/5"
+    assert any(m.startswith("pods ready: ") and m.endswith("...") for m in said)
+
+
+def test_up_gives_up_when_no_pod_becomes_ready(monkeypatch, up_env):
+    monkeypatch.setattr(lifecycle, "READY_TIMEOUT", 10.0)
+    _clock(monkeypatch, 1.0)
+    monkeypatch.setattr(lifecycle.control, "request",
+                        lambda op, timeout: {**_status([]), "pods_ready": 2})
+    with pytest.raises(EmunetError, match=r"none became Ready for 10s \(2/"):
+        lifecycle._wait_ready(make_state(), lambda msg: None)
+
+
+def test_a_busy_supervisor_is_no_progress_not_a_crash(monkeypatch, up_env):
+    def busy(op, timeout):
+        raise TimeoutError("timed out")
+    monkeypatch.setattr(lifecycle, "READY_TIMEOUT", 5.0)
+    _clock(monkeypatch, 1.0)
+    monkeypatch.setattr(lifecycle.control, "request", busy)
+    with pytest.raises(EmunetError, match="none became Ready"):
+        lifecycle._wait_ready(make_state(), lambda msg: None)
