@@ -46,7 +46,8 @@ def test_the_vagrantfile_has_both_providers():
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is not installed")
 def test_vagrant_validates_the_vagrantfile(tmp_path: Path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-           "VAGRANT_HOME": str(tmp_path / "vagrant.d")}
+           "VAGRANT_HOME": str(tmp_path / "vagrant.d"),
+           "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot")}  # no .vagrant/ in the repo
     # With Debian's vagrant-libvirt plugin the libvirt provider's options are validated too;
     # without it (or VirtualBox) vagrant picks no provider, so only the rest is checked.
     args = ["--ignore-provider"]
