@@ -30,6 +30,13 @@ def percentile(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
 
 
+def run_in(netns: str, *cmd: str, timeout: float = 120,
+           check: bool = True) -> subprocess.CompletedProcess:
+    """`cmd` in network namespace `netns` (ip netns exec), its output captured."""
+    return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True,
+                          text=True, timeout=timeout, check=check)
+
+
 def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
@@ -109,8 +116,7 @@ class BenchCluster:
 
     def run_in(self, netns: str, *cmd: str, timeout: float = 120,
                check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True,
-                              text=True, timeout=timeout, check=check)
+        return run_in(netns, *cmd, timeout=timeout, check=check)
 
     def pids(self) -> list[int]:
         """Every process of this cluster: the supervisor and all its descendants."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import subprocess
 
+from bench.common_cluster import run_in
+
 VIP = "10.43.99.1"  # the pair's one ClusterIP
 NODES = {"a": ("192.168.99.1", "10.42.1"), "b": ("192.168.99.2", "10.42.2")}
 MTU, POD_MTU = 1500, 1450
@@ -36,10 +38,7 @@ class FlannelPair:
     def ns(self, name: str) -> str:
         return f"{self.prefix}-{name}"
 
-    def run_in(self, netns: str, *cmd: str, timeout: float = 120,
-               check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True,
-                              text=True, timeout=timeout, check=check)
+    run_in = staticmethod(run_in)  # the same as BenchCluster.run_in
 
     def __enter__(self) -> FlannelPair:
         try:
