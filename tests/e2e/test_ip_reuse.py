@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.cluster import ROOT, Cluster
+from tests.waiting import wait_for
 
 CONFIG = str(ROOT / "tests" / "e2e" / "configs" / "ipreuse.yaml")
 UDP_FROM_4242 = """
@@ -54,6 +55,10 @@ def test_a_new_pod_on_a_reused_ip_gets_none_of_the_old_pods_flows(cluster):
     assert c.exec("ipr", "friend", "python3", "-c", UDP_FROM_4242, guarded).stdout == "reply\n"
     c.emunet("apply", "-f", str(fillers))
     c.emunet("delete", "-f", str(friend))
+    # its address is free once it has terminated (its grace period), as host-local IPAM frees
+    # it when the sandbox goes
+    wait_for(lambda: all(p["metadata"]["name"] != "friend" for p in c.get("pods")), 20,
+             "the friend pod gone")
     c.emunet("apply", "-f", str(stranger))
     assert _ip(c, "stranger") == ip  # host-local IPAM wrapped to the only free address
     out = c.exec("ipr", "stranger", "python3", "-c", UDP_FROM_4242, guarded).stdout

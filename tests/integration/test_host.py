@@ -316,14 +316,14 @@ def test_three_nodes_share_a_bridge(three):
 
 def test_failed_add_pod_cleans_up_after_itself(two, monkeypatch):
     state, m = two
-    real = netlink._offloads_off
+    real = netlink._offloads_only
 
-    def broken(ifname: str, netns: str) -> None:
+    def broken(ifname: str, netns: str, keep: tuple[str, ...]) -> None:
         if ifname == "eth0":
             raise netlink.HostError("injected failure")
-        real(ifname, netns)
+        real(ifname, netns, keep)
 
-    monkeypatch.setattr(netlink, "_offloads_off", broken)
+    monkeypatch.setattr(netlink, "_offloads_only", broken)
     extra = state.add_pod(model.Pod("blog", "late", node_name="node-2"))
     with pytest.raises(netlink.HostError, match="injected"):
         netlink.add_pod(state, extra, m)
@@ -344,13 +344,13 @@ def test_a_build_that_crashes_halfway_is_cleaned_up_from_its_manifest(env, tmp_p
         from emunet.state.plan import plan
         from tests.integration.test_host import _config, _build
         calls = []
-        real = netlink._offloads_off
-        def dying(ifname, netns):
+        real = netlink._offloads_only
+        def dying(ifname, netns, keep):
             calls.append(ifname)
-            if len(calls) == 5:
+            if len(calls) == 7:  # the nodes' eth0 (2), two pods' veth ends (4), the third's
                 os._exit(3)
-            real(ifname, netns)
-        netlink._offloads_off = dying
+            real(ifname, netns, keep)
+        netlink._offloads_only = dying
         _build(plan(_config(2)), netlink.Manifest.open({str(env.path)!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], env=dict(os.environ),
