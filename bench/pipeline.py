@@ -39,7 +39,7 @@ from emunet.config import load_config_text  # noqa: E402
 from emunet.datapath import Datapath, Encap, NodeTables, Send  # noqa: E402
 from emunet.observe.hook import ObservedDatapath  # noqa: E402
 from emunet.packets import U16  # noqa: E402
-from tests.unit.pipeline_pair import make_state, pod  # noqa: E402
+from tests.unit.pipeline_pair import BLOG_CLUSTER, WEB_FROM_CLIENT, make_state, pod  # noqa: E402
 
 GW1, GW2 = "0a:58:0a:2a:01:01", "0a:58:0a:2a:02:01"
 VIP = "10.43.0.11"
@@ -48,16 +48,7 @@ N = 20_000
 N_SYN = 4_000
 CHUNK = 1000
 # egress of the client and ingress of the web pods: the SYN row pays a policy decision
-POLICY = """\
-apiVersion: emunet/v1alpha1
-kind: Cluster
-metadata: {name: bench}
-spec: {nodes: [{name: node-1}, {name: node-2}]}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: blog}
----
+POLICY = BLOG_CLUSTER + """\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: client-egress, namespace: blog}
@@ -68,15 +59,7 @@ spec:
     - to: [{podSelector: {matchLabels: {app: web}}}]
       ports: [{port: 8080}]
 ---
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-from-client, namespace: blog}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress:
-    - from: [{podSelector: {matchLabels: {role: client}}}]
-      ports: [{port: http}]
-"""
+""" + WEB_FROM_CLIENT
 
 
 def _state():

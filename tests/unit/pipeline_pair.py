@@ -134,6 +134,17 @@ kind: Namespace
 metadata: {name: blog}
 ---
 """
+# Only blog/client may reach the web pods, on their "http" port (a policy the tests share)
+WEB_FROM_CLIENT = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-client, namespace: blog}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+    - from: [{podSelector: {matchLabels: {role: client}}}]
+      ports: [{port: http}]
+"""
 
 
 def tcp_syn(c, sport: int, dst: str = VIP, dport: int = 80, flags: str = "S") -> bytes:

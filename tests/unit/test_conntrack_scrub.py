@@ -22,21 +22,13 @@ from tests.unit.pipeline_pair import (
     GW2_MAC,
     GW_MAC,
     VIP,
+    WEB_FROM_CLIENT,
     PipelinePair,
     make_state,
     pod,
 )
 
-DENY_OTHER = BLOG_CLUSTER + """\
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-from-client, namespace: blog}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress:
-    - from: [{podSelector: {matchLabels: {role: client}}}]
-      ports: [{port: http}]
-"""
+DENY_OTHER = BLOG_CLUSTER + WEB_FROM_CLIENT
 
 
 def seg(src, dst_ip: str, sport: int, dport: int, flags: str, gw: str = GW_MAC) -> bytes:

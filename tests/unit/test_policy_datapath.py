@@ -14,19 +14,18 @@ from scapy.layers.l2 import Ether
 from emunet.config import load_config_text
 from emunet.datapath import Drop, DropReason, Send
 from emunet.policy.verdict import Verdict
-from tests.unit.pipeline_pair import BLOG_CLUSTER, GW_MAC, PipelinePair, datapath, make_state, pod
+from tests.unit.pipeline_pair import (
+    BLOG_CLUSTER,
+    GW_MAC,
+    WEB_FROM_CLIENT,
+    PipelinePair,
+    datapath,
+    make_state,
+    pod,
+)
 from tests.unit.pipeline_pair import VIP as WEB_VIP
 
-ONLY_CLIENT = BLOG_CLUSTER + """\
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-from-client, namespace: blog}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress:
-    - from: [{podSelector: {matchLabels: {role: client}}}]
-      ports: [{port: http}]
-"""
+ONLY_CLIENT = BLOG_CLUSTER + WEB_FROM_CLIENT
 
 
 def with_policy(text: str = ONLY_CLIENT):
