@@ -4,9 +4,7 @@ The Python sources are the only source; `scripts/build-native` (run by `scripts/
 C compiler is present) compiles the modules in `MODULES` with mypyc into extension modules next
 to their .py files (git-ignored), and records in `MANIFEST` a hash of the sources it compiled.
 Python's FileFinder prefers an extension module to a .py of the same name, so the compiled build
-is what an import gets when `EMUNET_NATIVE=1` is set (opt-in: the compiled build leaks memory
-under connection churn, session 5, docs/status.md), unless the finder `install` puts first on
-`sys.meta_path` says pure:
+is what an import gets, unless the finder `install` puts first on `sys.meta_path` says pure:
 
   - `EMUNET_PURE=1` in the environment (the agents inherit it: tests run both builds);
   - no manifest, a missing extension module, or another Python or mypyc than the build's;
@@ -40,7 +38,6 @@ MODULES = tuple(sorted(
 MANIFEST = PKG / "_native.json"
 GROUP = "emunet._native"  # mypyc's shared library of the group: emunet/_native__mypyc.*.so
 ENV_PURE = "EMUNET_PURE"
-ENV_NATIVE = "EMUNET_NATIVE"
 
 _decision: tuple[bool, str] | None = None
 
@@ -70,10 +67,6 @@ def _decide() -> tuple[bool, str]:
     """(compiled?, why): the build every module of MODULES is imported from."""
     if os.environ.get(ENV_PURE, "") not in ("", "0"):
         return False, f"pure Python ({ENV_PURE}=1)"
-    if os.environ.get(ENV_NATIVE, "") in ("", "0"):
-        # opt-in for now: the compiled pipeline keeps ~300 B per connection it evicts (a flood
-        # through a full conntrack table grows the agent without bound); docs/status.md
-        return False, f"pure Python (the compiled build is opt-in: {ENV_NATIVE}=1)"
     try:
         doc: dict[str, Any] = json.loads(MANIFEST.read_text())
     except (OSError, ValueError):

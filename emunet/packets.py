@@ -114,6 +114,7 @@ def ip_str(b: bytes | bytearray) -> str:
 _L4_MIN = {PROTO_TCP: 20, PROTO_UDP: 8, PROTO_ICMP: 8}  # the header bytes a stage reads
 _ICMP_ECHOS = (ICMP_ECHO, ICMP_ECHO_REPLY)
 _ZERO16 = b"\0\0"
+_PROTO_BYTES: tuple[bytes, ...] = tuple(bytes((i,)) for i in range(256))  # make_key's first
 
 
 def parse_ipv4(f: bytes | bytearray | memoryview) -> tuple[int, int, int, bool] | None:
@@ -136,21 +137,34 @@ def parse_ipv4(f: bytes | bytearray | memoryview) -> tuple[int, int, int, bool] 
     return l4, end, proto, frag
 
 
+def concat(a: bytes, b: bytes) -> bytes:
+    """`a + b` as bytes, safe in the compiled build.
+
+    mypyc 1.19.1 (the pinned build, scripts/setup) marks its bytes-concatenation primitive as
+    stealing the left operand, which it does not, so `x + y` leaks `x` whenever `x` is a new
+    object (a slice, a `bytes(...)` call, the result of another `+`): mypyc/mypyc#1192, fixed
+    only in mypy 2.x, whose mypyc miscompiles `bytes[slice_constant]`. A call's arguments are
+    borrowed, so here nothing leaks; `scripts/build-native` refuses a build that still has such
+    an expression. Longer sums use `b"".join`.
+    """
+    return a + b
+
+
 def make_key(proto: int, src: bytes, dst: bytes, sport: bytes, dport: bytes) -> bytes:
     """A conntrack tuple key (see KEY_*); ICMP echo uses (identifier, 0) as its ports."""
-    return bytes((proto,)) + src + dst + sport + dport
+    return b"".join((_PROTO_BYTES[proto], src, dst, sport, dport))
 
 
 def tuple_key(f: bytes | bytearray | memoryview, l4: int, proto: int) -> bytes | None:
     """The conntrack key (`make_key`) of a parsed TCP/UDP/ICMP echo frame (`l4`, `proto` from
     `parse_ipv4`); None for anything conntrack does not track."""
     if proto == PROTO_TCP or proto == PROTO_UDP:
-        # bytes + a buffer is bytes (hashable), one copy less than bytes(a + b + c); the L4
-        # header starts with both ports (L4_OFF_SPORT, L4_OFF_DPORT)
-        return bytes(f[_IP_PROTO_BYTE]) + f[IP_ADDRS] + f[l4:l4 + 4]
+        # join makes bytes (hashable) of the buffers in one copy; the L4 header starts with
+        # both ports (L4_OFF_SPORT, L4_OFF_DPORT)
+        return b"".join((f[_IP_PROTO_BYTE], f[IP_ADDRS], f[l4:l4 + 4]))
     if proto == PROTO_ICMP and f[l4] in _ICMP_ECHOS:
-        return (bytes(f[_IP_PROTO_BYTE]) + f[IP_ADDRS] + f[l4 + ICMP_OFF_ID:l4 + ICMP_OFF_ID + 2]
-                + _ZERO16)
+        return b"".join((f[_IP_PROTO_BYTE], f[IP_ADDRS],
+                         f[l4 + ICMP_OFF_ID:l4 + ICMP_OFF_ID + 2], _ZERO16))
     return None
 
 
@@ -163,7 +177,7 @@ def ones_sum(data: bytes | bytearray | memoryview) -> int:
     memoryview cast (fast, C speed) and swapping once at the end gives the same result.
     """
     if len(data) & 1:
-        data = bytes(data) + b"\0"
+        data = b"".join((data, b"\0"))
     s = sum(memoryview(data).cast("H"))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
@@ -182,7 +196,7 @@ def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
 
 def pseudo_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
     """Sum of the TCP/UDP pseudo-header (RFC 9293 §3.1, RFC 768)."""
-    return ones_sum(src + dst + bytes((0, proto)) + U16.pack(length))
+    return ones_sum(b"".join((src, dst, bytes((0, proto)), U16.pack(length))))
 
 
 def delta16(old: int, new: int) -> int:
@@ -246,8 +260,9 @@ def ipv4_header(src: bytes, dst: bytes, proto: int, payload_len: int, ttl: int =
 def arp_reply(eth_dst: bytes, answer_mac: bytes, answer_ip: bytes, asker_mac: bytes,
               asker_ip: bytes) -> bytes:
     """RFC 826 reply: `answer_ip is-at answer_mac`, unicast to the asker."""
-    return (ETH.pack(eth_dst, answer_mac, ETH_P_ARP)
-            + ARP.pack(1, ETH_P_IP, 6, 4, ARP_REPLY, answer_mac, answer_ip, asker_mac, asker_ip))
+    return concat(ETH.pack(eth_dst, answer_mac, ETH_P_ARP),
+                  ARP.pack(1, ETH_P_IP, 6, 4, ARP_REPLY, answer_mac, answer_ip, asker_mac,
+                           asker_ip))
 
 
 def tcp_rst(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int, dport: int,
@@ -264,8 +279,8 @@ def tcp_rst(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int, 
         seq, ack, rflags = 0, (seg_seq + ln) & 0xFFFFFFFF, TCP_RST | TCP_ACK
     seg = bytearray(TCP.pack(sport, dport, seq, ack, 5 << 4, rflags, 0, 0, 0))
     U16.pack_into(seg, TCP_OFF_CSUM, checksum(seg, pseudo_sum(src, dst, PROTO_TCP, len(seg))))
-    return ETH.pack(eth_dst, eth_src, ETH_P_IP) + ipv4_header(src, dst, PROTO_TCP, len(seg)) \
-        + bytes(seg)
+    return b"".join((ETH.pack(eth_dst, eth_src, ETH_P_IP),
+                     ipv4_header(src, dst, PROTO_TCP, len(seg)), seg))
 
 
 def icmp_error(eth_dst: bytes, eth_src: bytes, src: bytes, icmp_type: int, code: int,
@@ -276,10 +291,10 @@ def icmp_error(eth_dst: bytes, eth_src: bytes, src: bytes, icmp_type: int, code:
     """
     quote = bytes(original_ip[:ICMP_ERROR_MAX - 28])
     dst = quote[IPV4_OFF_SRC:IPV4_OFF_SRC + 4]  # back to the quoted packet's source
-    msg = bytearray(ICMP.pack(icmp_type, code, 0, 0, 0) + quote)
+    msg = bytearray(concat(ICMP.pack(icmp_type, code, 0, 0, 0), quote))
     U16.pack_into(msg, ICMP_OFF_CSUM, checksum(msg))
-    return ETH.pack(eth_dst, eth_src, ETH_P_IP) + ipv4_header(src, dst, PROTO_ICMP, len(msg)) \
-        + bytes(msg)
+    return b"".join((ETH.pack(eth_dst, eth_src, ETH_P_IP),
+                     ipv4_header(src, dst, PROTO_ICMP, len(msg)), msg))
 
 
 def echo_reply(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes,
@@ -289,8 +304,8 @@ def echo_reply(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes,
     msg[0] = ICMP_ECHO_REPLY
     msg[ICMP_OFF_CSUM:ICMP_OFF_CSUM + 2] = _ZERO16
     U16.pack_into(msg, ICMP_OFF_CSUM, checksum(msg))
-    return ETH.pack(eth_dst, eth_src, ETH_P_IP) + ipv4_header(src, dst, PROTO_ICMP, len(msg)) \
-        + bytes(msg)
+    return b"".join((ETH.pack(eth_dst, eth_src, ETH_P_IP),
+                     ipv4_header(src, dst, PROTO_ICMP, len(msg)), msg))
 
 
 def vxlan_header(vni: int) -> bytes:

@@ -49,6 +49,7 @@ from emunet.packets import (
     TCP_RST,
     TCP_SYN,
     TTL_DEC_DELTA,
+    concat,
 )
 
 _SFR = TCP_SYN | TCP_FIN | TCP_RST
@@ -124,10 +125,10 @@ def fast_key(data: bytes, ip: int) -> bytes | None:
     if lmin is None or tot < 20 + lmin or ip + tot > len(data):
         return None
     if proto != PROTO_ICMP:
-        return data[ip + 9:ip + 10] + data[ip + 12:ip + 24]
+        return concat(data[ip + 9:ip + 10], data[ip + 12:ip + 24])
     if data[ip + 20] != ICMP_ECHO and data[ip + 20] != ICMP_ECHO_REPLY:
         return None
-    return data[ip + 9:ip + 10] + data[ip + 12:ip + 20] + data[ip + 24:ip + 26] + _ZERO16
+    return b"".join((data[ip + 9:ip + 10], data[ip + 12:ip + 20], data[ip + 24:ip + 26], _ZERO16))
 
 
 class FastPath:

@@ -39,7 +39,7 @@ class Fragments(FastPath):
                   pod: LocalPod | None) -> list[Action] | None:
         """A fragment: None to carry on to routing (f rewritten), else the final actions."""
         word = U16.unpack_from(f, IP_FRAG)[0]
-        fkey = bytes(f[IP_SRC]) + bytes(f[IP_DST]) + bytes((proto,)) + bytes(f[_IP_ID])
+        fkey = b"".join((f[IP_SRC], f[IP_DST], bytes((proto,)), f[_IP_ID]))
         if word & _OFFSET == 0 and proto != PROTO_ICMP and end - l4 >= 8:
             key = tuple_key(f, l4, proto)
             if key is not None:

@@ -117,7 +117,7 @@ class NodePort(Fragments):
         s = int.from_bytes(src, "big")
         if s & t.local_mask == t.local_net or t.remote_for(s) is not None:
             return self._drop(DropReason.INVALID_SOURCE, f"pod address {pk.ip_str(src)} on eth0")
-        self.neigh.learn(src, bytes(f[ETH_SRC]) + bytes(f[ETH_DST]), now)  # replies: to it, from us
+        self.neigh.learn(src, b"".join((f[ETH_SRC], f[ETH_DST])), now)  # replies: to it, from us
         key = tuple_key(f, l4, proto)
         assert key is not None
         flags = f[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
@@ -172,7 +172,7 @@ class NodePort(Fragments):
                          why: str) -> list[Action]:
         """TCP RST / ICMP port unreachable from the node's address, back out of eth0."""
         # (client's MAC, ours): the reply's ETH_MACS, as learned from this very frame
-        macs = bytes(f[ETH_SRC]) + bytes(f[ETH_DST])
+        macs = b"".join((f[ETH_SRC], f[ETH_DST]))
         dst_mac, src_mac = macs[ETH_DST], macs[ETH_SRC]
         if proto == PROTO_TCP:
             sport, dport, seq, ack, off, flags, *_ = pk.TCP.unpack_from(f, l4)

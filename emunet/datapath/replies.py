@@ -27,6 +27,7 @@ from emunet.packets import (
     PROTO_TCP,
     PROTO_UDP,
     U16,
+    concat,
     make_key,
 )
 
@@ -131,7 +132,7 @@ class Replies(NodePort):
                 return None
             self._c["echo_replies"] += 1
             frame = pk.echo_reply(zero, zero, t.gateway_ip, bytes(f[IP_SRC]), f[l4:end])
-            return [Encap(peer.underlay_ip, t.vxlan_port, peer.encap_prefix + frame[12:])]
+            return [Encap(peer.underlay_ip, t.vxlan_port, concat(peer.encap_prefix, frame[12:]))]
         # RFC 1122 §3.2.2: never an ICMP error about an ICMP error or a non-first fragment
         # (nor, here, about a fragment of an ICMP message, whose type may not be in it)
         if (proto == PROTO_ICMP and (frag or f[l4] not in _ICMP_QUERIES)) or \
@@ -139,7 +140,8 @@ class Replies(NodePort):
             return self._drop(DropReason.TTL_EXCEEDED, "decapsulated packet (no ICMP)")
         err = pk.icmp_error(zero, zero, t.gateway_ip, pk.ICMP_TIME_EXCEEDED, 0, f[ETH_LEN:end])
         return self._drop(DropReason.TTL_EXCEEDED, "decapsulated packet: ICMP time exceeded sent",
-                          Encap(peer.underlay_ip, t.vxlan_port, peer.encap_prefix + err[12:]))
+                          Encap(peer.underlay_ip, t.vxlan_port,
+                                concat(peer.encap_prefix, err[12:])))
 
     def _overlay_closed_port(self, f: bytearray, l4: int, end: int, proto: int,
                              peer: RemoteNode) -> list[Action] | None:
@@ -151,7 +153,8 @@ class Replies(NodePort):
             return None
         t = self.tables
         return self._drop(DropReason.NO_ROUTE, "no listener on the gateway",
-                          Encap(peer.underlay_ip, t.vxlan_port, peer.encap_prefix + answer[12:]))
+                          Encap(peer.underlay_ip, t.vxlan_port,
+                                concat(peer.encap_prefix, answer[12:])))
 
     def _icmp_error(self, f: bytearray, l4: int, end: int) -> list[Action] | None:
         """Translate an ICMP error about a NAT'ed flow (RFC 5508 §4.2, Linux nf_nat_icmp).

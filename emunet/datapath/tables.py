@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from emunet import naming
-from emunet.packets import PROTO_TCP, PROTO_UDP, ip_bytes, mac_bytes, vxlan_header
+from emunet.packets import PROTO_TCP, PROTO_UDP, concat, ip_bytes, mac_bytes, vxlan_header
 from emunet.policy.compile import compile_node
 from emunet.policy.verdict import NodePolicy
 from emunet.state.cluster import ClusterState
@@ -96,7 +96,7 @@ class NodeTables:
             if p.node != node_name:
                 continue
             lp = LocalPod(port=p.host_ifname, ip=ip_bytes(p.ip), mac=mac_bytes(p.mac),
-                          routed_macs=mac_bytes(p.mac) + gw_mac,
+                          routed_macs=concat(mac_bytes(p.mac), gw_mac),
                           name=f"{p.pod.namespace}/{p.pod.name}")
             t.pods_by_port[lp.port] = lp
             t.pods_by_ip[lp.ip] = lp
@@ -109,13 +109,14 @@ class NodeTables:
             r = RemoteNode(name=n.name, underlay_ip=n.underlay_ip,
                            underlay_ip_b=ip_bytes(n.underlay_ip),
                            net=int(rnet.network_address), mask=int(rnet.netmask),
-                           encap_prefix=vxlan_header(vni) + mac_bytes(n.vtep_mac) + vtep)
+                           encap_prefix=b"".join((vxlan_header(vni), mac_bytes(n.vtep_mac),
+                                                  vtep)))
             remotes.append(r)
             t.remotes_by_underlay[r.underlay_ip] = r
         t.remotes = tuple(remotes)
         t.underlay_ip = ip_bytes(me.underlay_ip)
         t.host_port = naming.HOST_PEER
-        t.host_macs = mac_bytes(naming.host_mac(me.underlay_ip)) + gw_mac
+        t.host_macs = concat(mac_bytes(naming.host_mac(me.underlay_ip)), gw_mac)
         t.node_ips = {r.underlay_ip_b: r for r in remotes}
         node_ips = [ip_bytes(n.underlay_ip) for n in state.nodes]
         index = state.pod_index()  # one pass over the pods, not one per Service

@@ -219,7 +219,7 @@ def _agent_pids() -> dict[str, bool]:
 def check_datapath_build() -> Iterator[Finding]:
     """Which build of the hot modules an agent started now runs (emunet.native)."""
     compiled, why = native.decision()
-    if compiled or native.ENV_PURE in why or native.ENV_NATIVE in why:  # chosen, not broken
+    if compiled or native.ENV_PURE in why:  # chosen, not broken
         yield _ok(f"datapath: {why}")
     else:
         yield Finding("warn", f"datapath: {why}",

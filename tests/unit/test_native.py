@@ -28,18 +28,11 @@ def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                                     "modules": list(native.MODULES),
                                     "sources": native.sources_hash()}))
     monkeypatch.delenv(native.ENV_PURE, raising=False)
-    monkeypatch.setenv(native.ENV_NATIVE, "1")
     return manifest
 
 
 def test_a_fresh_complete_build_is_chosen(build: Path) -> None:
     assert native._decide() == (True, "compiled (mypyc 1.19.1)")
-
-
-def test_without_emunet_native_a_fresh_build_is_not_used(build: Path, monkeypatch) -> None:
-    monkeypatch.delenv(native.ENV_NATIVE)
-    assert native._decide() == (False, "pure Python (the compiled build is opt-in: "
-                                       "EMUNET_NATIVE=1)")
 
 
 def test_emunet_pure_wins_over_a_fresh_build(build: Path, monkeypatch) -> None:
@@ -90,5 +83,5 @@ def test_emunet_pure_imports_the_sources_in_a_new_process() -> None:
 @pytest.mark.skipif(not native.decision()[0], reason="no fresh compiled build in this tree "
                     "(scripts/build-native)")
 def test_the_compiled_build_is_what_a_new_process_imports() -> None:
-    out = _loaded({native.ENV_PURE: "", native.ENV_NATIVE: "1"}).splitlines()
+    out = _loaded({native.ENV_PURE: ""}).splitlines()
     assert out[0].endswith(".so") and out[1].startswith("compiled (mypyc ")
