@@ -150,6 +150,8 @@ def test_syn_flood_is_bounded(cluster):
     assert after == (20, 20)
     assert c["ct_max"] == CT_MAX and c["ct_entries"] <= CT_MAX
     assert seen > 2 * CT_MAX  # the flood really went past the bound
-    assert evicted >= seen - CT_MAX  # half-open entries recycled each other
+    # half-open entries recycled each other; the legitimate connections during the flood are
+    # new flows too, and those that closed and expired left without being evicted
+    assert evicted >= seen - CT_MAX - during[0][1]
     assert rss1 - rss0 < 20 * 1024  # 4096 entries are a few MiB, never the flood's size
     assert os.path.exists(f"/proc/{pid}")  # the same agent: it did not crash
