@@ -164,20 +164,6 @@ def apply6(rw: Rewrite, f: bytearray, ip: int, l4: int, proto: int, end: int) ->
     U16.pack_into(f, off, 0xFFFF if (proto == PROTO_UDP and new == 0) else new)
 
 
-def fill_l4_checksum6(frame: bytearray) -> bool:
-    """The full TCP/UDP checksum of an IPv6 frame (CHECKSUM_PARTIAL from AF_PACKET holds only
-    the pseudo-header sum), in place; False if it is not a complete IPv6 TCP/UDP packet."""
-    parsed = parse_ipv6(frame)
-    if parsed is None or parsed[2] not in (PROTO_TCP, PROTO_UDP):
-        return False
-    l4, end, nh = parsed
-    off = l4 + (TCP_OFF_CSUM if nh == PROTO_TCP else UDP_OFF_CSUM)
-    frame[off:off + 2] = _ZERO16
-    U16.pack_into(frame, off, l4_checksum6(bytes(frame[IP6_SRC]), bytes(frame[IP6_DST]), nh,
-                                           memoryview(frame)[l4:end]))
-    return True
-
-
 # ---- generated packets ------------------------------------------------------------------------
 
 def ipv6_header(src: bytes, dst: bytes, nh: int, payload_len: int,

@@ -24,7 +24,8 @@ from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 
 from emunet.datapath import Drop, DropReason, Encap, Send
-from emunet.datapath.ipv6pkt import KEY6_LEN, fill_l4_checksum6, ip6_bytes
+from emunet.datapath.ipv6pkt import KEY6_LEN, ip6_bytes
+from emunet.packets import fill_l4_checksum
 from tests.unit.dualstack import (
     EMPTY6,
     GW2_MAC,
@@ -256,14 +257,19 @@ def test_overlay_checks_and_remote_time_exceeded():
     assert Ether(e.payload[8:])[ICMPv6EchoReply].id == 1  # node-2's cni0 answers
 
 
-def test_fill_l4_checksum6():
+def test_fill_l4_checksum_ipv6():
+    """CHECKSUM_PARTIAL IPv6 frames (the agent finishes them with packets.fill_l4_checksum)."""
     st = dual_state()
     c, w = pod(st, "client"), pod(st, "web-0")
     good = bytes(eth6(c, dst=w.ip6) / UDP(sport=1, dport=2) / b"data")
     partial = bytearray(good)
     partial[54 + 6:54 + 8] = b"\x12\x34"
-    assert fill_l4_checksum6(partial) and bytes(partial) == good
-    assert not fill_l4_checksum6(bytearray(bytes(eth6(c) / ICMPv6EchoRequest())))
+    assert fill_l4_checksum(partial) and bytes(partial) == good
+    good = bytes(eth6(c, dst=w.ip6) / TCP(sport=1, dport=2, flags="PA") / b"data")
+    partial = bytearray(good)
+    partial[54 + 16:54 + 18] = b"\0\0"
+    assert fill_l4_checksum(partial) and bytes(partial) == good
+    assert not fill_l4_checksum(bytearray(bytes(eth6(c) / ICMPv6EchoRequest())))
 
 
 def test_ipv6_unknown_destination_and_fragments():
