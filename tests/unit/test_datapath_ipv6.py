@@ -296,3 +296,29 @@ def test_drops_are_counted_and_sends_are_actions():
     out = dp.process(bytes(eth6(c, dst="2001:db8::1") / UDP()), c.host_ifname, 1.0)
     assert all(isinstance(a, Drop | Send | Encap) for a in out)
     assert dp.counters["drop:NO_ROUTE"] == 1
+
+
+def test_client_ip_affinity_and_udp_flows_follow_ipv6_endpoints():
+    import dataclasses
+
+    from emunet.datapath import NodeTables
+
+    st = dual_state(("node-1", "node-1"))
+    ss = st.services[("blog", "web")]
+    ss.service = dataclasses.replace(ss.service, session_affinity="ClientIP",
+                                     affinity_timeout=600)
+    dp, c = datapath6(st, "node-1"), pod(st, "client")
+    dsts = set()
+    for sport in range(40000, 40010):
+        [s] = dp.process(bytes(eth6(c) / TCP(sport=sport, dport=80, flags="S")), c.host_ifname,
+                         1.0)
+        dsts.add(IPv6(s.frame[14:]).dst)
+    assert len(dsts) == 1  # ClientIP: the client's IPv6 address keeps its backend
+    [s] = dp.process(bytes(eth6(c) / UDP(sport=5000, dport=53) / b"q"), c.host_ifname, 1.0)
+    backend = IPv6(s.frame[14:]).dst
+    n = len(dp.ct)
+    for p in st.pods.values():
+        if p.ip6 == backend:
+            p.ready = False
+    dp.update(NodeTables.from_state(st, "node-1"))
+    assert len(dp.ct) == n - 1  # its UDP flow forgotten, as kube-proxy clears it
