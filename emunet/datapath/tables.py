@@ -219,5 +219,7 @@ def _remote6(pod_cidr6: str | None, underlay_ip6: str | None, vtep_mac6: str | N
     net = ipaddress.IPv6Network(pod_cidr6)
     prefix = vxlan_header(vni) + mac_bytes(vtep_mac6) + our_vtep6 \
         if vtep_mac6 and our_vtep6 else b""
-    return {"underlay_ip6": underlay_ip6 or "", "net6": int(net.network_address),
+    # RFC 5952 text, as the agent's recvfrom (inet_ntop) gives a peer's address
+    text = str(ipaddress.IPv6Address(underlay_ip6)) if underlay_ip6 else ""
+    return {"underlay_ip6": text, "net6": int(net.network_address),
             "mask6": int(net.netmask), "encap_prefix6": prefix}
