@@ -230,7 +230,7 @@ def fill_l4_checksum(frame: bytearray) -> bool:
     when the frame is not a complete, unfragmented IPv4 TCP/UDP packet.
     """
     if len(frame) < ETH_LEN + 20 or ETH.unpack_from(frame)[2] != ETH_P_IP:
-        return False
+        return _fill_l4_checksum6(frame)  # dual-stack: IPv4 frames never get here
     vihl, _, tot, _, frag, _, proto, _, src, dst = IPV4.unpack_from(frame, ETH_LEN)
     l4 = ETH_LEN + (vihl & 0xF) * 4
     end = ETH_LEN + tot
@@ -244,6 +244,32 @@ def fill_l4_checksum(frame: bytearray) -> bool:
     if proto == PROTO_UDP and c == 0:
         c = 0xFFFF  # RFC 768: a computed zero is sent as all ones
     U16.pack_into(frame, off, c)
+    return True
+
+
+ETH_P_IPV6 = 0x86DD
+
+
+def _fill_l4_checksum6(frame: bytearray) -> bool:
+    """fill_l4_checksum for an IPv6 frame (TCP/UDP right behind the fixed header, RFC 8200
+    §3): the checksum over the IPv6 pseudo-header (§8.1: source, destination, 32-bit length,
+    next header); False for anything else. emunet.datapath.ipv6pkt has the rest of IPv6."""
+    if len(frame) < ETH_LEN + 40 or ETH.unpack_from(frame)[2] != ETH_P_IPV6 \
+            or frame[ETH_LEN] >> 4 != 6:
+        return False
+    l4 = ETH_LEN + 40
+    end = l4 + U16.unpack_from(frame, ETH_LEN + 4)[0]
+    nh = frame[ETH_LEN + 6]
+    if nh not in (PROTO_TCP, PROTO_UDP) or end > len(frame):
+        return False
+    off = l4 + (TCP_OFF_CSUM if nh == PROTO_TCP else UDP_OFF_CSUM)
+    if off + 2 > end:
+        return False
+    frame[off:off + 2] = b"\0\0"
+    pseudo = ones_sum(bytes(frame[ETH_LEN + 8:l4]) + (end - l4).to_bytes(4, "big")
+                      + bytes((0, 0, 0, nh)))
+    c = checksum(memoryview(frame)[l4:end], pseudo)
+    U16.pack_into(frame, off, 0xFFFF if c == 0 and nh == PROTO_UDP else c)  # RFC 8200 §8.1
     return True
 
 

@@ -28,6 +28,7 @@ from emunet.datapath.ctconn import (  # noqa: F401  (re-exported: the datapath's
     Conn,
     Rewrite,
 )
+from emunet.datapath.ipv6pkt import PROTO_ICMP6
 from emunet.packets import (
     ETH_LEN,
     KEY_DST,
@@ -277,11 +278,15 @@ class Conntrack:
                     (cttcp.TIME_WAIT if closing else cttcp.ESTABLISHED) if replied
                     else cttcp.SYN_SENT, bool(replied))
                 o, rp = bytes.fromhex(orig), bytes.fromhex(reply)
-                if len(o) != 12 or len(rp) != 12 or not 0 <= state < cttcp.CUT:
+                # 4 + 2 addresses: 12 bytes for IPv4, 36 for IPv6 (dual-stack)
+                if len(o) not in (12, 36) or len(rp) != len(o) or not 0 <= state < cttcp.CUT:
                     continue
-                conn = Conn(int(proto), (o[0:4], o[4:8], o[8:10], o[10:12]),
-                            (rp[0:4], rp[4:8], rp[8:10], rp[10:12]), str(service),
-                            (bytes.fromhex(bip), int(bport)) if bip else None)
+                a = (len(o) - 4) // 2
+                conn = Conn(int(proto), (o[:a], o[a:2 * a], o[2 * a:2 * a + 2], o[2 * a + 2:]),
+                            (rp[:a], rp[a:2 * a], rp[2 * a:2 * a + 2], rp[2 * a + 2:]),
+                            str(service), (bytes.fromhex(bip), int(bport)) if bip else None)
+                if conn.proto == PROTO_ICMP6:
+                    conn.fwd = conn.rev = None  # as emunet.datapath.ipv6 tracks an echo
                 left = float(left)
             except (ValueError, TypeError):
                 continue

@@ -17,6 +17,7 @@ import socket
 
 from emunet.datapath import cttcp
 from emunet.datapath.conntrack import Conntrack
+from emunet.datapath.ipv6pkt import KEY6_DST, KEY6_LEN, KEY6_SRC
 from emunet.packets import KEY_DST, KEY_SRC, U16
 from emunet.policy.verdict import NodePolicy
 from emunet.state.cluster import ClusterState
@@ -27,16 +28,19 @@ def pod_owners(st: ClusterState) -> dict[str, str]:
     API server's uid derives from, so a re-created pod of the same name is another owner)."""
     out = {}
     for (ns, name), p in st.pods.items():
+        who = f"{ns}/{name}@{st.created.get(f'Pod/{ns}/{name}', '')}"
         if p.ip:
-            out[p.ip] = f"{ns}/{name}@{st.created.get(f'Pod/{ns}/{name}', '')}"
+            out[p.ip] = who
+        if p.ip6:  # dual-stack: the pod's IPv6 address is scrubbed the same way
+            out[p.ip6] = who
     return out
 
 
 def stale_ips(old: dict[str, str], new: dict[str, str]) -> frozenset[bytes]:
     """The IPs (packed, as conntrack keys hold them) `old` gave to a pod that `new` no longer
     gives to that same pod: removed, or now another pod's."""
-    return frozenset(socket.inet_aton(ip) for ip, who in old.items()
-                     if not _same(who, new.get(ip)))
+    return frozenset(socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+                     for ip, who in old.items() if not _same(who, new.get(ip)))
 
 
 def _same(a: str, b: str | None) -> bool:
@@ -61,7 +65,8 @@ def police(ct: Conntrack, pol: NodePolicy, now: float) -> int:
     n = 0
     for conn in ct.conns():
         rk = conn.reply_key
-        src, dst = rk[KEY_DST], rk[KEY_SRC]
+        src, dst = (rk[KEY_DST], rk[KEY_SRC]) if len(rk) != KEY6_LEN else \
+            (rk[KEY6_DST], rk[KEY6_SRC])
         dport = conn.backend[1] if conn.backend else U16.unpack(conn.orig[3])[0]
         denied = pol.active and any(
             v is not None and not v.allowed

@@ -28,9 +28,10 @@ from emunet.datapath import ctscrub
 from emunet.datapath.actions import Action, Drop, Encap, Send
 from emunet.datapath.affinity import Affinity
 from emunet.datapath.conntrack import CLASH, OK, Conn, Conntrack, Rewrite
+from emunet.datapath.ipv6 import IPv6
+from emunet.datapath.ipv6pkt import ETHERTYPE_IPV6
 from emunet.datapath.nodeport import Neighbours
 from emunet.datapath.reasons import DropReason
-from emunet.datapath.services import Services
 from emunet.datapath.tables import LocalPod, NodeTables
 from emunet.packets import (
     ETH_DST,
@@ -64,7 +65,7 @@ _DROP_KEYS = {r: "drop:" + r.name for r in DropReason}  # counter names (Enum.na
 _BEHIND_MACS = slice(ETH_MACS.stop, None)  # ethertype onwards: what VXLAN encap keeps
 
 
-class Datapath(Services):
+class Datapath(IPv6):
     """One node's pipeline. `rng` picks service backends (inject a seeded one in tests).
 
     The entry points for pod frames and VXLAN datagrams (`process`, `process_underlay`) are
@@ -74,7 +75,8 @@ class Datapath(Services):
     `scripts/bench pipeline` compare the two). ClusterIP DNAT is inherited from Services
     (emunet.datapath.services); ARP replies, REJECT, gateway pings and ICMP error NAT from
     Replies (emunet.datapath.replies); node ports on eth0 (`process_nodeport`, and the replies
-    going back out) from NodePort (emunet.datapath.nodeport).
+    going back out) from NodePort (emunet.datapath.nodeport); IPv6 frames from IPv6
+    (emunet.datapath.ipv6, ipv6replies), entered by one ethertype test IPv4 never reaches.
     """
 
     def __init__(self, tables: NodeTables, rng: random.Random, fastpath: bool = True) -> None:
@@ -159,6 +161,8 @@ class Datapath(Services):
         if etype == ETHERTYPE_ARP:
             return self._arp(frame, pod)
         if etype != ETHERTYPE_IP:
+            if etype == ETHERTYPE_IPV6:  # dual-stack: IPv4 frames never get here
+                return self._from_pod6(frame, pod, now)
             return self._drop(DropReason.UNSUPPORTED_L3, f"ethertype 0x{etype.hex()}")
         f = bytearray(frame)
         parsed = parse_ipv4(f)
@@ -319,6 +323,8 @@ class Datapath(Services):
             return self._drop(DropReason.INVALID_VNI, f"VNI {int.from_bytes(vni, 'big')}")
         peer = t.remotes_by_underlay.get(src_ip)
         if peer is None:
+            if t.remotes_by_underlay6:  # an IPv6 peer: flannel-v6's tunnel (emunet.datapath.ipv6)
+                return self._from_overlay6(payload, src_ip, now)
             return self._drop(DropReason.INVALID_SOURCE, f"VXLAN from unknown {src_ip}")
         f = bytearray(payload[pk.VXLAN.size:])
         if f[ETH_DST] != t.vtep_mac:  # flannel.1 would see PACKET_OTHERHOST and drop it

@@ -11,10 +11,11 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from emunet import naming
+from emunet.datapath.ipv6pkt import ip6_bytes
 from emunet.packets import PROTO_TCP, PROTO_UDP, concat, ip_bytes, mac_bytes, vxlan_header
 from emunet.policy.compile import compile_node
 from emunet.policy.verdict import NodePolicy
-from emunet.state.cluster import ClusterState
+from emunet.state.cluster import ClusterState, Endpoint, ServiceState
 
 _PROTOS = {"TCP": PROTO_TCP, "UDP": PROTO_UDP}
 
@@ -28,6 +29,7 @@ class LocalPod:
     mac: bytes
     routed_macs: bytes  # dst=pod MAC, src=gateway MAC: the first 12 bytes of a routed frame
     name: str  # namespace/name, for details in drops and traces
+    ip6: bytes = b""  # dual-stack: its IPv6 address (b"": none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,13 @@ class RemoteNode:
     net: int  # pod subnet as an int, for the prefix match
     mask: int
     encap_prefix: bytes  # VXLAN header + inner dst MAC (remote VTEP) + inner src MAC (ours)
+    # dual-stack, Flannel's model (flannel-io/flannel pkg/backend/vxlan): IPv6 pod traffic
+    # goes through a second VTEP, flannel-v6.<VNI> (its own MAC, the same VNI and UDP port),
+    # whose outer header is IPv6 between the nodes' public IPv6 addresses
+    underlay_ip6: str = ""  # "": the node has no IPv6 underlay (no IPv6 encap to it)
+    net6: int = 0
+    mask6: int = -1  # matches no address until the node has an IPv6 pod subnet
+    encap_prefix6: bytes = b""  # VXLAN header + its flannel-v6 VTEP MAC + ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,14 @@ class NodeTables:
     host_port: str = ""
     host_macs: bytes = b""
     node_ips: dict[bytes, RemoteNode] = field(default_factory=dict)
+    # Dual-stack (issue 19; empty on IPv4-only clusters). IPv6 ClusterIPs share `services`
+    # and `cluster_ips` (16-byte keys never equal 4-byte ones); pods and peers have their own.
+    gateway_ip6: bytes = b""  # b"": this node has no IPv6 pod subnet, IPv6 is dropped
+    vtep_mac6: bytes = b""  # our flannel-v6 VTEP's MAC: the inner dst MAC of IPv6 VXLAN
+    local_net6: int = 0
+    local_mask6: int = -1
+    pods_by_ip6: dict[bytes, LocalPod] = field(default_factory=dict)
+    remotes_by_underlay6: dict[str, RemoteNode] = field(default_factory=dict)
 
     @classmethod
     def from_state(cls, state: ClusterState, node_name: str) -> NodeTables:
@@ -92,15 +109,23 @@ class NodeTables:
         t = cls(node=node_name, gateway_ip=ip_bytes(me.gateway_ip), gateway_mac=gw_mac,
                 vtep_mac=vtep, vni=vni, vxlan_port=state.cluster.vxlan_port,
                 local_net=int(net.network_address), local_mask=int(net.netmask))
+        if me.pod_cidr6 and me.gateway_ip6:
+            net6 = ipaddress.IPv6Network(me.pod_cidr6)
+            t.gateway_ip6 = ip6_bytes(me.gateway_ip6)
+            t.vtep_mac6 = mac_bytes(me.vtep_mac6) if me.vtep_mac6 else b""
+            t.local_net6, t.local_mask6 = int(net6.network_address), int(net6.netmask)
         for p in state.pods.values():
             if p.node != node_name:
                 continue
             lp = LocalPod(port=p.host_ifname, ip=ip_bytes(p.ip), mac=mac_bytes(p.mac),
                           routed_macs=concat(mac_bytes(p.mac), gw_mac),
-                          name=f"{p.pod.namespace}/{p.pod.name}")
+                          name=f"{p.pod.namespace}/{p.pod.name}",
+                          ip6=ip6_bytes(p.ip6) if p.ip6 else b"")
             t.pods_by_port[lp.port] = lp
             t.pods_by_ip[lp.ip] = lp
             t.pods_by_mac[lp.mac] = lp
+            if lp.ip6:
+                t.pods_by_ip6[lp.ip6] = lp
         remotes = []
         for n in state.nodes:
             if n.name == node_name:
@@ -110,9 +135,13 @@ class NodeTables:
                            underlay_ip_b=ip_bytes(n.underlay_ip),
                            net=int(rnet.network_address), mask=int(rnet.netmask),
                            encap_prefix=b"".join((vxlan_header(vni), mac_bytes(n.vtep_mac),
-                                                  vtep)))
+                                                  vtep)),
+                           **_remote6(n.pod_cidr6, n.underlay_ip6, n.vtep_mac6, vni,
+                                      t.vtep_mac6))
             remotes.append(r)
             t.remotes_by_underlay[r.underlay_ip] = r
+            if r.underlay_ip6:
+                t.remotes_by_underlay6[r.underlay_ip6] = r
         t.remotes = tuple(remotes)
         t.underlay_ip = ip_bytes(me.underlay_ip)
         t.host_port = naming.HOST_PEER
@@ -121,18 +150,23 @@ class NodeTables:
         node_ips = [ip_bytes(n.underlay_ip) for n in state.nodes]
         index = state.pod_index()  # one pass over the pods, not one per Service
         for key, svc in state.services.items():
+            eps6 = None
+            if svc.cluster_ip6:
+                eps6 = state.endpoints(key, index)
+                t._add_service6(svc, eps6)
             if not svc.cluster_ip:
                 continue
             cip = ip_bytes(svc.cluster_ip)
             t.cluster_ips[cip] = f"{key[0]}/{key[1]}"
-            eps = state.endpoints(key, index)
+            eps = eps6 if eps6 is not None else state.endpoints(key, index)
             s = svc.service
             affinity = s.affinity_timeout if s.session_affinity == "ClientIP" else 0
             for i, sp in enumerate(s.ports):
                 proto = _PROTOS.get(sp.protocol)
                 if proto is None:
                     continue  # SCTP: not implemented; traffic to it is rejected as unknown port
-                backends = tuple((ip_bytes(e.ip), e.port) for e in eps.get(i, ()) if e.ready)
+                backends = tuple((ip_bytes(e.ip), e.port) for e in eps.get(i, ())
+                                 if e.ready and ":" not in e.ip)  # IPv6 ones: _add_service6
                 target = ServiceTarget(f"{key[0]}/{key[1]}:{sp.port}/{sp.protocol}",
                                        backends, affinity)
                 t.services[(proto, cip, sp.port)] = target
@@ -146,9 +180,47 @@ class NodeTables:
         t.policy = compile_node(state, node_name)
         return t
 
+    def _add_service6(self, svc: ServiceState, eps: dict[int, list[Endpoint]]) -> None:
+        """An IPv6 ClusterIP (dual-stack contract): its ports balanced over the Service's IPv6
+        endpoints (an Endpoint whose ip has a ':'). NodePorts stay IPv4 (not done for IPv6)."""
+        assert svc.cluster_ip6 is not None
+        cip = ip6_bytes(svc.cluster_ip6)
+        s = svc.service
+        self.cluster_ips[cip] = f"{s.namespace}/{s.name}"
+        affinity = s.affinity_timeout if s.session_affinity == "ClientIP" else 0
+        for i, sp in enumerate(s.ports):
+            proto = _PROTOS.get(sp.protocol)
+            if proto is None:
+                continue
+            backends = tuple((ip6_bytes(e.ip), e.port) for e in eps.get(i, ())
+                             if e.ready and ":" in e.ip)
+            self.services[(proto, cip, sp.port)] = ServiceTarget(
+                f"{s.namespace}/{s.name}:{sp.port}/{sp.protocol}", backends, affinity)
+
+    def remote_for6(self, ip: int) -> RemoteNode | None:
+        """The node whose IPv6 pod subnet holds `ip`."""
+        for r in self.remotes:
+            if ip & r.mask6 == r.net6:
+                return r
+        return None
+
     def remote_for(self, ip: int) -> RemoteNode | None:
         """The node whose pod subnet holds `ip` (a linear scan: clusters have few nodes)."""
         for r in self.remotes:
             if ip & r.mask == r.net:
                 return r
         return None
+
+
+def _remote6(pod_cidr6: str | None, underlay_ip6: str | None, vtep_mac6: str | None, vni: int,
+             our_vtep6: bytes) -> dict:
+    """A peer's IPv6 fields (RemoteNode), none when it has no IPv6 pod subnet."""
+    if not pod_cidr6:
+        return {}
+    net = ipaddress.IPv6Network(pod_cidr6)
+    prefix = vxlan_header(vni) + mac_bytes(vtep_mac6) + our_vtep6 \
+        if vtep_mac6 and our_vtep6 else b""
+    # RFC 5952 text, as the agent's recvfrom (inet_ntop) gives a peer's address
+    text = str(ipaddress.IPv6Address(underlay_ip6)) if underlay_ip6 else ""
+    return {"underlay_ip6": text, "net6": int(net.network_address),
+            "mask6": int(net.netmask), "encap_prefix6": prefix}

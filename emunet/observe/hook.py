@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 from emunet.datapath import Datapath, Drop, Encap, NodeTables, Send
+from emunet.datapath.ipv6pkt import ETHERTYPE_IPV6, IP6_NH, L4_6, tuple_key6
 from emunet.packets import (
     ETH_LEN,
     ETH_TYPE,
@@ -61,6 +62,8 @@ def flow_key(frame: bytes | bytearray, off: int = 0) -> bytes | None:
     """
     f = frame[off:off + _KEY_HEADERS] if off else frame
     if len(f) < ETH_LEN + 20 or f[ETH_TYPE] != ETHERTYPE_IP:
+        if len(f) >= L4_6 + 8 and f[ETH_TYPE] == ETHERTYPE_IPV6:  # dual-stack (ipv6pkt)
+            return tuple_key6(f, L4_6, f[IP6_NH])
         return None
     l4 = ETH_LEN + (f[IP_VIHL] & 0xF) * 4
     if len(f) < l4 + 8:

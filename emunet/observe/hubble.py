@@ -36,6 +36,9 @@ MSG_DROP, MSG_TRACE, MSG_POLICY_VERDICT, MSG_ACCESS_LOG = 1, 4, 5, 129
 TRACE_SUBTYPES = {"TO_ENDPOINT": 0, "TO_OVERLAY": 4, "FROM_ENDPOINT": 5, "FROM_OVERLAY": 9}
 ICMP_NAMES = {0: "EchoReply", 3: "DestinationUnreachable", 8: "EchoRequest",
               11: "TimeExceeded"}
+ICMP6_NAMES = {1: "DestinationUnreachable", 2: "PacketTooBig", 3: "TimeExceeded",
+               128: "EchoRequest", 129: "EchoReply", 133: "RouterSolicitation",
+               135: "NeighborSolicitation", 136: "NeighborAdvertisement"}
 HOST, WORLD = 1, 2  # Cilium reserved identities
 
 
@@ -47,6 +50,11 @@ class Directory:
         self.pods = {p.ip: p for p in state.pods.values()}
         self.services = {s.cluster_ip: s for s in state.services.values() if s.cluster_ip}
         self.hosts = {n.gateway_ip for n in state.nodes} | {n.underlay_ip for n in state.nodes}
+        # dual-stack: a pod, a Service and a node by either address (text as records write it)
+        self.pods.update({p.ip6: p for p in state.pods.values() if p.ip6})
+        self.services.update({s.cluster_ip6: s for s in state.services.values()
+                              if s.cluster_ip6})
+        self.hosts |= {a for n in state.nodes for a in (n.gateway_ip6, n.underlay_ip6) if a}
         self.identities = _identities(state)
 
     def endpoint(self, ip: str | None) -> dict[str, Any]:
@@ -94,6 +102,8 @@ def _l4(h: dict[str, Any]) -> dict[str, Any] | None:
         return {proto: d}
     if proto == "ICMP" and "icmp" in h:
         return {"ICMPv4": {"type": h["icmp"][0], "code": h["icmp"][1]}}
+    if proto == "ICMPv6" and "icmp" in h:
+        return {"ICMPv6": {"type": h["icmp"][0], "code": h["icmp"][1]}}
     return None
 
 
@@ -103,6 +113,8 @@ def summary(h: dict[str, Any]) -> str:
         return "TCP Flags: " + ", ".join(h.get("flags", []))
     if proto == "ICMP" and "icmp" in h:
         return "ICMPv4 " + ICMP_NAMES.get(h["icmp"][0], f"type {h['icmp'][0]}")
+    if proto == "ICMPv6" and "icmp" in h:
+        return "ICMPv6 " + ICMP6_NAMES.get(h["icmp"][0], f"type {h['icmp'][0]}")
     if h.get("arp"):
         return "ARP"
     return proto or "Ethernet"
@@ -134,7 +146,8 @@ def flows(rec: dict[str, Any], d: Directory) -> list[dict[str, Any]]:
         "verdict": rec.get("verdict", "FORWARDED"),
         "ethernet": {"source": shown.get("smac"), "destination": shown.get("dmac")},
         "IP": {"source": shown.get("src"), "destination": shown.get("dst"),
-               "ipVersion": "IPv4"} if "src" in shown else None,
+               "ipVersion": "IPv6" if shown.get("ipv") == 6 else "IPv4"}
+        if "src" in shown else None,
         "l4": _l4(shown),
         "source": d.endpoint(shown.get("src")),
         "destination": d.endpoint(shown.get("dst")),
@@ -211,7 +224,8 @@ def l7_flow(rec: dict[str, Any], d: Directory) -> dict[str, Any]:
     f: dict[str, Any] = {
         "time": iso_time(rec.get("time", 0.0)),
         "verdict": "DROPPED" if verdict == "DENIED" else verdict,
-        "IP": {"source": src.get("ip"), "destination": dst.get("ip"), "ipVersion": "IPv4"},
+        "IP": {"source": src.get("ip"), "destination": dst.get("ip"),
+               "ipVersion": "IPv6" if ":" in str(src.get("ip") or "") else "IPv4"},
         "l4": {proto: {"source_port": src.get("port"), "destination_port": dst.get("port")}},
         "source": _l7_endpoint(d, src),
         "destination": _l7_endpoint(d, dst),

@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from emunet.datapath import Drop, Encap, Send
+from emunet.datapath.ipv6pkt import ETHERTYPE_IPV6, IP6_DST, IP6_HLIM, IP6_SRC, L4_6, PROTO_ICMP6
+from emunet.datapath.ipv6pkt import ip6_str as _ip6_str
 from emunet.observe.hook import FROM_OVERLAY, TRACE_TOS, Event, flow_key
 from emunet.packets import (
     ETH_DST,
@@ -55,6 +57,8 @@ def headers(frame: bytes, off: int = 0) -> dict[str, Any]:
     if f[ETH_TYPE] == ETHERTYPE_ARP:
         h["arp"] = True
         return h
+    if f[ETH_TYPE] == ETHERTYPE_IPV6 and len(f) >= L4_6:
+        return _headers6(f, h)
     if f[ETH_TYPE] != ETHERTYPE_IP or len(f) < ETH_LEN + 20:
         h["ethertype"] = f[ETH_TYPE].hex()
         return h
@@ -62,6 +66,27 @@ def headers(frame: bytes, off: int = 0) -> dict[str, Any]:
     h.update(src=ip_str(f[IP_SRC]), dst=ip_str(f[IP_DST]),
              proto=PROTO_NAMES.get(proto, str(proto)), ttl=f[IP_TTL], tos=f[IP_TOS])
     l4 = ETH_LEN + (f[IP_VIHL] & 0xF) * 4
+    _l4(f, h, proto, l4)
+    return h
+
+
+def _headers6(f: memoryview, h: dict[str, Any]) -> dict[str, Any]:
+    """An IPv6 frame's headers (dual-stack): `ipv` 6 (Hubble's IP.ipVersion), the hop limit as
+    `ttl`, the traffic class as `tos`; the upper layer right behind the fixed header."""
+    nh = f[ETH_LEN + 6]
+    h.update(ipv=6, src=_ip6_str(f[IP6_SRC]), dst=_ip6_str(f[IP6_DST]),
+             proto="ICMPv6" if nh == PROTO_ICMP6 else PROTO_NAMES.get(nh, str(nh)),
+             ttl=f[IP6_HLIM], tos=((f[ETH_LEN] & 0xF) << 4) | (f[ETH_LEN + 1] >> 4))
+    if nh == PROTO_ICMP6 and len(f) >= L4_6 + 2:
+        h["icmp"] = [f[L4_6], f[L4_6 + 1]]
+        if f[L4_6] in (128, 129) and len(f) >= L4_6 + 6:  # RFC 4443 echo: its identifier
+            h["id"] = int.from_bytes(f[L4_6 + 4:L4_6 + 6], "big")
+    else:
+        _l4(f, h, nh, L4_6)
+    return h
+
+
+def _l4(f: memoryview, h: dict[str, Any], proto: int, l4: int) -> None:
     if proto in (PROTO_TCP, PROTO_UDP) and len(f) >= l4 + 4:
         h["sport"] = int.from_bytes(f[l4:l4 + 2], "big")
         h["dport"] = int.from_bytes(f[l4 + L4_OFF_DPORT:l4 + L4_OFF_DPORT + 2], "big")
@@ -73,7 +98,11 @@ def headers(frame: bytes, off: int = 0) -> dict[str, Any]:
         h["icmp"] = [f[l4], f[l4 + 1]]  # type, code
         if f[l4] in (ICMP_ECHO, ICMP_ECHO_REPLY) and len(f) >= l4 + ICMP_OFF_ID + 2:
             h["id"] = int.from_bytes(f[l4 + ICMP_OFF_ID:l4 + ICMP_OFF_ID + 2], "big")  # its "port"
-    return h
+
+
+def _backend(b: tuple[bytes, int]) -> str:
+    """ip:port, an IPv6 address in brackets (RFC 3986 §3.2.2, as Cilium prints backends)."""
+    return f"{ip_str(b[0])}:{b[1]}" if len(b[0]) == 4 else f"[{_ip6_str(b[0])}]:{b[1]}"
 
 
 def _outer(payload: bytes, src: str, dst: str, dport: int | None) -> dict[str, Any]:
@@ -123,13 +152,13 @@ def describe(ev: Event, node: str, underlay_ip: str, ct_table: dict, traced: dic
         conn = hit[0]
         if conn.backend is not None:
             rec["service"] = conn.service
-            rec["backend"] = f"{ip_str(conn.backend[0])}:{conn.backend[1]}"
+            rec["backend"] = _backend(conn.backend)
     elif hit is not None:
         rec["ct"] = "reply" if hit[1] else "established"
         conn = hit[0]
         if conn.backend is not None:
             rec["service"] = conn.service
-            rec["backend"] = f"{ip_str(conn.backend[0])}:{conn.backend[1]}"
+            rec["backend"] = _backend(conn.backend)
     else:
         rec["ct"] = "untracked"
     rec["verdict"] = "FORWARDED"

@@ -33,6 +33,14 @@ PROTO_SCTP = 132
 PROTOS = {"TCP": PROTO_TCP, "UDP": PROTO_UDP, "SCTP": PROTO_SCTP}
 
 IdentityKey = tuple[str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def pod_addrs(ps: PodState) -> list[bytes]:
+    """A pod's addresses as the datapath keys them: IPv4, then IPv6 when dual-stack (both
+    carry the pod's one identity and policy, as Cilium gives an endpoint's IPs one identity)."""
+    return [ip_bytes(ps.ip), ipaddress.IPv6Address(ps.ip6).packed] if ps.ip6 \
+        else [ip_bytes(ps.ip)]
 
 
 def identity_key(state: ClusterState, ps: PodState) -> IdentityKey:
@@ -63,9 +71,12 @@ def compile_node(state: ClusterState, node: str,
     for ps in state.pods.values():
         ident = ids[identity_key(state, ps)]
         pod_ident[ps.key] = ident
-        out.identities[ip_bytes(ps.ip)] = ident
+        for a in pod_addrs(ps):
+            out.identities[a] = ident
     for n in state.nodes:
         out.identities[ip_bytes(n.gateway_ip)] = HOST
+        if n.gateway_ip6:
+            out.identities[ipaddress.IPv6Address(n.gateway_ip6).packed] = HOST
     for key, ident in ids.items():
         out.identity_labels[ident] = f"{key[0]}:" + ",".join(f"{k}={v}" for k, v in key[1])
     pols = sorted(state.policies.values() if policies is None else policies,
@@ -90,8 +101,10 @@ def compile_node(state: ClusterState, node: str,
             from emunet.policy.cilium import add_grants
 
             add_grants(state, ps, ing, egr, pod_ident)
-        out.pods[ip_bytes(ps.ip)] = PodPolicy(f"{ps.pod.namespace}/{ps.pod.name}",
-                                              pod_ident[ps.key], ing.build(), egr.build())
+        pp = PodPolicy(f"{ps.pod.namespace}/{ps.pod.name}", pod_ident[ps.key], ing.build(),
+                       egr.build())
+        for a in pod_addrs(ps):
+            out.pods[a] = pp
     out.active = any(pp.ingress.isolated or pp.egress.isolated for pp in out.pods.values())
     return out
 
@@ -119,16 +132,22 @@ def _selected(state: ClusterState, pol: NetworkPolicy, peer: Peer, members: Memb
     return out
 
 
-def _cidr_parts(peer: Peer) -> tuple[ipaddress.IPv4Network, list[ipaddress.IPv4Network]]:
+def _cidr_parts(peer: Peer) -> tuple[Network, list[Network]]:
+    """An ipBlock's cidr and excepts, IPv4 or IPv6 (an except is of its cidr's family)."""
     assert peer.ip_block is not None
-    return (ipaddress.IPv4Network(peer.ip_block.cidr, strict=False),
-            [ipaddress.IPv4Network(e, strict=False) for e in peer.ip_block.except_])
+    return (ipaddress.ip_network(peer.ip_block.cidr, strict=False),
+            [ipaddress.ip_network(e, strict=False) for e in peer.ip_block.except_])
 
 
-def _in_block(ip: str, net: ipaddress.IPv4Network,
-              excepts: list[ipaddress.IPv4Network]) -> bool:
-    a = ipaddress.IPv4Address(ip)
-    return a in net and not any(a in e for e in excepts)
+def _block_addrs(ps: PodState, net: Network, excepts: list[Network]) -> list[bytes]:
+    """The pod's addresses of `net`'s family inside the block (cidr minus except)."""
+    ip = ps.ip6 if net.version == 6 else ps.ip
+    if not ip:
+        return []
+    a = ipaddress.ip_address(ip)
+    if a not in net or any(a in e for e in excepts):
+        return []
+    return [a.packed]
 
 
 def _port_ranges(pp: PolicyPort, pod: PodState | None) -> list[tuple[int, int, int]]:
@@ -161,8 +180,7 @@ def _ingress_rule(state: ClusterState, b: DirectionBuilder, pol: NetworkPolicy, 
             keys.extend(_selected(state, pol, peer, members))
             continue
         net, excepts = _cidr_parts(peer)
-        keys.extend(ip_bytes(ps.ip) for ps in state.pods.values()
-                    if _in_block(ps.ip, net, excepts))
+        keys.extend(a for ps in state.pods.values() for a in _block_addrs(ps, net, excepts))
         for proto, lo, hi in ranges:
             b.grant_cidr(_cidr_grant(net, excepts, proto, lo, hi, ref))
     for key in keys:
@@ -190,9 +208,11 @@ def _egress_rule(state: ClusterState, b: DirectionBuilder, pol: NetworkPolicy, i
             dest_pods.extend(ps for ident in sel for ps in members[ident])
             continue
         net, excepts = _cidr_parts(peer)
-        inside = [ps for ps in state.pods.values() if _in_block(ps.ip, net, excepts)]
-        keys.extend(ip_bytes(ps.ip) for ps in inside)
-        dest_pods.extend(inside)
+        for ps in state.pods.values():
+            addrs = _block_addrs(ps, net, excepts)
+            keys.extend(addrs)
+            if addrs:
+                dest_pods.append(ps)
         for proto, lo, hi in ranges:
             b.grant_cidr(_cidr_grant(net, excepts, proto, lo, hi, ref))
     for key in keys:
@@ -201,11 +221,13 @@ def _egress_rule(state: ClusterState, b: DirectionBuilder, pol: NetworkPolicy, i
     for pp in named:
         for ps in dest_pods:
             for proto, lo, _ in _port_ranges(pp, ps):
-                b.grant_named(ip_bytes(ps.ip), proto, lo, ref)
+                for a in pod_addrs(ps):
+                    b.grant_named(a, proto, lo, ref)
 
 
-def _cidr_grant(net: ipaddress.IPv4Network, excepts: list[ipaddress.IPv4Network], proto: int,
-                lo: int, hi: int, ref: RuleRef) -> CidrGrant:
+def _cidr_grant(net: Network, excepts: list[Network], proto: int, lo: int, hi: int,
+                ref: RuleRef) -> CidrGrant:
     return CidrGrant(int(net.network_address), int(net.netmask),
-                     tuple((int(e.network_address), int(e.netmask)) for e in excepts),
-                     proto, lo, hi, ref)
+                     tuple((int(e.network_address), int(e.netmask)) for e in excepts
+                           if e.version == net.version),
+                     proto, lo, hi, ref, net.version == 6)

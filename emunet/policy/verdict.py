@@ -33,7 +33,7 @@ ANY_PEER = 0  # grant key of a rule without peers (every source / destination)
 ANY_PROTO = 0  # grant key of a rule without ports (every protocol, every port)
 PORT_MAX = 65535
 
-PeerKey = int | bytes  # an identity, ANY_PEER, or a 4-byte pod IP (ipBlock folded per pod)
+PeerKey = int | bytes  # an identity, ANY_PEER, or a pod IP, 4 or 16 bytes (ipBlock per pod)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,9 @@ class PortMap:
 
 @dataclass(frozen=True, slots=True)
 class CidrGrant:
-    """An ipBlock (cidr minus except) for one protocol and port range, for WORLD peers."""
+    """An ipBlock (cidr minus except) for one protocol and port range, for WORLD peers.
+    An IPv6 block (`v6`) matches IPv6 addresses only, an IPv4 one IPv4 only (the
+    NetworkPolicy API: 0.0.0.0/0 is not ::/0); DirectionPolicy keeps them apart."""
 
     net: int
     mask: int
@@ -115,6 +117,7 @@ class CidrGrant:
     lo: int
     hi: int
     ref: RuleRef
+    v6: bool = False
 
     def matches(self, ip: int, proto: int, port: int) -> bool:
         return (ip & self.mask == self.net and (self.proto == ANY_PROTO or self.proto == proto)
@@ -131,6 +134,7 @@ class DirectionPolicy:
     peers: dict[tuple[PeerKey, int], PortMap] = field(default_factory=dict)
     named: dict[tuple[bytes, int, int], RuleRef] = field(default_factory=dict)
     cidrs: tuple[CidrGrant, ...] = ()
+    cidrs6: tuple[CidrGrant, ...] = ()  # the IPv6 ipBlocks (dual-stack)
 
     def lookup(self, identity: int, ip: bytes, proto: int, port: int) -> RuleRef | None:
         peers = self.peers
@@ -142,10 +146,13 @@ class DirectionPolicy:
                     if ref is not None:
                         return ref
         ref = self.named.get((ip, proto, port))
-        if ref is not None or identity != WORLD or not self.cidrs:
+        if ref is not None or identity != WORLD:
             return ref
+        cidrs = self.cidrs if len(ip) == 4 else self.cidrs6
+        if not cidrs:
+            return None
         addr = int.from_bytes(ip, "big")
-        for c in self.cidrs:
+        for c in cidrs:
             if c.matches(addr, proto, port):
                 return c.ref
         return None
@@ -183,7 +190,8 @@ class DirectionBuilder:
         peers = {k: PortMap(sorted(v, key=lambda g: g[2].l7 is not None))
                  for k, v in self.grants.items()}
         return DirectionPolicy(True, tuple(self.policies), peers, dict(self.named),
-                               tuple(self.cidrs))
+                               tuple(c for c in self.cidrs if not c.v6),
+                               tuple(c for c in self.cidrs if c.v6))
 
 
 @dataclass(slots=True)

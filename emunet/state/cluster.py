@@ -39,6 +39,11 @@ class NodeState:
     gateway_ip: str  # .1 of the pod subnet, answered by the agent (ARP)
     gateway_mac: str
     vtep_mac: str
+    # dual-stack (issue 19, /work/notes/dualstack-contract.md): None on IPv4-only clusters
+    pod_cidr6: str | None = None  # the node's IPv6 pod subnet, a /64 of the cluster's /56
+    gateway_ip6: str | None = None  # the pods' IPv6 default gateway (NS answered by the agent)
+    underlay_ip6: str | None = None  # the node's IPv6 underlay address (flannel-v6.1's outer)
+    vtep_mac6: str | None = None  # the MAC of the node's flannel-v6.1 VTEP
 
 
 @dataclass
@@ -56,6 +61,7 @@ class PodState:
     # container name -> runtime status of each process container (emunet.state.podphase);
     # none for built-in servers, which run while the pod does
     containers: dict[str, dict] = field(default_factory=dict)
+    ip6: str | None = None  # dual-stack: the pod's IPv6 address (from its node's pod_cidr6)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -66,6 +72,10 @@ class PodState:
 class ServiceState:
     service: Service
     cluster_ip: str | None  # None for headless and ExternalName Services
+    # dual-stack: the IPv6 ClusterIP; ipFamilies in the Service's order (() = IPv4 only)
+    cluster_ip6: str | None = None
+    ip_families: tuple[str, ...] = ()
+    ip_family_policy: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
