@@ -38,6 +38,8 @@ def cluster_ips(spec: Obj) -> tuple[str | None, tuple[str, ...]]:
             ips.append(text)  # "None" or a bad value: check_fields reports the latter
     if ips and ip is None:
         ip = ips[0]
+    if ips == [ip]:
+        ips = []  # clusterIPs: [clusterIP] says no more than clusterIP (the model keeps one)
     return ip, tuple(ips)
 
 

@@ -90,6 +90,10 @@ class ServiceState:
     def key(self) -> tuple[str, str]:
         return self.service.key
 
+    @property
+    def primary_family(self) -> str:
+        return self.ip_families[0] if self.ip_families else model.IPV4
+
     def cluster_ips(self) -> list[str]:
         """spec.clusterIPs: in spec.ipFamilies' order ([] for headless/ExternalName)."""
         by = {model.IPV4: self.cluster_ip, model.IPV6: self.cluster_ip6}
