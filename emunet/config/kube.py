@@ -220,8 +220,10 @@ def parse_service(doc: Obj) -> model.Service | None:
     cluster_ip, cluster_ips = _cluster_ip(spec)
     families, policy = _families(spec, stype)
     if stype != "ExternalName":
-        for path, msg in ipfamily.check_fields(cluster_ips, cluster_ip, families):
-            spec.error(path.split(".")[1].split("[")[0], f"{path}: {msg}")
+        given = cluster_ips or ((cluster_ip,) if cluster_ip else ())
+        for path, msg in ipfamily.check_fields(given, cluster_ip, families):
+            key = path.split(".")[1].split("[")[0]
+            spec.error(key if spec.has(key) else "clusterIP", f"{path}: {msg}")
     if cluster_ip == "None" and stype in ("NodePort", "LoadBalancer"):
         # API server: "may not be set to 'None' for LoadBalancer or NodePort services"
         spec.error("clusterIP", f"a {stype} Service cannot be headless",

@@ -75,8 +75,13 @@ def check(col: Collector, doc: Obj, svc: model.Service, spec: model.ClusterSpec,
     """The cluster-dependent checks of one Service; `taken` (IP -> "ns/name") is shared by
     the Services of one config, so two of them cannot ask for one address."""
     fams = ipfamily.settle(svc, spec.families)
+    spec_obj = doc.map("spec")
     for path, msg in fams.errors:
-        line, fpath = at(doc, "spec", path.split(".")[1].split("[")[0])
+        key = path.split(".")[1].split("[")[0]
+        if spec_obj is not None and not spec_obj.has(key):  # a defaulted field: point at
+            key = next((k for k in ("ipFamilies", "clusterIPs", "clusterIP")  # what led to it
+                        if spec_obj.has(k)), key)
+        line, fpath = at(doc, "spec", key)
         col.error(line, fpath, f"{path}: Invalid value: {msg}",
                   next((h for k, h in _HINT.items() if k in msg), ""))
     if fams.errors or svc.headless or svc.type == "ExternalName":
