@@ -20,6 +20,7 @@ IPv6 field stays None/empty, so their state is today's).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from typing import Any
 
@@ -87,7 +88,7 @@ def service_fields(st: ClusterState, svc: model.Service,
         fams = ipfamily.settle(svc, c.families)
         return {"cluster_ip": None, "ip_families": fams.families,
                 "ip_family_policy": fams.policy}
-    fams = ipfamily.settle(svc, c.families)
+    fams = ipfamily.settle(_as_update(svc, old), c.families)
     if fams.errors:
         path, msg = fams.errors[0]
         raise StateError(f"Service {svc.namespace}/{svc.name}: {path}: {msg}")
@@ -111,6 +112,19 @@ def service_fields(st: ClusterState, svc: model.Service,
     if c.dual_stack:
         out.update(ip_families=fams.families, ip_family_policy=fams.policy)
     return out
+
+
+def _as_update(svc: model.Service, old: ServiceState | None) -> model.Service:
+    """An update keeps what the Service had where the new body says nothing (the API
+    server's patchAllocatedValues and initIPFamilyFields with a `before`): the old policy,
+    the old families; SingleStack over two families is clear intent to keep the first."""
+    if old is None or not old.ip_families or old.service.headless != svc.headless:
+        return svc
+    policy = svc.ip_family_policy or old.ip_family_policy
+    families = svc.ip_families
+    if not families and not ipfamily.given_ips(svc):
+        families = old.ip_families[:1] if policy == ipfamily.SINGLE else old.ip_families
+    return dataclasses.replace(svc, ip_family_policy=policy, ip_families=families)
 
 
 def _allocate_ip6(st: ClusterState) -> str:

@@ -19,13 +19,14 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted(
 
 
 # the dual-stack fields the codec leaves out while they hold their defaults (issue 19)
-_OPTIONAL = {n for names in codec._OPTIONAL.values() for n in names}
+_OPTIONAL = {n: list(d) if isinstance(d, tuple) else d
+             for names in codec._OPTIONAL.values() for n, d in names.items()}
 
 
 def _strip(v):
     if isinstance(v, dict):
         return {k: _strip(x) for k, x in v.items()
-                if not (k in _OPTIONAL and x in (None, [], ["IPv4"]))}
+                if not (k in _OPTIONAL and x == _OPTIONAL[k])}
     if isinstance(v, list):
         return [_strip(x) for x in v]
     return v

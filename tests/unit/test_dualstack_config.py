@@ -330,3 +330,16 @@ def test_dual_stack_state_round_trips() -> None:
     new = back.add_pod(st.pods[("blog-website", "intruder")].pod.__class__(
         "blog-website", "late", node_name="node-1"))
     assert new.ip6 == "2001:cafe:42:1::5"
+
+
+def test_an_update_keeps_the_families_and_addresses_it_had() -> None:
+    import dataclasses
+    st, ss = _svc("  ipFamilyPolicy: PreferDualStack\n")
+    bare = dataclasses.replace(ss.service, ip_family_policy=None)
+    again = st.add_service(bare)  # the body says nothing: the old policy and both IPs stay
+    assert (again.cluster_ip, again.cluster_ip6) == (ss.cluster_ip, ss.cluster_ip6)
+    assert again.ip_family_policy == "PreferDualStack"
+    single = st.add_service(dataclasses.replace(bare, ip_family_policy="SingleStack"))
+    assert (single.cluster_ip, single.cluster_ip6, single.ip_families) == (
+        ss.cluster_ip, None, ("IPv4",))  # SingleStack releases the secondary
+    assert st.service_by_ip(ss.cluster_ip6) is None
