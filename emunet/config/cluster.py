@@ -255,7 +255,7 @@ def _nodes(spec: Obj, cluster: IPv4Network | None, underlay: IPv4Network | None,
                           f"underlay address {addr} is also node {ips[addr]}'s")
             elif addr is not None:
                 ips[addr] = who
-        given6 = obj.has("podCIDR") and pod_cidr6 is not None
+        given6 = pod_cidr6 is not None and ":" in str(obj.raw("podCIDR") or "")
         nodes.append(model.NodeSpec(
             name=name or "", pod_cidr=str(pod_cidr) if obj.has("podCIDR") else None,
             underlay_ip=str(ip) if obj.has("underlayIP") else None,

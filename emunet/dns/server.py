@@ -127,27 +127,28 @@ class DnsServer:
         # datagram per loop iteration, we read up to UDP_BATCH per wakeup (recvmmsg-like).
         loop.add_reader(sock.fileno(), self._udp_ready)
         self._tcp = await asyncio.start_server(self._tcp_client, self.host, self.port)
-        if self.dual_stack and self.host == "0.0.0.0":
-            await self._start6(loop)
+        host6 = {"0.0.0.0": "::", "127.0.0.1": "::1"}.get(self.host)
+        if self.dual_stack and host6 is not None:
+            await self._start6(loop, host6)
         if self.stats_path is not None:
             self._spawn(self._stats_loop())
         if self.events.log is not None:
             self._spawn(self._events_loop())
         log.info("serving DNS on %s:%d (udp, tcp)", self.host, self.port)
 
-    async def _start6(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Listen on [::]:port too (IPV6_V6ONLY, so the IPv4 socket keeps IPv4's queries);
-        a namespace without IPv6 keeps serving IPv4 and says why."""
+    async def _start6(self, loop: asyncio.AbstractEventLoop, host6: str) -> None:
+        """Listen on [::]:port too ([::1] beside 127.0.0.1; IPV6_V6ONLY, so the IPv4 socket
+        keeps IPv4's queries); a namespace without IPv6 keeps serving IPv4 and says why."""
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         tcp: socket.socket | None = None
         try:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setblocking(False)
-            sock.bind(("::", self.port))
+            sock.bind((host6, self.port))
             tcp = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
             tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind(("::", self.port))
+            tcp.bind((host6, self.port))
         except OSError as e:
             sock.close()
             if tcp is not None:
@@ -157,7 +158,7 @@ class DnsServer:
         self._udp6 = sock
         loop.add_reader(sock.fileno(), self._udp_ready, sock)
         self._tcp6 = await asyncio.start_server(self._tcp_client, sock=tcp)
-        log.info("serving DNS on [::]:%d (udp, tcp)", self.port)
+        log.info("serving DNS on [%s]:%d (udp, tcp)", host6, self.port)
 
     async def stop(self) -> None:
         if self._udp6 is not None:

@@ -251,3 +251,70 @@ def test_ipv6_pod_clients_may_ask(st) -> None:
     zone = Zone.from_state(st)
     assert zone.client_allowed(pod(st, "frontend-client").ip6)
     assert not zone.client_allowed("2001:db8::1")
+
+
+# ---- the responder over IPv6 ----------------------------------------------------------------
+
+async def test_the_responder_answers_over_ipv6_too(tmp_path, st) -> None:
+    import asyncio
+    import socket
+    import struct
+
+    from scapy.layers.dns import DNS
+
+    from emunet.dns.server import DnsServer
+    from emunet.state import codec
+    from tests.unit.dns_cluster import query
+    from tests.unit.dns_loopback import free_port
+
+    state = tmp_path / "state.json"
+    state.write_text(codec.to_json(st))
+    srv = DnsServer(state, "127.0.0.1", free_port(), tmp_path / "dns.json")
+    await srv.start()
+    try:
+        assert srv._udp6 is not None, "no [::1] socket"
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c:
+            c.setblocking(False)
+            await loop.sock_connect(c, ("::1", srv.port))
+            await loop.sock_sendall(c, query(svc_name("monospaced"), "AAAA"))
+            r = DNS(await asyncio.wait_for(loop.sock_recv(c, 4096), 2))
+        assert ips(r.an) == ["2001:cafe:43::b"]
+        reader, writer = await asyncio.open_connection("::1", srv.port)
+        data = query(svc_name("monospaced"), "A")
+        writer.write(struct.pack("!H", len(data)) + data)
+        (n,) = struct.unpack("!H", await reader.readexactly(2))
+        assert ips(DNS(await reader.readexactly(n)).an) == ["10.43.0.11"]
+        writer.close()
+    finally:
+        await srv.stop()
+
+
+def test_a_users_endpoints_of_both_families_are_mirrored_per_family() -> None:
+    text = (ROOT / "configs" / "dual-stack.yaml").read_text() + """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: blog-website}
+spec:
+  clusterIP: None
+  ports: [{name: web, port: 80}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: ext, namespace: blog-website}
+subsets:
+  - addresses: [{ip: 192.168.1.50}, {ip: "fd00:e3e7::50"}]
+    ports: [{name: web, port: 80}]
+"""
+    st = plan(load_config_text(text, "t.yaml"))
+    ss = st.services[(NS, "ext")]
+    assert ss.ip_families == ("IPv4", "IPv6") and ss.ip_family_policy == "RequireDualStack"
+    objs = view.build(st, {})
+    slices = [s for s in objs["endpointslices"].values()
+              if s["metadata"]["labels"].get("kubernetes.io/service-name") == "ext"]
+    assert sorted((s["addressType"], s["endpoints"][0]["addresses"][0]) for s in slices) == [
+        ("IPv4", "192.168.1.50"), ("IPv6", "fd00:e3e7::50")]
+    h = Handler(Zone.from_state(st, serial=7))
+    assert ips(ask(h, svc_name("ext"), "AAAA").an) == ["fd00:e3e7::50"]
+    assert ips(ask(h, svc_name("ext"), "A").an) == ["192.168.1.50"]
