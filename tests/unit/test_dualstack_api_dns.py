@@ -318,3 +318,29 @@ subsets:
     h = Handler(Zone.from_state(st, serial=7))
     assert ips(ask(h, svc_name("ext"), "AAAA").an) == ["fd00:e3e7::50"]
     assert ips(ask(h, svc_name("ext"), "A").an) == ["192.168.1.50"]
+
+
+def test_every_served_object_reapplies_unchanged_from_its_body() -> None:
+    import copy
+
+    from emunet.api import stored
+    from emunet.api.view import WRITTEN
+    from emunet.cluster.apply import apply_objects
+    text = (ROOT / "configs" / "dual-stack.yaml").read_text() + EXTRA
+    st = plan(load_config_text(text, "dual-stack.yaml"))
+    objs = view.build(st, {})
+    seen = 0
+    for plural in WRITTEN:
+        for key, obj in objs.get(plural, {}).items():
+            if key == ("default", "kubernetes") or "kube-system" in key or plural in (
+                    "endpoints", "endpointslices"):
+                continue
+            changes = apply_objects(st, [copy.deepcopy(stored.body(st, obj))])
+            assert all(c.message.endswith("unchanged") for c in changes), (key, changes)
+            seen += plural == "services"
+    assert seen == 4
+    # a Service read back whole (kubectl get -o yaml | kubectl apply) keeps its addresses
+    whole = copy.deepcopy(objs["services"][(NS, "monospaced")])
+    apply_objects(st, [whole])
+    ss = st.services[(NS, "monospaced")]
+    assert (ss.cluster_ip, ss.cluster_ip6) == ("10.43.0.11", "2001:cafe:43::b")
