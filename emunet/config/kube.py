@@ -223,7 +223,7 @@ def parse_service(doc: Obj) -> model.Service | None:
         given = cluster_ips or ((cluster_ip,) if cluster_ip else ())
         for path, msg in ipfamily.check_fields(given, cluster_ip, families):
             key = path.split(".")[1].split("[")[0]
-            spec.error(key if spec.has(key) else "clusterIP", f"{path}: {msg}")
+            spec.col.error(spec.line_of(key if spec.has(key) else "clusterIP"), path, msg)
     if cluster_ip == "None" and stype in ("NodePort", "LoadBalancer"):
         # API server: "may not be set to 'None' for LoadBalancer or NodePort services"
         spec.error("clusterIP", f"a {stype} Service cannot be headless",

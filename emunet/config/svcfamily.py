@@ -10,6 +10,7 @@ family's service range, not clusterDNS, not another Service's.
 from __future__ import annotations
 
 import ipaddress
+import json
 from ipaddress import IPv4Network, IPv6Network
 
 from emunet import model
@@ -49,22 +50,22 @@ def families(spec: Obj, stype: str) -> tuple[tuple[str, ...], str | None]:
     if stype == "ExternalName":
         for key in ("ipFamilies", "ipFamilyPolicy"):
             if spec.has(key):
-                spec.error(key, f"spec.{key}: Forbidden: may not be set for ExternalName "
-                           "services", f"remove {key}")
+                spec.error(key, "Forbidden: may not be set for ExternalName services",
+                           f"remove {key}")
         return (), None
     policy = spec.str("ipFamilyPolicy")
     if policy is not None and policy not in ipfamily.POLICIES:
-        spec.error("ipFamilyPolicy", f'spec.ipFamilyPolicy: Unsupported value: "{policy}": '
-                   "supported values: " + ", ".join(f'"{p}"' for p in ipfamily.POLICIES))
+        spec.error("ipFamilyPolicy", f'Unsupported value: "{policy}": supported values: '
+                   + ", ".join(f'"{p}"' for p in ipfamily.POLICIES))
         policy = None
     families: list[str] = []
-    for i, fam in enumerate(spec.str_list("ipFamilies")):
+    for fam, path, line in spec.list("ipFamilies"):
         if fam not in (model.IPV4, model.IPV6):
-            spec.error("ipFamilies", f'spec.ipFamilies[{i}]: Unsupported value: "{fam}": '
-                       'supported values: "IPv4", "IPv6"')
+            spec.col.error(line, path, f"Unsupported value: {json.dumps(fam)}: supported "
+                           'values: "IPv4", "IPv6"')
         elif fam in families:
-            spec.error("ipFamilies", f'spec.ipFamilies[{i}]: Duplicate value: "{fam}"',
-                       "list each family once: [IPv4, IPv6] or [IPv6, IPv4]")
+            spec.col.error(line, path, f'Duplicate value: "{fam}"',
+                           "list each family once: [IPv4, IPv6] or [IPv6, IPv4]")
         else:
             families.append(fam)
     return tuple(families), policy
@@ -81,8 +82,8 @@ def check(col: Collector, doc: Obj, svc: model.Service, spec: model.ClusterSpec,
         if spec_obj is not None and not spec_obj.has(key):  # a defaulted field: point at
             key = next((k for k in ("ipFamilies", "clusterIPs", "clusterIP")  # what led to it
                         if spec_obj.has(k)), key)
-        line, fpath = at(doc, "spec", key)
-        col.error(line, fpath, f"{path}: Invalid value: {msg}",
+        line, _ = at(doc, "spec", key)
+        col.error(line, path, msg,
                   next((h for k, h in _HINT.items() if k in msg), ""))
     if fams.errors or svc.headless or svc.type == "ExternalName":
         return

@@ -13,6 +13,7 @@ result, the API server shows it.
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 
 from emunet.model import IPV4, IPV6, Service
@@ -26,7 +27,15 @@ class Families:
     families: tuple[str, ...]  # () for ExternalName
     policy: str | None  # None for ExternalName
     cluster_ips: tuple[str, ...]  # the given ones, normalised: clusterIPs, else (clusterIP,)
-    errors: tuple[tuple[str, str], ...] = ()  # (field path, message)
+    errors: tuple[tuple[str, str], ...] = ()  # (field path, the API server's message)
+
+
+def invalid(value: object, detail: str) -> str:
+    """A field.Invalid error's text: `Invalid value: "x": detail` (a list as the API
+    server's JSON shows it: ["a","b"])."""
+    shown = json.dumps(list(value), separators=(",", ":")) if isinstance(
+        value, tuple | list) else json.dumps(value)
+    return f"Invalid value: {shown}: {detail}"
 
 
 def family_of(ip: str) -> str:
@@ -59,11 +68,11 @@ def settle(svc: Service, cluster: tuple[str, ...]) -> Families:
     errors: list[tuple[str, str]] = []
     if policy == SINGLE:
         if len(ips) == 2:
-            errors.append(("spec.ipFamilyPolicy", "must be 'RequireDualStack' or "
-                           "'PreferDualStack' when multiple cluster IPs are specified"))
+            errors.append(("spec.ipFamilyPolicy", invalid(policy, "must be 'RequireDualStack' "
+                           "or 'PreferDualStack' when multiple cluster IPs are specified")))
         if len(svc.ip_families) == 2:
-            errors.append(("spec.ipFamilyPolicy", "must be 'RequireDualStack' or "
-                           "'PreferDualStack' when multiple IP families are specified"))
+            errors.append(("spec.ipFamilyPolicy", invalid(policy, "must be 'RequireDualStack' "
+                           "or 'PreferDualStack' when multiple IP families are specified")))
     families = list(svc.ip_families)
     for i, ip in enumerate(ips):
         if ip == "None":
@@ -71,8 +80,8 @@ def settle(svc: Service, cluster: tuple[str, ...]) -> Families:
         fam = family_of(ip)
         if i >= len(families):
             if fam not in cluster:
-                errors.append((f"spec.clusterIPs[{i}]", f"{fam} is not configured on this "
-                               "cluster"))
+                errors.append((f"spec.clusterIPs[{i}]", invalid(
+                    ips, f"{fam} is not configured on this cluster")))
             else:
                 families.append(fam)
     if errors:
@@ -84,11 +93,12 @@ def settle(svc: Service, cluster: tuple[str, ...]) -> Families:
             families.append(other(families[0]))
         return Families(tuple(families), policy, ips)
     if policy == REQUIRE and len(cluster) < 2:
-        errors.append(("spec.ipFamilyPolicy", "this cluster is not configured for dual-stack "
-                       "services"))
+        errors.append(("spec.ipFamilyPolicy", invalid(
+            policy, "this cluster is not configured for dual-stack services")))
     for i, fam in enumerate(families):
         if fam not in cluster:
-            errors.append((f"spec.ipFamilies[{i}]", f"{fam}: not configured on this cluster"))
+            errors.append((f"spec.ipFamilies[{i}]", invalid(fam,
+                                                            "not configured on this cluster")))
     if errors:
         return Families(tuple(families), policy, ips, tuple(errors))
     if not families:
@@ -106,32 +116,34 @@ def check_fields(svc_ips: tuple[str, ...], cluster_ip: str | None,
     are checked where ipFamilies is read.)"""
     errors: list[tuple[str, str]] = []
     if cluster_ip and svc_ips and svc_ips[0] != cluster_ip:
-        errors.append(("spec.clusterIPs", "first value must match `clusterIP`"))
+        errors.append(("spec.clusterIPs", invalid(svc_ips, "first value must match `clusterIP`")))
     bad = False
     for i, ip in enumerate(svc_ips):
         if i == 0 and ip == "None":
             if len(svc_ips) > 1:
                 bad = True
-                errors.append(("spec.clusterIPs", "'None' must be the first and only value"))
+                errors.append(("spec.clusterIPs", invalid(
+                    svc_ips, "'None' must be the first and only value")))
             continue
         try:
             ipaddress.ip_address(ip)
         except ValueError:
             bad = True
-            errors.append((f"spec.clusterIPs[{i}]", f"{ip!r}: must be a valid IP address, "
-                           "(e.g. 10.9.8.7 or 2001:db8::ffff)"))
+            errors.append((f"spec.clusterIPs[{i}]", invalid(
+                ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")))
     if len(svc_ips) > 2:
-        errors.append(("spec.clusterIPs", "may only hold up to 2 values"))
+        errors.append(("spec.clusterIPs", invalid(svc_ips, "may only hold up to 2 values")))
     if bad:
         return errors
     if len(svc_ips) > 1 and len({family_of(ip) for ip in svc_ips}) != len(svc_ips):
-        errors.append(("spec.clusterIPs", "may specify no more than one IP for each IP family"))
+        errors.append(("spec.clusterIPs", invalid(
+            svc_ips, "may specify no more than one IP for each IP family")))
     if svc_ips and svc_ips[0] != "None":
         for i, ip in enumerate(svc_ips[:len(families)]):
             if families[i] == IPV4 and family_of(ip) == IPV6:
-                errors.append((f"spec.clusterIPs[{i}]", f"{ip}: expected an IPv4 value as "
-                               f"indicated by `ipFamilies[{i}]`"))
+                errors.append((f"spec.clusterIPs[{i}]", invalid(
+                    ip, f"expected an IPv4 value as indicated by `ipFamilies[{i}]`")))
             elif families[i] == IPV6 and family_of(ip) == IPV4:
-                errors.append((f"spec.clusterIPs[{i}]", f"{ip}: expected an IPv6 value as "
-                               f"indicated by `ipFamilies[{i}]`"))
+                errors.append((f"spec.clusterIPs[{i}]", invalid(
+                    ip, f"expected an IPv6 value as indicated by `ipFamilies[{i}]`")))
     return errors
