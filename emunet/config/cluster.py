@@ -99,7 +99,7 @@ def parse_cluster(doc: Obj) -> model.ClusterSpec | None:
     _check_overlaps(spec, underlay_obj, cluster, service, underlay)
     _check_overlaps(spec, underlay_obj, cluster6, service6, underlay6, "cidr6")
 
-    dns_ip = _addr(spec, "clusterDNS", model.DEFAULT_CLUSTER_DNS)
+    dns_ip, dns6 = ds.parse_dns(spec, service6)
     if dns_ip is not None and service is not None:
         if dns_ip not in service:
             spec.error("clusterDNS" if spec.has("clusterDNS") else "serviceCIDR",
@@ -165,7 +165,7 @@ def parse_cluster(doc: Obj) -> model.ClusterSpec | None:
         busy_poll_us=model.DEFAULT_BUSY_POLL_US if busy is None else busy, api_port=api_port,
         loc=model.Loc(doc.col.file, doc.line), families=families,
         cluster_cidr6=str(cluster6) if cluster6 else None,
-        service_cidr6=str(service6) if service6 else None,
+        service_cidr6=str(service6) if service6 else None, cluster_dns6=dns6,
         underlay_cidr6=str(underlay6) if underlay6 else None)
 
 

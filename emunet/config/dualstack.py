@@ -13,7 +13,14 @@ datapath forwards IPv4 first, IPv6 beside it (an IPv6-only cluster is refused).
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
 
 from emunet import model
 from emunet.config.fields import Obj
@@ -129,3 +136,45 @@ def default_pod_cidr6(cluster6: IPv6Network, index: int) -> IPv6Network | None:
     if cluster6.prefixlen > mask or index >= 2 ** (mask - cluster6.prefixlen):
         return None
     return IPv6Network((int(cluster6.network_address) + (index << (128 - mask)), mask))
+
+
+def parse_dns(spec: Obj, service6: IPv6Network | None
+              ) -> tuple[IPv4Address | None, str | None]:
+    """clusterDNS, k3s's --cluster-dns (a string slice too): the IPv4 address (emunet's pods'
+    resolv.conf names it; checked against serviceCIDR by the caller) and kube-dns's IPv6
+    ClusterIP. Unset in a dual-stack cluster, k3s takes the 10th address of every service
+    range (the IPv6 one <range>::a) and makes kube-dns RequireDualStack; a single address
+    given makes it SingleStack, as k3s does (len(ClusterDNSs) > 1)."""
+    if not spec.has("clusterDNS"):
+        return IPv4Address(model.DEFAULT_CLUSTER_DNS), (
+            str(service6.network_address + 10) if service6 is not None else None)
+    texts = _entries(spec, "clusterDNS")
+    if texts is None:
+        return None, None
+    addrs = []
+    for text in texts:
+        try:
+            addrs.append(ip_address(text))
+        except ValueError:
+            spec.error("clusterDNS", f"{text!r} is not an IP address",
+                       "write the kube-dns ClusterIP, e.g. 10.43.0.10")
+            return None, None
+    v4 = [a for a in addrs if isinstance(a, IPv4Address)]
+    v6 = [a for a in addrs if isinstance(a, IPv6Address)]
+    if len(addrs) > 2 or len(v4) > 1 or len(v6) > 1:
+        spec.error("clusterDNS", f"{spec.raw('clusterDNS')!r}: at most one address per IP "
+                   "family", "e.g. 10.43.0.10,2001:cafe:43::a")
+        return None, None
+    if not v4:
+        spec.error("clusterDNS", "emunet needs an IPv4 clusterDNS address (the pods' "
+                   "resolv.conf names it)", f"add one, e.g. {model.DEFAULT_CLUSTER_DNS}")
+        return None, None
+    if v6 and service6 is None:
+        spec.error("clusterDNS", f"{v6[0]} is IPv6 but serviceCIDR has no IPv6 range",
+                   "list an IPv6 range in clusterCIDR and serviceCIDR, or remove it")
+        return None, None
+    if v6 and (v6[0] not in service6 or v6[0] == service6.network_address):  # type: ignore
+        spec.error("clusterDNS", f"clusterDNS {v6[0]} is not a host address of serviceCIDR "
+                   f"{service6}", "kube-dns's IPv6 ClusterIP comes from the IPv6 service range")
+        return None, None
+    return v4[0], str(v6[0]) if v6 else None

@@ -8,7 +8,6 @@ right line.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 # k3s + Flannel defaults (DESIGN.md section 1).
@@ -118,18 +117,14 @@ class ClusterSpec:
     service_cidr6: str | None = None
     families: tuple[str, ...] = (IPV4,)
     underlay_cidr6: str | None = None
+    # kube-dns's IPv6 ClusterIP (dual-stack: clusterDNS's IPv6 entry, by default the IPv6
+    # service range's 10th address as k3s renders it; None: kube-dns SingleStack)
+    cluster_dns6: str | None = None
 
     @property
     def dual_stack(self) -> bool:
         return len(self.families) == 2
 
-    @property
-    def cluster_dns6(self) -> str | None:
-        """kube-dns's IPv6 ClusterIP (dual-stack): the IPv6 service range's 10th address, as
-        k3s defaults cluster-dns per service range (GetIndexedIP(cidr, 10))."""
-        if not self.service_cidr6:
-            return None
-        return str(ipaddress.IPv6Network(self.service_cidr6).network_address + 10)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ _OPTIONAL: dict[type, dict[str, Any]] = {
     cls: {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
           for f in dataclasses.fields(cls) if f.name in names}
     for cls, names in (
-        (ClusterSpec, ("cluster_cidr6", "service_cidr6", "families", "underlay_cidr6")),
+        (ClusterSpec, ("cluster_cidr6", "service_cidr6", "families", "underlay_cidr6",
+                       "cluster_dns6")),
         (NodeSpec, ("pod_cidr6", "underlay_ip6")),
         (NodeState, ("pod_cidr6", "gateway_ip6", "underlay_ip6", "vtep_mac6")),
         (PodState, ("ip6",)),

@@ -343,3 +343,26 @@ def test_an_update_keeps_the_families_and_addresses_it_had() -> None:
     assert (single.cluster_ip, single.cluster_ip6, single.ip_families) == (
         ss.cluster_ip, None, ("IPv4",))  # SingleStack releases the secondary
     assert st.service_by_ip(ss.cluster_ip6) is None
+
+
+@pytest.mark.parametrize("dns, dns6, policy", [
+    (None, "2001:cafe:43::a", "RequireDualStack"),  # unset: one per service range (k3s)
+    ("10.43.0.10,2001:cafe:43::35", "2001:cafe:43::35", "RequireDualStack"),
+    ("10.43.0.10", None, "SingleStack"),  # one address given: SingleStack, as k3s renders it
+])
+def test_cluster_dns_in_k3s_form(dns, dns6, policy) -> None:
+    extra = f"  clusterDNS: {dns}\n" if dns else ""
+    st = plan(load_config_text(cluster_doc(extra=extra), "t.yaml"))
+    assert st.cluster.cluster_dns6 == dns6
+    kube_dns = st.services[("kube-system", "kube-dns")]
+    assert kube_dns.ip_family_policy == policy and kube_dns.cluster_ip6 == dns6
+
+
+@pytest.mark.parametrize("dns, needle", [
+    ("10.43.0.10,10.43.0.11", "at most one address per IP family"),
+    ("'2001:cafe:43::a'", "needs an IPv4 clusterDNS address"),
+    ("10.43.0.10,2001:cafe:44::a", "is not a host address of serviceCIDR"),
+])
+def test_cluster_dns_errors(dns, needle) -> None:
+    err = error(cluster_doc(extra=f"  clusterDNS: {dns}\n"))
+    assert err.path == "spec.clusterDNS" and err.line == 10 and needle in err.message
