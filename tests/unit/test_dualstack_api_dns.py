@@ -344,3 +344,9 @@ def test_every_served_object_reapplies_unchanged_from_its_body() -> None:
     apply_objects(st, [whole])
     ss = st.services[(NS, "monospaced")]
     assert (ss.cluster_ip, ss.cluster_ip6) == ("10.43.0.11", "2001:cafe:43::b")
+
+
+def test_kubectl_endpoints_column_brackets_ipv6(st, objs) -> None:
+    p = pod(st, "monospaced-test")
+    row = tables.table("endpoints", [objs["endpoints"][(NS, "only6")]], "1")["rows"][0]
+    assert row["cells"][1] == f"[{p.ip6}]:3000"
