@@ -82,3 +82,11 @@ def vtep_mac(pod_cidr: str) -> str:
     """MAC of a node's VXLAN endpoint (Flannel's flannel.1), derived from its pod subnet."""
     net = ipaddress.IPv4Network(pod_cidr)
     return mac_from_ip(str(net.network_address), oui="0a:59")
+
+
+def vtep_mac6(pod_cidr6: str) -> str:
+    """MAC of a node's IPv6 VXLAN endpoint (Flannel's flannel-v6.1, a device of its own beside
+    flannel.1, so a MAC of its own): 0a:5b:<bytes 4-7 of its /64 pod subnet>, the part that
+    tells the nodes' /64s apart in any IPv6 cluster range of /32 or longer (k3s: a /56)."""
+    net = ipaddress.IPv6Network(pod_cidr6)
+    return "0a:5b:" + net.network_address.packed[4:8].hex(":")

@@ -111,15 +111,23 @@ def mirrored_slices(st: ClusterState, es: EndpointSet) -> list[dict[str, Any]]:
     suffix = uid(st, ENDPOINTS, es.namespace, es.name)[:5]
     out = []
     for i, g in enumerate(es.groups):
-        name = es.name if own else f"{es.name}-emu{suffix}{i or ''}"
-        extra = {} if own else {"ownerReferences": [{
-            "apiVersion": "v1", "kind": "Endpoints", "name": es.name,
-            "uid": uid(st, ENDPOINTS, es.namespace, es.name), "controller": True,
-            "blockOwnerDeletion": True}]}
-        m = meta(st, "EndpointSlice", es.namespace, name, labels,
-                 born=(ENDPOINTS, es.namespace, es.name), **extra)
-        out.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                    "metadata": m, "addressType": "IPv4",
-                    "endpoints": _slice_endpoints(st, list(g.addresses)),
-                    "ports": [_port(p) for p in g.ports]})
+        # the mirroring controller writes one slice per address family of a subset
+        by_family = {"IPv4": [a for a in g.addresses if ":" not in a.ip],
+                     "IPv6": [a for a in g.addresses if ":" in a.ip]}
+        for fam, addrs in by_family.items():
+            if fam == "IPv6" and not addrs:
+                continue
+            name = es.name if own else f"{es.name}-emu{suffix}{i or ''}"
+            if fam == "IPv6":
+                name += "-v6"
+            extra = {} if own else {"ownerReferences": [{
+                "apiVersion": "v1", "kind": "Endpoints", "name": es.name,
+                "uid": uid(st, ENDPOINTS, es.namespace, es.name), "controller": True,
+                "blockOwnerDeletion": True}]}
+            m = meta(st, "EndpointSlice", es.namespace, name, labels,
+                     born=(ENDPOINTS, es.namespace, es.name), **extra)
+            out.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                        "metadata": m, "addressType": fam,
+                        "endpoints": _slice_endpoints(st, addrs),
+                        "ports": [_port(p) for p in g.ports]})
     return out

@@ -16,8 +16,8 @@ import time
 import uuid
 from typing import Any
 
-from emunet import __version__
-from emunet.model import Container, Probe
+from emunet import __version__, model
+from emunet.model import Container, Probe, ipfamily
 from emunet.state import podphase
 from emunet.state.cluster import ClusterState, PodIndex, PodState, ServiceState
 
@@ -79,6 +79,13 @@ def _capacity(pod_cidr: str) -> dict[str, str]:
             "pods": str(max(hosts, 1))}
 
 
+def _primary_first(st: ClusterState, *pairs: list[str | None]) -> list[list[str]]:
+    """Each [IPv4, IPv6] pair as the API lists it: present values, the primary family first
+    (a node's podCIDRs and InternalIPs, a pod's podIPs and hostIPs)."""
+    v6_first = st.cluster.families[0] == model.IPV6
+    return [[v for v in (pair[::-1] if v6_first else pair) if v] for pair in pairs]
+
+
 def node(st: ClusterState, name: str, ready: bool) -> dict[str, Any]:
     n = st.node(name)
     t = rfc3339(created(st, "Node", None, name))
@@ -90,10 +97,11 @@ def node(st: ClusterState, name: str, ready: bool) -> dict[str, Any]:
             "message": "emunet node agent is running" if ready
             else "emunet node agent stopped (emunet node stop, or it died)",
             "lastHeartbeatTime": t, "lastTransitionTime": t}
+    cidrs, ips = _primary_first(st, [n.pod_cidr, n.pod_cidr6], [n.underlay_ip, n.underlay_ip6])
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": meta(st, "Node", None, name, labels),
-            "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
-            "status": {"addresses": [{"type": "InternalIP", "address": n.underlay_ip},
+            "spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs},
+            "status": {"addresses": [*({"type": "InternalIP", "address": ip} for ip in ips),
                                      {"type": "Hostname", "address": name}],
                        "capacity": _capacity(n.pod_cidr), "allocatable": _capacity(n.pod_cidr),
                        "conditions": [cond],
@@ -190,13 +198,15 @@ def pod(st: ClusterState, ps: PodState, deleted_at: float | None = None) -> dict
             entry["lastState"] = container_state({"state": "terminated", **cs["last"]}, start,
                                                  cid)
         statuses.append(entry)
-    host_ip = st.node(ps.node).underlay_ip
+    n = st.node(ps.node)
+    pod_ips, host_ips = _primary_first(st, [ps.ip, ps.ip6], [n.underlay_ip, n.underlay_ip6])
     status = {"phase": phase,
               "conditions": [cond("PodReadyToStartContainers", not completed),
                              cond("Initialized", True), cond("Ready", ps.ready),
                              cond("ContainersReady", ps.ready), cond("PodScheduled", True)],
-              "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": ps.ip,
-              "podIPs": [{"ip": ps.ip}], "startTime": start, "containerStatuses": statuses,
+              "hostIP": host_ips[0], "hostIPs": [{"ip": ip} for ip in host_ips],
+              "podIP": pod_ips[0], "podIPs": [{"ip": ip} for ip in pod_ips],
+              "startTime": start, "containerStatuses": statuses,
               "qosClass": "BestEffort"}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": meta(st, "Pod", ns, p.name, p.labels, **extra),
@@ -238,9 +248,10 @@ def service(st: ClusterState, ss: ServiceState) -> dict[str, Any]:
     if svc.type == "ExternalName":
         spec["externalName"] = svc.external_name
     else:
-        spec.update(clusterIP=ss.cluster_ip or "None", clusterIPs=[ss.cluster_ip or "None"],
-                    ipFamilies=["IPv4"], ipFamilyPolicy="SingleStack",
-                    internalTrafficPolicy="Cluster")
+        fams, policy = service_families(st, ss)
+        ips = ss.cluster_ips() or ["None"]
+        spec.update(clusterIP=ips[0], clusterIPs=ips, ipFamilies=list(fams),
+                    ipFamilyPolicy=policy, internalTrafficPolicy="Cluster")
     if svc.selector is not None:
         spec["selector"] = dict(svc.selector)
     if svc.session_affinity == "ClientIP":
@@ -251,12 +262,30 @@ def service(st: ClusterState, ss: ServiceState) -> dict[str, Any]:
             "spec": spec, "status": status}
 
 
+def service_families(st: ClusterState, ss: ServiceState) -> tuple[tuple[str, ...], str]:
+    """spec.ipFamilies and spec.ipFamilyPolicy as the API server settled them: kept in the
+    state for a dual-stack cluster; on an IPv4-only one settled here (every Service shows
+    [IPv4] SingleStack, a headless one without selector RequireDualStack [IPv4, IPv6], as a
+    single-stack API server sets them)."""
+    if ss.ip_families:
+        return ss.ip_families, ss.ip_family_policy or ipfamily.SINGLE
+    fams = ipfamily.settle(ss.service, st.cluster.families)
+    return fams.families or (model.IPV4,), fams.policy or ipfamily.SINGLE
+
+
+def _family_eps(eps: list, fam: str) -> list:
+    return [e for e in eps if ("IPv6" if ":" in e.ip else "IPv4") == fam]
+
+
 def endpoints(st: ClusterState, key: tuple[str, str],
               index: PodIndex | None = None) -> dict[str, Any]:
-    """v1 Endpoints: one subset per Service port with backends (ready and not ready)."""
+    """v1 Endpoints: one subset per Service port with backends (ready and not ready). The
+    Endpoints controller lists the Service's primary family only (ipFamilies[0])."""
     ss = st.services[key]
     subsets: list[dict[str, Any]] = []
+    primary = service_families(st, ss)[0][0]
     for i, eps in st.endpoints(key, index).items():
+        eps = _family_eps(eps, primary)
         if not eps:
             continue
         sp = ss.service.ports[i]
@@ -284,14 +313,26 @@ def endpoints(st: ClusterState, key: tuple[str, str],
     return out
 
 
-def endpoint_slice(st: ClusterState, key: tuple[str, str],
-                   index: PodIndex | None = None) -> dict[str, Any]:
-    """discovery/v1 EndpointSlice `<service>-<suffix>`, one per Service (IPv4)."""
+def endpoint_slices(st: ClusterState, key: tuple[str, str],
+                    index: PodIndex | None = None) -> list[dict[str, Any]]:
+    """The EndpointSlice controller's slices of a Service: one per family of its ipFamilies
+    (addressType IPv4 / IPv6; a headless Service's too)."""
+    fams = service_families(st, st.services[key])[0]
+    if not st.cluster.dual_stack:
+        fams = (model.IPV4,)
+    return [endpoint_slice(st, key, index, fam) for fam in fams]
+
+
+def endpoint_slice(st: ClusterState, key: tuple[str, str], index: PodIndex | None = None,
+                   family: str = model.IPV4) -> dict[str, Any]:
+    """discovery/v1 EndpointSlice `<service>-<suffix>` of one family (IPv6: its own name)."""
     ss = st.services[key]
-    name = f"{key[1]}-emu{uid(st, 'Service', *key)[:5]}"
+    u = uid(st, 'Service', *key)
+    name = f"{key[1]}-emu{u[:5]}" if family == model.IPV4 else f"{key[1]}-emu{u[5:10]}"
     by_pod: dict[tuple[str, str], Any] = {}
     ports = []
-    for i, eps in st.endpoints(key, index).items():
+    all_eps = st.endpoints(key, index)
+    for i, eps in {i: _family_eps(e, family) for i, e in all_eps.items()}.items():
         sp = ss.service.ports[i]
         ports.append({"name": sp.name or "", "port": eps[0].port if eps else None,
                       "protocol": sp.protocol})
@@ -309,4 +350,4 @@ def endpoint_slice(st: ClusterState, key: tuple[str, str],
                                "uid": uid(st, "Service", *key), "controller": True,
                                "blockOwnerDeletion": True}])
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": m,
-            "addressType": "IPv4", "endpoints": items, "ports": ports}
+            "addressType": family, "endpoints": items, "ports": ports}

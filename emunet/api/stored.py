@@ -88,6 +88,10 @@ def body(st: ClusterState, live: dict[str, Any]) -> dict[str, Any]:
         if ss is None or not ss.service.cluster_ip:  # allocated, not asked for
             spec.pop("clusterIP", None)
             spec.pop("clusterIPs", None)
+        if ss is None or not ss.service.ip_families:  # settled by the server, not asked for
+            spec.pop("ipFamilies", None)
+        if ss is None or ss.service.ip_family_policy is None:
+            spec.pop("ipFamilyPolicy", None)
     if kind == "Deployment" and isinstance(spec, dict):
         tmd = (spec.get("template") or {}).get("metadata")
         if isinstance(tmd, dict):

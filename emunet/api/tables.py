@@ -113,7 +113,9 @@ def _service(o: Obj, now: float) -> list:
 
 
 def _endpoints(o: Obj, now: float) -> list:
-    eps = [f"{a['ip']}:{p['port']}" for s in o.get("subsets") or []
+    # kubectl's formatEndpoints joins with net.JoinHostPort: an IPv6 address in brackets
+    eps = [(f"[{a['ip']}]" if ":" in a["ip"] else a["ip"]) + f":{p['port']}"
+           for s in o.get("subsets") or []
            for p in s.get("ports", []) for a in s.get("addresses") or []]
     return [o["metadata"]["name"], _more(eps), age(o["metadata"].get("creationTimestamp"), now)]
 

@@ -70,8 +70,8 @@ def build(st: ClusterState, node_ready: dict[str, bool],
         if ss.service.selector is None:
             continue  # no controller: its Endpoints and slices are the user's (above)
         out["endpoints"][key] = objects.endpoints(st, key, index)
-        sl = objects.endpoint_slice(st, key, index)
-        out["endpointslices"][(key[0], sl["metadata"]["name"])] = sl
+        for sl in objects.endpoint_slices(st, key, index):
+            out["endpointslices"][(key[0], sl["metadata"]["name"])] = sl
     for d in st.deployments.values():
         out["deployments"][d.key] = apps.deployment(st, d)
         for rs in apps.replicasets(st, d):

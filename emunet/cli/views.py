@@ -76,7 +76,7 @@ def pods(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]
         n = len(ps.pod.containers)
         return [ps.pod.name, f"{n if ps.ready else 0}/{n}", podphase.pod_status_word(ps),
                 str(ps.restarts),
-                ps.ip, ps.node, *([ps.netns] if wide else [])]
+                ps.ips(st.cluster.families)[0], ps.node, *([ps.netns] if wide else [])]
 
     head = ["NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE", *(["NETNS"] if wide else [])]
     return _namespaced(head, ((ps.key, row(ps)) for ps in sorted(st.pods.values(),
@@ -88,7 +88,8 @@ def services(st: ClusterState, namespace: str | None, wide: bool) -> list[list[s
     def row(ss: ServiceState) -> list[str]:
         svc = ss.service
         external = svc.external_name or ("<pending>" if svc.type == "LoadBalancer" else "<none>")
-        return [svc.name, svc.type, ss.cluster_ip or "None", external, _ports_str(ss),
+        # kubectl's CLUSTER-IP column: spec.clusterIPs[0], the primary family's
+        return [svc.name, svc.type, (ss.cluster_ips() or ["None"])[0], external, _ports_str(ss),
                 *([_labels_str(svc.selector)] if wide else [])]
 
     head = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", *(["SELECTOR"] if wide else [])]
@@ -97,9 +98,19 @@ def services(st: ClusterState, namespace: str | None, wide: bool) -> list[list[s
                        namespace)
 
 
+def _family(ip: str) -> str:
+    return "IPv6" if ":" in ip else "IPv4"
+
+
+def _hostport(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 def endpoints(st: ClusterState, namespace: str | None, wide: bool) -> list[list[str]]:
     def row(key: tuple[str, str]) -> list[str]:
-        eps = [f"{e.ip}:{e.port}" for lst in st.endpoints(key).values() for e in lst if e.ready]
+        fam = st.services[key].primary_family  # v1 Endpoints: the primary family only
+        eps = [_hostport(e.ip, e.port) for lst in st.endpoints(key).values() for e in lst
+               if e.ready and _family(e.ip) == fam]
         return [key[1], ",".join(dict.fromkeys(eps)) or "<none>"]
 
     return _namespaced(["NAME", "ENDPOINTS"],
@@ -175,8 +186,9 @@ def as_list(st: ClusterState, kind: str, namespace: str | None,
                          "ports": [{"containerPort": p.container_port, "protocol": p.protocol,
                                     **({"name": p.name} if p.name else {})} for p in c.ports]}
                         for c in ps.pod.containers]},
-                    "status": {"phase": _pod_phase(ps), "podIP": ps.ip,
-                               "podIPs": [{"ip": ps.ip}],
+                    "status": {"phase": _pod_phase(ps),
+                               "podIP": ps.ips(st.cluster.families)[0],
+                               "podIPs": [{"ip": ip} for ip in ps.ips(st.cluster.families)],
                                "hostIP": st.node(ps.node).underlay_ip,
                                "conditions": [{"type": "Ready",
                                                "status": "True" if ps.ready else "False"}]},
@@ -186,10 +198,13 @@ def as_list(st: ClusterState, kind: str, namespace: str | None,
         for ss in sorted(st.services.values(), key=lambda s: s.key):
             if _in_ns(ss.key, namespace):
                 svc = ss.service
+                ips = ss.cluster_ips() or ["None"]
+                dual = {"clusterIPs": ips, "ipFamilies": list(ss.ip_families),
+                        "ipFamilyPolicy": ss.ip_family_policy} if ss.ip_families else {}
                 items.append({
                     "apiVersion": "v1", "kind": "Service",
                     "metadata": _meta(svc.name, svc.namespace, svc.labels),
-                    "spec": {"type": svc.type, "clusterIP": ss.cluster_ip or "None",
+                    "spec": {"type": svc.type, "clusterIP": ips[0], **dual,
                              "selector": svc.selector, "sessionAffinity": svc.session_affinity,
                              "ports": [
                                  {"port": p.port, "targetPort": p.target_port,
@@ -250,6 +265,7 @@ def _endpoints_item(st: ClusterState, key: tuple[str, str]) -> dict[str, Any]:
     ss = st.services[key]
     subsets: list[dict[str, Any]] = []
     for i, eps in st.endpoints(key).items():
+        eps = [e for e in eps if _family(e.ip) == ss.primary_family]
         sp = ss.service.ports[i]
         port = {"port": eps[0].port if eps else 0, "protocol": sp.protocol,
                 **({"name": sp.name} if sp.name else {})}

@@ -161,11 +161,12 @@ def _apply(state: ClusterState, cfg: Config) -> list[Change]:
         if old is not None and old.service == dataclasses.replace(svc, loc=old.service.loc):
             changes.append(Change(f"service/{svc.name} unchanged"))
             continue
+        had = (old.cluster_ips() or ["None"])[0] if old is not None else None
         if (old is not None and old.service.type != "ExternalName" and svc.cluster_ip
-                and svc.cluster_ip != (old.cluster_ip or "None")):
+                and svc.cluster_ip != had):
             # The API server: spec.clusterIP "field is immutable" once allocated.
             raise StateError(f"{svc.loc}: spec.clusterIP: Service {svc.namespace}/{svc.name} "
-                             f"has clusterIP {old.cluster_ip or 'None'}; it is immutable "
+                             f"has clusterIP {had}; it is immutable "
                              "(delete the Service and apply again)")
         try:
             new.add_service(svc)

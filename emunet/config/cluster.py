@@ -10,9 +10,10 @@ that leaves room for VXLAN's 50 bytes.
 from __future__ import annotations
 
 import ipaddress
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from emunet import model
+from emunet.config import dualstack as ds
 from emunet.config import names
 from emunet.config.fields import Obj
 from emunet.config.impairment import ImpairmentError, parse
@@ -41,7 +42,7 @@ def _net(obj: Obj, key: str, default: str | None) -> IPv4Network | None:
         fixed = IPv4Network(text, strict=False)
     except ValueError:
         obj.error(key, f"{text!r} is not an IPv4 network", "write it as address/prefix, "
-                  "e.g. 10.42.0.0/16 (emunet is IPv4-only)")
+                  "e.g. 10.42.0.0/16")
         return None
     obj.error(key, f"{text!r} has host bits set", f"did you mean {fixed}?")
     return None
@@ -78,16 +79,27 @@ def parse_cluster(doc: Obj) -> model.ClusterSpec | None:
         return None
     spec.check_fields(_SPEC_FIELDS, what="Cluster spec")
     errors_before = len(doc.col.errors)
-    cluster = _net(spec, "clusterCIDR", model.DEFAULT_CLUSTER_CIDR)
-    service = _net(spec, "serviceCIDR", model.DEFAULT_SERVICE_CIDR)
+    cluster_nets = ds.parse_ranges(spec, "clusterCIDR", model.DEFAULT_CLUSTER_CIDR,
+                                   "--cluster-cidr")
+    service_nets = ds.parse_ranges(spec, "serviceCIDR", model.DEFAULT_SERVICE_CIDR,
+                                   "--service-cluster-ip-range")
+    families: tuple[str, ...] = (model.IPV4,)
+    if cluster_nets is not None and service_nets is not None and \
+            ds.check_service_size(spec, "serviceCIDR", service_nets) and \
+            ds.check_families_match(spec, cluster_nets, service_nets):
+        families = tuple(ds.family(n) for n in cluster_nets)
+    cluster, cluster6 = ds.split(cluster_nets or [])
+    service, service6 = ds.split(service_nets or [])
     underlay_obj = spec.map("underlay")
     underlay: IPv4Network | None = IPv4Network(model.DEFAULT_UNDERLAY_CIDR)
+    underlay6 = _underlay6(underlay_obj, len(families) == 2)
     if underlay_obj is not None:
-        underlay_obj.check_fields(("cidr",), what="underlay")
+        underlay_obj.check_fields(("cidr", "cidr6"), what="underlay")
         underlay = _net(underlay_obj, "cidr", model.DEFAULT_UNDERLAY_CIDR)
     _check_overlaps(spec, underlay_obj, cluster, service, underlay)
+    _check_overlaps(spec, underlay_obj, cluster6, service6, underlay6, "cidr6")
 
-    dns_ip = _addr(spec, "clusterDNS", model.DEFAULT_CLUSTER_DNS)
+    dns_ip, dns6 = ds.parse_dns(spec, service6)
     if dns_ip is not None and service is not None:
         if dns_ip not in service:
             spec.error("clusterDNS" if spec.has("clusterDNS") else "serviceCIDR",
@@ -141,7 +153,7 @@ def parse_cluster(doc: Obj) -> model.ClusterSpec | None:
         v = api.int("port", lo=0, hi=65535,
                     why="a TCP port on 127.0.0.1 (0: any free one, chosen by `emunet up`)")
         api_port = api_port if v is None else v
-    nodes = _nodes(spec, cluster, underlay)
+    nodes = _nodes(spec, cluster, underlay, cluster6, underlay6)
     if len(doc.col.errors) > errors_before:
         return None
     return model.ClusterSpec(
@@ -151,15 +163,40 @@ def parse_cluster(doc: Obj) -> model.ClusterSpec | None:
         mtu=model.DEFAULT_MTU if mtu is None else mtu, dns_ttl=ttl, dns_upstreams=upstreams,
         conntrack_max=ct_max, offloads=True if offloads is None else offloads,
         busy_poll_us=model.DEFAULT_BUSY_POLL_US if busy is None else busy, api_port=api_port,
-        loc=model.Loc(doc.col.file, doc.line))
+        loc=model.Loc(doc.col.file, doc.line), families=families,
+        cluster_cidr6=str(cluster6) if cluster6 else None,
+        service_cidr6=str(service6) if service6 else None, cluster_dns6=dns6,
+        underlay_cidr6=str(underlay6) if underlay6 else None)
 
 
-def _check_overlaps(spec: Obj, underlay_obj: Obj | None, cluster: IPv4Network | None,
-                    service: IPv4Network | None, underlay: IPv4Network | None) -> None:
-    """Pod, Service and node addresses must be told apart by address alone."""
+def _underlay6(underlay_obj: Obj | None, dual: bool) -> IPv6Network | None:
+    """underlay.cidr6: the nodes' IPv6 underlay range (dual-stack only; default a ULA)."""
+    given = underlay_obj is not None and underlay_obj.has("cidr6")
+    if not dual:
+        if given:
+            underlay_obj.error("cidr6", "underlay.cidr6 is for dual-stack clusters",  # type: ignore[union-attr]
+                               "list an IPv6 range in clusterCIDR and serviceCIDR, or remove it")
+        return None
+    if not given:
+        return IPv6Network(model.DEFAULT_UNDERLAY_CIDR6)
+    assert underlay_obj is not None
+    text = underlay_obj.str("cidr6")
+    if text is None:
+        return None
+    try:
+        return IPv6Network(text, strict=True)
+    except ValueError:
+        underlay_obj.error("cidr6", f"{text!r} is not an IPv6 network",
+                           f"write it as address/prefix, e.g. {model.DEFAULT_UNDERLAY_CIDR6}")
+        return None
+
+
+def _check_overlaps(spec: Obj, underlay_obj: Obj | None, cluster: ds.Net | None,
+                    service: ds.Net | None, underlay: ds.Net | None, ukey: str = "cidr") -> None:
+    """Pod, Service and node addresses must be told apart by address alone (per family)."""
     ranges = [("clusterCIDR", cluster, spec, "clusterCIDR"),
               ("serviceCIDR", service, spec, "serviceCIDR"),
-              ("underlay.cidr", underlay, underlay_obj, "cidr")]
+              (f"underlay.{ukey}", underlay, underlay_obj, ukey)]
     for i, (name_a, net_a, _, _) in enumerate(ranges):
         for name_b, net_b, obj_b, key_b in ranges[i + 1:]:
             if net_a is None or net_b is None or not net_a.overlaps(net_b):
@@ -182,58 +219,94 @@ def _upstreams(dns: Obj) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _nodes(spec: Obj, cluster: IPv4Network | None,
-           underlay: IPv4Network | None) -> tuple[model.NodeSpec, ...]:
+def _nodes(spec: Obj, cluster: IPv4Network | None, underlay: IPv4Network | None,
+           cluster6: IPv6Network | None = None,
+           underlay6: IPv6Network | None = None) -> tuple[model.NodeSpec, ...]:
     items = spec.objs("nodes", required=True)
     if isinstance(spec.raw("nodes"), list) and not spec.raw("nodes"):
         spec.error("nodes", "a cluster needs at least one node", "add '- name: node-1'")
     nodes: list[model.NodeSpec] = []
     seen: dict[str, int] = {}
-    cidrs: list[tuple[IPv4Network, str]] = []
-    ips: dict[IPv4Address, str] = {}
+    cidrs: list[tuple[ds.Net, str]] = []
+    ips: dict[IPv4Address | IPv6Address, str] = {}
     for index, obj in enumerate(items, start=1):
-        obj.check_fields(("name", "podCIDR", "underlayIP", "datapath", "impairment"),
-                         what="node")
+        obj.check_fields(("name", "podCIDR", "underlayIP", "underlayIP6", "datapath",
+                          "impairment"), what="node")
         name = obj.str("name", required=True, check=names.dns1123_label)
         datapath = obj.str("datapath", choices=("emunet", "kernel")) or "emunet"
         if name is not None and name in seen:
             obj.error("name", f"duplicate node name {name!r} (first on line {seen[name]})")
         elif name is not None:
             seen[name] = obj.line_of("name")
-        pod_cidr = _net(obj, "podCIDR", None)
-        if obj.has("podCIDR") and pod_cidr is not None and cluster is not None:
-            if not pod_cidr.subnet_of(cluster):
-                obj.error("podCIDR", f"{pod_cidr} is outside clusterCIDR {cluster}",
-                          "a node's pod range is carved from the cluster range")
-            elif pod_cidr.prefixlen > 30:
-                obj.error("podCIDR", f"{pod_cidr} is too small", "it needs a gateway and at "
-                          "least one pod: use /30 or larger (k3s uses /24)")
-        elif not obj.has("podCIDR") and cluster is not None:
-            pod_cidr = default_pod_cidr(cluster, index)
-            if pod_cidr is None:
-                room = max(0, 2 ** (24 - cluster.prefixlen) - 1) if cluster.prefixlen <= 24 \
-                    else 0
-                obj.error(None, f"no /24 left in clusterCIDR {cluster} for node {index} (it "
-                          f"holds {room} node /24s: node N gets the N-th, the .0 one unused)",
-                          "use a larger clusterCIDR or give the node a podCIDR")
-        for other, other_name in cidrs:
-            if pod_cidr is not None and pod_cidr.overlaps(other):
-                obj.error("podCIDR" if obj.has("podCIDR") else None,
-                          f"pod range {pod_cidr} overlaps node {other_name}'s {other}")
-        if pod_cidr is not None:
-            cidrs.append((pod_cidr, name or f"#{index}"))
+        who = name or f"#{index}"
+        pod_cidr, pod_cidr6 = _pod_cidrs(obj, index, cluster, cluster6)
+        for net in (pod_cidr, pod_cidr6):
+            for other, other_name in cidrs:
+                if net is not None and net.version == other.version and net.overlaps(other):
+                    obj.error("podCIDR" if obj.has("podCIDR") else None,
+                              f"pod range {net} overlaps node {other_name}'s {other}")
+            if net is not None:
+                cidrs.append((net, who))
         ip = _underlay_ip(obj, index, underlay)
-        if ip is not None and ip in ips:
-            obj.error("underlayIP" if obj.has("underlayIP") else None,
-                      f"underlay address {ip} is also node {ips[ip]}'s")
-        elif ip is not None:
-            ips[ip] = name or f"#{index}"
+        ip6 = _underlay_ip6(obj, index, underlay6)
+        for key, addr in (("underlayIP", ip), ("underlayIP6", ip6)):
+            if addr is not None and addr in ips:
+                obj.error(key if obj.has(key) else None,
+                          f"underlay address {addr} is also node {ips[addr]}'s")
+            elif addr is not None:
+                ips[addr] = who
+        given6 = pod_cidr6 is not None and ":" in str(obj.raw("podCIDR") or "")
         nodes.append(model.NodeSpec(
             name=name or "", pod_cidr=str(pod_cidr) if obj.has("podCIDR") else None,
             underlay_ip=str(ip) if obj.has("underlayIP") else None,
             loc=model.Loc(spec.col.file, obj.line), datapath=datapath,
-            impairment=_impairment(obj)))
+            impairment=_impairment(obj), pod_cidr6=str(pod_cidr6) if given6 else None,
+            underlay_ip6=str(ip6) if obj.has("underlayIP6") else None))
     return tuple(nodes)
+
+
+def _pod_cidrs(obj: Obj, index: int, cluster: IPv4Network | None,
+               cluster6: IPv6Network | None) -> tuple[IPv4Network | None, IPv6Network | None]:
+    """A node's podCIDR: "<v4>" or, in a dual-stack cluster, "<v4>,<v6>" (k3s's node
+    spec.podCIDRs as one field); a family left out gets the node's default range."""
+    pod_cidr: IPv4Network | None = None
+    pod_cidr6: IPv6Network | None = None
+    given4 = given6 = False
+    if obj.has("podCIDR"):
+        nets = ds.parse_ranges(obj, "podCIDR", "", "podCIDRs")
+        if nets is None:
+            return None, None
+        pod_cidr, pod_cidr6 = ds.split(nets)
+        given4, given6 = True, pod_cidr6 is not None
+        if pod_cidr6 is not None and cluster6 is None:
+            obj.error("podCIDR", f"{pod_cidr6} is IPv6 but the cluster is IPv4-only",
+                      "list an IPv6 range in clusterCIDR and serviceCIDR first")
+            return None, None
+    for net, parent, given, smallest in ((pod_cidr, cluster, given4, 30),
+                                         (pod_cidr6, cluster6, given6, 126)):
+        if not given or net is None or parent is None:
+            continue
+        if not net.subnet_of(parent):  # type: ignore[arg-type]
+            obj.error("podCIDR", f"{net} is outside clusterCIDR {parent}",
+                      "a node's pod range is carved from the cluster range")
+        elif net.prefixlen > smallest:
+            obj.error("podCIDR", f"{net} is too small", "it needs a gateway and at least one "
+                      f"pod: use /{smallest} or larger (k3s uses /24 and /64)")
+    if not given4 and cluster is not None:
+        pod_cidr = default_pod_cidr(cluster, index)
+        if pod_cidr is None:
+            room = max(0, 2 ** (24 - cluster.prefixlen) - 1) if cluster.prefixlen <= 24 \
+                else 0
+            obj.error(None, f"no /24 left in clusterCIDR {cluster} for node {index} (it "
+                      f"holds {room} node /24s: node N gets the N-th, the .0 one unused)",
+                      "use a larger clusterCIDR or give the node a podCIDR")
+    if not given6 and cluster6 is not None:
+        pod_cidr6 = ds.default_pod_cidr6(cluster6, index)
+        if pod_cidr6 is None:
+            obj.error(None, f"no /64 left in clusterCIDR {cluster6} for node {index} (node N "
+                      "gets the N-th /64, the 0th unused)",
+                      "use a larger IPv6 clusterCIDR (k3s: a /56) or give the node a podCIDR")
+    return pod_cidr, pod_cidr6
 
 
 def _impairment(node: Obj) -> model.Impairment | None:
@@ -273,5 +346,33 @@ def _underlay_ip(obj: Obj, index: int, underlay: IPv4Network | None) -> IPv4Addr
         obj.error(None, f"no underlay address left in {underlay} for node {index} (nodes get "
                   f"addresses from .{UNDERLAY_FIRST_HOST + 1} up)",
                   "use a larger underlay.cidr or give the node an underlayIP")
+        return None
+    return ip
+
+
+def _underlay_ip6(obj: Obj, index: int, underlay6: IPv6Network | None) -> IPv6Address | None:
+    """nodes[].underlayIP6: the node's address in underlay.cidr6 (default <range>::<10+i>,
+    as the IPv4 one); only in a dual-stack cluster."""
+    if underlay6 is None:
+        if obj.has("underlayIP6"):
+            obj.error("underlayIP6", "underlayIP6 is for dual-stack clusters",
+                      "list an IPv6 range in clusterCIDR and serviceCIDR, or remove it")
+        return None
+    if obj.has("underlayIP6"):
+        text = obj.str("underlayIP6")
+        try:
+            ip = IPv6Address(text or "")
+        except ValueError:
+            obj.error("underlayIP6", f"{text!r} is not an IPv6 address")
+            return None
+        if ip not in underlay6 or ip == underlay6.network_address:
+            obj.error("underlayIP6", f"{ip} is not a host address of underlay.cidr6 "
+                      f"{underlay6}")
+            return None
+        return ip
+    ip = underlay6.network_address + UNDERLAY_FIRST_HOST + index
+    if ip not in underlay6:
+        obj.error(None, f"no underlay IPv6 address left in {underlay6} for node {index}",
+                  "use a larger underlay.cidr6 or give the node an underlayIP6")
         return None
     return ip

@@ -9,12 +9,13 @@ Checks that span several objects live in `validate.py`.
 
 from __future__ import annotations
 
-import ipaddress
-
 from emunet import model
 from emunet.config import names
 from emunet.config.fields import Check, Obj
 from emunet.config.probespec import parse_probe
+from emunet.config.svcfamily import cluster_ips as _cluster_ip
+from emunet.config.svcfamily import families as _families
+from emunet.model import ipfamily
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
@@ -52,9 +53,10 @@ CONTAINER_IGNORED = (
 CONTAINER_PORT_FIELDS = ("containerPort", "protocol", "name")
 CONTAINER_PORT_IGNORED = ("hostPort", "hostIP")
 SERVICE_SPEC_FIELDS = ("selector", "ports", "type", "clusterIP", "clusterIPs", "externalName",
-                       "sessionAffinity", "sessionAffinityConfig")
+                       "sessionAffinity", "sessionAffinityConfig", "ipFamilies",
+                       "ipFamilyPolicy")
 SERVICE_SPEC_IGNORED = (
-    "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy",
+    "internalTrafficPolicy",
     "externalTrafficPolicy", "publishNotReadyAddresses", "externalIPs", "loadBalancerIP",
     "loadBalancerSourceRanges", "loadBalancerClass", "allocateLoadBalancerNodePorts",
     "healthCheckNodePort", "trafficDistribution")
@@ -215,7 +217,13 @@ def parse_service(doc: Obj) -> model.Service | None:
     stype = spec.str("type", choices=SERVICE_TYPES) or "ClusterIP"
     affinity, timeout = service_affinity(spec)
     external = _external_name(spec, stype)
-    cluster_ip = _cluster_ip(spec)
+    cluster_ip, cluster_ips = _cluster_ip(spec)
+    families, policy = _families(spec, stype)
+    if stype != "ExternalName":
+        given = cluster_ips or ((cluster_ip,) if cluster_ip else ())
+        for path, msg in ipfamily.check_fields(given, cluster_ip, families):
+            key = path.split(".")[1].split("[")[0]
+            spec.col.error(spec.line_of(key if spec.has(key) else "clusterIP"), path, msg)
     if cluster_ip == "None" and stype in ("NodePort", "LoadBalancer"):
         # API server: "may not be set to 'None' for LoadBalancer or NodePort services"
         spec.error("clusterIP", f"a {stype} Service cannot be headless",
@@ -233,7 +241,8 @@ def parse_service(doc: Obj) -> model.Service | None:
     return model.Service(namespace=namespace, name=name, ports=ports, selector=selector,
                          type=stype, cluster_ip=cluster_ip, external_name=external,
                          labels=labels, loc=loc(doc), session_affinity=affinity,
-                         affinity_timeout=timeout)
+                         affinity_timeout=timeout, cluster_ips=cluster_ips,
+                         ip_families=families, ip_family_policy=policy)
 
 
 def service_affinity(spec: Obj) -> tuple[str, int]:
@@ -271,24 +280,6 @@ def _external_name(spec: Obj, stype: str) -> str | None:
         spec.error("externalName", f"{value!r} {bad}", "write a DNS name like db.example.com")
         return None
     return value
-
-
-def _cluster_ip(spec: Obj) -> str | None:
-    """None: allocate; "None": headless; else an IPv4 address (range checked in validate)."""
-    ip = spec.str("clusterIP") or None
-    if ip is not None and ip != "None":
-        try:
-            ip = str(ipaddress.IPv4Address(ip))
-        except ValueError:
-            spec.error("clusterIP", f"{ip!r} is not an IPv4 address",
-                       'leave it out to get one allocated, or write "None" for headless')
-            return None
-    ips = spec.str_list("clusterIPs")
-    if ips and ip is not None and ips[0] != ip:
-        spec.error("clusterIPs", f"clusterIPs[0] {ips[0]!r} must equal clusterIP {ip!r}")
-    elif ips and ip is None:
-        spec.error("clusterIPs", "clusterIPs without clusterIP", "set clusterIP instead")
-    return ip
 
 
 def _service_ports(spec: Obj, headless: bool, node_ports: bool = False

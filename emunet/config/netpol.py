@@ -3,8 +3,9 @@
 Checks follow the API server (pkg/apis/networking/validation: ValidateNetworkPolicySpec) so a
 file emunet accepts applies to a real cluster and one it rejects would be rejected there too;
 every mistake is a located error (file:line: field path). `policyTypes` is defaulted as the API
-server does (pkg/apis/networking/v1/defaults.go). emunet is IPv4-only, so an IPv6 ipBlock is an
-error here rather than a rule that could never match.
+server does (pkg/apis/networking/v1/defaults.go). emunet's policy engine matches IPv4 ipBlocks
+only (dual-stack policy is issue 19's policy part), so an IPv6 ipBlock is an error here rather
+than a rule that would silently never match.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def _net(obj: Obj, value: Any, path: str, line: int) -> ipaddress.IPv4Network | 
         obj.col.error(line, path, f"{value!r} is not a valid CIDR", "e.g. 10.0.0.0/24")
         return None
     if net.version != 4:
-        obj.col.error(line, path, f"{value!r} is IPv6; emunet clusters are IPv4-only")
+        obj.col.error(line, path, f"{value!r} is IPv6; emunet's policy engine matches IPv4 "
+                      "ipBlocks only (dual-stack policy is not built yet)",
+                      "use an IPv4 CIDR")
         return None
     return net
 

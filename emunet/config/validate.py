@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
 from emunet import model, naming
-from emunet.config import cilium
+from emunet.config import cilium, svcfamily
 from emunet.config import cluster as cl
 from emunet.config.documents import Parsed
 from emunet.config.errors import Collector
@@ -139,20 +139,7 @@ def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> 
             line, path = at(doc, "metadata", "name")
             col.error(line, path, "kube-system/kube-dns is reserved",
                       "emunet creates the kube-dns Service for its CoreDNS pod itself")
-        if svc.cluster_ip and not svc.headless:
-            line, path = at(doc, "spec", "clusterIP")
-            ip = IPv4Address(svc.cluster_ip)
-            if ip not in service_net or ip in (service_net.network_address,
-                                               service_net.broadcast_address):
-                col.error(line, path, f"clusterIP {ip} is not a host address of serviceCIDR "
-                          f"{service_net}", "leave clusterIP out to get one allocated")
-            elif svc.cluster_ip == spec.cluster_dns:
-                col.error(line, path, f"clusterIP {ip} is clusterDNS, the kube-dns Service's",
-                          "pick another address or leave clusterIP out")
-            elif svc.cluster_ip in ips:
-                col.error(line, path, f"clusterIP {ip} is already Service {ips[ip.exploded]}'s")
-            else:
-                ips[svc.cluster_ip] = who
+        svcfamily.check(col, doc, svc, spec, ips)
         if svc.cluster_ip is None and svc.type != "ExternalName":
             auto.append(doc)
         for i, sp in enumerate(svc.ports):  # a node port is the whole cluster's, as on a node
@@ -182,7 +169,8 @@ def _check_services(col: Collector, parsed: Parsed, spec: model.ClusterSpec) -> 
                 col.error(line, path, f"no container of the {len(selected)} selected pod(s) "
                           f"declares a {sp.protocol} port named {sp.target_port!r}{other}",
                           "name a containerPort so, or use the port number")
-    free = _free_cluster_ips(service_net, {*ips, spec.cluster_dns}, len(auto))
+    free = _free_cluster_ips(service_net, {ip for ip in ips if ":" not in ip} | {
+        spec.cluster_dns}, len(auto))
     if len(auto) > free:
         line, path = at(auto[free], "metadata", "name")
         col.error(line, path, f"serviceCIDR {service_net} has no ClusterIP left for this "

@@ -5,6 +5,9 @@ parse.go parseRequest, plugin/backend_lookup.go A/SRV/PTR) over the Kubernetes D
 Service Discovery spec (github.com/kubernetes/dns docs/specification.md, schema 1.1.0), with
 the Corefile's settings (Zone.settings: k3s's by default, `pods insecure`, reverse zones with
 fallthrough). Pure: no sockets, clocks or randomness; the SOA serial comes from the Zone.
+Per family (spec 2.3.1, 2.4.1: A for IPv4, AAAA for IPv6 addresses): a name that exists with
+addresses of the other family only answers NODATA, never NXDOMAIN; PTRs for both in-addr.arpa
+and the 32-nibble ip6.arpa form (RFC 3596 2.5).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from emunet.errors import EmunetError
 DNS_SCHEMA_VERSION = "1.1.0"  # spec section 2.1: dns-version.<zone> TXT
 DNS_VERSION_TTL = 28800  # CoreDNS hard-codes this TTL for the dns-version TXT record
 REVERSE_ZONE = "in-addr.arpa"
+REVERSE_ZONE6 = "ip6.arpa"
 MAX_CNAME_CHAIN = 8  # CoreDNS stops following CNAMEs after 8 hops
 
 
@@ -106,7 +110,8 @@ def _cluster(zone: Zone, qname: str, qtype: int) -> Answer:
         # of (kube-dns), its ClusterIP as glue; ns.dns.<zone> only without one
         names = list(dict.fromkeys(name for name, _ in zone.nameservers))
         return Answer(wire.NOERROR, answer=[(qname, wire.NS, zone.ttl, n) for n in names],
-                      additional=[(n, wire.A, zone.ttl, ip) for n, ip in zone.nameservers])
+                      additional=[(n, _host_type(ip), zone.ttl, ip)
+                                  for n, ip in zone.nameservers])
     if qtype == wire.TXT:
         if base == "dns-version":
             return Answer(wire.NOERROR, answer=[
@@ -119,9 +124,9 @@ def _cluster(zone: Zone, qname: str, qtype: int) -> Answer:
             return _nxdomain(zone, d)
         return _nodata(zone, d)
     if base == "ns.dns":  # CoreDNS isDefaultNS: nsAddrs' addresses under the asked name
-        if qtype == wire.A:
-            ips = dict.fromkeys(ip for _, ip in zone.nameservers)
-            return Answer(wire.NOERROR, answer=[(qname, wire.A, zone.ttl, ip) for ip in ips])
+        ips = dict.fromkeys(ip for _, ip in zone.nameservers if _host_type(ip) == qtype)
+        if qtype in (wire.A, wire.AAAA) and ips:
+            return Answer(wire.NOERROR, answer=[(qname, qtype, zone.ttl, ip) for ip in ips])
         return _nodata(zone, d)
     try:
         items = _records(zone, base)
@@ -224,11 +229,12 @@ def _services(zone: Zone, svc: ServiceRec | None, endpoint: str, port: str,
                     items.append(Item(ep.ip, p.port, f"{ep.hostname}.{svc_name}"))
     else:
         assert svc.kind == CLUSTER_IP and svc.cluster_ip
-        if not svc.ports and not port and not proto:
-            items.append(Item(svc.cluster_ip, NO_PORT, svc_name))
-        for p in svc.ports:
-            if _match(port, proto, p):
-                items.append(Item(svc.cluster_ip, p.port, svc_name))
+        for ip in svc.addresses():  # CoreDNS walks svc.ClusterIPs: both families
+            if not svc.ports and not port and not proto:
+                items.append(Item(ip, NO_PORT, svc_name))
+            for p in svc.ports:
+                if _match(port, proto, p):
+                    items.append(Item(ip, p.port, svc_name))
     if not items:
         raise _NameError
     return items
@@ -288,25 +294,42 @@ def _srv(zone: Zone, qname: str, items: list[Item]) -> tuple[list[RR], list[RR]]
 
 
 def _reverse_ip(qname: str) -> str | None:
-    """a.b.c.d from d.c.b.a.in-addr.arpa (RFC 1035 3.5), or None."""
-    if not qname.endswith("." + REVERSE_ZONE):
-        return None
-    parts = qname[:-len(REVERSE_ZONE) - 1].split(".")
-    if len(parts) != 4:
-        return None
-    try:
-        return str(ipaddress.IPv4Address(".".join(reversed(parts))))
-    except ValueError:
-        return None
+    """The address of d.c.b.a.in-addr.arpa (RFC 1035 3.5) or of the 32 nibbles of an
+    ip6.arpa name (RFC 3596 2.5), as canonical text; None for anything else (shorter names
+    are not addresses: NXDOMAIN)."""
+    if qname.endswith("." + REVERSE_ZONE):
+        parts = qname[:-len(REVERSE_ZONE) - 1].split(".")
+        if len(parts) != 4:
+            return None
+        try:
+            return str(ipaddress.IPv4Address(".".join(reversed(parts))))
+        except ValueError:
+            return None
+    if qname.endswith("." + REVERSE_ZONE6):
+        nibbles = qname[:-len(REVERSE_ZONE6) - 1].split(".")
+        if len(nibbles) != 32 or any(len(n) != 1 or n not in "0123456789abcdef"
+                                     for n in nibbles):
+            return None
+        return str(ipaddress.IPv6Address(int("".join(reversed(nibbles)), 16)))
+    return None
+
+
+def reverse_name(ip: str) -> str:
+    """The PTR owner of an address: in-addr.arpa, or the full 32-nibble ip6.arpa name."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 4:
+        return ".".join(reversed(ip.split("."))) + "." + REVERSE_ZONE
+    return ".".join(reversed(addr.exploded.replace(":", ""))) + "." + REVERSE_ZONE6
 
 
 def _reverse(zone: Zone, ip: str, qtype: int) -> Answer:
     """PTR for ClusterIPs and endpoint IPs (spec 2.3.4, 2.4.3; CoreDNS serviceRecordForIP);
-    any other address is NXDOMAIN (k3s's `fallthrough in-addr.arpa` forwards it then)."""
+    any other address is NXDOMAIN (k3s's `fallthrough in-addr.arpa ip6.arpa` forwards it)."""
     names = zone.ptr.get(ip, ())
-    qname = ".".join(reversed(ip.split("."))) + "." + REVERSE_ZONE
+    qname = reverse_name(ip)
+    origin = REVERSE_ZONE6 if ":" in ip else REVERSE_ZONE
     if not names:
-        return _nxdomain(zone, REVERSE_ZONE)
+        return _nxdomain(zone, origin)
     if qtype != wire.PTR:
-        return _nodata(zone, REVERSE_ZONE)
+        return _nodata(zone, origin)
     return Answer(wire.NOERROR, answer=[(qname, wire.PTR, zone.ttl, n) for n in names])

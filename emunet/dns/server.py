@@ -64,6 +64,11 @@ class DnsServer:
         self._allowed: dict[str, bool] = {}
         self._udp: socket.socket | None = None
         self._tcp: asyncio.Server | None = None
+        # dual-stack (issue 19): the same service over IPv6 (kube-dns's IPv6 ClusterIP is
+        # DNAT'ed to the coredns pod's IPv6 address); an IPv6-only socket beside the IPv4 one
+        self._udp6: socket.socket | None = None
+        self._tcp6: asyncio.Server | None = None
+        self.dual_stack = st.cluster.dual_stack
         self._tasks: set[asyncio.Task] = set()
         # Set by SIGHUP (a plain signal handler, run before the next bytecode), checked before
         # every query: a reload published before a query is asked is in its answer.
@@ -122,13 +127,47 @@ class DnsServer:
         # datagram per loop iteration, we read up to UDP_BATCH per wakeup (recvmmsg-like).
         loop.add_reader(sock.fileno(), self._udp_ready)
         self._tcp = await asyncio.start_server(self._tcp_client, self.host, self.port)
+        host6 = {"0.0.0.0": "::", "127.0.0.1": "::1"}.get(self.host)
+        if self.dual_stack and host6 is not None:
+            await self._start6(loop, host6)
         if self.stats_path is not None:
             self._spawn(self._stats_loop())
         if self.events.log is not None:
             self._spawn(self._events_loop())
         log.info("serving DNS on %s:%d (udp, tcp)", self.host, self.port)
 
+    async def _start6(self, loop: asyncio.AbstractEventLoop, host6: str) -> None:
+        """Listen on [::]:port too ([::1] beside 127.0.0.1; IPV6_V6ONLY, so the IPv4 socket
+        keeps IPv4's queries); a namespace without IPv6 keeps serving IPv4 and says why."""
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        tcp: socket.socket | None = None
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setblocking(False)
+            sock.bind((host6, self.port))
+            tcp = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind((host6, self.port))
+        except OSError as e:
+            sock.close()
+            if tcp is not None:
+                tcp.close()
+            log.warning("no IPv6 DNS service: %s", e)
+            return
+        self._udp6 = sock
+        loop.add_reader(sock.fileno(), self._udp_ready, sock)
+        self._tcp6 = await asyncio.start_server(self._tcp_client, sock=tcp)
+        log.info("serving DNS on [%s]:%d (udp, tcp)", host6, self.port)
+
     async def stop(self) -> None:
+        if self._udp6 is not None:
+            asyncio.get_running_loop().remove_reader(self._udp6.fileno())
+            self._udp6.close()
+            self._udp6 = None
+        if self._tcp6 is not None:
+            self._tcp6.close()
+            await self._tcp6.wait_closed()
         if self._udp is not None:
             asyncio.get_running_loop().remove_reader(self._udp.fileno())
             self._udp.close()
@@ -221,9 +260,9 @@ class DnsServer:
             self.reload_if_dirty()  # also when no query comes (logs a bad state file early)
             self.write_stats()
 
-    def _udp_ready(self) -> None:
+    def _udp_ready(self, sock: socket.socket | None = None) -> None:
         """Answer every queued datagram (up to UDP_BATCH): the hot path of the responder."""
-        sock = self._udp
+        sock = sock or self._udp
         if sock is None:
             return
         recv, send, handle = sock.recvfrom, sock.sendto, self.handler.handle
@@ -251,7 +290,7 @@ class DnsServer:
             if out is None:
                 continue
             if out is FORWARD or type(out) is Chase:
-                self._spawn(self._forward_udp(data, addr, out))
+                self._spawn(self._forward_udp(data, addr, out, sock))
                 continue
             try:
                 send(out, addr)  # type: ignore[arg-type]
@@ -268,15 +307,17 @@ class DnsServer:
         if ev.per_tick:
             ev.suppressed += unkept
 
-    async def _forward_udp(self, data: bytes, addr, out: object) -> None:
+    async def _forward_udp(self, data: bytes, addr, out: object,
+                           sock: socket.socket | None = None) -> None:
         if type(out) is Chase:
             reply = await self.chase(out)  # type: ignore[arg-type]
         else:
             reply = await self.forward(data)
         self.events.add(time.time(), "UDP", addr, data, reply)
-        if self._udp is not None:
+        sock = sock if sock is not None and sock.fileno() >= 0 else self._udp
+        if sock is not None:
             try:
-                self._udp.sendto(reply, addr)
+                sock.sendto(reply, addr)
             except OSError as e:
                 log.debug("sendto %s: %s", addr, e)
 

@@ -2,7 +2,10 @@
 
 `Zone.from_state` flattens Services, their ready endpoints (EndpointSlice semantics) and the
 reverse index (ClusterIP or endpoint IP -> names) into plain lookups, so the resolver is
-dictionary access only. Built once per state (re)load.
+dictionary access only. Built once per state (re)load. Dual-stack (issue 19): a Service's
+ClusterIPs of both families (`ServiceRec.cluster_ips`, spec.clusterIPs' order), endpoints of
+every family the Service's slices have, IPv6 endpoint names dashed as CoreDNS writes them
+(`dashed`), the reverse index keyed by canonical IPv6 text too.
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ class ServiceRec:
     ports: tuple[PortRec, ...]
     external_name: str | None
     endpoints: tuple[EndpointRec, ...]  # ready endpoints only
+    # spec.clusterIPs (both families of a dual-stack Service, primary first); () when the
+    # Service has only `cluster_ip` (an IPv4-only cluster), none for headless/ExternalName
+    cluster_ips: tuple[str, ...] = ()
+
+    def addresses(self) -> tuple[str, ...]:
+        """Its ClusterIPs, as CoreDNS's findServices walks svc.ClusterIPs."""
+        return self.cluster_ips or ((self.cluster_ip,) if self.cluster_ip else ())
 
 
 @dataclass(frozen=True)
@@ -51,9 +61,10 @@ class Zone:
     upstreams: tuple[str, ...]
     namespaces: frozenset[str]
     services: dict[tuple[str, str], ServiceRec]
-    ptr: dict[str, tuple[str, ...]]  # IPv4 -> PTR targets
-    reverse_nets: tuple[ipaddress.IPv4Network, ...]  # where we are authoritative for PTR
-    client_nets: tuple[ipaddress.IPv4Network, ...] = field(default=())
+    ptr: dict[str, tuple[str, ...]]  # IP (canonical text, IPv4 or IPv6) -> PTR targets
+    # where we are authoritative for PTR (the service and cluster ranges, both families)
+    reverse_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    client_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
     # (name, IP) of the apex NS records and their glue, CoreDNS's nsAddrs (ns.go)
     nameservers: tuple[tuple[str, str], ...] = ()
     # the Corefile's kubernetes plugin settings (kube-system/coredns, else k3s's default)
@@ -74,7 +85,9 @@ class Zone:
         namespaces = frozenset(
             {n.lower() for n in st.namespaces} | {k[0].lower() for k in st.services})
         services = {(k[0].lower(), k[1].lower()): v for k, v in services.items()}
-        nets = (ipaddress.IPv4Network(c.service_cidr), ipaddress.IPv4Network(c.cluster_cidr))
+        nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+            ipaddress.IPv4Network(c.service_cidr), ipaddress.IPv4Network(c.cluster_cidr))
+        nets += tuple(ipaddress.IPv6Network(n) for n in (c.service_cidr6, c.cluster_cidr6) if n)
         dns = st.services.get((KUBE_SYSTEM, "kube-dns"))
         dns_ip = dns.cluster_ip if dns and dns.cluster_ip else c.cluster_dns
         return cls(
@@ -82,10 +95,12 @@ class Zone:
             dns_ip=dns_ip,
             upstreams=tuple(dict.fromkeys(forward)), namespaces=namespaces, services=services,
             ptr=_reverse_index(services.values(), domain), reverse_nets=nets,
-            client_nets=(*nets, ipaddress.IPv4Network("127.0.0.0/8")),
+            client_nets=(*nets, ipaddress.IPv4Network("127.0.0.0/8"),
+                         *((ipaddress.IPv6Network("::1/128"),) if c.dual_stack else ())),
             nameservers=_nameservers(st, services.values(), domain, dns_ip),
+            # `pods verified`: CoreDNS's pod index holds status.podIP, the primary address only
             settings=cfg, pod_ips=frozenset(
-                (p.pod.namespace.lower(), p.ip) for p in st.pods.values()
+                (p.pod.namespace.lower(), p.ips(c.families)[0]) for p in st.pods.values()
                 if p.ip and not p.terminating) if cfg.pods == "verified" else frozenset(),
         )
 
@@ -95,10 +110,11 @@ class Zone:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             return False
-        if addr.version == 6:
-            return addr.is_loopback or (addr.ipv4_mapped is not None
-                                        and self.client_allowed(str(addr.ipv4_mapped)))
-        return any(addr in n for n in self.client_nets)
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            return self.client_allowed(str(addr.ipv4_mapped))
+        if addr.version == 6 and addr.is_loopback:
+            return True
+        return any(addr.version == n.version and addr in n for n in self.client_nets)
 
 
 def _service_rec(st: ClusterState, ss: ServiceState, pod_names: bool = False,
@@ -108,9 +124,10 @@ def _service_rec(st: ClusterState, ss: ServiceState, pod_names: bool = False,
     if svc.type == "ExternalName":
         return ServiceRec(svc.namespace, svc.name, EXTERNAL, None, ports,
                           (svc.external_name or "").lower().rstrip("."), ())
-    kind = HEADLESS if ss.cluster_ip is None else CLUSTER_IP
-    return ServiceRec(svc.namespace, svc.name, kind, ss.cluster_ip, ports, None,
-                      _endpoints(st, ss, pod_names, index))
+    ips = tuple(ss.cluster_ips()) if ss.cluster_ip6 else ()
+    kind = HEADLESS if not (ss.cluster_ip or ips) else CLUSTER_IP
+    return ServiceRec(svc.namespace, svc.name, kind, ss.cluster_ip or (ips[0] if ips else None),
+                      ports, None, _endpoints(st, ss, pod_names, index), ips)
 
 
 def _endpoints(st: ClusterState, ss: ServiceState, pod_names: bool = False,
@@ -127,10 +144,13 @@ def _endpoints(st: ClusterState, ss: ServiceState, pod_names: bool = False,
     svc = ss.service
     by_ip: dict[str, list[PortRec]] = {}
     names: dict[str, str] = {}  # a user endpoint's own hostname (Endpoints/slice `hostname`)
-    if not svc.ports:  # headless without ports: addresses only
-        for p in sorted(st.selected_pods(svc, index), key=lambda p: ipaddress.IPv4Address(p.ip)):
-            if p.ready:
-                by_ip[p.ip] = [PortRec("", "", NO_PORT)]
+    if not svc.ports:  # headless without ports: addresses only, of each family it has
+        pods = sorted(st.selected_pods(svc, index), key=lambda p: ipaddress.IPv4Address(p.ip))
+        for fam in ss.ip_families or ("IPv4",):
+            for p in pods:
+                ip = p.ip if fam == "IPv4" else p.ip6
+                if p.ready and ip:
+                    by_ip[ip] = [PortRec("", "", NO_PORT)]
         for es in st.endpoint_sets_of(svc):  # selector-less: every ready address
             for g in es.groups:
                 for a in g.addresses:
@@ -149,7 +169,7 @@ def _endpoints(st: ClusterState, ss: ServiceState, pod_names: bool = False,
                         names.setdefault(ep.ip, ep.hostname)
     out = []
     for ip, ports in by_ip.items():
-        hostname = names.get(ip, ip.replace(".", "-"))
+        hostname = names.get(ip, dashed(ip))
         pod = st.pod_by_ip(ip) if svc.selector is not None else None
         if pod is not None and pod.pod.hostname and pod.pod.subdomain == svc.name:
             hostname = pod.pod.hostname.lower()
@@ -157,6 +177,16 @@ def _endpoints(st: ClusterState, ss: ServiceState, pod_names: bool = False,
             hostname = pod.pod.name
         out.append(EndpointRec(ip, hostname.lower(), tuple(ports)))
     return tuple(out)
+
+
+def dashed(ip: str) -> str:
+    """An endpoint's DNS label from its address, as CoreDNS's endpointHostname writes it:
+    10.42.1.5 -> 10-42-1-5; 2001:cafe:42:1::5 -> 2001-cafe-42-1--5 (the compressed text, ':'
+    to '-'); a trailing '-' (an address ending in '::') gets a '0' so the label is valid."""
+    if "." in ip:
+        return ip.replace(".", "-")
+    out = ip.replace(":", "-")
+    return out + "0" if out.endswith("-") else out
 
 
 def _nameservers(st: ClusterState, services, domain: str,
@@ -172,8 +202,8 @@ def _nameservers(st: ClusterState, services, domain: str,
         if not any(ep.ip in local for ep in s.endpoints):
             continue
         name = f"{s.name}.{s.namespace}.svc.{domain}".lower()
-        if s.cluster_ip:
-            out.append((name, s.cluster_ip))
+        if s.addresses():
+            out += [(name, ip) for ip in s.addresses()]
         else:
             out += [(f"{ep.hostname}.{name}", ep.ip) for ep in s.endpoints]
     if not out:
@@ -187,8 +217,8 @@ def _reverse_index(services, domain: str) -> dict[str, tuple[str, ...]]:
     ptr: dict[str, list[str]] = {}
     cluster_ips: dict[str, str] = {}
     for s in services:
-        if s.cluster_ip:
-            cluster_ips.setdefault(s.cluster_ip, f"{s.name}.{s.namespace}.svc.{domain}".lower())
+        for ip in s.addresses():
+            cluster_ips.setdefault(ip, f"{s.name}.{s.namespace}.svc.{domain}".lower())
     for s in services:
         for ep in s.endpoints:
             name = f"{ep.hostname}.{s.name}.{s.namespace}.svc.{domain}".lower()

@@ -18,6 +18,13 @@ DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_VXLAN_VNI = 1
 DEFAULT_VXLAN_PORT = 8472  # Linux/Flannel default, not IANA's 4789 (RFC 7348 section 5)
 DEFAULT_UNDERLAY_CIDR = "192.168.1.0/24"
+# A dual-stack cluster's underlay IPv6 range when the Cluster document names none: a ULA
+# (RFC 4193, fd00::/8) that exists only inside emunet's namespaces (node i: <range>::<10+i>,
+# as the IPv4 underlay). IPv4-only clusters have no underlay IPv6 at all.
+DEFAULT_UNDERLAY_CIDR6 = "fd00:e3e7::/64"
+IPV4, IPV6 = "IPv4", "IPv6"  # core/v1 IPFamily values
+# kube-controller-manager --node-cidr-mask-size-ipv6 default (Flannel: a /64 per node)
+NODE_CIDR_MASK_IPV6 = 64
 DEFAULT_MTU = 1450  # 1500 underlay minus 50 bytes of VXLAN overhead (RFC 7348 section 4.3)
 DEFAULT_DNS_TTL = 5  # CoreDNS kubernetes plugin default TTL
 DEFAULT_CONNTRACK_MAX = 65536  # per node agent; nf_conntrack_max's classic default
@@ -73,6 +80,10 @@ class NodeSpec:
     # kube-proxy (nftables mode) build a k3s node (emunet.host.kernelnode). Interop and baseline.
     datapath: str = "emunet"
     impairment: Impairment | None = None  # Cluster document: nodes[].impairment
+    # dual-stack only (None otherwise): the IPv6 half of nodes[].podCIDR ("<v4>,<v6>", k3s's
+    # form; None: the index-th /64 of the IPv6 cluster CIDR) and nodes[].underlayIP6
+    pod_cidr6: str | None = None
+    underlay_ip6: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,22 @@ class ClusterSpec:
     # spec.apiServer.port: the Kubernetes API server (emunet.api) on 127.0.0.1; 0: any free
     # port, chosen by `up` (the kubeconfig and the state record the one chosen)
     api_port: int = DEFAULT_API_PORT
+    # Dual-stack (issue 19), k3s's `--cluster-cidr <v4>,<v6>` / `--service-cidr <v4>,<v6>`:
+    # the IPv6 ranges (None: IPv4-only, the default), the families in the order the CIDRs were
+    # written (the first is the primary, as in k3s and kube-apiserver) and the underlay's IPv6
+    # range (None unless dual-stack). cluster_cidr/service_cidr stay the IPv4 ones.
+    cluster_cidr6: str | None = None
+    service_cidr6: str | None = None
+    families: tuple[str, ...] = (IPV4,)
+    underlay_cidr6: str | None = None
+    # kube-dns's IPv6 ClusterIP (dual-stack: clusterDNS's IPv6 entry, by default the IPv6
+    # service range's 10th address as k3s renders it; None: kube-dns SingleStack)
+    cluster_dns6: str | None = None
+
+    @property
+    def dual_stack(self) -> bool:
+        return len(self.families) == 2
+
 
 
 @dataclass(frozen=True)
@@ -199,6 +226,11 @@ class Service:
     # seconds after its last new connection (sessionAffinityConfig.clientIP.timeoutSeconds)
     session_affinity: str = "None"
     affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT
+    # spec.clusterIPs, spec.ipFamilies, spec.ipFamilyPolicy as written (empty/None: not
+    # given); `cluster_ip` is spec.clusterIP (may be IPv6 now). emunet.state resolves them.
+    cluster_ips: tuple[str, ...] = ()
+    ip_families: tuple[str, ...] = ()
+    ip_family_policy: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:

@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emunet import model, naming
-from emunet.errors import InputError
 from emunet.model import ClusterSpec, Namespace, Pod, Service
 from emunet.model.coredns import CONFIGMAP, CoreDNS
 from emunet.model.endpoints import ENDPOINTS, SLICE, EndpointSet
+from emunet.state import families
+from emunet.state.errors import StateError
 
 KUBE_SYSTEM = "kube-system"
 NS_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
 
 
-class StateError(InputError):
-    """A request the cluster cannot satisfy (address space exhausted, name taken, ...): exit 2."""
+__all__ = ["StateError"]  # defined in state.errors (state.families raises it too)
 
 
 @dataclass
@@ -39,11 +39,13 @@ class NodeState:
     gateway_ip: str  # .1 of the pod subnet, answered by the agent (ARP)
     gateway_mac: str
     vtep_mac: str
-    # dual-stack (issue 19, /work/notes/dualstack-contract.md): None on IPv4-only clusters
-    pod_cidr6: str | None = None  # the node's IPv6 pod subnet, a /64 of the cluster's /56
-    gateway_ip6: str | None = None  # the pods' IPv6 default gateway (NS answered by the agent)
-    underlay_ip6: str | None = None  # the node's IPv6 underlay address (flannel-v6.1's outer)
-    vtep_mac6: str | None = None  # the MAC of the node's flannel-v6.1 VTEP
+    # Dual-stack only (None in an IPv4-only cluster; state.families): the node's pod /64, its
+    # IPv6 gateway (<pod /64>::1, k3s's bridge CNI + host-local), its underlay IPv6 address
+    # (Flannel's IPv6 VXLAN runs over it) and its flannel-v6.1 VTEP MAC (naming.vtep_mac6)
+    pod_cidr6: str | None = None
+    gateway_ip6: str | None = None
+    underlay_ip6: str | None = None
+    vtep_mac6: str | None = None
 
 
 @dataclass
@@ -61,18 +63,25 @@ class PodState:
     # container name -> runtime status of each process container (emunet.state.podphase);
     # none for built-in servers, which run while the pod does
     containers: dict[str, dict] = field(default_factory=dict)
-    ip6: str | None = None  # dual-stack: the pod's IPv6 address (from its node's pod_cidr6)
+    ip6: str | None = None  # from its node's pod_cidr6 (dual-stack only)
 
     @property
     def key(self) -> tuple[str, str]:
         return self.pod.key
 
+    def ips(self, families: tuple[str, ...]) -> list[str]:
+        """status.podIPs: its addresses, the cluster's primary family first."""
+        if self.ip6 is None:
+            return [self.ip]
+        return [self.ip6, self.ip] if families[0] == model.IPV6 else [self.ip, self.ip6]
+
 
 @dataclass
 class ServiceState:
     service: Service
-    cluster_ip: str | None  # None for headless and ExternalName Services
-    # dual-stack: the IPv6 ClusterIP; ipFamilies in the Service's order (() = IPv4 only)
+    cluster_ip: str | None  # None for headless and ExternalName Services (and IPv6-only ones)
+    # Dual-stack only: its IPv6 ClusterIP, spec.ipFamilies in its order and spec.ipFamily
+    # Policy as the API server settled them (model.ipfamily); () / None: IPv4-only as today
     cluster_ip6: str | None = None
     ip_families: tuple[str, ...] = ()
     ip_family_policy: str | None = None
@@ -80,6 +89,16 @@ class ServiceState:
     @property
     def key(self) -> tuple[str, str]:
         return self.service.key
+
+    @property
+    def primary_family(self) -> str:
+        return self.ip_families[0] if self.ip_families else model.IPV4
+
+    def cluster_ips(self) -> list[str]:
+        """spec.clusterIPs: in spec.ipFamilies' order ([] for headless/ExternalName)."""
+        by = {model.IPV4: self.cluster_ip, model.IPV6: self.cluster_ip6}
+        fams = self.ip_families or (model.IPV4,)
+        return [ip for ip in (by[f] for f in fams) if ip]
 
 
 @dataclass(frozen=True)
@@ -138,6 +157,9 @@ class ClusterState:
     _ip_owner: dict[str, tuple[str, str]] | None = field(default=None, repr=False,
                                                          compare=False)
     _svc_cursor: int = field(default=0, repr=False, compare=False)
+    svc_cursor6: int = field(default=0, repr=False, compare=False)  # state.families
+    # host-local IPAM cursor per node for IPv6 (dual-stack only; like last_ip)
+    last_ip6: dict[str, str] = field(default_factory=dict)
     # Node ports the config being planned names: an earlier Service's allocation must not take
     # one (the API server sees objects one by one; a file is one request here). Not serialised.
     reserved_node_ports: set[int] = field(default_factory=set, repr=False, compare=False)
@@ -150,26 +172,17 @@ class ClusterState:
 
     def add_service(self, svc: Service) -> ServiceState:
         old = self.services.get(svc.key)
-        if svc.headless or svc.type == "ExternalName":
-            ip = None
-        elif svc.cluster_ip:
-            ip = svc.cluster_ip
-            owner = self.service_by_ip(ip)
-            if owner is not None and owner.key != svc.key:
-                raise StateError(f"clusterIP {ip} is already used by Service "
-                                 f"{owner.key[0]}/{owner.key[1]}")
-        elif old is not None and old.cluster_ip:
-            ip = old.cluster_ip  # a Service keeps its ClusterIP across updates
-        else:
-            ip = self._allocate_service_ip()
+        fields = families.service_fields(self, svc, old)
         if svc.node_port_type:
             svc = self._allocate_node_ports(svc, old)
-        st = ServiceState(service=svc, cluster_ip=ip)
+        st = ServiceState(service=svc, **fields)  # type: ignore[arg-type]
         owners = self._owners()
-        if old is not None and old.cluster_ip and owners.get(old.cluster_ip) == svc.key:
-            del owners[old.cluster_ip]
-        if ip:
-            owners[ip] = svc.key
+        for ip in (old.cluster_ip, old.cluster_ip6) if old is not None else ():
+            if ip and owners.get(ip) == svc.key:
+                del owners[ip]
+        for ip in (st.cluster_ip, st.cluster_ip6):
+            if ip:
+                owners[ip] = svc.key
         self.services[svc.key] = st
         return st
 
@@ -203,10 +216,13 @@ class ClusterState:
 
     def _owners(self) -> dict[str, tuple[str, str]]:
         if self._ip_owner is None:
-            self._ip_owner = {s.cluster_ip: k for k, s in self.services.items() if s.cluster_ip}
+            self._ip_owner = {ip: k for k, s in self.services.items()
+                              for ip in (s.cluster_ip, s.cluster_ip6) if ip}
         return self._ip_owner
 
-    def _allocate_service_ip(self) -> str:
+    owners = _owners  # for state.families
+
+    def allocate_service_ip(self) -> str:
         """The next free address after the last one handed out (wrapping), from .11 on.
 
         .1 is the `kubernetes` Service's in every cluster and .10 the DNS address by default;
@@ -236,9 +252,11 @@ class ClusterState:
         ipam = ipam or PodIpam(self)
         node = self.node(pod.node_name) if pod.node_name else self._schedule(ipam)
         ip = self._allocate_pod_ip(node, ipam)
+        ip6 = families.allocate_pod_ip6(self, node, ipam.used6_of(node.name)) \
+            if node.pod_cidr6 else None
         st = PodState(pod=pod, node=node.name, ip=ip, mac=naming.mac_from_ip(ip),
                       netns=naming.pod_netns(pod.namespace, pod.name),
-                      host_ifname=naming.host_ifname(ip))
+                      host_ifname=naming.host_ifname(ip), ip6=ip6)
         self.pods[pod.key] = st
         ipam.used[node.name].add(_ip_int(ip))
         return st
@@ -281,8 +299,10 @@ class ClusterState:
 
     def remove_service(self, key: tuple[str, str]) -> ServiceState | None:
         gone = self.services.pop(key, None)
-        if gone is not None and gone.cluster_ip and self._ip_owner is not None:
-            self._ip_owner.pop(gone.cluster_ip, None)
+        if gone is not None and self._ip_owner is not None:
+            for ip in (gone.cluster_ip, gone.cluster_ip6):
+                if ip:
+                    self._ip_owner.pop(ip, None)
         return gone
 
     def stamp(self, now: float) -> None:
@@ -307,7 +327,7 @@ class ClusterState:
 
     def pod_by_ip(self, ip: str) -> PodState | None:
         for p in self.pods.values():
-            if p.ip == ip:
+            if p.ip == ip or p.ip6 == ip:
                 return p
         return None
 
@@ -337,16 +357,20 @@ class ClusterState:
         ns, name = svc.namespace, svc.name
         out = [self.endpoint_sets[(ENDPOINTS, ns, name)]] if (
             ENDPOINTS, ns, name) in self.endpoint_sets else []
+        types = self.cluster.families
         out += [s for k, s in sorted(self.endpoint_sets.items())
                 if k[0] == SLICE and k[1] == ns and s.service == name
-                and s.address_type == "IPv4"]
+                and s.address_type in types]
         return out
 
     def node_of_ip(self, ip: str) -> str | None:
         """The node whose underlay address or pod subnet holds `ip` (None: neither)."""
-        addr = ipaddress.IPv4Address(ip)
+        addr = ipaddress.ip_address(ip)
         for n in self.nodes:
-            if n.underlay_ip == ip or addr in ipaddress.IPv4Network(n.pod_cidr):
+            if ip in (n.underlay_ip, n.underlay_ip6):
+                return n.name
+            cidr = n.pod_cidr if addr.version == 4 else n.pod_cidr6
+            if cidr is not None and addr in ipaddress.ip_network(cidr):
                 return n.name
         return None
 
@@ -372,7 +396,7 @@ class ClusterState:
                             found[(a.ip, p.port)] = Endpoint(
                                 a.ip, p.port, sp.protocol, a.target,
                                 a.node_name or self.node_of_ip(a.ip), a.ready, a.hostname)
-            out[i] = sorted(found.values(), key=lambda e: (ipaddress.IPv4Address(e.ip), e.port))
+            out[i] = sorted(found.values(), key=lambda e: (_ip_key(e.ip), e.port))
         return out
 
     def endpoints(self, key: tuple[str, str],
@@ -388,12 +412,15 @@ class ClusterState:
             return self._manual_endpoints(svc)
         out: dict[int, list[Endpoint]] = {}
         pods = sorted(self.selected_pods(svc, index), key=lambda p: _ip_int(p.ip))
+        fams = self.services[key].ip_families or (model.IPV4,)
         for i, sp in enumerate(svc.ports):
             eps = []
-            for p in pods:
-                port = resolve_target_port(p.pod, sp.target_port, sp.protocol)
-                if port is not None:
-                    eps.append(Endpoint(p.ip, port, sp.protocol, p.key, p.node, p.ready))
+            for fam in fams:  # one slice per family (EndpointSlice controller), in its order
+                for p in pods:
+                    ip = p.ip if fam == model.IPV4 else p.ip6
+                    port = resolve_target_port(p.pod, sp.target_port, sp.protocol)
+                    if port is not None and ip is not None:
+                        eps.append(Endpoint(ip, port, sp.protocol, p.key, p.node, p.ready))
             out[i] = eps
         return out
 
@@ -428,12 +455,30 @@ class PodIpam:
         for p in st.pods.values():
             self.used.setdefault(p.node, set()).add(_ip_int(p.ip))
         self._ranges: dict[str, tuple[int, int, int]] = {}
+        self._st = st
+        self._used6: dict[str, set[int]] | None = None
+
+    def used6_of(self, node: str) -> set[int]:
+        """The node's IPv6 pod addresses in use (built on first use: dual-stack only)."""
+        if self._used6 is None:
+            self._used6 = {}
+            for p in self._st.pods.values():
+                if p.ip6:
+                    self._used6.setdefault(p.node, set()).add(families.ip6_int(p.ip6))
+        return self._used6.setdefault(node, set())
 
     def host_range(self, node: NodeState) -> tuple[int, int, int]:
         r = self._ranges.get(node.name)
         if r is None:
             r = self._ranges[node.name] = _host_range(node)
         return r
+
+
+def _ip_key(ip: str) -> tuple[int, int]:
+    """Sort key: IPv4 addresses first, in numeric order, then IPv6 ones."""
+    if ":" in ip:
+        return (6, int(ipaddress.IPv6Address(ip)))
+    return (4, _ip_int(ip))
 
 
 def _ip_int(ip: str) -> int:

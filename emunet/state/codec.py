@@ -29,6 +29,21 @@ from emunet.model.netpol import from_dict as policy_from_dict
 from emunet.state.cluster import ClusterState, NodeState, PodState, ServiceState
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
+# Dual-stack fields (issue 19) left out of the JSON while they hold their default (None,
+# empty, IPv4 only): an IPv4-only cluster's state.json stays byte for byte what it was, and
+# older state files load (the dataclass defaults fill them in).
+_OPTIONAL: dict[type, dict[str, Any]] = {
+    cls: {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+          for f in dataclasses.fields(cls) if f.name in names}
+    for cls, names in (
+        (ClusterSpec, ("cluster_cidr6", "service_cidr6", "families", "underlay_cidr6",
+                       "cluster_dns6")),
+        (NodeSpec, ("pod_cidr6", "underlay_ip6")),
+        (NodeState, ("pod_cidr6", "gateway_ip6", "underlay_ip6", "vtep_mac6")),
+        (PodState, ("ip6",)),
+        (ServiceState, ("cluster_ip6", "ip_families", "ip_family_policy")),
+        (Service, ("cluster_ips", "ip_families", "ip_family_policy")),
+    )}
 
 
 def _asdict(obj: Any) -> Any:
@@ -39,7 +54,13 @@ def _asdict(obj: Any) -> Any:
     if names is None and dataclasses.is_dataclass(cls):
         names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
     if names is not None:
-        return {n: _asdict(getattr(obj, n)) for n in names}
+        out = {n: _asdict(getattr(obj, n)) for n in names}
+        optional = _OPTIONAL.get(cls)
+        if optional:
+            for n, default in optional.items():
+                if getattr(obj, n) == default:
+                    del out[n]
+        return out
     if cls is list or cls is tuple:
         return [_asdict(v) for v in obj]
     if cls is dict:
@@ -63,6 +84,7 @@ def to_dict(st: ClusterState) -> dict[str, Any]:
         "endpoint_sets": [epmodel.to_dict(e) for e in st.endpoint_sets.values()],
         "coredns": _asdict(st.coredns) if st.coredns is not None else None,
         "last_ip": dict(st.last_ip),
+        **({"last_ip6": dict(st.last_ip6)} if st.last_ip6 else {}),
         "links": {n: _asdict(i) for n, i in st.links.items()},
         "generation": st.generation,
         "created": dict(st.created),
@@ -79,7 +101,10 @@ def from_dict(d: dict[str, Any]) -> ClusterState:
         ps = PodState(**{**p, "pod": _pod_from(p["pod"])})
         st.pods[ps.key] = ps
     for s in d["services"]:
-        ss = ServiceState(service=_service_from(s["service"]), cluster_ip=s["cluster_ip"])
+        ss = ServiceState(service=_service_from(s["service"]), cluster_ip=s["cluster_ip"],
+                          cluster_ip6=s.get("cluster_ip6"),
+                          ip_families=tuple(s.get("ip_families", ())),
+                          ip_family_policy=s.get("ip_family_policy"))
         st.services[ss.key] = ss
     for dd in d.get("deployments", []):
         dep = model.Deployment(**{**dd, "template": _pod_from(dd["template"]),
@@ -101,6 +126,7 @@ def from_dict(d: dict[str, Any]) -> ClusterState:
                                 "fallthrough": None if c["fallthrough"] is None
                                 else tuple(c["fallthrough"])})
     st.last_ip = dict(d.get("last_ip", {}))
+    st.last_ip6 = dict(d.get("last_ip6", {}))
     st.links = {n: model.Impairment(**i) for n, i in d.get("links", {}).items()}
     st.generation = d.get("generation", 0)
     st.created = dict(d.get("created", {}))
@@ -124,8 +150,9 @@ def _cluster_from(d: dict) -> ClusterSpec:
     nodes = tuple(NodeSpec(**{**n, "loc": _loc(n.get("loc")),
                               "impairment": model.Impairment(**n["impairment"])
                               if n.get("impairment") else None}) for n in d["nodes"])
+    extra = {"families": tuple(d["families"])} if "families" in d else {}
     return ClusterSpec(**{**d, "nodes": nodes, "dns_upstreams": tuple(d["dns_upstreams"]),
-                          "loc": _loc(d.get("loc"))})
+                          "loc": _loc(d.get("loc")), **extra})
 
 
 def _pod_from(d: dict) -> Pod:
@@ -146,4 +173,6 @@ def _probe_from(d: dict | None) -> model.Probe | None:
 
 def _service_from(d: dict) -> Service:
     ports = tuple(model.ServicePort(**p) for p in d["ports"])
-    return Service(**{**d, "ports": ports, "loc": _loc(d.get("loc"))})
+    return Service(**{**d, "ports": ports, "loc": _loc(d.get("loc")),
+                      "cluster_ips": tuple(d.get("cluster_ips", ())),
+                      "ip_families": tuple(d.get("ip_families", ()))})

@@ -19,6 +19,8 @@ from emunet.model.endpoints import (
     EndpointPort,
     EndpointSet,
 )
+from emunet.model.ipfamily import REQUIRE
+from emunet.state import families
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState, NodeState, PodIpam, StateError
 from emunet.state.deploy import plan_deployments
 
@@ -70,7 +72,7 @@ def _plan_nodes(st: ClusterState) -> None:
             name=spec.name, index=i, netns=naming.node_netns(spec.name),
             underlay_ip=underlay_ip, underlay_prefixlen=underlay.prefixlen,
             pod_cidr=str(pod_cidr), gateway_ip=gw, gateway_mac=naming.mac_from_ip(gw),
-            vtep_mac=naming.vtep_mac(str(pod_cidr)),
+            vtep_mac=naming.vtep_mac(str(pod_cidr)), **families.node_fields(c, spec, i),
         ))
 
 
@@ -110,10 +112,19 @@ def _add_dns(st: ClusterState) -> None:
     # k3s's labels on the Service; `kubectl cluster-info` lists Services labelled cluster-service
     svc_labels = {**labels, "kubernetes.io/cluster-service": "true",
                   "kubernetes.io/name": "CoreDNS"}
+    # k3s renders one cluster-dns address per service range (the 10th) and then makes
+    # kube-dns RequireDualStack with both as clusterIPs, primary first (deploy/manifests)
+    ips: tuple[str, ...] = ()
+    policy = None
+    dns6 = st.cluster.cluster_dns6
+    if dns6 is not None:
+        ips = (st.cluster.cluster_dns, dns6)
+        ips, policy = (ips[::-1] if st.cluster.families[0] == model.IPV6 else ips), REQUIRE
     st.add_service(Service(
         namespace=KUBE_SYSTEM, name="kube-dns", selector=dict(labels),
-        cluster_ip=st.cluster.cluster_dns, labels=svc_labels,
+        cluster_ip=ips[0] if ips else st.cluster.cluster_dns, labels=svc_labels,
         ports=(_dns_port("dns", "UDP"), _dns_port("dns-tcp", "TCP")),
+        cluster_ips=ips, ip_family_policy=policy,
     ))
     suffix = hashlib.sha256(st.cluster.name.encode()).hexdigest()
     name = f"coredns-{suffix[:9]}-{suffix[9:14]}"
