@@ -141,7 +141,7 @@ class IPv6(Replies6):
             if err is None:
                 return self._drop(DropReason.TTL_EXCEEDED, "hop limit exceeded (no ICMPv6)")
             return self._drop(DropReason.TTL_EXCEEDED, "ICMPv6 time exceeded sent",
-                              Send(pod.port, pod.mac + t.gateway_mac + err[12:]))
+                              Send(pod.port, b"".join((pod.mac, t.gateway_mac, err[12:]))))
         out = self._track6(f, l4, end, nh, now, pod)
         if out is None and bridged is not None:  # cni0 bridging: MACs and hop limit untouched
             self._c["forwarded"] += 1
@@ -268,7 +268,7 @@ class IPv6(Replies6):
         if not r.underlay_ip6 or not r.encap_prefix6:
             return self._drop(DropReason.NO_ROUTE, f"{r.name} has no IPv6 underlay or VTEP")
         self._c["encap"] += 1
-        return [Encap(r.underlay_ip6, t.vxlan_port, r.encap_prefix6 + f[_BEHIND_MACS])]
+        return [Encap(r.underlay_ip6, t.vxlan_port, b"".join((r.encap_prefix6, f[_BEHIND_MACS])))]
 
     def _from_overlay6(self, payload: bytes, src_ip: str, now: float) -> list[Action]:
         """A VXLAN datagram from a peer's IPv6 underlay address (flannel-v6: VXLAN header and

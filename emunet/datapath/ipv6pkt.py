@@ -30,6 +30,7 @@ from emunet.packets import (
     UDP_OFF_CSUM,
     apply_delta,
     checksum,
+    concat,
     ones_sum,
 )
 
@@ -81,6 +82,7 @@ ALL_NODES_MAC = bytes.fromhex("333300000001")  # RFC 2464 §7: 33:33 + the last 
 _L4_MIN = {PROTO_TCP: 20, PROTO_UDP: 8, PROTO_ICMP6: 8}
 _ECHOS = (ICMP6_ECHO, ICMP6_ECHO_REPLY)
 _ZERO16 = b"\0\0"
+_SOLICITED_HEAD = bytes.fromhex("ff0200000000000000000001ff")  # ff02::1:ff00:0/104, RFC 4291
 
 
 def ip6_bytes(ip: str) -> bytes:
@@ -94,7 +96,7 @@ def ip6_str(b: bytes | bytearray) -> str:
 
 def solicited_node(addr: bytes) -> bytes:
     """RFC 4291 §2.7.1: ff02::1:ff00:0/104 + the address's low 24 bits."""
-    return b"\xff\x02" + bytes(9) + b"\x01\xff" + addr[13:]
+    return concat(_SOLICITED_HEAD, addr[13:])
 
 
 def link_local(addr: bytes) -> bool:
@@ -120,17 +122,17 @@ def parse_ipv6(f: bytes | bytearray | memoryview) -> tuple[int, int, int] | None
 def tuple_key6(f: bytes | bytearray | memoryview, l4: int, proto: int) -> bytes | None:
     """The conntrack key (KEY6_*) of a parsed TCP/UDP/ICMPv6 echo frame; None otherwise."""
     if proto == PROTO_TCP or proto == PROTO_UDP:
-        return bytes((proto,)) + f[IP6_ADDRS] + f[l4:l4 + 4]
+        return b"".join((bytes((proto,)), f[IP6_ADDRS], f[l4:l4 + 4]))
     if proto == PROTO_ICMP6 and f[l4] in _ECHOS:
-        return bytes((proto,)) + f[IP6_ADDRS] + f[l4 + ICMP6_OFF_ID:l4 + ICMP6_OFF_ID + 2] \
-            + _ZERO16
+        return b"".join((bytes((proto,)), f[IP6_ADDRS],
+                         f[l4 + ICMP6_OFF_ID:l4 + ICMP6_OFF_ID + 2], _ZERO16))
     return None
 
 
 def pseudo_sum6(src: bytes, dst: bytes, nh: int, length: int) -> int:
     """RFC 8200 §8.1: source, destination, upper-layer length (32 bits), 3 zero bytes, next
     header."""
-    return ones_sum(src + dst + U32.pack(length) + bytes((0, 0, 0, nh)))
+    return ones_sum(b"".join((src, dst, U32.pack(length), bytes((0, 0, 0, nh)))))
 
 
 def l4_checksum6(src: bytes, dst: bytes, nh: int, msg: bytes | bytearray | memoryview) -> int:
@@ -174,16 +176,16 @@ def ipv6_header(src: bytes, dst: bytes, nh: int, payload_len: int,
 def _frame(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, nh: int, msg: bytearray,
            csum_off: int, hop_limit: int = DEFAULT_HOP_LIMIT) -> bytes:
     U16.pack_into(msg, csum_off, l4_checksum6(src, dst, nh, msg))
-    return ETH.pack(eth_dst, eth_src, ETH_P_IPV6) + ipv6_header(src, dst, nh, len(msg),
-                                                                hop_limit) + bytes(msg)
+    return b"".join((ETH.pack(eth_dst, eth_src, ETH_P_IPV6),
+                     ipv6_header(src, dst, nh, len(msg), hop_limit), msg))
 
 
 def neighbor_advert(eth_dst: bytes, mac: bytes, src: bytes, dst: bytes, target: bytes,
                     flags: int) -> bytes:
     """RFC 4861 §4.4: `target` is at `mac` (the target link-layer address option, §4.6.1),
     sent from `src` with hop limit 255 (§7.1.2: a receiver drops any other)."""
-    msg = bytearray(ICMP6_HDR.pack(ND_NA, 0, 0, flags) + target
-                    + bytes((ND_OPT_TLLA, 1)) + mac)
+    msg = bytearray(b"".join((ICMP6_HDR.pack(ND_NA, 0, 0, flags), target,
+                              bytes((ND_OPT_TLLA, 1)), mac)))
     return _frame(eth_dst, mac, src, dst, PROTO_ICMP6, msg, ICMP6_OFF_CSUM, ND_HOP_LIMIT)
 
 
@@ -204,7 +206,7 @@ def icmp6_error(eth_dst: bytes, eth_src: bytes, src: bytes, icmp_type: int, code
     Parameter Problem, else unused, zero)."""
     quote = bytes(original[:ICMP6_ERROR_MAX - IP6_HDR - 8])
     dst = quote[IP6_OFF_SRC:IP6_OFF_SRC + 16]
-    msg = bytearray(ICMP6_HDR.pack(icmp_type, code, 0, word) + quote)
+    msg = bytearray(concat(ICMP6_HDR.pack(icmp_type, code, 0, word), quote))
     return _frame(eth_dst, eth_src, src, dst, PROTO_ICMP6, msg, ICMP6_OFF_CSUM)
 
 

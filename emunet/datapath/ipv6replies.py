@@ -62,6 +62,7 @@ from emunet.packets import (
     TCP,
     TCP_RST,
     U16,
+    concat,
     make_key,
 )
 
@@ -168,7 +169,8 @@ class Replies6(Services):
 
     def _encap6(self, peer: RemoteNode, frame: bytes) -> Encap:
         """`frame` (its MACs to be replaced) back to `peer` by flannel-v6.1's tunnel."""
-        return Encap(peer.underlay_ip6, self.tables.vxlan_port, peer.encap_prefix6 + frame[12:])
+        return Encap(peer.underlay_ip6, self.tables.vxlan_port,
+                     concat(peer.encap_prefix6, frame[12:]))
 
     def _overlay_to_node6(self, f: bytearray, l4: int, end: int, nh: int,
                           peer: RemoteNode) -> list[Action] | None:

@@ -218,7 +218,7 @@ def _remote6(pod_cidr6: str | None, underlay_ip6: str | None, vtep_mac6: str | N
     if not pod_cidr6:
         return {}
     net = ipaddress.IPv6Network(pod_cidr6)
-    prefix = vxlan_header(vni) + mac_bytes(vtep_mac6) + our_vtep6 \
+    prefix = b"".join((vxlan_header(vni), mac_bytes(vtep_mac6), our_vtep6)) \
         if vtep_mac6 and our_vtep6 else b""
     # RFC 5952 text, as the agent's recvfrom (inet_ntop) gives a peer's address
     text = str(ipaddress.IPv6Address(underlay_ip6)) if underlay_ip6 else ""
