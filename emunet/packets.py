@@ -17,6 +17,7 @@ ETH_LEN = 14
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 PROTO_ICMP, PROTO_TCP, PROTO_UDP = 1, 6, 17
+PROTO_ICMP6 = 58  # RFC 4443
 
 ETH = struct.Struct("!6s6sH")  # IEEE 802.3: dst, src, ethertype
 ARP = struct.Struct("!HHBBH6s4s6s4s")  # RFC 826: htype ptype hlen plen op sha spa tha tpa
@@ -51,6 +52,9 @@ IPV4_OFF_PROTO = 9
 IPV4_OFF_CSUM = 10
 IPV4_OFF_SRC = 12
 IPV4_OFF_DST = 16
+# RFC 8200 §3: an IPv6 header's source and destination; RFC 4443 §2.1: ICMPv6's checksum
+IP6_OFF_SRC, IP6_OFF_DST = 8, 24
+ICMP6_OFF_CSUM = 2
 L4_OFF_SPORT = 0  # TCP/UDP source then destination port, 16 bits each (RFC 9293, RFC 768)
 L4_OFF_DPORT = 2
 TCP_OFF_DATA = 12  # data offset (header length in 32-bit words) in the high 4 bits
