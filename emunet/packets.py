@@ -295,9 +295,9 @@ def arp_reply(eth_dst: bytes, answer_mac: bytes, answer_ip: bytes, asker_mac: by
                            asker_ip))
 
 
-def tcp_rst(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int, dport: int,
-            seg_seq: int, seg_ack: int, flags: int, seg_len: int) -> bytes:
-    """A reset for an incoming segment (src/dst are the RST's own addresses).
+def rst_segment(sport: int, dport: int, seg_seq: int, seg_ack: int, flags: int,
+                seg_len: int) -> bytearray:
+    """The TCP header of a reset for an incoming segment, checksum zero (either family).
 
     RFC 9293 §3.10.7.1: if the segment had ACK, the RST takes seq=SEG.ACK; otherwise seq=0 and
     it ACKs SEG.SEQ+SEG.LEN (SYN and FIN count one each), as Linux's nf_reject does.
@@ -307,7 +307,13 @@ def tcp_rst(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int, 
     else:
         ln = seg_len + (1 if flags & TCP_SYN else 0) + (1 if flags & TCP_FIN else 0)
         seq, ack, rflags = 0, (seg_seq + ln) & 0xFFFFFFFF, TCP_RST | TCP_ACK
-    seg = bytearray(TCP.pack(sport, dport, seq, ack, 5 << 4, rflags, 0, 0, 0))
+    return bytearray(TCP.pack(sport, dport, seq, ack, 5 << 4, rflags, 0, 0, 0))
+
+
+def tcp_rst(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int, dport: int,
+            seg_seq: int, seg_ack: int, flags: int, seg_len: int) -> bytes:
+    """A reset for an incoming segment (`rst_segment`; src/dst are the RST's own addresses)."""
+    seg = rst_segment(sport, dport, seg_seq, seg_ack, flags, seg_len)
     U16.pack_into(seg, TCP_OFF_CSUM, checksum(seg, pseudo_sum(src, dst, PROTO_TCP, len(seg))))
     return b"".join((ETH.pack(eth_dst, eth_src, ETH_P_IP),
                      ipv4_header(src, dst, PROTO_TCP, len(seg)), seg))

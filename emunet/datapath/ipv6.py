@@ -157,12 +157,6 @@ class IPv6(Replies6):
             self._new = (conn, flags)
         return None
 
-    def _no_l7(self) -> list[Action]:
-        """An L7 rule (CiliumNetworkPolicy) applies, but the L7 proxy is not reached over
-        IPv6: refused rather than let through unfiltered."""
-        self._v = []
-        return self._drop(DropReason.POLICY_DENIED, "L7 policy over IPv6 is not supported")
-
     def _service6(self, f: bytearray, l4: int, end: int, nh: int, key: bytes, flags: int,
                   now: float, pod: LocalPod) -> list[Action] | None:
         """kube-proxy for an IPv6 ClusterIP (IPv4's `Services._service`): DNAT to a random
@@ -177,35 +171,8 @@ class IPv6(Replies6):
         if target is None or not target.backends:
             why = f"{svc_name}: " + ("no ready endpoints" if target else f"no port {dport}")
             return self._reject6(f, l4, end, nh, pod, why)
-        src, sport = key[KEY6_SRC], key[KEY6_SPORT]
-        bip, bport = self.affinity.pick(target, src, now, self.rng)
-        reply_dst = t.gateway_ip6 if bip == src else src  # hairpin: masquerade to the gateway
-        if bip != src:
-            denied = self._check(src, bip, nh, bport, True)
-            if denied is not None:
-                return denied
-        if self._l7_redirect(nh) is not None:
-            return self._no_l7()
-        conn = Conn(nh, (src, cip, sport, key[KEY6_DPORT]),
-                    (bip, reply_dst, U16.pack(bport), sport), target.name, (bip, bport))
-        verdict = self.ct.admit(conn, now)
-        if verdict == CLASH and self.ct.lookup(conn.orig_key, now) is None:
-            rk = conn.reply_key
-            remapped = self._remap(nh, conn.orig, (bip, reply_dst, rk[KEY6_SPORT],
-                                                   rk[KEY6_DPORT]), target.name, (bip, bport),
-                                   now)
-            if remapped is None:
-                return self._drop(DropReason.CT_INVALID, f"NAT tuple clash for {target.name}")
-            conn = remapped
-        elif verdict == CLASH:
-            return self._drop(DropReason.CT_INVALID, f"a connection cut by policy ({svc_name})")
-        elif verdict != OK:
-            return self._drop(DropReason.CT_INVALID, f"conntrack table full ({svc_name})")
-        self._new = (conn, flags)
-        self._c["dnat"] += 1
-        assert conn.fwd is not None
-        conn.fwd.apply(f, ETH_LEN, l4, nh, end)
-        return None
+        return self._dnat(f, l4, end, nh, flags, now, target, svc_name, key[KEY6_SRC], cip,
+                          key[KEY6_SPORT], key[KEY6_DPORT], t.gateway_ip6, True)
 
     def _route6(self, f: bytearray) -> list[Action]:
         """A routed hop: hop limit - 1 (no checksum covers it), then a local veth or the owning

@@ -23,16 +23,12 @@ from emunet.packets import (
     PROTO_ICMP6,
     PROTO_TCP,
     PROTO_UDP,
-    TCP,
-    TCP_ACK,
-    TCP_FIN,
     TCP_OFF_CSUM,
-    TCP_RST,
-    TCP_SYN,
     U16,
     checksum,
     concat,
     ones_sum,
+    rst_segment,
 )
 
 ETH_P_IPV6 = 0x86DD
@@ -190,10 +186,5 @@ def tcp_rst6(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int,
              seg_seq: int, seg_ack: int, flags: int, seg_len: int) -> bytes:
     """A reset for an incoming segment, as emunet.packets.tcp_rst (RFC 9293 §3.10.7.1: with
     ACK, seq = SEG.ACK; else seq 0 and ACK of SEG.SEQ + SEG.LEN), over IPv6."""
-    if flags & TCP_ACK:
-        seq, ack, rflags = seg_ack, 0, TCP_RST
-    else:
-        ln = seg_len + (1 if flags & TCP_SYN else 0) + (1 if flags & TCP_FIN else 0)
-        seq, ack, rflags = 0, (seg_seq + ln) & 0xFFFFFFFF, TCP_RST | TCP_ACK
-    seg = bytearray(TCP.pack(sport, dport, seq, ack, 5 << 4, rflags, 0, 0, 0))
+    seg = rst_segment(sport, dport, seg_seq, seg_ack, flags, seg_len)
     return _frame(eth_dst, eth_src, src, dst, PROTO_TCP, seg, TCP_OFF_CSUM)
