@@ -64,7 +64,7 @@ class Rewrite:
     def between(cls, proto: int, old: tuple[bytes, bytes, bytes, bytes],
                 new: tuple[bytes, bytes, bytes, bytes]) -> Rewrite | None:
         """The rewrite turning tuple `old` (src, dst, sport, dport) into `new`; None if equal."""
-        if old == new or (proto == PROTO_ICMP and old[:2] == new[:2]):
+        if old == new or (proto in (PROTO_ICMP, PROTO_ICMP6) and old[:2] == new[:2]):
             return None
         src, dst, sport, dport = (n if n != o else None for o, n in zip(old, new, strict=True))
         ip_delta = delta_bytes(old[0], new[0]) + delta_bytes(old[1], new[1])

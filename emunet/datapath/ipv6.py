@@ -24,7 +24,6 @@ other next header is routed untracked under port-less policy, and dropped to a C
 from __future__ import annotations
 
 from emunet.datapath.actions import Action, Encap, Send
-from emunet.datapath.conntrack import CLASH, OK, Conn
 from emunet.datapath.ipv6pkt import (
     ETHERTYPE_IPV6,
     IP6_DST,
@@ -50,7 +49,6 @@ from emunet.datapath.reasons import DropReason
 from emunet.datapath.tables import LocalPod
 from emunet.packets import (
     ETH_DST,
-    ETH_LEN,
     ETH_MACS,
     ETH_TYPE,
     PROTO_TCP,
@@ -142,19 +140,7 @@ class IPv6(Replies6):
             return denied
         if self._l7_redirect(nh) is not None:
             return self._no_l7()
-        conn = Conn(nh, orig, reply)
-        if nh == PROTO_ICMP6:
-            conn.fwd = conn.rev = None  # an echo's tuple mirrors itself: nothing to rewrite
-        verdict = self.ct.admit(conn, now)
-        if verdict == CLASH and pod is not None and nh != PROTO_ICMP6 and \
-                self.ct.lookup(conn.orig_key, now) is None:
-            remapped = self._remap(nh, orig, reply, "", None, now)  # nf_nat's null binding
-            if remapped is not None:
-                self._new = (remapped, flags)
-                assert remapped.fwd is not None
-                remapped.fwd.apply(f, ETH_LEN, l4, nh, end)
-        elif verdict == OK:
-            self._new = (conn, flags)
+        self._track_routed(f, l4, end, nh, orig, reply, flags, now, pod is not None)
         return None
 
     def _service6(self, f: bytearray, l4: int, end: int, nh: int, key: bytes, flags: int,

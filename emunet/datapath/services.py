@@ -18,6 +18,7 @@ from emunet.packets import (
     KEY_SPORT,
     KEY_SRC,
     PROTO_ICMP,
+    PROTO_ICMP6,
     PROTO_TCP,
     U16,
 )
@@ -108,6 +109,25 @@ class Services(Replies):
         assert conn.fwd is not None
         conn.fwd.apply(f, ETH_LEN, l4, proto, end)
         return None
+
+    def _track_routed(self, f: bytearray, l4: int, end: int, proto: int,
+                      orig: tuple[bytes, bytes, bytes, bytes],
+                      reply: tuple[bytes, bytes, bytes, bytes], flags: int, now: float,
+                      local: bool) -> None:
+        """A new routed connection (no Service), either family: tracked. When its reply
+        tuple is taken and it comes from a local pod, nf_nat's null binding remaps its source
+        port (`_remap`); a clash otherwise, or a full table, lets the packet go on untracked."""
+        conn = Conn(proto, orig, reply)
+        verdict = self.ct.admit(conn, now)
+        if verdict == CLASH and local and proto not in (PROTO_ICMP, PROTO_ICMP6) and \
+                self.ct.lookup(conn.orig_key, now) is None:
+            remapped = self._remap(proto, orig, reply, "", None, now)
+            if remapped is not None:
+                self._new = (remapped, flags)
+                assert remapped.fwd is not None
+                remapped.fwd.apply(f, ETH_LEN, l4, proto, end)
+        elif verdict == OK:
+            self._new = (conn, flags)
 
     def _no_l7(self) -> list[Action]:
         """An L7 rule (CiliumNetworkPolicy) applies, but the L7 proxy is not reached over
