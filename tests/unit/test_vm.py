@@ -1,6 +1,7 @@
 """scripts/vm and the VM story, statically: they parse, CI runs the story after the suite, the
 VM gets no network device, and the Vagrantfile validates with both providers' config (where
-the distribution packages vagrant: scripts/setup --test installs it). The VM itself is booted by `scripts/vm test` in .ci/run."""
+the distribution packages vagrant: scripts/setup --test installs it). The VM itself is
+booted by `scripts/vm test` in .ci/run."""
 
 from __future__ import annotations
 
