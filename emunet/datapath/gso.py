@@ -10,6 +10,9 @@ inner frames that fit the pod MTU, so:
   - `coalesce_tcp` does the reverse on the receiving node, as Linux's GRO (tcp_gro_receive)
     does: consecutive in-order segments of one flow with identical headers, each checksum
     verified first, become one super-frame the pod receives with a GSO vnet header.
+IPv6 (dual-stack): the same for TCP right behind the fixed 40-byte header (RFC 8200 §3; the pod
+stack puts no extension header on TCP): per segment only the payload length and the TCP fields
+change, and IPv6 has no header checksum (gso_type VIRTIO_NET_HDR_GSO_TCPV6).
 Checksums use `int.from_bytes(...) % 0xFFFF`: 2**16 = 1 (mod 0xFFFF), so a big-endian number
 is congruent to the sum of its 16-bit words, i.e. the RFC 1071 one's complement sum, at C
 speed (measured 2.4x faster than summing a memoryview cast to 16-bit words).
@@ -24,7 +27,9 @@ from emunet.packets import ETH_LEN, ETH_TYPE, ETHERTYPE_IP, IPV4_OFF_CSUM, PROTO
 VNET = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 VNET_LEN = VNET.size  # 10: no num_buffers (PACKET_VNET_HDR uses the legacy header)
 VNET_F_NEEDS_CSUM = 1  # CHECKSUM_PARTIAL: csum_start/csum_offset say where to finish it
-GSO_NONE, GSO_TCPV4, GSO_ECN = 0, 1, 0x80
+GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_ECN = 0, 1, 4, 0x80
+_ETHERTYPE_IPV6 = b"\x86\xdd"
+_IP6_LEN = 40
 VNET_NONE = bytes(VNET_LEN)
 MAX_DATAGRAMS = 64  # UDP_MAX_SEGMENTS of older kernels: at most this many per UDP GSO send
 MAX_DATAGRAM_BYTES = 65000  # one UDP GSO send carries one IPv4 datagram's worth of payload
@@ -78,6 +83,20 @@ def partial_csum(f: bytes | bytearray | memoryview, ip: int) -> bytes:
     return (r or 0xFFFF).to_bytes(2, "big")
 
 
+def partial_csum6(f: bytes | bytearray | memoryview, ip: int) -> bytes:
+    """`partial_csum` for TCP over IPv6 (pseudo-header: RFC 8200 §8.1; Linux's
+    ~tcp_v6_check(len, saddr, daddr, 0)): addresses, upper-layer length, next header."""
+    plen = (f[ip + 4] << 8) | f[ip + 5]
+    r = (ones(f[ip + 8:ip + _IP6_LEN]) + plen + PROTO_TCP) % 0xFFFF
+    return (r or 0xFFFF).to_bytes(2, "big")
+
+
+def vnet_tcp6(f: bytes | bytearray | memoryview, ip: int, gso_size: int) -> bytes:
+    """The vnet header handing a TCPv6 super-frame to the kernel for segmentation (GSO)."""
+    l4 = ip + _IP6_LEN
+    return VNET.pack(VNET_F_NEEDS_CSUM, GSO_TCPV6, l4 + (f[l4 + 12] >> 4) * 4, gso_size, l4, 16)
+
+
 def vnet_tcp4(f: bytes | bytearray | memoryview, ip: int, gso_size: int) -> bytes:
     """The vnet header handing a TCPv4 super-frame to the kernel for segmentation (GSO)."""
     l4 = ip + (f[ip] & 0xF) * 4
@@ -98,8 +117,10 @@ def segment_tcp_iov(buf: bytes, off: int, mss: int) -> list[tuple[bytes, memoryv
     Per segment only the IP total length, ID and checksum and the TCP sequence number, flags
     and checksum change: both checksums are the constant words' sum (computed once) plus the
     changing ones (mod 0xFFFF, a 32-bit seq counts as its two words), and each header is one
-    `struct.pack` of constant slices and the new fields.
+    `struct.pack` of constant slices and the new fields. An IPv6 super-frame: `_segment_tcp6`.
     """
+    if buf[off + 12:off + 14] == _ETHERTYPE_IPV6:
+        return _segment_tcp6(buf, off, mss)
     ip = off + ETH_LEN
     ihl = (buf[ip] & 0xF) * 4
     l4 = ip + ihl
@@ -135,6 +156,42 @@ def segment_tcp_iov(buf: bytes, off: int, mss: int) -> list[tuple[bytes, memoryv
                          win, 0xFFFF - r if r else 0, tail), payload))
         seq = (seq + n) & 0xFFFFFFFF
         ident = (ident + 1) & 0xFFFF
+        pos += n
+    return out
+
+
+def _segment_tcp6(buf: bytes, off: int, mss: int) -> list[tuple[bytes, memoryview]]:
+    """`segment_tcp_iov` for TCP over IPv6: per segment the payload length and the TCP seq,
+    flags and checksum (over the IPv6 pseudo-header: addresses, length, next header)."""
+    ip = off + ETH_LEN
+    l4 = ip + _IP6_LEN
+    thl = (buf[l4 + 12] >> 4) * 4
+    data = l4 + thl
+    end = min(len(buf), l4 + ((buf[ip + 4] << 8) | buf[ip + 5]))
+    if mss <= 0 or end - data <= mss:
+        mss = max(1, end - data)
+    head, mid = buf[:ip + 4], buf[ip + 6:l4 + 4]  # version..flow label; next header..ports
+    ackoff, win, tail = buf[l4 + 8:l4 + 13], buf[l4 + 14:l4 + 16], buf[l4 + 18:data]
+    hdr = struct.Struct(f"!{ip + 4}sH{l4 + 4 - ip - 6}sI5sB2sH{thl - 18}s")
+    tcp_base = (ones(buf[ip + 8:l4]) + PROTO_TCP + thl + ones(buf[l4:l4 + 4]) + ones(ackoff)
+                + ones(win) + ones(tail))
+    seq = int.from_bytes(buf[l4 + 4:l4 + 8], "big")
+    flags = buf[l4 + 13]
+    mv = memoryview(buf)
+    pack, frombytes = hdr.pack, int.from_bytes
+    out = []
+    pos = data
+    while pos < end:
+        n = min(mss, end - pos)
+        f = flags if pos + n >= end else flags & ~_FIN_PSH
+        if pos != data:
+            f &= ~_CWR
+        payload = mv[pos:pos + n]
+        x = frombytes(payload, "big")
+        r = mod_ffff(tcp_base + n + seq + f + (x << 8 if n & 1 else x))
+        out.append((pack(head, thl + n, mid, seq, ackoff, f, win, 0xFFFF - r if r else 0,
+                         tail), payload))
+        seq = (seq + n) & 0xFFFFFFFF
         pos += n
     return out
 
