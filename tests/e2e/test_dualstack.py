@@ -1,0 +1,205 @@
+"""Dual-stack end to end (issue 19): the real CLI brings up a dual-stack cluster and real
+clients talk IPv6 through it: ping -6, curl -6 to pods and to a Service's IPv6 ClusterIP by
+name, dig AAAA and -x, getent, NetworkPolicy by podSelector and by IPv6 ipBlock, VXLAN over
+IPv6 on the underlay (tcpdump, tshark), iperf3 -6 across nodes, kubectl; `emunet down` leaves
+nothing (the fixture's down_clean)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.cluster import ROOT, Cluster
+from tests.e2e.test_kubectl import make_kubectl
+from tests.waiting import Output
+
+NS = "blog-website"
+CONFIG = ROOT / "tests" / "e2e" / "configs" / "dualstack.yaml"
+
+
+@pytest.fixture(scope="module")
+def cluster(module_clusters) -> Iterator[Cluster]:
+    c = module_clusters(CONFIG, "emds")
+    pods = {p["metadata"]["name"]: p for p in c.get("pods")}
+    c.ip4 = {n: p["status"]["podIPs"][0]["ip"] for n, p in pods.items()}  # type: ignore[attr-defined]
+    c.ip6 = {n: p["status"]["podIPs"][1]["ip"] for n, p in pods.items()}  # type: ignore[attr-defined]
+    svc = next(s for s in c.get("services") if s["metadata"]["name"] == "monospaced")
+    c.svc6 = svc["spec"]["clusterIPs"][1]  # type: ignore[attr-defined]
+    yield c
+    c.down_clean()  # `emunet down` leaves no namespace, /etc/netns entry or run dir
+
+
+def _ns(c: Cluster, name: str, *cmd: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", f"{c.prefix}-{name}", *cmd],
+                          capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def test_pods_and_nodes_have_both_families(cluster):
+    nodes = {n["metadata"]["name"]: n for n in cluster.get("nodes")}
+    for p in cluster.get("pods"):
+        v4, v6 = (ipaddress.ip_address(a["ip"]) for a in p["status"]["podIPs"])
+        assert (v4.version, v6.version) == (4, 6) and p["status"]["podIP"] == str(v4)
+        assert v6 in ipaddress.ip_network(nodes[p["spec"]["nodeName"]]["spec"]["podCIDRs"][1])
+    eth0 = _ns(cluster, f"{NS}-frontend-client", "ip", "-6", "addr", "show", "eth0")
+    assert f"inet6 {cluster.ip6['frontend-client']}/64 scope global nodad" in eth0
+    assert "mtu 1450" in eth0  # the pod MTU is what it is on IPv4-only clusters
+    route = _ns(cluster, f"{NS}-frontend-client", "ip", "-6", "route", "show", "default")
+    assert route.startswith("default via 2001:cafe:42:1::1 dev eth0")
+    under = _ns(cluster, "node-1", "ip", "-6", "addr", "show", "eth0")
+    assert "inet6 fd00:e3e7::b/64 scope global nodad" in under
+    assert "mtu 1520" in under  # room for VXLAN over an IPv6 outer header
+    for key in ("net.ipv6.conf.all.forwarding", "net.ipv4.ip_forward"):
+        assert _ns(cluster, "node-1", "sysctl", "-n", key).strip() == "0"  # the agent forwards
+
+
+@pytest.mark.parametrize(("src", "dst"), [("frontend-client", "intruder"),  # same node
+                                          ("monospaced-test", "frontend-client"),  # 2 -> 1
+                                          ("frontend-client", "iperf")])  # 1 -> 2
+def test_ping6_same_node_and_across(cluster, src, dst):
+    r = cluster.exec(NS, src, "ping", "-6", "-c", "2", "-W", "3", cluster.ip6[dst])
+    assert " 0% packet loss" in r.stdout, r.stdout
+
+
+def test_curl6_to_a_pod_and_to_the_services_ipv6_cluster_ip(cluster):
+    me, there = cluster.ip6["frontend-client"], cluster.ip6["monospaced-test"]
+    pod = cluster.exec(NS, "frontend-client", "curl", "-s", "-6", "-m", "5",
+                       f"http://[{there}]:3000/").stdout
+    assert f"ip6={there} node=node-2" in pod
+    by_ip = cluster.exec(NS, "frontend-client", "curl", "-s", "-6", "-m", "5",
+                         f"http://[{cluster.svc6}]/").stdout
+    by_name = cluster.exec(NS, "frontend-client", "curl", "-s", "-6", "-m", "5",
+                           "http://monospaced/").stdout  # AAAA through CoreDNS, then DNAT
+    assert f"ip6={there}" in by_ip and f"ip6={there}" in by_name
+    logs = cluster.emunet("logs", "-n", NS, "monospaced-test").stdout
+    assert f'{me} - - [' in logs  # the server saw the client's own IPv6 address (no SNAT)
+
+
+def test_dns_aaaa_ptr_and_getent(cluster):
+    name = f"monospaced.{NS}.svc.cluster.local"
+    aaaa = cluster.exec(NS, "frontend-client", "dig", "+short", name, "AAAA").stdout.split()
+    assert aaaa == [cluster.svc6]
+    ptr = cluster.exec(NS, "frontend-client", "dig", "+short", "-x", cluster.svc6).stdout
+    assert ptr.split() == [name + "."]
+    v6 = cluster.exec(NS, "frontend-client", "getent", "ahostsv6", "monospaced").stdout
+    assert v6.split()[0] == cluster.svc6
+    both = {line.split()[0] for line in
+            cluster.exec(NS, "frontend-client", "getent", "ahosts", "monospaced").stdout
+            .splitlines()}
+    assert both == {cluster.svc6, "10.43.0.11"}
+
+
+def test_network_policy_by_pod_selector_holds_over_ipv6(cluster):
+    ok = cluster.exec(NS, "frontend-client", "curl", "-s", "-6", "-m", "5",
+                      "http://monospaced/", check=False)
+    denied = cluster.exec(NS, "intruder", "curl", "-s", "-6", "-m", "3", "http://monospaced/",
+                          check=False)
+    assert ok.returncode == 0 and denied.returncode == 28, (ok, denied)  # 28: timed out
+    flows = cluster.emunet("observe", "-n", NS, "--from-pod", "intruder", "--verdict",
+                           "DROPPED", "-o", "json").stdout.splitlines()
+    assert any(json.loads(f)["flow"]["IP"].get("ipVersion") == "IPv6" for f in flows), flows
+
+
+def test_network_policy_ipv6_ip_block_truth_table(cluster):
+    net1 = ipaddress.ip_network(f"{cluster.ip6['frontend-client']}/64", strict=False)
+    policy = f"""apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: guarded-v6, namespace: {NS}}}
+spec:
+  podSelector: {{matchLabels: {{app: guarded}}}}
+  policyTypes: [Ingress]
+  ingress:
+    - from:
+        - ipBlock:
+            cidr: {net1}
+            except: [{cluster.ip6['intruder']}/128]
+      ports: [{{protocol: TCP, port: 3000}}]
+"""
+    path = cluster.tmp / "guarded-v6.yaml"
+    path.write_text(policy)
+    cluster.emunet("apply", "-f", str(path))
+    target6 = f"http://[{cluster.ip6['guarded']}]:3000/"
+
+    def reach(pod: str, url: str) -> bool:
+        return cluster.exec(NS, pod, "curl", "-s", "-m", "3", url, check=False).returncode == 0
+    try:
+        assert reach("frontend-client", target6)  # inside the /64, not excepted
+        assert not reach("intruder", target6)  # the except
+        assert not reach("monospaced-test", target6)  # node-2's /64: outside the cidr
+        # an IPv6 ipBlock opens nothing for IPv4: the pod is isolated for ingress there
+        assert not reach("frontend-client", f"http://{cluster.ip4['guarded']}:3000/")
+    finally:
+        cluster.emunet("delete", "-f", str(path))
+    assert reach("intruder", target6)  # the policy gone, the pod is open again
+
+
+def test_underlay_carries_vxlan_over_ipv6(cluster):
+    netns = f"{cluster.prefix}-node-1"
+    dump = subprocess.Popen(["ip", "netns", "exec", netns, "tcpdump", "-nli", "eth0", "-c", "2",
+                             "-T", "vxlan", "ip6 and udp port 8472"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        Output(dump.stderr).wait("listening on", 10, "tcpdump to listen on node-1's eth0")
+        cluster.exec(NS, "frontend-client", "ping", "-6", "-c", "1", "-W", "3",
+                     cluster.ip6["iperf"])
+        out, _ = dump.communicate(timeout=10)
+    finally:
+        dump.kill()
+    assert "fd00:e3e7::b." in out and "fd00:e3e7::c.8472: VXLAN" in out, out  # outer IPv6
+    assert f"IP6 {cluster.ip6['frontend-client']} > {cluster.ip6['iperf']}: ICMP6" in out, out
+    if shutil.which("tshark") is None:
+        return
+    shark = subprocess.Popen(["ip", "netns", "exec", netns, "tshark", "-l", "-n", "-i", "eth0",
+                              "-c", "1", "-f", "ip6 and udp dst port 8472",
+                              "-d", "udp.port==8472,vxlan", "-T", "fields", "-e", "ipv6.dst",
+                              "-e", "vxlan.vni", "-e", "icmpv6.type"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        Output(shark.stderr).wait("Capturing on", 20, "tshark to capture on node-1's eth0")
+        cluster.exec(NS, "frontend-client", "ping", "-6", "-c", "1", "-W", "3",
+                     cluster.ip6["iperf"])
+        out, _ = shark.communicate(timeout=20)
+    finally:
+        shark.kill()
+    fields = out.split()
+    assert fields[0].split(",") == ["fd00:e3e7::c", cluster.ip6["iperf"]], out  # outer, inner
+    assert fields[1:] == ["1", "128"], out  # VNI 1, an ICMPv6 echo request
+
+
+def _iperf(cluster: Cluster, *args: str) -> float:
+    r = cluster.exec(NS, "frontend-client", "iperf3", *args, "-p", "5201", "-t", "3", "-J",
+                     timeout=40)
+    end = json.loads(r.stdout)["end"]
+    assert end["sum_received"]["bytes"] > 1 << 20, end  # it moved data, not just connected
+    return end["sum_received"]["bits_per_second"] / 1e6
+
+
+def test_iperf3_over_ipv6_across_nodes(cluster):
+    before = cluster.counters("node-1")["counters"]
+    v6 = _iperf(cluster, "-6", "-c", cluster.ip6["iperf"])
+    v4 = _iperf(cluster, "-c", cluster.ip4["iperf"])
+    print(f"\niperf3 node-1 -> node-2, same run: IPv6 {v6:.0f} Mbit/s, IPv4 {v4:.0f} Mbit/s")
+    after = cluster.counters("node-1")["counters"]
+    assert after["gso_rx"] > before["gso_rx"]  # TSO super-frames (TCPv4 and TCPv6) taken whole
+    assert after["gso_dropped"] == before["gso_dropped"]
+
+
+def test_kubectl_shows_both_families(cluster, tmp_path):
+    kubectl = make_kubectl(cluster, tmp_path)
+    ips = kubectl("get", "pod", "-n", NS, "frontend-client", "-o",
+                  "jsonpath={.status.podIPs[*].ip}").stdout.split()
+    assert ips == [cluster.ip4["frontend-client"], cluster.ip6["frontend-client"]]
+    wide = kubectl("get", "pods", "-n", NS, "-o", "wide").stdout
+    assert cluster.ip4["frontend-client"] in wide  # kubectl's IP column: the primary family
+    svc = json.loads(kubectl("get", "svc", "-n", NS, "monospaced", "-o", "json").stdout)
+    assert svc["spec"]["clusterIPs"] == ["10.43.0.11", cluster.svc6]
+    assert svc["spec"]["ipFamilies"] == ["IPv4", "IPv6"]
+    assert svc["spec"]["ipFamilyPolicy"] == "PreferDualStack"
+    slices = kubectl("get", "endpointslices", "-n", NS, "-l",
+                     "kubernetes.io/service-name=monospaced").stdout
+    assert " IPv4 " in slices and " IPv6 " in slices, slices
+    assert cluster.ip6["monospaced-test"] in slices
