@@ -71,3 +71,34 @@ def test_ipv6_partial_csum_and_vnet_header():
     assert scapy_valid(bytes(buf))
     hdr = gso.VNET.unpack(gso.vnet_tcp6(frame, 14, 1378))
     assert hdr == (1, gso.GSO_TCPV6, 54 + 32, 1378, 54, 16)
+
+
+@pytest.mark.parametrize("size", [20000, 4135, 1379])
+def test_ipv6_coalesce_inverts_segmentation(size):
+    frame = super_frame6(os.urandom(size))
+    segs = gso.segment_tcp(VX + frame, 8, 1378)
+    [(merged, gso_size)] = gso.coalesce_tcp(segs, 8)
+    assert gso_size == 1378
+    m = merged[8:]
+    assert m[:54] == frame[:54]  # the same IPv6 header, payload length of the whole
+    assert m[54:70] == frame[54:70] and m[72:] == frame[72:]  # all but the TCP checksum
+
+
+def test_ipv6_bad_checksum_other_flow_and_gaps_are_never_merged():
+    a = gso.segment_tcp(VX + super_frame6(os.urandom(1378 * 4)), 8, 1378)
+    bad = bytearray(a[1])
+    bad[-1] ^= 0xFF
+    out = gso.coalesce_tcp([a[0], bytes(bad), a[2], a[3]], 8)
+    assert [g for _, g in out] == [0, 0, 1378]  # a[0] alone, the bad one alone, a[2]+a[3]
+    other = gso.segment_tcp(VX + super_frame6(os.urandom(1378 * 2), seq=5), 8, 1378)
+    assert [g for _, g in gso.coalesce_tcp([a[0], other[0], a[1]], 8)] == [0, 0, 0]
+    assert [g for _, g in gso.coalesce_tcp([a[0], a[2]], 8)] == [0, 0]  # a hole
+
+
+def test_ipv4_and_ipv6_runs_coalesce_side_by_side():
+    from tests.unit.test_gso import super_frame
+    v4 = gso.segment_tcp(VX + super_frame(os.urandom(1398 * 3)), 8, 1398)
+    v6 = gso.segment_tcp(VX + super_frame6(os.urandom(1378 * 3)), 8, 1378)
+    out = gso.coalesce_tcp(v4 + v6, 8)
+    assert [g for _, g in out] == [1398, 1378]
+    assert len(out[1][0]) == 8 + 54 + 32 + 1378 * 3
