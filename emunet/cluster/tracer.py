@@ -170,6 +170,10 @@ def split_dest(dest: str) -> tuple[str, int | None]:
         host_, port = dest, ""
     if port and not port.isdigit():
         raise InputError(f"bad port in {dest!r}: use DEST:PORT with a number")
+    if ":" in host_.strip("[]"):  # an IPv6 literal (dual-stack): the probes are IPv4 only
+        raise InputError(f"{dest!r} is IPv6: emunet trace sends IPv4 probes only (not built "
+                         "for IPv6 yet); trace the IPv4 address or the name, or watch IPv6 "
+                         "with `emunet observe`")
     return host_, int(port) if port else None
 
 
