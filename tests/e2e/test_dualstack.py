@@ -76,6 +76,9 @@ def test_curl6_to_a_pod_and_to_the_services_ipv6_cluster_ip(cluster):
     by_name = cluster.exec(NS, "frontend-client", "curl", "-s", "-6", "-m", "5",
                            "http://monospaced/").stdout  # AAAA through CoreDNS, then DNAT
     assert f"ip6={there}" in by_ip and f"ip6={there}" in by_name
+    by_v4 = cluster.exec(NS, "frontend-client", "curl", "-s", "-4", "-m", "5",
+                         "http://monospaced/").stdout  # the same Service over IPv4
+    assert f"ip={cluster.ip4['monospaced-test']} " in by_v4
     logs = cluster.emunet("logs", "-n", NS, "monospaced-test").stdout
     assert f'{me} - - [' in logs  # the server saw the client's own IPv6 address (no SNAT)
 
@@ -86,6 +89,10 @@ def test_dns_aaaa_ptr_and_getent(cluster):
     assert aaaa == [cluster.svc6]
     ptr = cluster.exec(NS, "frontend-client", "dig", "+short", "-x", cluster.svc6).stdout
     assert ptr.split() == [name + "."]
+    # kube-dns's IPv6 ClusterIP answers too (DNAT to CoreDNS listening on [::]:53)
+    over6 = cluster.exec(NS, "frontend-client", "dig", "+short", "@2001:cafe:43::a", name,
+                         "AAAA").stdout.split()
+    assert over6 == [cluster.svc6]
     v6 = cluster.exec(NS, "frontend-client", "getent", "ahostsv6", "monospaced").stdout
     assert v6.split()[0] == cluster.svc6
     both = {line.split()[0] for line in
@@ -169,6 +176,28 @@ def test_underlay_carries_vxlan_over_ipv6(cluster):
     fields = out.split()
     assert fields[0].split(",") == ["fd00:e3e7::c", cluster.ip6["iperf"]], out  # outer, inner
     assert fields[1:] == ["1", "128"], out  # VNI 1, an ICMPv6 echo request
+
+
+def test_an_applied_pod_and_a_restarted_agent_get_ipv6_too(cluster):
+    path = cluster.tmp / "late.yaml"
+    path.write_text(f"apiVersion: v1\nkind: Pod\nmetadata: {{name: late, namespace: {NS}}}\n"
+                    "spec:\n  nodeName: node-1\n  containers:\n    - name: web\n"
+                    "      image: nginx\n      ports: [{containerPort: 8080}]\n")
+    cluster.emunet("apply", "-f", str(path))
+    try:
+        cluster.wait_ready()
+        ip6 = cluster.pod(NS, "late")["status"]["podIPs"][1]["ip"]
+        page = cluster.exec(NS, "iperf", "curl", "-s", "-6", "-m", "5",
+                            f"http://[{ip6}]:8080/").stdout  # node-2 -> the new pod
+        assert f"pod=late namespace={NS} " in page and f"ip6={ip6} " in page
+    finally:
+        cluster.emunet("delete", "-f", str(path))
+    cluster.emunet("node", "stop", "node-1")
+    cluster.emunet("node", "start", "node-1")  # a new agent binds flannel-v6's socket again
+    cluster.wait_ready()
+    r = cluster.exec(NS, "iperf", "ping", "-6", "-c", "2", "-W", "3",
+                     cluster.ip6["frontend-client"])
+    assert " 0% packet loss" in r.stdout, r.stdout
 
 
 def _iperf(cluster: Cluster, *args: str) -> float:
