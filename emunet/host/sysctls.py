@@ -34,10 +34,11 @@ _IPV6_ON = {f"net/ipv6/conf/{dev}/{key}": value for dev in ("default", "all")
                                ("accept_dad", "0"), ("router_solicitations", "0"))}
 
 
-def namespace_sysctls(ipv6: bool) -> dict[str, str]:
-    """The sysctls of a node or pod namespace (key: the path under /proc/sys)."""
+def namespace_sysctls(ipv6: bool, have_ipv6: bool = True) -> dict[str, str]:
+    """The sysctls of a node or pod namespace (key: the path under /proc/sys); `have_ipv6`:
+    the kernel has IPv6 at all (one built without has nothing to turn off)."""
     values = dict(_COMMON)
-    if Path("/proc/sys/net/ipv6").exists():  # kernels built without IPv6 have nothing to set
+    if have_ipv6:
         values.update(_IPV6_ON if ipv6 else _IPV6_OFF)
     return values
 
@@ -45,7 +46,12 @@ def namespace_sysctls(ipv6: bool) -> dict[str, str]:
 def set_sysctls(netns: str, ipv6: bool = False) -> None:
     """ip_forward off (the agent forwards), IPv6 off, or on without forwarding, RA or DAD
     (`ipv6`: a dual-stack cluster; see the module doc). Call inside `netns`."""
-    for key, value in namespace_sysctls(ipv6).items():
+    have = Path("/proc/sys/net/ipv6").exists()
+    if ipv6 and not have:
+        raise HostError(f"network namespace {netns}: this kernel has no IPv6 (no "
+                        "/proc/sys/net/ipv6), which a dual-stack cluster needs: use an "
+                        "IPv4-only clusterCIDR and serviceCIDR, or a kernel with IPv6")
+    for key, value in namespace_sysctls(ipv6, have).items():
         try:
             Path("/proc/sys", key).write_text(value)
         except OSError as e:
