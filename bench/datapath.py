@@ -25,9 +25,10 @@ emunet pods keep TSO/checksum offloads (spec.offloads, the default; emunet.datap
 --offloads-off adds a column, the same emunet cluster with `offloads: false`; --busy-poll-off
 one with `busyPoll: 0`. The "py floor" column (bench.common_floor; --no-floor skips it) replaces
 the agents with a forwarder that has no logic at all: the least any Python datapath costs here.
---family 6: the same rows over IPv6 (issue 19), both clusters dual-stack (kernel nodes:
-flannel-v6.1 and an `ip6 kube-proxy` table), the clients aimed at the IPv6 ClusterIPs and pod
-addresses; the pair and the floor are IPv4 builds and are left out.
+--family 6 (scripts/bench datapath --family=6): the same rows over IPv6 (issue 19), both
+clusters dual-stack (kernel nodes: flannel-v6.1 and an `ip6 kube-proxy` table), the clients
+aimed at the IPv6 ClusterIPs and pod addresses; the pair and the floor are IPv4 builds and are
+left out.
 """
 
 from __future__ import annotations
