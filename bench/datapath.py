@@ -25,10 +25,6 @@ emunet pods keep TSO/checksum offloads (spec.offloads, the default; emunet.datap
 --offloads-off adds a column, the same emunet cluster with `offloads: false`; --busy-poll-off
 one with `busyPoll: 0`. The "py floor" column (bench.common_floor; --no-floor skips it) replaces
 the agents with a forwarder that has no logic at all: the least any Python datapath costs here.
---family 6 (scripts/bench datapath --family=6): the same rows over IPv6 (issue 19), both
-clusters dual-stack (kernel nodes: flannel-v6.1 and an `ip6 kube-proxy` table), the clients
-aimed at the IPv6 ClusterIPs and pod addresses; the pair and the floor are IPv4 builds and are
-left out.
 """
 
 from __future__ import annotations
@@ -84,26 +80,13 @@ RR_CLIENT = textwrap.dedent("""
 """)
 
 
-# --family 6: the echo server on [::] (IPv4 too: bindv6only is 0), Services dual-stack
-ECHO_SERVER6 = ECHO_SERVER.replace("s = socket.socket()", "s = socket.socket(socket.AF_INET6)"
-                                   ).replace('("0.0.0.0",', '("::",')
-DUAL = ("  clusterCIDR: 10.42.0.0/16,2001:cafe:42::/56\n"
-        "  serviceCIDR: 10.43.0.0/16,2001:cafe:43::/112\n")
-
-
-def config(datapath: str, offloads: bool = True, busy_poll: int | None = None,
-           family: int = 4) -> str:
-    """Two nodes; iperf3 servers on each node, an echo server on node-2, a client on node-1
-    (`family` 6: a dual-stack cluster, every Service PreferDualStack)."""
+def config(datapath: str, offloads: bool = True, busy_poll: int | None = None) -> str:
+    """Two nodes; iperf3 servers on each node, an echo server on node-2, a client on node-1."""
     iperf = ["iperf3", "-s", "-p", str(IPERF_PORT)]
-    six = family == 6
-    svc = (lambda *a: service_doc(*a) + "  ipFamilyPolicy: PreferDualStack\n") if six \
-        else service_doc
     docs = [
         "apiVersion: emunet/v1alpha1\nkind: Cluster\nmetadata: {name: bench}\nspec:\n"
         + ("" if offloads else "  offloads: false\n")
         + ("" if busy_poll is None else f"  busyPoll: {busy_poll}\n")
-        + (DUAL if six else "")
         +
         f"  nodes:\n    - {{name: node-1, datapath: {datapath}}}\n"
         f"    - {{name: node-2, datapath: {datapath}}}\n",
@@ -112,11 +95,11 @@ def config(datapath: str, offloads: bool = True, busy_poll: int | None = None,
         pod_doc(NS, "iperf-remote", "node-2", "iperf-remote", iperf, IPERF_PORT),
         pod_doc(NS, "iperf-local", "node-1", "iperf-local", iperf, IPERF_PORT),
         # the system Python: containers run as nobody, who may not read a user's pyenv/venv
-        pod_doc(NS, "echo", "node-2", "echo",
-                ["/usr/bin/python3", "-c", ECHO_SERVER6 if six else ECHO_SERVER], ECHO_PORT),
-        svc(NS, "iperf-remote", "iperf-remote", IPERF_PORT),
-        svc(NS, "iperf-local", "iperf-local", IPERF_PORT),
-        svc(NS, "echo", "echo", ECHO_PORT),
+        pod_doc(NS, "echo", "node-2", "echo", ["/usr/bin/python3", "-c", ECHO_SERVER],
+                ECHO_PORT),
+        service_doc(NS, "iperf-remote", "iperf-remote", IPERF_PORT),
+        service_doc(NS, "iperf-local", "iperf-local", IPERF_PORT),
+        service_doc(NS, "echo", "echo", ECHO_PORT),
         # the policy the issue asks for: only the client may reach the cross-node server
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: iperf, "
         f"namespace: {NS}}}\nspec:\n  podSelector: {{matchLabels: {{app: iperf-remote}}}}\n"
@@ -126,17 +109,14 @@ def config(datapath: str, offloads: bool = True, busy_poll: int | None = None,
     return "---\n".join(docs)
 
 
-def _cluster_ips(c: BenchCluster, family: int = 4) -> dict[str, str]:
-    """Each Service's ClusterIP of `family` (IPv4 is the primary: the IPv6 one is last)."""
+def _cluster_ips(c: BenchCluster) -> dict[str, str]:
     items = json.loads(c.emunet("get", "services", "-n", NS, "-o", "json"))["items"]
-    return {s["metadata"]["name"]: s["spec"]["clusterIPs"][-1] if family == 6
-            else s["spec"]["clusterIP"] for s in items}
+    return {s["metadata"]["name"]: s["spec"]["clusterIP"] for s in items}
 
 
-def _pod_ip(c: BenchCluster, name: str, family: int = 4) -> str:
+def _pod_ip(c: BenchCluster, name: str) -> str:
     items = json.loads(c.emunet("get", "pods", "-n", NS, "-o", "json"))["items"]
-    return next(p["status"]["podIPs"][-1]["ip"] if family == 6 else p["status"]["podIP"]
-                for p in items if p["metadata"]["name"] == name)
+    return next(p["status"]["podIP"] for p in items if p["metadata"]["name"] == name)
 
 
 def iperf(c: BenchCluster, ip: str, seconds: float) -> float:
@@ -174,16 +154,14 @@ def rr(c: BenchCluster, ip: str, seconds: float) -> float:
 
 
 def measure(datapath: str, repeat: int, seconds: float, log, offloads: bool = True,
-            floor: bool = False, busy_poll: int | None = None, family: int = 4) -> dict:
+            floor: bool = False, busy_poll: int | None = None) -> dict:
     tag = ("ebp" if offloads else "ebo") if datapath == "emunet" else "ebk"
     tag = "ebb" if busy_poll is not None else tag
-    tag = "e6" + tag[2] if family == 6 else tag
-    with BenchCluster(tag, config(datapath, offloads, busy_poll, family)) as c:
-        cips = _cluster_ips(c, family)
-        remote_ip = _pod_ip(c, "echo", family)  # iperf-remote: the policy admits TCP 5201 only
+    with BenchCluster(tag, config(datapath, offloads, busy_poll)) as c:
+        cips = _cluster_ips(c)
+        remote_ip = _pod_ip(c, "echo")  # iperf-remote: the policy admits TCP 5201 only
         variant = ("" if offloads else " (offloads off)") + (
-            "" if busy_poll is None else f" (busyPoll {busy_poll})") + (
-            " (IPv6)" if family == 6 else "")
+            "" if busy_poll is None else f" (busyPoll {busy_poll})")
         log(f"  {datapath}{variant}: up in {c.up_seconds:.1f}s; measuring")
         # The rr client opens ~10k connections a run and closes first: without reuse of
         # TIME_WAIT ports (RFC 6191 timestamps) the faster side runs out of ephemeral ports
@@ -291,9 +269,6 @@ def report(res: dict) -> str:
                      f"{e:9.2f} {k:9.2f} {ratio(e, k):6.2f}x (lower is better)")
     lines += [f"medians of {res['repeat']} runs of {res['seconds']}s; policy: enforced on "
               "emunet nodes only (a kernel node runs Flannel + kube-proxy, no NetworkPolicy)"]
-    if res.get("family") == 6:
-        lines += ["over IPv6: dual-stack clusters, the clients aimed at the IPv6 ClusterIPs "
-                  "and pod addresses (VXLAN over IPv6 between the nodes)"]
     if "pair" in res:
         lines += ["fl.pair: a Flannel + DNAT pair built by hand (bench.common_flannel), the "
                   "kernel nodes' check; its ratio is to the kernel nodes"]
@@ -306,20 +281,16 @@ def report(res: dict) -> str:
 
 def run(repeat: int, seconds: float, log=lambda s: print(s, file=sys.stderr),
         offloads_off: bool = False, busy_poll_off: bool = False, floor: bool = True,
-        pair: bool = True, family: int = 4) -> dict:
-    res: dict = {"repeat": repeat, "seconds": seconds, "family": family}
-    if family == 6:  # the pair and the floor are IPv4 builds (see the module doc)
-        pair = floor = False
+        pair: bool = True) -> dict:
+    res: dict = {"repeat": repeat, "seconds": seconds}
     if pair:
         res["pair"] = measure_pair(repeat, seconds, log)
-    res["emunet"] = measure("emunet", repeat, seconds, log, floor=floor, family=family)
-    res["kernel"] = measure("kernel", repeat, seconds, log, family=family)
+    res["emunet"] = measure("emunet", repeat, seconds, log, floor=floor)
+    res["kernel"] = measure("kernel", repeat, seconds, log)
     if offloads_off:  # the same emunet cluster without TSO in pod veths, same run
-        res["emunet_offloads_off"] = measure("emunet", repeat, seconds, log, offloads=False,
-                                             family=family)
+        res["emunet_offloads_off"] = measure("emunet", repeat, seconds, log, offloads=False)
     if busy_poll_off:  # the same emunet cluster with spec.busyPoll: 0
-        res["emunet_busy_poll_off"] = measure("emunet", repeat, seconds, log, busy_poll=0,
-                                              family=family)
+        res["emunet_busy_poll_off"] = measure("emunet", repeat, seconds, log, busy_poll=0)
     res["ratios"] = {key: ratio(res["emunet"][key]["median"], res["kernel"][key]["median"])
                      for key, _, _ in ROWS}
     if pair:  # emunet against the independent baseline too (issue 16: >= 0.4x on TCP)
@@ -342,12 +313,10 @@ def main() -> int:
                     help="skip the hand-built Flannel pair (the second baseline)")
     ap.add_argument("--no-floor", action="store_true",
                     help="skip the Python floor (the agents replaced by a no-logic forwarder)")
-    ap.add_argument("--family", type=int, choices=(4, 6), default=4,
-                    help="6: the same rows over IPv6, both clusters dual-stack")
     args = ap.parse_args()
     res = run(max(1, args.repeat), args.seconds, offloads_off=args.offloads_off,
               busy_poll_off=args.busy_poll_off, floor=not args.no_floor,
-              pair=not args.no_pair, family=args.family)
+              pair=not args.no_pair)
     print(report(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))

@@ -102,18 +102,3 @@ def test_ipv4_and_ipv6_runs_coalesce_side_by_side():
     out = gso.coalesce_tcp(v4 + v6, 8)
     assert [g for _, g in out] == [1398, 1378]
     assert len(out[1][0]) == 8 + 54 + 32 + 1378 * 3
-
-
-def test_bench_family_6_config_is_dual_stack():
-    """bench.datapath --family 6: dual-stack clusters, every Service with an IPv6 ClusterIP."""
-    from bench import datapath
-    from emunet.config import load_config_text
-    from emunet.state.plan import plan
-
-    for dp in ("emunet", "kernel"):
-        st = plan(load_config_text(datapath.config(dp, family=6), "b.yaml"))
-        assert st.cluster.dual_stack
-        bench = [s for (ns, _), s in st.services.items() if ns == datapath.NS]
-        assert len(bench) == 3 and all(s.cluster_ip6 for s in bench)
-    echo = datapath.ECHO_SERVER6
-    assert "socket.AF_INET6" in echo and '("::",' in echo and "0.0.0.0" not in echo
