@@ -25,6 +25,11 @@ emunet pods keep TSO/checksum offloads (spec.offloads, the default; emunet.datap
 --offloads-off adds a column, the same emunet cluster with `offloads: false`; --busy-poll-off
 one with `busyPoll: 0`. The "py floor" column (bench.common_floor; --no-floor skips it) replaces
 the agents with a forwarder that has no logic at all: the least any Python datapath costs here.
+
+--family 6 (issue 19): both clusters dual-stack (k3s-style CIDRs, every Service
+PreferDualStack), the same rows measured to the IPv6 addresses (IPv6 ClusterIPs, the echo pod's
+IPv6 address), and the IPv4 rows in the same clusters beside them (`*_v4` columns): IPv4 in a
+dual-stack cluster against IPv6. The Flannel pair and the floor are IPv4-only: skipped.
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ IPERF_PORT, ECHO_PORT = 5201, 7000
 
 ECHO_SERVER = textwrap.dedent(f"""
     import socket
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", {ECHO_PORT})); s.listen(512)
+    s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # both families on one socket
+    s.bind(("::", {ECHO_PORT})); s.listen(512)
     while True:
         c, _ = s.accept()
         try:
@@ -80,11 +86,24 @@ RR_CLIENT = textwrap.dedent("""
 """)
 
 
-def config(datapath: str, offloads: bool = True, busy_poll: int | None = None) -> str:
-    """Two nodes; iperf3 servers on each node, an echo server on node-2, a client on node-1."""
+# --family 6: the k3s flags' dual-stack form (configs/dual-stack.yaml)
+DUAL_STACK = ("  clusterCIDR: 10.42.0.0/16,2001:cafe:42::/56\n"
+              "  serviceCIDR: 10.43.0.0/16,2001:cafe:43::/112\n")
+
+
+def config(datapath: str, offloads: bool = True, busy_poll: int | None = None,
+           family: int = 4) -> str:
+    """Two nodes; iperf3 servers on each node, an echo server on node-2, a client on node-1.
+    Family 6: dual-stack, every Service PreferDualStack (both ClusterIPs)."""
     iperf = ["iperf3", "-s", "-p", str(IPERF_PORT)]
+
+    def svc(name: str, port: int) -> str:
+        doc = service_doc(NS, name, name, port)
+        return doc + ("  ipFamilyPolicy: PreferDualStack\n" if family == 6 else "")
+
     docs = [
         "apiVersion: emunet/v1alpha1\nkind: Cluster\nmetadata: {name: bench}\nspec:\n"
+        + (DUAL_STACK if family == 6 else "")
         + ("" if offloads else "  offloads: false\n")
         + ("" if busy_poll is None else f"  busyPoll: {busy_poll}\n")
         +
@@ -97,9 +116,7 @@ def config(datapath: str, offloads: bool = True, busy_poll: int | None = None) -
         # the system Python: containers run as nobody, who may not read a user's pyenv/venv
         pod_doc(NS, "echo", "node-2", "echo", ["/usr/bin/python3", "-c", ECHO_SERVER],
                 ECHO_PORT),
-        service_doc(NS, "iperf-remote", "iperf-remote", IPERF_PORT),
-        service_doc(NS, "iperf-local", "iperf-local", IPERF_PORT),
-        service_doc(NS, "echo", "echo", ECHO_PORT),
+        svc("iperf-remote", IPERF_PORT), svc("iperf-local", IPERF_PORT), svc("echo", ECHO_PORT),
         # the policy the issue asks for: only the client may reach the cross-node server
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: iperf, "
         f"namespace: {NS}}}\nspec:\n  podSelector: {{matchLabels: {{app: iperf-remote}}}}\n"
@@ -109,14 +126,21 @@ def config(datapath: str, offloads: bool = True, busy_poll: int | None = None) -
     return "---\n".join(docs)
 
 
-def _cluster_ips(c: BenchCluster) -> dict[str, str]:
+def _of(addrs: list[str], family: int) -> str:
+    """The address of `family` among a dual-stack object's addresses."""
+    return next(a for a in addrs if (":" in a) == (family == 6))
+
+
+def _cluster_ips(c: BenchCluster, family: int = 4) -> dict[str, str]:
     items = json.loads(c.emunet("get", "services", "-n", NS, "-o", "json"))["items"]
-    return {s["metadata"]["name"]: s["spec"]["clusterIP"] for s in items}
+    return {s["metadata"]["name"]: _of(s["spec"].get("clusterIPs") or [s["spec"]["clusterIP"]],
+                                       family) for s in items}
 
 
-def _pod_ip(c: BenchCluster, name: str) -> str:
+def _pod_ip(c: BenchCluster, name: str, family: int = 4) -> str:
     items = json.loads(c.emunet("get", "pods", "-n", NS, "-o", "json"))["items"]
-    return next(p["status"]["podIP"] for p in items if p["metadata"]["name"] == name)
+    st = next(p["status"] for p in items if p["metadata"]["name"] == name)
+    return _of([a["ip"] for a in st.get("podIPs") or [{"ip": st["podIP"]}]], family)
 
 
 def iperf(c: BenchCluster, ip: str, seconds: float) -> float:
@@ -154,36 +178,47 @@ def rr(c: BenchCluster, ip: str, seconds: float) -> float:
 
 
 def measure(datapath: str, repeat: int, seconds: float, log, offloads: bool = True,
-            floor: bool = False, busy_poll: int | None = None) -> dict:
+            floor: bool = False, busy_poll: int | None = None, family: int = 4) -> dict:
     tag = ("ebp" if offloads else "ebo") if datapath == "emunet" else "ebk"
     tag = "ebb" if busy_poll is not None else tag
-    with BenchCluster(tag, config(datapath, offloads, busy_poll)) as c:
-        cips = _cluster_ips(c)
-        remote_ip = _pod_ip(c, "echo")  # iperf-remote: the policy admits TCP 5201 only
-        variant = ("" if offloads else " (offloads off)") + (
-            "" if busy_poll is None else f" (busyPoll {busy_poll})")
-        log(f"  {datapath}{variant}: up in {c.up_seconds:.1f}s; measuring")
-        # The rr client opens ~10k connections a run and closes first: without reuse of
-        # TIME_WAIT ports (RFC 6191 timestamps) the faster side runs out of ephemeral ports
-        # and slows to a crawl in later runs (seen: the kernel's 4.5k/s fell to 0.4k/s).
-        c.run_in(c.netns(NS, "client"), "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1",
-                 "net.ipv4.ip_local_port_range=1024 65535")
-        rows: dict[str, list[float]] = {"tcp_cross_gbps": [], "tcp_same_gbps": [],
-                                        "ping_p50_ms": [], "ping_p99_ms": [], "rr_per_s": []}
-        ping(c, remote_ip, 20)  # warm up ARP/neighbour and conntrack paths
-        for _ in range(repeat):
-            rows["tcp_cross_gbps"].append(iperf(c, cips["iperf-remote"], seconds))
-            rows["tcp_same_gbps"].append(iperf(c, cips["iperf-local"], seconds))
-            rtts = ping(c, remote_ip, 200)
-            rows["ping_p50_ms"].append(percentile(rtts, 50))
-            rows["ping_p99_ms"].append(percentile(rtts, 99))
-            rows["rr_per_s"].append(rr(c, cips["echo"], seconds))
-        res = {k: {"median": median(v), "runs": v} for k, v in rows.items()}
+    with BenchCluster(tag, config(datapath, offloads, busy_poll, family)) as c:
+        res: dict = {}
+        # family 6: the IPv6 rows, then the IPv4 rows of the same dual-stack cluster
+        for fam in ((6, 4) if family == 6 else (4,)):
+            rows = _measure_rows(c, datapath, repeat, seconds, log, offloads, busy_poll, fam)
+            suffix = "_v4" if family == 6 and fam == 4 else ""
+            res.update({k + suffix: {"median": median(v), "runs": v} for k, v in rows.items()})
         if floor:
             log("  python floor: the agents replaced by a no-logic forwarder; measuring")
-            res["floor"] = measure_floor(c, remote_ip, repeat, seconds)
+            res["floor"] = measure_floor(c, _pod_ip(c, "echo"), repeat, seconds)
     res["up_s"], res["down_s"] = c.up_seconds, c.down_seconds
     return res
+
+
+def _measure_rows(c: BenchCluster, datapath: str, repeat: int, seconds: float, log,
+                  offloads: bool, busy_poll: int | None, family: int) -> dict[str, list[float]]:
+    """Each row's runs to the addresses of `family` in a running cluster."""
+    cips = _cluster_ips(c, family)
+    remote_ip = _pod_ip(c, "echo", family)  # iperf-remote: the policy admits TCP 5201
+    variant = ("" if offloads else " (offloads off)") + (
+        "" if busy_poll is None else f" (busyPoll {busy_poll})")
+    log(f"  {datapath}{variant}: up in {c.up_seconds:.1f}s; measuring IPv{family}")
+    # The rr client opens ~10k connections a run and closes first: without reuse of
+    # TIME_WAIT ports (RFC 6191 timestamps) the faster side runs out of ephemeral ports
+    # and slows to a crawl in later runs (seen: the kernel's 4.5k/s fell to 0.4k/s).
+    c.run_in(c.netns(NS, "client"), "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1",
+             "net.ipv4.ip_local_port_range=1024 65535")
+    rows: dict[str, list[float]] = {"tcp_cross_gbps": [], "tcp_same_gbps": [],
+                                    "ping_p50_ms": [], "ping_p99_ms": [], "rr_per_s": []}
+    ping(c, remote_ip, 20)  # warm up ARP/neighbour and conntrack paths
+    for _ in range(repeat):
+        rows["tcp_cross_gbps"].append(iperf(c, cips["iperf-remote"], seconds))
+        rows["tcp_same_gbps"].append(iperf(c, cips["iperf-local"], seconds))
+        rtts = ping(c, remote_ip, 200)
+        rows["ping_p50_ms"].append(percentile(rtts, 50))
+        rows["ping_p99_ms"].append(percentile(rtts, 99))
+        rows["rr_per_s"].append(rr(c, cips["echo"], seconds))
+    return rows
 
 
 def measure_pair(repeat: int, seconds: float, log) -> dict:
@@ -253,22 +288,29 @@ def report(res: dict) -> str:
     floor = res["emunet"].get("floor")
     if floor:
         cols.append(("py floor", floor))
-    lines = [f"{'':56} {'emunet':>9} {'kernel':>9} {'ratio':>7}"
+    fam6 = res.get("family") == 6
+    rows = [(key + sfx, f"{fam} {label}", hb) for sfx, fam in (("", "IPv6"), ("_v4", "IPv4"))
+            for key, label, hb in ROWS] if fam6 else ROWS
+    w = max(56, *(len(label) for _, label, _ in rows))
+    lines = [f"{'':{w}} {'emunet':>9} {'kernel':>9} {'ratio':>7}"
              + "".join(f" {name:>9} {'ratio':>7}" for name, _ in cols)]
-    for key, label, higher_better in ROWS:
+    for key, label, higher_better in rows:
         e, k = res["emunet"][key]["median"], res["kernel"][key]["median"]
         extra = ""
         for _, col in cols:
             o = col.get(key, {}).get("median")
             extra += f" {o:9.3f} {ratio(o, k):6.2f}x" if o is not None else f" {'-':>9} {'':7}"
-        lines.append(f"{label:56} {e:9.3f} {k:9.3f} {res['ratios'][key]:6.2f}x{extra}"
+        lines.append(f"{label:{w}} {e:9.3f} {k:9.3f} {res['ratios'][key]:6.2f}x{extra}"
                      + ("" if higher_better else " (lower is better)"))
     for key in ("up_s", "down_s"):
         e, k = res["emunet"][key], res["kernel"][key]
-        lines.append(f"{'emunet ' + key.replace('_s', '') + ', 2 nodes / 5 pods, s':56} "
+        lines.append(f"{'emunet ' + key.replace('_s', '') + ', 2 nodes / 5 pods, s':{w}} "
                      f"{e:9.2f} {k:9.2f} {ratio(e, k):6.2f}x (lower is better)")
     lines += [f"medians of {res['repeat']} runs of {res['seconds']}s; policy: enforced on "
               "emunet nodes only (a kernel node runs Flannel + kube-proxy, no NetworkPolicy)"]
+    if fam6:
+        lines += ["dual-stack clusters (--family 6): IPv6 rows to the IPv6 ClusterIPs and pod "
+                  "address, IPv4 rows to the IPv4 ones, same clusters, same run"]
     if "pair" in res:
         lines += ["fl.pair: a Flannel + DNAT pair built by hand (bench.common_flannel), the "
                   "kernel nodes' check; its ratio is to the kernel nodes"]
@@ -281,18 +323,23 @@ def report(res: dict) -> str:
 
 def run(repeat: int, seconds: float, log=lambda s: print(s, file=sys.stderr),
         offloads_off: bool = False, busy_poll_off: bool = False, floor: bool = True,
-        pair: bool = True) -> dict:
-    res: dict = {"repeat": repeat, "seconds": seconds}
+        pair: bool = True, family: int = 4) -> dict:
+    res: dict = {"repeat": repeat, "seconds": seconds, "family": family}
+    if family == 6:  # the hand-built pair and the floor forward IPv4 only
+        pair = floor = False
     if pair:
         res["pair"] = measure_pair(repeat, seconds, log)
-    res["emunet"] = measure("emunet", repeat, seconds, log, floor=floor)
-    res["kernel"] = measure("kernel", repeat, seconds, log)
+    res["emunet"] = measure("emunet", repeat, seconds, log, floor=floor, family=family)
+    res["kernel"] = measure("kernel", repeat, seconds, log, family=family)
     if offloads_off:  # the same emunet cluster without TSO in pod veths, same run
-        res["emunet_offloads_off"] = measure("emunet", repeat, seconds, log, offloads=False)
+        res["emunet_offloads_off"] = measure("emunet", repeat, seconds, log, offloads=False,
+                                             family=family)
     if busy_poll_off:  # the same emunet cluster with spec.busyPoll: 0
-        res["emunet_busy_poll_off"] = measure("emunet", repeat, seconds, log, busy_poll=0)
+        res["emunet_busy_poll_off"] = measure("emunet", repeat, seconds, log, busy_poll=0,
+                                              family=family)
     res["ratios"] = {key: ratio(res["emunet"][key]["median"], res["kernel"][key]["median"])
-                     for key, _, _ in ROWS}
+                     for key in res["emunet"] if isinstance(res["emunet"][key], dict)
+                     and "median" in res["emunet"][key] and key in res["kernel"]}
     if pair:  # emunet against the independent baseline too (issue 16: >= 0.4x on TCP)
         res["ratios_to_pair"] = {
             key: ratio(res["emunet"][key]["median"], res["pair"][key]["median"])
@@ -313,10 +360,12 @@ def main() -> int:
                     help="skip the hand-built Flannel pair (the second baseline)")
     ap.add_argument("--no-floor", action="store_true",
                     help="skip the Python floor (the agents replaced by a no-logic forwarder)")
+    ap.add_argument("--family", type=int, choices=(4, 6), default=4,
+                    help="6: dual-stack clusters, the rows over IPv6 and over IPv4 side by side")
     args = ap.parse_args()
     res = run(max(1, args.repeat), args.seconds, offloads_off=args.offloads_off,
               busy_poll_off=args.busy_poll_off, floor=not args.no_floor,
-              pair=not args.no_pair)
+              pair=not args.no_pair, family=args.family)
     print(report(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))

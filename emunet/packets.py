@@ -17,6 +17,7 @@ ETH_LEN = 14
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 PROTO_ICMP, PROTO_TCP, PROTO_UDP = 1, 6, 17
+PROTO_ICMP6 = 58  # RFC 4443
 
 ETH = struct.Struct("!6s6sH")  # IEEE 802.3: dst, src, ethertype
 ARP = struct.Struct("!HHBBH6s4s6s4s")  # RFC 826: htype ptype hlen plen op sha spa tha tpa
@@ -51,6 +52,9 @@ IPV4_OFF_PROTO = 9
 IPV4_OFF_CSUM = 10
 IPV4_OFF_SRC = 12
 IPV4_OFF_DST = 16
+# RFC 8200 §3: an IPv6 header's source and destination; RFC 4443 §2.1: ICMPv6's checksum
+IP6_OFF_SRC, IP6_OFF_DST = 8, 24
+ICMP6_OFF_CSUM = 2
 L4_OFF_SPORT = 0  # TCP/UDP source then destination port, 16 bits each (RFC 9293, RFC 768)
 L4_OFF_DPORT = 2
 TCP_OFF_DATA = 12  # data offset (header length in 32-bit words) in the high 4 bits
@@ -291,9 +295,9 @@ def arp_reply(eth_dst: bytes, answer_mac: bytes, answer_ip: bytes, asker_mac: by
                            asker_ip))
 
 
-def tcp_rst(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int, dport: int,
-            seg_seq: int, seg_ack: int, flags: int, seg_len: int) -> bytes:
-    """A reset for an incoming segment (src/dst are the RST's own addresses).
+def rst_segment(sport: int, dport: int, seg_seq: int, seg_ack: int, flags: int,
+                seg_len: int) -> bytearray:
+    """The TCP header of a reset for an incoming segment, checksum zero (either family).
 
     RFC 9293 §3.10.7.1: if the segment had ACK, the RST takes seq=SEG.ACK; otherwise seq=0 and
     it ACKs SEG.SEQ+SEG.LEN (SYN and FIN count one each), as Linux's nf_reject does.
@@ -303,7 +307,13 @@ def tcp_rst(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int, 
     else:
         ln = seg_len + (1 if flags & TCP_SYN else 0) + (1 if flags & TCP_FIN else 0)
         seq, ack, rflags = 0, (seg_seq + ln) & 0xFFFFFFFF, TCP_RST | TCP_ACK
-    seg = bytearray(TCP.pack(sport, dport, seq, ack, 5 << 4, rflags, 0, 0, 0))
+    return bytearray(TCP.pack(sport, dport, seq, ack, 5 << 4, rflags, 0, 0, 0))
+
+
+def tcp_rst(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int, dport: int,
+            seg_seq: int, seg_ack: int, flags: int, seg_len: int) -> bytes:
+    """A reset for an incoming segment (`rst_segment`; src/dst are the RST's own addresses)."""
+    seg = rst_segment(sport, dport, seg_seq, seg_ack, flags, seg_len)
     U16.pack_into(seg, TCP_OFF_CSUM, checksum(seg, pseudo_sum(src, dst, PROTO_TCP, len(seg))))
     return b"".join((ETH.pack(eth_dst, eth_src, ETH_P_IP),
                      ipv4_header(src, dst, PROTO_TCP, len(seg)), seg))

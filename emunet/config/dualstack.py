@@ -50,6 +50,10 @@ def _entries(obj: Obj, key: str) -> list[str] | None:
         obj.str(key)  # reports the wrong type
         return None
     out = [t.strip() for text in texts for t in text.split(",")]
+    if not out:
+        obj.error(key, "is an empty list", "give one IPv4 range, or an IPv4 and an IPv6 "
+                  "range for dual-stack, e.g. 10.42.0.0/16,2001:cafe:42::/56 (or omit the field)")
+        return None
     if any(not t for t in out):
         obj.error(key, f"{raw!r} has an empty entry", "write ranges separated by single "
                   "commas, e.g. 10.42.0.0/16,2001:cafe:42::/56")

@@ -13,10 +13,14 @@ from typing import Any
 
 from emunet.datapath import cttcp
 from emunet.packets import (
+    ICMP6_OFF_CSUM,
+    IP6_OFF_DST,
+    IP6_OFF_SRC,
     IPV4_OFF_CSUM,
     IPV4_OFF_DST,
     IPV4_OFF_SRC,
     PROTO_ICMP,
+    PROTO_ICMP6,
     PROTO_TCP,
     PROTO_UDP,
     TCP_FIN,
@@ -54,12 +58,13 @@ class Rewrite:
     dport: bytes | None
     ip_delta: int  # RFC 1624 sum of ~m + m' over the IPv4 header words that change
     l4_delta: int  # the same for the TCP/UDP checksum (pseudo-header addresses + ports)
+    v6: bool = False  # 16-byte addresses: an IPv6 packet's rewrite (`apply`)
 
     @classmethod
     def between(cls, proto: int, old: tuple[bytes, bytes, bytes, bytes],
                 new: tuple[bytes, bytes, bytes, bytes]) -> Rewrite | None:
         """The rewrite turning tuple `old` (src, dst, sport, dport) into `new`; None if equal."""
-        if old == new or (proto == PROTO_ICMP and old[:2] == new[:2]):
+        if old == new or (proto in (PROTO_ICMP, PROTO_ICMP6) and old[:2] == new[:2]):
             return None
         src, dst, sport, dport = (n if n != o else None for o, n in zip(old, new, strict=True))
         ip_delta = delta_bytes(old[0], new[0]) + delta_bytes(old[1], new[1])
@@ -68,13 +73,18 @@ class Rewrite:
             l4_delta = ip_delta + delta_bytes(old[2], new[2]) + delta_bytes(old[3], new[3])
         else:
             sport = dport = None  # an ICMP echo id is never rewritten here
-        return cls(src, dst, sport, dport, ip_delta, l4_delta)
+        return cls(src, dst, sport, dport, ip_delta, l4_delta, len(old[0]) == 16)
 
     def apply(self, f: bytearray, ip: int, l4: int, proto: int, end: int) -> None:
         """Rewrite the packet whose IPv4 header starts at `ip` and L4 header at `l4`.
 
-        `end` bounds the L4 bytes present (ICMP errors quote truncated packets).
+        `end` bounds the L4 bytes present (ICMP errors quote truncated packets). An IPv6
+        connection's rewrite (`v6`) has its own (`_apply6`): one test here, so that the
+        conntrack fast path (`Conntrack.established`) serves both families.
         """
+        if self.v6:
+            self._apply6(f, ip, l4, proto, end)
+            return
         if self.src is not None:
             f[ip + IPV4_OFF_SRC:ip + IPV4_OFF_SRC + 4] = self.src
         if self.dst is not None:
@@ -96,6 +106,29 @@ class Rewrite:
         if proto == PROTO_UDP and old == 0:
             return  # RFC 768: zero means the sender computed no checksum; keep it so
         new = apply_delta(old, self.l4_delta)
+        U16.pack_into(f, off, 0xFFFF if (proto == PROTO_UDP and new == 0) else new)
+
+    def _apply6(self, f: bytearray, ip: int, l4: int, proto: int, end: int) -> None:
+        """`apply` for the IPv6 packet whose header starts at `ip`: IPv6 has no header
+        checksum (RFC 8200 §3), so only the addresses, the ports and the upper-layer checksum
+        change, by the RFC 1624 delta over the pseudo-header and ports (`l4_delta`; for ICMPv6,
+        whose checksum also covers the pseudo-header (RFC 4443 §2.3), the address part)."""
+        if self.src is not None:
+            f[ip + IP6_OFF_SRC:ip + IP6_OFF_SRC + 16] = self.src
+        if self.dst is not None:
+            f[ip + IP6_OFF_DST:ip + IP6_OFF_DST + 16] = self.dst
+        if proto == PROTO_ICMP6:
+            off, delta = l4 + ICMP6_OFF_CSUM, self.ip_delta
+        else:
+            if self.sport is not None and l4 + 2 <= end:
+                f[l4:l4 + 2] = self.sport
+            if self.dport is not None and l4 + 4 <= end:
+                f[l4 + 2:l4 + 4] = self.dport
+            off = l4 + (TCP_OFF_CSUM if proto == PROTO_TCP else UDP_OFF_CSUM)
+            delta = self.l4_delta
+        if off + 2 > end:
+            return  # a truncated quote in an ICMPv6 error
+        new = apply_delta(U16.unpack_from(f, off)[0], delta)
         U16.pack_into(f, off, 0xFFFF if (proto == PROTO_UDP and new == 0) else new)
 
 

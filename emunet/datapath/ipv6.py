@@ -13,18 +13,17 @@ frame pays nothing for IPv6.
 
 IPv6 has no header checksum (RFC 8200 §3): a routed hop only decrements the hop limit, and NAT
 changes the upper-layer checksum alone, incrementally (RFC 1624) over the pseudo-header
-(`ipv6pkt.apply6`). Conntrack keys are 37 bytes (`ipv6pkt.tuple_key6`), never equal to a
-13-byte IPv4 key, in the one table. No fast path hops for IPv6 yet: its established packets
-take this full pipeline (one conntrack lookup and the precomputed rewrite, `established6`).
+(`ctconn.Rewrite._apply6`). Conntrack keys are 37 bytes (`ipv6pkt.tuple_key6`), never equal
+to a 13-byte IPv4 key, in the one table. No fast path hops for IPv6 yet: its established
+packets take this full pipeline (one conntrack lookup and the precomputed rewrite,
+`Conntrack.established`, as IPv4's).
 Extension headers are not walked: a fragment (the source fragments, RFC 8200 §4.5) or any
 other next header is routed untracked under port-less policy, and dropped to a ClusterIP.
 """
 
 from __future__ import annotations
 
-from emunet.datapath import cttcp
 from emunet.datapath.actions import Action, Encap, Send
-from emunet.datapath.conntrack import CLASH, KILL, NEW, OK, Conn, Conntrack
 from emunet.datapath.ipv6pkt import (
     ETHERTYPE_IPV6,
     IP6_DST,
@@ -40,7 +39,6 @@ from emunet.datapath.ipv6pkt import (
     NH_FRAGMENT,
     NH_HOPOPTS,
     PROTO_ICMP6,
-    apply6,
     ip6_str,
     link_local,
     parse_ipv6,
@@ -51,58 +49,17 @@ from emunet.datapath.reasons import DropReason
 from emunet.datapath.tables import LocalPod
 from emunet.packets import (
     ETH_DST,
-    ETH_LEN,
     ETH_MACS,
     ETH_TYPE,
     PROTO_TCP,
     PROTO_UDP,
-    TCP_FIN,
     TCP_OFF_FLAGS,
-    TCP_RST,
-    TCP_SYN,
     U16,
     VXLAN,
 )
 
-_SFR = TCP_SYN | TCP_FIN | TCP_RST
 _BEHIND_MACS = slice(ETH_MACS.stop, None)
 _TRACKED = (PROTO_TCP, PROTO_UDP, PROTO_ICMP6)
-
-
-def established6(ct: Conntrack, key: bytes, f: bytearray, l4: int, end: int, proto: int,
-                 tcp_flags: int, now: float) -> bool:
-    """`Conntrack.established` for an IPv6 packet: the same state handling, line for line,
-    with the IPv6 rewrite (`apply6`). Kept apart so the IPv4 method stays as it is."""
-    hit = ct.table.get(key)
-    if hit is None:
-        return False
-    conn, is_reply = hit
-    if conn.expires <= now:
-        ct.remove(conn)
-        return False
-    steady = conn.rsteady if is_reply else conn.steady
-    if steady and not tcp_flags & _SFR:
-        conn.expires = now + steady
-        rw = conn.rev if is_reply else conn.fwd
-        if rw is not None:
-            apply6(rw, f, ETH_LEN, l4, proto, end)
-        ct.hit = hit
-        return True
-    assured = conn.assured
-    verdict = conn.advance(is_reply, tcp_flags, now)
-    if conn.assured != assured:
-        ct.version += 1  # worth a snapshot now (see Conntrack.established)
-    if verdict == NEW:
-        if conn.state != cttcp.CUT:
-            ct.remove(conn)
-        return False
-    rw = conn.rev if is_reply else conn.fwd
-    if rw is not None:
-        apply6(rw, f, ETH_LEN, l4, proto, end)
-    if verdict == KILL:
-        ct.remove(conn)
-    ct.hit = hit
-    return True
 
 
 class IPv6(Replies6):
@@ -168,7 +125,7 @@ class IPv6(Replies6):
                 return self._drop(DropReason.UNSUPPORTED_L4, "ICMPv6 to a ClusterIP")
             return self._check(src, dst, nh, 0, pod is not None)
         flags = f[l4 + TCP_OFF_FLAGS] if nh == PROTO_TCP else 0
-        if established6(self.ct, key, f, l4, end, nh, flags, now):
+        if self.ct.established(key, f, l4, end, nh, flags, now):
             return None
         if pod is not None and dst in t.cluster_ips:
             return self._service6(f, l4, end, nh, key, flags, now, pod)
@@ -183,26 +140,8 @@ class IPv6(Replies6):
             return denied
         if self._l7_redirect(nh) is not None:
             return self._no_l7()
-        conn = Conn(nh, orig, reply)
-        if nh == PROTO_ICMP6:
-            conn.fwd = conn.rev = None  # an echo's tuple mirrors itself: nothing to rewrite
-        verdict = self.ct.admit(conn, now)
-        if verdict == CLASH and pod is not None and nh != PROTO_ICMP6 and \
-                self.ct.lookup(conn.orig_key, now) is None:
-            remapped = self._remap(nh, orig, reply, "", None, now)  # nf_nat's null binding
-            if remapped is not None:
-                self._new = (remapped, flags)
-                assert remapped.fwd is not None
-                apply6(remapped.fwd, f, ETH_LEN, l4, nh, end)
-        elif verdict == OK:
-            self._new = (conn, flags)
+        self._track_routed(f, l4, end, nh, orig, reply, flags, now, pod is not None)
         return None
-
-    def _no_l7(self) -> list[Action]:
-        """An L7 rule (CiliumNetworkPolicy) applies, but the L7 proxy is not reached over
-        IPv6: refused rather than let through unfiltered."""
-        self._v = []
-        return self._drop(DropReason.POLICY_DENIED, "L7 policy over IPv6 is not supported")
 
     def _service6(self, f: bytearray, l4: int, end: int, nh: int, key: bytes, flags: int,
                   now: float, pod: LocalPod) -> list[Action] | None:
@@ -218,35 +157,8 @@ class IPv6(Replies6):
         if target is None or not target.backends:
             why = f"{svc_name}: " + ("no ready endpoints" if target else f"no port {dport}")
             return self._reject6(f, l4, end, nh, pod, why)
-        src, sport = key[KEY6_SRC], key[KEY6_SPORT]
-        bip, bport = self.affinity.pick(target, src, now, self.rng)
-        reply_dst = t.gateway_ip6 if bip == src else src  # hairpin: masquerade to the gateway
-        if bip != src:
-            denied = self._check(src, bip, nh, bport, True)
-            if denied is not None:
-                return denied
-        if self._l7_redirect(nh) is not None:
-            return self._no_l7()
-        conn = Conn(nh, (src, cip, sport, key[KEY6_DPORT]),
-                    (bip, reply_dst, U16.pack(bport), sport), target.name, (bip, bport))
-        verdict = self.ct.admit(conn, now)
-        if verdict == CLASH and self.ct.lookup(conn.orig_key, now) is None:
-            rk = conn.reply_key
-            remapped = self._remap(nh, conn.orig, (bip, reply_dst, rk[KEY6_SPORT],
-                                                   rk[KEY6_DPORT]), target.name, (bip, bport),
-                                   now)
-            if remapped is None:
-                return self._drop(DropReason.CT_INVALID, f"NAT tuple clash for {target.name}")
-            conn = remapped
-        elif verdict == CLASH:
-            return self._drop(DropReason.CT_INVALID, f"a connection cut by policy ({svc_name})")
-        elif verdict != OK:
-            return self._drop(DropReason.CT_INVALID, f"conntrack table full ({svc_name})")
-        self._new = (conn, flags)
-        self._c["dnat"] += 1
-        assert conn.fwd is not None
-        apply6(conn.fwd, f, ETH_LEN, l4, nh, end)
-        return None
+        return self._dnat(f, l4, end, nh, flags, now, target, svc_name, key[KEY6_SRC], cip,
+                          key[KEY6_SPORT], key[KEY6_DPORT], t.gateway_ip6, True)
 
     def _route6(self, f: bytearray) -> list[Action]:
         """A routed hop: hop limit - 1 (no checksum covers it), then a local veth or the owning

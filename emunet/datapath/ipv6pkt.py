@@ -14,29 +14,25 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from emunet.datapath.ctconn import Rewrite
 from emunet.packets import (
     ETH,
     ETH_LEN,
+    ICMP6_OFF_CSUM,
+    IP6_OFF_DST,
+    IP6_OFF_SRC,
+    PROTO_ICMP6,
     PROTO_TCP,
     PROTO_UDP,
-    TCP,
-    TCP_ACK,
-    TCP_FIN,
     TCP_OFF_CSUM,
-    TCP_RST,
-    TCP_SYN,
     U16,
-    UDP_OFF_CSUM,
-    apply_delta,
     checksum,
     concat,
     ones_sum,
+    rst_segment,
 )
 
 ETH_P_IPV6 = 0x86DD
 ETHERTYPE_IPV6 = ETH_P_IPV6.to_bytes(2, "big")
-PROTO_ICMP6 = 58  # RFC 4443
 NH_HOPOPTS, NH_FRAGMENT = 0, 44  # RFC 8200 §4.3, §4.5 (MLD reports carry a hop-by-hop header)
 # RFC 8200 §3: version(4) traffic class(8) flow label(20), payload length, next header, hop
 # limit, source, destination
@@ -58,7 +54,7 @@ DEFAULT_HOP_LIMIT = 64  # Linux net.ipv6.conf.*.hop_limit
 ICMP6_ERROR_MAX = 1280  # RFC 4443 §2.4(c): an error fits in the minimum IPv6 MTU
 
 # ---- where the fields are (an untagged Ethernet frame, RFC 8200 §3 offsets + ETH_LEN) -------
-IP6_OFF_PLEN, IP6_OFF_NH, IP6_OFF_HLIM, IP6_OFF_SRC, IP6_OFF_DST = 4, 6, 7, 8, 24
+IP6_OFF_PLEN, IP6_OFF_NH, IP6_OFF_HLIM = 4, 6, 7  # source, destination: packets
 IP6_PLEN = ETH_LEN + IP6_OFF_PLEN
 IP6_NH = ETH_LEN + IP6_OFF_NH
 IP6_HLIM = ETH_LEN + IP6_OFF_HLIM
@@ -66,7 +62,7 @@ IP6_SRC = slice(ETH_LEN + IP6_OFF_SRC, ETH_LEN + IP6_OFF_SRC + 16)  # 22:38
 IP6_DST = slice(ETH_LEN + IP6_OFF_DST, ETH_LEN + IP6_OFF_DST + 16)  # 38:54
 IP6_ADDRS = slice(IP6_SRC.start, IP6_DST.stop)
 L4_6 = ETH_LEN + IP6_HDR  # the upper-layer header right behind a fixed header: 54
-ICMP6_OFF_CSUM, ICMP6_OFF_ID = 2, 4
+ICMP6_OFF_ID = 4  # the checksum's: packets.ICMP6_OFF_CSUM
 
 # A conntrack key of an IPv6 flow (`tuple_key6`): proto(1) src(16) dst(16) sport(2) dport(2)
 KEY6_LEN = 37
@@ -142,30 +138,6 @@ def l4_checksum6(src: bytes, dst: bytes, nh: int, msg: bytes | bytearray | memor
     return 0xFFFF if c == 0 and nh == PROTO_UDP else c
 
 
-def apply6(rw: Rewrite, f: bytearray, ip: int, l4: int, proto: int, end: int) -> None:
-    """A conntrack `Rewrite` applied to the IPv6 packet whose header starts at `ip`: IPv6 has
-    no header checksum (RFC 8200 §3), so only the addresses, the ports and the upper-layer
-    checksum change, by the RFC 1624 delta over the pseudo-header and ports (`l4_delta`; for
-    ICMPv6, whose checksum also covers the pseudo-header, the address part `ip_delta`)."""
-    if rw.src is not None:
-        f[ip + IP6_OFF_SRC:ip + IP6_OFF_SRC + 16] = rw.src
-    if rw.dst is not None:
-        f[ip + IP6_OFF_DST:ip + IP6_OFF_DST + 16] = rw.dst
-    if proto == PROTO_ICMP6:
-        off, delta = l4 + ICMP6_OFF_CSUM, rw.ip_delta
-    else:
-        if rw.sport is not None and l4 + 2 <= end:
-            f[l4:l4 + 2] = rw.sport
-        if rw.dport is not None and l4 + 4 <= end:
-            f[l4 + 2:l4 + 4] = rw.dport
-        off = l4 + (TCP_OFF_CSUM if proto == PROTO_TCP else UDP_OFF_CSUM)
-        delta = rw.l4_delta
-    if off + 2 > end:
-        return  # a truncated quote in an ICMPv6 error
-    new = apply_delta(U16.unpack_from(f, off)[0], delta)
-    U16.pack_into(f, off, 0xFFFF if (proto == PROTO_UDP and new == 0) else new)
-
-
 # ---- generated packets ------------------------------------------------------------------------
 
 def ipv6_header(src: bytes, dst: bytes, nh: int, payload_len: int,
@@ -214,10 +186,5 @@ def tcp_rst6(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int,
              seg_seq: int, seg_ack: int, flags: int, seg_len: int) -> bytes:
     """A reset for an incoming segment, as emunet.packets.tcp_rst (RFC 9293 §3.10.7.1: with
     ACK, seq = SEG.ACK; else seq 0 and ACK of SEG.SEQ + SEG.LEN), over IPv6."""
-    if flags & TCP_ACK:
-        seq, ack, rflags = seg_ack, 0, TCP_RST
-    else:
-        ln = seg_len + (1 if flags & TCP_SYN else 0) + (1 if flags & TCP_FIN else 0)
-        seq, ack, rflags = 0, (seg_seq + ln) & 0xFFFFFFFF, TCP_RST | TCP_ACK
-    seg = bytearray(TCP.pack(sport, dport, seq, ack, 5 << 4, rflags, 0, 0, 0))
+    seg = rst_segment(sport, dport, seg_seq, seg_ack, flags, seg_len)
     return _frame(eth_dst, eth_src, src, dst, PROTO_TCP, seg, TCP_OFF_CSUM)

@@ -40,7 +40,6 @@ from emunet.datapath.ipv6pkt import (
     PROTO_ICMP6,
     UNREACH6_PORT,
     UNSPECIFIED,
-    apply6,
     echo_reply6,
     icmp6_error,
     ip6_str,
@@ -219,13 +218,13 @@ class Replies6(Services):
         outer = conn.rev if is_reply else conn.fwd
         if outer is None:
             return None
-        apply6(outer, f, ETH_LEN, l4, PROTO_ICMP6, end)
+        outer.apply(f, ETH_LEN, l4, PROTO_ICMP6, end)
         quoted = (qsrc, qdst, *ports) if eproto == PROTO_ICMP6 else (qsrc, qdst, qsport, qdport)
         want = conn.orig if is_reply else (conn.orig[1], conn.orig[0], conn.orig[3],
                                            conn.orig[2])
         inner = Rewrite.between(eproto, quoted, want)
         if inner is not None:
-            apply6(inner, f, e, el4, eproto, end)
+            inner.apply(f, e, el4, eproto, end)
         f[l4 + ICMP6_OFF_CSUM:l4 + ICMP6_OFF_CSUM + 2] = _ZERO16
         U16.pack_into(f, l4 + ICMP6_OFF_CSUM, l4_checksum6(bytes(f[IP6_SRC]), bytes(f[IP6_DST]),
                                                            PROTO_ICMP6, memoryview(f)[l4:end]))

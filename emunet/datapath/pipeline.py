@@ -27,7 +27,7 @@ from emunet import packets as pk
 from emunet.datapath import ctscrub
 from emunet.datapath.actions import Action, Drop, Encap, Send
 from emunet.datapath.affinity import Affinity
-from emunet.datapath.conntrack import CLASH, OK, Conn, Conntrack, Rewrite
+from emunet.datapath.conntrack import OK, Conn, Conntrack, Rewrite
 from emunet.datapath.ipv6 import IPv6
 from emunet.datapath.ipv6pkt import ETHERTYPE_IPV6
 from emunet.datapath.nodeport import Neighbours
@@ -242,18 +242,8 @@ class Datapath(IPv6):
             return denied
         proxy = self._l7_redirect(proto)
         if proxy is None:
-            conn = Conn(proto, orig, reply)
-            verdict = self.ct.admit(conn, now)
-            if verdict == CLASH and pod is not None and proto != PROTO_ICMP and \
-                    self.ct.lookup(conn.orig_key, now) is None:
-                remapped = self._remap(proto, orig, reply, "", None, now)  # nf_nat's null binding
-                if remapped is not None:
-                    self._new = (remapped, flags)
-                    assert remapped.fwd is not None
-                    remapped.fwd.apply(f, ETH_LEN, l4, proto, end)
-            elif verdict == OK:
-                self._new = (conn, flags)
-            return None  # a clash or a full table: the packet goes on untracked
+            self._track_routed(f, l4, end, proto, orig, reply, flags, now, pod is not None)
+            return None
         conn = Conn(proto, orig, (reply[0], reply[1], U16.pack(proxy), reply[3]))
         if self.ct.admit(conn, now) != OK or conn.fwd is None:  # never bypass the proxy
             return self._drop(DropReason.CT_INVALID, "L7 redirect tuple clash")

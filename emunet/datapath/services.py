@@ -10,7 +10,7 @@ from emunet.datapath.actions import Action
 from emunet.datapath.conntrack import CLASH, OK, Conn
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.replies import Replies
-from emunet.datapath.tables import LocalPod
+from emunet.datapath.tables import LocalPod, ServiceTarget
 from emunet.packets import (
     ETH_LEN,
     KEY_DPORT,
@@ -18,6 +18,7 @@ from emunet.packets import (
     KEY_SPORT,
     KEY_SRC,
     PROTO_ICMP,
+    PROTO_ICMP6,
     PROTO_TCP,
     U16,
 )
@@ -71,25 +72,31 @@ class Services(Replies):
         if target is None or not target.backends:
             why = f"{svc_name}: " + ("no ready endpoints" if target else f"no port {dport}")
             return self._reject(f, l4, end, proto, pod, why)
-        src, sport = key[KEY_SRC], key[KEY_SPORT]
+        return self._dnat(f, l4, end, proto, flags, now, target, svc_name, key[KEY_SRC], cip,
+                          key[KEY_SPORT], key[KEY_DPORT], t.gateway_ip, False)
+
+    def _dnat(self, f: bytearray, l4: int, end: int, proto: int, flags: int, now: float,
+              target: ServiceTarget, svc_name: str, src: bytes, cip: bytes, sport: bytes,
+              dport: bytes, gateway: bytes, v6: bool) -> list[Action] | None:
+        """A new connection to a ClusterIP with ready endpoints, either family: pick one
+        (ClientIP affinity per family: each client address is its own key), police the
+        backend, track, DNAT. `gateway`: the family's gateway address, the hairpin's SNAT."""
         bip, bport = self.affinity.pick(target, src, now, self.rng)
         # Hairpin (the client is the backend): masquerade to the gateway so the reply comes
         # back through us, as kube-proxy's KUBE-MARK-MASQ does for hairpin traffic.
-        reply_dst = t.gateway_ip if bip == src else src
+        reply_dst = gateway if bip == src else src
         if bip != src:  # a pod reaching itself through its Service is never policed
             denied = self._check(src, bip, proto, bport, True)
             if denied is not None:
                 return denied
         proxy = self._l7_redirect(proto)  # a local backend behind L7 policy: via its proxy
-        conn = Conn(proto, (src, cip, sport, key[KEY_DPORT]),
-                    (bip, reply_dst, U16.pack(bport if proxy is None else proxy), sport),
-                    target.name, (bip, bport))
+        if proxy is not None and v6:
+            return self._no_l7()
+        reply = (bip, reply_dst, U16.pack(bport if proxy is None else proxy), sport)
+        conn = Conn(proto, (src, cip, sport, dport), reply, target.name, (bip, bport))
         verdict = self.ct.admit(conn, now)
         if verdict == CLASH and self.ct.lookup(conn.orig_key, now) is None:
-            rk = conn.reply_key
-            remapped = self._remap(proto, conn.orig, (bip, reply_dst, rk[KEY_SPORT],
-                                                      rk[KEY_DPORT]), target.name, (bip, bport),
-                                   now)
+            remapped = self._remap(proto, conn.orig, reply, target.name, (bip, bport), now)
             if remapped is None:
                 return self._drop(DropReason.CT_INVALID, f"NAT tuple clash for {target.name}")
             conn = remapped
@@ -102,4 +109,29 @@ class Services(Replies):
         assert conn.fwd is not None
         conn.fwd.apply(f, ETH_LEN, l4, proto, end)
         return None
+
+    def _track_routed(self, f: bytearray, l4: int, end: int, proto: int,
+                      orig: tuple[bytes, bytes, bytes, bytes],
+                      reply: tuple[bytes, bytes, bytes, bytes], flags: int, now: float,
+                      local: bool) -> None:
+        """A new routed connection (no Service), either family: tracked. When its reply
+        tuple is taken and it comes from a local pod, nf_nat's null binding remaps its source
+        port (`_remap`); a clash otherwise, or a full table, lets the packet go on untracked."""
+        conn = Conn(proto, orig, reply)
+        verdict = self.ct.admit(conn, now)
+        if verdict == CLASH and local and proto not in (PROTO_ICMP, PROTO_ICMP6) and \
+                self.ct.lookup(conn.orig_key, now) is None:
+            remapped = self._remap(proto, orig, reply, "", None, now)
+            if remapped is not None:
+                self._new = (remapped, flags)
+                assert remapped.fwd is not None
+                remapped.fwd.apply(f, ETH_LEN, l4, proto, end)
+        elif verdict == OK:
+            self._new = (conn, flags)
+
+    def _no_l7(self) -> list[Action]:
+        """An L7 rule (CiliumNetworkPolicy) applies, but the L7 proxy is not reached over
+        IPv6: refused rather than let through unfiltered."""
+        self._v = []
+        return self._drop(DropReason.POLICY_DENIED, "L7 policy over IPv6 is not supported")
 

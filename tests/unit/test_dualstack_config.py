@@ -88,6 +88,7 @@ def test_defaults_stay_ipv4_only() -> None:
      "has host bits set"),
     ("10.42.0.0/16,nonsense", "10.43.0.0/16", "spec.clusterCIDR", "is not an IP network"),
     ("10.42.0.0/16,,2001:cafe:42::/56", "10.43.0.0/16", "spec.clusterCIDR", "empty entry"),
+    ("[]", "10.43.0.0/16", "spec.clusterCIDR", "is an empty list"),  # found by test_config_fuzz
 ])
 def test_cidr_errors_are_located(cluster: str, service: str, path: str, needle: str) -> None:
     err = error(cluster_doc(cluster, service))
