@@ -327,10 +327,11 @@ class Agent(Transmit):
     def flush_events(self) -> None:
         """Kept datapath events -> flow records on disk (after a batch, off the fast path)."""
         names = {p.port: p.name for p in self.dp.tables.pods_by_port.values()}
-        me = self._state.node(self.node).underlay_ip
-        self.flows.write([describe(ev, self.node, me, self.dp.ct.table, self.dp.traced,
-                                   self.wall_offset, names, self.dp.tables.vxlan_port)
-                           for ev in self.dp.drain()])
+        me = self._state.node(self.node)
+        self.flows.write([describe(ev, self.node, me.underlay_ip, self.dp.ct.table,
+                                   self.dp.traced, self.wall_offset, names,
+                                   self.dp.tables.vxlan_port, me.underlay_ip6 or "")
+                          for ev in self.dp.drain()])
 
     def run(self) -> int:
         next_tick = busy = time.monotonic()

@@ -200,6 +200,22 @@ def test_an_applied_pod_and_a_restarted_agent_get_ipv6_too(cluster):
     assert " 0% packet loss" in r.stdout, r.stdout
 
 
+def test_trace_over_ipv6_shows_the_journey(cluster):
+    r = cluster.emunet("trace", "-n", NS, "frontend-client", "monospaced", "--family", "6",
+                       "-o", "json")
+    report = json.loads(r.stdout)
+    assert report["result"]["result"] == "connected", report["result"]
+    assert report["dns"][0]["ips"] == [cluster.svc6]  # AAAA, asked over the IPv4 nameserver
+    texts = [h["text"] for p in report["packets"] for h in p["hops"]]
+    assert any(f"DNAT [{cluster.svc6}]:80 -> backend [{cluster.ip6['monospaced-test']}]:3000"
+               in t for t in texts), texts
+    assert any("outer IP fd00:e3e7::b -> fd00:e3e7::c, UDP port 8472" in t for t in texts)
+    assert any("hop limit 63 -> 62" in t for t in texts)
+    denied = cluster.emunet("trace", "-n", NS, "intruder", f"[{cluster.svc6}]:80",
+                            check=False)
+    assert denied.returncode == 1 and "POLICY_DENIED" in denied.stdout, denied.stdout
+
+
 def _iperf(cluster: Cluster, *args: str) -> float:
     r = cluster.exec(NS, "frontend-client", "iperf3", *args, "-p", "5201", "-t", "3", "-J",
                      timeout=40)

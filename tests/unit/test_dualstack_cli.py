@@ -1,5 +1,6 @@
-"""Dual-stack in the CLI's pure parts: `observe --protocol icmpv6` selects ICMPv6 flows, and
-`trace` refuses an IPv6 destination clearly (its probes are IPv4) before doing anything."""
+"""Dual-stack in the CLI's and observe's pure parts: `observe --protocol icmpv6` selects ICMPv6
+flows, `trace` takes IPv6 destinations ([ADDR]:PORT), and the hook sees the trace mark in an
+IPv6 header's traffic class."""
 
 from __future__ import annotations
 
@@ -24,10 +25,37 @@ def test_protocol_filter_knows_icmpv6(protocol, l4, hit):
     assert flt.match(_flow(l4)) is hit
 
 
-@pytest.mark.parametrize("dest", ["2001:cafe:43::b", "[2001:cafe:43::b]", "fd00::1"])
-def test_trace_refuses_ipv6_destinations(dest):
-    with pytest.raises(InputError, match="IPv6: emunet trace sends IPv4 probes only"):
+@pytest.mark.parametrize(("dest", "split"), [
+    ("2001:cafe:43::b", ("2001:cafe:43::b", None)),
+    ("[2001:cafe:43::b]", ("2001:cafe:43::b", None)),
+    ("[fd00::1]:80", ("fd00::1", 80))])
+def test_trace_takes_ipv6_destinations(dest, split):
+    assert tracer.split_dest(dest) == split
+
+
+@pytest.mark.parametrize("dest", ["[fd00::1]x", "[nope]:80", "fd00::1:http:x", "[fd00::1]:http"])
+def test_bad_ipv6_destinations_are_input_errors(dest):
+    with pytest.raises(InputError):
         tracer.split_dest(dest)
+
+
+def test_the_trace_mark_in_an_ipv6_traffic_class():
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    from emunet.observe import hook
+    from emunet.observe.record import headers
+
+    six = bytes(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2", tc=hook.TRACE_TOS,
+                               fl=0xABCDE) / TCP())
+    plain = bytes(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2", tc=0xB0) / TCP())
+    assert hook.marked(six) and not hook.marked(plain)
+    assert hook.marked(b"\0" * 8 + six, 8)  # behind a VXLAN header
+    assert headers(six)["tos"] == hook.TRACE_TOS
+    from scapy.layers.inet import IP
+    v4 = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2", tos=hook.TRACE_TOS) / TCP())
+    assert hook.marked(v4) and not hook.marked(v4[:15]) and not hook.marked(b"")
 
 
 def test_trace_still_splits_ipv4_and_names():
