@@ -181,6 +181,8 @@ def _policy(sub: Any) -> None:
     p.add_argument("--ports", default="80,81", help="comma separated (default 80,81)")
     p.add_argument("--protocols", default="tcp,udp", help="tcp,udp (default both)")
     p.add_argument("--timeout", type=float, default=1.5, help="seconds per probe (default 1.5)")
+    p.add_argument("--family", type=int, choices=[4, 6], default=4,
+                   help="6: to the pods' IPv6 addresses (dual-stack clusters)")
     p.add_argument("--expect", help="expected table (the printed format); exit 1 on "
                    "differences")
     p.add_argument("-o", "--output", choices=["json"], help="JSON results")

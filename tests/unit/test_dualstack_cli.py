@@ -61,3 +61,14 @@ def test_the_trace_mark_in_an_ipv6_traffic_class():
 def test_trace_still_splits_ipv4_and_names():
     assert tracer.split_dest("10.43.0.11:80") == ("10.43.0.11", 80)
     assert tracer.split_dest("monospaced") == ("monospaced", None)
+
+
+def test_probe_family_6_refuses_an_ipv4_only_cluster():
+    from emunet.cluster import reachability
+    from emunet.config import load_config
+    from emunet.state.plan import plan
+    from tests.e2e.cluster import ROOT
+
+    st = plan(load_config(ROOT / "tests" / "e2e" / "configs" / "netpol-xyz.yaml"))
+    with pytest.raises(InputError, match="not dual-stack"):
+        reachability.probe(st, family=6)
