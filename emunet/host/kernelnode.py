@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+from pathlib import Path
 
 from emunet import naming
 from emunet.host.manifest import HostError
@@ -250,6 +251,9 @@ def ruleset(state: ClusterState, v6: bool = False) -> str:
 
 # ---- shell: carrying it out -------------------------------------------------------------------
 
+BR_NETFILTER = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")  # there once it is loaded
+
+
 def _run(argv: list[str], what: str, stdin: str | None = None) -> None:
     try:
         p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
@@ -271,6 +275,9 @@ def build(state: ClusterState, node: NodeState) -> None:
               "tso", "off", "gso", "off", "gro", "on"], what)
     # br_netfilter: a Service reply bridged between two pods of this node must meet conntrack
     # to be un-NATed; Kubernetes requires it (k3s loads the module: `modprobe br_netfilter`).
+    # A stock distribution kernel (Debian 12's, in scripts/vm) has it as a module not loaded.
+    if not BR_NETFILTER.exists():
+        _run(["modprobe", "br_netfilter"], what + ": loading br_netfilter as k3s does")
     six = ["net.ipv6.conf.all.forwarding=1", "net.bridge.bridge-nf-call-ip6tables=1"] \
         if node.pod_cidr6 else []  # dual-stack: Linux routes IPv6 too on this node
     _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
