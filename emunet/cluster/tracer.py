@@ -222,6 +222,9 @@ def run(state: ClusterState, namespace: str, pod_name: str, dest: str,
         raise TraceError(f"pod {pod_name!r} not found in namespace {namespace} "
                          "(see `emunet get pods -A`)")
     six = family == 6 or _is_ip6(name)
+    if family == 6 and name.count(".") == 3 and name.replace(".", "").isdigit():
+        raise InputError(f"{name} is an IPv4 address but --family 6 was given: drop one of "
+                         "them")
     if six and not pod.ip6:
         raise InputError(f"pod {namespace}/{pod_name} has no IPv6 address: --family 6 needs "
                          "a dual-stack cluster (an IPv6 range in clusterCIDR and serviceCIDR)")

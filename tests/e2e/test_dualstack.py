@@ -216,6 +216,19 @@ def test_trace_over_ipv6_shows_the_journey(cluster):
     assert denied.returncode == 1 and "POLICY_DENIED" in denied.stdout, denied.stdout
 
 
+def test_trace_icmpv6_echo_to_a_pod_and_family_errors(cluster):
+    rep = json.loads(cluster.emunet("trace", "-n", NS, "frontend-client", cluster.ip6["iperf"],
+                                    "-o", "json").stdout)  # the iperf pod is on node-2
+    assert rep["probe"]["protocol"] == "icmp" and rep["result"]["result"] == "echo reply"
+    steps = [h["step"] for p in rep["packets"] for h in p["hops"]]
+    assert any(p["reply"] for p in rep["packets"]) and "encap" in steps and "decap" in steps
+    r = cluster.emunet("trace", "-n", NS, "frontend-client", "10.43.0.10", "--family", "6",
+                       check=False)
+    assert r.returncode == 2 and "IPv4 address but --family 6" in r.stderr
+    r = cluster.emunet("trace", "-n", NS, "frontend-client", "[2001:cafe:43::a]x", check=False)
+    assert r.returncode == 2 and "[IPv6]:PORT" in r.stderr
+
+
 def _iperf(cluster: Cluster, *args: str) -> float:
     r = cluster.exec(NS, "frontend-client", "iperf3", *args, "-p", "5201", "-t", "3", "-J",
                      timeout=40)
