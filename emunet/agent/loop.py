@@ -49,6 +49,7 @@ PACKET_IGNORE_OUTGOING = 23  # do not see our own transmissions (Linux >= 4.20)
 _GRO_CMSG_LEN = socket.CMSG_SPACE(4)
 RECV_MAX = 65536 + 14 + gso.VNET_LEN  # a 64 KB GSO super-frame with its headers
 BATCH = 64  # frames per socket per wakeup, so one busy pod cannot starve the others
+_TCP_GSO = (gso.GSO_TCPV4, gso.GSO_TCPV6)  # TCP super-frames the pipeline takes whole
 
 
 class Agent(Transmit):
@@ -104,6 +105,19 @@ class Agent(Transmit):
         self.big = self._state.cluster.mtu + 14  # a longer frame can only be a super-frame
         self.udp.setblocking(False)
         self._watch(self.udp, self._read_udp)
+        # dual-stack: flannel-v6's tunnel, VXLAN over IPv6 between the nodes' underlay_ip6
+        # (same VNI and port, emunet.datapath.ipv6); with UDP checksums, as Linux's vxlan
+        # driver sends over IPv6 by default (udp6zerocsumtx off; RFC 6935 zero checksums are
+        # opt-in)
+        self.udp6: socket.socket | None = None
+        if me.underlay_ip6 and tables.remotes_by_underlay6:
+            self.udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            self.udp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            self._bufs(self.udp6)
+            self.udp6.bind((me.underlay_ip6, tables.vxlan_port))
+            self.udp6.setsockopt(SOL_UDP, UDP_GRO, 1)
+            self.udp6.setblocking(False)
+            self._watch(self.udp6, lambda now, s=self.udp6: self._read_udp(now, s))
         # NodePort: TCP/UDP for this node's address in 30000-32767 (emunet/host/underlay.py)
         self.eth0: socket.socket | None = None
         try:
@@ -226,7 +240,7 @@ class Agent(Transmit):
             flags, gso_type = data[0], data[1]
             frame = data[gso.VNET_LEN:]
             if gso_type and len(frame) > big:
-                if gso_type & ~gso.GSO_ECN != gso.GSO_TCPV4:  # the veth only offloads TCP
+                if gso_type & ~gso.GSO_ECN not in _TCP_GSO:  # the veth only offloads TCP
                     self.gso_stats["gso_dropped"] += 1
                     continue
                 self.gso_stats["gso_rx"] += 1
@@ -243,13 +257,17 @@ class Agent(Transmit):
                 frame = bytes(buf)
             act(process(frame, name, now))
 
-    def _read_udp(self, now: float) -> None:
-        recv, process, act = self.udp.recvmsg, self.dp.process_underlay, self._act
+    def _read_udp(self, now: float, sock: socket.socket | None = None) -> None:
+        """VXLAN datagrams from the IPv4 socket, or `sock` (the IPv6 one: an address tuple of
+        four, (host, port, flowinfo, scope_id), the host in the form the tables key by)."""
+        recv = (sock or self.udp).recvmsg
+        process, act = self.dp.process_underlay, self._act
         for _ in range(BATCH):
             try:
-                data, anc, _flags, (src, _port) = recv(65535, _GRO_CMSG_LEN)
+                data, anc, _flags, addr = recv(65535, _GRO_CMSG_LEN)
             except (BlockingIOError, InterruptedError):
                 return
+            src = addr[0]
             size = 0
             for level, kind, val in anc:
                 if level == SOL_UDP and kind == UDP_GRO:
@@ -309,10 +327,11 @@ class Agent(Transmit):
     def flush_events(self) -> None:
         """Kept datapath events -> flow records on disk (after a batch, off the fast path)."""
         names = {p.port: p.name for p in self.dp.tables.pods_by_port.values()}
-        me = self._state.node(self.node).underlay_ip
-        self.flows.write([describe(ev, self.node, me, self.dp.ct.table, self.dp.traced,
-                                   self.wall_offset, names, self.dp.tables.vxlan_port)
-                           for ev in self.dp.drain()])
+        me = self._state.node(self.node)
+        self.flows.write([describe(ev, self.node, me.underlay_ip, self.dp.ct.table,
+                                   self.dp.traced, self.wall_offset, names,
+                                   self.dp.tables.vxlan_port, me.underlay_ip6 or "")
+                          for ev in self.dp.drain()])
 
     def run(self) -> int:
         next_tick = busy = time.monotonic()

@@ -70,11 +70,17 @@ class Transmit:
         allows (it recommends a hashed source port; receivers key on the destination port)."""
         s = self.peer_socks.get((ip, port, checksum))
         if s is None:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            if not checksum:  # Linux refuses UDP GSO without checksums: a socket of its own
-                s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+            me = self._state.node(self.node)
+            if ":" in ip:  # flannel-v6: IPv6 outer, UDP checksums always (see Agent)
+                s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+                local = me.underlay_ip6
+            else:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                local = me.underlay_ip
+                if not checksum:  # Linux refuses UDP GSO without checksums: its own socket
+                    s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
             self._bufs(s)
-            s.bind((self._state.node(self.node).underlay_ip, 0))
+            s.bind((local, 0))
             s.connect((ip, port))
             s.setblocking(False)
             self.peer_socks[(ip, port, checksum)] = s
@@ -113,15 +119,20 @@ class Transmit:
         """A TCP super-frame to a pod, whole: a GSO vnet header and CHECKSUM_PARTIAL (the
         pseudo-header sum over the frame's final, NAT'ed addresses); the pod's kernel takes it
         as one 64 KB receive, as it would from a virtio NIC."""
-        l4 = 14 + (frame[14] & 0xF) * 4
         mv = memoryview(frame)
+        if frame[12] == 0x86:  # IPv6 (0x86DD): TCP right behind the fixed header
+            s.sendmsg((gso.vnet_tcp6(frame, 14, self.gso_size), mv[:54 + 16],
+                       gso.partial_csum6(frame, 14), mv[54 + 18:]))
+            return
+        l4 = 14 + (frame[14] & 0xF) * 4
         s.sendmsg((gso.vnet_tcp4(frame, 14, self.gso_size), mv[:l4 + 16],
                    gso.partial_csum(frame, 14), mv[l4 + 18:]))
 
     def _encap_super(self, a: Encap) -> None:
-        """A TCP super-frame to another node: cut into MSS-sized inner frames (standard VXLAN
-        datagrams, complete checksums), sent with UDP GSO: one sendmsg per up to 64 datagrams,
-        which the kernel splits into separate datagrams before the wire."""
+        """A TCP super-frame (IPv4 or IPv6 inside) to another node: cut into MSS-sized inner
+        frames (standard VXLAN datagrams, complete checksums), sent with UDP GSO: one sendmsg
+        per up to 64 datagrams, which the kernel splits into separate datagrams before the
+        wire."""
         parts = gso.segment_tcp_iov(a.payload, 8, self.gso_size)
         self.gso_stats["gso_segments"] += len(parts)
         s = self.peer_socks.get((a.dst_ip, a.dst_port, True)) or self._peer(

@@ -181,6 +181,8 @@ def _policy(sub: Any) -> None:
     p.add_argument("--ports", default="80,81", help="comma separated (default 80,81)")
     p.add_argument("--protocols", default="tcp,udp", help="tcp,udp (default both)")
     p.add_argument("--timeout", type=float, default=1.5, help="seconds per probe (default 1.5)")
+    p.add_argument("--family", type=int, choices=[4, 6], default=4,
+                   help="6: to the pods' IPv6 addresses (dual-stack clusters)")
     p.add_argument("--expect", help="expected table (the printed format); exit 1 on "
                    "differences")
     p.add_argument("-o", "--output", choices=["json"], help="JSON results")
@@ -247,13 +249,17 @@ def _observe(sub: Any) -> None:
 def _trace(sub: Any) -> None:
     p = sub.add_parser("trace", help="send a real probe from a pod and show its journey hop "
                        "by hop (DNS, veth, conntrack, DNAT, policy, VXLAN, delivery, reply)",
-                       usage="emunet trace [-n NS] POD DEST[:PORT] [--protocol tcp|udp|icmp]")
+                       usage="emunet trace [-n NS] POD DEST[:PORT] [--protocol tcp|udp|icmp]"
+                       " [--family 4|6]")
     p.add_argument("-n", "--namespace", help="the pod's namespace (default: default)")
     p.add_argument("pod")
     p.add_argument("dest", help="a Service or pod name, a DNS name or an IP, with :PORT")
     p.add_argument("--protocol", choices=["tcp", "udp", "icmp"],
                    help="default: the Service port's protocol, else tcp with a port, icmp "
                    "without")
+    p.add_argument("--family", type=int, choices=[4, 6],
+                   help="6: over IPv6 (AAAA for a name; dual-stack clusters); default: the "
+                   "destination's, IPv4 for a name")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func="trace:cmd_trace")

@@ -44,7 +44,7 @@ def cmd_probe(a: argparse.Namespace) -> int:
             raise CLIError(f"{a.expect}: {e}", code=2) from None
     need_root("probe opens sockets inside pod namespaces")
     st = load_state()
-    results = reachability.probe(st, a.namespace or None, ports, protocols, a.timeout)
+    results = reachability.probe(st, a.namespace or None, ports, protocols, a.timeout, a.family)
     if not results:
         raise CLIError("no pods to probe in those namespaces", code=2)
     if a.output == "json":

@@ -18,7 +18,7 @@ def cmd_trace(a: argparse.Namespace) -> int:
     need_root("trace sends a probe from inside a pod's namespace")
     state = load_state()
     report, fail = tracer.run(state, a.namespace or "default", a.pod, a.dest, a.protocol,
-                              a.timeout)
+                              a.timeout, family=a.family)
     return _print(report, a, fail)
 
 

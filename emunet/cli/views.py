@@ -249,11 +249,14 @@ def as_list(st: ClusterState, kind: str, namespace: str | None,
             if _in_ns((m.namespace or "", m.name), namespace):
                 items.append(m.body)  # the manifest as applied
     elif kind == "nodes":
-        for n in st.nodes:
+        v6_first = st.cluster.families[0] == "IPv6"  # the primary family first, as the API
+        for n in st.nodes:  # dual-stack: both ranges and addresses
+            cidrs = [c for c in (n.pod_cidr, n.pod_cidr6) if c][::-1 if v6_first else 1]
+            ips = [ip for ip in (n.underlay_ip, n.underlay_ip6) if ip][::-1 if v6_first else 1]
             items.append({
                 "apiVersion": "v1", "kind": "Node", "metadata": _meta(n.name, None, {}),
-                "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
-                "status": {"addresses": [{"type": "InternalIP", "address": n.underlay_ip}],
+                "spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs},
+                "status": {"addresses": [{"type": "InternalIP", "address": ip} for ip in ips],
                            "conditions": [{"type": "Ready", "status":
                                            "True" if ready.get(n.name) else "False"}]},
             })

@@ -1,13 +1,16 @@
 """emunet's built-in server, the workload of a container without `command`: on TCP it answers
 HTTP with the pod's identity (and echoes anything that is not HTTP), on UDP it answers each
-datagram with the same identity, and it logs requests as nginx's `combined` format does."""
+datagram with the same identity, and it logs requests as nginx's `combined` format does. It
+also opens its listening sockets (both families in a dual-stack pod)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 
+from emunet.host.netns import socket_in_netns
 from emunet.state.cluster import PodState
 
 _HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ")
@@ -15,7 +18,8 @@ _MAX_HEADER = 64 * 1024
 
 
 def identity(ps: PodState) -> str:
-    return (f"pod={ps.pod.name} namespace={ps.pod.namespace} ip={ps.ip} node={ps.node}")
+    ip6 = f" ip6={ps.ip6}" if ps.ip6 else ""  # dual-stack pods name both addresses
+    return f"pod={ps.pod.name} namespace={ps.pod.namespace} ip={ps.ip}{ip6} node={ps.node}"
 
 
 def http_response(ps: PodState, method: str, path: str) -> bytes:
@@ -76,3 +80,22 @@ async def serve_tcp(ps: PodState, reader: asyncio.StreamReader,
         pass
     finally:
         writer.close()
+
+
+def listen_families(ps: PodState) -> tuple[int, ...]:
+    """The address families a built-in server listens on: both in a dual-stack pod, as
+    nginx's `listen 80; listen [::]:80;` (two sockets, IPv6-only, so IPv4 clients keep their
+    own addresses in the log rather than ::ffff:-mapped ones)."""
+    return (socket.AF_INET, socket.AF_INET6) if ps.ip6 else (socket.AF_INET,)
+
+
+def listen(netns: str, kind: int, port: int, family: int = socket.AF_INET) -> socket.socket:
+    sock = socket_in_netns(netns, family, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(1024)
+    sock.setblocking(False)
+    return sock

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import random
 import time
@@ -114,7 +115,7 @@ class Controllers:
         for key in st.services:
             eps = sorted({e.ip for lst in st.endpoints(key, index).values() for e in lst
                           if e.ready},
-                         key=lambda ip: tuple(int(x) for x in ip.split(".")))
+                         key=_ip_order)
             now[key] = tuple(eps)
             before = self.endpoints.get(key)
             if before is not None and before != now[key]:
@@ -317,3 +318,11 @@ class Controllers:
         elif not flipped:
             return
         self.sup.refresh_ready()
+
+
+def _ip_order(ip: str) -> tuple[int, ...]:
+    """IPv4 endpoints first, in numeric order, then IPv6 ones (dual-stack: one endpoint per
+    family of a pod, EndpointSlices per family)."""
+    if ":" in ip:
+        return (6, *ipaddress.IPv6Address(ip).packed)
+    return (4, *(int(x) for x in ip.split(".")))

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from emunet import control, naming
+from emunet import control, model, naming
 from emunet.config import load_config
 from emunet.errors import EmunetError
 from emunet.host import adopted, kernelnode, netlink, tc
@@ -93,9 +93,10 @@ def up(path: str, progress: Progress, cfg: Config | None = None) -> ClusterState
                 netlink.add_host_port(state, node)  # pods reach the node's own listeners
         tc.apply_declared(state)  # Cluster document: per-node impairment blocks
         _fault("underlay")
+        c = state.cluster
+        six = f" and {c.underlay_cidr6 or model.DEFAULT_UNDERLAY_CIDR6}" if c.dual_stack else ""
         progress(f"nodes: {', '.join(n.name for n in state.nodes)} (underlay "
-                 f"{state.cluster.underlay_cidr}, VXLAN VNI {state.cluster.vxlan_vni} "
-                 f"UDP {state.cluster.vxlan_port})")
+                 f"{c.underlay_cidr}{six}, VXLAN VNI {c.vxlan_vni} UDP {c.vxlan_port})")
         netlink.record_pods_ahead(state, m)  # one manifest write, not three per pod
         with netlink.held_sockets():  # one netlink socket per node namespace, not per pod
             for i, ps in enumerate(state.pods.values(), 1):

@@ -18,6 +18,7 @@ import re
 import socket
 from dataclasses import dataclass
 
+from emunet.errors import InputError
 from emunet.host.netns import socket_in_netns
 from emunet.state.cluster import ClusterState, PodState
 
@@ -53,9 +54,13 @@ def name(p: PodState) -> str:
     return f"{p.pod.namespace}/{p.pod.name}"
 
 
+def _family(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
 async def _tcp(src: PodState, ip: str, port: int, timeout: float) -> str:
     loop = asyncio.get_running_loop()
-    s = socket_in_netns(src.netns, socket.AF_INET, socket.SOCK_STREAM)
+    s = socket_in_netns(src.netns, _family(ip), socket.SOCK_STREAM)
     s.setblocking(False)
     try:
         await asyncio.wait_for(loop.sock_connect(s, (ip, port)), timeout)
@@ -72,7 +77,7 @@ async def _tcp(src: PodState, ip: str, port: int, timeout: float) -> str:
 
 async def _udp(src: PodState, ip: str, port: int, timeout: float) -> str:
     loop = asyncio.get_running_loop()
-    s = socket_in_netns(src.netns, socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket_in_netns(src.netns, _family(ip), socket.SOCK_DGRAM)
     s.setblocking(False)
     try:
         s.connect((ip, port))
@@ -94,14 +99,16 @@ async def _udp(src: PodState, ip: str, port: int, timeout: float) -> str:
 
 
 async def _probe_all(pods: list[PodState], ports: list[int], protocols: list[str],
-                     timeout: float) -> list[Result]:
+                     timeout: float, family: int = 4) -> list[Result]:
     jobs, keys = [], []
     for proto in protocols:
         fn = _tcp if proto == "TCP" else _udp
         for port in ports:
             for a in pods:
                 for b in pods:
-                    jobs.append(fn(a, b.ip, port, timeout))
+                    ip = b.ip6 if family == 6 else b.ip
+                    assert ip, f"{name(b)} has no IPv{family} address"  # checked by probe
+                    jobs.append(fn(a, ip, port, timeout))
                     keys.append((name(a), name(b), proto, port))
     statuses = await asyncio.gather(*jobs)
     return [Result(*k, st) for k, st in zip(keys, statuses, strict=True)]
@@ -109,9 +116,14 @@ async def _probe_all(pods: list[PodState], ports: list[int], protocols: list[str
 
 def probe(state: ClusterState, namespaces: list[str] | None = None,
           ports: tuple[int, ...] = (80, 81), protocols: tuple[str, ...] = ("TCP", "UDP"),
-          timeout: float = 1.5) -> list[Result]:
+          timeout: float = 1.5, family: int = 4) -> list[Result]:
+    """Every pair of `pods_of`, by each pod's address of `family` (6: dual-stack clusters)."""
     pods = pods_of(state, namespaces)
-    return asyncio.run(_probe_all(pods, list(ports), [p.upper() for p in protocols], timeout))
+    if family == 6 and any(not p.ip6 for p in pods):
+        raise InputError("--family 6: the pods have no IPv6 addresses (the cluster is not "
+                         "dual-stack: clusterCIDR/serviceCIDR with an IPv6 range)")
+    return asyncio.run(_probe_all(pods, list(ports), [p.upper() for p in protocols], timeout,
+                                  family))
 
 
 # ---- tables ------------------------------------------------------------------------------------

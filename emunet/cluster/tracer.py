@@ -1,8 +1,11 @@
 """A real traced probe from a pod, and its journey read back from the agents' records.
 
 The probe is an ordinary socket created inside the pod's network namespace, with IPv4 TOS
-`TRACE_TOS` so that every node's datapath records each packet of the flow, replies included
-(`observe.hook`). A name is first resolved the way the pod's resolver would (resolv.conf search
+(or, over IPv6, traffic class) `TRACE_TOS` so that every node's datapath records each packet
+of the flow, replies included (`observe.hook`). Dual-stack: an IPv6 destination, or a name with
+`family` 6 (AAAA queries), is probed from the pod's IPv6 address (ICMPv6 echo, TCP, UDP); the
+DNS questions still go to the pod's nameserver, the IPv4 kube-dns address of its resolv.conf.
+A name is first resolved the way the pod's resolver would (resolv.conf search
 list, ndots:5) by real queries to the cluster DNS, themselves marked, so the DNS hop shows the
 server and the answer. Then the agents' records of the probe's flow are read back and turned
 into hops (`observe.journey`). `emunet trace` prints the report; `emunet ui` draws it.
@@ -39,17 +42,21 @@ class TraceError(EmunetError):
 
 def _sock(netns: str, family: int, type_: int, proto: int = 0) -> socket.socket:
     s = socket_in_netns(netns, family, type_, proto)
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, TRACE_TOS)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, TRACE_TOS)
+    else:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, TRACE_TOS)
     return s
 
 
-def dns_lookup(netns: str, server: str, name: str, timeout: float) -> dict[str, Any]:
-    """One A query from the pod, marked; the answer as the pod's resolver would get it."""
+def dns_lookup(netns: str, server: str, name: str, timeout: float,
+               qtype: str = "A") -> dict[str, Any]:
+    """One A (or AAAA) query from the pod, marked; the answer as its resolver would get it."""
     # Scapy takes about half a second to import: only the verbs that use it load it, so every
     # other `emunet` command starts without it.
     from scapy.layers.dns import DNS, DNSQR
 
-    q = DNS(id=os.getpid() & 0xFFFF, rd=1, qd=DNSQR(qname=name, qtype="A"))
+    q = DNS(id=os.getpid() & 0xFFFF, rd=1, qd=DNSQR(qname=name, qtype=qtype))
     s = _sock(netns, socket.AF_INET, socket.SOCK_DGRAM)
     t0 = time.monotonic()
     sport = None
@@ -66,13 +73,15 @@ def dns_lookup(netns: str, server: str, name: str, timeout: float) -> dict[str, 
     finally:
         s.close()
     r = DNS(data)
-    ips = [str(a.rdata) for a in (r.an or []) if a.type == 1] if r.ancount else []
+    want = 28 if qtype == "AAAA" else 1
+    ips = [str(a.rdata) for a in (r.an or []) if a.type == want] if r.ancount else []
     rcode = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}.get(r.rcode, str(r.rcode))
     return {"name": name, "server": server, "sport": sport, "rcode": rcode, "ips": ips,
             "ms": round((time.monotonic() - t0) * 1000, 2)}
 
 
-def resolve(state: ClusterState, pod: PodState, name: str, timeout: float) -> list[dict]:
+def resolve(state: ClusterState, pod: PodState, name: str, timeout: float,
+            qtype: str = "A") -> list[dict]:
     """The queries a glibc resolver makes with the pod's resolv.conf (ndots:5: search first)."""
     domain = state.cluster.cluster_domain
     search = [f"{pod.pod.namespace}.svc.{domain}", f"svc.{domain}", domain]
@@ -81,7 +90,7 @@ def resolve(state: ClusterState, pod: PodState, name: str, timeout: float) -> li
         [name] + [f"{name}.{s}" for s in search]
     tries = []
     for n in names:
-        r = dns_lookup(pod.netns, state.cluster.cluster_dns, n + ".", timeout)
+        r = dns_lookup(pod.netns, state.cluster.cluster_dns, n + ".", timeout, qtype)
         tries.append(r)
         if r["ips"] or r["rcode"] not in ("NXDOMAIN", "NOERROR"):
             break
@@ -93,24 +102,32 @@ def probe(pod: PodState, ip: str, port: int | None, proto: str,
     """Send one real probe; what the pod's socket saw."""
     t0 = time.monotonic()
     res: dict[str, Any] = {"protocol": proto, "dst": ip, "port": port}
+    v6 = ":" in ip
+    family = socket.AF_INET6 if v6 else socket.AF_INET
     if proto == "icmp":
-        s = _sock(pod.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        # ICMPv6 (RFC 4443): echo 128/129, errors 1 (unreachable) and 3 (time exceeded); a raw
+        # ICMPv6 socket gets no IPv6 header and the kernel fills the checksum (RFC 3542 §3.1)
+        echo, reply, errors = (128, 129, (1, 3)) if v6 else (8, 0, (3, 11))
+        s = _sock(pod.netns, family, socket.SOCK_RAW,
+                  socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
         ident = os.getpid() & 0xFFFF
         res["id"] = ident
-        body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + PROBE
-        body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+        body = struct.pack("!BBHHH", echo, 0, 0, ident, 1) + PROBE
+        if not v6:
+            body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
         try:
             s.settimeout(timeout)
             s.sendto(body, (ip, 0))
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 data, _ = s.recvfrom(2048)
-                icmp = data[(data[0] & 0xF) * 4:]
-                if icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
+                icmp = data if v6 else data[(data[0] & 0xF) * 4:]
+                if icmp[0] == reply and struct.unpack("!H", icmp[4:6])[0] == ident:
                     res["result"] = "echo reply"
                     break
-                if icmp[0] in (3, 11):
-                    res["result"] = f"ICMP error type {icmp[0]} code {icmp[1]}"
+                if icmp[0] in errors:
+                    res["result"] = f"ICMP{'v6' if v6 else ''} error type {icmp[0]} code " \
+                        f"{icmp[1]}"
                     break
             else:
                 res["result"] = "timeout"
@@ -120,10 +137,10 @@ def probe(pod: PodState, ip: str, port: int | None, proto: str,
             s.close()
     else:
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-        s = _sock(pod.netns, socket.AF_INET, kind)
+        s = _sock(pod.netns, family, kind)
         s.settimeout(timeout)
         try:
-            s.bind(("0.0.0.0", 0))
+            s.bind(("::" if v6 else "0.0.0.0", 0))
             res["sport"] = s.getsockname()[1]
             s.connect((ip, port))
             if proto == "tcp":
@@ -155,7 +172,7 @@ def flow_records(records: list[dict], client_ip: str, sport: int | None, proto: 
         p = r.get("pkt", {})
         if r.get("time", 0) < since or not r.get("traced") or p.get("proto") != proto:
             continue
-        port = p.get("id") if proto == "ICMP" else None
+        port = p.get("id") if proto in ("ICMP", "ICMPv6") else None
         fwd = p.get("src") == client_ip and (p.get("sport") == sport or port == sport)
         back = p.get("dst") == client_ip and (p.get("dport") == sport or port == sport)
         if fwd or back:
@@ -164,35 +181,65 @@ def flow_records(records: list[dict], client_ip: str, sport: int | None, proto: 
 
 
 def split_dest(dest: str) -> tuple[str, int | None]:
-    """`NAME[:PORT]` (NAME a Service, pod, DNS name or IP) to (NAME, PORT or None)."""
-    host_, _, port = dest.rpartition(":") if dest.count(":") == 1 else (dest, "", "")
-    if not host_:
+    """`NAME[:PORT]` (NAME a Service, pod, DNS name or IP) to (NAME, PORT or None); an IPv6
+    address alone or as `[ADDR]:PORT` (RFC 3986 §3.2.2)."""
+    if dest.startswith("["):
+        host_, _, rest = dest[1:].partition("]")
+        port = rest.removeprefix(":")
+        if not _is_ip6(host_) or (rest and not rest.startswith(":")):
+            raise InputError(f"bad destination {dest!r}: use [IPv6]:PORT")
+    elif dest.count(":") > 1:
+        if not _is_ip6(dest):
+            raise InputError(f"bad destination {dest!r}: an IPv6 address with a port is "
+                             "written [ADDR]:PORT")
         host_, port = dest, ""
+    else:
+        host_, _, port = dest.rpartition(":")
+        if not host_:
+            host_, port = dest, ""
     if port and not port.isdigit():
         raise InputError(f"bad port in {dest!r}: use DEST:PORT with a number")
     return host_, int(port) if port else None
 
 
+def _is_ip6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def run(state: ClusterState, namespace: str, pod_name: str, dest: str,
         protocol: str | None = None, timeout: float = 2.0,
-        keep_records: bool = False) -> tuple[dict[str, Any], bool]:
+        keep_records: bool = False, family: int | None = None) -> tuple[dict[str, Any], bool]:
     """Trace `dest` (NAME[:PORT]) from the pod: the report and whether the probe failed.
-    `keep_records`: each packet also carries the agents' records it was built from."""
+    `keep_records`: each packet also carries the agents' records it was built from. `family`
+    6 (or an IPv6 `dest`): over IPv6, from the pod's IPv6 address (dual-stack only)."""
     name, port = split_dest(dest)
     pod = state.pods.get((namespace, pod_name))
     if pod is None:
         raise TraceError(f"pod {pod_name!r} not found in namespace {namespace} "
                          "(see `emunet get pods -A`)")
+    six = family == 6 or _is_ip6(name)
+    if family == 6 and name.count(".") == 3 and name.replace(".", "").isdigit():
+        raise InputError(f"{name} is an IPv4 address but --family 6 was given: drop one of "
+                         "them")
+    if six and not pod.ip6:
+        raise InputError(f"pod {namespace}/{pod_name} has no IPv6 address: --family 6 needs "
+                         "a dual-stack cluster (an IPv6 range in clusterCIDR and serviceCIDR)")
     d = Directory(state)
     report: dict[str, Any] = {"pod": f"{namespace}/{pod_name}", "node": pod.node,
                               "pod_ip": pod.ip, "dest": dest, "dns": [], "packets": []}
+    if six:
+        report["pod_ip6"] = pod.ip6  # the probe's source; DNS still asks over IPv4
     t0 = time.time()
     try:
-        ip = str(ipaddress.IPv4Address(name))
+        ip: str | None = str(ipaddress.ip_address(name))
     except ValueError:
         ip = None
     if ip is None:
-        report["dns"] = resolve(state, pod, name, timeout)
+        report["dns"] = resolve(state, pod, name, timeout, "AAAA" if six else "A")
         ok = next((r for r in report["dns"] if r["ips"]), None)
         if ok is not None:
             ip = ok["ips"][0]
@@ -203,7 +250,9 @@ def run(state: ClusterState, namespace: str, pod_name: str, dest: str,
                                     f"{report['dns'][-1]['rcode']}"}
                 collect(report, d, t0, keep_records)
                 return report, True
-            ip = target.ip  # pods have no DNS name of their own (only Services do)
+            ip = target.ip6 if six else target.ip  # pods have no DNS name (Services do)
+            if ip is None:
+                raise InputError(f"pod {namespace}/{name} has no IPv6 address")
             report["dns_note"] = f"{name} is a pod: its IP comes from the cluster state"
     svc = d.services.get(ip)
     proto = protocol
@@ -235,7 +284,10 @@ def collect(report: dict, d: Directory, t0: float, keep_records: bool = False) -
     pr = report.get("probe")
     if pr:
         key = pr.get("id") if pr["protocol"] == "icmp" else pr.get("sport")
-        recs = flow_records(records, client, key, pr["protocol"].upper(), t0)
+        proto = pr["protocol"].upper()
+        if "pod_ip6" in report:  # an IPv6 probe: its records name the IPv6 source
+            client, proto = report["pod_ip6"], "ICMPv6" if proto == "ICMP" else proto
+        recs = flow_records(records, client, key, proto, t0)
         report["packets"] = packets(recs, d, keep_records)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from emunet.cluster import stdio
-from emunet.cluster.builtin import UDPIdentity, identity, serve_tcp
+from emunet.cluster.builtin import UDPIdentity, identity, listen, listen_families, serve_tcp
 from emunet.cluster.container import TERM_WAIT, ContainerProc, end_process, end_processes
 from emunet.host import sandbox
 from emunet.host.netns import socket_in_netns
@@ -178,18 +178,20 @@ class Workloads:
             out.write(f"emunet built-in server: listening on {cp.container_port}/{cp.protocol}"
                       f" ({identity(ps)})\n")
             if cp.protocol == "TCP":
-                sock = await asyncio.to_thread(_listen, ps.netns, socket.SOCK_STREAM,
-                                               cp.container_port)
-                srv = await asyncio.start_server(
-                    lambda r, w, ps=ps, out=out: serve_tcp(
-                        ps, r, w, lambda line: out.closed or out.write(line)), sock=sock)
-                wl.servers.append(srv)
+                for family in listen_families(ps):
+                    sock = await asyncio.to_thread(listen, ps.netns, socket.SOCK_STREAM,
+                                                   cp.container_port, family)
+                    srv = await asyncio.start_server(
+                        lambda r, w, ps=ps, out=out: serve_tcp(
+                            ps, r, w, lambda line: out.closed or out.write(line)), sock=sock)
+                    wl.servers.append(srv)
             elif cp.protocol == "UDP":
-                sock = await asyncio.to_thread(_listen, ps.netns, socket.SOCK_DGRAM,
-                                               cp.container_port)
-                tr, _ = await loop.create_datagram_endpoint(lambda ps=ps: UDPIdentity(ps),
-                                                            sock=sock)
-                wl.transports.append(tr)
+                for family in listen_families(ps):
+                    sock = await asyncio.to_thread(listen, ps.netns, socket.SOCK_DGRAM,
+                                                   cp.container_port, family)
+                    tr, _ = await loop.create_datagram_endpoint(lambda ps=ps: UDPIdentity(ps),
+                                                                sock=sock)
+                    wl.transports.append(tr)
             else:
                 log.warning("%s/%s: built-in server has no %s support; port %d not served",
                             ps.pod.namespace, ps.pod.name, cp.protocol, cp.container_port)
@@ -388,16 +390,6 @@ def _exe_name(pid: int) -> str:
         return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
     except OSError:
         return ""
-
-
-def _listen(netns: str, kind: int, port: int) -> socket.socket:
-    sock = socket_in_netns(netns, socket.AF_INET, kind)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", port))
-    if kind == socket.SOCK_STREAM:
-        sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 def _listens(ps: PodState, port: int) -> bool:

@@ -21,6 +21,7 @@ from emunet.config.impairment import ImpairmentError, parse
 CLUSTER_API_VERSION = "emunet/v1alpha1"
 UNDERLAY_MTU = 1500  # the veths between node namespaces keep Linux's Ethernet default
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (RFC 7348 section 5)
+IPV6_MIN_MTU = 1280  # RFC 8200 section 5 (dual-stack pods need it)
 MAX_VNI = 2**24 - 1  # the VNI is a 24-bit field (RFC 7348 section 5)
 UNDERLAY_FIRST_HOST = 10  # state.py: node i gets underlay network + 10 + i
 
@@ -126,6 +127,10 @@ def parse_cluster(doc: Obj) -> model.ClusterSpec | None:
                    f"once VXLAN adds {VXLAN_OVERHEAD} bytes (outer Ethernet 14, IPv4 20, UDP 8, "
                    "VXLAN 8; RFC 7348 does not fragment)",
                    f"use at most {UNDERLAY_MTU - VXLAN_OVERHEAD}")
+    elif mtu is not None and mtu < IPV6_MIN_MTU and len(families) == 2:
+        spec.error("mtu", f"pod MTU {mtu} is below IPv6's minimum link MTU of {IPV6_MIN_MTU} "
+                   "(RFC 8200 section 5): Linux disables IPv6 on such a link",
+                   f"use at least {IPV6_MIN_MTU} in a dual-stack cluster")
 
     ttl, upstreams = model.DEFAULT_DNS_TTL, ()
     dns = spec.map("dns")

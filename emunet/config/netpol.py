@@ -3,9 +3,9 @@
 Checks follow the API server (pkg/apis/networking/validation: ValidateNetworkPolicySpec) so a
 file emunet accepts applies to a real cluster and one it rejects would be rejected there too;
 every mistake is a located error (file:line: field path). `policyTypes` is defaulted as the API
-server does (pkg/apis/networking/v1/defaults.go). emunet's policy engine matches IPv4 ipBlocks
-only (dual-stack policy is issue 19's policy part), so an IPv6 ipBlock is an error here rather
-than a rule that would silently never match.
+server does (pkg/apis/networking/v1/defaults.go). ipBlocks may be IPv4 or IPv6 (the policy
+engine matches each family on its own, emunet.policy.compile); an except must be of its cidr's
+family, as the API server's ValidateIPBlock demands (it must lie inside the cidr).
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ def _peer(p: Obj) -> pm.Peer | None:
     return pm.Peer(pod, ns, block)
 
 
-def _net(obj: Obj, value: Any, path: str, line: int) -> ipaddress.IPv4Network | None:
+def _net(obj: Obj, value: Any, path: str, line: int
+         ) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     if not isinstance(value, str):
         obj.col.error(line, path, f"must be a CIDR string, got {value!r}")
         return None
@@ -116,11 +117,6 @@ def _net(obj: Obj, value: Any, path: str, line: int) -> ipaddress.IPv4Network | 
         net = ipaddress.ip_network(value, strict=False)  # the API parses CIDRs sloppily
     except ValueError:
         obj.col.error(line, path, f"{value!r} is not a valid CIDR", "e.g. 10.0.0.0/24")
-        return None
-    if net.version != 4:
-        obj.col.error(line, path, f"{value!r} is IPv6; emunet's policy engine matches IPv4 "
-                      "ipBlocks only (dual-stack policy is not built yet)",
-                      "use an IPv4 CIDR")
         return None
     return net
 
@@ -139,7 +135,8 @@ def _ip_block(p: Obj) -> pm.IPBlock | None:
         e = _net(b, value, path, line)
         if e is None or net is None:
             continue
-        if not (e.subnet_of(net) and e.prefixlen > net.prefixlen):
+        if e.version != net.version or not (e.subnet_of(net)  # type: ignore[arg-type]
+                                            and e.prefixlen > net.prefixlen):
             b.col.error(line, path, f"{value!r} must be a strict subset of cidr {net}",
                         "an except range lies inside the cidr and is smaller")
             continue

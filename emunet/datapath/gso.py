@@ -10,51 +10,29 @@ inner frames that fit the pod MTU, so:
   - `coalesce_tcp` does the reverse on the receiving node, as Linux's GRO (tcp_gro_receive)
     does: consecutive in-order segments of one flow with identical headers, each checksum
     verified first, become one super-frame the pod receives with a GSO vnet header.
-Checksums use `int.from_bytes(...) % 0xFFFF`: 2**16 = 1 (mod 0xFFFF), so a big-endian number
-is congruent to the sum of its 16-bit words, i.e. the RFC 1071 one's complement sum, at C
-speed (measured 2.4x faster than summing a memoryview cast to 16-bit words).
+IPv6 (dual-stack): both for TCP over IPv6 too (emunet.datapath.gso6; gso_type
+VIRTIO_NET_HDR_GSO_TCPV6). Checksums: emunet.datapath.csum.
 """
 
 from __future__ import annotations
 
 import struct
 
+from emunet.datapath import gso6
+from emunet.datapath.csum import fold, mod_ffff, ones  # noqa: F401 (re-export)
 from emunet.packets import ETH_LEN, ETH_TYPE, ETHERTYPE_IP, IPV4_OFF_CSUM, PROTO_TCP
 
 VNET = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 VNET_LEN = VNET.size  # 10: no num_buffers (PACKET_VNET_HDR uses the legacy header)
 VNET_F_NEEDS_CSUM = 1  # CHECKSUM_PARTIAL: csum_start/csum_offset say where to finish it
-GSO_NONE, GSO_TCPV4, GSO_ECN = 0, 1, 0x80
+GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_ECN = 0, 1, 4, 0x80
+_ETHERTYPE_IPV6 = b"\x86\xdd"
+_IP6_LEN = 40
 VNET_NONE = bytes(VNET_LEN)
 MAX_DATAGRAMS = 64  # UDP_MAX_SEGMENTS of older kernels: at most this many per UDP GSO send
 MAX_DATAGRAM_BYTES = 65000  # one UDP GSO send carries one IPv4 datagram's worth of payload
 _FIN_PSH, _CWR = 0x09, 0x80
 _TCP_ACK, _TCP_PSH = 0x10, 0x08
-
-
-def ones(data: bytes | bytearray | memoryview) -> int:
-    """A value congruent (mod 0xFFFF) to the RFC 1071 sum of `data` (zero-padded if odd)."""
-    x = int.from_bytes(data, "big")
-    return x << 8 if len(data) & 1 else x
-
-
-# 2**k = 1 (mod 0xFFFF) for k a multiple of 16: adding a number's high and low k-bit halves
-# keeps it congruent; four halvings (shift, mask, add: simple digit loops) before the one
-# division measured 1.55 -> 0.86 us for a 1398-byte segment.
-_HALVES = tuple((k, (1 << k) - 1) for k in (6144, 3072, 1536, 768))
-
-
-def mod_ffff(y: int) -> int:
-    """y % 0xFFFF, faster for numbers of a few thousand bits."""
-    for k, m in _HALVES:
-        y = (y >> k) + (y & m)
-    return y % 0xFFFF
-
-
-def fold(total: int) -> int:
-    """The Internet checksum (~sum) of words summing to `total` (mod 0xFFFF)."""
-    r = total % 0xFFFF
-    return 0xFFFF - r if r else 0
 
 
 def _pseudo(f: bytes | bytearray | memoryview, ip: int) -> int:
@@ -78,6 +56,20 @@ def partial_csum(f: bytes | bytearray | memoryview, ip: int) -> bytes:
     return (r or 0xFFFF).to_bytes(2, "big")
 
 
+def partial_csum6(f: bytes | bytearray | memoryview, ip: int) -> bytes:
+    """`partial_csum` for TCP over IPv6 (pseudo-header: RFC 8200 §8.1; Linux's
+    ~tcp_v6_check(len, saddr, daddr, 0)): addresses, upper-layer length, next header."""
+    plen = (f[ip + 4] << 8) | f[ip + 5]
+    r = (ones(f[ip + 8:ip + _IP6_LEN]) + plen + PROTO_TCP) % 0xFFFF
+    return (r or 0xFFFF).to_bytes(2, "big")
+
+
+def vnet_tcp6(f: bytes | bytearray | memoryview, ip: int, gso_size: int) -> bytes:
+    """The vnet header handing a TCPv6 super-frame to the kernel for segmentation (GSO)."""
+    l4 = ip + _IP6_LEN
+    return VNET.pack(VNET_F_NEEDS_CSUM, GSO_TCPV6, l4 + (f[l4 + 12] >> 4) * 4, gso_size, l4, 16)
+
+
 def vnet_tcp4(f: bytes | bytearray | memoryview, ip: int, gso_size: int) -> bytes:
     """The vnet header handing a TCPv4 super-frame to the kernel for segmentation (GSO)."""
     l4 = ip + (f[ip] & 0xF) * 4
@@ -98,8 +90,10 @@ def segment_tcp_iov(buf: bytes, off: int, mss: int) -> list[tuple[bytes, memoryv
     Per segment only the IP total length, ID and checksum and the TCP sequence number, flags
     and checksum change: both checksums are the constant words' sum (computed once) plus the
     changing ones (mod 0xFFFF, a 32-bit seq counts as its two words), and each header is one
-    `struct.pack` of constant slices and the new fields.
+    `struct.pack` of constant slices and the new fields. An IPv6 super-frame: `gso6.segment_tcp6`.
     """
+    if buf[off + 12:off + 14] == _ETHERTYPE_IPV6:
+        return gso6.segment_tcp6(buf, off, mss)
     ip = off + ETH_LEN
     ihl = (buf[ip] & 0xF) * 4
     l4 = ip + ihl
@@ -195,10 +189,15 @@ def coalesce_tcp(datagrams: list[bytes], off: int) -> list[tuple[bytes, int]]:
     while i < n:
         d = datagrams[i]
         info = _tcp_segment_info(d, off)
-        i += 1
         if info is None:
+            if d[off + 12:off + 14] == _ETHERTYPE_IPV6:  # TCP over IPv6: gso6's GRO
+                merged, gso_size, i = gso6.coalesce_run6(datagrams, i, off)
+                out.append((merged, gso_size))
+                continue
             out.append((d, 0))
+            i += 1
             continue
+        i += 1
         l4, data, end = info
         size = end - data
         hdr = struct.Struct(f"!{ip + 2}s2x2x4s2x{l4 + 4 - ip - 12}sI5sB2s2x{data - l4 - 18}s")

@@ -138,8 +138,9 @@ class IPv6(Replies6):
         denied = self._check(src, dst, nh, U16.unpack(ports[1])[0], pod is not None)
         if denied is not None:
             return denied
-        if self._l7_redirect(nh) is not None:
-            return self._no_l7()
+        proxy = self._l7_redirect(nh)  # a local pod behind L7 policy: via its proxy
+        if proxy is not None:
+            return self._to_proxy(f, l4, end, nh, orig, reply, proxy, flags, now)
         self._track_routed(f, l4, end, nh, orig, reply, flags, now, pod is not None)
         return None
 

@@ -27,7 +27,7 @@ from emunet import packets as pk
 from emunet.datapath import ctscrub
 from emunet.datapath.actions import Action, Drop, Encap, Send
 from emunet.datapath.affinity import Affinity
-from emunet.datapath.conntrack import OK, Conn, Conntrack, Rewrite
+from emunet.datapath.conntrack import Conn, Conntrack, Rewrite
 from emunet.datapath.ipv6 import IPv6
 from emunet.datapath.ipv6pkt import ETHERTYPE_IPV6
 from emunet.datapath.nodeport import Neighbours
@@ -244,12 +244,7 @@ class Datapath(IPv6):
         if proxy is None:
             self._track_routed(f, l4, end, proto, orig, reply, flags, now, pod is not None)
             return None
-        conn = Conn(proto, orig, (reply[0], reply[1], U16.pack(proxy), reply[3]))
-        if self.ct.admit(conn, now) != OK or conn.fwd is None:  # never bypass the proxy
-            return self._drop(DropReason.CT_INVALID, "L7 redirect tuple clash")
-        self._new = (conn, flags)
-        conn.fwd.apply(f, ETH_LEN, l4, proto, end)
-        return None
+        return self._to_proxy(f, l4, end, proto, orig, reply, proxy, flags, now)
 
     def _policy(self, f: bytearray, proto: int, dport: int, pod: LocalPod | None
                 ) -> list[Action] | None:

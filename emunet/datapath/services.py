@@ -90,8 +90,6 @@ class Services(Replies):
             if denied is not None:
                 return denied
         proxy = self._l7_redirect(proto)  # a local backend behind L7 policy: via its proxy
-        if proxy is not None and v6:
-            return self._no_l7()
         reply = (bip, reply_dst, U16.pack(bport if proxy is None else proxy), sport)
         conn = Conn(proto, (src, cip, sport, dport), reply, target.name, (bip, bport))
         verdict = self.ct.admit(conn, now)
@@ -129,9 +127,16 @@ class Services(Replies):
         elif verdict == OK:
             self._new = (conn, flags)
 
-    def _no_l7(self) -> list[Action]:
-        """An L7 rule (CiliumNetworkPolicy) applies, but the L7 proxy is not reached over
-        IPv6: refused rather than let through unfiltered."""
-        self._v = []
-        return self._drop(DropReason.POLICY_DENIED, "L7 policy over IPv6 is not supported")
+    def _to_proxy(self, f: bytearray, l4: int, end: int, proto: int,
+                  orig: tuple[bytes, bytes, bytes, bytes],
+                  reply: tuple[bytes, bytes, bytes, bytes], proxy: int, flags: int,
+                  now: float) -> list[Action] | None:
+        """A new routed connection that L7 policy redirects (either family): tracked with the
+        proxy's port as the reply's source, the packet's destination port rewritten to it."""
+        conn = Conn(proto, orig, (reply[0], reply[1], U16.pack(proxy), reply[3]))
+        if self.ct.admit(conn, now) != OK or conn.fwd is None:  # never bypass the proxy
+            return self._drop(DropReason.CT_INVALID, "L7 redirect tuple clash")
+        self._new = (conn, flags)
+        conn.fwd.apply(f, ETH_LEN, l4, proto, end)
+        return None
 

@@ -19,6 +19,13 @@ What is built in the node namespace (names and addresses are Flannel's):
     nftables   table `ip kube-proxy`: Service DNAT as kube-proxy's nftables mode writes it
                (see `ruleset`), regenerated whenever the supervisor publishes the state
 
+Dual-stack (issue 19), as Flannel's vxlan backend and kube-proxy run it with IPv6 enabled:
+cni0 also gets the IPv6 gateway <pod /64>::1/64; `flannel-v6.1`, a second vxlan device (the
+same VNI and port, local = the node's underlay IPv6, MAC naming.vtep_mac6, the /64's network
+address as /128) with the same fdb/neigh/route triple per other node over IPv6; IPv6
+forwarding on; and a second table, `ip6 kube-proxy`, the same ruleset over the IPv6
+ClusterIPs and endpoints (kube-proxy runs one proxier per family).
+
 The underlay eth0 gets checksum and segmentation offloads off on transmit: it stands for a
 wire, on which frames are MTU-sized with complete checksums (a NIC would finish them in
 hardware). It keeps GRO on receive, as a NIC driver's napi_gro_receive does on every real node
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+from pathlib import Path
 
 from emunet import naming
 from emunet.host.manifest import HostError
@@ -65,9 +73,41 @@ def is_kernel(state: ClusterState, node: str) -> bool:
 
 # ---- pure: what to build ----------------------------------------------------------------------
 
+VXLAN6_DEV = "flannel-v6.1"
+
+
 def _subnet_zero(node: NodeState) -> str:
     """Flannel gives flannel.1 the .0 address of the node's subnet."""
     return str(ipaddress.IPv4Network(node.pod_cidr).network_address)
+
+
+def _subnet_zero6(node: NodeState) -> str:
+    """... and flannel-v6.1 the network address of its IPv6 subnet."""
+    return str(ipaddress.IPv6Network(node.pod_cidr6).network_address)
+
+
+def _ip6_lines(state: ClusterState, node: NodeState) -> list[str]:
+    """The IPv6 half of `ip_batch` (dual-stack): cni0's gateway, flannel-v6.1 and its routes.
+    nodad: the addresses are the IPAM's, usable at once (emunet.host.sysctls)."""
+    c = state.cluster
+    lines = [f"addr add {node.gateway_ip6}/{ipaddress.IPv6Network(node.pod_cidr6).prefixlen} "
+             f"dev {BRIDGE} nodad"]
+    if len(state.nodes) < 2:
+        return lines
+    lines += [
+        f"link add {VXLAN6_DEV} type vxlan id {c.vxlan_vni} local {node.underlay_ip6} "
+        f"dev {naming.UNDERLAY_IFNAME} dstport {c.vxlan_port} nolearning",
+        f"link set {VXLAN6_DEV} address {node.vtep_mac6} mtu {c.mtu}",
+        f"addr add {_subnet_zero6(node)}/128 dev {VXLAN6_DEV} nodad",
+        f"link set {VXLAN6_DEV} up",
+    ]
+    for other in state.nodes:
+        if other.name != node.name and other.pod_cidr6:
+            zero = _subnet_zero6(other)
+            lines += [f"neigh add {zero} lladdr {other.vtep_mac6} dev {VXLAN6_DEV} "
+                      "nud permanent",
+                      f"route add {other.pod_cidr6} via {zero} dev {VXLAN6_DEV} onlink"]
+    return lines
 
 
 def ip_batch(state: ClusterState, node: NodeState) -> list[str]:
@@ -81,8 +121,8 @@ def ip_batch(state: ClusterState, node: NodeState) -> list[str]:
         f"addr add {node.gateway_ip}/{prefixlen} dev {BRIDGE}",
         f"link set {BRIDGE} up",
     ]
-    if len(state.nodes) < 2:
-        return lines  # one node: no underlay, nothing to tunnel to
+    if len(state.nodes) < 2:  # one node: no underlay, nothing to tunnel to
+        return lines + (_ip6_lines(state, node) if node.pod_cidr6 else [])
     lines += [
         f"link add {VXLAN_DEV} type vxlan id {c.vxlan_vni} local {node.underlay_ip} "
         f"dev {naming.UNDERLAY_IFNAME} dstport {c.vxlan_port} nolearning",
@@ -96,16 +136,18 @@ def ip_batch(state: ClusterState, node: NodeState) -> list[str]:
         zero = _subnet_zero(other)
         lines += [f"neigh add {zero} lladdr {other.vtep_mac} dev {VXLAN_DEV} nud permanent",
                   f"route add {other.pod_cidr} via {zero} dev {VXLAN_DEV} onlink"]
-    return lines
+    return lines + (_ip6_lines(state, node) if node.pod_cidr6 else [])
 
 
 def fdb_batch(state: ClusterState, node: NodeState) -> list[str]:
     """`bridge -batch` lines: where each remote VTEP MAC lives on the underlay."""
     return [f"fdb append {o.vtep_mac} dev {VXLAN_DEV} dst {o.underlay_ip} self permanent"
-            for o in state.nodes if o.name != node.name]
+            for o in state.nodes if o.name != node.name] + [
+        f"fdb append {o.vtep_mac6} dev {VXLAN6_DEV} dst {o.underlay_ip6} self permanent"
+        for o in state.nodes if o.name != node.name and node.pod_cidr6 and o.underlay_ip6]
 
 
-def ruleset(state: ClusterState) -> str:
+def ruleset(state: ClusterState, v6: bool = False) -> str:
     """The nftables ruleset of a kernel node, in the shape kube-proxy's nftables mode writes.
 
     As in kube-proxy (pkg/proxy/nftables/README.md): a verdict map keyed by
@@ -117,9 +159,12 @@ def ruleset(state: ClusterState) -> str:
     of the node's own addresses (`fib daddr type local`), goes to a per-port external chain
     that marks for masquerade (externalTrafficPolicy: Cluster) and continues in the Service's
     chain; a NodePort with no ready endpoint is rejected. Loading is atomic: the table is
-    deleted and rewritten in one nft transaction.
+    deleted and rewritten in one nft transaction. `v6`: the `ip6 kube-proxy` table, the same
+    over the IPv6 ClusterIPs and endpoints (dual-stack).
     """
-    cluster_cidr = state.cluster.cluster_cidr
+    cluster_cidr = state.cluster.cluster_cidr6 if v6 else state.cluster.cluster_cidr
+    ip, family, loopback = ("ip6", "ipv6_addr", "::1") if v6 else ("ip", "ipv4_addr",
+                                                                    "127.0.0.0/8")
     service_ips: list[str] = []
     no_endpoints: list[str] = []
     node_ports: list[str] = []
@@ -128,15 +173,16 @@ def ruleset(state: ClusterState) -> str:
     index = state.pod_index()
     for key in sorted(state.services):
         svc = state.services[key]
-        if not svc.cluster_ip:
+        cluster_ip = svc.cluster_ip6 if v6 else svc.cluster_ip
+        if not cluster_ip:
             continue
-        eps = state.endpoints(key, index)
+        eps = state.endpoints(key, index)  # both families in a dual-stack Service
         for i, sp in enumerate(svc.service.ports):
             proto = _PROTOS.get(sp.protocol)
             if proto is None:
                 continue
-            match = f"{svc.cluster_ip} . {proto} . {sp.port}"
-            ready = [e for e in eps.get(i, ()) if e.ready]
+            match = f"{cluster_ip} . {proto} . {sp.port}"
+            ready = [e for e in eps.get(i, ()) if e.ready and (":" in e.ip) == v6]
             node_port = sp.node_port if svc.service.node_port_type else None
             if not ready:
                 no_endpoints.append(f"{match} : goto reject-chain")
@@ -152,32 +198,35 @@ def ruleset(state: ClusterState) -> str:
                               f"    goto {name}\n  }}")
             picks = []
             for j, e in enumerate(ready):
-                ep = f"endpoint-{key[0]}/{key[1]}/{proto}/{sp.port}__{e.ip}/{e.port}"
+                # ':' is not allowed in an nft chain name: an IPv6 endpoint's are '.'s
+                ep = (f"endpoint-{key[0]}/{key[1]}/{proto}/{sp.port}__"
+                      f"{e.ip.replace(':', '.')}/{e.port}")
                 picks.append(f"{j} : goto {ep}")
+                to = f"[{e.ip}]:{e.port}" if v6 else f"{e.ip}:{e.port}"
                 chains.append(f"  chain {ep} {{\n"
-                              f"    ip saddr {e.ip} jump mark-for-masquerade\n"
-                              f"    meta l4proto {proto} dnat to {e.ip}:{e.port}\n  }}")
+                              f"    {ip} saddr {e.ip} jump mark-for-masquerade\n"
+                              f"    meta l4proto {proto} dnat to {to}\n  }}")
             chains.append(f"  chain {name} {{\n"
-                          f"    ip saddr != {cluster_cidr} jump mark-for-masquerade\n"
+                          f"    {ip} saddr != {cluster_cidr} jump mark-for-masquerade\n"
                           f"    numgen random mod {len(ready)} vmap {{ {', '.join(picks)} }}\n"
                           "  }")
 
-    def vmap(name: str, elements: list[str], key: str = "ipv4_addr . inet_proto") -> str:
+    def vmap(name: str, elements: list[str], key: str = f"{family} . inet_proto") -> str:
         body = f"    elements = {{ {', '.join(elements)} }}\n" if elements else ""
         return (f"  map {name} {{\n    type {key} . inet_service : verdict\n"
                 f"{body}  }}")
 
-    local = "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport"
+    local = f"fib daddr type local {ip} daddr != {loopback} meta l4proto . th dport"
     table = "\n".join([
         vmap("service-ips", service_ips),
         vmap("no-endpoint-services", no_endpoints),
         vmap("service-nodeports", node_ports, "inet_proto"),
         vmap("no-endpoint-nodeports", no_endpoint_node_ports, "inet_proto"),
         "  chain reject-chain {\n    reject\n  }",
-        "  chain services {\n    ip daddr . meta l4proto . th dport vmap @service-ips\n"
+        f"  chain services {{\n    {ip} daddr . meta l4proto . th dport vmap @service-ips\n"
         f"    {local} vmap @service-nodeports\n  }}",
         "  chain service-endpoints-check {\n"
-        "    ip daddr . meta l4proto . th dport vmap @no-endpoint-services\n"
+        f"    {ip} daddr . meta l4proto . th dport vmap @no-endpoint-services\n"
         f"    {local} vmap @no-endpoint-nodeports\n  }}",
         "  chain filter-forward {\n    type filter hook forward priority -110; policy accept;\n"
         "    ct state new jump service-endpoints-check\n  }",
@@ -196,11 +245,14 @@ def ruleset(state: ClusterState) -> str:
         f"    meta mark set meta mark xor {MASQ_MARK:#x}\n    masquerade fully-random\n  }}",
         *chains,
     ])
-    return (f"table ip {TABLE}\ndelete table ip {TABLE}\n"  # create-then-delete: atomic reload
-            f"table ip {TABLE} {{\n{table}\n}}\n")
+    return (f"table {ip} {TABLE}\ndelete table {ip} {TABLE}\n"  # create-then-delete: atomic
+            f"table {ip} {TABLE} {{\n{table}\n}}\n")
 
 
 # ---- shell: carrying it out -------------------------------------------------------------------
+
+BR_NETFILTER = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")  # there once it is loaded
+
 
 def _run(argv: list[str], what: str, stdin: str | None = None) -> None:
     try:
@@ -223,14 +275,19 @@ def build(state: ClusterState, node: NodeState) -> None:
               "tso", "off", "gso", "off", "gro", "on"], what)
     # br_netfilter: a Service reply bridged between two pods of this node must meet conntrack
     # to be un-NATed; Kubernetes requires it (k3s loads the module: `modprobe br_netfilter`).
+    # A stock distribution kernel (Debian 12's, in scripts/vm) has it as a module not loaded.
+    if not BR_NETFILTER.exists():
+        _run(["modprobe", "br_netfilter"], what + ": loading br_netfilter as k3s does")
+    six = ["net.ipv6.conf.all.forwarding=1", "net.bridge.bridge-nf-call-ip6tables=1"] \
+        if node.pod_cidr6 else []  # dual-stack: Linux routes IPv6 too on this node
     _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
-          "net.bridge.bridge-nf-call-iptables=1"], what + " (is br_netfilter loaded?)")
+          "net.bridge.bridge-nf-call-iptables=1", *six], what + " (is br_netfilter loaded?)")
     sync_services(state, node)
 
 
 def sync_services(state: ClusterState, node: NodeState) -> bool:
     """Load the Service ruleset into the node if it changed; True if it was (re)loaded."""
-    rules = ruleset(state)
+    rules = ruleset(state) + (ruleset(state, v6=True) if state.cluster.dual_stack else "")
     if _loaded.get(node.netns) == rules:
         return False
     _run(["ip", "netns", "exec", node.netns, "nft", "-f", "-"],

@@ -20,19 +20,24 @@ import errno
 import ipaddress
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from pyroute2 import IPRoute, NetlinkError
 from pyroute2 import netns as _pyr_netns
-from pyroute2.ethtool.ioctl import EthtoolError, IoctlEthtool
 
-from emunet import naming
+from emunet import model, naming
 from emunet.host.kernelnode import BRIDGE, is_kernel
 from emunet.host.manifest import HostError, Manifest, process_start_time  # noqa: F401 (re-export)
 from emunet.host.netns import create_netns, entered, list_netns, netns_exists, socket_in_netns
 from emunet.host.podfiles import hosts_file, resolv_conf  # noqa: F401 (re-export)
 from emunet.host.procs import end_recorded
+from emunet.host.sysctls import POD_OFFLOADS as _POD_OFFLOADS
+from emunet.host.sysctls import UNDERLAY_OFFLOADS as _UNDERLAY_OFFLOADS
+from emunet.host.sysctls import device_ipv6
+from emunet.host.sysctls import offloads_only as _offloads_only
+from emunet.host.sysctls import set_sysctls as _set_sysctls
 from emunet.state.cluster import ClusterState, NodeState, PodState
 
 __all__ = ["HostError", "Manifest", "add_pod", "build_node", "build_underlay", "hosts_file",
@@ -41,30 +46,16 @@ __all__ = ["HostError", "Manifest", "add_pod", "build_node", "build_underlay", "
 
 ETC_NETNS = Path("/etc/netns")  # `ip netns exec` bind-mounts /etc/netns/<netns>/* over /etc
 UNDERLAY_MTU = 1500  # pod MTU + 50 bytes of VXLAN overhead (RFC 7348 section 4.3)
+# Dual-stack: IPv6 pod traffic is VXLAN over an IPv6 outer header (flannel-v6), 20 bytes more
+# (IPv6's 40-byte header, RFC 8200 section 3): the underlay grows, the pod MTU stays.
+IPV6_OUTER_EXTRA = 20
+IFA_F_NODAD = 0x02  # linux/if_addr.h: the address is usable at once (no DAD; see sysctls)
+
+
+def underlay_mtu(state: ClusterState) -> int:
+    """The MTU of the underlay veths and bridge: room for VXLAN over IPv6 when dual-stack."""
+    return UNDERLAY_MTU + (IPV6_OUTER_EXTRA if state.cluster.dual_stack else 0)
 UNDERLAY_BRIDGE = "br0"
-
-# The userspace datapath reads frames from AF_PACKET sockets and writes them back: it needs
-# complete checksums (no CHECKSUM_PARTIAL: every tx-checksum-* off) and frames no larger than
-# the MTU (no TSO/GSO/USO super-frames on transmit: every *-segmentation off; no GRO merging on
-# receive: rx-gro*). Kernel feature names, as `ethtool -k` lists them; the legacy per-flag
-# ioctls miss newer bits such as tx-tcp-accecn-segmentation, so the features API is used.
-def _offload_feature(name: str) -> bool:
-    return (name.startswith(("tx-checksum-", "tx-gso-", "rx-gro", "rx-udp-gro"))
-            or name.endswith("-segmentation"))
-
-
-# spec.offloads (the default): pod veths keep TCP segmentation and checksum offloads, as on a
-# real node; the agent reads TCP super-frames with a virtio-net header (PACKET_VNET_HDR) and
-# segments them itself before VXLAN (emunet.datapath.gso). UDP segmentation and GRO stay off.
-_POD_OFFLOADS = ("tx-checksum-ipv4", "tx-checksum-ip-generic", "tx-tcp-segmentation",
-                 "tx-tcp-ecn-segmentation", "tx-tcp-mangleid-segmentation",
-                 "tx-generic-segmentation")
-# The emunet node's underlay eth0 stands for a wire and a NIC: frames leave it MTU-sized with
-# complete checksums (segmentation and tx-checksum off, so the agents' UDP GSO trains are split
-# into standard datagrams before the wire); on receive its GRO coalesces same-flow datagrams
-# for the agent's UDP_GRO socket, as a NIC driver's GRO would.
-_UNDERLAY_OFFLOADS = ("rx-gro",)
-
 
 def _exists_msg(what: str) -> str:
     return f"{what} already exists (left over from an earlier run?): run `emunet down`"
@@ -142,51 +133,16 @@ def _node_netlink(what: str, netns: str, exists: str | None = None) -> Iterator[
         raise HostError(f"{what} in network namespace {netns}: {os.strerror(e.code)}") from None
 
 
-def _set_sysctls(netns: str) -> None:
-    """ip_forward off (the agent, not the kernel, forwards: DESIGN.md section 2) and IPv6 off
-    (no router solicitations or MLD reports in anyone's tcpdump). Call inside `netns`."""
-    # As containerd and Docker set in every pod: unprivileged processes (workloads run as
-    # nobody by default, emunet/cluster/workloads.py) may bind ports < 1024 and open ICMP echo
-    # sockets.
-    values = {"net/ipv4/ip_forward": "0", "net/ipv4/ip_unprivileged_port_start": "0",
-              "net/ipv4/ping_group_range": "0 2147483647"}
-    if Path("/proc/sys/net/ipv6").exists():  # kernels built without IPv6 have nothing to turn off
-        values["net/ipv6/conf/default/disable_ipv6"] = "1"
-        values["net/ipv6/conf/all/disable_ipv6"] = "1"
-    for key, value in values.items():
-        try:
-            Path("/proc/sys", key).write_text(value)
-        except OSError as e:
-            raise HostError(f"cannot set {key.replace('/', '.')}={value} in network namespace "
-                            f"{netns}: {e.strerror}") from e
-
-
 def _offloads_off(ifname: str, netns: str) -> None:
     """Call inside `netns`: the ioctl socket, and so the device lookup, is in that namespace."""
     _offloads_only(ifname, netns, ())
 
 
-def _offloads_only(ifname: str, netns: str, keep: tuple[str, ...]) -> None:
-    """Every offload feature off except those named in `keep` (turned on). Inside `netns`."""
-    eth = IoctlEthtool(ifname)
-    try:
-        features = eth.get_features()
-        for name in list(features.keys()):
-            if _offload_feature(name) and features.is_available(name):
-                features[name] = name in keep
-        eth.set_features(features)
-    except (EthtoolError, OSError) as e:
-        raise HostError(f"cannot turn off offloads on {ifname} in network namespace {netns}: "
-                        f"{e}") from e
-    finally:
-        eth.close()
-
-
-def _new_namespace(name: str, m: Manifest) -> None:
-    """A recorded namespace with sysctls set and lo up."""
+def _new_namespace(name: str, m: Manifest, ipv6: bool = False) -> None:
+    """A recorded namespace with sysctls set (`ipv6`: IPv6 on, without forwarding) and lo up."""
     _create_netns(name, m)
     with entered(name):
-        _set_sysctls(name)
+        _set_sysctls(name, ipv6)
         with _netlink("setting lo up", name) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
@@ -223,15 +179,19 @@ def record_pods_ahead(state: ClusterState, m: Manifest) -> None:
 
 
 def build_node(state: ClusterState, node: NodeState, m: Manifest) -> None:
-    """The node namespace: lo up, ip_forward=0, IPv6 off."""
-    _new_namespace(node.netns, m)
+    """The node namespace: lo up, ip_forward=0; IPv6 off, or on without forwarding in a
+    dual-stack cluster (the agent forwards both families; emunet.host.sysctls)."""
+    _new_namespace(node.netns, m, ipv6=state.cluster.dual_stack)
 
 
-def _underlay_up(node: NodeState, offloads: bool) -> None:
+def _underlay_up(node: NodeState, offloads: bool, prefixlen6: int) -> None:
     """Address and bring up the node's underlay eth0 (created by build_underlay)."""
     with entered(node.netns), _netlink("configuring the underlay", node.netns) as ipr:
         idx = ipr.link_lookup(ifname=naming.UNDERLAY_IFNAME)[0]
         ipr.addr("add", index=idx, address=node.underlay_ip, prefixlen=node.underlay_prefixlen)
+        if node.underlay_ip6:  # dual-stack: flannel-v6's outer source (IfaceV6Addr)
+            ipr.addr("add", index=idx, address=node.underlay_ip6, prefixlen=prefixlen6,
+                     flags=IFA_F_NODAD)
         ipr.link("set", index=idx, state="up")
         if offloads:
             _offloads_only(naming.UNDERLAY_IFNAME, node.netns, _UNDERLAY_OFFLOADS)
@@ -247,35 +207,38 @@ def build_underlay(state: ClusterState, m: Manifest, outside: bool = False) -> N
     """
     nodes = state.nodes
     eth0 = naming.UNDERLAY_IFNAME
+    mtu = underlay_mtu(state)
     if len(nodes) < 2 and not outside:
         return  # one node: pods talk through its agent only
     if len(nodes) == 2 and not outside:
         a, b = nodes
         with entered(a.netns), _netlink("creating the underlay veth", a.netns,
                                         exists=f"interface {eth0}") as ipr:
-            ipr.link("add", ifname=eth0, kind="veth", mtu=UNDERLAY_MTU,
-                     peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": b.netns})
+            ipr.link("add", ifname=eth0, kind="veth", mtu=mtu,
+                     peer={"ifname": eth0, "mtu": mtu, "net_ns_fd": b.netns})
     else:
         under = naming.underlay_netns()
         _new_namespace(under, m)
         with entered(under), _netlink("creating the underlay bridge", under,
                                       exists="an interface") as ipr:
             # STP off and no forward delay: a fixed loop-free star, ports forward at once.
-            ipr.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge", mtu=UNDERLAY_MTU,
+            ipr.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge", mtu=mtu,
                      br_stp_state=0, br_forward_delay=0)
             br = ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0]
             ipr.link("set", index=br, state="up")
             for n in nodes:
                 port = f"port{n.index}"
-                ipr.link("add", ifname=port, kind="veth", mtu=UNDERLAY_MTU,
-                         peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": n.netns})
+                ipr.link("add", ifname=port, kind="veth", mtu=mtu,
+                         peer={"ifname": eth0, "mtu": mtu, "net_ns_fd": n.netns})
                 idx = ipr.link_lookup(ifname=port)[0]
                 ipr.link("set", index=idx, master=br, state="up")
                 # a switch port forwards frames as they came: a veth with TSO on would also
                 # make them ineligible for the receiving eth0's GRO (veth_xmit)
                 _offloads_off(port, under)
+    prefixlen6 = ipaddress.IPv6Network(state.cluster.underlay_cidr6 or model.DEFAULT_UNDERLAY_CIDR6
+                                       ).prefixlen
     for n in nodes:
-        _underlay_up(n, state.cluster.offloads and not is_kernel(state, n.name))
+        _underlay_up(n, state.cluster.offloads and not is_kernel(state, n.name), prefixlen6)
     if outside:
         _build_outside(state, m)
 
@@ -291,8 +254,8 @@ def _build_outside(state: ClusterState, m: Manifest) -> None:
     under = naming.underlay_netns()
     _new_namespace(name, m)
     with entered(under), _netlink("plugging in the outside client", under) as ipr:
-        ipr.link("add", ifname="port0", kind="veth", mtu=UNDERLAY_MTU,
-                 peer={"ifname": eth0, "mtu": UNDERLAY_MTU, "net_ns_fd": name})
+        ipr.link("add", ifname="port0", kind="veth", mtu=underlay_mtu(state),
+                 peer={"ifname": eth0, "mtu": underlay_mtu(state), "net_ns_fd": name})
         idx = ipr.link_lookup(ifname="port0")[0]
         ipr.link("set", index=idx, master=ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0],
                  state="up")
@@ -374,13 +337,24 @@ def add_pod(state: ClusterState, pod: PodState, m: Manifest) -> None:
                 _offloads_only(pod.host_ifname, node.netns,
                                _POD_OFFLOADS if state.cluster.offloads else ())
         with entered(pod.netns):
-            _set_sysctls(pod.netns)  # before eth0 comes up: no IPv6 link-local, no DAD
+            # before eth0 comes up: IPv6 off (no link-local, no DAD), or on without RA/DAD
+            _set_sysctls(pod.netns, ipv6=bool(pod.ip6))
+            if pod.ip6:
+                device_ipv6(naming.POD_IFNAME, pod.netns)
             with _netlink("configuring eth0", pod.netns) as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
                 idx = ipr.link_lookup(ifname=naming.POD_IFNAME)[0]
                 ipr.addr("add", index=idx, address=pod.ip, prefixlen=prefixlen)
+                if pod.ip6 and node.pod_cidr6 and node.gateway_ip6:
+                    # the bridge CNI plugin's IPv6 half: the /64's address and a static
+                    # default route via its first address (emunet.state.families' doc)
+                    ipr.addr("add", index=idx, address=pod.ip6, flags=IFA_F_NODAD,
+                             prefixlen=ipaddress.IPv6Network(node.pod_cidr6).prefixlen)
                 ipr.link("set", index=idx, state="up")
                 ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway_ip)
+                if pod.ip6 and node.gateway_ip6:
+                    ipr.route("add", family=socket.AF_INET6, dst="::/0",
+                              gateway=node.gateway_ip6, oif=idx)
             if not kernel:
                 _offloads_only(naming.POD_IFNAME, pod.netns,
                                _POD_OFFLOADS if state.cluster.offloads else ())

@@ -55,5 +55,6 @@ def expected(state: ClusterState) -> dict[str, set[Listener]]:
         if is_kernel(state, ps.node):
             continue  # no agent and no proxy there: Flannel alone enforces no policy
         for lp in l7_ports(state, ps, identity_of).values():
-            out.setdefault(ps.node, set()).add((ps.ip, lp.proxy_port))
+            for a in (ps.ip, ps.ip6) if ps.ip6 else (ps.ip,):  # a listener per family
+                out.setdefault(ps.node, set()).add((a, lp.proxy_port))
     return out

@@ -62,13 +62,16 @@ class ProxyPolicy:
         identity_of = pod_identities(state)
         out = cls(compile_node(state, node))
         for ps in state.pods.values():
-            out.names[ps.ip] = f"{ps.pod.namespace}/{ps.pod.name}"
+            addrs = (ps.ip, ps.ip6) if ps.ip6 else (ps.ip,)  # dual-stack: both, one identity
+            for a in addrs:
+                out.names[a] = f"{ps.pod.namespace}/{ps.pod.name}"
             if ps.node != node:
                 continue
             for port, lp in l7_ports(state, ps, identity_of).items():
-                out.l7[(ps.ip, port)] = lp
-                out.by_proxy_port[(ps.ip, lp.proxy_port)] = lp
-                out.netns[ps.ip] = ps.netns
+                for a in addrs:  # a listener per family: the client's is the one it reaches
+                    out.l7[(a, port)] = lp
+                    out.by_proxy_port[(a, lp.proxy_port)] = lp
+                    out.netns[a] = ps.netns
         return out
 
 
@@ -132,8 +135,8 @@ class Proxy:
         host = req.get("host") or ""
         pol = self.policy
         self.counters["requests"] += 1
-        allowed, policy, rule = decide(pol.node, pol.l7.get((pod_ip, port)), ip_bytes(pod_ip),
-                                       ip_bytes(peer[0]), port, method, target, host,
+        allowed, policy, rule = decide(pol.node, pol.l7.get((pod_ip, port)), addr_bytes(pod_ip),
+                                       addr_bytes(peer[0]), port, method, target, host,
                                        req.header_map())
         event = {"method": method, "path": target, "host": host, "policy": policy or None,
                  "rule": rule, "src": {"ip": peer[0], "port": peer[1],
@@ -218,10 +221,19 @@ async def _relay_body(r: asyncio.StreamReader, w: asyncio.StreamWriter | None, k
 
 # ---- the process: listeners inside pod namespaces, reload, main ---------------------------------
 
+def addr_bytes(ip: str) -> bytes:
+    """An address of either family as the policy engine keys it (4 or 16 bytes)."""
+    return socket.inet_pton(socket.AF_INET6, ip) if ":" in ip else ip_bytes(ip)
+
+
+def _family(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
 async def connect_in_netns(netns: str, ip: str, port: int) -> Upstream:
     """A TCP connection made from inside `netns` (to the pod's own IP: over its loopback)."""
 
-    sock = socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket_in_netns(netns, _family(ip), socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (ip, port)), 5)
@@ -231,11 +243,16 @@ async def connect_in_netns(netns: str, ip: str, port: int) -> Upstream:
     return await asyncio.open_connection(sock=sock, limit=http1.MAX_HEAD)
 
 
-def _listen_in_netns(netns: str, port: int) -> socket.socket:
-
-    sock = socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM)
+def _listen_in_netns(netns: str, ip: str, port: int) -> socket.socket:
+    """The listener for redirected connections to `ip` (its family's wildcard): an IPv6 one
+    is IPv6-only, beside the IPv4 one on the same port, so IPv4 clients keep their own."""
+    sock = socket_in_netns(netns, _family(ip), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", port))
+    if ":" in ip:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(("::", port))
+    else:
+        sock.bind(("0.0.0.0", port))
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -268,7 +285,7 @@ class ProxyProcess:
                 continue
             netns, ip, pport = key
             try:
-                sock = _listen_in_netns(netns, pport)
+                sock = _listen_in_netns(netns, ip, pport)
             except OSError as e:  # the pod may be gone or not built yet: next reload retries
                 log.warning("cannot listen on %s:%d in %s: %s", ip, pport, netns, e)
                 self.missing = True

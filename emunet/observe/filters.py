@@ -139,10 +139,14 @@ def _pod_is(ep: dict[str, Any], pat: tuple[str | None, str]) -> bool:
                 and (ns is None or ep.get("namespace") == ns))
 
 
+# --protocol names -> the flow's l4 key (Hubble's spelling: ICMPv4, ICMPv6; dual-stack flows)
+_L4_KEYS = {"icmp": "ICMPv4", "icmpv4": "ICMPv4", "icmpv6": "ICMPv6", "tcp": "TCP", "udp": "UDP"}
+
+
 def _proto_is(f: dict[str, Any], p: str) -> bool:
     if p in ("dns", "http"):
         return p in f.get("l7", {})
-    want = {"icmp": "ICMPv4", "tcp": "TCP", "udp": "UDP"}.get(p, p.upper())
+    want = _L4_KEYS.get(p, p.upper())
     return want in (f.get("l4") or {})
 
 

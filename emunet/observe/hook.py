@@ -6,7 +6,8 @@ the input frame and the action list (a tuple append, no copy) only when the pack
   - opened a conntrack entry (the first packet of a flow, what `hubble observe` lists: the
     table's insertion counter moved),
   - was dropped (every drop, with its reason),
-  - carries the trace mark (IPv4 TOS `TRACE_TOS`, set by `emunet trace` on its probe socket),
+  - carries the trace mark (IPv4 TOS or IPv6 traffic class `TRACE_TOS`, set by `emunet trace`
+    on its probe socket; `marked`),
   - or belongs to a flow whose first packet carried the mark (its replies do not: the server's
     socket knows nothing of the mark, so the flow's conntrack keys are remembered instead).
 Turning a kept event into a record happens later, outside the fast path (`record.describe`,
@@ -43,6 +44,10 @@ EVENTS_MAX = 4096  # kept events between two drains (the agent drains after ever
 TRACED_MAX = 1024  # conntrack keys of traced flows remembered at most
 EVENTS_PER_S = 2000  # untraced events kept per second (new flows and drops); traced: all
 
+# IPv6 (dual-stack): the traffic class spans the header's first two bytes (RFC 8200 §3):
+# version 6 and its high nibble, then its low nibble above the flow label's top bits
+MARK6_BYTE0, MARK6_NIBBLE = 0x60 | TRACE_TOS >> 4, TRACE_TOS & 0xF
+
 FROM_ENDPOINT, FROM_OVERLAY = 0, 1  # where a kept event's frame entered the datapath
 
 Event = tuple[float, int, str, bytes, list[Any], bool]
@@ -69,6 +74,15 @@ def flow_key(frame: bytes | bytearray, off: int = 0) -> bytes | None:
     if len(f) < l4 + 8:
         return None
     return tuple_key(f, l4, f[IP_PROTO])
+
+
+def marked(data: bytes, off: int = 0) -> bool:
+    """The frame at `off` carries the trace mark: IPv4 TOS or IPv6 traffic class TRACE_TOS."""
+    if len(data) <= off + IP_TOS:
+        return False
+    if data[off + ETH_LEN] == MARK6_BYTE0:  # only an IPv6 header can start so (version 6)
+        return data[off + IP_TOS] >> 4 == MARK6_NIBBLE
+    return data[off + IP_TOS] == TRACE_TOS and data[off + 12:off + 14] == ETHERTYPE_IP
 
 
 class ObservedDatapath(Datapath):
@@ -102,12 +116,14 @@ class ObservedDatapath(Datapath):
         out = super().process(frame, in_port, now)
         self.rx_bytes += len(frame)
         new = self.ct.inserts != n
+        # (an IPv4 frame pays one byte test for the IPv6 mark: its byte 14 is 0x4N)
         if (new or (out and type(out[-1]) is Drop)
-                or (len(frame) > IP_TOS and frame[IP_TOS] == TRACE_TOS
-                    and frame[ETH_TYPE] == ETHERTYPE_IP)
+                or (len(frame) > IP_TOS and (frame[IP_TOS] == TRACE_TOS
+                                             and frame[ETH_TYPE] == ETHERTYPE_IP
+                                             or frame[ETH_LEN] == MARK6_BYTE0))
                 or (self.traced and flow_key(frame) in self.traced)):
             self._keep(now, FROM_ENDPOINT, in_port, frame, out, new, 0,
-                       (len(frame) > IP_TOS and frame[IP_TOS] == TRACE_TOS) or bool(self.traced))
+                       marked(frame) or bool(self.traced))
         return self._count_tx(out)
 
     def process_underlay(self, payload: bytes, src_ip: str, now: float) -> list[Any]:
@@ -117,11 +133,11 @@ class ObservedDatapath(Datapath):
         new = self.ct.inserts != n
         v = VXLAN.size
         if (new or (out and type(out[-1]) is Drop)
-                or (len(payload) > v + IP_TOS and payload[v + IP_TOS] == TRACE_TOS)
+                or (len(payload) > v + IP_TOS and (payload[v + IP_TOS] == TRACE_TOS
+                                                   or payload[v + ETH_LEN] == MARK6_BYTE0))
                 or (self.traced and flow_key(payload, v) in self.traced)):
             self._keep(now, FROM_OVERLAY, src_ip, payload, out, new, v,
-                       (len(payload) > v + IP_TOS and payload[v + IP_TOS] == TRACE_TOS)
-                       or bool(self.traced))
+                       marked(payload, v) or bool(self.traced))
         return self._count_tx(out)
 
     def _count_tx(self, out: list[Any]) -> list[Any]:
@@ -145,7 +161,7 @@ class ObservedDatapath(Datapath):
         if len(self.events) == self.events.maxlen:
             self.lost_events += 1
         self.events.append((now, where, src, data, out, new))
-        if new and off + IP_TOS < len(data) and data[off + IP_TOS] == TRACE_TOS:
+        if new and marked(data, off):
             self._remember(data, off)
 
     def _remember(self, data: bytes, off: int) -> None:

@@ -42,7 +42,14 @@ def _ep(d: Directory, ip: str | None) -> str:
 def _addr(h: dict[str, Any], side: str) -> str:
     ip = h.get(side)
     port = h.get("sport" if side == "src" else "dport")
+    if port is not None and ":" in str(ip):
+        return f"[{ip}]:{port}"  # an IPv6 address with a port (RFC 3986 §3.2.2)
     return f"{ip}:{port}" if port is not None else str(ip)
+
+
+def _ttl(h: dict[str, Any]) -> str:
+    """IPv4's TTL, IPv6's hop limit (RFC 8200 §3) by name."""
+    return "hop limit" if h.get("ipv") == 6 else "TTL"
 
 
 def _hop(layer: str, node: str, step: str, text: str, **extra: Any) -> dict[str, Any]:
@@ -59,7 +66,7 @@ def hops(rec: dict[str, Any], d: Directory) -> list[dict[str, Any]]:
     if rec.get("from") == "endpoint":
         h.append(_hop("L7->L4", node, "send",
                       f"{_ep(d, pkt.get('src'))} sends {what} {_addr(pkt, 'src')} -> "
-                      f"{_addr(pkt, 'dst')} (TTL {pkt.get('ttl')})"))
+                      f"{_addr(pkt, 'dst')} ({_ttl(pkt)} {pkt.get('ttl')})"))
         h.append(_hop("L2", node, "veth",
                       f"leaves the pod's eth0 (MAC {pkt.get('smac')}) and comes out of its veth "
                       f"peer {rec.get('in_port')} in {node}'s namespace, where the agent reads "
@@ -116,7 +123,7 @@ def hops(rec: dict[str, Any], d: Directory) -> list[dict[str, Any]]:
     if to == "endpoint":
         via = "routed" if out_pkt.get("ttl") != pkt.get("ttl") else "bridged"
         h.append(_hop("L3", node, "route",
-                      f"routing: {out_pkt.get('dst')} is a pod on {node} ({via}, TTL "
+                      f"routing: {out_pkt.get('dst')} is a pod on {node} ({via}, {_ttl(pkt)} "
                       f"{pkt.get('ttl')} -> {out_pkt.get('ttl')})"))
         h.append(_hop("L2", node, "deliver",
                       f"delivered: written to veth {rec.get('out_port')}, arrives on "
@@ -124,10 +131,11 @@ def hops(rec: dict[str, Any], d: Directory) -> list[dict[str, Any]]:
                       f"{_addr(out_pkt, 'dst')}"))
     elif to == "overlay":
         o = rec.get("out_outer", {})
-        peer = next((n.name for n in d.state.nodes if n.underlay_ip == o.get("dst")), "?")
+        peer = next((n.name for n in d.state.nodes
+                     if o.get("dst") in (n.underlay_ip, n.underlay_ip6)), "?")
         h.append(_hop("L3", node, "route",
                       f"routing: {out_pkt.get('dst')} is in {peer}'s pod subnet -> the VXLAN "
-                      f"overlay (TTL {pkt.get('ttl')} -> {out_pkt.get('ttl')})"))
+                      f"overlay ({_ttl(pkt)} {pkt.get('ttl')} -> {out_pkt.get('ttl')})"))
         h.append(_hop("L2 over UDP", node, "encap",
                       f"VXLAN encapsulation (RFC 7348): outer IP {o.get('src')} -> {o.get('dst')},"
                       f" UDP port {o.get('dport')}, VNI {o.get('vni')}; inner MACs are the "

@@ -126,8 +126,9 @@ def _policy(a: Any) -> dict[str, Any]:
 
 def describe(ev: Event, node: str, underlay_ip: str, ct_table: dict, traced: dict,
              wall_offset: float, port_names: dict[str, str] | None = None,
-             vxlan_port: int | None = None) -> dict[str, Any]:
+             vxlan_port: int | None = None, underlay_ip6: str = "") -> dict[str, Any]:
     """One kept event as a record. `wall_offset` turns the pipeline's monotonic time to epoch.
+    `underlay_ip6`: the node's IPv6 underlay address, the outer address of flannel-v6's VXLAN.
 
     `ct_table` and `traced` are the datapath's conntrack table and traced keys, read right after
     the batch that produced the event (so the connection it opened is still there).
@@ -138,7 +139,8 @@ def describe(ev: Event, node: str, underlay_ip: str, ct_table: dict, traced: dic
     rec: dict[str, Any] = {"time": round(now + wall_offset, 6), "node": node, "pkt": pkt}
     if where == FROM_OVERLAY:
         rec["from"] = "overlay"
-        rec["outer"] = _outer(data, src, underlay_ip, vxlan_port)
+        rec["outer"] = _outer(data, src, underlay_ip6 if ":" in src else underlay_ip,
+                              vxlan_port)
     else:
         rec["from"] = "endpoint"
         rec["in_port"] = src
@@ -180,7 +182,8 @@ def describe(ev: Event, node: str, underlay_ip: str, ct_table: dict, traced: dic
             rec["pkt_out"] = h
         elif t is Encap:
             rec["to"] = "overlay"
-            rec["out_outer"] = _outer(a.payload, underlay_ip, a.dst_ip, a.dst_port)
+            rec["out_outer"] = _outer(a.payload, underlay_ip6 if ":" in a.dst_ip
+                                      else underlay_ip, a.dst_ip, a.dst_port)
             rec["pkt_out"] = headers(a.payload, VXLAN.size)
         elif hasattr(a, "allowed") and hasattr(a, "direction"):
             policies.append(_policy(a))

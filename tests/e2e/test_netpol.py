@@ -37,15 +37,17 @@ def apply(c: Cluster, name: str, text: str) -> Path:
     return f
 
 
-def probe(c: Cluster, ports=(80, 81), protocols=("tcp", "udp")) -> dict:
+def probe(c: Cluster, ports=(80, 81), protocols=("tcp", "udp"), family: int = 4) -> dict:
     out = c.emunet("probe", "-o", "json", "--ports", ",".join(map(str, ports)),
-                   "--protocols", ",".join(protocols), timeout=60).stdout
+                   "--protocols", ",".join(protocols), "--family", str(family),
+                   timeout=60).stdout
     return {(r["src"], r["dst"], r["protocol"], r["port"]): r["status"]
             for r in json.loads(out)["results"]}
 
 
-def check(c: Cluster, expect: Expect, ports=(80, 81), protocols=("tcp", "udp")) -> None:
-    got = probe(c, ports, protocols)
+def check(c: Cluster, expect: Expect, ports=(80, 81), protocols=("tcp", "udp"),
+          family: int = 4) -> None:
+    got = probe(c, ports, protocols, family)
     wrong = []
     for (s, d, proto, port), status in sorted(got.items()):
         want = s == d or expect(s, d, proto, port)

@@ -102,6 +102,14 @@ def test_ipv4_only_message_is_gone() -> None:
     assert "IPv4-only" not in str(err) and "is not an IP network" in err.message
 
 
+def test_dual_stack_pod_mtu_is_at_least_ipv6s_minimum() -> None:
+    err = error(cluster_doc(extra="  mtu: 1200\n"))
+    assert (err.path, err.line) == ("spec.mtu", 10) and "minimum link MTU of 1280" in err.message
+    load_config_text(cluster_doc(extra="  mtu: 1280\n"), "t.yaml")
+    load_config_text(cluster_doc("10.42.0.0/16", "10.43.0.0/16", extra="  mtu: 1200\n"),
+                     "t.yaml")  # IPv4-only: 576 and up, as before
+
+
 def test_ipv4_service_range_limit_too() -> None:
     err = error(cluster_doc("10.42.0.0/16", "10.0.0.0/8"))
     assert "for 32-bit addresses, the mask must be >= 12" in err.message

@@ -8,7 +8,7 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from emunet.datapath import DropReason
+from emunet.datapath import DropReason, Send
 from tests.unit.pipeline_pair import PipelinePair, l7_state, pod
 
 GW1, GW2 = "0a:58:0a:2a:01:01", "0a:58:0a:2a:02:01"
@@ -56,3 +56,32 @@ def _fresh(pkt):
     del p[IP].chksum
     del p[TCP].chksum
     return p
+
+
+def test_redirect_to_proxy_port_over_ipv6() -> None:
+    """Dual-stack: the same redirect through the IPv6 ClusterIP (`Services._dnat`) and to the
+    pod's IPv6 address directly (`_to_proxy`); replies come back from the original port."""
+    from scapy.layers.inet6 import IPv6
+
+    from tests.unit.dualstack import VIP6, datapath6, eth6, make_dual
+
+    st = make_dual(l7_state("node-1"))  # client and web-0 on node-1: one datapath
+    dp = datapath6(st, "node-1")
+    c, w = pod(st, "client"), pod(st, "web-0")
+    for dst, dport, sport in ((VIP6, 80, 40000), (w.ip6, 8080, 40001)):
+        syn = eth6(c, dst=dst) / TCP(sport=sport, dport=dport, flags="S", seq=1)
+        (got,) = [a for a in dp.process(bytes(syn), c.host_ifname, 100.0)
+                  if isinstance(a, Send)]  # and the policy verdict
+        pkt = Ether(got.frame)
+        assert got.port == w.host_ifname
+        assert (pkt[IPv6].src, pkt[IPv6].dst, pkt[TCP].dport) == (c.ip6, w.ip6, 15001)
+        fresh = pkt.copy()
+        del fresh[TCP].chksum
+        assert pkt[TCP].chksum == Ether(bytes(fresh))[TCP].chksum
+        reply = Ether(src=w.mac, dst=GW1) / IPv6(src=w.ip6, dst=c.ip6) / TCP(
+            sport=15001, dport=sport, flags="SA", seq=9, ack=2)
+        (back,) = [a for a in dp.process(bytes(reply), w.host_ifname, 100.1)
+                   if isinstance(a, Send)]
+        rp = Ether(back.frame)
+        assert back.port == c.host_ifname
+        assert (rp[IPv6].src, rp[TCP].sport, rp[TCP].dport) == (dst, dport, sport)

@@ -34,8 +34,12 @@ def load(spec: str):
      "]}]\n", "spec.egress[0].to[0].ipBlock.except[0]", "must be a strict subset"),
     ("  podSelector: {}\n  egress: [{to: [{ipBlock: {cidr: 10.0.0.0/33}}]}]\n",
      "spec.egress[0].to[0].ipBlock.cidr", "is not a valid CIDR"),
-    ("  podSelector: {}\n  egress: [{to: [{ipBlock: {cidr: 'fd00::/8'}}]}]\n",
-     "spec.egress[0].to[0].ipBlock.cidr", "IPv6"),
+    ("  podSelector: {}\n  egress: [{to: [{ipBlock: {cidr: 'fd00::/8', except: [10.0.0.0/8]}}"
+     "]}]\n", "spec.egress[0].to[0].ipBlock.except[0]", "must be a strict subset"),
+    ("  podSelector: {}\n  egress: [{to: [{ipBlock: {cidr: 'fd00::/8', except: ['fd00::/8']}}"
+     "]}]\n", "spec.egress[0].to[0].ipBlock.except[0]", "must be a strict subset"),
+    ("  podSelector: {}\n  egress: [{to: [{ipBlock: {cidr: 'fd00::/129'}}]}]\n",
+     "spec.egress[0].to[0].ipBlock.cidr", "is not a valid CIDR"),
     ("  podSelector: {}\n  ingress: [{ports: [{port: 90, endPort: 80}]}]\n",
      "spec.ingress[0].ports[0].endPort", "greater than or equal to port"),
     ("  podSelector: {}\n  ingress: [{ports: [{port: http, endPort: 80}]}]\n",
@@ -54,6 +58,15 @@ def test_invalid_policies_are_located_errors(spec, path, message):
     err = info.value
     assert err.path == path and message in err.message, err
     assert err.line > 0 and err.file == "t.yaml"
+
+
+def test_ipv6_ip_blocks_load_with_their_excepts():
+    cfg = load("  podSelector: {}\n  egress: [{to: [{ipBlock: {cidr: '2001:cafe:42::/56', "
+               "except: ['2001:cafe:42:2::/64']}}, {ipBlock: {cidr: 10.0.0.0/8}}]}]\n")
+    (pol,) = cfg.network_policies
+    blocks = [peer.ip_block for peer in pol.egress[0].peers]
+    assert [(b.cidr, b.except_) for b in blocks] == [
+        ("2001:cafe:42::/56", ("2001:cafe:42:2::/64",)), ("10.0.0.0/8", ())]
 
 
 def test_wrong_api_version_is_an_error():
