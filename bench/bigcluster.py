@@ -16,7 +16,8 @@ at 2k), the resident memory of every cluster process, the CPU all of them use id
 --idle seconds (< 5% of one core at 2k), a probe of --pairs random (client pod, Service)
 pairs over HTTP through the ClusterIP, the time `apply` of one new pod takes until it is Ready
 and in its Service's endpoints (<= 2 s), and the time from applying a deny-all NetworkPolicy
-for one Service's pods until a probe to them fails (<= 1 s).
+for one Service's pods (a label no allow policy selects: policies add up) until a probe to
+them fails (<= 1 s).
 """
 
 from __future__ import annotations
@@ -117,17 +118,23 @@ def apply_pod(c: BenchCluster) -> float:
 
 
 def policy_change(c: BenchCluster) -> float:
-    """From applying a deny-all ingress policy for app-1's pods until a probe to one fails."""
+    """From applying a deny-all ingress policy for one label's pods until a probe to one
+    fails. The label is one no `allow-*` policy selects: policies are additive, so a deny-all
+    beside an allow for the same pods changes nothing (NetworkPolicy API)."""
     st = _state(c)
-    target = next(p for p in st.pods.values() if p.pod.labels.get("app") == "app-1")
+    allowed = {v for p in st.policies.values() for _k, v in p.pod_selector.match_labels}
+    app = next(f"app-{i}" for i in range(len(st.services), -1, -1)
+               if f"app-{i}" not in allowed and any(
+                   p.pod.labels.get("app") == f"app-{i}" for p in st.pods.values()))
+    target = next(p for p in st.pods.values() if p.pod.labels.get("app") == app)
     client = next(p for p in st.pods.values() if p.pod.namespace == NS
                   and p.node != target.node)
     if not http_get(client.netns, target.ip, 8080):
         raise RuntimeError(f"{client.pod.name} cannot reach {target.pod.name} before the policy")
     doc = c.tmp / "deny.yaml"
     doc.write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: "
-                   f"{{name: deny-app-1, namespace: {NS}}}\nspec:\n  podSelector: "
-                   "{matchLabels: {app: app-1}}\n  policyTypes: [Ingress]\n")
+                   f"{{name: deny-{app}, namespace: {NS}}}\nspec:\n  podSelector: "
+                   f"{{matchLabels: {{app: {app}}}}}\n  policyTypes: [Ingress]\n")
     t0 = time.monotonic()
     c.emunet("apply", "-f", str(doc))
     while time.monotonic() - t0 < 30:

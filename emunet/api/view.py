@@ -27,6 +27,7 @@ from emunet.api import endpoints as user_eps
 from emunet.model.endpoints import ENDPOINTS
 from emunet.state import loaded, store
 from emunet.state.cluster import KUBE_SYSTEM, ClusterState
+from emunet.state.follow import Follower
 
 Key = tuple[str, str]  # (namespace or "", name)
 HISTORY = 20000  # watch events kept; a watch from an older resourceVersion gets 410 Gone
@@ -100,7 +101,18 @@ class View:
         self.path = state_path
         self.node_ready_fn = node_ready or (lambda: {})
         self.node_ready: dict[str, bool] = {}
-        self.state: ClusterState = state if state is not None else store.read(state_path)
+        # the published state, from deltas when they follow (emunet.state.follow)
+        self.follow = Follower(state_path) if state_path is not None else None
+        if state is None:
+            if self.follow is None:
+                raise ValueError("View needs a state or a state file")
+            try:
+                self.follow.load()
+            except FileNotFoundError:
+                raise store.NotUpError(store.NOT_UP) from None
+            assert self.follow.state is not None
+            state = self.follow.state
+        self.state: ClusterState = state
         self.objs: dict[str, dict[Key, dict]] = {}
         self.rv = 0
         self.history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
@@ -110,7 +122,6 @@ class View:
         # (plural, key) -> (object, when): objects a namespace deletion took with it
         # (emunet.api.writes answers their own DELETE as upstream does while it terminates)
         self.cascaded: dict[tuple[str, Key], tuple[dict[str, Any], float]] = {}
-        self._mtime = self._stat()
         self.refresh(self.state)
         self.oldest = self.rv
         self._report()
@@ -122,29 +133,24 @@ class View:
             with contextlib.suppress(OSError):
                 loaded.report(self.path.parent, "apiserver", self.state.generation)
 
-    def _stat(self) -> int:
-        try:
-            return self.path.stat().st_mtime_ns if self.path else 0
-        except OSError:
-            return 0
-
     def reload(self) -> None:
         """Read the state file again (SIGHUP) and publish what changed to the watchers."""
-        if self.path is None:
+        if self.follow is None:
             return
-        self._mtime = self._stat()
         try:
-            st = store.read(self.path)
+            self.follow.load()
         except Exception:  # noqa: BLE001 - gone during `down`: keep serving the last state
+            self.follow.seen = self.follow.current()  # tried once per publish
             return
-        self.refresh(st)
+        assert self.follow.state is not None
+        self.refresh(self.follow.state)
         self._report()
 
     def poll(self) -> None:
         """A changed state file without a SIGHUP (one sent before our handler was installed),
         or a node agent that stopped or started: refresh."""
         ready = self.node_ready_fn()
-        if self._stat() != self._mtime:
+        if self.follow is not None and self.follow.changed():
             self.node_ready = ready
             self.reload()
         elif ready != self.node_ready:

@@ -54,6 +54,7 @@ class Supervisor:
         # adopting: a restart (emunet.cluster.watchdog) takes over what the last one left
         self.adopting, self.restarts = adopting, restarts
         self.state = store.read()
+        self.publisher = store.Publisher()
         self.manifest = netlink.Manifest.open(naming.run_dir() / "manifest.json")
         (naming.run_dir() / "logs").mkdir(exist_ok=True)
         self.workloads = Workloads(naming.run_dir() / "logs", self.manifest.add_process)
@@ -221,7 +222,7 @@ class Supervisor:
         t0 = time.monotonic()
         self._pending = False
         self.state.stamp(time.time())  # the next generation: resourceVersion, loaded reports
-        store.write(self.state)
+        self.publisher.publish(self.state)  # the state, then its delta (emunet.state.follow)
         self.controllers.published()
         for n in self.state.nodes:
             if kernelnode.is_kernel(self.state, n.name):

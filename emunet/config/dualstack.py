@@ -63,6 +63,9 @@ def parse_ranges(obj: Obj, key: str, default: str, flag: str) -> list[Net] | Non
     texts = _entries(obj, key) if obj.has(key) else [default]
     if texts is None:
         return None
+    if not texts:  # an empty list: upstream's flag parser refuses an empty value too
+        obj.error(key, f"{flag} must not be empty", f"e.g. {default}")
+        return None
     if len(texts) > 2:
         obj.error(key, f"{flag} must not contain more than two entries, got {len(texts)}",
                   "at most one IPv4 and one IPv6 range")

@@ -313,6 +313,10 @@ class ClusterState:
         self.created = {k: self.created.get(k, now) for k in keys}
         self.manifests = {k: v for k, v in self.manifests.items() if k in self.created}
 
+    def forget_derived(self) -> None:
+        """Drop what is derived from the tables (a reader replaced some: emunet.state.follow)."""
+        self._ip_owner = None
+
     # ---- queries ---------------------------------------------------------------------------
 
     def node(self, name: str) -> NodeState:
