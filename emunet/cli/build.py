@@ -11,9 +11,7 @@ from pathlib import Path
 from emunet import control
 from emunet.cli import views
 from emunet.cli.common import CLIError, load_state, need_root
-from emunet.cluster import lifecycle
 from emunet.config import load_config
-from emunet.host import doctor
 from emunet.state.cluster import ClusterState
 from emunet.state.plan import plan
 
@@ -23,6 +21,8 @@ def _say(msg: str) -> None:
 
 
 def cmd_up(a: argparse.Namespace) -> int:
+    from emunet.cluster import lifecycle  # here, not at the top: `apply` skips pyroute2
+
     if a.resume:
         if a.file:
             raise CLIError(f"--resume restarts the running cluster's supervisor and takes no "
@@ -71,6 +71,8 @@ def _next_steps(st: ClusterState) -> str:
 
 
 def cmd_down(a: argparse.Namespace) -> int:
+    from emunet.cluster import lifecycle
+
     need_root()
     if lifecycle.down(_say):
         print("emunet: cluster removed")
@@ -120,6 +122,8 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 
 def cmd_doctor(a: argparse.Namespace) -> int:
+    from emunet.host import doctor
+
     findings = doctor.run()
     print(doctor.report(findings))
     return 1 if any(f.level == "problem" for f in findings) else 0

@@ -71,12 +71,48 @@ def _asdict(obj: Any) -> Any:
     return copy.deepcopy(dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj)
 
 
-def to_dict(st: ClusterState) -> dict[str, Any]:
+# id(Pod) -> (the Pod, its dict): a publisher's memo of the pods' frozen specs (to_dict)
+PodMemo = dict[int, tuple[Pod, dict[str, Any]]]
+
+
+def _pod_state_dict(ps: PodState, memo: PodMemo) -> dict[str, Any]:
+    """`_asdict(ps)`, with the pod's spec (a frozen Pod, replaced whole on every change:
+    labels, apply) taken from `memo` when it is the same object: at 2,000 pods the specs were
+    most of a publish's to_dict."""
+    out = _asdict_except(ps, "pod")
+    pod = ps.pod
+    hit = memo.get(id(pod))
+    if hit is None or hit[0] is not pod:
+        hit = memo[id(pod)] = (pod, _asdict(pod))
+    out["pod"] = hit[1]
+    return out
+
+
+def _asdict_except(obj: Any, skip: str) -> dict[str, Any]:
+    cls = type(obj)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    out = {n: _asdict(getattr(obj, n)) for n in names if n != skip}
+    for n, default in _OPTIONAL.get(cls, {}).items():
+        if getattr(obj, n) == default:
+            del out[n]
+    return out
+
+
+def to_dict(st: ClusterState, memo: PodMemo | None = None) -> dict[str, Any]:
+    """The state file's content. `memo`: reuse the dicts of pod specs seen before (the
+    supervisor's publishes, store.Publisher; the dicts are shared, not to be changed)."""
+    if memo is not None and len(memo) > 2 * len(st.pods) + 64:
+        live = {id(p.pod) for p in st.pods.values()}
+        for k in [k for k in memo if k not in live]:
+            del memo[k]  # pods gone or replaced: forget their specs
     return {
         "cluster": _asdict(st.cluster),
         "nodes": [_asdict(n) for n in st.nodes],
         "namespaces": [_asdict(n) for n in st.namespaces.values()],
-        "pods": [_asdict(p) for p in st.pods.values()],
+        "pods": [_asdict(p) for p in st.pods.values()] if memo is None
+        else [_pod_state_dict(p, memo) for p in st.pods.values()],
         "services": [_asdict(s) for s in st.services.values()],
         "deployments": [_asdict(d) for d in st.deployments.values()],
         "policies": [_asdict(p) for p in st.policies.values()],
@@ -183,8 +219,9 @@ def to_json(st: ClusterState) -> str:
 
 
 def dumps(d: dict[str, Any]) -> str:
-    """The state file's text for `to_dict`'s output."""
-    return json.dumps(d, indent=1, sort_keys=True)
+    """The state file's text for `to_dict`'s output: compact (an indented dump goes through
+    json's pure-Python encoder: 0.16 s vs 0.03 s at 2,000 pods, paid on every publish)."""
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 def from_json(text: str) -> ClusterState:

@@ -101,10 +101,11 @@ class Publisher:
     def __init__(self, at: Path | None = None) -> None:
         self.at = at or path()
         self.last: dict | None = None  # to_dict of the state published last
+        self.memo: codec.PodMemo = {}  # pod specs' dicts, shared from publish to publish
 
     def publish(self, state: ClusterState) -> dict:
         """Write `state` and its delta; returns the delta."""
-        d = codec.to_dict(state)
+        d = codec.to_dict(state, self.memo)
         _replace(self.at, codec.dumps(d))
         if self.last is not None:
             out = {"base": self.last["generation"], "generation": d["generation"],
