@@ -436,9 +436,13 @@ class PodIndex:
     def __init__(self, st: ClusterState) -> None:
         self.by_ns: dict[str, list[PodState]] = {}
         self.by_label: dict[tuple[str, str, str], list[PodState]] = {}
+        self.by_ip: dict[str, PodState] = {}  # the first pod with each address, as pod_by_ip
         for p in st.pods.values():
             ns = p.pod.namespace
             self.by_ns.setdefault(ns, []).append(p)
+            for ip in (p.ip, p.ip6):
+                if ip:
+                    self.by_ip.setdefault(ip, p)
             for k, v in p.pod.labels.items():
                 self.by_label.setdefault((ns, k, v), []).append(p)
 
