@@ -241,6 +241,7 @@ class Supervisor:
                     child.start(self)  # reads the state just written: no SIGHUP needed
         self._published_at = time.monotonic()
         self._publish_cost = self._published_at - t0
+        log.info("published generation %d in %.3fs", self.state.generation, self._publish_cost)
 
     async def wait_loaded(self) -> None:
         """Until every running child (agents, L7 proxies, the DNS responder) has loaded the
@@ -252,7 +253,10 @@ class Supervisor:
         now = time.time()
         wait = max([LOAD_WAIT] + [c.started + START_WAIT - now for c in self.children.values()
                                   if c.alive()])
+        t0 = time.monotonic()
         late = await loaded.wait(naming.run_dir(), self.state.generation, self._readers, wait)
+        log.info("generation %d loaded by the readers in %.3fs", self.state.generation,
+                 time.monotonic() - t0)
         if late:
             log.warning("state %d not loaded by %s within %.1fs", self.state.generation,
                         ", ".join(late), LOAD_WAIT)
