@@ -8,6 +8,7 @@ are derived, never stored: they follow pod readiness and labels. The JSON form
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import ipaddress
 import socket
@@ -313,6 +314,25 @@ class ClusterState:
         self.created = {k: self.created.get(k, now) for k in keys}
         self.manifests = {k: v for k, v in self.manifests.items() if k in self.created}
 
+    def copy(self) -> ClusterState:
+        """A copy to change all or nothing (emunet.cluster.apply): every table (dict, list,
+        set) is copied, and so is every mutable record in one (NodeState, PodState,
+        ServiceState: their fields are replaced, never changed inside); the frozen model
+        objects are shared. A JSON round trip did this in 0.2 s at 2,000 pods."""
+        new = copy.copy(self)
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, dict):
+                v = {k: copy.copy(x) if isinstance(x, _RECORDS) else x for k, x in v.items()}
+            elif isinstance(v, list):
+                v = [copy.copy(x) if isinstance(x, _RECORDS) else x for x in v]
+            elif isinstance(v, set):
+                v = set(v)
+            setattr(new, f.name, v)
+        for ps in new.pods.values():
+            ps.containers = dict(ps.containers)
+        return new
+
     def forget_derived(self) -> None:
         """Drop what is derived from the tables (a reader replaced some: emunet.state.follow)."""
         self._ip_owner = None
@@ -427,6 +447,9 @@ class ClusterState:
                         eps.append(Endpoint(ip, port, sp.protocol, p.key, p.node, p.ready))
             out[i] = eps
         return out
+
+
+_RECORDS = (NodeState, PodState, ServiceState)  # mutable: copied by ClusterState.copy
 
 
 class PodIndex:

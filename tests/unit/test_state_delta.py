@@ -159,3 +159,22 @@ def test_a_reader_that_missed_a_publish_reads_the_whole_state(tmp_path: Path) ->
     store.write(st, p)  # a plain write (emunet up) removes the delta: read whole
     assert not store.delta_path(p).exists()
     assert f.load() is None and f.full_loads == 3
+
+
+def test_state_copy_is_independent_for_an_all_or_nothing_change() -> None:
+    """ClusterState.copy (emunet.cluster.apply's copy before a change): changing the copy as
+    apply does leaves the original exactly as it was, and the copy equals it before."""
+    st = _full_state()
+    before = codec.to_dict(st)
+    new = st.copy()
+    assert codec.to_dict(new) == before
+    ps = next(iter(new.pods.values()))
+    ps.ready, ps.containers["x"] = not ps.ready, {"state": "running"}
+    new.nodes[0].underlay_ip = "192.0.2.1"
+    next(iter(new.services.values())).cluster_ip = "10.43.9.9"
+    new.last_ip[new.nodes[0].name] = "10.42.0.250"
+    new.created["Pod/x/y"] = 1.0
+    new.reserved_node_ports.add(30001)
+    new.remove_pod(next(iter(new.pods)))
+    new.others.clear()
+    assert codec.to_dict(st) == before and not st.reserved_node_ports
