@@ -130,9 +130,7 @@ def compile_node(state: ClusterState, node: str,
         out.identity_labels[ident] = f"{key[0]}:" + ",".join(f"{k}={v}" for k, v in key[1])
     pols = sorted(state.policies.values() if policies is None else policies,
                   key=lambda p: p.key)
-    by_ns: dict[str, list[NetworkPolicy]] = {}
-    for pol in pols:
-        by_ns.setdefault(pol.namespace, []).append(pol)
+    index = _PolicyIndex(pols)
     memoize = policies is None and not state.cilium_policies
     ns_labels = {n: ns.labels for n, ns in state.namespaces.items()}
     memo = _MEMO.get(node) if memoize else None
@@ -144,8 +142,7 @@ def compile_node(state: ClusterState, node: str,
         if ps.node != node:
             continue
         ident = pod_ident[ps.key]
-        sel = tuple(pol for pol in by_ns.get(ps.pod.namespace, ())
-                    if pol.pod_selector.matches(ps.pod.labels))
+        sel = index.selecting(ps)
         hit = memo.pods.get(ps.key) if memo is not None else None
         if hit is not None and (hit[0] is ps.pod or hit[0] == ps.pod) and hit[1] == ident \
                 and _same(hit[2], sel) and not any(_volatile(p) for p in sel):
@@ -162,6 +159,34 @@ def compile_node(state: ClusterState, node: str,
         _MEMO[node] = fresh
     out.active = any(pp.ingress.isolated or pp.egress.isolated for pp in out.pods.values())
     return out
+
+
+class _PolicyIndex:
+    """The policies of each namespace by their podSelector's first matchLabels pair (a pod
+    can only be selected by those of its own labels' pairs), the rest (empty or expression
+    selectors) always tried: 100 policies x 100 local pods were 10,000 selector matches per
+    compile."""
+
+    def __init__(self, pols: list[NetworkPolicy]) -> None:
+        self.order = {pol.key: i for i, pol in enumerate(pols)}  # key order, as compiled
+        self.by_pair: dict[tuple[str, str, str], list[NetworkPolicy]] = {}
+        self.rest: dict[str, list[NetworkPolicy]] = {}
+        for pol in pols:
+            ml = pol.pod_selector.match_labels
+            if ml:
+                self.by_pair.setdefault((pol.namespace, *ml[0]), []).append(pol)
+            else:
+                self.rest.setdefault(pol.namespace, []).append(pol)
+
+    def selecting(self, ps: PodState) -> tuple[NetworkPolicy, ...]:
+        """The policies that select `ps`, in key order."""
+        ns, labels = ps.pod.namespace, ps.pod.labels
+        cands = list(self.rest.get(ns, ()))
+        for k, v in labels.items():
+            cands += self.by_pair.get((ns, k, v), ())
+        if len(cands) > 1:
+            cands.sort(key=lambda p: self.order[p.key])
+        return tuple(p for p in cands if p.pod_selector.matches(labels))
 
 
 def _compile_pod(state: ClusterState, ps: PodState, ident: int, sel: tuple[NetworkPolicy, ...],

@@ -46,6 +46,13 @@ metadata: {name: deny-z, namespace: z}
 spec:
   podSelector: {matchLabels: {pod: c}}
   policyTypes: [Ingress]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: expr, namespace: z}
+spec:
+  podSelector: {matchExpressions: [{key: pod, operator: In, values: [a, b]}]}
+  ingress: [{from: [{podSelector: {}}]}]
 """
 BASE = plan(load_config_text(model_yaml() + "---\n" + POLICIES, "t.yaml"))
 
