@@ -90,6 +90,29 @@ _MEMO: dict[str, _Memo] = {}
 def forget() -> None:
     """Drop the compile memo (tests; the answer never depends on it)."""
     _MEMO.clear()
+    _SORTED_LABELS.clear()
+
+
+# id(Pod) -> (the Pod, its sorted labels): identity keys of the last compile's pods (a Pod is
+# frozen and replaced on every change, so the same object has the same labels)
+_SORTED_LABELS: dict[int, tuple[Pod, tuple[tuple[str, str], ...]]] = {}
+
+
+def _identity_keys(state: ClusterState) -> dict[tuple[str, str], IdentityKey]:
+    """identity_key of every pod, the pods' sorted labels reused from the last compile."""
+    global _SORTED_LABELS
+    ns_labels = {n: tuple(sorted(ns.labels.items())) for n, ns in state.namespaces.items()}
+    memo, fresh = _SORTED_LABELS, {}
+    out: dict[tuple[str, str], IdentityKey] = {}
+    for key, ps in state.pods.items():
+        pod = ps.pod
+        hit = memo.get(id(pod))
+        if hit is None or hit[0] is not pod:
+            hit = (pod, tuple(sorted(pod.labels.items())))
+        fresh[id(pod)] = hit
+        out[key] = (pod.namespace, hit[1], ns_labels.get(pod.namespace, ()))
+    _SORTED_LABELS = fresh
+    return out
 
 
 def _volatile(pol: NetworkPolicy) -> bool:
@@ -113,21 +136,20 @@ def compile_node(state: ClusterState, node: str,
     select it, the identity numbers and the namespaces' labels (selector peers select
     identities); when all of these equal the last compile's, that pod's policy is reused.
     CiliumNetworkPolicies and `policies` compile every pod."""
-    keys = {ps.key: identity_key(state, ps) for ps in state.pods.values()}
+    keys = _identity_keys(state)
     ids = allocate_identities(state, keys)
     out = NodePolicy()
     pod_ident: dict[tuple[str, str], int] = {}
-    for ps in state.pods.values():
-        ident = ids[keys[ps.key]]
-        pod_ident[ps.key] = ident
+    for key, ps in state.pods.items():
+        ident = pod_ident[key] = ids[keys[key]]
         for a in pod_addrs(ps):
             out.identities[a] = ident
     for n in state.nodes:
         out.identities[ip_bytes(n.gateway_ip)] = HOST
         if n.gateway_ip6:
             out.identities[ipaddress.IPv6Address(n.gateway_ip6).packed] = HOST
-    for key, ident in ids.items():
-        out.identity_labels[ident] = f"{key[0]}:" + ",".join(f"{k}={v}" for k, v in key[1])
+    for ik, ident in ids.items():
+        out.identity_labels[ident] = f"{ik[0]}:" + ",".join(f"{k}={v}" for k, v in ik[1])
     pols = sorted(state.policies.values() if policies is None else policies,
                   key=lambda p: p.key)
     index = _PolicyIndex(pols)
@@ -138,12 +160,12 @@ def compile_node(state: ClusterState, node: str,
         memo = None
     fresh = _Memo(ids, ns_labels)
     members: Members | None = None
-    for ps in state.pods.values():
+    for key, ps in state.pods.items():
         if ps.node != node:
             continue
-        ident = pod_ident[ps.key]
+        ident = pod_ident[key]
         sel = index.selecting(ps)
-        hit = memo.pods.get(ps.key) if memo is not None else None
+        hit = memo.pods.get(key) if memo is not None else None
         if hit is not None and (hit[0] is ps.pod or hit[0] == ps.pod) and hit[1] == ident \
                 and _same(hit[2], sel) and not any(_volatile(p) for p in sel):
             pp = hit[3]
@@ -152,7 +174,7 @@ def compile_node(state: ClusterState, node: str,
                 members = _members(ids, keys, state)
             pp = _compile_pod(state, ps, ident, sel, members, pod_ident,
                               cilium=policies is None)
-        fresh.pods[ps.key] = (ps.pod, ident, sel, pp)
+        fresh.pods[key] = (ps.pod, ident, sel, pp)
         for a in pod_addrs(ps):
             out.pods[a] = pp
     if memoize:

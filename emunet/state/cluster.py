@@ -459,15 +459,24 @@ class PodIndex:
     def __init__(self, st: ClusterState) -> None:
         self.by_ns: dict[str, list[PodState]] = {}
         self.by_label: dict[tuple[str, str, str], list[PodState]] = {}
-        self.by_ip: dict[str, PodState] = {}  # the first pod with each address, as pod_by_ip
+        self._st = st
+        self._by_ip: dict[str, PodState] | None = None
         for p in st.pods.values():
             ns = p.pod.namespace
             self.by_ns.setdefault(ns, []).append(p)
-            for ip in (p.ip, p.ip6):
-                if ip:
-                    self.by_ip.setdefault(ip, p)
             for k, v in p.pod.labels.items():
                 self.by_label.setdefault((ns, k, v), []).append(p)
+
+    @property
+    def by_ip(self) -> dict[str, PodState]:
+        """Address -> the first pod with it, as `pod_by_ip` answers (built on first use)."""
+        if self._by_ip is None:
+            self._by_ip = {}
+            for p in self._st.pods.values():
+                for ip in (p.ip, p.ip6):
+                    if ip:
+                        self._by_ip.setdefault(ip, p)
+        return self._by_ip
 
     def select(self, namespace: str, selector: dict[str, str]) -> list[PodState]:
         if not selector:
