@@ -38,6 +38,7 @@ from emunet.observe.flowlog import FlowLog
 from emunet.observe.hook import ObservedDatapath
 from emunet.observe.record import describe
 from emunet.packets import fill_l4_checksum
+from emunet.policy.scope import node_unaffected
 from emunet.state import loaded
 from emunet.state.follow import Follower
 
@@ -81,6 +82,7 @@ class Agent(Transmit):
         self.gso_stats = {"gso_rx": 0, "gso_segments": 0, "gro_merged": 0, "gso_dropped": 0,
                           "eth0_gro_rx": 0}
         self.follow = Follower(state_path)
+        self.follow.load()
         tables = self._load()
         # EMUNET_FASTPATH=0: every packet through the full pipeline (emunet.datapath.fastpath)
         self.dp = ObservedDatapath(tables, random.Random(),
@@ -138,8 +140,7 @@ class Agent(Transmit):
                 return
 
     def _load(self) -> NodeTables:
-        self.follow.load()  # the delta when it follows what we hold (emunet.state.follow)
-        self._state = self.follow.state
+        self._state = self.follow.state  # as loaded by the caller (emunet.state.follow)
         self.spin = self._state.cluster.busy_poll_us * 1e-6
         return NodeTables.from_state(self._state, self.node)
 
@@ -182,6 +183,13 @@ class Agent(Transmit):
         log.info("veth %s gone (%s)", name, err.strerror)
 
     def reload(self) -> None:
+        old = self._state
+        changes = self.follow.load()  # the delta when it follows what we hold
+        if node_unaffected(changes, old, self.follow.state, self.node):
+            # nothing this node's tables are built from (a policy for other nodes' pods)
+            self._state = self.follow.state
+            self._report_loaded()
+            return
         self.dp.update(self._load(), time.monotonic())  # a new policy cuts what it denies
         self._shape()
         self.ct_store.configure(self._state.cluster.conntrack_max)
