@@ -34,7 +34,7 @@ from emunet.host import kernelnode, netlink, tc
 from emunet.l7 import listeners
 from emunet.model import Impairment
 from emunet.state import loaded, store
-from emunet.state.cluster import KUBE_SYSTEM, StateError
+from emunet.state.cluster import KUBE_SYSTEM, PodState, StateError
 from emunet.state.deploy import owned_pods
 from emunet.state.labels import label
 
@@ -175,25 +175,35 @@ class Supervisor:
                                 child.popen.returncode)
                 child.start(self)
         moved = self.workloads.reap(time.time())
-        if moved or self._pending or not all(ps.ready for ps in self.state.pods.values()):
+        if moved or self._pending:
             self.refresh_ready(coalesce=True)
+        else:
+            # only pods not Ready yet can become Ready by themselves; a Ready pod changes
+            # through what calls refresh_ready for every pod (a container exit: `moved`, a
+            # probe flip, a node stop): at 2,000 pods, walking them all each tick was the
+            # supervisor's idle load whenever one pod stayed unready (a Completed pod)
+            waiting = [ps for ps in self.state.pods.values() if not ps.ready]
+            if waiting:
+                self.refresh_ready(coalesce=True, only=waiting)
         self.controllers.tick(time.time())
 
     def _container_exited(self) -> None:
         if self.workloads.reap(time.time()):
             self.refresh_ready()
 
-    def refresh_ready(self, coalesce: bool = False, publish: bool = True) -> None:
+    def refresh_ready(self, coalesce: bool = False, publish: bool = True,
+                      only: list[PodState] | None = None) -> None:
         """Recompute pod readiness; on any change publish the state (endpoints follow).
 
         `coalesce` (the tick): publish no sooner than PUBLISH_GAP_FACTOR times the last
         publish took after it, the change waiting for the next tick: while a thousand pods
         become Ready one after another, each publish (the whole state written, and re-read by
         every agent and the DNS responder) carries many of them instead of one each.
-        `publish` False: the caller publishes next (the change is left pending until then)."""
+        `publish` False: the caller publishes next (the change is left pending until then).
+        `only`: look at these pods alone (the tick's pods not Ready yet)."""
         changed = self._pending
         dns = self.children.get("dns")
-        for ps in self.state.pods.values():
+        for ps in self.state.pods.values() if only is None else only:
             if ps.terminating:
                 continue  # out of the endpoints for good (controllers.terminate)
             if ps.pod.labels.get("k8s-app") == "kube-dns" and ps.pod.namespace == KUBE_SYSTEM:
