@@ -10,8 +10,9 @@ from pathlib import Path
 
 from emunet import control
 from emunet.cli import views
-from emunet.cli.common import CLIError, load_state, need_root
+from emunet.cli.common import CLIError, need_root
 from emunet.config import load_config
+from emunet.state import store
 from emunet.state.cluster import ClusterState
 from emunet.state.plan import plan
 
@@ -83,8 +84,7 @@ def cmd_down(a: argparse.Namespace) -> int:
 
 def cmd_apply(a: argparse.Namespace) -> int:
     need_root()
-    st = load_state()
-    load_config(a.file, base=st.cluster)  # located errors before anything is sent
+    load_config(a.file, base=store.read_cluster())  # located errors before anything is sent
     res = control.request("apply", file=str(Path(a.file).resolve()), timeout=120)
     for line in res["changes"]:
         print(line)
@@ -96,9 +96,9 @@ def cmd_delete(a: argparse.Namespace) -> int:
         raise CLIError("say what to delete: emunet delete -f FILE, or emunet delete KIND NAME "
                        "[-n NS]", code=2)
     need_root()
-    st = load_state()
+    cluster = store.read_cluster()  # and "no cluster is up" without one
     if a.file:
-        load_config(a.file, base=st.cluster)
+        load_config(a.file, base=cluster)
         res = control.request("delete", file=str(Path(a.file).resolve()), timeout=120)
     else:
         res = control.request("delete", kind=a.kind, name=a.name,

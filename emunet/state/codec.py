@@ -228,6 +228,11 @@ def from_json(text: str) -> ClusterState:
     return from_dict(json.loads(text))
 
 
+def cluster_from_json(text: str) -> ClusterSpec:
+    """The state file's Cluster document alone."""
+    return _cluster_from(json.loads(text)["cluster"])
+
+
 def _loc(d: dict | None) -> model.Loc | None:
     return model.Loc(**d) if d else None
 
