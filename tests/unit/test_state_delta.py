@@ -178,3 +178,11 @@ def test_state_copy_is_independent_for_an_all_or_nothing_change() -> None:
     new.remove_pod(next(iter(new.pods)))
     new.others.clear()
     assert codec.to_dict(st) == before and not st.reserved_node_ports
+
+
+def test_read_cluster_is_the_states_cluster(tmp_path: Path) -> None:
+    p = tmp_path / "state.json"
+    with pytest.raises(store.NotUpError):
+        store.read_cluster(p)
+    store.write(_full_state(), p)
+    assert store.read_cluster(p) == store.read(p).cluster
