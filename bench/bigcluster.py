@@ -16,7 +16,8 @@ at 2k), the resident memory of every cluster process, the CPU all of them use id
 --idle seconds (< 5% of one core at 2k), a probe of --pairs random (client pod, Service)
 pairs over HTTP through the ClusterIP, the time `apply` of one new pod takes until it is Ready
 and in its Service's endpoints (<= 2 s), and the time from applying a deny-all NetworkPolicy
-for one Service's pods until a probe to them fails (<= 1 s).
+for one Service's pods (a label no allow policy selects: policies add up) until a probe to
+them fails (<= 1 s).
 """
 
 from __future__ import annotations
@@ -97,17 +98,17 @@ def probe(c: BenchCluster, pairs: int, rng: random.Random) -> dict:
     return {"pairs": pairs, "ok": ok, "seconds": time.monotonic() - t0}
 
 
-def apply_pod(c: BenchCluster) -> float:
+def apply_pod(c: BenchCluster, name: str = "newcomer") -> float:
     """`apply` of one pod labelled app=app-0 until it is Ready and in app-0's endpoints."""
-    doc = c.tmp / "newpod.yaml"
-    doc.write_text(f"apiVersion: v1\nkind: Pod\nmetadata: {{name: newcomer, namespace: {NS}, "
+    doc = c.tmp / f"{name}.yaml"
+    doc.write_text(f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {NS}, "
                    "labels: {app: app-0}}\nspec:\n  containers:\n    - name: web\n"
                    "      image: emunet/builtin\n      ports: [{containerPort: 8080}]\n")
     t0 = time.monotonic()
     c.emunet("apply", "-f", str(doc))
     while time.monotonic() - t0 < 30:
         st = _state(c)
-        ps = st.pods.get((NS, "newcomer"))
+        ps = st.pods.get((NS, name))
         if ps is not None and ps.ready and any(
                 e.ip == ps.ip and e.ready for eps in st.endpoints((NS, "app-0")).values()
                 for e in eps):
@@ -117,17 +118,24 @@ def apply_pod(c: BenchCluster) -> float:
 
 
 def policy_change(c: BenchCluster) -> float:
-    """From applying a deny-all ingress policy for app-1's pods until a probe to one fails."""
+    """From applying a deny-all ingress policy for one label's pods until a probe to one
+    fails. The label is one no `allow-*` policy selects: policies are additive, so a deny-all
+    beside an allow for the same pods changes nothing (NetworkPolicy API)."""
     st = _state(c)
-    target = next(p for p in st.pods.values() if p.pod.labels.get("app") == "app-1")
+    # labels an allow or an earlier run's deny selects (each run denies a new label)
+    allowed = {v for p in st.policies.values() for _k, v in p.pod_selector.match_labels}
+    app = next(f"app-{i}" for i in range(len(st.services), -1, -1)
+               if f"app-{i}" not in allowed and any(
+                   p.pod.labels.get("app") == f"app-{i}" for p in st.pods.values()))
+    target = next(p for p in st.pods.values() if p.pod.labels.get("app") == app)
     client = next(p for p in st.pods.values() if p.pod.namespace == NS
                   and p.node != target.node)
     if not http_get(client.netns, target.ip, 8080):
         raise RuntimeError(f"{client.pod.name} cannot reach {target.pod.name} before the policy")
     doc = c.tmp / "deny.yaml"
     doc.write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: "
-                   f"{{name: deny-app-1, namespace: {NS}}}\nspec:\n  podSelector: "
-                   "{matchLabels: {app: app-1}}\n  policyTypes: [Ingress]\n")
+                   f"{{name: deny-{app}, namespace: {NS}}}\nspec:\n  podSelector: "
+                   f"{{matchLabels: {{app: {app}}}}}\n  policyTypes: [Ingress]\n")
     t0 = time.monotonic()
     c.emunet("apply", "-f", str(doc))
     while time.monotonic() - t0 < 30:
@@ -136,7 +144,7 @@ def policy_change(c: BenchCluster) -> float:
     return float("nan")
 
 
-def once(size: str, idle: float, pairs: int, rng: random.Random, log) -> dict:
+def once(size: str, idle: float, pairs: int, changes: int, rng: random.Random, log) -> dict:
     nodes, pods, services, policies = SIZES[size]
     with BenchCluster(f"bg{size}", config(nodes, pods, services, policies), timeout=900) as c:
         log(f"  {size}: up in {c.up_seconds:.1f}s; measuring")
@@ -148,24 +156,30 @@ def once(size: str, idle: float, pairs: int, rng: random.Random, log) -> dict:
         time.sleep(idle)
         res["idle_cpu_pct"] = 100 * (cpu_seconds(pids) - a) / idle
         res["probe"] = probe(c, pairs, rng)
-        res["apply_pod_s"] = apply_pod(c)
-        res["policy_s"] = policy_change(c)
+        # --changes: several of each in this cluster (the median; one sample is noisy when
+        # the machine is shared)
+        res["apply_pod_runs"] = [apply_pod(c, f"newcomer-{i}") for i in range(changes)]
+        res["policy_runs"] = [policy_change(c) for _ in range(changes)]
+        res["apply_pod_s"] = median(res["apply_pod_runs"])
+        res["policy_s"] = median(res["policy_runs"])
     res["down_s"] = c.down_seconds
     return res
 
 
-def run(sizes: list[str], repeat: int, idle: float, pairs: int, log) -> dict:
+def run(sizes: list[str], repeat: int, idle: float, pairs: int, log, changes: int = 1) -> dict:
     rng = random.Random(17)
     res: dict = {"sizes": {k: dict(zip(("nodes", "pods", "services", "policies"), SIZES[k],
                                        strict=True)) for k in sizes}}
     for size in sizes:
-        runs = [once(size, idle, pairs, rng, log) for _ in range(repeat)]
+        runs = [once(size, idle, pairs, changes, rng, log) for _ in range(repeat)]
         for r in runs:
             log(f"  {size}: up {r['up_s']:.1f}s down {r['down_s']:.1f}s rss {r['rss_mb']:.0f} MB"
                 f" idle CPU {r['idle_cpu_pct']:.1f}% probes {r['probe']['ok']}/"
                 f"{r['probe']['pairs']} apply {r['apply_pod_s']:.2f}s policy "
-                f"{r['policy_s']:.2f}s")
-        keys = [k for k in runs[0] if k != "probe"]
+                f"{r['policy_s']:.2f}s (runs: apply "
+                f"{' '.join(f'{x:.2f}' for x in r['apply_pod_runs'])}, policy "
+                f"{' '.join(f'{x:.2f}' for x in r['policy_runs'])})")
+        keys = [k for k in runs[0] if k not in ("probe", "apply_pod_runs", "policy_runs")]
         res[size] = {k: median([r[k] for r in runs]) for k in keys}
         res[size]["probe_ok"] = min(r["probe"]["ok"] for r in runs)
         res[size]["runs"] = runs
@@ -205,6 +219,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per size (median)")
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU sampling")
     ap.add_argument("--pairs", type=int, default=200, help="random pod -> Service probes")
+    ap.add_argument("--changes", type=int, default=1,
+                    help="pod applies and policy changes per cluster (their median)")
     ap.add_argument("--json", type=Path, help="write the results here")
     a, _ = ap.parse_known_args()  # scripts/bench passes every section the same options
     sizes = [s for s in a.sizes.split(",") if s]
@@ -212,7 +228,7 @@ def main() -> int:
     if bad:
         ap.error(f"unknown size(s) {', '.join(bad)}: use {', '.join(SIZES)}")
     res = run(sizes, max(1, a.repeat), a.idle, a.pairs,
-              lambda m: print(m, file=sys.stderr, flush=True))
+              lambda m: print(m, file=sys.stderr, flush=True), max(1, a.changes))
     print(report(res))
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))

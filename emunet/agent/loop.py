@@ -38,7 +38,9 @@ from emunet.observe.flowlog import FlowLog
 from emunet.observe.hook import ObservedDatapath
 from emunet.observe.record import describe
 from emunet.packets import fill_l4_checksum
-from emunet.state import loaded, store
+from emunet.policy.scope import node_unaffected
+from emunet.state import loaded
+from emunet.state.follow import Follower
 
 log = logging.getLogger("emunet.agent")
 
@@ -80,6 +82,8 @@ class Agent(Transmit):
         self.gso_size = 0
         self.gso_stats = {"gso_rx": 0, "gso_segments": 0, "gro_merged": 0, "gso_dropped": 0,
                           "eth0_gro_rx": 0}
+        self.follow = Follower(state_path)
+        self.follow.load()
         tables = self._load()
         # EMUNET_FASTPATH=0: every packet through the full pipeline (emunet.datapath.fastpath)
         self.dp = ObservedDatapath(tables, random.Random(),
@@ -150,7 +154,7 @@ class Agent(Transmit):
                 return
 
     def _load(self) -> NodeTables:
-        self._state, self.seen = store.read_stamped(self.state_path)
+        self._state = self.follow.state  # as loaded by the caller (emunet.state.follow)
         self.spin = self._state.cluster.busy_poll_us * 1e-6
         return NodeTables.from_state(self._state, self.node)
 
@@ -193,6 +197,13 @@ class Agent(Transmit):
         log.info("veth %s gone (%s)", name, err.strerror)
 
     def reload(self) -> None:
+        old = self._state
+        changes = self.follow.load()  # the delta when it follows what we hold
+        if node_unaffected(changes, old, self.follow.state, self.node):
+            # nothing this node's tables are built from (a policy for other nodes' pods)
+            self._state = self.follow.state
+            self._report_loaded()
+            return
         self.dp.update(self._load(), time.monotonic())  # a new policy cuts what it denies
         self._shape()
         self.ct_store.configure(self._state.cluster.conntrack_max)
@@ -208,9 +219,9 @@ class Agent(Transmit):
         starts us; two publishes merge into one pending signal, which is harmless), and a
         missed publish must not leave the datapath on an old state until the next one. Checked
         every second (a stat, off the packet path), so no publish goes unnoticed longer."""
-        now = store.stamp(self.state_path)
-        if now is not None and now != self.seen:
-            self.seen = now  # tried once per file, even if this file fails to load
+        now = self.follow.current()
+        if now is not None and now != self.follow.seen:
+            self.follow.seen = now  # tried once per file, even if this file fails to load
             if signal.SIGHUP not in self.pending:
                 log.info("emunet agent %s: state file changed without a SIGHUP; reloading",
                          self.node)

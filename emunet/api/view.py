@@ -26,7 +26,8 @@ from emunet.api import apps, objects, stored
 from emunet.api import endpoints as user_eps
 from emunet.model.endpoints import ENDPOINTS
 from emunet.state import loaded, store
-from emunet.state.cluster import KUBE_SYSTEM, ClusterState
+from emunet.state.cluster import KUBE_SYSTEM, ClusterState, PodState
+from emunet.state.follow import Follower
 
 Key = tuple[str, str]  # (namespace or "", name)
 HISTORY = 20000  # watch events kept; a watch from an older resourceVersion gets 410 Gone
@@ -46,17 +47,60 @@ class Change:
     old: dict[str, Any] | None  # the object before (watch filters: did it match before?)
 
 
+# pod key -> (what its object was built from, the object): View's reuse of pod objects
+PodMemo = dict[Key, tuple[tuple, dict[str, Any]]]
+
+
+def _pod_inputs(st: ClusterState, ps: PodState, deleted_at: float | None) -> tuple | None:
+    """Everything `objects.pod` reads (compared by identity first: the state's reader keeps
+    unchanged objects, emunet.state.follow); None: not reusable (a terminating pod's
+    deletionTimestamp may be now; a body written through the API is overlaid in place)."""
+    ns, name = ps.key
+    if ps.terminating or f"Pod/{ns}/{name}" in st.manifests:
+        return None
+    owner = ps.pod.owner
+    # a shallow copy of the PodState (mutable: a caller may change it in place and refresh),
+    # compared by value; its Pod is frozen and replaced on every change
+    return (copy.copy(ps), st.cluster, st.node(ps.node), st.created.get(f"Pod/{ns}/{name}"),
+            st.created.get(f"ReplicaSet/{ns}/{owner}") if owner else None)
+
+
+def _pods(st: ClusterState, deleting: dict[Key, float], memo: PodMemo | None
+          ) -> dict[Key, dict]:
+    """Every pod's object; with `memo`, a pod whose inputs are the very objects of the last
+    build keeps its object (issue 17: 2,000 pod objects rebuilt per publish were most of the
+    API server's reload). A reused object is unchanged, so no watch event follows."""
+    out: dict[Key, dict] = {}
+    fresh: PodMemo = {}
+    for key, ps in st.pods.items():
+        inputs = _pod_inputs(st, ps, deleting.get(key)) if memo is not None else None
+        hit = memo.get(key) if memo is not None and inputs is not None else None
+        if hit is not None and len(hit[0]) == len(inputs) and all(  # type: ignore[arg-type]
+                a is b or a == b for a, b in zip(hit[0], inputs, strict=True)):  # type: ignore[arg-type]
+            obj = hit[1]
+        else:
+            obj = objects.pod(st, ps, deleting.get(key))
+        if inputs is not None:
+            fresh[key] = (inputs, obj)
+        out[key] = obj
+    if memo is not None:
+        memo.clear()
+        memo.update(fresh)
+    return out
+
+
 def build(st: ClusterState, node_ready: dict[str, bool],
-          deleting: dict[Key, float] | None = None) -> dict[str, dict[Key, dict]]:
+          deleting: dict[Key, float] | None = None,
+          memo: PodMemo | None = None) -> dict[str, dict[Key, dict]]:
     """Every served object of the state, by plural, then (namespace, name); `deleting`: when
-    each terminating pod was first seen terminating (its deletionTimestamp)."""
+    each terminating pod was first seen terminating (its deletionTimestamp); `memo`: pod
+    objects of the last build, reused where nothing they derive from changed."""
     out: dict[str, dict[Key, dict]] = collections.defaultdict(dict)
     for n in st.namespaces:
         out["namespaces"][("", n)] = objects.namespace(st, n)
     for n in st.nodes:
         out["nodes"][("", n.name)] = objects.node(st, n.name, node_ready.get(n.name, True))
-    for ps in st.pods.values():
-        out["pods"][ps.key] = objects.pod(st, ps, (deleting or {}).get(ps.key))
+    out["pods"] = _pods(st, deleting or {}, memo)
     for es in st.endpoint_sets.values():  # a user's: first, a controller's overwrites them
         if es.kind == ENDPOINTS:
             out["endpoints"][(es.namespace, es.name)] = user_eps.endpoints(st, es)
@@ -100,8 +144,20 @@ class View:
         self.path = state_path
         self.node_ready_fn = node_ready or (lambda: {})
         self.node_ready: dict[str, bool] = {}
-        self.state: ClusterState = state if state is not None else store.read(state_path)
+        # the published state, from deltas when they follow (emunet.state.follow)
+        self.follow = Follower(state_path) if state_path is not None else None
+        if state is None:
+            if self.follow is None:
+                raise ValueError("View needs a state or a state file")
+            try:
+                self.follow.load()
+            except FileNotFoundError:
+                raise store.NotUpError(store.NOT_UP) from None
+            assert self.follow.state is not None
+            state = self.follow.state
+        self.state: ClusterState = state
         self.objs: dict[str, dict[Key, dict]] = {}
+        self.pod_memo: PodMemo = {}  # build's reuse of unchanged pods' objects
         self.rv = 0
         self.history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
         self.oldest = 0  # a watch from below this resourceVersion is too old
@@ -110,7 +166,6 @@ class View:
         # (plural, key) -> (object, when): objects a namespace deletion took with it
         # (emunet.api.writes answers their own DELETE as upstream does while it terminates)
         self.cascaded: dict[tuple[str, Key], tuple[dict[str, Any], float]] = {}
-        self._mtime = self._stat()
         self.refresh(self.state)
         self.oldest = self.rv
         self._report()
@@ -122,29 +177,24 @@ class View:
             with contextlib.suppress(OSError):
                 loaded.report(self.path.parent, "apiserver", self.state.generation)
 
-    def _stat(self) -> int:
-        try:
-            return self.path.stat().st_mtime_ns if self.path else 0
-        except OSError:
-            return 0
-
     def reload(self) -> None:
         """Read the state file again (SIGHUP) and publish what changed to the watchers."""
-        if self.path is None:
+        if self.follow is None:
             return
-        self._mtime = self._stat()
         try:
-            st = store.read(self.path)
+            self.follow.load()
         except Exception:  # noqa: BLE001 - gone during `down`: keep serving the last state
+            self.follow.seen = self.follow.current()  # tried once per publish
             return
-        self.refresh(st)
+        assert self.follow.state is not None
+        self.refresh(self.follow.state)
         self._report()
 
     def poll(self) -> None:
         """A changed state file without a SIGHUP (one sent before our handler was installed),
         or a node agent that stopped or started: refresh."""
         ready = self.node_ready_fn()
-        if self._stat() != self._mtime:
+        if self.follow is not None and self.follow.changed():
             self.node_ready = ready
             self.reload()
         elif ready != self.node_ready:
@@ -156,7 +206,7 @@ class View:
         now = time.time()
         self.deleting = {k: self.deleting.get(k, now) for k, ps in st.pods.items()
                          if ps.terminating}
-        new = build(st, self.node_ready, self.deleting)
+        new = build(st, self.node_ready, self.deleting, self.pod_memo)
         base = st.generation * RV_PER_GENERATION
         rv = max(self.rv + 1, base)
         changes: list[Change] = []
@@ -164,6 +214,8 @@ class View:
             old_objs, new_objs = self.objs.get(plural, {}), new.get(plural, {})
             for key, obj in new_objs.items():
                 prev = old_objs.get(key)
+                if prev is obj:  # reused by build (its pod memo): unchanged
+                    continue
                 if prev is not None and _same(prev, obj):
                     obj["metadata"]["resourceVersion"] = prev["metadata"]["resourceVersion"]
                     continue

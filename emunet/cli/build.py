@@ -10,10 +10,9 @@ from pathlib import Path
 
 from emunet import control
 from emunet.cli import views
-from emunet.cli.common import CLIError, load_state, need_root
-from emunet.cluster import lifecycle
+from emunet.cli.common import CLIError, need_root
 from emunet.config import load_config
-from emunet.host import doctor
+from emunet.state import store
 from emunet.state.cluster import ClusterState
 from emunet.state.plan import plan
 
@@ -23,6 +22,8 @@ def _say(msg: str) -> None:
 
 
 def cmd_up(a: argparse.Namespace) -> int:
+    from emunet.cluster import lifecycle  # here, not at the top: `apply` skips pyroute2
+
     if a.resume:
         if a.file:
             raise CLIError(f"--resume restarts the running cluster's supervisor and takes no "
@@ -71,6 +72,8 @@ def _next_steps(st: ClusterState) -> str:
 
 
 def cmd_down(a: argparse.Namespace) -> int:
+    from emunet.cluster import lifecycle
+
     need_root()
     if lifecycle.down(_say):
         print("emunet: cluster removed")
@@ -81,8 +84,7 @@ def cmd_down(a: argparse.Namespace) -> int:
 
 def cmd_apply(a: argparse.Namespace) -> int:
     need_root()
-    st = load_state()
-    load_config(a.file, base=st.cluster)  # located errors before anything is sent
+    load_config(a.file, base=store.read_cluster())  # located errors before anything is sent
     res = control.request("apply", file=str(Path(a.file).resolve()), timeout=120)
     for line in res["changes"]:
         print(line)
@@ -94,9 +96,9 @@ def cmd_delete(a: argparse.Namespace) -> int:
         raise CLIError("say what to delete: emunet delete -f FILE, or emunet delete KIND NAME "
                        "[-n NS]", code=2)
     need_root()
-    st = load_state()
+    cluster = store.read_cluster()  # and "no cluster is up" without one
     if a.file:
-        load_config(a.file, base=st.cluster)
+        load_config(a.file, base=cluster)
         res = control.request("delete", file=str(Path(a.file).resolve()), timeout=120)
     else:
         res = control.request("delete", kind=a.kind, name=a.name,
@@ -120,6 +122,8 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 
 def cmd_doctor(a: argparse.Namespace) -> int:
+    from emunet.host import doctor
+
     findings = doctor.run()
     print(doctor.report(findings))
     return 1 if any(f.level == "problem" for f in findings) else 0

@@ -17,7 +17,6 @@ from emunet.model import Config, Manifest
 from emunet.model.cilium import CiliumPolicy
 from emunet.model.coredns import CONFIGMAP as COREDNS_CM
 from emunet.model.endpoints import ENDPOINTS, SLICE, EndpointSet
-from emunet.state import codec
 from emunet.state.cluster import (
     KUBE_SYSTEM,
     NS_NAME_LABEL,
@@ -104,7 +103,7 @@ def _apply_corefile(st: ClusterState, m: Manifest, settings: object) -> Change:
 
 
 def _copy(state: ClusterState) -> ClusterState:
-    return codec.from_dict(codec.to_dict(state))
+    return state.copy()
 
 
 def apply_config(state: ClusterState, path: str) -> list[Change]:

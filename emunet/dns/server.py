@@ -31,8 +31,9 @@ from emunet.dns.querylog import FILE_NAME as EVENTS_FILE
 from emunet.dns.querylog import TICK, DnsEvents
 from emunet.dns.upstream import TCP_LEN
 from emunet.dns.zone import Zone
-from emunet.state import loaded, store
+from emunet.state import loaded
 from emunet.state.cluster import ClusterState
+from emunet.state.follow import Follower
 
 log = logging.getLogger("emunet.dns")
 TCP_IDLE = 10.0  # seconds a TCP connection may sit idle (RFC 7766 6.2.3 suggests seconds)
@@ -44,9 +45,13 @@ UDP_RCVBUF = 4 << 20  # bursts from many pods queue here instead of being droppe
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux socket(7); not in Python 3.11
 
 
-def load(path: Path) -> tuple[Zone, ClusterState, store.Stamp]:
-    st, stamp = store.read_stamped(path)
-    return Zone.from_state(st, serial=(stamp[1] // 10**9) & 0xFFFFFFFF), st, stamp
+def load(follow: Follower) -> tuple[Zone, ClusterState]:
+    """The newest published state (a delta when it follows ours) and its zone; the SOA
+    serial is the publish's time in seconds (the file's mtime)."""
+    follow.load()
+    st, stamp = follow.state, follow.seen
+    assert st is not None and stamp is not None
+    return Zone.from_state(st, serial=(stamp[1] // 10**9) & 0xFFFFFFFF), st
 
 
 class DnsServer:
@@ -57,7 +62,8 @@ class DnsServer:
         self.loaded_dir = loaded_dir  # where each reload reports its generation (the run dir)
         self.host, self.port = host, port
         self.stats_path = stats_path
-        zone, st, self.seen = load(state_path)
+        self.follow = Follower(state_path)
+        zone, st = load(self.follow)
         self.handler = Handler(zone)
         self.events = DnsEvents(events_path)
         self.events.set_state(st, host, port)
@@ -85,15 +91,15 @@ class DnsServer:
     def catch_up(self) -> None:
         """Reload when the published state file is not the one loaded: its SIGHUP was lost
         (sent while we still ignored SIGHUP, as the supervisor starts us). Once per file."""
-        now = store.stamp(self.state_path)
-        if now is not None and now != self.seen:
-            self.seen = now
+        now = self.follow.current()
+        if now is not None and now != self.follow.seen:
+            self.follow.seen = now
             log.info("state file changed without a SIGHUP; reloading")
             self.reload()
 
     def reload(self) -> None:
         try:
-            zone, st, self.seen = load(self.state_path)
+            zone, st = load(self.follow)
             self.handler.load(zone)
             self.events.set_state(st, self.host, self.port)
             self._allowed = {}

@@ -170,7 +170,9 @@ def _endpoints(st: ClusterState, ss: ServiceState, pod_names: bool = False,
     out = []
     for ip, ports in by_ip.items():
         hostname = names.get(ip, dashed(ip))
-        pod = st.pod_by_ip(ip) if svc.selector is not None else None
+        # the index's address map: a scan per address made a 2,000-pod zone take 0.36 s
+        pod = None if svc.selector is None else \
+            index.by_ip.get(ip) if index is not None else st.pod_by_ip(ip)
         if pod is not None and pod.pod.hostname and pod.pod.subdomain == svc.name:
             hostname = pod.pod.hostname.lower()
         elif pod is not None and pod_names:

@@ -36,8 +36,9 @@ from emunet.l7 import http1, httplog, listeners
 from emunet.observe.flowlog import FlowLog
 from emunet.packets import ip_bytes
 from emunet.policy.cilium import L7Port, decide, l7_ports
-from emunet.state import loaded, store
+from emunet.state import loaded
 from emunet.state.cluster import ClusterState
+from emunet.state.follow import Follower
 
 log = logging.getLogger("emunet.l7.proxy")
 IDLE_TIMEOUT = 300.0  # seconds a kept-alive connection may wait for its next request
@@ -267,11 +268,13 @@ class ProxyProcess:
         self.proxy = Proxy(node, self.events, connect_in_netns)
         self.servers: dict[tuple[str, str, int], asyncio.AbstractServer] = {}
         self.missing = False  # a listener could not be opened yet: retried every 5 s
-        self.seen: store.Stamp | None = None  # the state file loaded last (store.stamp)
+        self.follow = Follower(state_path)  # the state loaded last (emunet.state.follow)
         self.retry_at = 0.0
 
     async def reload(self) -> None:
-        state, self.seen = store.read_stamped(self.state_path)
+        self.follow.load()
+        state = self.follow.state
+        assert state is not None
         policy = ProxyPolicy.from_state(state, self.node)
         self.proxy.policy = policy
         want = {(policy.netns[ip], ip, pport): lp.port
@@ -329,10 +332,10 @@ class ProxyProcess:
                 f.cancel()
             # a state file other than the one loaded, without a SIGHUP: the signal was lost
             # (sent while we still ignored SIGHUP, as the supervisor starts us), reload anyway
-            now = store.stamp(self.state_path)
-            lost = now is not None and now != self.seen
+            now = self.follow.current()
+            lost = now is not None and now != self.follow.seen
             if lost:
-                self.seen = now  # tried once per file, even if it fails to load
+                self.follow.seen = now  # tried once per file, even if it fails to load
             retry = self.missing and time.monotonic() >= self.retry_at
             if not stop.is_set() and (hup.is_set() or lost or retry):
                 self.retry_at = time.monotonic() + 5.0

@@ -12,7 +12,9 @@ which rule is named in the verdict: the first in policy key order).
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, field
 
+from emunet.model import Pod
 from emunet.model.netpol import EGRESS, INGRESS, NetworkPolicy, Peer, PolicyPort, Rule
 from emunet.packets import PROTO_TCP, PROTO_UDP, ip_bytes
 from emunet.policy.verdict import (
@@ -50,72 +52,195 @@ def identity_key(state: ClusterState, ps: PodState) -> IdentityKey:
             tuple(sorted(ns_labels.items())))
 
 
-def allocate_identities(state: ClusterState) -> dict[IdentityKey, int]:
-    """Deterministic: the same state gives every node the same numbers."""
-    keys = sorted({identity_key(state, ps) for ps in state.pods.values()})
-    return {k: FIRST_IDENTITY + i for i, k in enumerate(keys)}
+def allocate_identities(state: ClusterState,
+                        keys: dict[tuple[str, str], IdentityKey] | None = None
+                        ) -> dict[IdentityKey, int]:
+    """Deterministic: the same state gives every node the same numbers. `keys`: each pod's
+    identity_key, when the caller has them already."""
+    if keys is None:
+        keys = {ps.key: identity_key(state, ps) for ps in state.pods.values()}
+    return {k: FIRST_IDENTITY + i for i, k in enumerate(sorted(set(keys.values())))}
 
 
 def pod_identities(state: ClusterState) -> dict[tuple[str, str], int]:
     """Pod key -> its numeric identity (allocate_identities, per pod)."""
-    ids = allocate_identities(state)
-    return {ps.key: ids[identity_key(state, ps)] for ps in state.pods.values()}
+    keys = {ps.key: identity_key(state, ps) for ps in state.pods.values()}
+    ids = allocate_identities(state, keys)
+    return {k: ids[ik] for k, ik in keys.items()}
+
+
+@dataclass
+class _Memo:
+    """One node's last compile, for reuse pod by pod (issue 17: every publish recompiled every
+    local pod's policy; at 2,000 pods that was most of an agent's reload)."""
+
+    ids: dict[IdentityKey, int]
+    ns_labels: dict[str, dict[str, str]]
+    # pod key -> (its Pod, its identity, the policies that select it, its compiled policy)
+    pods: dict[tuple[str, str], tuple[Pod, int, tuple[NetworkPolicy, ...], PodPolicy]] = \
+        field(default_factory=dict)
+
+
+# node -> its last compile in this process (an agent or L7 proxy compiles one node). The
+# answer is the same with or without it (tests/unit/test_policy_memo.py): a pod's policy is
+# reused only when everything it was compiled from is equal.
+_MEMO: dict[str, _Memo] = {}
+
+
+def forget() -> None:
+    """Drop the compile memo (tests; the answer never depends on it)."""
+    _MEMO.clear()
+    _SORTED_LABELS.clear()
+
+
+# id(Pod) -> (the Pod, its sorted labels): identity keys of the last compile's pods (a Pod is
+# frozen and replaced on every change, so the same object has the same labels)
+_SORTED_LABELS: dict[int, tuple[Pod, tuple[tuple[str, str], ...]]] = {}
+
+
+def _identity_keys(state: ClusterState) -> dict[tuple[str, str], IdentityKey]:
+    """identity_key of every pod, the pods' sorted labels reused from the last compile."""
+    global _SORTED_LABELS
+    ns_labels = {n: tuple(sorted(ns.labels.items())) for n, ns in state.namespaces.items()}
+    memo, fresh = _SORTED_LABELS, {}
+    out: dict[tuple[str, str], IdentityKey] = {}
+    for key, ps in state.pods.items():
+        pod = ps.pod
+        hit = memo.get(id(pod))
+        if hit is None or hit[0] is not pod:
+            hit = (pod, tuple(sorted(pod.labels.items())))
+        fresh[id(pod)] = hit
+        out[key] = (pod.namespace, hit[1], ns_labels.get(pod.namespace, ()))
+    _SORTED_LABELS = fresh
+    return out
+
+
+def _volatile(pol: NetworkPolicy) -> bool:
+    """A policy whose grants depend on other pods' addresses or ports, not only on their
+    identities: ipBlock peers (every pod address inside the block) and egress named ports
+    (resolved on each destination pod). A pod it selects is compiled every time."""
+    return any(peer.ip_block is not None for r in (*pol.ingress, *pol.egress)
+               for peer in r.peers) or any(isinstance(pp.port, str)
+                                           for r in pol.egress for pp in r.ports)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b, strict=True))
 
 
 def compile_node(state: ClusterState, node: str,
                  policies: list[NetworkPolicy] | None = None) -> NodePolicy:
-    """The NodePolicy for `node` from the state's policies (or `policies`, for tests)."""
-    ids = allocate_identities(state)
+    """The NodePolicy for `node` from the state's policies (or `policies`, for tests).
+
+    A local pod's policy depends on the pod (namespace, labels, ports), the policies that
+    select it, the identity numbers and the namespaces' labels (selector peers select
+    identities); when all of these equal the last compile's, that pod's policy is reused.
+    CiliumNetworkPolicies and `policies` compile every pod."""
+    keys = _identity_keys(state)
+    ids = allocate_identities(state, keys)
     out = NodePolicy()
     pod_ident: dict[tuple[str, str], int] = {}
-    for ps in state.pods.values():
-        ident = ids[identity_key(state, ps)]
-        pod_ident[ps.key] = ident
+    for key, ps in state.pods.items():
+        ident = pod_ident[key] = ids[keys[key]]
         for a in pod_addrs(ps):
             out.identities[a] = ident
     for n in state.nodes:
         out.identities[ip_bytes(n.gateway_ip)] = HOST
         if n.gateway_ip6:
             out.identities[ipaddress.IPv6Address(n.gateway_ip6).packed] = HOST
-    for key, ident in ids.items():
-        out.identity_labels[ident] = f"{key[0]}:" + ",".join(f"{k}={v}" for k, v in key[1])
+    for ik, ident in ids.items():
+        out.identity_labels[ident] = f"{ik[0]}:" + ",".join(f"{k}={v}" for k, v in ik[1])
     pols = sorted(state.policies.values() if policies is None else policies,
                   key=lambda p: p.key)
-    members = _members(state, ids)
-    for ps in state.pods.values():
+    index = _PolicyIndex(pols)
+    memoize = policies is None and not state.cilium_policies
+    ns_labels = {n: ns.labels for n, ns in state.namespaces.items()}
+    memo = _MEMO.get(node) if memoize else None
+    if memo is not None and (memo.ids != ids or memo.ns_labels != ns_labels):
+        memo = None
+    fresh = _Memo(ids, ns_labels)
+    members: Members | None = None
+    for key, ps in state.pods.items():
         if ps.node != node:
             continue
-        ing, egr = DirectionBuilder(), DirectionBuilder()
-        for pol in pols:
-            if pol.namespace != ps.pod.namespace or not pol.pod_selector.matches(ps.pod.labels):
-                continue
-            if INGRESS in pol.policy_types:
-                ing.isolate(pol.ref)
-                for i, rule in enumerate(pol.ingress):
-                    _ingress_rule(state, ing, pol, i, rule, ps, members)
-            if EGRESS in pol.policy_types:
-                egr.isolate(pol.ref)
-                for i, rule in enumerate(pol.egress):
-                    _egress_rule(state, egr, pol, i, rule, members)
-        if policies is None:  # CiliumNetworkPolicies feed the same builders (emunet.l7)
-            from emunet.policy.cilium import add_grants
-
-            add_grants(state, ps, ing, egr, pod_ident)
-        pp = PodPolicy(f"{ps.pod.namespace}/{ps.pod.name}", pod_ident[ps.key], ing.build(),
-                       egr.build())
+        ident = pod_ident[key]
+        sel = index.selecting(ps)
+        hit = memo.pods.get(key) if memo is not None else None
+        if hit is not None and (hit[0] is ps.pod or hit[0] == ps.pod) and hit[1] == ident \
+                and _same(hit[2], sel) and not any(_volatile(p) for p in sel):
+            pp = hit[3]
+        else:
+            if members is None:
+                members = _members(ids, keys, state)
+            pp = _compile_pod(state, ps, ident, sel, members, pod_ident,
+                              cilium=policies is None)
+        fresh.pods[key] = (ps.pod, ident, sel, pp)
         for a in pod_addrs(ps):
             out.pods[a] = pp
+    if memoize:
+        _MEMO[node] = fresh
     out.active = any(pp.ingress.isolated or pp.egress.isolated for pp in out.pods.values())
     return out
+
+
+class _PolicyIndex:
+    """The policies of each namespace by their podSelector's first matchLabels pair (a pod
+    can only be selected by those of its own labels' pairs), the rest (empty or expression
+    selectors) always tried: 100 policies x 100 local pods were 10,000 selector matches per
+    compile."""
+
+    def __init__(self, pols: list[NetworkPolicy]) -> None:
+        self.order = {pol.key: i for i, pol in enumerate(pols)}  # key order, as compiled
+        self.by_pair: dict[tuple[str, str, str], list[NetworkPolicy]] = {}
+        self.rest: dict[str, list[NetworkPolicy]] = {}
+        for pol in pols:
+            ml = pol.pod_selector.match_labels
+            if ml:
+                self.by_pair.setdefault((pol.namespace, *ml[0]), []).append(pol)
+            else:
+                self.rest.setdefault(pol.namespace, []).append(pol)
+
+    def selecting(self, ps: PodState) -> tuple[NetworkPolicy, ...]:
+        """The policies that select `ps`, in key order."""
+        ns, labels = ps.pod.namespace, ps.pod.labels
+        cands = list(self.rest.get(ns, ()))
+        for k, v in labels.items():
+            cands += self.by_pair.get((ns, k, v), ())
+        if len(cands) > 1:
+            cands.sort(key=lambda p: self.order[p.key])
+        return tuple(p for p in cands if p.pod_selector.matches(labels))
+
+
+def _compile_pod(state: ClusterState, ps: PodState, ident: int, sel: tuple[NetworkPolicy, ...],
+                 members: Members, pod_ident: dict[tuple[str, str], int],
+                 cilium: bool) -> PodPolicy:
+    """One local pod's policy from the NetworkPolicies that select it (`sel`, in key order)
+    and, with `cilium`, the CiliumNetworkPolicies."""
+    ing, egr = DirectionBuilder(), DirectionBuilder()
+    for pol in sel:
+        if INGRESS in pol.policy_types:
+            ing.isolate(pol.ref)
+            for i, rule in enumerate(pol.ingress):
+                _ingress_rule(state, ing, pol, i, rule, ps, members)
+        if EGRESS in pol.policy_types:
+            egr.isolate(pol.ref)
+            for i, rule in enumerate(pol.egress):
+                _egress_rule(state, egr, pol, i, rule, members)
+    if cilium:  # CiliumNetworkPolicies feed the same builders (emunet.l7)
+        from emunet.policy.cilium import add_grants
+
+        add_grants(state, ps, ing, egr, pod_ident)
+    return PodPolicy(f"{ps.pod.namespace}/{ps.pod.name}", ident, ing.build(), egr.build())
 
 
 Members = dict[int, list[PodState]]  # identity -> the pods that carry it
 
 
-def _members(state: ClusterState, ids: dict[IdentityKey, int]) -> Members:
+def _members(ids: dict[IdentityKey, int], keys: dict[tuple[str, str], IdentityKey],
+             state: ClusterState) -> Members:
     m: Members = {}
     for ps in state.pods.values():
-        m.setdefault(ids[identity_key(state, ps)], []).append(ps)
+        m.setdefault(ids[keys[ps.key]], []).append(ps)
     return m
 
 

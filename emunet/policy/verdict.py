@@ -103,6 +103,15 @@ class PortMap:
     def __len__(self) -> int:
         return len(self.starts)
 
+    def __eq__(self, other: object) -> bool:
+        # by value, so two compiles of the same policy compare equal (the datapath skips
+        # re-policing its connections when a reload left the policy as it was)
+        if not isinstance(other, PortMap):
+            return NotImplemented
+        return (self.starts, self.ends, self.refs) == (other.starts, other.ends, other.refs)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable lists inside: not hashable
+
 
 @dataclass(frozen=True, slots=True)
 class CidrGrant:

@@ -8,6 +8,7 @@ are derived, never stored: they follow pod readiness and labels. The JSON form
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import ipaddress
 import socket
@@ -313,6 +314,29 @@ class ClusterState:
         self.created = {k: self.created.get(k, now) for k in keys}
         self.manifests = {k: v for k, v in self.manifests.items() if k in self.created}
 
+    def copy(self) -> ClusterState:
+        """A copy to change all or nothing (emunet.cluster.apply): every table (dict, list,
+        set) is copied, and so is every mutable record in one (NodeState, PodState,
+        ServiceState: their fields are replaced, never changed inside); the frozen model
+        objects are shared. A JSON round trip did this in 0.2 s at 2,000 pods."""
+        new = copy.copy(self)
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, dict):
+                v = {k: copy.copy(x) if isinstance(x, _RECORDS) else x for k, x in v.items()}
+            elif isinstance(v, list):
+                v = [copy.copy(x) if isinstance(x, _RECORDS) else x for x in v]
+            elif isinstance(v, set):
+                v = set(v)
+            setattr(new, f.name, v)
+        for ps in new.pods.values():
+            ps.containers = dict(ps.containers)
+        return new
+
+    def forget_derived(self) -> None:
+        """Drop what is derived from the tables (a reader replaced some: emunet.state.follow)."""
+        self._ip_owner = None
+
     # ---- queries ---------------------------------------------------------------------------
 
     def node(self, name: str) -> NodeState:
@@ -425,6 +449,9 @@ class ClusterState:
         return out
 
 
+_RECORDS = (NodeState, PodState, ServiceState)  # mutable: copied by ClusterState.copy
+
+
 class PodIndex:
     """The pods by namespace and by (namespace, label, value), each list in the state's order:
     a selector is answered from its rarest label's list, checked against the others."""
@@ -432,11 +459,24 @@ class PodIndex:
     def __init__(self, st: ClusterState) -> None:
         self.by_ns: dict[str, list[PodState]] = {}
         self.by_label: dict[tuple[str, str, str], list[PodState]] = {}
+        self._st = st
+        self._by_ip: dict[str, PodState] | None = None
         for p in st.pods.values():
             ns = p.pod.namespace
             self.by_ns.setdefault(ns, []).append(p)
             for k, v in p.pod.labels.items():
                 self.by_label.setdefault((ns, k, v), []).append(p)
+
+    @property
+    def by_ip(self) -> dict[str, PodState]:
+        """Address -> the first pod with it, as `pod_by_ip` answers (built on first use)."""
+        if self._by_ip is None:
+            self._by_ip = {}
+            for p in self._st.pods.values():
+                for ip in (p.ip, p.ip6):
+                    if ip:
+                        self._by_ip.setdefault(ip, p)
+        return self._by_ip
 
     def select(self, namespace: str, selector: dict[str, str]) -> list[PodState]:
         if not selector:

@@ -316,3 +316,20 @@ async def test_exec_tty_gets_the_first_resize_before_it_starts(api, monkeypatch)
         out[msg.data[0]] = out.get(msg.data[0], b"") + msg.data[1:]
     assert out[1].strip() == b"30 100"
     assert json.loads(out[3])["details"]["causes"][0]["message"] == "2"
+
+
+async def test_a_pod_changed_in_place_is_rebuilt(api):
+    """The view reuses unchanged pods' objects (View.pod_memo); a PodState changed in place
+    (not replaced) is still seen as changed."""
+    view: View = api.view
+    ps = view.state.pods[("blog-website", "intruder")]
+    before = view.objs["pods"][ps.key]
+    ps.ready = not ps.ready
+    view.state.stamp(time.time())
+    view.refresh(view.state)
+    after = view.objs["pods"][ps.key]
+    assert after is not before and after["metadata"]["resourceVersion"] == str(view.rv)
+    other = view.objs["pods"][("blog-website", "monospaced-test")]
+    view.state.stamp(time.time())
+    view.refresh(view.state)
+    assert view.objs["pods"][("blog-website", "monospaced-test")] is other  # reused

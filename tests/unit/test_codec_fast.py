@@ -36,7 +36,7 @@ def _slow(st) -> str:
     real = codec._asdict
     try:
         codec._asdict = dataclasses.asdict
-        return json.dumps(_strip(json.loads(codec.to_json(st))), indent=1, sort_keys=True)
+        return codec.dumps(_strip(json.loads(codec.to_json(st))))
     finally:
         codec._asdict = real
 
@@ -51,3 +51,20 @@ def test_fast_asdict_writes_what_dataclasses_asdict_wrote(path):
     assert fast == _slow(st)
     assert codec.to_json(codec.from_json(fast)) == fast
     assert json.loads(fast)["pods"]
+
+
+def test_publisher_memo_writes_what_a_fresh_to_dict_writes():
+    """store.Publisher's pod-spec memo (codec.to_dict(st, memo)): a replaced pod spec (a
+    relabel) is written anew, and pods removed are forgotten."""
+    st = plan(load_config(str(ROOT / "configs" / "two-node.yaml")))
+    memo: codec.PodMemo = {}
+    assert codec.to_dict(st, memo) == codec.to_dict(st)
+    key = next(iter(st.pods))
+    ps = st.pods[key]
+    ps.pod = dataclasses.replace(ps.pod, labels={**ps.pod.labels, "tier": "x"})
+    assert codec.to_dict(st, memo) == codec.to_dict(st)
+    assert codec.to_dict(st, memo)["pods"][0]["pod"]["labels"]["tier"] == "x"
+    for _ in range(3 * len(st.pods) + 70):  # many replaced specs: the memo stays bounded
+        ps.pod = dataclasses.replace(ps.pod)
+        codec.to_dict(st, memo)
+    assert len(memo) <= 2 * len(st.pods) + 65

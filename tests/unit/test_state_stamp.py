@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 from emunet.agent.loop import Agent
 from emunet.state import store
+from emunet.state.follow import Follower
 from tests.unit.dns_cluster import cluster
 
 
@@ -33,8 +34,9 @@ def test_every_publish_has_a_new_stamp(tmp_path):
 
 
 def _agent(p: Path) -> SimpleNamespace:
-    _st, seen = store.read_stamped(p)
-    return SimpleNamespace(state_path=p, seen=seen, pending=[], node="node-1")
+    follow = Follower(p)
+    follow.load()
+    return SimpleNamespace(state_path=p, follow=follow, pending=[], node="node-1")
 
 
 def test_agent_queues_a_reload_for_a_publish_without_sighup(tmp_path):
@@ -49,6 +51,27 @@ def test_agent_queues_a_reload_for_a_publish_without_sighup(tmp_path):
     a.pending.clear()
     Agent._catch_up(a)  # type: ignore[arg-type]
     assert a.pending == []  # once per file, even before the reload ran (or if it failed)
+
+
+def test_agent_queues_a_reload_for_a_delta_publish_without_sighup(tmp_path):
+    """With the supervisor's deltas (store.Publisher), every publish is noticed too."""
+    p = tmp_path / "state.json"
+    pub = store.Publisher(p)
+    st = cluster()
+    for gen in (1, 2):
+        st.generation = gen
+        pub.publish(st)
+    a = _agent(p)
+    Agent._catch_up(a)  # type: ignore[arg-type]
+    assert a.pending == []
+    for gen in (3, 4):  # a publish changing nothing but the generation: still a new delta
+        st.generation = gen
+        pub.publish(st)
+        Agent._catch_up(a)  # type: ignore[arg-type]
+        assert a.pending == [signal.SIGHUP], gen
+        a.pending.clear()
+        a.follow.load()
+        assert a.follow.state.generation == gen and a.follow.delta_loads == gen - 2
 
 
 def test_agent_does_not_double_a_queued_sighup(tmp_path):
