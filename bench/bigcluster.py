@@ -10,14 +10,17 @@ label's pods on 8080, so every probe below is still allowed, and each agent comp
   1k     10 nodes, 1,000 pods, 100 Services               up <= 30 s
   2k     20 nodes, 2,000 pods, 200 Services, 100 policies up <= 60 s, memory <= 1.5 GB,
                                                           down <= 30 s
+  5k     50 nodes, 5,000 pods, 500 Services, 100 policies the stretch: up <= 180 s,
+                                                          memory <= 3 GB
 
 Per size: `up` and `down` time, pods per second during `up` (and its ratio to base's: >= 0.8x
 at 2k), the resident memory of every cluster process, the CPU all of them use idle over
 --idle seconds (< 5% of one core at 2k), a probe of --pairs random (client pod, Service)
 pairs over HTTP through the ClusterIP, the time `apply` of one new pod takes until it is Ready
-and in its Service's endpoints (<= 2 s), and the time from applying a deny-all NetworkPolicy
+and in its Service's endpoints (<= 2 s), the time from applying a deny-all NetworkPolicy
 for one Service's pods (a label no allow policy selects: policies add up) until a probe to
-them fails (<= 1 s).
+them fails (<= 1 s), and the time `scale deployment --replicas 100` of a Deployment applied
+with one replica takes until all 100 pods are Ready (<= 15 s).
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from pathlib import Path
 
 from bench.common_cluster import BenchCluster, median, ratio
 
-SIZES = {"base": (10, 200, 20, 0), "1k": (10, 1000, 100, 0), "2k": (20, 2000, 200, 100)}
+SIZES = {"base": (10, 200, 20, 0), "1k": (10, 1000, 100, 0), "2k": (20, 2000, 200, 100),
+         "5k": (50, 5000, 500, 100)}
 TARGETS = {"1k": {"up_s": 30.0}, "2k": {"up_s": 60.0, "rss_mb": 1536.0, "down_s": 30.0,
                                         "idle_cpu_pct": 5.0, "apply_pod_s": 2.0,
-                                        "policy_s": 1.0}}
+                                        "policy_s": 1.0, "scale_100_s": 15.0},
+           "5k": {"up_s": 180.0, "rss_mb": 3072.0}}  # the stretch, reported
 NS = "apps"
 
 
@@ -144,6 +149,35 @@ def policy_change(c: BenchCluster) -> float:
     return float("nan")
 
 
+def scale_deployment(c: BenchCluster, replicas: int = 100) -> float:
+    """A Deployment of built-in servers applied with one replica (waited Ready), then
+    `emunet scale deployment --replicas N`: seconds until N of its pods are Ready."""
+    doc = c.tmp / "scaled.yaml"
+    doc.write_text(f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: scaled, "
+                   f"namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: "
+                   "{app: scaled}}\n  template:\n    metadata: {labels: {app: scaled}}\n"
+                   "    spec:\n      containers:\n        - name: web\n"
+                   "          image: emunet/builtin\n          ports: [{containerPort: 8080}]\n")
+
+    def ready() -> int:
+        return sum(1 for p in _state(c).pods.values()
+                   if p.pod.labels.get("app") == "scaled" and p.ready)
+
+    c.emunet("apply", "-f", str(doc))
+    t0 = time.monotonic()
+    while ready() < 1:
+        if time.monotonic() - t0 > 60:
+            raise RuntimeError("the one-replica Deployment is not Ready after 60 s")
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    c.emunet("scale", "deployment", "scaled", "--replicas", str(replicas), "-n", NS)
+    while time.monotonic() - t0 < 120:
+        if ready() >= replicas:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    return float("nan")
+
+
 def once(size: str, idle: float, pairs: int, changes: int, rng: random.Random, log) -> dict:
     nodes, pods, services, policies = SIZES[size]
     with BenchCluster(f"bg{size}", config(nodes, pods, services, policies), timeout=900) as c:
@@ -162,6 +196,7 @@ def once(size: str, idle: float, pairs: int, changes: int, rng: random.Random, l
         res["policy_runs"] = [policy_change(c) for _ in range(changes)]
         res["apply_pod_s"] = median(res["apply_pod_runs"])
         res["policy_s"] = median(res["policy_runs"])
+        res["scale_100_s"] = scale_deployment(c)
     res["down_s"] = c.down_seconds
     return res
 
@@ -176,7 +211,7 @@ def run(sizes: list[str], repeat: int, idle: float, pairs: int, log, changes: in
             log(f"  {size}: up {r['up_s']:.1f}s down {r['down_s']:.1f}s rss {r['rss_mb']:.0f} MB"
                 f" idle CPU {r['idle_cpu_pct']:.1f}% probes {r['probe']['ok']}/"
                 f"{r['probe']['pairs']} apply {r['apply_pod_s']:.2f}s policy "
-                f"{r['policy_s']:.2f}s (runs: apply "
+                f"{r['policy_s']:.2f}s scale 1->100 {r['scale_100_s']:.1f}s (runs: apply "
                 f"{' '.join(f'{x:.2f}' for x in r['apply_pod_runs'])}, policy "
                 f"{' '.join(f'{x:.2f}' for x in r['policy_runs'])})")
         keys = [k for k in runs[0] if k not in ("probe", "apply_pod_runs", "policy_runs")]
@@ -199,7 +234,8 @@ def report(res: dict) -> str:
                            ("rss_mb", "memory of all processes, MB"),
                            ("idle_cpu_pct", "idle CPU, % of one core"),
                            ("apply_pod_s", "apply 1 pod -> Ready + endpoints, s"),
-                           ("policy_s", "NetworkPolicy change enforced, s")):
+                           ("policy_s", "NetworkPolicy change enforced, s"),
+                           ("scale_100_s", "scale 1 -> 100 replicas Ready, s")):
             target = t.get(key)
             verdict = "" if target is None else \
                 f"  target <= {target:g}: {'ok' if r[key] <= target else 'MISSED'}"
@@ -215,7 +251,8 @@ def report(res: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(prog="bench.bigcluster", description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="base,1k,2k", help="comma-separated: base, 1k, 2k")
+    ap.add_argument("--sizes", default="base,1k,2k",
+                    help="comma-separated: base, 1k, 2k, 5k (the stretch)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per size (median)")
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU sampling")
     ap.add_argument("--pairs", type=int, default=200, help="random pod -> Service probes")

@@ -12,7 +12,7 @@ from emunet.config import load_config_text
 from emunet.state.plan import plan
 
 
-@pytest.mark.parametrize("size", ["base", "1k", "2k"])
+@pytest.mark.parametrize("size", ["base", "1k", "2k", "5k"])
 def test_sizes_plan(size):
     nodes, pods, services, policies = bigcluster.SIZES[size]
     cfg = load_config_text(bigcluster.config(nodes, pods, services, policies), "big.yaml")
