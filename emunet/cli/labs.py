@@ -87,13 +87,16 @@ def _baseline(st: Any) -> dict[str, Any]:
     """What the cluster looked like at start: pod IPs and (fresh) agent counters."""
     started = time.time()
     counters: dict[str, dict[str, int]] = {}
-    deadline = time.monotonic() + 2.5  # agents write their counters every second
+    # An agent writes its counters within a second of a change (and an unchanged file every
+    # few seconds): a file written after `started`, or any file a second after it, is current.
+    deadline = time.monotonic() + 2.5
     for node in st.nodes:
         path = naming.run_dir() / f"agent-{node.name}.json"
         while True:
             try:
                 doc = json.loads(path.read_text())
-                if doc.get("time", 0) >= started - 0.5 or time.monotonic() > deadline:
+                if doc.get("time", 0) >= started - 0.5 or time.time() >= started + 1.1 \
+                        or time.monotonic() > deadline:
                     counters[node.name] = doc.get("counters", {})
                     break
             except (OSError, ValueError):

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,15 +101,18 @@ class Cluster:
         wait_for(ready, timeout, f"every pod of {self.prefix} Ready")
 
     def counters(self, node: str) -> dict:
-        """The agent's counters file of `node` (rewritten every second)."""
+        """The agent's counters file of `node` (rewritten within a second of a change, an
+        unchanged one every few seconds: emunet.agent.loop.COUNTERS_MAX_AGE)."""
         return json.loads((self.run_dir / f"agent-{node}.json").read_text())
 
     def counters_after(self, since: float, *nodes: str, timeout: float = 5) -> dict[str, dict]:
-        """{node: counters} once each node's agent has rewritten its counters file after the
-        wall-clock time `since`: they then count every packet it handled before `since`."""
+        """{node: counters} counting every packet each node's agent handled before the
+        wall-clock time `since`: its file rewritten after `since`, or read a second after it
+        (a change is on disk within a second; an unchanged file is not rewritten each tick)."""
         def fresh() -> dict[str, dict] | None:
+            settled = time.time() > since + 1.1
             docs = {n: self.counters(n) for n in nodes}
-            if all(d["time"] > since for d in docs.values()):
+            if all(settled or d["time"] > since for d in docs.values()):
                 return {n: d["counters"] for n, d in docs.items()}
             return None
         return wait_for(fresh, timeout, f"the counters of {', '.join(nodes)} after {since:.3f}")
