@@ -19,7 +19,7 @@ import socket
 from dataclasses import dataclass
 
 from emunet.errors import InputError
-from emunet.host.netns import socket_in_netns
+from emunet.host.netns import ip_family, socket_in_netns
 from emunet.state.cluster import ClusterState, PodState
 
 OK, TIMEOUT, REFUSED, ERROR = "ok", "timeout", "refused", "error"
@@ -54,13 +54,9 @@ def name(p: PodState) -> str:
     return f"{p.pod.namespace}/{p.pod.name}"
 
 
-def _family(ip: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in ip else socket.AF_INET
-
-
 async def _tcp(src: PodState, ip: str, port: int, timeout: float) -> str:
     loop = asyncio.get_running_loop()
-    s = socket_in_netns(src.netns, _family(ip), socket.SOCK_STREAM)
+    s = socket_in_netns(src.netns, ip_family(ip), socket.SOCK_STREAM)
     s.setblocking(False)
     try:
         await asyncio.wait_for(loop.sock_connect(s, (ip, port)), timeout)
@@ -77,7 +73,7 @@ async def _tcp(src: PodState, ip: str, port: int, timeout: float) -> str:
 
 async def _udp(src: PodState, ip: str, port: int, timeout: float) -> str:
     loop = asyncio.get_running_loop()
-    s = socket_in_netns(src.netns, _family(ip), socket.SOCK_DGRAM)
+    s = socket_in_netns(src.netns, ip_family(ip), socket.SOCK_DGRAM)
     s.setblocking(False)
     try:
         s.connect((ip, port))

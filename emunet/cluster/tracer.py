@@ -186,10 +186,10 @@ def split_dest(dest: str) -> tuple[str, int | None]:
     if dest.startswith("["):
         host_, _, rest = dest[1:].partition("]")
         port = rest.removeprefix(":")
-        if not _is_ip6(host_) or (rest and not rest.startswith(":")):
+        if _version(host_) != 6 or (rest and not rest.startswith(":")):
             raise InputError(f"bad destination {dest!r}: use [IPv6]:PORT")
     elif dest.count(":") > 1:
-        if not _is_ip6(dest):
+        if _version(dest) != 6:
             raise InputError(f"bad destination {dest!r}: an IPv6 address with a port is "
                              "written [ADDR]:PORT")
         host_, port = dest, ""
@@ -202,12 +202,12 @@ def split_dest(dest: str) -> tuple[str, int | None]:
     return host_, int(port) if port else None
 
 
-def _is_ip6(text: str) -> bool:
+def _version(text: str) -> int:
+    """4 or 6 for an IP address literal, 0 for anything else (a name)."""
     try:
-        ipaddress.IPv6Address(text)
+        return ipaddress.ip_address(text).version
     except ValueError:
-        return False
-    return True
+        return 0
 
 
 def run(state: ClusterState, namespace: str, pod_name: str, dest: str,
@@ -221,8 +221,8 @@ def run(state: ClusterState, namespace: str, pod_name: str, dest: str,
     if pod is None:
         raise TraceError(f"pod {pod_name!r} not found in namespace {namespace} "
                          "(see `emunet get pods -A`)")
-    six = family == 6 or _is_ip6(name)
-    if family == 6 and name.count(".") == 3 and name.replace(".", "").isdigit():
+    six = family == 6 or _version(name) == 6
+    if family == 6 and _version(name) == 4:
         raise InputError(f"{name} is an IPv4 address but --family 6 was given: drop one of "
                          "them")
     if six and not pod.ip6:

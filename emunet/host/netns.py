@@ -31,6 +31,11 @@ _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def ip_family(ip: str) -> socket.AddressFamily:
+    """The socket family of an address's text (an IPv6 one has a colon)."""
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
 def netns_exists(name: str) -> bool:
     return (NETNS_RUN_DIR / name).exists()
 

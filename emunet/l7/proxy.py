@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from emunet import nodeproc
-from emunet.host.netns import socket_in_netns
+from emunet.datapath.ipv6pkt import ip6_bytes
+from emunet.host.netns import ip_family, socket_in_netns
 from emunet.l7 import http1, httplog, listeners
 from emunet.observe.flowlog import FlowLog
 from emunet.packets import ip_bytes
@@ -224,17 +225,13 @@ async def _relay_body(r: asyncio.StreamReader, w: asyncio.StreamWriter | None, k
 
 def addr_bytes(ip: str) -> bytes:
     """An address of either family as the policy engine keys it (4 or 16 bytes)."""
-    return socket.inet_pton(socket.AF_INET6, ip) if ":" in ip else ip_bytes(ip)
-
-
-def _family(ip: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+    return ip6_bytes(ip) if ":" in ip else ip_bytes(ip)
 
 
 async def connect_in_netns(netns: str, ip: str, port: int) -> Upstream:
     """A TCP connection made from inside `netns` (to the pod's own IP: over its loopback)."""
 
-    sock = socket_in_netns(netns, _family(ip), socket.SOCK_STREAM)
+    sock = socket_in_netns(netns, ip_family(ip), socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (ip, port)), 5)
@@ -247,7 +244,7 @@ async def connect_in_netns(netns: str, ip: str, port: int) -> Upstream:
 def _listen_in_netns(netns: str, ip: str, port: int) -> socket.socket:
     """The listener for redirected connections to `ip` (its family's wildcard): an IPv6 one
     is IPv6-only, beside the IPv4 one on the same port, so IPv4 clients keep their own."""
-    sock = socket_in_netns(netns, _family(ip), socket.SOCK_STREAM)
+    sock = socket_in_netns(netns, ip_family(ip), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if ":" in ip:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

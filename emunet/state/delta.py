@@ -73,24 +73,9 @@ def _check(d: dict[str, Any]) -> None:
                          f"{', '.join(sorted(unknown))}")
 
 
-def _diff_keyed(a: list[dict], b: list[dict], key: Callable[[dict], Key]) -> dict | None:
-    old = {key(x): x for x in a}
-    new = {key(x): x for x in b}
-    changed = [x for k, x in new.items() if old.get(k) != x]
-    gone = [list(k) for k in old if k not in new]
-    # the order apply() gives: old order without the deleted, then the new in their order
-    expect = [k for k in old if k in new] + [k for k in new if k not in old]
-    out: dict[str, Any] = {}
-    if changed:
-        out["set"] = changed
-    if gone:
-        out["del"] = gone
-    if expect != list(new):
-        out["order"] = [list(k) for k in new]
-    return out or None
-
-
-def _diff_map(a: dict[str, Any], b: dict[str, Any]) -> dict | None:
+def _diff_map(a: dict[Any, Any], b: dict[Any, Any]) -> dict | None:
+    """set (changed or new items), del (keys gone) and, when apply's order would differ,
+    order: apply keeps the old order without the deleted, then appends the new."""
     changed = {k: v for k, v in b.items() if k not in a or a[k] != v}
     gone = [k for k in a if k not in b]
     expect = [k for k in a if k in b] + [k for k in b if k not in a]
@@ -102,6 +87,20 @@ def _diff_map(a: dict[str, Any], b: dict[str, Any]) -> dict | None:
     if expect != list(b):
         out["order"] = list(b)
     return out or None
+
+
+def _diff_keyed(a: list[dict], b: list[dict], key: Callable[[dict], Key]) -> dict | None:
+    """`_diff_map` of the lists keyed by `key`: set holds the items, keys are JSON lists."""
+    d = _diff_map({key(x): x for x in a}, {key(x): x for x in b})
+    if d is None:
+        return None
+    out: dict[str, Any] = {}
+    if "set" in d:
+        out["set"] = list(d["set"].values())
+    for part in ("del", "order"):
+        if part in d:
+            out[part] = [list(k) for k in d[part]]
+    return out
 
 
 def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -125,18 +124,7 @@ def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {"sections": sections}
 
 
-def _apply_keyed(d: dict, items: list[dict], key: Callable[[dict], Key]) -> list[dict]:
-    by = {key(x): x for x in items}
-    for k in d.get("del", ()):
-        by.pop(tuple(k), None)
-    for x in d.get("set", ()):
-        by[key(x)] = x
-    if "order" in d:
-        return [by[tuple(k)] for k in d["order"]]
-    return list(by.values())
-
-
-def _apply_map(d: dict, m: dict[str, Any]) -> dict[str, Any]:
+def _apply_map(d: dict, m: dict[Any, Any]) -> dict[Any, Any]:
     out = dict(m)
     for k in d.get("del", ()):
         out.pop(k, None)
@@ -144,6 +132,15 @@ def _apply_map(d: dict, m: dict[str, Any]) -> dict[str, Any]:
     if "order" in d:
         out = {k: out[k] for k in d["order"]}
     return out
+
+
+def _apply_keyed(d: dict, items: list[dict], key: Callable[[dict], Key]) -> list[dict]:
+    """`_apply_map` on the list keyed by `key` (the delta's keys are JSON lists)."""
+    as_map: dict[str, Any] = {"set": {key(x): x for x in d.get("set", ())}}
+    for part in ("del", "order"):
+        if part in d:
+            as_map[part] = [tuple(k) for k in d[part]]
+    return list(_apply_map(as_map, {key(x): x for x in items}).values())
 
 
 def apply(delta: dict[str, Any], a: dict[str, Any]) -> dict[str, Any]:
