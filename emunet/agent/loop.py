@@ -129,7 +129,7 @@ class Agent(Transmit):
         # NodePort: TCP/UDP for this node's address in 30000-32767 (emunet/host/underlay.py)
         self.eth0: socket.socket | None = None
         try:
-            self.eth0 = underlay_socket(me.underlay_ip)
+            self.eth0 = underlay_socket(me.underlay_ip, node_ip6=me.underlay_ip6)
             # eth0's GRO (on for the VXLAN socket's UDP_GRO) also merges an outside client's
             # TCP segments: the vnet header says so, and such a frame goes to its pod whole
             self.eth0.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
@@ -312,13 +312,13 @@ class Agent(Transmit):
                 return
             frame = data[gso.VNET_LEN:]
             if data[1] and len(frame) > self.big:  # a GRO-merged TCP train (vnet gso_type)
-                if data[1] & ~gso.GSO_ECN != gso.GSO_TCPV4:
+                if data[1] & ~gso.GSO_ECN not in _TCP_GSO:
                     self.gso_stats["gso_dropped"] += 1
                     continue
                 self.gso_stats["eth0_gro_rx"] += 1
                 self.gso_size = U16N.unpack_from(data, 4)[0]
-                try:
-                    self._act(self.dp.process_nodeport(frame, now))
+                try:  # a super-frame: cut to MSS on the way, never "too big" (nodeport6)
+                    self._act(self.dp.process_nodeport(frame, now, True))
                 finally:
                     self.gso_size = 0
                 continue

@@ -100,6 +100,8 @@ class IPv6(Replies6):
             return self._drop(DropReason.TTL_EXCEEDED, "ICMPv6 time exceeded sent",
                               Send(pod.port, b"".join((pod.mac, t.gateway_mac, err[12:]))))
         out = self._track6(f, l4, end, nh, now, pod)
+        if out is None and self.neigh and (reply := self.nodeport_reply6(f, now)) is not None:
+            return self._verdicts(reply, now)  # a NodePort reply, un-NAT'ed (nodeport6)
         if out is None and bridged is not None:  # cni0 bridging: MACs and hop limit untouched
             self._c["forwarded"] += 1
             out = [Send(bridged.port, bytes(f))]
@@ -209,6 +211,8 @@ class IPv6(Replies6):
         out = self._track6(f, l4, end, nh, now, None)
         if out is not None:
             return self._verdicts(out, now)
+        if self.neigh and (reply := self.nodeport_reply6(f, now)) is not None:
+            return self._verdicts(reply, now)  # a remote backend's NodePort reply
         if bytes(f[IP6_DST]) not in t.pods_by_ip6:
             return self._verdicts(self._drop(DropReason.NO_ROUTE, f"no pod "
                                              f"{ip6_str(f[IP6_DST])} on {t.node}"), now)

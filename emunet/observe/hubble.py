@@ -28,6 +28,8 @@ DROP_REASONS = {
     "INVALID_VNI": ("INVALID_VNI", 183),
     "CT_INVALID": ("CT_MAP_INSERTION_FAILED", 155),
     "FRAG_NOT_SUPPORTED": ("IP_FRAGMENTATION_NOT_SUPPORTED", 157),
+    # flow.proto names no such reason (Cilium's DROP_FRAG_NEEDED is not among them)
+    "FRAG_NEEDED": ("DROP_REASON_UNKNOWN", 0),
     "POLICY_DENIED": ("POLICY_DENIED", 133),
 }
 # Cilium monitor message types (pkg/monitor/api/types.go)

@@ -25,6 +25,7 @@ DROP_STAGE = {
     "INVALID_VNI": ("L2 over UDP", "VXLAN decapsulation"),
     "CT_INVALID": ("L4", "conntrack"),
     "FRAG_NOT_SUPPORTED": ("L3", "Service load balancer"),
+    "FRAG_NEEDED": ("L3", "routing (MTU)"),
     "POLICY_DENIED": ("L3/L4", "NetworkPolicy"),
 }
 
