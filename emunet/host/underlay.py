@@ -77,7 +77,6 @@ def bpf_program(node_ip: str, node_ip6: str | None = None) -> list[tuple[int, in
         ("port", 0x35, None, "drop", lo),      # jge #lo
         (None, 0x25, "drop", None, hi),        # jgt #hi
         (None, 0x06, None, None, 0x40000),     # ret #262144           accept the whole frame
-        ("drop", 0x06, None, None, 0),         # ret #0                drop
     ]
     if node_ip6:
         words = struct.unpack("!4I", ipaddress.IPv6Address(node_ip6).packed)
@@ -93,15 +92,18 @@ def bpf_program(node_ip: str, node_ip6: str | None = None) -> list[tuple[int, in
         prog += [(None, 0x28, None, None, 56),       # ldh [56]            L4 destination port
                  (None, 0x35, None, "drop", lo), (None, 0x25, "drop", None, hi),
                  (None, 0x06, None, None, 0x40000)]
-    else:
-        prog += [("v6", 0x06, None, None, 0)]        # not IPv4: drop
+    prog.append(("drop", 0x06, None, None, 0))       # ret #0              drop
     where = {label: i for i, (label, *_rest) in enumerate(prog) if label}
+    where.setdefault("v6", where["drop"])  # IPv4 only: not IPv4 is dropped
     return [(code, where[jt] - i - 1 if jt else 0, where[jf] - i - 1 if jf else 0, k)
             for i, (_label, code, jt, jf, k) in enumerate(prog)]
 
 
 def bpf_matches(prog: list[tuple[int, int, int, int]], frame: bytes) -> bool:
     """Run the program above on a frame (an interpreter for its opcodes, for unit tests)."""
+    # the kernel's checker (bpf_check_classic): jumps go forward, 8-bit offsets, in the program
+    assert all(0 <= jt < 256 and 0 <= jf < 256 and i + 1 + max(jt, jf) < len(prog)
+               for i, (_, jt, jf, _) in enumerate(prog)), "invalid cBPF jump"
     a = x = pc = 0
     while True:
         code, jt, jf, k = prog[pc]
