@@ -135,8 +135,9 @@ class FastPath:
     """Datapath's entry points for pod frames and VXLAN datagrams: the fast path first, the
     full pipeline (`_from_pod`, `_from_overlay`) for everything else, learning hops from it.
 
-    It is also the root of Datapath's single line of ancestors (Datapath <- Services <-
-    Replies <- NodePort <- Fragments <- FastPath: mypyc compiles single inheritance only), so
+    It is also the root of Datapath's single line of ancestors (Datapath <- IPv6 <- Replies6
+    <- Services <- Replies <- NodePort <- NodePort6 <- Fragments <- FastPath: mypyc compiles
+    single inheritance only), so
     it declares the state Datapath.__init__ sets and the stages Datapath defines that the
     other ancestors call."""
 

@@ -29,7 +29,8 @@ methods of the same object.
 from __future__ import annotations
 
 from emunet import packets as pk
-from emunet.datapath.actions import Action, Send
+from emunet.datapath.actions import Action, Encap, Send
+from emunet.datapath.frags import split
 from emunet.datapath.ipv6pkt import ETHERTYPE_IPV6
 from emunet.datapath.neigh import NEIGH_AGE, NEIGH_MAX, Neighbours
 from emunet.datapath.nodeport6 import EPHEMERAL, SNAT_TRIES, UNDERLAY_PORT, NodePort6
@@ -53,6 +54,7 @@ from emunet.packets import (
     TCP_OFF_FLAGS,
     TTL_DEC_DELTA,
     U16,
+    VXLAN,
     apply_delta,
     parse_ipv4,
     tuple_key,
@@ -93,15 +95,18 @@ class NodePort(NodePort6):
             return self._drop(DropReason.INVALID_SOURCE, f"pod address {pk.ip_str(src)} on eth0")
         macs = b"".join((f[ETH_SRC], f[ETH_DST]))  # the replies': to the client, from us
         self.neigh.learn(src, macs, now)
-        # larger than the pod MTU with DF: fragmentation needed, not forwarded (nodeport6)
-        quote = None if gso or end - ETH_LEN <= t.mtu or not f[IP_FRAG] & _DF \
-            else bytes(f[ETH_LEN:end])
+        # larger than the pod MTU: with DF fragmentation needed, not forwarded (nodeport6);
+        # without, forwarded in fragments (frags.split), as ip_forward does
+        big = not gso and end - ETH_LEN > t.mtu
+        quote = bytes(f[ETH_LEN:end]) if big and f[IP_FRAG] & _DF else None
         key = tuple_key(f, l4, proto)
         assert key is not None
         flags = f[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
         if self.ct.established(key, f, l4, end, proto, flags, now):
             # the client's next packets: NAT'ed, routed to the backend
-            return self._route(f) if quote is None else self._too_big(quote, macs, False)
+            if quote is not None:
+                return self._too_big(quote, macs, False)
+            return self._fragmented(self._route(f)) if big else self._route(f)
         dport = U16.unpack(key[KEY_DPORT])[0]
         target = t.nodeports.get((proto, dport))
         if target is None or not target.backends:
@@ -112,7 +117,29 @@ class NodePort(NodePort6):
             return self._too_big(quote, macs, False)
         out = self._nodeport_dnat(f, l4, end, proto, flags, now, target, src, t.underlay_ip,
                                   key[KEY_SPORT], key[KEY_DPORT], t.gateway_ip)
-        return out if out is not None else self._route(f)
+        if out is not None:
+            return out
+        return self._fragmented(self._route(f)) if big else self._route(f)
+
+    def _fragmented(self, out: list[Action]) -> list[Action]:
+        """A routed datagram above the pod MTU without DF, cut into fragments of the pod MTU
+        (emunet.datapath.frags.split) for its veth or the tunnel (whose receiving node tracks
+        them by IP id, frags.py)."""
+        if len(out) != 1:
+            return out
+        a = out[0]
+        mtu = self.tables.mtu
+        if type(a) is Send:
+            parts = split(a.frame, ETH_LEN, mtu)
+            acts: list[Action] = [Send(a.port, p) for p in parts]
+        elif type(a) is Encap:
+            parts = split(a.payload, VXLAN.size + ETH_LEN, mtu)
+            acts = [Encap(a.dst_ip, a.dst_port, p) for p in parts]
+        else:
+            return out
+        self._c["ip_fragmented"] += 1
+        self._c["ip_fragments_out"] += len(parts)
+        return acts
 
     def nodeport_reply(self, f: bytearray, now: float) -> list[Action] | None:
         """A packet that conntrack's reverse NAT turned into a NodePort reply (from this node's

@@ -20,8 +20,8 @@ pod. Linux's forwarding path (ip_forward / ip6_forward, after PREROUTING's DNAT)
 with an ICMP error from the node's own address and drops the packet: IPv6 always Packet Too Big
 (RFC 8200 §5: routers never fragment; RFC 4443 §3.2, its MTU field the next-hop MTU), IPv4
 with DF set fragmentation needed (RFC 792 type 3 code 4, the Next-Hop MTU of RFC 1191 §4).
-IPv4 without DF is forwarded as before (a router would fragment it; the agent's veth write of
-a frame above the pod MTU fails: tx_errors, see docs/architecture.md). The quote is the packet
+IPv4 without DF is forwarded in fragments of the pod MTU, as ip_forward fragments it
+(emunet.datapath.frags.split, NodePort._fragmented). The quote is the packet
 as the client sent it (Linux quotes the DNAT'ed one and nf_nat reverses the quote, the same
 bytes). Neither is rate limited, as in Linux: icmpv4_mask_allow never limits ICMP_FRAG_NEEDED
 ("Don't limit PMTU discovery") and ICMPv6 type 2 is outside icmpv6_ratemask's default

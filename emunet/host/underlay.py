@@ -103,7 +103,9 @@ def bpf_matches(prog: list[tuple[int, int, int, int]], frame: bytes) -> bool:
     """Run the program above on a frame (an interpreter for its opcodes, for unit tests)."""
     # the kernel's checker (bpf_check_classic): jumps go forward, 8-bit offsets, in the program
     assert all(0 <= jt < 256 and 0 <= jf < 256 and i + 1 + max(jt, jf) < len(prog)
-               for i, (_, jt, jf, _) in enumerate(prog)), "invalid cBPF jump"
+               for i, (code, jt, jf, _) in enumerate(prog) if code & 0x07 == 0x05), \
+        "invalid cBPF jump"  # BPF_JMP class
+    assert prog[-1][0] == 0x06, "a cBPF program ends in a return"
     a = x = pc = 0
     while True:
         code, jt, jf, k = prog[pc]
