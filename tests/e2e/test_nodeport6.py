@@ -3,7 +3,8 @@ underlay, real clients reach a dual-stack Service at [node IPv6]:nodePort on bot
 the backend local and remote (curl -6, and a UDP exchange); a node port without endpoints and
 an IPv4-only Service's node port on the IPv6 address refuse at once; a datagram larger than the
 pod MTU gets ICMPv6 Packet Too Big (IPv4 with DF: fragmentation needed), as the client's own
-kernel reports it (IPV6_RECVERR / IP_RECVERR on a socket with path MTU discovery on)."""
+kernel reports it (IPV6_RECVERR / IP_RECVERR on a socket with path MTU discovery on), and one
+without DF reaches the pod in fragments, which it reassembles."""
 
 from __future__ import annotations
 
@@ -180,6 +181,18 @@ def test_a_big_udp_datagram_gets_packet_too_big(cluster, node):
     assert got["error"] == {"errno": 90, "origin": 3, "type": 2, "code": 0, "info": MTU,
                             "from": NODE6[node]}, got
     assert got["pmtu"] == MTU  # the client's kernel took the pod MTU as the path MTU
+
+
+# before the DF test: that one leaves node-1's path MTU (1450) in the client's route cache,
+# and a datagram above it would then leave the client already fragmented
+@pytest.mark.parametrize("node", ["node-1", "node-2"])  # web-1 local, then over the tunnel
+def test_a_big_ipv4_datagram_without_df_arrives_in_fragments(cluster, node):
+    script = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+              "s.setsockopt(socket.IPPROTO_IP, 10, 0); s.settimeout(3); "  # IP_PMTUDISC_DONT
+              "s.sendto(b'x' * 1472, (sys.argv[1], int(sys.argv[2]))); "
+              "print(s.recvfrom(2048)[0].decode().strip())")
+    out = outside(cluster, sys.executable, "-c", script, NODE4[node], str(UDP_PORT)).stdout
+    assert "pod=web-1 " in out and "bytes=1472" in out, out  # the pod reassembled it whole
 
 
 def test_a_big_ipv4_datagram_with_df_gets_fragmentation_needed(cluster):
