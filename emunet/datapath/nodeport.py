@@ -143,8 +143,14 @@ class NodePort(NodePort6):
 
     def nodeport_reply(self, f: bytearray, now: float) -> list[Action] | None:
         """A packet that conntrack's reverse NAT turned into a NodePort reply (from this node's
-        underlay address, as no pod can send) goes out of eth0; None for anything else."""
-        if f[IP_SRC] != self.tables.underlay_ip:
+        underlay address, as no pod can send) goes out of eth0; None for anything else: also
+        for the reply of a pod's own connection to <node IP>:<nodePort> (reverse-NAT'ed to the
+        same source), which is routed back to the pod, never looked up among the clients."""
+        t = self.tables
+        if f[IP_SRC] != t.underlay_ip:
+            return None
+        d = int.from_bytes(f[IP_DST], "big")
+        if d & t.local_mask == t.local_net or t.remote_for(d) is not None:
             return None
         macs = self.neigh.get(bytes(f[IP_DST]), now)
         if macs is None:  # aged out or evicted: Linux would resolve it again, emunet cannot

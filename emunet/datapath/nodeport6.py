@@ -181,8 +181,13 @@ class NodePort6(Fragments):
     def nodeport_reply6(self, f: bytearray, now: float) -> list[Action] | None:
         """An IPv6 packet that conntrack's reverse NAT turned into a NodePort reply (from this
         node's IPv6 underlay address, which no pod can send from) goes out of eth0, hop limit
-        - 1, to the client's learned MACs; None for anything else."""
-        if f[IP6_SRC] != self.tables.underlay_ip6:  # never equal when there is none (b"")
+        - 1, to the client's learned MACs; None for anything else, a pod's own connection to
+        [node IPv6]:nodePort included (its reply is routed back to the pod)."""
+        t = self.tables
+        if f[IP6_SRC] != t.underlay_ip6:  # never equal when there is none (b"")
+            return None
+        d = int.from_bytes(f[IP6_DST], "big")
+        if d & t.local_mask6 == t.local_net6 or t.remote_for6(d) is not None:
             return None
         macs = self.neigh.get(bytes(f[IP6_DST]), now)
         if macs is None:  # aged out or evicted: Linux would solicit it again, emunet cannot

@@ -294,3 +294,32 @@ def test_outside_client_ipv6_address():
     assert outside_ip6("fd00:e3e7::/64") == "fd00:e3e7::fe"
     assert outside_ip6("fd00:e3e7::/120") == "fd00:e3e7::fe"
     assert outside_ip6("fd00:e3e7::/124") == "fd00:e3e7::e"
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_a_pods_own_node_port_connection_gets_its_reply_after_an_outside_client(v6):
+    """The reply of a pod's connection to <node address>:<nodePort> comes back from the node's
+    address too (reverse NAT): it goes to the pod, not to eth0, also once the neighbour table
+    holds an outside client (which used to make it a NodePort reply with no neighbour)."""
+    st = dual_np_state()
+    dp = dp_of(st, "node-1")
+    w1, w2, gw = st.pods[("web", "w1")], st.pods[("web", "w2")], st.node("node-1")
+    outside = syn6(dport=30081) if v6 else Ether(src=OUT_MAC, dst=ETH0_MAC) / \
+        IP(src=OUT4, dst=NODE1) / TCP(sport=40000, dport=30081, flags="S")
+    dp.process_nodeport(bytes(outside), 1.0)
+    assert len(dp.neigh) == 1
+    L3, src, node, back = (IPv6, w1.ip6, NODE1_6, w2.ip6) if v6 else (IP, w1.ip, NODE1, w2.ip)
+    syn = Ether(src=w1.mac, dst=gw.gateway_mac) / L3(src=src, dst=node) / \
+        TCP(sport=41000, dport=30081, flags="S")
+    [e] = dp.process(bytes(syn), w1.host_ifname, 2.0)
+    assert isinstance(e, Encap) and Ether(e.payload[8:])[L3].dst == back
+    dp2 = dp_of(st, "node-2")
+    dp2.process_underlay(e.payload, NODE1_6 if v6 else NODE1, 2.0)
+    w2_node = st.node("node-2")
+    reply = Ether(src=w2.mac, dst=w2_node.gateway_mac) / L3(src=back, dst=src) / \
+        TCP(sport=8080, dport=41000, flags="SA", ack=1)
+    [e2] = dp2.process(bytes(reply), w2.host_ifname, 2.1)
+    [r] = dp.process_underlay(e2.payload, NODE2_6 if v6 else "192.168.1.12", 2.1)
+    got = Ether(r.frame)
+    assert isinstance(r, Send) and r.port == w1.host_ifname
+    assert (got[L3].src, got[TCP].sport, got[L3].dst) == (node, 30081, src)
