@@ -157,7 +157,12 @@ def _epoch(iso: str) -> float:
 # ---- output --------------------------------------------------------------------------------
 
 def _name(ep: dict[str, Any], ip: str | None, port: Any) -> str:
-    who = f"{ep['namespace']}/{ep['pod_name']}" if ep.get("pod_name") else (ip or "?")
+    if ep.get("pod_name"):
+        who = f"{ep['namespace']}/{ep['pod_name']}"
+    elif port is not None and ip and ":" in ip:
+        return f"[{ip}]:{port}"  # an IPv6 address with a port, as RFC 3986 writes it
+    else:
+        who = ip or "?"
     if port is not None:
         who += f":{port}"
     return who

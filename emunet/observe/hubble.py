@@ -44,6 +44,11 @@ ICMP6_NAMES = {1: "DestinationUnreachable", 2: "PacketTooBig", 3: "TimeExceeded"
 HOST, WORLD = 1, 2  # Cilium reserved identities
 
 
+def hostport(ip: Any, port: Any) -> str:
+    """`ip:port`, an IPv6 address in brackets (RFC 3986 §3.2.2), as the backend is shown."""
+    return f"[{ip}]:{port}" if ":" in str(ip) else f"{ip}:{port}"
+
+
 class Directory:
     """Who an IP is, from the cluster state: endpoints, Services, identities."""
 
@@ -166,10 +171,10 @@ def flows(rec: dict[str, Any], d: Directory) -> list[dict[str, Any]]:
         f["destination_service" if not reply else "source_service"] = svc
     if rec.get("backend"):
         f["dnat"] = {"service": rec.get("service"), "backend": rec["backend"],
-                     "original_destination": f"{pkt.get('dst')}:{pkt.get('dport')}"}
+                     "original_destination": hostport(pkt.get("dst"), pkt.get("dport"))}
     if reply and pkt.get("src") != shown.get("src"):
-        f["reverse_nat"] = {"from": f"{pkt.get('src')}:{pkt.get('sport')}",
-                            "to": f"{shown.get('src')}:{shown.get('sport')}"}
+        f["reverse_nat"] = {"from": hostport(pkt.get("src"), pkt.get("sport")),
+                            "to": hostport(shown.get("src"), shown.get("sport"))}
     if rec.get("out_outer"):
         f["outer"] = rec["out_outer"]
     elif rec.get("outer"):
