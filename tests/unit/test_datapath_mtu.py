@@ -103,12 +103,7 @@ def test_ipv4_df_gets_fragmentation_needed_byte_exact():
     got = Ether(send.frame)
     assert send.port == "eth0" and (got[ICMP].type, got[ICMP].code, got[ICMP].nexthopmtu) == (
         3, 4, MTU)
-    # the IP header's id/flags are the datapath's own choice: compare from the ICMP header on
-    assert bytes(got[ICMP]) == bytes(want[ICMP])
-    assert got[IP].src == NODE1 and got[IP].dst == OUT4
-    redone = Ether(send.frame)
-    del redone[IP].chksum
-    assert bytes(Ether(bytes(redone))) == send.frame  # the IPv4 header checksum holds
+    assert send.frame == bytes(want)  # both checksums as Scapy computes them
 
 
 def test_ipv4_at_the_mtu_passes_with_df():
