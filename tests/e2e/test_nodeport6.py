@@ -245,3 +245,16 @@ def test_tcp6_stream_through_the_node_port_is_intact_and_gro_merged(cluster, ser
     after = cluster.counters_after(time.time(), "node-1")["node-1"]
     assert after["eth0_gro_rx"] > before.get("eth0_gro_rx", 0)  # it did arrive merged
     assert after.get("gso_dropped", 0) == before.get("gso_dropped", 0)
+
+
+@pytest.mark.parametrize("family", ["-6", "-4"])
+def test_a_pod_reaches_a_node_port_after_outside_clients_did(cluster, family):
+    """A pod's own connection to <node address>:<nodePort> while the node's neighbour table
+    holds outside clients: its reply goes back to the pod (it was once taken for a NodePort
+    reply with no neighbour and dropped)."""
+    node = NODE6["node-1"] if family == "-6" else NODE4["node-1"]
+    host = f"[{node}]" if family == "-6" else node
+    outside(cluster, "curl", "-s", family, "-g", "-m", "5", f"http://{host}:{PORTS['web-2']}/")
+    out = cluster.exec(NS, "web-1", "curl", "-s", family, "-g", "-m", "5",
+                       f"http://{host}:{PORTS['web-2']}/from-pod").stdout
+    assert "pod=web-2 " in out and "path=/from-pod" in out, out
