@@ -104,8 +104,9 @@ class NodeTables:
     underlay_ip6: bytes = b""
     nodeports6: dict[tuple[int, int], ServiceTarget] = field(default_factory=dict)
     # the pod MTU (cni0's and flannel.1's): a larger frame arriving on eth0 cannot be
-    # forwarded to a pod (ICMP fragmentation needed / ICMPv6 Packet Too Big, nodeport6.py)
-    mtu: int = 0
+    # forwarded to a pod (ICMP fragmentation needed / ICMPv6 Packet Too Big, nodeport6.py);
+    # from_state sets it, the default judges nothing too big
+    mtu: int = 0xFFFF
 
     @classmethod
     def from_state(cls, state: ClusterState, node_name: str) -> NodeTables:
