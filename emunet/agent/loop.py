@@ -29,6 +29,7 @@ from pathlib import Path
 
 from emunet import native, nodeproc
 from emunet.agent.ctstore import CtStore
+from emunet.agent.flows import IDLE_CHUNK, Records
 from emunet.agent.tx import SO_NO_CHECK, SOL_UDP, U16N, UDP_GRO, Transmit
 from emunet.datapath import NodeTables, gso
 from emunet.datapath.ctscrub import pod_owners
@@ -36,7 +37,6 @@ from emunet.datapath.netem import UnderlayShaper
 from emunet.host.underlay import underlay_socket
 from emunet.observe.flowlog import FlowLog
 from emunet.observe.hook import ObservedDatapath
-from emunet.observe.record import describe
 from emunet.packets import fill_l4_checksum
 from emunet.policy.scope import node_unaffected
 from emunet.state import loaded
@@ -98,11 +98,13 @@ class Agent(Transmit):
                                        self._state.cluster.conntrack_max, time.monotonic(),
                                        pod_owners(self._state))
         me = self._state.node(node)
-        # flow events (emunet.observe): records appended to a capped file `observe` reads
-        self.flows = FlowLog(run_dir / f"flows-{node}.jsonl")
+        # flow events (emunet.observe): records appended to a capped file `observe` reads,
+        # described in idle time (emunet.agent.flows)
+        self.records = Records(FlowLog(run_dir / f"flows-{node}.jsonl"), node,
+                               time.time() - time.monotonic())
+        self._records_context()
         self.started = time.time()
         self._written: tuple[dict, float] | None = None  # counters file body, when written
-        self.wall_offset = time.time() - time.monotonic()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
         self._bufs(self.udp)
@@ -209,6 +211,7 @@ class Agent(Transmit):
             self._report_loaded()
             return
         self.dp.update(self._load(), time.monotonic())  # a new policy cuts what it denies
+        self._records_context()
         self._shape()
         self.ct_store.configure(self._state.cluster.conntrack_max)
         self.ct_store.rescrub(pod_owners(self._state))  # IPs whose pod went or changed
@@ -348,18 +351,16 @@ class Agent(Transmit):
         except OSError as e:
             log.warning("cannot write %s: %s", path, e)
 
-    def flush_events(self) -> None:
-        """Kept datapath events -> flow records on disk (after a batch, off the fast path)."""
-        names = {p.port: p.name for p in self.dp.tables.pods_by_port.values()}
+    def _records_context(self) -> None:
         me = self._state.node(self.node)
-        self.flows.write([describe(ev, self.node, me.underlay_ip, self.dp.ct.table,
-                                   self.dp.traced, self.wall_offset, names,
-                                   self.dp.tables.vxlan_port, me.underlay_ip6 or "")
-                          for ev in self.dp.drain()])
+        self.records.context(me.underlay_ip,
+                             {p.port: p.name for p in self.dp.tables.pods_by_port.values()},
+                             self.dp.tables.vxlan_port, me.underlay_ip6 or "")
 
     def run(self) -> int:
         next_tick = busy = time.monotonic()
         poll, handlers, yield_cpu = self.ep.poll, self.handlers, os.sched_yield
+        records = self.records
         while True:
             now = time.monotonic()
             if now >= next_tick:
@@ -374,10 +375,16 @@ class Agent(Transmit):
                 if now - busy < self.spin:
                     # busy-poll (spec.busyPoll, Linux's net.core.busy_poll): a reply usually
                     # follows within a few hundred µs; sleeping in epoll would add a wake-up
-                    # and cold caches to its path. sched_yield lets pods run on this CPU.
-                    yield_cpu()
+                    # and cold caches to its path. The wait describes a few kept events, or
+                    # sched_yield lets pods run on this CPU.
+                    if records.pending:
+                        records.work(now, IDLE_CHUNK)
+                    else:
+                        yield_cpu()
                 else:
-                    wake = min(next_tick, self.ct_store.due, self.shaper.due)
+                    if records.busy:  # idle: every record on disk before we sleep
+                        records.work(now)
+                    wake = min(next_tick, self.ct_store.due, self.shaper.due, records.due())
                     events = poll(max(0.0, wake - now))
             if events:
                 now = busy = time.monotonic()
@@ -385,8 +392,11 @@ class Agent(Transmit):
                     handlers[fd](now)
             if self.shaper.due <= time.monotonic():  # delayed underlay sends now due
                 Agent._act(self, self.shaper.release(time.monotonic()))
-            if self.dp.events:
-                self.flush_events()
+            dp = self.dp
+            if dp.events:  # pinned now, described when idle (emunet.agent.flows)
+                records.keep(dp.drain(), dp.ct.table, dp.traced)
+                if now >= records.due():  # a load that never leaves us idle
+                    records.work(now)
             self.ct_store.maybe_save(time.monotonic())
             while self.pending:
                 sig = self.pending.pop(0)
@@ -397,6 +407,7 @@ class Agent(Transmit):
                         log.error("reload failed, keeping the old tables: %s", e)
                 else:
                     log.info("emunet agent %s: exiting on signal %d", self.node, sig)
+                    records.work(time.monotonic())
                     self.ct_store.save(time.monotonic())
                     self.write_counters(force=True)
                     return 0
