@@ -27,6 +27,7 @@ from emunet.observe.record import Pinned, pin, record
 MAX_DELAY = 0.1  # s: the oldest kept event is on disk by then, idle or not
 WRITE_AFTER = 0.05  # s: described lines are written together at most this late
 WRITE_LINES = 256  # lines: written at once when this many are waiting
+INF = float("inf")
 IDLE_CHUNK = 4  # events described per empty busy-poll round (~10 µs each, compiled ~5)
 
 
@@ -37,7 +38,9 @@ class Records:
         self.log, self.node, self.wall_offset = flowlog, node, wall_offset
         self.pending: deque[Pinned] = deque()
         self.lines: list[str] = []
-        self.lines_since = 0.0  # monotonic time of the oldest event among `lines`
+        # when the oldest event not yet written must be on disk (inf: none kept); a plain
+        # attribute, since the loop looks at it on every turn
+        self.due = INF
         self.written_at = 0.0
         self.ctx: tuple[str, dict[str, str], int | None, str] = ("", {}, None, "")
 
@@ -48,32 +51,25 @@ class Records:
 
     def keep(self, events: list[Event], ct_table: dict, traced: dict) -> None:
         """Pin a batch's events (right after the batch, conntrack as it left them)."""
+        if events and self.due == INF:
+            self.due = events[0][0] + MAX_DELAY  # an event's first field: its packet's time
         self.pending.extend([pin(ev, ct_table, traced) for ev in events])
 
     @property
     def busy(self) -> bool:
-        return bool(self.pending or self.lines)
-
-    def due(self) -> float:
-        """When the loop must call `work` even if it never goes idle (inf: nothing kept)."""
-        if self.lines:
-            return self.lines_since + MAX_DELAY
-        # an event's first field is the loop's monotonic time of its packet
-        return self.pending[0][0][0] + MAX_DELAY if self.pending else float("inf")
+        return self.due != INF
 
     def work(self, now: float, n: int = 0) -> None:
         """Describe up to `n` pending events (0: all), then write the lines if they are due."""
         ip, names, port, ip6 = self.ctx
         pending, lines, node, off = self.pending, self.lines, self.node, self.wall_offset
-        if pending and not lines:
-            self.lines_since = pending[0][0][0]
         for _ in range(n or len(pending)):
             if not pending:
                 break
             rec: dict[str, Any] = record(pending.popleft(), node, ip, off, names, port, ip6)
             lines.append(json.dumps(rec, separators=(",", ":")))
         if lines and (not n or len(lines) >= WRITE_LINES or now - self.written_at
-                      >= WRITE_AFTER or now >= self.due()):
+                      >= WRITE_AFTER or now >= self.due):
             self.flush(now)
 
     def flush(self, now: float) -> None:
@@ -82,3 +78,4 @@ class Records:
             self.log.write_lines(self.lines)
             self.lines = []
         self.written_at = now
+        self.due = self.pending[0][0][0] + MAX_DELAY if self.pending else INF

@@ -62,14 +62,14 @@ def test_idle_chunks_describe_a_few_and_write_once(tmp_path):
     for i in range(10):
         dp.process(syn(c, WEB_VIP, 80, sport=41000 + i), c.host_ifname, 10.0)
     rec.keep(dp.drain(), dp.ct.table, dp.traced)
-    assert rec.busy and rec.due() == 10.0 + MAX_DELAY
+    assert rec.busy and rec.due == 10.0 + MAX_DELAY
     rec.written_at = 10.0  # a write just happened: chunks only describe
     rec.work(10.001, 4)
     assert len(rec.pending) == 6 and len(rec.lines) == 4 and log.writes == 0
     rec.work(10.002, 4)
     assert len(rec.pending) == 2 and log.writes == 0
     rec.work(10.0 + flows.WRITE_AFTER, 4)  # the last two, and the write is due: one call
-    assert log.writes == 1 and not rec.busy and rec.due() == float("inf")
+    assert log.writes == 1 and not rec.busy and rec.due == float("inf")
     assert [r["pkt"]["sport"] for r in _lines(log)] == list(range(41000, 41010))
     dp.process(syn(c, WEB_VIP, 80, sport=42000), c.host_ifname, 10.07)
     rec.keep(dp.drain(), dp.ct.table, dp.traced)
@@ -83,9 +83,9 @@ def test_due_follows_the_oldest_event_not_yet_written(tmp_path):
     rec.keep(dp.drain(), dp.ct.table, dp.traced)
     rec.written_at = 5.0
     rec.work(5.01, 1)  # described, not yet written: still due by its packet's time
-    assert rec.lines and rec.due() == 5.0 + MAX_DELAY
+    assert rec.lines and rec.due == 5.0 + MAX_DELAY
     dp.process(syn(c, WEB_VIP, 80, sport=41001), c.host_ifname, 5.02)
     rec.keep(dp.drain(), dp.ct.table, dp.traced)
-    assert rec.due() == 5.0 + MAX_DELAY
+    assert rec.due == 5.0 + MAX_DELAY
     rec.work(5.0 + MAX_DELAY, 1)  # overdue: written even inside a chunk
-    assert log.writes == 1 and len(_lines(log)) == 2 and rec.due() == float("inf")
+    assert log.writes == 1 and len(_lines(log)) == 2 and rec.due == float("inf")

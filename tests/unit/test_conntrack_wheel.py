@@ -10,7 +10,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from emunet.datapath import cttcp
-from emunet.datapath.conntrack import Conntrack, Conn
+from emunet.datapath.conntrack import Conn, Conntrack
 from emunet.packets import PROTO_UDP
 from tests.unit.pipeline_pair import GW_MAC, datapath, make_state, pod
 
