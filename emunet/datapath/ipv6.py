@@ -14,9 +14,8 @@ frame pays nothing for IPv6.
 IPv6 has no header checksum (RFC 8200 §3): a routed hop only decrements the hop limit, and NAT
 changes the upper-layer checksum alone, incrementally (RFC 1624) over the pseudo-header
 (`ctconn.Rewrite._apply6`). Conntrack keys are 37 bytes (`ipv6pkt.tuple_key6`), never equal
-to a 13-byte IPv4 key, in the one table. No fast path hops for IPv6 yet: its established
-packets take this full pipeline (one conntrack lookup and the precomputed rewrite,
-`Conntrack.established`, as IPv4's).
+to a 13-byte IPv4 key, in the one table. Established packets of an assured connection take
+the fast path's IPv6 hops (emunet.datapath.fastpath `Hop6`), learnt from this pipeline.
 Extension headers are not walked: a fragment (the source fragments, RFC 8200 §4.5) or any
 other next header is routed untracked under port-less policy, and dropped to a ClusterIP.
 """
