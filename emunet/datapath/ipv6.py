@@ -16,8 +16,10 @@ changes the upper-layer checksum alone, incrementally (RFC 1624) over the pseudo
 (`ctconn.Rewrite._apply6`). Conntrack keys are 37 bytes (`ipv6pkt.tuple_key6`), never equal
 to a 13-byte IPv4 key, in the one table. Established packets of an assured connection take
 the fast path's IPv6 hops (emunet.datapath.fastpath `Hop6`), learnt from this pipeline.
-Extension headers are not walked: a fragment (the source fragments, RFC 8200 §4.5) or any
-other next header is routed untracked under port-less policy, and dropped to a ClusterIP.
+Extension headers are walked only for a Fragment header right behind the fixed header (the
+source fragments, RFC 8200 §4.5): such fragments are tracked by identification as IPv4's are
+(emunet.datapath.frags `_fragment6`). Any other next header is routed untracked under
+port-less policy, and dropped to a ClusterIP.
 """
 
 from __future__ import annotations
@@ -112,10 +114,9 @@ class IPv6(Replies6):
         t = self.tables
         src, dst = bytes(f[IP6_SRC]), bytes(f[IP6_DST])
         if nh not in _TRACKED:
+            if nh == NH_FRAGMENT:  # tracked by identification (emunet.datapath.frags)
+                return self._fragment6(f, l4, end, now, pod)
             if dst in t.cluster_ips:
-                if nh == NH_FRAGMENT:
-                    return self._drop(DropReason.FRAG_NOT_SUPPORTED,
-                                      "IPv6 fragment to a ClusterIP")
                 return self._drop(DropReason.UNSUPPORTED_L4, f"next header {nh} to a ClusterIP")
             return self._check(src, dst, nh, 0, pod is not None)  # untracked, port-less rules
         if nh == PROTO_ICMP6 and f[l4] < 128:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from emunet import packets as pk
 from emunet.datapath.actions import Action, Encap, Send
-from emunet.datapath.frags import split
+from emunet.datapath.frags import first_with_ports, split
 from emunet.datapath.ipv6pkt import ETHERTYPE_IPV6
 from emunet.datapath.neigh import NEIGH_AGE, NEIGH_MAX, Neighbours
 from emunet.datapath.nodeport6 import EPHEMERAL, SNAT_TRIES, UNDERLAY_PORT, NodePort6
@@ -64,6 +64,8 @@ from emunet.packets import (
 __all__ = ["EPHEMERAL", "NEIGH_AGE", "NEIGH_MAX", "SNAT_TRIES", "UNDERLAY_PORT", "Neighbours",
            "NodePort"]
 _DF = pk.IP_DF >> 8  # RFC 791 Don't Fragment, in the flags byte at IP_FRAG
+_MF, _OFFSET = 0x2000, 0x1FFF  # RFC 791: More Fragments, the fragment offset (8-byte units)
+_IP_ID = slice(ETH_LEN + 4, ETH_LEN + 6)
 
 
 class NodePort(NodePort6):
@@ -85,7 +87,7 @@ class NodePort(NodePort6):
         if parsed is None:
             return self._drop(DropReason.INVALID_PACKET, "bad IPv4 header on eth0")
         l4, end, proto, frag = parsed
-        if frag or proto not in (PROTO_TCP, PROTO_UDP) or f[IP_DST] != t.underlay_ip:
+        if proto not in (PROTO_TCP, PROTO_UDP) or f[IP_DST] != t.underlay_ip:
             return self._drop(DropReason.NO_ROUTE, "not for a node port of this node")
         if f[IP_TTL] <= 1:
             return self._drop(DropReason.TTL_EXCEEDED, "node port packet")
@@ -99,6 +101,12 @@ class NodePort(NodePort6):
         # without, forwarded in fragments (frags.split), as ip_forward does
         big = not gso and end - ETH_LEN > t.mtu
         quote = bytes(f[ETH_LEN:end]) if big and f[IP_FRAG] & _DF else None
+        fkey = b""
+        if frag:  # a client's fragment (the eth0 filter takes them all: host.underlay)
+            word = U16.unpack_from(f, IP_FRAG)[0]
+            fkey = b"".join((f[IP_SRC], f[IP_DST], bytes((proto,)), f[_IP_ID]))
+            if not first_with_ports(f, l4, end, proto, word & _OFFSET):
+                return self._nodeport_fragment(f, fkey, not word & _MF, quote, macs, big, now)
         key = tuple_key(f, l4, proto)
         assert key is not None
         flags = f[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
@@ -106,6 +114,8 @@ class NodePort(NodePort6):
             # the client's next packets: NAT'ed, routed to the backend
             if quote is not None:
                 return self._too_big(quote, macs, False)
+            if fkey:
+                self._remember_frag(fkey, key, now)
             return self._fragmented(self._route(f)) if big else self._route(f)
         dport = U16.unpack(key[KEY_DPORT])[0]
         target = t.nodeports.get((proto, dport))
@@ -119,6 +129,26 @@ class NodePort(NodePort6):
                                   key[KEY_SPORT], key[KEY_DPORT], t.gateway_ip)
         if out is not None:
             return out
+        if fkey:
+            self._remember_frag(fkey, key, now)  # for its later fragments (_nodeport_fragment)
+        return self._fragmented(self._route(f)) if big else self._route(f)
+
+    def _nodeport_fragment(self, f: bytearray, fkey: bytes, last: bool, quote: bytes | None,
+                           macs: bytes, big: bool, now: float) -> list[Action]:
+        """A later fragment of a client's datagram to a node port, either family (IPv4: any
+        but the first; IPv6: behind a Fragment header): the first fragment's DNAT and SNAT
+        (its addresses: the ports are in the first), then routed as that one was. Too big:
+        IPv6 Packet Too Big, IPv4 (never DF on a fragment Linux sends) cut again. Before its
+        first fragment (none seen, or forgotten): dropped, no reassembly buffer (frags.py)."""
+        v6 = f[ETH_TYPE] == ETHERTYPE_IPV6
+        if not self._later_fragment(f, fkey, last, v6, now):
+            return self._drop(DropReason.FRAG_NOT_SUPPORTED,
+                              "fragment to a node port before its first fragment")
+        if quote is not None:
+            return self._too_big(quote, macs, v6)
+        self._c["nodeport_fragments"] += 1
+        if v6:
+            return self._route6(f)
         return self._fragmented(self._route(f)) if big else self._route(f)
 
     def _fragmented(self, out: list[Action]) -> list[Action]:

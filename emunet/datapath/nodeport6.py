@@ -38,7 +38,7 @@ from __future__ import annotations
 from emunet import packets as pk
 from emunet.datapath.actions import Action, Send
 from emunet.datapath.conntrack import OK, Conn
-from emunet.datapath.frags import Fragments
+from emunet.datapath.frags import Fragments, first_with_ports, frag_header6
 from emunet.datapath.ipv6pkt import (
     ICMP6_TOO_BIG,
     ICMP6_UNREACH,
@@ -47,6 +47,7 @@ from emunet.datapath.ipv6pkt import (
     IP6_SRC,
     KEY6_DPORT,
     KEY6_SPORT,
+    NH_FRAGMENT,
     UNREACH6_PORT,
     icmp6_error,
     ip6_str,
@@ -91,6 +92,10 @@ class NodePort6(Fragments):
         if parsed is None:
             return self._drop(DropReason.INVALID_PACKET, "bad IPv6 header on eth0")
         l4, end, nh = parsed
+        fh = 0
+        if nh == NH_FRAGMENT:  # a client's fragment (RFC 8200 §4.5), the upper layer behind
+            fh, l4 = l4, l4 + 8
+            nh = f[fh] if l4 <= end else 0
         if (nh != PROTO_TCP and nh != PROTO_UDP) or f[IP6_DST] != t.underlay_ip6:
             return self._drop(DropReason.NO_ROUTE, "not for a node port of this node")
         if f[IP6_HLIM] <= 1:
@@ -102,11 +107,22 @@ class NodePort6(Fragments):
         macs = b"".join((f[ETH_SRC], f[ETH_DST]))  # the replies': to the client, from us
         self.neigh.learn(src, macs, now)
         quote = None if gso or end - ETH_LEN <= t.mtu else bytes(f[ETH_LEN:end])
+        fkey, more = b"", False
+        if fh:
+            frag = frag_header6(f, fh, end)
+            assert frag is not None  # l4 <= end above
+            _, offset, more, fkey = frag
+            if not first_with_ports(f, l4, end, nh, offset):
+                return self._nodeport_fragment(f, fkey, not more, quote, macs, True, now)
         key = tuple_key6(f, l4, nh)
         assert key is not None
         flags = f[l4 + TCP_OFF_FLAGS] if nh == PROTO_TCP else 0
         if self.ct.established(key, f, l4, end, nh, flags, now):
-            return self._route6(f) if quote is None else self._too_big(quote, macs, True)
+            if quote is not None:
+                return self._too_big(quote, macs, True)
+            if more:
+                self._remember_frag(fkey, key, now)
+            return self._route6(f)
         dport = U16.unpack(key[KEY6_DPORT])[0]
         target = t.nodeports6.get((nh, dport))
         if target is None or not target.backends:
@@ -117,7 +133,15 @@ class NodePort6(Fragments):
             return self._too_big(quote, macs, True)
         out = self._nodeport_dnat(f, l4, end, nh, flags, now, target, src, t.underlay_ip6,
                                   key[KEY6_SPORT], key[KEY6_DPORT], t.gateway_ip6)
-        return out if out is not None else self._route6(f)
+        if out is not None:
+            return out
+        if more:
+            self._remember_frag(fkey, key, now)  # for its later fragments (_nodeport_fragment)
+        return self._route6(f)
+
+    def _nodeport_fragment(self, f: bytearray, fkey: bytes, last: bool, quote: bytes | None,
+                           macs: bytes, big: bool, now: float) -> list[Action]:
+        raise NotImplementedError  # emunet.datapath.nodeport
 
     def _nodeport_dnat(self, f: bytearray, l4: int, end: int, proto: int, flags: int,
                        now: float, target: ServiceTarget, src: bytes, me: bytes, sport: bytes,

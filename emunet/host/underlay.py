@@ -5,10 +5,12 @@ How a node port reaches the agent, with ip_forward=0 and no iptables (kube-proxy
 iptables/nftables DNAT, Cilium a BPF program at tc ingress on the node's device):
 
 - the agent opens an AF_PACKET socket on the node's underlay eth0 with a classic BPF filter
-  (SO_ATTACH_FILTER) that accepts only unfragmented IPv4 TCP/UDP for the node's own address with
-  a destination port in the node port range (30000-32767), and in a dual-stack cluster IPv6
-  TCP/UDP (no extension header) for the node's IPv6 underlay address, so the VXLAN traffic,
-  ICMPv6 and Neighbour Discovery and everything else stay with the kernel;
+  (SO_ATTACH_FILTER) that accepts only IPv4 TCP/UDP for the node's own address with a
+  destination port in the node port range (30000-32767), and in a dual-stack cluster IPv6
+  TCP/UDP right behind the fixed header for the node's IPv6 underlay address, so the VXLAN
+  traffic, ICMPv6 and Neighbour Discovery and everything else stay with the kernel; and every
+  TCP/UDP fragment for the node's address (IPv4: MF or an offset; IPv6: a Fragment header
+  right behind the fixed header, then TCP/UDP), see below;
 - a tc `clsact` ingress filter (u32, the port range as a few value/mask blocks) on eth0 takes
   those same packets away before the node's IP stack sees them, so the node kernel never answers
   with a RST or an ICMP port unreachable. Kernels without act_gact (this project's VM) cannot
@@ -17,6 +19,19 @@ iptables/nftables DNAT, Cilium a BPF program at tc ingress on the node's device)
   Packet taps run before tc ingress in the receive path (__netif_receive_skb_core delivers to
   ptype_all first), which is why tcpdump sees packets a tc ingress filter drops: the agent gets
   its copy, the kernel does not. ARP, NDP and ping to the node address stay the kernel's.
+
+Fragments: a non-first fragment carries no ports, so no filter can tell a node port's from
+another's; the agent takes them all (TCP/UDP to the node's address) and tracks them by IP id
+(emunet.datapath.frags, nodeport.py), and the kernel gets none. That costs the node kernel
+nothing it uses: what it receives over TCP/UDP on its underlay address is the VXLAN tunnel
+(UDP 8472, both families), which is never fragmented (the pod MTU, cni0's and flannel.1's,
+leaves the 50/70 bytes of VXLAN overhead below the underlay MTU: flannel's sizing, and no
+agent or kernel VTEP sends a larger inner frame), and the API server's TCP on the first node
+(TCP never fragments: the MSS follows the path MTU, DF is set, and IPv6 TCP cannot); emunet
+runs no other listener on a node address. A fragment the datapath cannot place (not for a node
+port, or before its first fragment) is dropped and counted (`drop:FRAG_NOT_SUPPORTED`,
+`drop:NO_ENDPOINTS`), where the kernel would have reassembled it for no listener. ICMP
+(fragmented big pings) stays the kernel's.
 
 Linux's ephemeral ports (32768-60999) lie above the node port range, so the node's own
 connections (the agents' VXLAN sockets) never collide with it, as Kubernetes intends.
@@ -55,10 +70,11 @@ def outside_ip6(underlay_cidr6: str) -> str:
 
 
 def bpf_program(node_ip: str, node_ip6: str | None = None) -> list[tuple[int, int, int, int]]:
-    """cBPF: accept IPv4 TCP/UDP to node_ip, not a fragment, and (dual-stack) IPv6 TCP/UDP to
-    node_ip6 right behind the fixed header (no extension header: a fragment or anything else
-    stays the kernel's, as do ICMPv6 and Neighbour Discovery), dst port in the node port
-    range."""
+    """cBPF: accept IPv4 TCP/UDP to node_ip, dst port in the node port range or a fragment (MF
+    or an offset: see the module doc), and (dual-stack) IPv6 TCP/UDP to node_ip6 right behind
+    the fixed header with a node port, or behind a Fragment header (RFC 8200 §4.5) right
+    behind it (any other extension header stays the kernel's, as do ICMPv6 and Neighbour
+    Discovery)."""
     lo, hi = NODE_PORT_RANGE
     ip = int(ipaddress.IPv4Address(node_ip))
     # (code, jump-if-true label, jump-if-false label, k); label None: the next instruction
@@ -71,12 +87,12 @@ def bpf_program(node_ip: str, node_ip6: str | None = None) -> list[tuple[int, in
         (None, 0x15, "frag", None, 6),         # jeq #TCP
         (None, 0x15, None, "drop", 17),        # jeq #UDP
         ("frag", 0x28, None, None, 20),        # ldh [20]              flags + fragment offset
-        (None, 0x45, "drop", None, 0x1FFF),    # jset #0x1fff: a non-first fragment
+        (None, 0x45, "accept", None, 0x3FFF),  # jset #0x3fff: MF or an offset, a fragment
         (None, 0xB1, None, None, 14),          # ldxb 4*([14]&0xf)     IPv4 header length
         (None, 0x48, None, None, 16),          # ldh [x+16]            L4 destination port
         ("port", 0x35, None, "drop", lo),      # jge #lo
         (None, 0x25, "drop", None, hi),        # jgt #hi
-        (None, 0x06, None, None, 0x40000),     # ret #262144           accept the whole frame
+        ("accept", 0x06, None, None, 0x40000),  # ret #262144          accept the whole frame
     ]
     if node_ip6:
         words = struct.unpack("!4I", ipaddress.IPv6Address(node_ip6).packed)
@@ -84,9 +100,17 @@ def bpf_program(node_ip: str, node_ip6: str | None = None) -> list[tuple[int, in
             ("v6", 0x15, None, "drop", ETH_P_IPV6),  # jeq #0x86dd (A: the ethertype)
             (None, 0x30, None, None, 20),            # ldb [20]            next header
             (None, 0x15, "dst6", None, 6),           # jeq #TCP
-            (None, 0x15, None, "drop", 17),          # jeq #UDP
+            (None, 0x15, "dst6", None, 17),          # jeq #UDP
+            (None, 0x15, None, "drop", 44),          # jeq #Fragment header
+            (None, 0x30, None, None, 54),            # ldb [54]            its next header
+            (None, 0x15, "fdst6", None, 6),          # jeq #TCP
+            (None, 0x15, "fdst6", "drop", 17),       # jeq #UDP
         ]
         for i, w in enumerate(words):                # ld [38+4i]; jeq      IPv6 destination
+            prog += [("fdst6" if i == 0 else None, 0x20, None, None, 38 + 4 * i),
+                     (None, 0x15, None, "drop", w)]
+        prog.append((None, 0x06, None, None, 0x40000))  # a fragment: accept, no port to read
+        for i, w in enumerate(words):
             prog += [("dst6" if i == 0 else None, 0x20, None, None, 38 + 4 * i),
                      (None, 0x15, None, "drop", w)]
         prog += [(None, 0x28, None, None, 56),       # ldh [56]            L4 destination port
@@ -164,12 +188,22 @@ def port_blocks(lo: int, hi: int) -> list[tuple[int, int]]:
     return out
 
 
+def frag_blocks() -> list[tuple[int, int]]:
+    """The IPv4 flags + fragment offset halfword (RFC 791, at byte 6) of a fragment, as u32
+    (value, mask) matches: MF set (the first and middle ones), or MF clear and an offset in
+    one of the aligned blocks covering 1..0x1fff (the last one). DF is left unmatched. u32
+    cannot say "not zero" in one match, and this kernel has no act_gact to pass non-fragments
+    first."""
+    return [(0x2000, 0x2000)] + [(v, (m & 0x1FFF) | 0x2000) for v, m in port_blocks(1, 0x1FFF)]
+
+
 def ingress_drop_commands(netns: str, node_ip: str, ifname: str = "eth0",
                           node_ip6: str | None = None) -> list[list[str]]:
-    """ip/tc commands that keep node port packets from the node's own IP stack (see above);
-    `node_ip6`: also IPv6 TCP/UDP to it (u32's `ip6` offsets: the next header field and a
-    destination port right behind the fixed 40-byte header), its own preference, as tc keeps
-    one filter list per (preference, protocol)."""
+    """ip/tc commands that keep node port packets, and TCP/UDP fragments for the node's
+    address (module doc), from the node's own IP stack (see above); `node_ip6`: also IPv6
+    TCP/UDP to it (u32's `ip6` offsets: the next header field and a destination port right
+    behind the fixed 40-byte header; a Fragment header's next header at 40), its own
+    preference, as tc keeps one filter list per (preference, protocol)."""
     lo, hi = NODE_PORT_RANGE
     tc = ["tc", "-n", netns]
     cmds = [["ip", "-n", netns, "link", "add", DROP_DEV, "type", "ifb"],
@@ -177,15 +211,22 @@ def ingress_drop_commands(netns: str, node_ip: str, ifname: str = "eth0",
     families = [("ip", "1", f"{node_ip}/32")]
     if node_ip6:
         families.append(("ip6", "2", f"{node_ip6}/128"))
+    drop = ["action", "mirred", "egress", "redirect", "dev", DROP_DEV]
     for match, pref, dst in families:
+        head = [*tc, "filter", "add", "dev", ifname, "ingress", "protocol",
+                "ip" if match == "ip" else "ipv6", "pref", pref, "u32", "match", match, "dst",
+                dst]
         for proto in (6, 17):
             for value, mask in port_blocks(lo, hi):
-                cmds.append([*tc, "filter", "add", "dev", ifname, "ingress", "protocol",
-                             "ip" if match == "ip" else "ipv6", "pref", pref, "u32",
-                             "match", match, "dst", dst,
-                             "match", match, "protocol", str(proto), "0xff",
-                             "match", match, "dport", str(value), hex(mask),
-                             "action", "mirred", "egress", "redirect", "dev", DROP_DEV])
+                cmds.append([*head, "match", match, "protocol", str(proto), "0xff",
+                             "match", match, "dport", str(value), hex(mask), *drop])
+            if match == "ip":
+                for value, mask in frag_blocks():
+                    cmds.append([*head, "match", "ip", "protocol", str(proto), "0xff",
+                                 "match", "u16", hex(value), hex(mask), "at", "6", *drop])
+            else:  # the Fragment header right behind the fixed one, its next header
+                cmds.append([*head, "match", "ip6", "protocol", "44", "0xff",
+                             "match", "u8", str(proto), "0xff", "at", "40", *drop])
     return cmds
 
 

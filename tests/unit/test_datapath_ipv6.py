@@ -281,12 +281,17 @@ def test_ipv6_unknown_destination_and_fragments():
     assert d.reason is DropReason.NO_ROUTE
     [d] = dp.process(bytes(eth6(c, dst="2001:cafe:42:1::99") / UDP()), c.host_ifname, 1.0)
     assert d.reason is DropReason.NO_ROUTE
-    frag = eth6(c) / IPv6ExtHdrFragment(id=1, m=1) / UDP(sport=1, dport=53) / (b"x" * 64)
+    # a later fragment whose first was not seen: to a ClusterIP dropped (frags.py)
+    frag = eth6(c) / IPv6ExtHdrFragment(id=1, m=1, offset=9, nh=17) / (b"x" * 64)
     [d] = dp.process(bytes(frag), c.host_ifname, 1.0)
     assert d.reason is DropReason.FRAG_NOT_SUPPORTED
+    # a first fragment to the ClusterIP is DNAT'ed (test_datapath_frags6), to a pod routed
+    frag = eth6(c) / IPv6ExtHdrFragment(id=2, m=1) / UDP(sport=1, dport=53) / (b"x" * 64)
+    [e] = dp.process(bytes(frag), c.host_ifname, 1.0)
+    assert type(e) is Encap
     w = pod(st, "web-0")
-    frag = eth6(c, dst=w.ip6) / IPv6ExtHdrFragment(id=1, m=1) / UDP(sport=1, dport=53)
-    [e] = dp.process(bytes(frag), c.host_ifname, 1.0)  # to a pod: routed untracked
+    frag = eth6(c, dst=w.ip6) / IPv6ExtHdrFragment(id=1, m=1, offset=9, nh=17) / (b"x" * 8)
+    [e] = dp.process(bytes(frag), c.host_ifname, 1.0)  # to a pod: routed, port-less rules
     assert type(e) is Encap
 
 

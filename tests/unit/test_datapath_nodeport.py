@@ -181,7 +181,12 @@ def test_pods_reach_a_node_port_on_any_node_address():
     (Ether() / IP(dst=NODE1) / UDP(dport=31000), True),
     (Ether() / IP(dst=NODE1) / UDP(dport=8472), False),  # VXLAN stays the kernel's
     (Ether() / IP(dst=NODE1) / ICMP(), False),
-    (Ether() / IP(dst=NODE1, frag=10) / UDP(dport=31000), False),  # a non-first fragment
+    (Ether() / IP(dst=NODE1, frag=10) / UDP(dport=31000), True),  # fragments: the agent's,
+    (Ether() / IP(dst=NODE1, frag=10, proto=17) / (b"\0\1\0\2" * 4), True),  # any port
+    (Ether() / IP(dst=NODE1, flags="MF") / UDP(dport=8472), True),  # (host.underlay's doc)
+    (Ether() / IP(dst=NODE1, flags="MF") / ICMP(), False),  # a fragmented ping: the kernel's
+    (Ether() / IP(dst=NODE2, flags="MF") / UDP(dport=31000), False),
+    (Ether() / IP(dst=NODE1, flags="DF") / UDP(dport=8472), False),  # DF is no fragment
     (Ether() / IP(dst=NODE1, ihl=6, options=b"\x01\x01\x01\x00") / TCP(dport=30080), True),
     (Ether(type=0x86DD) / (b"\x00" * 60), False),
 ])

@@ -10,7 +10,7 @@ import random
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
+from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import Ether
 
 from emunet.config import load_config_text
@@ -267,7 +267,13 @@ def test_an_ipv4_only_node_drops_ipv6_on_eth0():
     (Ether() / IPv6(dst=NODE1_6) / UDP(dport=8472), False),  # flannel-v6's VXLAN: the kernel's
     (Ether() / IPv6(dst=NODE1_6, nh=58) / (b"\x87\0" + b"\0" * 30), False),  # NDP: the kernel's
     (Ether() / IPv6(dst=NODE1_6, nh=44) / (b"\x06\0\0\0\0\0\0\1" + bytes(TCP(dport=30080))),
-     False),  # a fragment header: not walked, the kernel's
+     True),  # a fragment (RFC 8200 §4.5) of TCP: the agent's, whatever its port
+    (Ether() / IPv6(dst=NODE1_6) / IPv6ExtHdrFragment(nh=17, offset=100, id=7) / (b"z" * 16),
+     True),  # a later UDP fragment: no port to read, the agent's
+    (Ether() / IPv6(dst=NODE2_6) / IPv6ExtHdrFragment(nh=17, id=7) / UDP(dport=30053), False),
+    (Ether() / IPv6(dst=NODE1_6) / IPv6ExtHdrFragment(nh=58, id=7) / (b"\x80\0" * 8),
+     False),  # a fragmented ping stays the kernel's
+    (Ether() / IPv6(dst=NODE1_6) / IPv6ExtHdrHopByHop() / UDP(dport=30053), False),
     (Ether() / IP(dst=NODE1) / TCP(dport=30080), True),  # IPv4 as before
     (Ether() / IP(dst=NODE1) / TCP(dport=8472), False),
 ])
@@ -284,10 +290,16 @@ def test_tc_filters_cover_ipv6_under_their_own_preference():
     v4 = ingress_drop_commands("ns", NODE1)
     both = ingress_drop_commands("ns", NODE1, node_ip6=NODE1_6)
     six = [c for c in both if "ipv6" in c]
-    assert len(six) == len(v4) - 2  # the same blocks per protocol, minus the ifb and qdisc
+    ports6 = [c for c in six if "dport" in c]
+    frags6 = [c for c in six if "dport" not in c]
+    assert len(ports6) == len([c for c in v4 if "dport" in c])  # the same blocks per protocol
     assert all(c[c.index("pref") + 1] == "2" and f"{NODE1_6}/128" in c for c in six)
     assert both[:len(v4)] == v4
-    assert {c[c.index("protocol", c.index("ip6")) + 1] for c in six} == {"6", "17"}
+    assert {c[c.index("protocol", c.index("ip6")) + 1] for c in ports6} == {"6", "17"}
+    # a Fragment header (44) behind the fixed header, TCP or UDP behind it
+    assert sorted(c[c.index("u8") + 1] for c in frags6) == ["17", "6"]
+    assert all(c[c.index("protocol", c.index("ip6")) + 1] == "44" and
+               c[c.index("at") + 1] == "40" for c in frags6)
 
 
 def test_outside_client_ipv6_address():
