@@ -21,6 +21,14 @@ would (the agent's eth0 filter hands it every TCP/UDP packet in the node port ra
 Node ports over IPv6, the NAT both families share (`_nodeport_dnat`) and what does not fit the
 pod MTU (fragmentation needed / Packet Too Big) are emunet.datapath.nodeport6's.
 
+A client's own fragments (the eth0 filter takes every TCP/UDP fragment to the node's address,
+both families: emunet.host.underlay): the first fragment goes through the stage as the whole
+datagram would, its rewrite is kept by IP id in emunet.datapath.frags' table, and the later
+fragments get its addresses and follow it (`_nodeport_fragment`), as Linux's NAT does after
+nf_defrag has reassembled them (emunet keeps no reassembly buffer: a fragment before its
+first is dropped). Above the pod MTU, an IPv4 fragment is cut again, an IPv6 one gets Packet
+Too Big.
+
 A mixin, like emunet.datapath.replies: Datapath inherits these methods, so this module needs
 nothing from the pipeline and the pipeline's own stages (policy, routing, drops) are called as
 methods of the same object.
