@@ -10,6 +10,7 @@ arrives whole. Its own cluster: the outside client's path MTU cache starts empty
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 
@@ -113,3 +114,23 @@ def test_pod_to_an_ipv6_clusterip_on_the_other_node_in_fragments(cluster):
               "d, a = s.recvfrom(4096); print(a[0], a[1], d.decode().strip())")
     out = cluster.exec(NS, "web-2", sys.executable, "-c", script, vip6).stdout  # node-2
     assert out.startswith(f"{vip6} 53 pod=web-1 ") and "bytes=3000" in out, out
+
+
+def _reassembly_requests(c: Cluster, node: str) -> dict[str, int]:
+    """The node kernel's own reassembly counters (RFC 4293 ipSystemStatsReasmReqds), read in
+    the node's namespace: /proc/net/snmp's Ip line and /proc/net/snmp6."""
+    def cat(path: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", f"{c.prefix}-{node}", "cat", path],
+                              capture_output=True, text=True, check=True, timeout=30).stdout
+    head, values = [ln.split() for ln in cat("/proc/net/snmp").splitlines()
+                    if ln.startswith("Ip:")][:2]
+    v6 = dict(ln.split() for ln in cat("/proc/net/snmp6").splitlines() if ln.strip())
+    return {"ipv4": int(values[head.index("ReasmReqds")]), "ipv6": int(v6["Ip6ReasmReqds"])}
+
+
+@pytest.mark.parametrize("node", ["node-1", "node-2"])
+def test_the_node_kernels_got_none_of_the_fragments(cluster, node):
+    # last in this module: every fragment above was the agent's (its eth0 filter, and tc's
+    # drop before the node's IP stack); the kernel reassembled nothing (before, it did, and
+    # answered port unreachable: no listener)
+    assert _reassembly_requests(cluster, node) == {"ipv4": 0, "ipv6": 0}

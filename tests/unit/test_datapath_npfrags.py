@@ -19,7 +19,7 @@ from scapy.layers.l2 import Ether
 
 from emunet.datapath import Drop, DropReason, Encap, Send
 from emunet.datapath.frags import split
-from emunet.host.underlay import bpf_matches, bpf_program
+from emunet.host.underlay import bpf_matches, bpf_program, frag_blocks, ingress_drop_commands
 from tests.unit.test_datapath_nodeport6 import (
     ETH0_MAC,
     GW1_6,
@@ -278,3 +278,15 @@ def test_the_eth0_filter_takes_every_fragment_of_a_datagram():
     assert all(bpf_matches(prog, f) for f in frags6(3000, MTU))
     assert all(bpf_matches(prog, f) for f in frags4(3000, 1400))
     assert not any(bpf_matches(bpf_program(NODE1), f) for f in frags6(3000, MTU))
+
+
+def test_the_tc_drop_matches_exactly_the_fragments():
+    # u32 matches (value, mask) on the flags + offset halfword: every word with MF or an
+    # offset, whatever DF and the reserved bit say, and no other
+    blocks = frag_blocks()
+    matched = {w for w in range(1 << 16) for v, m in blocks if w & m == v}
+    assert matched == {w for w in range(1 << 16) if w & 0x3FFF}
+    cmds = ingress_drop_commands("ns", NODE1, node_ip6=NODE1_6)
+    v4 = [c for c in cmds if "u16" in c]
+    assert len(v4) == 2 * len(blocks) and all(c[c.index("at") + 1] == "6" for c in v4)
+    assert all(f"{NODE1}/32" in c and "npdrop" in c for c in v4)
