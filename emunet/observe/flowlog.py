@@ -134,25 +134,32 @@ def _follow(run_dir: Path, pos: dict[Path, tuple[int, int]], poll: float, lag: f
 
 
 def _read_new(p: Path, pos: dict[Path, tuple[int, int]]) -> list[dict[str, Any]]:
+    out = []
+    for line in new_lines(p, pos):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def new_lines(p: Path, pos: dict[Path, tuple[int, int]]) -> list[bytes]:
+    """The complete lines appended to source `p` since `pos[p]` (inode, offset), unparsed;
+    `pos` is moved past them. A new inode or a shorter file (rotated: the rest of the old file
+    is in .1) starts again from 0; a half-written last line waits for the next call."""
     try:
         st = p.stat()
     except OSError:
         return []
     ino, off = pos.get(p, (st.st_ino, 0))
-    if ino != st.st_ino or st.st_size < off:  # rotated: the rest of the old file is in .1
+    if ino != st.st_ino or st.st_size < off:
         off = 0
     if st.st_size == off:
         pos[p] = (st.st_ino, off)
         return []
-    out = []
     with open(p, "rb") as f:
         f.seek(off)
         data = f.read()
-    end = data.rfind(b"\n") + 1  # a half-written last line waits for the next poll
-    for line in data[:end].splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
+    end = data.rfind(b"\n") + 1
     pos[p] = (st.st_ino, off + end)
-    return out
+    return data[:end].splitlines()
