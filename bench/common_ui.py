@@ -36,6 +36,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_delta(a: dict[tuple[str, str], float], b: dict[tuple[str, str], float]
+              ) -> dict[str, float]:
+    """CPU seconds by kind between two cpu_by_pid() readings: a process that started in
+    between counts whole, one that ended counts nothing (its last seconds are not known)."""
+    out: dict[str, float] = {}
+    for key, secs in b.items():
+        out[key[1]] = out.get(key[1], 0.0) + secs - a.get(key, 0.0)
+    return out
+
+
 def _cpu(pid: str) -> float:
     f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
@@ -154,9 +164,16 @@ class UI:
     def cpu_by_process(self) -> dict[str, float]:
         """CPU seconds so far of the UI server and of each kind of browser process."""
         out: dict[str, float] = {}
+        for (_, kind), secs in self.cpu_by_pid().items():
+            out[kind] = out.get(kind, 0.0) + secs
+        return out
+
+    def cpu_by_pid(self) -> dict[tuple[str, str], float]:
+        """CPU seconds so far of each of our processes, by (pid, kind)."""
+        out = {}
         for pid, kind in self._ours().items():
             try:
-                out[kind] = out.get(kind, 0.0) + _cpu(pid)
+                out[(pid, kind)] = _cpu(pid)
             except (OSError, ValueError, IndexError):
                 continue
         return out

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common_cluster import ROOT, BenchCluster, median, pod_doc, ratio, service_doc
-from bench.common_ui import UI
+from bench.common_ui import UI, cpu_delta
 
 NS = "bench"
 IPERF_PORT, SINK_PORT = 5201, 9000
@@ -123,10 +123,10 @@ def cpu_only(a: argparse.Namespace, c: BenchCluster, res: dict[str, Any]) -> Non
                 ui.load(a.pods)
                 m0 = ui.page_metrics()
                 time.sleep(a.settle)
-                m0, cpu0, t0 = ui.page_metrics(), ui.cpu_by_process(), time.monotonic()
+                m0, cpu0, t0 = ui.page_metrics(), ui.cpu_by_pid(), time.monotonic()
                 time.sleep(a.cpu_only)
-                m1, cpu1, dt = ui.page_metrics(), ui.cpu_by_process(), time.monotonic() - t0
-                row = {k: round((cpu1.get(k, 0.0) - cpu0.get(k, 0.0)) / dt, 4) for k in cpu1}
+                m1, cpu1, dt = ui.page_metrics(), ui.cpu_by_pid(), time.monotonic() - t0
+                row = {k: round(v / dt, 4) for k, v in cpu_delta(cpu0, cpu1).items()}
                 row.update({f"page_{k}": round((m1.get(k, 0.0) - m0.get(k, 0.0)) / dt, 4)
                             for k in m1})
                 per[str(tree)].append(row)

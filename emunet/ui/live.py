@@ -14,6 +14,7 @@ and filters as the CLI: no second source of truth.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ DROP_WORDS = (b"DROPPED", b"DENIED")
 Chunks = dict[Path, list[bytes]]
 
 
+SOURCES_EVERY = 2.0  # seconds between looks for new flow sources (a node started later)
+
+
 class Tail:
     """New complete lines of every flow source, from the moment it was made (new sources, such
     as a node started later, from their first line)."""
@@ -33,7 +37,9 @@ class Tail:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.pos: dict[Path, tuple[int, int]] = {}
-        for p in flowlog.sources(run_dir):
+        self.sources = flowlog.sources(run_dir)
+        self.looked = time.monotonic()
+        for p in self.sources:
             try:
                 st = p.stat()
                 self.pos[p] = (st.st_ino, st.st_size)
@@ -41,8 +47,10 @@ class Tail:
                 pass
 
     def read(self) -> Chunks:
+        if time.monotonic() - self.looked >= SOURCES_EVERY:  # six globs: not at every read
+            self.sources, self.looked = flowlog.sources(self.run_dir), time.monotonic()
         out = {}
-        for p in flowlog.sources(self.run_dir):
+        for p in self.sources:
             lines = flowlog.new_lines(p, self.pos)
             if lines:
                 out[p] = lines
@@ -51,6 +59,11 @@ class Tail:
 
 def _maybe_drop(line: bytes) -> bool:
     return any(w in line for w in DROP_WORDS)
+
+
+def _any_drop(lines: list[bytes]) -> bool:
+    blob = b"\n".join(lines)  # one scan in C, not one per line
+    return any(w in blob for w in DROP_WORDS)
 
 
 class Batch:
@@ -67,7 +80,7 @@ class Batch:
     def add(self, chunks: Chunks, now: float) -> None:
         for p, lines in chunks.items():
             self.chunks.setdefault(p, []).extend(lines)
-            self.drop = self.drop or any(_maybe_drop(ln) for ln in lines)
+            self.drop = self.drop or _any_drop(lines)
         if self.chunks and self.since is None:
             self.since = now
 
@@ -120,8 +133,11 @@ def rows(chunks: Chunks, d: hubble.Directory, flt: filters.FlowFilter, drops: in
     total = sum(len(lines) for lines in chunks.values())
     picked: list[dict[str, Any]] = []
     for lines in chunks.values():
-        maybe = [ln for ln in lines if _maybe_drop(ln)]
-        rest = [ln for ln in lines if not _maybe_drop(ln)]
+        if _any_drop(lines):
+            maybe = [ln for ln in lines if _maybe_drop(ln)]
+            rest = [ln for ln in lines if not _maybe_drop(ln)]
+        else:
+            maybe, rest = [], lines
         # every dropped record of this source is among `maybe`; the newest others are among
         # the last `others` of `rest` and whatever of `maybe` was not a drop after all
         picked += _parse(_newest(maybe, max(drops, others)) + _newest(rest, others))

@@ -39,7 +39,8 @@ def lines(recs: list[dict]) -> list[bytes]:
     return [json.dumps(r, separators=(",", ":")).encode() for r in recs]
 
 
-def test_tail_reads_only_new_complete_lines_and_new_sources(tmp_path):
+def test_tail_reads_only_new_complete_lines_and_new_sources(tmp_path, monkeypatch):
+    monkeypatch.setattr(live, "SOURCES_EVERY", 0.0)  # look for new sources at every read
     st = make_state()
     one = flowlog.FlowLog(tmp_path / "flows-node-1.jsonl")
     one.write([forwarded(st, 1.0, 1)])
