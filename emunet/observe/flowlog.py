@@ -11,6 +11,7 @@ the run dir (a tmpfs in /run: memory) holds at most 2*CAP per source.
 
 from __future__ import annotations
 
+import fnmatch
 import heapq
 import json
 import os
@@ -67,8 +68,15 @@ def read_source(path: Path) -> list[dict[str, Any]]:
 def sources(run_dir: Path) -> list[Path]:
     """The current file of every source in the run dir, also of a source whose current file
     is not there (right after a rotation, until its next write: the DNS responder may be idle)."""
-    found = {p for pat in PATTERNS for p in run_dir.glob(pat)}
-    found |= {p.with_name(p.name[:-2]) for pat in PATTERNS for p in run_dir.glob(pat + ".1")}
+    try:
+        names = os.listdir(run_dir)  # one listing, not a glob per pattern: `emunet ui` and
+    except OSError:                  # `observe -f` look several times a second
+        return []
+    found = set()
+    for name in names:
+        base = name[:-2] if name.endswith(".1") else name
+        if any(fnmatch.fnmatchcase(base, pat) for pat in PATTERNS):
+            found.add(run_dir / base)
     return sorted(found)
 
 

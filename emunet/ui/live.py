@@ -14,7 +14,6 @@ and filters as the CLI: no second source of truth.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,6 @@ DROP_WORDS = (b"DROPPED", b"DENIED")
 Chunks = dict[Path, list[bytes]]
 
 
-SOURCES_EVERY = 2.0  # seconds between looks for new flow sources (a node started later)
-
-
 class Tail:
     """New complete lines of every flow source, from the moment it was made (new sources, such
     as a node started later, from their first line)."""
@@ -37,9 +33,7 @@ class Tail:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.pos: dict[Path, tuple[int, int]] = {}
-        self.sources = flowlog.sources(run_dir)
-        self.looked = time.monotonic()
-        for p in self.sources:
+        for p in flowlog.sources(run_dir):
             try:
                 st = p.stat()
                 self.pos[p] = (st.st_ino, st.st_size)
@@ -47,10 +41,8 @@ class Tail:
                 pass
 
     def read(self) -> Chunks:
-        if time.monotonic() - self.looked >= SOURCES_EVERY:  # six globs: not at every read
-            self.sources, self.looked = flowlog.sources(self.run_dir), time.monotonic()
         out = {}
-        for p in self.sources:
+        for p in flowlog.sources(self.run_dir):  # a source's file may appear at any time
             lines = flowlog.new_lines(p, self.pos)
             if lines:
                 out[p] = lines

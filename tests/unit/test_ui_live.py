@@ -39,8 +39,7 @@ def lines(recs: list[dict]) -> list[bytes]:
     return [json.dumps(r, separators=(",", ":")).encode() for r in recs]
 
 
-def test_tail_reads_only_new_complete_lines_and_new_sources(tmp_path, monkeypatch):
-    monkeypatch.setattr(live, "SOURCES_EVERY", 0.0)  # look for new sources at every read
+def test_tail_reads_only_new_complete_lines_and_new_sources(tmp_path):
     st = make_state()
     one = flowlog.FlowLog(tmp_path / "flows-node-1.jsonl")
     one.write([forwarded(st, 1.0, 1)])
@@ -55,6 +54,10 @@ def test_tail_reads_only_new_complete_lines_and_new_sources(tmp_path, monkeypatc
     assert {p.name: [json.loads(x)["time"] for x in v] for p, v in got.items()} == {
         "flows-node-1.jsonl": [2.0], "flows-node-2.jsonl": [2.5]}
     assert tail.read() == {}
+    (tmp_path / "l7-proxy.jsonl.1").write_text("")  # rotated, its next file not yet there
+    (tmp_path / "flows-node-1.jsonl.tmp").write_text("")  # not a source
+    assert [p.name for p in flowlog.sources(tmp_path)] == [
+        "flows-node-1.jsonl", "flows-node-2.jsonl", "l7-proxy.jsonl"]
     one.close()
     two.close()
 
