@@ -7,7 +7,7 @@ const MAX_FLOWS = 200;  // flows kept (and shown when paused)
 // Rows in the page while live: the table's height on a 1080p screen (two at 1280x800). Every
 // row in the table is laid out and painted again when a batch shifts them (measured: 200 rows
 // cost the renderer twice what 50 do), and rows that move every second are read by pausing,
-// which shows the last MAX_FLOWS. (server.py's LIVE_OTHERS sends no more than this.)
+// which shows the last MAX_FLOWS. (server.py's LIVE_OTHERS: how many a batch brings.)
 const LIVE_ROWS = 30;
 const DROP_SHOW_MS = 15000;
 const W = 1000;
