@@ -58,32 +58,55 @@ def _any_drop(lines: list[bytes]) -> bool:
     return any(w in blob for w in DROP_WORDS)
 
 
+REPEAT = 10.0  # seconds during which the same drop again is news no more
+
+
 class Batch:
-    """The lines gathered for one page until they are due: at once when one may be a drop (a
-    drop is on the page within a second, issue 18), else `calm` seconds after the first
-    arrived: a table redrawn once a second reads as well as twice and costs half."""
+    """The lines gathered for one page until they are due: at once when they hold a drop not
+    seen in the last REPEAT seconds (a drop is on the page within a second, issue 18), else
+    `calm` seconds after the first arrived: a table redrawn once a second reads as well as
+    twice and costs the browser half, also while the same flow keeps being dropped."""
 
     def __init__(self, calm: float) -> None:
         self.calm = calm
         self.chunks: Chunks = {}
-        self.drop = False
+        self.urgent = False
         self.since: float | None = None
+        self.seen: dict[tuple, float] = {}  # a drop's key -> when it was last news
 
     def add(self, chunks: Chunks, now: float) -> None:
         for p, lines in chunks.items():
             self.chunks.setdefault(p, []).extend(lines)
-            self.drop = self.drop or _any_drop(lines)
+            if _any_drop(lines):
+                for rec in _parse([ln for ln in lines if _maybe_drop(ln)]):
+                    if _dropped(rec) and self._news(rec, now):
+                        self.urgent = True
         if self.chunks and self.since is None:
             self.since = now
+
+    def _news(self, rec: dict[str, Any], now: float) -> bool:
+        pkt = rec.get("pkt")
+        if not isinstance(pkt, dict):
+            return True  # an L7 denial: rare, always news
+        drop = rec.get("drop") if isinstance(rec.get("drop"), dict) else {}
+        key = (rec.get("node"), pkt.get("src"), pkt.get("dst"), pkt.get("proto"),
+               pkt.get("dport"), drop.get("reason"), drop.get("detail"))
+        last = self.seen.get(key)
+        if last is not None and now - last < REPEAT:
+            return False
+        if len(self.seen) > 4096:  # a scan: forget what is old
+            self.seen = {k: t for k, t in self.seen.items() if now - t < REPEAT}
+        self.seen[key] = now
+        return True
 
     def due(self) -> float | None:
         """When to send (a loop time), None when there is nothing."""
         if self.since is None:
             return None
-        return self.since if self.drop else self.since + self.calm
+        return self.since if self.urgent else self.since + self.calm
 
     def take(self) -> Chunks:
-        chunks, self.chunks, self.drop, self.since = self.chunks, {}, False, None
+        chunks, self.chunks, self.urgent, self.since = self.chunks, {}, False, None
         return chunks
 
 

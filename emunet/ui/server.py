@@ -45,7 +45,7 @@ from emunet.ui import frames, live, model
 log = logging.getLogger("emunet.ui")
 STATIC = Path(__file__).with_name("static")
 POLL = 0.25  # seconds between looks at the state file's stamp, and at the flow files' ends
-BATCH = 0.5  # seconds of flows gathered before a batch with a drop goes to the page
+BATCH = 0.5  # seconds of flows gathered before a batch with a new drop goes to the page
 CALM = 1.0  # seconds between batches without one (each is a redraw of the page's table)
 # Per batch, the live table gets every drop (up to LIVE_DROPS) and the newest LIVE_OTHERS other
 # records: at a thousand flows a second neither a person nor the datapath's CPU share gains

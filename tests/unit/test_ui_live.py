@@ -103,6 +103,27 @@ def test_a_filter_sees_every_record_of_the_batch():
     assert [r["source_pod"] for r in rows] == ["blog/other"] and skipped == 0
 
 
+def test_a_batch_is_due_at_once_for_a_new_drop_else_after_calm():
+    st = make_state()
+    b = live.Batch(calm=1.0)
+    assert b.due() is None
+    b.add({Path("/a"): lines([forwarded(st, 1.0, 1)])}, now=10.0)
+    assert b.due() == 11.0  # others wait for the calm
+    b.add({Path("/b"): lines([dropped(st, 1.1, 7)])}, now=10.3)
+    assert b.due() == 10.0  # a new drop: now
+    assert len(b.take()) == 2 and b.due() is None
+    b.add({Path("/b"): lines([dropped(st, 1.5, 8)])}, now=10.5)  # the same drop again
+    assert b.due() == 11.5
+    b.take()
+    b.add({Path("/b"): lines([dropped(st, 9.0, 9)])}, now=10.5 + live.REPEAT)  # news again
+    assert b.due() == 10.5 + live.REPEAT
+    b.take()
+    other = dropped(st, 9.1, 9)
+    other["pkt"]["dport"] = 9999  # another flow dropped: news
+    b.add({Path("/b"): lines([other])}, now=11.0 + live.REPEAT)
+    assert b.due() == 11.0 + live.REPEAT
+
+
 async def test_events_stream_new_flows_and_drops(tmp_path):
     st = make_state()
     store.write(st, tmp_path / store.FILE_NAME)
