@@ -7,7 +7,10 @@ One two-node cluster of --pods pods (built-in pods without ports, plus an iperf3
 node-1 and server on node-2 behind a ClusterIP). A flow generator in the client pod opens
 --rate new UDP flows a second through a ClusterIP to a pod on node-2 (each is a kept event on
 both nodes: about 2 x rate flow records a second, measured from the flow files and printed).
-It runs throughout, UI open or closed, so the only difference between the two is the UI:
+With --drops D a NetworkPolicy lets only that port into the sink, and a second generator sends
+D flows a second to another of its ports: D dropped flows a second for the table (in red) and
+the map (a broken edge). The generators run throughout, UI open or closed, so the only
+difference between the two is the UI:
 
   page ready       from `driver.get(URL)` until the map shows every pod and the flow table
                    has the stored flows (the last 200) (headless Chromium, Selenium, the
@@ -60,7 +63,7 @@ GENERATOR = textwrap.dedent("""
 """)
 
 
-def config(pods: int) -> str:
+def config(pods: int, drops: float = 0) -> str:
     iperf = ["iperf3", "-s", "-p", str(IPERF_PORT)]
     docs = ["apiVersion: emunet/v1alpha1\nkind: Cluster\nmetadata: {name: benchui}\nspec:\n"
             "  apiServer: {port: 0}\n  nodes:\n    - {name: node-1}\n    - {name: node-2}\n",
@@ -79,7 +82,17 @@ def config(pods: int) -> str:
     docs += [f"apiVersion: v1\nkind: Pod\nmetadata: {{name: pod-{i}, namespace: {NS}, "
              f"labels: {{app: app-{i % 10}}}}}\nspec:\n  containers:\n"
              "    - {name: main, image: emunet/builtin}\n" for i in range(max(0, pods - 3))]
+    if drops:
+        docs.append("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: "
+                    f"sink-{SINK_PORT}-only, namespace: {NS}}}\nspec:\n  podSelector: "
+                    "{matchLabels: {app: sink}}\n  policyTypes: [Ingress]\n  ingress:\n"
+                    f"    - ports: [{{protocol: UDP, port: {SINK_PORT}}}]\n")
     return "---\n".join(docs)
+
+
+def pod_ip(c: BenchCluster, name: str) -> str:
+    items = json.loads(c.emunet("get", "pods", "-n", NS, "-o", "json"))["items"]
+    return next(p["status"]["podIP"] for p in items if p["metadata"]["name"] == name)
 
 
 def cluster_ip(c: BenchCluster, name: str) -> str:
@@ -138,13 +151,16 @@ def cpu_only(a: argparse.Namespace, c: BenchCluster, res: dict[str, Any]) -> Non
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
-    res: dict[str, Any] = {"pods": a.pods, "rate": a.rate, "repeat": a.repeat,
-                           "seconds": a.seconds}
-    with BenchCluster("bui", config(a.pods), timeout=600) as c:
+    res: dict[str, Any] = {"pods": a.pods, "rate": a.rate, "drops": a.drops,
+                           "repeat": a.repeat, "seconds": a.seconds}
+    with BenchCluster("bui", config(a.pods, a.drops), timeout=600) as c:
         res["up_s"] = round(c.up_seconds, 1)
-        gen = subprocess.Popen(["ip", "netns", "exec", c.netns(NS, "client"), sys.executable,
-                                "-c", GENERATOR, cluster_ip(c, "sink"), str(SINK_PORT),
-                                str(a.rate)])
+        targets = [(cluster_ip(c, "sink"), SINK_PORT, a.rate)]
+        if a.drops:
+            targets.append((pod_ip(c, "sink"), SINK_PORT + 1, a.drops))  # denied: dropped
+        gens = [subprocess.Popen(["ip", "netns", "exec", c.netns(NS, "client"), sys.executable,
+                                  "-c", GENERATOR, ip, str(port), str(rate)])
+                for ip, port, rate in targets]
         try:
             time.sleep(1)
             res["records_per_s"] = round(record_rate(c.tmp / "run", 3), 0)
@@ -182,8 +198,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                        server_cpu=median([x["server"] for x in cpu]),
                        browser_cpu=median([x["browser"] for x in cpu]))
         finally:
-            gen.send_signal(signal.SIGTERM)
-            gen.wait(10)
+            for gen in gens:
+                gen.send_signal(signal.SIGTERM)
+                gen.wait(10)
     return res
 
 
@@ -192,6 +209,8 @@ def main() -> int:
     ap.add_argument("--pods", type=int, default=200)
     ap.add_argument("--rate", type=float, default=500, help="new UDP flows a second (each "
                     "makes a record on both nodes: about twice as many records)")
+    ap.add_argument("--drops", type=float, default=0, help="also this many dropped flows a "
+                    "second (denied by a NetworkPolicy)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each iperf3 run")
     ap.add_argument("--soak", type=float, default=30.0, help="seconds of streaming before the "
@@ -205,7 +224,8 @@ def main() -> int:
     a = ap.parse_args()
     res = run(a)
     if a.cpu_only:
-        print(f"UI CPU with {res['pods']} pods, {res['records_per_s']:.0f} flow records/s, "
+        print(f"UI CPU with {res['pods']} pods, {res['records_per_s']:.0f} flow records/s "
+              f"({res['drops']:.0f} dropped flows/s), "
               f"{res['repeat']} rounds of {a.cpu_only:.0f} s per tree (medians; cores, and the "
               "page's main thread in s/s)")
         for t, v in res["trees"].items():
