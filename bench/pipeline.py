@@ -4,7 +4,8 @@ before emunet.datapath.fastpath) against the established fast path, in the same 
 Rows (issue 16): an established packet client -> ClusterIP through DNAT + VXLAN encap (node-1),
 its reply coming back over VXLAN through decap + reverse NAT (node-1), the forward packet's
 decap + deliver on the backend's node (node-2), and a new connection's SYN through DNAT, egress
-policy and encap (node-1). The datapath is the agent's (`ObservedDatapath`: the event hook on);
+policy and encap (node-1); and the three established rows over IPv6 in the same (dual-stack)
+cluster. The datapath is the agent's (`ObservedDatapath`: the event hook on);
 `--plain` measures the bare `Datapath`. Each figure is the minimum of 5 runs, a run's figure
 the fastest chunk of 1,000 packets (500 SYNs) among its N (a shared machine preempts us: the
 minimum is what the code costs, as bench/observe.py measures), the modes alternating so a load
@@ -32,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scapy.layers.inet import IP, TCP  # noqa: E402
+from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
 from emunet import native  # noqa: E402
@@ -39,6 +41,7 @@ from emunet.config import load_config_text  # noqa: E402
 from emunet.datapath import Datapath, Encap, NodeTables, Send  # noqa: E402
 from emunet.observe.hook import ObservedDatapath  # noqa: E402
 from emunet.packets import U16  # noqa: E402
+from tests.unit.dualstack import VIP6, make_dual  # noqa: E402
 from tests.unit.pipeline_pair import BLOG_CLUSTER, WEB_FROM_CLIENT, make_state, pod  # noqa: E402
 
 GW1, GW2 = "0a:58:0a:2a:01:01", "0a:58:0a:2a:02:01"
@@ -63,7 +66,7 @@ spec:
 
 
 def _state():
-    st = make_state()
+    st = make_dual(make_state())  # dual-stack: the IPv6 rows use the same cluster
     st.policies = {p.key: p for p in load_config_text(POLICY, "bench.yaml").network_policies}
     c = pod(st, "client")
     c.pod = dataclasses.replace(c.pod, labels={"role": "client"})
@@ -71,28 +74,32 @@ def _state():
 
 
 def _tcp(src, dst_ip, dst_mac, sport, dport, flags, size=64) -> bytes:
-    return bytes(Ether(src=src.mac, dst=dst_mac) / IP(src=src.ip, dst=dst_ip) /
+    ip = IPv6(src=src.ip6, dst=dst_ip) if ":" in dst_ip else IP(src=src.ip, dst=dst_ip)
+    return bytes(Ether(src=src.mac, dst=dst_mac) / ip /
                  TCP(sport=sport, dport=dport, flags=flags, seq=1, ack=1) / (b"x" * size))
 
 
-def _pair(st, cls, fast: bool) -> tuple[Datapath, Datapath, dict[str, bytes]]:
+def _pair(st, cls, fast: bool, six: bool = False
+          ) -> tuple[Datapath, Datapath, dict[str, bytes]]:
     """node-1 and node-2 with client -> VIP:80 (web-0 on node-2) established, and the
-    frames each row feeds."""
+    frames each row feeds; `six`: over IPv6 (VIP6, flannel-v6's underlay addresses)."""
     n1 = cls(NodeTables.from_state(st, "node-1"), random.Random(1), fastpath=fast)
     n2 = cls(NodeTables.from_state(st, "node-2"), random.Random(1), fastpath=fast)
-    u1, u2 = st.node("node-1").underlay_ip, st.node("node-2").underlay_ip
+    u1, u2 = (st.node(n).underlay_ip6 if six else st.node(n).underlay_ip
+              for n in ("node-1", "node-2"))
     c, w = pod(st, "client"), pod(st, "web-0")
+    vip, cip = (VIP6, c.ip6) if six else (VIP, c.ip)
     now = 1.0
 
     def fwd(flags: str) -> bytes:
-        e = n1.process(_tcp(c, VIP, GW1, 40000, 80, flags), c.host_ifname, now)[-1]
+        e = n1.process(_tcp(c, vip, GW1, 40000, 80, flags), c.host_ifname, now)[-1]
         assert type(e) is Encap, e  # after the policy verdicts of the SYN
         s = n2.process_underlay(e.payload, u1, now)[-1]
         assert type(s) is Send and s.port == w.host_ifname, s
         return e.payload
 
     def back(flags: str) -> bytes:
-        [e] = n2.process(_tcp(w, c.ip, GW2, 8080, 40000, flags), w.host_ifname, now)
+        [e] = n2.process(_tcp(w, cip, GW2, 8080, 40000, flags), w.host_ifname, now)
         assert type(e) is Encap, e
         s = n1.process_underlay(e.payload, u2, now)[-1]
         assert type(s) is Send and s.port == c.host_ifname, s
@@ -101,7 +108,7 @@ def _pair(st, cls, fast: bool) -> tuple[Datapath, Datapath, dict[str, bytes]]:
     fwd("S")
     back("SA")
     fwd("A")
-    frames = {"fwd_frame": _tcp(c, VIP, GW1, 40000, 80, "PA"), "fwd_payload": fwd("PA"),
+    frames = {"fwd_frame": _tcp(c, vip, GW1, 40000, 80, "PA"), "fwd_payload": fwd("PA"),
               "back_payload": back("PA")}
     return n1, n2, frames
 
@@ -130,7 +137,8 @@ def _syn(n1, frames: list[bytes], port: str) -> float:
 
 
 ROWS = ("established_dnat_encap", "reply_revnat_decap", "decap_deliver",
-        "new_syn_dnat_policy_encap")
+        "new_syn_dnat_policy_encap", "ipv6_established_dnat_encap", "ipv6_reply_revnat_decap",
+        "ipv6_decap_deliver")
 
 
 def run(plain: bool = False, runs: int = RUNS) -> dict:
@@ -154,6 +162,16 @@ def run(plain: bool = False, runs: int = RUNS) -> dict:
                 "new_syn_dnat_policy_encap": _syn(_pair(st, cls, fast)[0], syns,
                                                   c.host_ifname),
             }
+            n1, n2, fr = _pair(st, cls, fast, six=True)
+            v1, v2 = st.node("node-1").underlay_ip6, st.node("node-2").underlay_ip6
+            rows.update({
+                "ipv6_established_dnat_encap": _per_packet(
+                    n1.process, (fr["fwd_frame"], c.host_ifname, 2.0), N),
+                "ipv6_reply_revnat_decap": _per_packet(
+                    n1.process_underlay, (fr["back_payload"], v2, 2.0), N),
+                "ipv6_decap_deliver": _per_packet(
+                    n2.process_underlay, (fr["fwd_payload"], v1, 2.0), N),
+            })
             for k, v in rows.items():
                 key = f"{k}_{mode}_us"
                 res[key] = min(res.get(key, v), v)

@@ -34,7 +34,7 @@ PKG = Path(__file__).resolve().parent
 MODULES = tuple(sorted(
     [f"emunet.datapath.{p.stem}" for p in (PKG / "datapath").glob("*.py")
      if p.stem != "__init__"]
-    + ["emunet.packets", "emunet.observe.hook"]))
+    + ["emunet.packets", "emunet.observe.hook", "emunet.observe.record"]))
 MANIFEST = PKG / "_native.json"
 GROUP = "emunet._native"  # mypyc's shared library of the group: emunet/_native__mypyc.*.so
 ENV_PURE = "EMUNET_PURE"

@@ -33,7 +33,7 @@ VXLAN_FLAG_I = 0x08  # RFC 7348 §5: "I" flag, the VNI is valid
 ARP_REQUEST, ARP_REPLY = 1, 2
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED = 0, 3, 8, 11
-UNREACH_NET, UNREACH_PORT = 0, 3
+UNREACH_NET, UNREACH_PORT, UNREACH_FRAG_NEEDED = 0, 3, 4  # RFC 792 / RFC 1191 codes
 IP_DF = 0x4000
 IP_MF_OFFSET = 0x3FFF  # "more fragments" bit + fragment offset: non-zero means a fragment
 DEFAULT_TTL = 64  # Linux net.ipv4.ip_default_ttl
@@ -320,14 +320,16 @@ def tcp_rst(eth_dst: bytes, eth_src: bytes, src: bytes, dst: bytes, sport: int, 
 
 
 def icmp_error(eth_dst: bytes, eth_src: bytes, src: bytes, icmp_type: int, code: int,
-               original_ip: bytes | bytearray | memoryview) -> bytes:
+               original_ip: bytes | bytearray | memoryview, mtu: int = 0) -> bytes:
     """An ICMP error (RFC 792) quoting the offending IP packet, sent back to its source.
 
-    Linux quotes as much of the original as fits in 576 bytes (RFC 1812 §4.3.2.3).
+    Linux quotes as much of the original as fits in 576 bytes (RFC 1812 §4.3.2.3). `mtu`: the
+    Next-Hop MTU of a fragmentation needed (type 3 code 4), in the low 16 bits of the word
+    after the checksum (RFC 1191 §4); zero ("unused") in every other error.
     """
     quote = bytes(original_ip[:ICMP_ERROR_MAX - 28])
     dst = quote[IPV4_OFF_SRC:IPV4_OFF_SRC + 4]  # back to the quoted packet's source
-    msg = bytearray(concat(ICMP.pack(icmp_type, code, 0, 0, 0), quote))
+    msg = bytearray(concat(ICMP.pack(icmp_type, code, 0, 0, mtu), quote))
     U16.pack_into(msg, ICMP_OFF_CSUM, checksum(msg))
     return b"".join((ETH.pack(eth_dst, eth_src, ETH_P_IP),
                      ipv4_header(src, dst, PROTO_ICMP, len(msg)), msg))

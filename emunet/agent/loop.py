@@ -3,10 +3,12 @@
 Run by the supervisor inside the node namespace:
     ip netns exec <node netns> python -m emunet.agent --state /run/emunet/state.json --node n1
 
-It opens one AF_PACKET socket per local pod veth and one UDP socket on the VXLAN port, feeds
-every frame/datagram to `Datapath`, and carries out the returned actions. A raw epoll loop
-(fd -> bound reader; `selectors` costs ~1 µs more per wake-up, asyncio a callback hop) with
-reads batched until EAGAIN, busy-polling for spec.busyPoll µs after traffic. SIGHUP reloads
+It opens one AF_PACKET socket per local pod veth (with a receive ring) and one UDP socket on
+the VXLAN port, feeds every frame/datagram to `Datapath` (the readers: emunet.agent.rx), and
+carries out the returned actions (emunet.agent.tx). A raw epoll loop (fd -> bound reader;
+`selectors` costs ~1 µs more per wake-up, asyncio a callback hop), busy-polling for
+spec.busyPoll µs after traffic; flow records are written in its idle time
+(emunet.agent.flows). SIGHUP reloads
 the state file and reports its generation in `loaded-agent-<node>` (emunet.state.loaded),
 SIGTERM exits 0. Counters go to `<run_dir>/agent-<node>.json` every second, conntrack snapshots
 to `conntrack-<node>.json` (emunet/agent/ctstore.py) so a restarted agent keeps established
@@ -28,16 +30,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emunet import native, nodeproc
-from emunet.agent.ctstore import CtStore
-from emunet.agent.tx import SO_NO_CHECK, SOL_UDP, U16N, UDP_GRO, Transmit
-from emunet.datapath import NodeTables, gso
+from emunet.agent.ctstore import SAVE_INTERVAL, CtStore
+from emunet.agent.flows import IDLE_CHUNK, INF, Records
+from emunet.agent.rx import Receive
+from emunet.agent.rxring import RxRing
+from emunet.agent.tx import SO_NO_CHECK, SOL_UDP, UDP_GRO, Transmit
+from emunet.datapath import NodeTables
 from emunet.datapath.ctscrub import pod_owners
 from emunet.datapath.netem import UnderlayShaper
 from emunet.host.underlay import underlay_socket
 from emunet.observe.flowlog import FlowLog
 from emunet.observe.hook import ObservedDatapath
-from emunet.observe.record import describe
-from emunet.packets import fill_l4_checksum
 from emunet.policy.scope import node_unaffected
 from emunet.state import loaded
 from emunet.state.follow import Follower
@@ -48,16 +51,15 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_VNET_HDR = 15  # frames carry a struct virtio_net_hdr: GSO super-frames kept whole
 PACKET_IGNORE_OUTGOING = 23  # do not see our own transmissions (Linux >= 4.20)
-_GRO_CMSG_LEN = socket.CMSG_SPACE(4)
-RECV_MAX = 65536 + 14 + gso.VNET_LEN  # a 64 KB GSO super-frame with its headers
-BATCH = 64  # frames per socket per wakeup, so one busy pod cannot starve the others
 # s: an unchanged counters file is rewritten this often (its "time"; `emunet status` calls
 # counters older than 5 s an agent that may not be running)
 COUNTERS_MAX_AGE = 4.0
-_TCP_GSO = (gso.GSO_TCPV4, gso.GSO_TCPV6)  # TCP super-frames the pipeline takes whole
+# pod frames through PACKET_MMAP rings (emunet.agent.rxring); EMUNET_RX_RING=0: recv(), to
+# measure one against the other (scripts/bench rxring, bench.datapath)
+RX_RING = os.environ.get("EMUNET_RX_RING", "1") != "0"
 
 
-class Agent(Transmit):
+class Agent(Receive, Transmit):
     """One node's agent: sockets, the receive loop, reloads, counters (sends: agenttx)."""
 
     def __init__(self, state_path: Path, node: str, run_dir: Path) -> None:
@@ -77,6 +79,8 @@ class Agent(Transmit):
         self.handlers: dict[int, Callable[[float], None]] = {}
         self._watch(self.wake_r, self._drain_wakeups)
         self.ports: dict[str, socket.socket] = {}
+        self.rings: dict[str, RxRing] = {}
+        self.ring_dropped = 0  # frames a full ring lost (emunet.agent.rxring), closed rings
         self.missing: set[str] = set()
         self.peer_socks: dict[tuple[str, int], socket.socket] = {}
         self.tx_errors = 0
@@ -98,11 +102,13 @@ class Agent(Transmit):
                                        self._state.cluster.conntrack_max, time.monotonic(),
                                        pod_owners(self._state))
         me = self._state.node(node)
-        # flow events (emunet.observe): records appended to a capped file `observe` reads
-        self.flows = FlowLog(run_dir / f"flows-{node}.jsonl")
+        # flow events (emunet.observe): records appended to a capped file `observe` reads,
+        # described in idle time (emunet.agent.flows)
+        self.records = Records(FlowLog(run_dir / f"flows-{node}.jsonl"), node,
+                               time.time() - time.monotonic())
+        self._records_context()
         self.started = time.time()
         self._written: tuple[dict, float] | None = None  # counters file body, when written
-        self.wall_offset = time.time() - time.monotonic()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
         self._bufs(self.udp)
@@ -129,7 +135,7 @@ class Agent(Transmit):
         # NodePort: TCP/UDP for this node's address in 30000-32767 (emunet/host/underlay.py)
         self.eth0: socket.socket | None = None
         try:
-            self.eth0 = underlay_socket(me.underlay_ip)
+            self.eth0 = underlay_socket(me.underlay_ip, node_ip6=me.underlay_ip6)
             # eth0's GRO (on for the VXLAN socket's UDP_GRO) also merges an outside client's
             # TCP segments: the vnet header says so, and such a frame goes to its pod whole
             self.eth0.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
@@ -168,19 +174,23 @@ class Agent(Transmit):
         want = set(self.dp.tables.pods_by_port) | {self.dp.tables.host_port} - {""}
         for name in list(self.ports):
             if name not in want:
-                s = self.ports.pop(name)
-                self._unwatch(s)
-                s.close()
+                self._close_port(name)
         self.missing = set()
         for name in want - set(self.ports):
             # protocol 0 first: the socket receives nothing until bound to its interface
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            ring = None
             try:
                 s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
                 s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
                 self._bufs(s)
+                # the ring before the bind: no frame may wait on the queue ahead of it, where
+                # only the ring's TP_STATUS_COPY frames belong (emunet.agent.rxring)
+                ring = RxRing(s) if RX_RING else None
                 s.bind((name, ETH_P_ALL))
             except OSError as e:  # the veth may not exist yet: retried every second
+                if ring is not None:
+                    ring.close()
                 s.close()
                 if name not in self.missing:
                     log.debug("veth %s not ready: %s", name, e)
@@ -188,14 +198,25 @@ class Agent(Transmit):
                 continue
             s.setblocking(False)
             self.ports[name] = s
-            self._watch(s, lambda now, s=s, name=name: self._read_port(s, name, now))
+            if ring is not None:
+                self.rings[name] = ring
+                self._watch(s, lambda now, r=ring, name=name: self._read_ring(r, name, now))
+            else:
+                self._watch(s, lambda now, s=s, name=name: self._read_port(s, name, now))
 
-    def _lose_port(self, name: str, err: OSError) -> None:
-        """A veth vanished (pod deleted before our reload): close it, retry if still wanted."""
+    def _close_port(self, name: str) -> None:
         s = self.ports.pop(name, None)
         if s is not None:
             self._unwatch(s)
             s.close()
+        ring = self.rings.pop(name, None)
+        if ring is not None:
+            self.ring_dropped += ring.dropped() + ring.truncated
+            ring.close()
+
+    def _lose_port(self, name: str, err: OSError) -> None:
+        """A veth vanished (pod deleted before our reload): close it, retry if still wanted."""
+        self._close_port(name)
         if name in self.dp.tables.pods_by_port:
             self.missing.add(name)
         log.info("veth %s gone (%s)", name, err.strerror)
@@ -209,6 +230,7 @@ class Agent(Transmit):
             self._report_loaded()
             return
         self.dp.update(self._load(), time.monotonic())  # a new policy cuts what it denies
+        self._records_context()
         self._shape()
         self.ct_store.configure(self._state.cluster.conntrack_max)
         self.ct_store.rescrub(pod_owners(self._state))  # IPs whose pod went or changed
@@ -239,91 +261,6 @@ class Agent(Transmit):
         except OSError as e:
             log.warning("cannot report the loaded state: %s", e)
 
-    def _read_port(self, s: socket.socket, name: str, now: float) -> None:
-        # recv(RECV_MAX) measured as fast as recv_into a reused buffer plus a copy (the
-        # oversized bytes object is shrunk in place); method lookups are hoisted out of the loop.
-        recv, process, act, big = s.recv, self.dp.process, self._act, self.big
-        for _ in range(BATCH):
-            try:
-                data = recv(RECV_MAX)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:  # ENETDOWN/ENXIO: the pod's veth went away under us
-                self._lose_port(name, e)
-                return
-            # struct virtio_net_hdr first (PACKET_VNET_HDR): flags, gso_type, ..., gso_size
-            flags, gso_type = data[0], data[1]
-            frame = data[gso.VNET_LEN:]
-            if gso_type and len(frame) > big:
-                if gso_type & ~gso.GSO_ECN not in _TCP_GSO:  # the veth only offloads TCP
-                    self.gso_stats["gso_dropped"] += 1
-                    continue
-                self.gso_stats["gso_rx"] += 1
-                self.gso_size = U16N.unpack_from(data, 4)[0]  # gso_size
-                try:
-                    act(process(frame, name, now))
-                finally:
-                    self.gso_size = 0
-                continue
-            if flags & gso.VNET_F_NEEDS_CSUM:  # CHECKSUM_PARTIAL: finish it, as a NIC would
-                buf = bytearray(frame)
-                if fill_l4_checksum(buf):
-                    self.csum_filled += 1
-                frame = bytes(buf)
-            act(process(frame, name, now))
-
-    def _read_udp(self, now: float, sock: socket.socket | None = None) -> None:
-        """VXLAN datagrams from the IPv4 socket, or `sock` (the IPv6 one: an address tuple of
-        four, (host, port, flowinfo, scope_id), the host in the form the tables key by)."""
-        recv = (sock or self.udp).recvmsg
-        process, act = self.dp.process_underlay, self._act
-        for _ in range(BATCH):
-            try:
-                data, anc, _flags, addr = recv(65535, _GRO_CMSG_LEN)
-            except (BlockingIOError, InterruptedError):
-                return
-            src = addr[0]
-            size = 0
-            for level, kind, val in anc:
-                if level == SOL_UDP and kind == UDP_GRO:
-                    size = int.from_bytes(val[:4], sys.byteorder)
-            if not size or size >= len(data):
-                act(process(data, src, now))
-                continue
-            # a GRO train: datagrams of `size` bytes (the last may be shorter); consecutive
-            # segments of one TCP flow become one super-frame for the pod (emunet.datapath.gso)
-            grams = [data[i:i + size] for i in range(0, len(data), size)]
-            for gram, gso_size in gso.coalesce_tcp(grams, 8):
-                if gso_size:
-                    self.gso_stats["gro_merged"] += 1
-                    self.gso_size = gso_size
-                    try:
-                        act(process(gram, src, now))
-                    finally:
-                        self.gso_size = 0
-                else:
-                    act(process(gram, src, now))
-
-    def _read_eth0(self, now: float) -> None:
-        for _ in range(BATCH):
-            try:
-                data = self.eth0.recv(RECV_MAX)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                return
-            frame = data[gso.VNET_LEN:]
-            if data[1] and len(frame) > self.big:  # a GRO-merged TCP train (vnet gso_type)
-                if data[1] & ~gso.GSO_ECN != gso.GSO_TCPV4:
-                    self.gso_stats["gso_dropped"] += 1
-                    continue
-                self.gso_stats["eth0_gro_rx"] += 1
-                self.gso_size = U16N.unpack_from(data, 4)[0]
-                try:
-                    self._act(self.dp.process_nodeport(frame, now))
-                finally:
-                    self.gso_size = 0
-                continue
-            self._act(self.dp.process_nodeport(frame, now))
-
     def write_counters(self, force: bool = False) -> None:
         """The counters file `emunet status` reads, rewritten each second when something in
         it changed, else every COUNTERS_MAX_AGE s (issue 17's idle budget: 20 idle agents
@@ -332,6 +269,10 @@ class Agent(Transmit):
         c = {**self.dp.counters, **self.ct_store.counters(), "tx_errors": self.tx_errors,
              "csum_filled": self.csum_filled, **self.gso_stats, **self.shaper.counters()}
         c["flow_events_lost"] = self.dp.lost_events
+        for ring in self.rings.values():  # PACKET_STATISTICS reads and resets
+            self.ring_dropped += ring.dropped() + ring.truncated
+            ring.truncated = 0
+        c["ring_dropped"] = self.ring_dropped
         body = {"counters": c, "ports": sorted(self.ports), "missing_ports": sorted(self.missing)}
         now = time.monotonic()
         if not force and self._written is not None and self._written[0] == body \
@@ -348,18 +289,16 @@ class Agent(Transmit):
         except OSError as e:
             log.warning("cannot write %s: %s", path, e)
 
-    def flush_events(self) -> None:
-        """Kept datapath events -> flow records on disk (after a batch, off the fast path)."""
-        names = {p.port: p.name for p in self.dp.tables.pods_by_port.values()}
+    def _records_context(self) -> None:
         me = self._state.node(self.node)
-        self.flows.write([describe(ev, self.node, me.underlay_ip, self.dp.ct.table,
-                                   self.dp.traced, self.wall_offset, names,
-                                   self.dp.tables.vxlan_port, me.underlay_ip6 or "")
-                          for ev in self.dp.drain()])
+        self.records.context(me.underlay_ip,
+                             {p.port: p.name for p in self.dp.tables.pods_by_port.values()},
+                             self.dp.tables.vxlan_port, me.underlay_ip6 or "")
 
     def run(self) -> int:
         next_tick = busy = time.monotonic()
         poll, handlers, yield_cpu = self.ep.poll, self.handlers, os.sched_yield
+        records, ct_store = self.records, self.ct_store
         while True:
             now = time.monotonic()
             if now >= next_tick:
@@ -374,10 +313,16 @@ class Agent(Transmit):
                 if now - busy < self.spin:
                     # busy-poll (spec.busyPoll, Linux's net.core.busy_poll): a reply usually
                     # follows within a few hundred µs; sleeping in epoll would add a wake-up
-                    # and cold caches to its path. sched_yield lets pods run on this CPU.
-                    yield_cpu()
+                    # and cold caches to its path. The wait describes a few kept events, or
+                    # sched_yield lets pods run on this CPU.
+                    if records.pending:
+                        records.work(now, IDLE_CHUNK)
+                    else:
+                        yield_cpu()
                 else:
-                    wake = min(next_tick, self.ct_store.due, self.shaper.due)
+                    if records.due != INF:  # idle: every record on disk before we sleep
+                        records.work(now)
+                    wake = min(next_tick, self.ct_store.due, self.shaper.due, records.due)
                     events = poll(max(0.0, wake - now))
             if events:
                 now = busy = time.monotonic()
@@ -385,9 +330,13 @@ class Agent(Transmit):
                     handlers[fd](now)
             if self.shaper.due <= time.monotonic():  # delayed underlay sends now due
                 Agent._act(self, self.shaper.release(time.monotonic()))
-            if self.dp.events:
-                self.flush_events()
-            self.ct_store.maybe_save(time.monotonic())
+            dp = self.dp
+            if dp.events:  # pinned now, described when idle (emunet.agent.flows)
+                records.keep(dp.drain(), dp.ct.table, dp.traced)
+                if now >= records.due:  # a load that never leaves us idle
+                    records.work(now)
+            if now >= ct_store.saved_at + SAVE_INTERVAL:  # the attribute test first: a turn
+                ct_store.maybe_save(now)  # of the loop must stay cheap (its `due` is not)
             while self.pending:
                 sig = self.pending.pop(0)
                 if sig == signal.SIGHUP:
@@ -397,6 +346,7 @@ class Agent(Transmit):
                         log.error("reload failed, keeping the old tables: %s", e)
                 else:
                     log.info("emunet agent %s: exiting on signal %d", self.node, sig)
+                    records.work(time.monotonic())
                     self.ct_store.save(time.monotonic())
                     self.write_counters(force=True)
                     return 0

@@ -89,7 +89,7 @@ def up(path: str, progress: Progress, cfg: Config | None = None) -> ClusterState
             if kernelnode.is_kernel(state, node.name):
                 kernelnode.build(state, node)  # Flannel + kube-proxy style; no agent
             else:  # node ports are the agent's, never the node kernel's (emunet/host/underlay.py)
-                nodeport.install_ingress_drop(node.netns, node.underlay_ip)
+                nodeport.install_ingress_drop(node.netns, node.underlay_ip, node.underlay_ip6)
                 netlink.add_host_port(state, node)  # pods reach the node's own listeners
         tc.apply_declared(state)  # Cluster document: per-node impairment blocks
         _fault("underlay")

@@ -72,6 +72,15 @@ class Conntrack:
         self.inserts = 0
         # the entry `established` last found (emunet.datapath.fastpath learns its hops from it)
         self.hit: tuple[Conn, bool] | None = None
+        # Expiry without walking the table (issue 16: a walk of 80k entries each second, and
+        # a snapshot's walk ten times a second, stalled the packet loop for milliseconds). A
+        # connection is filed in the one-second bucket of its deadline when it is confirmed
+        # and whenever the slow path moves its deadline; the fast path only pushes deadlines
+        # later, so `expire` re-files a connection it finds alive (a lazy timer wheel).
+        self.wheel: dict[int, dict[Conn, None]] = {}
+        self.swept = 0  # buckets below this one are swept
+        # the assured, not closing, not CUT connections: what a snapshot keeps (ctstore)
+        self.live: dict[Conn, None] = {}
 
     def __len__(self) -> int:
         return len(self.table) // 2
@@ -105,6 +114,29 @@ class Conntrack:
         self.table[conn.reply_key] = (conn, True)
         self.version += 1
         self.inserts += 1
+        self._refile(conn)
+
+    def _refile(self, conn: Conn) -> None:
+        """`conn`'s deadline or state moved in the slow path: its bucket, its place in `live`."""
+        e = conn.expires
+        b = int(e)
+        if b < e:
+            b += 1  # the bucket is the deadline's second rounded up
+        if b != conn.bucket:
+            old = self.wheel.get(conn.bucket)
+            if old is not None:
+                old.pop(conn, None)
+                if not old:
+                    del self.wheel[conn.bucket]
+            conn.bucket = b
+            d = self.wheel.get(b)
+            if d is None:
+                d = self.wheel[b] = {}
+            d[conn] = None
+        if conn.assured and not conn.closing and conn.state != cttcp.CUT:
+            self.live[conn] = None
+        else:
+            self.live.pop(conn, None)
 
     def add(self, conn: Conn, now: float, tcp_flags: int = 0) -> bool:
         """admit + confirm at once; False (not added) if its tuples clash or the table is full."""
@@ -183,6 +215,8 @@ class Conntrack:
             rw.apply(f, ETH_LEN, l4, proto, end)
         if verdict == KILL:
             self.remove(conn)
+        else:
+            self._refile(conn)
         self.hit = hit
         return True
 
@@ -191,13 +225,38 @@ class Conntrack:
             if self.table.get(k, (None,))[0] is conn:
                 del self.table[k]
                 self.version += 1
+        d = self.wheel.get(conn.bucket)
+        if d is not None:
+            d.pop(conn, None)
+            if not d:
+                del self.wheel[conn.bucket]
+        self.live.pop(conn, None)
 
     def expire(self, now: float) -> int:
-        """Drop every expired connection; returns how many went."""
-        dead = {id(c): c for c, _ in self.table.values() if c.expires <= now}
-        for c in dead.values():
-            self.remove(c)
-        return len(dead)
+        """Drop every connection expired by `now`; returns how many went. Looks only at the
+        buckets due (deadlines up to `now` rounded up: the last one is looked at again next
+        time); a connection the fast path kept alive moves on to its new deadline's bucket."""
+        end = int(now)
+        if end < now:
+            end += 1
+        wheel = self.wheel
+        due = (range(self.swept, end + 1) if 0 <= end - self.swept <= 64
+               else sorted(b for b in wheel if b <= end))
+        self.swept = end
+        n = 0
+        for b in due:
+            d = wheel.pop(b, None)
+            if d is None:
+                continue
+            for c in d:
+                c.bucket = 0
+                if c.expires <= now:
+                    if self.table.get(c.orig_key, (None,))[0] is c:
+                        n += 1
+                    self.remove(c)
+                else:
+                    self._refile(c)
+        return n
 
     def conns(self) -> list[Conn]:
         return [c for c, is_reply in self.table.values() if not is_reply]
@@ -221,12 +280,15 @@ class Conntrack:
         conn.set_state(cttcp.CUT)
         conn.expires = now + cttcp.TIMEOUTS[cttcp.CUT]
         self.version += 1
+        self._refile(conn)
 
     # ---- snapshots: what a restarted agent needs to keep established flows (and their NAT) --
 
     def _kept(self, closing: bool, assured_only: bool) -> list[Conn]:
-        return [c for c in self.conns() if (closing or not c.closing)
-                and (c.assured or not assured_only) and c.state != cttcp.CUT]
+        # the agent's snapshot (closing=False, assured_only=True) is `live`, kept as they change
+        return [c for c in (self.live if assured_only and not closing else self.conns())
+                if (closing or not c.closing) and (c.assured or not assured_only)
+                and c.state != cttcp.CUT]
 
     def to_records(self, now: float, closing: bool = True, assured_only: bool = False
                    ) -> list[list]:
@@ -296,5 +358,6 @@ class Conntrack:
             conn.set_state(state if conn.proto == PROTO_TCP else 0)
             conn.born = now - UDP_STREAM_AFTER if assured else now
             conn.expires = now + left
+            self._refile(conn)
             n += 1
         return n

@@ -147,7 +147,7 @@ class Conn:
 
     __slots__ = ("proto", "orig", "orig_key", "reply_key", "fwd", "rev", "replied", "closing",
                  "expires", "service", "backend", "json_parts", "state", "assured", "steady",
-                 "rsteady", "born", "hop", "rhop")
+                 "rsteady", "born", "hop", "rhop", "bucket")
 
     def __init__(self, proto: int, orig: tuple[bytes, bytes, bytes, bytes],
                  reply: tuple[bytes, bytes, bytes, bytes], service: str = "",
@@ -181,6 +181,7 @@ class Conn:
         # the pipeline; never snapshotted: a restored connection learns them again
         self.hop: Any = None
         self.rhop: Any = None
+        self.bucket = 0  # its expiry bucket in Conntrack.wheel (0: none yet)
 
     def start(self, tcp_flags: int, now: float) -> None:
         """The state and deadline its first packet gives a new connection (tcp_new)."""

@@ -17,7 +17,10 @@ It is used only when the slow path would provably do the same:
     before IP (MACs and ethertype; VXLAN header and inner MACs), so the source checks (MAC,
     IP against the port or the peer's subnet), bridging and the VNI check passed as before;
   - a plain IPv4 header (IHL 5, no fragment), its length within the frame, the L4 header
-    whole; TTL > 1 when the hop routes; TCP without SYN, FIN or RST;
+    whole; TTL > 1 when the hop routes; TCP without SYN, FIN or RST; or an IPv6 header
+    followed at once by TCP, UDP or an ICMPv6 echo (no extension header), its payload within
+    the frame, hop limit > 1 when the hop routes (`Hop6`: no header checksum, RFC 8200 §3;
+    the upper-layer checksum takes the pseudo-header delta, RFC 1624);
   - the connection still live and `steady` in that direction (conntrack's own fast test: no
     state can change), so only the deadline moves, exactly as `Conntrack.established` does;
   - the routing inputs unchanged: `route_gen` (bumped by `Datapath.update` whenever pods,
@@ -37,6 +40,7 @@ from collections import Counter
 from emunet.datapath.actions import Action, Encap, Send
 from emunet.datapath.affinity import Affinity
 from emunet.datapath.conntrack import Conn, Conntrack, Rewrite
+from emunet.datapath.ipv6pkt import PROTO_ICMP6
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.tables import LocalPod, NodeTables
 from emunet.packets import (
@@ -60,7 +64,15 @@ _L4_MIN = {PROTO_TCP: 20, PROTO_UDP: 8, PROTO_ICMP: 8}
 _PATCH = {PROTO_TCP: 40, PROTO_UDP: 30, PROTO_ICMP: 22}
 _L4_CSUM = {PROTO_TCP: 38, PROTO_UDP: 28, PROTO_ICMP: 0}  # in the patch (ICMP: none, RFC 792)
 _IP_ONLY = 14  # ethertype + IPv4 header through its checksum: a hop without NAT
-FROM_POD, FROM_OVERLAY = 14, 22  # where the IPv4 header starts in what each entry point gets
+FROM_POD, FROM_OVERLAY = 14, 22  # where the IP header starts in what each entry point gets
+# IPv6 (RFC 8200 §3): the hop limit at 7, the addresses at 8-39, the upper layer at 40; in a
+# hop's patch (from the ethertype on) 2 bytes later. A patch runs through the L4 checksum
+# (TCP 16, UDP 6, ICMPv6 2 bytes into it, RFC 4443 §2.1), or through the hop limit
+_L4_MIN6 = {PROTO_TCP: 20, PROTO_UDP: 8, PROTO_ICMP6: 8}
+_L4_CSUM6 = {PROTO_TCP: 58, PROTO_UDP: 48, PROTO_ICMP6: 44}
+_NAT6 = {PROTO_TCP: 36, PROTO_UDP: 36, PROTO_ICMP6: 32}  # addresses (+ ports) rewritten
+_HLIM_ONLY6 = 10
+ICMP6_ECHO, ICMP6_ECHO_REPLY = 128, 129
 
 
 def _fold(d: int) -> int:
@@ -131,12 +143,59 @@ def fast_key(data: bytes, ip: int) -> bytes | None:
     return b"".join((data[ip + 9:ip + 10], data[ip + 12:ip + 20], data[ip + 24:ip + 26], _ZERO16))
 
 
+class Hop6(Hop):
+    """`Hop` for an IPv6 packet: the hop limit instead of the TTL and no header checksum."""
+
+    def __init__(self, gen: int, src: str, head: bytes, prefix: bytes, ttl: bool,
+                 nat: bytes | None, proto: int, l4d: int) -> None:
+        super().__init__(gen, src, head, prefix, ttl, 0, None, PROTO_UDP, 0)
+        self.nat, self.l4d, self.udp = nat, _fold(l4d), proto == PROTO_UDP
+        self.l4c = _L4_CSUM6[proto] if nat is not None else 0
+        self.patch = _L4_CSUM6[proto] + 2 if nat is not None else _HLIM_ONLY6
+
+    def emit(self, data: bytes, ip: int) -> bytes:
+        base = ip - 2
+        end = base + self.patch
+        h = bytearray(data[base:end])
+        if self.ttl:
+            h[9] -= 1
+        nat = self.nat
+        if nat is not None:
+            h[10:10 + len(nat)] = nat
+            off = self.l4c
+            s = 0xFFFF - (h[off] << 8 | h[off + 1]) + self.l4d
+            s = 0xFFFF - ((s & 0xFFFF) + (s >> 16))
+            if not s and self.udp:
+                s = 0xFFFF  # RFC 8200 §8.1: UDP over IPv6 never sends a zero checksum
+            h[off] = s >> 8
+            h[off + 1] = s & 0xFF
+        return b"".join((self.prefix, h, memoryview(data)[end:]))
+
+
+def fast_key6(data: bytes, ip: int) -> bytes | None:
+    """`fast_key` for the IPv6 packet whose header is at `ip` (ipv6pkt.tuple_key6's key): TCP,
+    UDP or an ICMPv6 echo right behind the fixed header, the payload within the frame."""
+    if len(data) < ip + 48 or data[ip] >> 4 != 6:
+        return None
+    nh = data[ip + 6]
+    lmin = _L4_MIN6.get(nh)
+    plen = data[ip + 4] << 8 | data[ip + 5]
+    if lmin is None or plen < lmin or ip + 40 + plen > len(data):
+        return None
+    if nh != PROTO_ICMP6:
+        return b"".join((data[ip + 6:ip + 7], data[ip + 8:ip + 44]))
+    if data[ip + 40] != ICMP6_ECHO and data[ip + 40] != ICMP6_ECHO_REPLY:
+        return None
+    return b"".join((data[ip + 6:ip + 7], data[ip + 8:ip + 40], data[ip + 44:ip + 46], _ZERO16))
+
+
 class FastPath:
     """Datapath's entry points for pod frames and VXLAN datagrams: the fast path first, the
     full pipeline (`_from_pod`, `_from_overlay`) for everything else, learning hops from it.
 
-    It is also the root of Datapath's single line of ancestors (Datapath <- Services <-
-    Replies <- NodePort <- Fragments <- FastPath: mypyc compiles single inheritance only), so
+    It is also the root of Datapath's single line of ancestors (Datapath <- IPv6 <- Replies6
+    <- Services <- Replies <- NodePort <- NodePort6 <- Fragments <- FastPath: mypyc compiles
+    single inheritance only), so
     it declares the state Datapath.__init__ sets and the stages Datapath defines that the
     other ancestors call."""
 
@@ -225,7 +284,7 @@ class FastPath:
             return None
         key = fast_key(data, ip)
         if key is None:
-            return None
+            return self._hop6(data, ip, src, now) if data[ip] >> 4 == 6 else None
         hit = self.ct.table.get(key)
         if hit is None:
             return None
@@ -242,13 +301,41 @@ class FastPath:
         conn.expires = now + steady
         return hop
 
+    def _hop6(self, data: bytes, ip: int, src: str, now: float) -> Hop | None:
+        """`_hop` for an IPv6 packet (`Hop6`)."""
+        if ((data[ip] & 0xF) << 4 | data[ip + 1] >> 4) == self.slow_tos:  # traffic class
+            return None
+        key = fast_key6(data, ip)
+        if key is None:
+            return None
+        hit = self.ct.table.get(key)
+        if hit is None:
+            return None
+        conn, is_reply = hit
+        if is_reply:
+            hop, steady = conn.rhop, conn.rsteady
+        else:
+            hop, steady = conn.hop, conn.steady
+        if hop is None or hop.gen != self.route_gen or hop.src != src or not steady \
+                or conn.expires <= now or data[:ip] != hop.head \
+                or (hop.ttl and data[ip + 7] <= 1) \
+                or (data[ip + 6] == PROTO_TCP and data[ip + 53] & _SFR):
+            return None
+        conn.expires = now + steady
+        return hop
+
     def _learn(self, data: bytes, ip: int, src: str, action: Action) -> None:
         """Leave on the connection the hop of the packet the slow path just forwarded as an
         established one (`ct.hit`), if replaying it gives the same answer (module doc)."""
         hit = self.ct.hit
         if hit is None:  # the packet was not an established one of a tracked connection
             return
-        key = fast_key(data, ip) if type(data) is bytes else None
+        if type(data) is not bytes:
+            return
+        if data[ip] >> 4 == 6:
+            self._learn6(data, ip, src, action)
+            return
+        key = fast_key(data, ip)
         entry = self.ct.table.get(key) if key is not None else None
         # the same connection and direction, not the same tuple object: compiled, a
         # tuple[Conn, bool] is unboxed and boxed again, so `entry is hit` would never hold
@@ -274,7 +361,44 @@ class FastPath:
             bytes(out[plen + 14:plen + (22 if proto == PROTO_ICMP else 26)])
         hop = Hop(self.route_gen, src, data[:ip], bytes(out[:plen]), ttl == 1,
                   rw.ip_delta if rw else 0, nat, proto, rw.l4_delta if rw else 0)
+        self._install(hop, conn, is_reply, action, data, ip, out)
+
+    def _learn6(self, data: bytes, ip: int, src: str, action: Action) -> None:
+        """`_learn` for an IPv6 packet (`Hop6`)."""
+        hit = self.ct.hit
+        key = fast_key6(data, ip)
+        entry = self.ct.table.get(key) if key is not None else None
+        if hit is None or entry is None:
+            return
+        conn, is_reply = hit
+        if entry[0] is not conn or entry[1] != is_reply:
+            return
+        t = type(action)
         if t is Send:
+            out = action.frame  # type: ignore[union-attr]
+        elif t is Encap and ip == FROM_POD:
+            out = action.payload  # type: ignore[union-attr]
+        else:
+            return
+        plen = len(out) - len(data) + ip - 2  # what replaced the bytes before the ethertype
+        if plen < 0 or out[plen + 10:plen + 26] == self.tables.underlay_ip6:
+            return  # a NodePort reply (datapath.nodeport6): the neighbour table decides
+        ttl = data[ip + 7] - out[plen + 9]
+        if ttl not in (0, 1):
+            return
+        rw = conn.rev if is_reply else conn.fwd
+        proto = data[ip + 6]
+        nat = None if rw is None else bytes(out[plen + 10:plen + 10 + _NAT6[proto]])
+        l4d = 0 if rw is None else rw.ip_delta if proto == PROTO_ICMP6 else rw.l4_delta
+        hop = Hop6(self.route_gen, src, data[:ip], bytes(out[:plen]), ttl == 1, nat, proto,
+                   l4d)
+        self._install(hop, conn, is_reply, action, data, ip, out)
+
+    def _install(self, hop: Hop, conn: Conn, is_reply: bool, action: Action, data: bytes,
+                 ip: int, out: bytes) -> None:
+        """Give the hop its destination and leave it on the connection if replaying it on the
+        packet gives the slow path's answer byte for byte."""
+        if type(action) is Send:
             hop.port = action.port  # type: ignore[union-attr]
             # _route's counters (a decap also moves "decap", process_underlay counts it)
             hop.counter = "to_host" if hop.port == self.tables.host_port else "forwarded"

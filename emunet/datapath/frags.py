@@ -11,6 +11,10 @@ address rewrite (its ports and L4 checksum are in the first fragment: RFC 791, R
 checksum covers the whole datagram, so the first fragment's incremental update holds for it).
 Both directions: a backend's big reply is un-NAT'ed fragment by fragment too.
 
+A datagram without DF that is larger than the pod MTU where the node forwards it (a NodePort
+client on the underlay, whose MTU is larger) is cut into fragments of at most the MTU, as
+Linux's ip_forward -> ip_fragment (ip_do_fragment's slow path) does: `split`.
+
 Bounded and timed: at most FRAG_MAX datagrams in flight, each forgotten FRAG_TIMEOUT after its
 first fragment (net.ipv4.ipfrag_time) or at its last fragment. A later fragment whose first
 one was not seen (reordered, or lost) cannot be load-balanced: to a ClusterIP it is dropped
@@ -23,7 +27,16 @@ from emunet.datapath.actions import Action
 from emunet.datapath.fastpath import FastPath
 from emunet.datapath.reasons import DropReason
 from emunet.datapath.tables import LocalPod
-from emunet.packets import ETH_LEN, IP_DST, IP_FRAG, IP_SRC, PROTO_ICMP, U16, tuple_key
+from emunet.packets import (
+    ETH_LEN,
+    IP_DST,
+    IP_FRAG,
+    IP_SRC,
+    PROTO_ICMP,
+    U16,
+    checksum,
+    tuple_key,
+)
 
 FRAG_TIMEOUT = 30.0  # seconds, net.ipv4.ipfrag_time
 FRAG_MAX = 4096  # datagrams in flight per node
@@ -80,3 +93,52 @@ class Fragments(FastPath):
     def expire_frags(self, now: float) -> None:
         if self.frags:
             self.frags = {k: v for k, v in self.frags.items() if v[1] > now}
+
+
+def _copied_options(opts: bytes) -> bytes:
+    """The IPv4 options every fragment repeats: those with the copied flag (RFC 791 §3.1,
+    the type's top bit), padded with End of Option List to a 4-byte boundary."""
+    keep, i = [], 0
+    while i < len(opts):
+        kind = opts[i]
+        if kind == 0:  # End of Option List
+            break
+        if kind == 1:  # No Operation: one byte, not copied
+            i += 1
+            continue
+        size = opts[i + 1] if i + 1 < len(opts) else 0
+        if size < 2:
+            break  # malformed: nothing more can be read
+        if kind & 0x80:
+            keep.append(opts[i:i + size])
+        i += size
+    size = sum(len(o) for o in keep)
+    keep.append(bytes(-size % 4))
+    return b"".join(keep)
+
+
+def split(data: bytes, ip: int, mtu: int) -> list[bytes]:
+    """RFC 791 §3.2 fragmentation of the unfragmented IPv4 packet at data[ip:] (data[:ip], its
+    MAC or VXLAN header, kept in front of each) into fragments of at most `mtu` bytes: each
+    carries a multiple of 8 payload bytes but the last, the packet's identification, MF on all
+    but the last, the copied options after the first, and its own header checksum. The L4
+    header and checksum stay in the first fragment, valid for the whole datagram."""
+    ihl = (data[ip] & 0xF) * 4
+    end = ip + U16.unpack_from(data, ip + 2)[0]
+    head, first = data[:ip], data[ip:ip + ihl]
+    later = b"".join((first[:20], _copied_options(first[20:]))) if ihl > 20 else first
+    out = []
+    off, payload = 0, ip + ihl
+    while payload + off < end:
+        hdr = bytearray(first if off == 0 else later)
+        room = (mtu - len(hdr)) & ~7
+        chunk = data[payload + off:min(end, payload + off + room)]
+        more = payload + off + len(chunk) < end
+        hdr[0] = 0x40 | (len(hdr) >> 2)
+        U16.pack_into(hdr, 2, len(hdr) + len(chunk))
+        U16.pack_into(hdr, 6, (_MF if more else 0) | (off >> 3))
+        U16.pack_into(hdr, 10, 0)
+        U16.pack_into(hdr, 10, checksum(hdr))
+        out.append(b"".join((head, hdr, chunk)))
+        off += len(chunk)
+    return out

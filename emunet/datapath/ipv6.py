@@ -14,9 +14,8 @@ frame pays nothing for IPv6.
 IPv6 has no header checksum (RFC 8200 §3): a routed hop only decrements the hop limit, and NAT
 changes the upper-layer checksum alone, incrementally (RFC 1624) over the pseudo-header
 (`ctconn.Rewrite._apply6`). Conntrack keys are 37 bytes (`ipv6pkt.tuple_key6`), never equal
-to a 13-byte IPv4 key, in the one table. No fast path hops for IPv6 yet: its established
-packets take this full pipeline (one conntrack lookup and the precomputed rewrite,
-`Conntrack.established`, as IPv4's).
+to a 13-byte IPv4 key, in the one table. Established packets of an assured connection take
+the fast path's IPv6 hops (emunet.datapath.fastpath `Hop6`), learnt from this pipeline.
 Extension headers are not walked: a fragment (the source fragments, RFC 8200 §4.5) or any
 other next header is routed untracked under port-less policy, and dropped to a ClusterIP.
 """
@@ -100,6 +99,8 @@ class IPv6(Replies6):
             return self._drop(DropReason.TTL_EXCEEDED, "ICMPv6 time exceeded sent",
                               Send(pod.port, b"".join((pod.mac, t.gateway_mac, err[12:]))))
         out = self._track6(f, l4, end, nh, now, pod)
+        if out is None and self.neigh and (reply := self.nodeport_reply6(f, now)) is not None:
+            return self._verdicts(reply, now)  # a NodePort reply, un-NAT'ed (nodeport6)
         if out is None and bridged is not None:  # cni0 bridging: MACs and hop limit untouched
             self._c["forwarded"] += 1
             out = [Send(bridged.port, bytes(f))]
@@ -209,6 +210,8 @@ class IPv6(Replies6):
         out = self._track6(f, l4, end, nh, now, None)
         if out is not None:
             return self._verdicts(out, now)
+        if self.neigh and (reply := self.nodeport_reply6(f, now)) is not None:
+            return self._verdicts(reply, now)  # a remote backend's NodePort reply
         if bytes(f[IP6_DST]) not in t.pods_by_ip6:
             return self._verdicts(self._drop(DropReason.NO_ROUTE, f"no pod "
                                              f"{ip6_str(f[IP6_DST])} on {t.node}"), now)

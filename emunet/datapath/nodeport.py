@@ -18,6 +18,8 @@ pod traffic to an address that once was a client.
 A node port without ready endpoints is rejected at once (TCP RST, ICMP port unreachable), as
 kube-proxy's REJECT rule does for ClusterIPs; so is a port no Service owns, as the node's kernel
 would (the agent's eth0 filter hands it every TCP/UDP packet in the node port range).
+Node ports over IPv6, the NAT both families share (`_nodeport_dnat`) and what does not fit the
+pod MTU (fragmentation needed / Packet Too Big) are emunet.datapath.nodeport6's.
 
 A mixin, like emunet.datapath.replies: Datapath inherits these methods, so this module needs
 nothing from the pipeline and the pipeline's own stages (policy, routing, drops) are called as
@@ -26,12 +28,12 @@ methods of the same object.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from emunet import packets as pk
-from emunet.datapath.actions import Action, Send
-from emunet.datapath.conntrack import OK, Conn
-from emunet.datapath.frags import Fragments
+from emunet.datapath.actions import Action, Encap, Send
+from emunet.datapath.frags import split
+from emunet.datapath.ipv6pkt import ETHERTYPE_IPV6
+from emunet.datapath.neigh import NEIGH_AGE, NEIGH_MAX, Neighbours
+from emunet.datapath.nodeport6 import EPHEMERAL, SNAT_TRIES, UNDERLAY_PORT, NodePort6
 from emunet.datapath.reasons import DropReason
 from emunet.packets import (
     ETH_DST,
@@ -42,6 +44,7 @@ from emunet.packets import (
     ETHERTYPE_IP,
     IP_CSUM,
     IP_DST,
+    IP_FRAG,
     IP_SRC,
     IP_TTL,
     KEY_DPORT,
@@ -51,59 +54,32 @@ from emunet.packets import (
     TCP_OFF_FLAGS,
     TTL_DEC_DELTA,
     U16,
+    VXLAN,
     apply_delta,
     parse_ipv4,
     tuple_key,
 )
 
-NEIGH_MAX = 4096  # entries; Linux's default gc_thresh3 is 1024, NodePort clients may be more
-NEIGH_AGE = 600.0  # seconds unseen before an entry goes (Linux: gc_stale_time 60 s, then GC)
-UNDERLAY_PORT = "eth0"  # the action port of the node's underlay link (pod ports are veth*)
-SNAT_TRIES = 8  # the client's port first, then random ones in Linux's ephemeral range
-EPHEMERAL = (32768, 61000)  # net.ipv4.ip_local_port_range default: clear of node ports
+# re-exported: the neighbour table and the SNAT constants live in neigh.py and nodeport6.py
+__all__ = ["EPHEMERAL", "NEIGH_AGE", "NEIGH_MAX", "SNAT_TRIES", "UNDERLAY_PORT", "Neighbours",
+           "NodePort"]
+_DF = pk.IP_DF >> 8  # RFC 791 Don't Fragment, in the flags byte at IP_FRAG
 
 
-class Neighbours:
-    """NodePort clients: IP -> (reply MACs, last seen), least recently seen first."""
-
-    def __init__(self, limit: int = NEIGH_MAX, age: float = NEIGH_AGE) -> None:
-        self.limit, self.age = limit, age
-        self._d: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-    def learn(self, ip: bytes, macs: bytes, now: float) -> None:
-        d = self._d
-        if ip in d:
-            d.move_to_end(ip)
-        d[ip] = (macs, now)
-        while d:  # the oldest first: stale ones, and any beyond the cap
-            old_ip, (_, seen) = next(iter(d.items()))
-            if len(d) <= self.limit and now - seen < self.age:
-                break
-            del d[old_ip]
-
-    def get(self, ip: bytes, now: float) -> bytes | None:
-        e = self._d.get(ip)
-        if e is None or now - e[1] >= self.age:
-            return None
-        return e[0]
-
-
-class NodePort(Fragments):
+class NodePort(NodePort6):
     """Methods of Datapath for node port traffic on the underlay (see module doc)."""
 
-    neigh: Neighbours  # set by Datapath.__init__
+    def process_nodeport(self, frame: bytes, now: float, gso: bool = False) -> list[Action]:
+        """A frame for a node port that arrived on this node's underlay eth0 (`gso`: a GSO
+        super-frame, eth0's GRO merging a client's TCP segments: never too big to forward)."""
+        return self._verdicts(self._from_underlay(frame, now, gso), now)
 
-    def process_nodeport(self, frame: bytes, now: float) -> list[Action]:
-        """A frame for a node port that arrived on this node's underlay eth0."""
-        return self._verdicts(self._from_underlay(frame, now), now)
-
-    def _from_underlay(self, frame: bytes, now: float) -> list[Action]:
+    def _from_underlay(self, frame: bytes, now: float, gso: bool) -> list[Action]:
         t = self.tables
         if len(frame) < ETH_LEN or frame[ETH_TYPE] != ETHERTYPE_IP:
-            return self._drop(DropReason.UNSUPPORTED_L3, "not IPv4 on eth0")
+            if len(frame) >= ETH_LEN and frame[ETH_TYPE] == ETHERTYPE_IPV6:
+                return self._from_underlay6(frame, now, gso)  # emunet.datapath.nodeport6
+            return self._drop(DropReason.UNSUPPORTED_L3, "not IP on eth0")
         f = bytearray(frame)
         parsed = parse_ipv4(f)
         if parsed is None:
@@ -117,41 +93,64 @@ class NodePort(Fragments):
         s = int.from_bytes(src, "big")
         if s & t.local_mask == t.local_net or t.remote_for(s) is not None:
             return self._drop(DropReason.INVALID_SOURCE, f"pod address {pk.ip_str(src)} on eth0")
-        self.neigh.learn(src, b"".join((f[ETH_SRC], f[ETH_DST])), now)  # replies: to it, from us
+        macs = b"".join((f[ETH_SRC], f[ETH_DST]))  # the replies': to the client, from us
+        self.neigh.learn(src, macs, now)
+        # larger than the pod MTU: with DF fragmentation needed, not forwarded (nodeport6);
+        # without, forwarded in fragments (frags.split), as ip_forward does
+        big = not gso and end - ETH_LEN > t.mtu
+        quote = bytes(f[ETH_LEN:end]) if big and f[IP_FRAG] & _DF else None
         key = tuple_key(f, l4, proto)
         assert key is not None
         flags = f[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
         if self.ct.established(key, f, l4, end, proto, flags, now):
-            return self._route(f)  # the client's next packets: NAT'ed, routed to the backend
-        sport, dport = key[KEY_SPORT], U16.unpack(key[KEY_DPORT])[0]
+            # the client's next packets: NAT'ed, routed to the backend
+            if quote is not None:
+                return self._too_big(quote, macs, False)
+            return self._fragmented(self._route(f)) if big else self._route(f)
+        dport = U16.unpack(key[KEY_DPORT])[0]
         target = t.nodeports.get((proto, dport))
         if target is None or not target.backends:
             why = (f"{target.name}: no ready endpoints" if target else f"no Service has node "
                    f"port {dport}/{'TCP' if proto == PROTO_TCP else 'UDP'}")
             return self._nodeport_reject(f, l4, end, proto, why)
-        bip, bport = self.affinity.pick(target, src, now, self.rng)
-        denied = self._check(t.gateway_ip, bip, proto, bport, False)  # the backend sees the node
-        if denied is not None:
-            return denied
-        conn = None
-        for i in range(SNAT_TRIES):
-            snat = sport if i == 0 else U16.pack(self.rng.randrange(*EPHEMERAL))
-            c = Conn(proto, (src, t.underlay_ip, sport, key[KEY_DPORT]),
-                     (bip, t.gateway_ip, U16.pack(bport), snat), target.name, (bip, bport))
-            if self.ct.admit(c, now) == OK:
-                conn = c
-                break
-        if conn is None or conn.fwd is None:
-            return self._drop(DropReason.CT_INVALID, f"no free SNAT port for {target.name}")
-        self._new = (conn, flags)  # confirmed when it leaves (Datapath._verdicts)
-        self._c["nodeport_dnat"] += 1
-        conn.fwd.apply(f, ETH_LEN, l4, proto, end)
-        return self._route(f)
+        if quote is not None:
+            return self._too_big(quote, macs, False)
+        out = self._nodeport_dnat(f, l4, end, proto, flags, now, target, src, t.underlay_ip,
+                                  key[KEY_SPORT], key[KEY_DPORT], t.gateway_ip)
+        if out is not None:
+            return out
+        return self._fragmented(self._route(f)) if big else self._route(f)
+
+    def _fragmented(self, out: list[Action]) -> list[Action]:
+        """A routed datagram above the pod MTU without DF, cut into fragments of the pod MTU
+        (emunet.datapath.frags.split) for its veth or the tunnel (whose receiving node tracks
+        them by IP id, frags.py)."""
+        if len(out) != 1:
+            return out
+        a = out[0]
+        mtu = self.tables.mtu
+        if type(a) is Send:
+            parts = split(a.frame, ETH_LEN, mtu)
+            acts: list[Action] = [Send(a.port, p) for p in parts]
+        elif type(a) is Encap:
+            parts = split(a.payload, VXLAN.size + ETH_LEN, mtu)
+            acts = [Encap(a.dst_ip, a.dst_port, p) for p in parts]
+        else:
+            return out
+        self._c["ip_fragmented"] += 1
+        self._c["ip_fragments_out"] += len(parts)
+        return acts
 
     def nodeport_reply(self, f: bytearray, now: float) -> list[Action] | None:
         """A packet that conntrack's reverse NAT turned into a NodePort reply (from this node's
-        underlay address, as no pod can send) goes out of eth0; None for anything else."""
-        if f[IP_SRC] != self.tables.underlay_ip:
+        underlay address, as no pod can send) goes out of eth0; None for anything else: also
+        for the reply of a pod's own connection to <node IP>:<nodePort> (reverse-NAT'ed to the
+        same source), which is routed back to the pod, never looked up among the clients."""
+        t = self.tables
+        if f[IP_SRC] != t.underlay_ip:
+            return None
+        d = int.from_bytes(f[IP_DST], "big")
+        if d & t.local_mask == t.local_net or t.remote_for(d) is not None:
             return None
         macs = self.neigh.get(bytes(f[IP_DST]), now)
         if macs is None:  # aged out or evicted: Linux would resolve it again, emunet cannot

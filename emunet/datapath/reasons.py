@@ -21,4 +21,5 @@ class DropReason(enum.Enum):
     INVALID_VNI = "invalid VNI"                # Cilium DROP_INVALID_VNI
     CT_INVALID = "conntrack invalid"           # e.g. an ICMP error with no matching flow
     FRAG_NOT_SUPPORTED = "fragmentation not supported"  # Cilium DROP_FRAG_NOSUPPORT
+    FRAG_NEEDED = "fragmentation needed"       # Cilium DROP_FRAG_NEEDED: larger than the MTU
     POLICY_DENIED = "policy denied"            # Cilium DROP_POLICY: a NetworkPolicy isolates

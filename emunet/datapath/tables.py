@@ -98,6 +98,15 @@ class NodeTables:
     local_mask6: int = -1
     pods_by_ip6: dict[bytes, LocalPod] = field(default_factory=dict)
     remotes_by_underlay6: dict[str, RemoteNode] = field(default_factory=dict)
+    # NodePort over IPv6: this node's IPv6 underlay address and (proto, node port) -> target
+    # over the IPv6 endpoints, only for Services of the IPv6 family (kube-proxy's IPv6 proxier
+    # sees only those: kubernetes/kubernetes#90101, an IPv4 Service's node port is IPv4 only)
+    underlay_ip6: bytes = b""
+    nodeports6: dict[tuple[int, int], ServiceTarget] = field(default_factory=dict)
+    # the pod MTU (cni0's and flannel.1's): a larger frame arriving on eth0 cannot be
+    # forwarded to a pod (ICMP fragmentation needed / ICMPv6 Packet Too Big, nodeport6.py);
+    # from_state sets it, the default judges nothing too big
+    mtu: int = 0xFFFF
 
     @classmethod
     def from_state(cls, state: ClusterState, node_name: str) -> NodeTables:
@@ -148,12 +157,15 @@ class NodeTables:
         t.host_macs = concat(mac_bytes(naming.host_mac(me.underlay_ip)), gw_mac)
         t.node_ips = {r.underlay_ip_b: r for r in remotes}
         node_ips = [ip_bytes(n.underlay_ip) for n in state.nodes]
+        node_ips6 = [ip6_bytes(n.underlay_ip6) for n in state.nodes if n.underlay_ip6]
+        t.underlay_ip6 = ip6_bytes(me.underlay_ip6) if me.underlay_ip6 else b""
+        t.mtu = state.cluster.mtu
         index = state.pod_index()  # one pass over the pods, not one per Service
         for key, svc in state.services.items():
             eps6 = None
             if svc.cluster_ip6:
                 eps6 = state.endpoints(key, index)
-                t._add_service6(svc, eps6)
+                t._add_service6(svc, eps6, node_ips6)
             if not svc.cluster_ip:
                 continue
             cip = ip_bytes(svc.cluster_ip)
@@ -180,9 +192,11 @@ class NodeTables:
         t.policy = compile_node(state, node_name)
         return t
 
-    def _add_service6(self, svc: ServiceState, eps: dict[int, list[Endpoint]]) -> None:
+    def _add_service6(self, svc: ServiceState, eps: dict[int, list[Endpoint]],
+                      node_ips6: list[bytes]) -> None:
         """An IPv6 ClusterIP (dual-stack contract): its ports balanced over the Service's IPv6
-        endpoints (an Endpoint whose ip has a ':'). NodePorts stay IPv4 (not done for IPv6)."""
+        endpoints (an Endpoint whose ip has a ':'), and its node ports on the nodes' IPv6
+        underlay addresses (from eth0: `nodeports6`; from pods: `services`, as for IPv4)."""
         assert svc.cluster_ip6 is not None
         cip = ip6_bytes(svc.cluster_ip6)
         s = svc.service
@@ -194,8 +208,15 @@ class NodeTables:
                 continue
             backends = tuple((ip6_bytes(e.ip), e.port) for e in eps.get(i, ())
                              if e.ready and ":" in e.ip)
-            self.services[(proto, cip, sp.port)] = ServiceTarget(
-                f"{s.namespace}/{s.name}:{sp.port}/{sp.protocol}", backends, affinity)
+            name = f"{s.namespace}/{s.name}:{sp.port}/{sp.protocol}"
+            self.services[(proto, cip, sp.port)] = ServiceTarget(name, backends, affinity)
+            if sp.node_port is not None and s.node_port_type and node_ips6:
+                np_target = ServiceTarget(f"{name} (nodePort {sp.node_port})", backends,
+                                          affinity)
+                self.nodeports6[(proto, sp.node_port)] = np_target
+                for nip in node_ips6:
+                    self.cluster_ips.setdefault(nip, "node ports")
+                    self.services[(proto, nip, sp.node_port)] = np_target
 
     def remote_for6(self, ip: int) -> RemoteNode | None:
         """The node whose IPv6 pod subnet holds `ip`."""

@@ -245,14 +245,16 @@ def build_underlay(state: ClusterState, m: Manifest, outside: bool = False) -> N
 
 def _build_outside(state: ClusterState, m: Manifest) -> None:
     """`<prefix>-outside`: a client namespace on the underlay bridge (port0), with the last
-    host address of the underlay network; `emunet exec --outside` runs commands there. Its
-    offloads are off, as a pod's: the node agent that answers its NodePort connections reads
-    standard, MTU-sized frames with full checksums."""
-    from emunet.host.underlay import outside_ip
+    host address of the underlay network (dual-stack: also `<underlay.cidr6>::fe`, IPv6 on
+    without forwarding, RA or DAD, as the nodes'); `emunet exec --outside` runs commands there.
+    Its offloads are off, as a pod's: the node agent that answers its NodePort connections
+    reads standard, MTU-sized frames with full checksums."""
+    from emunet.host.underlay import outside_ip, outside_ip6
 
     name, eth0 = naming.outside_netns(), naming.UNDERLAY_IFNAME
     under = naming.underlay_netns()
-    _new_namespace(name, m)
+    dual = state.cluster.dual_stack
+    _new_namespace(name, m, ipv6=dual)
     with entered(under), _netlink("plugging in the outside client", under) as ipr:
         ipr.link("add", ifname="port0", kind="veth", mtu=underlay_mtu(state),
                  peer={"ifname": eth0, "mtu": underlay_mtu(state), "net_ns_fd": name})
@@ -263,6 +265,11 @@ def _build_outside(state: ClusterState, m: Manifest) -> None:
     with entered(name), _netlink("configuring the outside client", name) as ipr:
         idx = ipr.link_lookup(ifname=eth0)[0]
         ipr.addr("add", index=idx, address=outside_ip(str(net)), prefixlen=net.prefixlen)
+        if dual:  # NodePort over IPv6 from outside (emunet.datapath.nodeport6)
+            net6 = ipaddress.IPv6Network(state.cluster.underlay_cidr6
+                                         or model.DEFAULT_UNDERLAY_CIDR6)
+            ipr.addr("add", index=idx, address=outside_ip6(str(net6)),
+                     prefixlen=net6.prefixlen, flags=IFA_F_NODAD)
         ipr.link("set", index=idx, state="up")
         _offloads_off(eth0, name)
 

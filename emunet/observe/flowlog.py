@@ -40,11 +40,15 @@ class FlowLog:
         return self.f
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        if not records:
+        self.write_lines([json.dumps(r, separators=(",", ":")) for r in records])
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Append records already serialised (one JSON object each, no newline)."""
+        if not lines:
             return
         try:
             f = self._open()
-            f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+            f.write("\n".join(lines) + "\n")
             f.flush()
             if f.tell() >= self.cap:
                 f.close()

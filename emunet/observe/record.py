@@ -6,7 +6,7 @@ with one packet: where it came in, the headers it had, the conntrack state, the 
 datapath reports one, and where it went out (a pod veth, the overlay with the outer VXLAN
 header, or back to the sender) or why it was dropped. `hubble` renders records for users.
 
-Record fields: time, node, from ("endpoint"|"overlay"), in_port | outer, pkt (headers in),
+Record fields: time, node, from ("endpoint"|"overlay"|"network"), in_port | outer, pkt (headers in),
 ct ("new"|"established"|"reply"|"untracked"), verdict ("FORWARDED"|"DROPPED"), drop, service,
 backend, nat_out (headers out when translated), policy [..], to, out_port | out_outer, traced.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from emunet.datapath import Drop, Encap, Send
 from emunet.datapath.ipv6pkt import ETHERTYPE_IPV6, IP6_DST, IP6_HLIM, IP6_SRC, L4_6, PROTO_ICMP6
 from emunet.datapath.ipv6pkt import ip6_str as _ip6_str
-from emunet.observe.hook import FROM_OVERLAY, TRACE_TOS, Event, flow_key
+from emunet.observe.hook import FROM_NETWORK, FROM_OVERLAY, TRACE_TOS, Event, flow_key
 from emunet.packets import (
     ETH_DST,
     ETH_LEN,
@@ -124,15 +124,36 @@ def _policy(a: Any) -> dict[str, Any]:
     return d
 
 
+Pinned = tuple[Event, Any, bool]
+"""A kept event with what conntrack said of it right after its batch: the table's hit
+(entry, is_reply) or None, and whether its flow is traced (`pin`)."""
+
+
+def pin(ev: Event, ct_table: dict, traced: dict) -> Pinned:
+    """What `record` needs from conntrack, looked up now: the agent pins each event right
+    after the batch that produced it (the connection it opened is in the table then; a flood
+    may evict it later) and describes it later, in idle time (emunet.agent.flows)."""
+    key = flow_key(ev[3], VXLAN.size if ev[1] == FROM_OVERLAY else 0)
+    if key is None:
+        return ev, None, False
+    return ev, ct_table.get(key), key in traced
+
+
 def describe(ev: Event, node: str, underlay_ip: str, ct_table: dict, traced: dict,
              wall_offset: float, port_names: dict[str, str] | None = None,
              vxlan_port: int | None = None, underlay_ip6: str = "") -> dict[str, Any]:
-    """One kept event as a record. `wall_offset` turns the pipeline's monotonic time to epoch.
-    `underlay_ip6`: the node's IPv6 underlay address, the outer address of flannel-v6's VXLAN.
+    """One kept event as a record, conntrack read now (`pin` then `record`)."""
+    return record(pin(ev, ct_table, traced), node, underlay_ip, wall_offset, port_names,
+                  vxlan_port, underlay_ip6)
 
-    `ct_table` and `traced` are the datapath's conntrack table and traced keys, read right after
-    the batch that produced the event (so the connection it opened is still there).
-    """
+
+def record(pinned: Pinned, node: str, underlay_ip: str, wall_offset: float,
+           port_names: dict[str, str] | None = None, vxlan_port: int | None = None,
+           underlay_ip6: str = "") -> dict[str, Any]:
+    """One pinned event as a record. `wall_offset` turns the pipeline's monotonic time to
+    epoch. `underlay_ip6`: the node's IPv6 underlay address, the outer address of flannel-v6's
+    VXLAN."""
+    ev, hit, traced_flow = pinned
     now, where, src, data, out, new = ev
     off = VXLAN.size if where == FROM_OVERLAY else 0
     pkt = headers(data, off)
@@ -141,28 +162,23 @@ def describe(ev: Event, node: str, underlay_ip: str, ct_table: dict, traced: dic
         rec["from"] = "overlay"
         rec["outer"] = _outer(data, src, underlay_ip6 if ":" in src else underlay_ip,
                               vxlan_port)
+    elif where == FROM_NETWORK:  # a node port's client, on the node's eth0
+        rec["from"] = "network"
+        rec["in_port"] = src
     else:
         rec["from"] = "endpoint"
         rec["in_port"] = src
         if port_names and src in port_names:
             rec["in_pod"] = port_names[src]
-    key = flow_key(data, off)
-    hit = ct_table.get(key) if key is not None else None
-    rec["traced"] = pkt.get("tos") == TRACE_TOS or (key is not None and key in traced)
-    if new and hit is not None:
-        rec["ct"] = "new"
-        conn = hit[0]
-        if conn.backend is not None:
-            rec["service"] = conn.service
-            rec["backend"] = _backend(conn.backend)
-    elif hit is not None:
-        rec["ct"] = "reply" if hit[1] else "established"
-        conn = hit[0]
-        if conn.backend is not None:
-            rec["service"] = conn.service
-            rec["backend"] = _backend(conn.backend)
-    else:
+    rec["traced"] = pkt.get("tos") == TRACE_TOS or traced_flow
+    if hit is None:
         rec["ct"] = "untracked"
+    else:
+        rec["ct"] = "new" if new else "reply" if hit[1] else "established"
+        conn = hit[0]
+        if conn.backend is not None:
+            rec["service"] = conn.service
+            rec["backend"] = _backend(conn.backend)
     rec["verdict"] = "FORWARDED"
     policies = []
     for a in out:

@@ -69,3 +69,13 @@ def test_scrub_and_snapshot_of_ipv6_flows():
     del gone[c.ip6], gone[c.ip]
     assert stale_ips(owners, gone) == {ip6_bytes(c.ip6), bytes(int(x) for x in c.ip.split("."))}
     assert dp.ct.flush_ips(stale_ips(owners, gone)) == 1
+
+
+def test_ipv6_addresses_with_ports_are_bracketed_in_flows():
+    from emunet.observe import filters, hubble
+
+    assert hubble.hostport("fd00:e3e7::b", 30080) == "[fd00:e3e7::b]:30080"
+    assert hubble.hostport("192.168.1.11", 30080) == "192.168.1.11:30080"
+    assert filters._name({}, "fd00:e3e7::b", 30080) == "[fd00:e3e7::b]:30080"
+    assert filters._name({}, "fd00:e3e7::b", None) == "fd00:e3e7::b"
+    assert filters._name({"namespace": "n", "pod_name": "p"}, "2001:db8::1", 80) == "n/p:80"
