@@ -7,7 +7,10 @@ One two-node cluster of --pods pods (built-in pods without ports, plus an iperf3
 node-1 and server on node-2 behind a ClusterIP). A flow generator in the client pod opens
 --rate new UDP flows a second through a ClusterIP to a pod on node-2 (each is a kept event on
 both nodes: about 2 x rate flow records a second, measured from the flow files and printed).
-It runs throughout, UI open or closed, so the only difference between the two is the UI:
+With --drops D a NetworkPolicy lets only that port into the sink, and a second generator sends
+D flows a second to another of its ports: D dropped flows a second for the table (in red) and
+the map (a broken edge). The generators run throughout, UI open or closed, so the only
+difference between the two is the UI:
 
   page ready       from `driver.get(URL)` until the map shows every pod and the flow table
                    has the stored flows (the last 200) (headless Chromium, Selenium, the
@@ -18,31 +21,30 @@ It runs throughout, UI open or closed, so the only difference between the two is
   datapath         iperf3 one stream cross-node via the ClusterIP, UI closed (no server, no
                    browser) and UI open (the server and the page streaming), alternated
                    --repeat times; medians and the ratio open/closed (issue 18: >= 0.95x)
+
+With --cpu-only S there is no iperf3: the page streams for S seconds per round and the CPU
+seconds of the server and of each browser process type are reported (cores), with Chromium's
+own accounting of the page's main thread (script, layout, style); --compare TREE alternates
+this tree's UI with another source tree's (e.g. `git archive main`), on one cluster, ABBA.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common_cluster import BenchCluster, median, pod_doc, ratio, service_doc
+from bench.common_cluster import ROOT, BenchCluster, median, pod_doc, ratio, service_doc
+from bench.common_ui import UI, cpu_delta
 
 NS = "bench"
 IPERF_PORT, SINK_PORT = 5201, 9000
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--enable-precise-memory-info", "--window-size=1280,800"]
 
 GENERATOR = textwrap.dedent("""
     import socket, sys, time
@@ -61,7 +63,7 @@ GENERATOR = textwrap.dedent("""
 """)
 
 
-def config(pods: int) -> str:
+def config(pods: int, drops: float = 0) -> str:
     iperf = ["iperf3", "-s", "-p", str(IPERF_PORT)]
     docs = ["apiVersion: emunet/v1alpha1\nkind: Cluster\nmetadata: {name: benchui}\nspec:\n"
             "  apiServer: {port: 0}\n  nodes:\n    - {name: node-1}\n    - {name: node-2}\n",
@@ -80,13 +82,17 @@ def config(pods: int) -> str:
     docs += [f"apiVersion: v1\nkind: Pod\nmetadata: {{name: pod-{i}, namespace: {NS}, "
              f"labels: {{app: app-{i % 10}}}}}\nspec:\n  containers:\n"
              "    - {name: main, image: emunet/builtin}\n" for i in range(max(0, pods - 3))]
+    if drops:
+        docs.append("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: "
+                    f"sink-{SINK_PORT}-only, namespace: {NS}}}\nspec:\n  podSelector: "
+                    "{matchLabels: {app: sink}}\n  policyTypes: [Ingress]\n  ingress:\n"
+                    f"    - ports: [{{protocol: UDP, port: {SINK_PORT}}}]\n")
     return "---\n".join(docs)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def pod_ip(c: BenchCluster, name: str) -> str:
+    items = json.loads(c.emunet("get", "pods", "-n", NS, "-o", "json"))["items"]
+    return next(p["status"]["podIP"] for p in items if p["metadata"]["name"] == name)
 
 
 def cluster_ip(c: BenchCluster, name: str) -> str:
@@ -119,121 +125,48 @@ def record_rate(run_dir: Path, seconds: float) -> float:
     return (lines() - a) / (time.monotonic() - t0)
 
 
-class UI:
-    """A headless Chromium for the whole run, and `emunet ui` started (`open`) and stopped
-    (`close`) per round: "closed" is no server and the tab on about:blank, so a round does not
-    also pay for a browser starting up (seconds of CPU on this machine)."""
-
-    def __init__(self, c: BenchCluster) -> None:
-        self.c, self.port = c, free_port()
-        self.proc: subprocess.Popen | None = None
-        self.driver: Any = None
-        self.profile = tempfile.mkdtemp(prefix="emunet-bench-ui-")
-        self.url = ""
-
-    def __enter__(self) -> UI:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = "/usr/bin/chromium"
-        for f in [*FLAGS, f"--user-data-dir={self.profile}"]:
-            opts.add_argument(f)
-        self.driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"),
-                                       options=opts)
-        return self
-
-    def open(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "emunet", "ui", "--port",
-                                      str(self.port)], env=self.c.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        self.url = next((w for w in line.split() if w.startswith("http://")), "")
-        if not self.url:
-            raise RuntimeError(f"emunet ui did not print its URL: {line!r}")
-
-    def close(self) -> None:
-        self.driver.get("about:blank")
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    def load(self, pods: int) -> float:
-        """Seconds from navigation until every pod is on the map and flows are listed."""
-        d = self.driver
-        d.get("about:blank")
-        t0 = time.monotonic()
-        d.get(self.url)
-        deadline = t0 + 120
-        while time.monotonic() < deadline:
-            n, rows = d.execute_script(
-                "return [document.querySelectorAll('#map g.pod').length,"
-                " document.querySelectorAll('#flows tbody tr').length"
-                " * (document.body.dataset.flowsLoaded === '1')];")
-            if n >= pods and rows > 0:
-                return time.monotonic() - t0
-            time.sleep(0.02)
-        raise RuntimeError(f"the page did not show {pods} pods within 120 s")
-
-    def memory(self) -> dict[str, float]:
-        heap = self.driver.execute_script("return performance.memory.usedJSHeapSize;")
-        rss = 0
-        for proc in Path("/proc").iterdir():  # the tab's renderer: ours by its profile dir
-            try:
-                cmd = (proc / "cmdline").read_bytes()
-                if b"--type=renderer" in cmd and self.profile.encode() in cmd:
-                    for line in (proc / "status").read_text().splitlines():
-                        if line.startswith("VmRSS:"):
-                            rss = max(rss, int(line.split()[1]) * 1024)
-            except OSError:
-                continue
-        return {"js_heap_mb": heap / 2**20, "renderer_rss_mb": rss / 2**20}
-
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU time so far of the UI server and of all the browser's processes."""
-        tick = os.sysconf("SC_CLK_TCK")
-        out = {"server": 0.0, "browser": 0.0}
-        for proc in Path("/proc").iterdir():
-            try:
-                if not proc.name.isdigit():
-                    continue
-                if self.proc is not None and int(proc.name) == self.proc.pid:
-                    who = "server"
-                elif self.profile.encode() in (proc / "cmdline").read_bytes():
-                    who = "browser"
-                else:
-                    continue
-                f = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-                out[who] += (int(f[11]) + int(f[12])) / tick
-            except (OSError, ValueError, IndexError):
-                continue
-        return out
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.close()
-        finally:
-            self.driver.quit()
-            shutil.rmtree(self.profile, ignore_errors=True)
+def cpu_only(a: argparse.Namespace, c: BenchCluster, res: dict[str, Any]) -> None:
+    """Rounds of --cpu-only seconds of the page streaming, per tree (ABBA): cores used."""
+    trees = [ROOT] + ([Path(a.compare).resolve()] if a.compare else [])
+    per: dict[str, list[dict[str, float]]] = {str(t): [] for t in trees}
+    with UI(c) as ui:
+        for i in range(a.repeat):
+            for tree in (trees if i % 2 == 0 else trees[::-1]):
+                ui.open(tree)
+                ui.load(a.pods)
+                m0 = ui.page_metrics()
+                time.sleep(a.settle)
+                m0, cpu0, t0 = ui.page_metrics(), ui.cpu_by_pid(), time.monotonic()
+                time.sleep(a.cpu_only)
+                m1, cpu1, dt = ui.page_metrics(), ui.cpu_by_pid(), time.monotonic() - t0
+                row = {k: round(v / dt, 4) for k, v in cpu_delta(cpu0, cpu1).items()}
+                row.update({f"page_{k}": round((m1.get(k, 0.0) - m0.get(k, 0.0)) / dt, 4)
+                            for k in m1})
+                per[str(tree)].append(row)
+                ui.close()
+    res["cpu_only_s"] = a.cpu_only
+    res["trees"] = {t: {"rounds": rows, "median": {k: median([r.get(k, 0.0) for r in rows])
+                                                   for k in rows[0]}}
+                    for t, rows in per.items()}
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
-    res: dict[str, Any] = {"pods": a.pods, "rate": a.rate, "repeat": a.repeat,
-                           "seconds": a.seconds}
-    with BenchCluster("bui", config(a.pods), timeout=600) as c:
+    res: dict[str, Any] = {"pods": a.pods, "rate": a.rate, "drops": a.drops,
+                           "repeat": a.repeat, "seconds": a.seconds}
+    with BenchCluster("bui", config(a.pods, a.drops), timeout=600) as c:
         res["up_s"] = round(c.up_seconds, 1)
-        gen = subprocess.Popen(["ip", "netns", "exec", c.netns(NS, "client"), sys.executable,
-                                "-c", GENERATOR, cluster_ip(c, "sink"), str(SINK_PORT),
-                                str(a.rate)])
+        targets = [(cluster_ip(c, "sink"), SINK_PORT, a.rate)]
+        if a.drops:
+            targets.append((pod_ip(c, "sink"), SINK_PORT + 1, a.drops))  # denied: dropped
+        gens = [subprocess.Popen(["ip", "netns", "exec", c.netns(NS, "client"), sys.executable,
+                                  "-c", GENERATOR, ip, str(port), str(rate)])
+                for ip, port, rate in targets]
         try:
             time.sleep(1)
             res["records_per_s"] = round(record_rate(c.tmp / "run", 3), 0)
+            if a.cpu_only:
+                cpu_only(a, c, res)
+                return res
             vip = cluster_ip(c, "iperf")
             closed, opened, ready, mem0, mem1 = [], [], [], {}, {}
             cpu: list[dict[str, float]] = []
@@ -265,8 +198,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                        server_cpu=median([x["server"] for x in cpu]),
                        browser_cpu=median([x["browser"] for x in cpu]))
         finally:
-            gen.send_signal(signal.SIGTERM)
-            gen.wait(10)
+            for gen in gens:
+                gen.send_signal(signal.SIGTERM)
+                gen.wait(10)
     return res
 
 
@@ -275,14 +209,31 @@ def main() -> int:
     ap.add_argument("--pods", type=int, default=200)
     ap.add_argument("--rate", type=float, default=500, help="new UDP flows a second (each "
                     "makes a record on both nodes: about twice as many records)")
+    ap.add_argument("--drops", type=float, default=0, help="also this many dropped flows a "
+                    "second (denied by a NetworkPolicy)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each iperf3 run")
     ap.add_argument("--soak", type=float, default=30.0, help="seconds of streaming before the "
                     "second memory reading")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds before each iperf3 run")
+    ap.add_argument("--cpu-only", type=float, default=0.0, metavar="S", help="no iperf3: "
+                    "report the UI's CPU (cores, per process type) over S s of streaming")
+    ap.add_argument("--compare", metavar="TREE", help="with --cpu-only: alternate with the UI "
+                    "of this source tree")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     res = run(a)
+    if a.cpu_only:
+        print(f"UI CPU with {res['pods']} pods, {res['records_per_s']:.0f} flow records/s "
+              f"({res['drops']:.0f} dropped flows/s), "
+              f"{res['repeat']} rounds of {a.cpu_only:.0f} s per tree (medians; cores, and the "
+              "page's main thread in s/s)")
+        for t, v in res["trees"].items():
+            print(f"  {t}")
+            print("    " + "  ".join(f"{k} {x:.3f}" for k, x in sorted(v["median"].items())))
+        if a.json:
+            Path(a.json).write_text(json.dumps(res, indent=2))
+        return 0
     print(f"UI with {res['pods']} pods, {res['records_per_s']:.0f} flow records/s "
           f"({res['rate']:.0f} new flows/s), {res['repeat']} rounds")
     print(f"  page ready (map + flows)   median {res['ready_median_s']:.2f} s  "

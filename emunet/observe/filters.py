@@ -24,7 +24,8 @@ _EVENT_TYPE = {"drop": 1, "trace": 4, "policy-verdict": 5, "l7": 129}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _POINTS = {"TO_ENDPOINT": "to-endpoint", "TO_OVERLAY": "to-overlay",
-           "FROM_ENDPOINT": "from-endpoint", "FROM_OVERLAY": "from-overlay"}
+           "FROM_ENDPOINT": "from-endpoint", "FROM_OVERLAY": "from-overlay",
+           "FROM_NETWORK": "from-network", "TO_NETWORK": "to-network"}
 
 
 class FilterError(InputError, ValueError):

@@ -11,6 +11,7 @@ the run dir (a tmpfs in /run: memory) holds at most 2*CAP per source.
 
 from __future__ import annotations
 
+import fnmatch
 import heapq
 import json
 import os
@@ -71,8 +72,15 @@ def read_source(path: Path) -> list[dict[str, Any]]:
 def sources(run_dir: Path) -> list[Path]:
     """The current file of every source in the run dir, also of a source whose current file
     is not there (right after a rotation, until its next write: the DNS responder may be idle)."""
-    found = {p for pat in PATTERNS for p in run_dir.glob(pat)}
-    found |= {p.with_name(p.name[:-2]) for pat in PATTERNS for p in run_dir.glob(pat + ".1")}
+    try:
+        names = os.listdir(run_dir)  # one listing, not a glob per pattern: `emunet ui` and
+    except OSError:                  # `observe -f` look several times a second
+        return []
+    found = set()
+    for name in names:
+        base = name[:-2] if name.endswith(".1") else name
+        if any(fnmatch.fnmatchcase(base, pat) for pat in PATTERNS):
+            found.add(run_dir / base)
     return sorted(found)
 
 
@@ -138,25 +146,32 @@ def _follow(run_dir: Path, pos: dict[Path, tuple[int, int]], poll: float, lag: f
 
 
 def _read_new(p: Path, pos: dict[Path, tuple[int, int]]) -> list[dict[str, Any]]:
+    out = []
+    for line in new_lines(p, pos):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def new_lines(p: Path, pos: dict[Path, tuple[int, int]]) -> list[bytes]:
+    """The complete lines appended to source `p` since `pos[p]` (inode, offset), unparsed;
+    `pos` is moved past them. A new inode or a shorter file (rotated: the rest of the old file
+    is in .1) starts again from 0; a half-written last line waits for the next call."""
     try:
         st = p.stat()
     except OSError:
         return []
     ino, off = pos.get(p, (st.st_ino, 0))
-    if ino != st.st_ino or st.st_size < off:  # rotated: the rest of the old file is in .1
+    if ino != st.st_ino or st.st_size < off:
         off = 0
     if st.st_size == off:
         pos[p] = (st.st_ino, off)
         return []
-    out = []
     with open(p, "rb") as f:
         f.seek(off)
         data = f.read()
-    end = data.rfind(b"\n") + 1  # a half-written last line waits for the next poll
-    for line in data[:end].splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
+    end = data.rfind(b"\n") + 1
     pos[p] = (st.st_ino, off + end)
-    return out
+    return data[:end].splitlines()

@@ -48,10 +48,13 @@ EVENTS_PER_S = 2000  # untraced events kept per second (new flows and drops); tr
 # version 6 and its high nibble, then its low nibble above the flow label's top bits
 MARK6_BYTE0, MARK6_NIBBLE = 0x60 | TRACE_TOS >> 4, TRACE_TOS & 0xF
 
-FROM_ENDPOINT, FROM_OVERLAY = 0, 1  # where a kept event's frame entered the datapath
+# where a kept event's frame entered the datapath: a pod veth, VXLAN, or the node's eth0 (a
+# node port's client outside the cluster: Cilium's FROM_NETWORK)
+FROM_ENDPOINT, FROM_OVERLAY, FROM_NETWORK = 0, 1, 2
 
 Event = tuple[float, int, str, bytes, list[Any], bool]
-"""(now, FROM_ENDPOINT|FROM_OVERLAY, in_port or peer underlay IP, input bytes, actions, new)."""
+"""(now, FROM_ENDPOINT|FROM_OVERLAY|FROM_NETWORK, in_port, peer underlay IP or "eth0", input
+bytes, actions, new)."""
 
 # Ethernet, an IPv4 header with the most options (IHL 15: 60 bytes) and the 8 L4 bytes a key
 # is read from: all of a frame `flow_key` looks at.
@@ -138,6 +141,18 @@ class ObservedDatapath(Datapath):
                 or (self.traced and flow_key(payload, v) in self.traced)):
             self._keep(now, FROM_OVERLAY, src_ip, payload, out, new, v,
                        marked(payload, v) or bool(self.traced))
+        return self._count_tx(out)
+
+    def process_nodeport(self, frame: bytes, now: float, gso: bool = False) -> list[Any]:
+        """A frame for a node port from the node's eth0: kept as `process` keeps pod frames
+        (new connections, drops), so node port traffic from outside shows in flows too."""
+        n = self.ct.inserts
+        out = super().process_nodeport(frame, now, gso)
+        self.rx_bytes += len(frame)
+        new = self.ct.inserts != n
+        if new or (out and type(out[-1]) is Drop) or (
+                self.traced and flow_key(frame) in self.traced):
+            self._keep(now, FROM_NETWORK, "eth0", frame, out, new, 0, bool(self.traced))
         return self._count_tx(out)
 
     def _count_tx(self, out: list[Any]) -> list[Any]:

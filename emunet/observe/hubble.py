@@ -35,7 +35,8 @@ DROP_REASONS = {
 # Cilium monitor message types (pkg/monitor/api/types.go)
 MSG_DROP, MSG_TRACE, MSG_POLICY_VERDICT, MSG_ACCESS_LOG = 1, 4, 5, 129
 # Cilium trace sub-types = observation points (pkg/monitor/api/datapath_trace.go)
-TRACE_SUBTYPES = {"TO_ENDPOINT": 0, "TO_OVERLAY": 4, "FROM_ENDPOINT": 5, "FROM_OVERLAY": 9}
+TRACE_SUBTYPES = {"TO_ENDPOINT": 0, "TO_OVERLAY": 4, "FROM_ENDPOINT": 5, "FROM_OVERLAY": 9,
+                  "FROM_NETWORK": 10, "TO_NETWORK": 11}
 ICMP_NAMES = {0: "EchoReply", 3: "DestinationUnreachable", 8: "EchoRequest",
               11: "TimeExceeded"}
 ICMP6_NAMES = {1: "DestinationUnreachable", 2: "PacketTooBig", 3: "TimeExceeded",
@@ -197,18 +198,25 @@ def flows(rec: dict[str, Any], d: Directory) -> list[dict[str, Any]]:
         name, code = DROP_REASONS.get(drop.get("reason", ""), (drop.get("reason", ""), 0))
         f.update(drop_reason=code, drop_reason_desc=name,
                  event_type={"type": MSG_DROP, "sub_type": code},
-                 trace_observation_point="FROM_ENDPOINT" if egress else "FROM_OVERLAY",
+                 trace_observation_point=_from_point(rec),
                  emunet_drop_detail=drop.get("detail", ""))
         if drop.get("reason") == "POLICY_DENIED" and not rec.get("policy"):
             f[("egress" if egress else "ingress") + "_denied_by"] = [
                 {"name": drop.get("detail", "")}]
     else:
         point = {"endpoint": "TO_ENDPOINT", "overlay": "TO_OVERLAY"}.get(
-            rec.get("to", ""), "FROM_ENDPOINT" if egress else "FROM_OVERLAY")
+            rec.get("to", ""), _from_point(rec))
+        if point == "TO_ENDPOINT" and rec.get("out_port") == "eth0":
+            point = "TO_NETWORK"  # a node port's reply to its client outside
         f.update(trace_observation_point=point,
                  event_type={"type": MSG_TRACE, "sub_type": TRACE_SUBTYPES.get(point, 0)})
     out.append({k: v for k, v in f.items() if v is not None})
     return out
+
+
+def _from_point(rec: dict[str, Any]) -> str:
+    return {"endpoint": "FROM_ENDPOINT", "network": "FROM_NETWORK"}.get(
+        rec.get("from", ""), "FROM_OVERLAY")
 
 
 def l7_flow(rec: dict[str, Any], d: Directory) -> dict[str, Any]:

@@ -72,6 +72,10 @@ def hops(rec: dict[str, Any], d: Directory) -> list[dict[str, Any]]:
                       f"leaves the pod's eth0 (MAC {pkt.get('smac')}) and comes out of its veth "
                       f"peer {rec.get('in_port')} in {node}'s namespace, where the agent reads "
                       "it"))
+    elif rec.get("from") == "network":  # a node port's client outside the cluster
+        h.append(_hop("L1/L2", node, "underlay",
+                      f"{_addr(pkt, 'src')} -> {_addr(pkt, 'dst')} arrives on {node}'s eth0 "
+                      "from outside the cluster; the agent's node port filter takes it"))
     else:
         o = rec.get("outer", {})
         h.append(_hop("L1/L2", node, "underlay",

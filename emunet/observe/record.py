@@ -6,7 +6,7 @@ with one packet: where it came in, the headers it had, the conntrack state, the 
 datapath reports one, and where it went out (a pod veth, the overlay with the outer VXLAN
 header, or back to the sender) or why it was dropped. `hubble` renders records for users.
 
-Record fields: time, node, from ("endpoint"|"overlay"), in_port | outer, pkt (headers in),
+Record fields: time, node, from ("endpoint"|"overlay"|"network"), in_port | outer, pkt (headers in),
 ct ("new"|"established"|"reply"|"untracked"), verdict ("FORWARDED"|"DROPPED"), drop, service,
 backend, nat_out (headers out when translated), policy [..], to, out_port | out_outer, traced.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from emunet.datapath import Drop, Encap, Send
 from emunet.datapath.ipv6pkt import ETHERTYPE_IPV6, IP6_DST, IP6_HLIM, IP6_SRC, L4_6, PROTO_ICMP6
 from emunet.datapath.ipv6pkt import ip6_str as _ip6_str
-from emunet.observe.hook import FROM_OVERLAY, TRACE_TOS, Event, flow_key
+from emunet.observe.hook import FROM_NETWORK, FROM_OVERLAY, TRACE_TOS, Event, flow_key
 from emunet.packets import (
     ETH_DST,
     ETH_LEN,
@@ -162,6 +162,9 @@ def record(pinned: Pinned, node: str, underlay_ip: str, wall_offset: float,
         rec["from"] = "overlay"
         rec["outer"] = _outer(data, src, underlay_ip6 if ":" in src else underlay_ip,
                               vxlan_port)
+    elif where == FROM_NETWORK:  # a node port's client, on the node's eth0
+        rec["from"] = "network"
+        rec["in_port"] = src
     else:
         rec["from"] = "endpoint"
         rec["in_port"] = src

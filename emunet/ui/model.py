@@ -173,17 +173,6 @@ def flow_rows(records: Iterable[dict[str, Any]], d: hubble.Directory,
     return rows[-last:]
 
 
-def live_sample(records: list[dict[str, Any]], drops: int, others: int
-                ) -> tuple[list[dict[str, Any]], int]:
-    """What a live batch shows: up to `drops` dropped records and the newest `others` of the
-    rest, in their order; and how many were left out."""
-    dropped = [r for r in records if r.get("verdict") == "DROPPED"]
-    rest = [r for r in records if r.get("verdict") != "DROPPED"]
-    dropped, rest = dropped[max(0, len(dropped) - drops):], rest[max(0, len(rest) - others):]
-    keep = {id(r) for r in dropped} | {id(r) for r in rest}
-    return [r for r in records if id(r) in keep], len(records) - len(keep)
-
-
 # ---- the journey ---------------------------------------------------------------------------
 
 # The headers a hop shows: the packet as it came into the node's datapath, or from the DNAT on

@@ -148,6 +148,26 @@ def test_unused_node_port_is_refused_at_once(cluster):
     assert time.monotonic() - t0 < 3
 
 
+def test_node_port_traffic_from_outside_is_in_the_flows(cluster):
+    """`emunet observe` shows what a node port's outside client did, as Hubble shows traffic
+    from the network: the new connections with their DNAT (interface eth0), and a refused
+    port as a drop observed FROM_NETWORK."""
+    node1, node2 = cluster.ips["node-1"], cluster.ips["node-2"]
+    assert len(_curl_many(lambda *a: _outside(cluster, *a), f"http://{node1}:30080/", 4)) == 4
+    _outside(cluster, "curl", "-s", "-m", "3", f"http://{node2}:30999/", check=False)
+    time.sleep(0.5)  # records reach the flow files within 100 ms of their packet
+    flows = [json.loads(x)["flow"] for x in cluster.emunet(
+        "observe", "-o", "json", "--last", "2000").stdout.splitlines() if x.strip()]
+    fwd = [f for f in flows if f.get("interface", {}).get("name") == "eth0"
+           and f.get("dnat", {}).get("original_destination") == f"{node1}:30080"]
+    assert len(fwd) >= 4, flows[-10:]
+    assert {f["destination"].get("pod_name", "").split("-")[0] for f in fwd} == {"echo"}
+    drops = [f for f in flows if f.get("trace_observation_point") == "FROM_NETWORK"
+             and f["verdict"] == "DROPPED" and f.get("l4", {}).get("TCP", {}).get(
+                 "destination_port") == 30999]
+    assert drops and drops[-1]["node_name"] == "node-2"
+
+
 def test_session_affinity_keeps_a_client_on_one_backend(cluster):
     run = lambda *a: cluster.exec(NS, "client", *a)  # noqa: E731
     sticky = _curl_many(run, "http://sticky/", 20)

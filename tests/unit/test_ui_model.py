@@ -93,15 +93,6 @@ def test_flow_rows_filter_with_observe_names(traced):
         model.flow_filter({"port": ["http"]})
 
 
-def test_live_sample_keeps_every_drop_and_the_newest_others():
-    recs = [{"n": i, "verdict": "DROPPED" if i % 10 == 0 else "FORWARDED"} for i in range(100)]
-    keep, skipped = model.live_sample(recs, drops=100, others=5)
-    assert [r["n"] for r in keep] == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 96, 97, 98, 99]
-    assert skipped == 85
-    keep, skipped = model.live_sample(recs, drops=2, others=0)
-    assert [r["n"] for r in keep] == [80, 90] and skipped == 98
-
-
 def test_flow_rows_name_the_policy_that_dropped():
     st = make_state()
     rec = {"time": 1.0, "node": "node-2", "from": "overlay", "verdict": "DROPPED",

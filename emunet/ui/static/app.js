@@ -3,13 +3,19 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const MAX_FLOWS = 200;
+const MAX_FLOWS = 200;  // flows kept (and shown when paused)
+// Rows in the page while live: the table's height on a 1080p screen (two at 1280x800). Every
+// row in the table is laid out and painted again when a batch shifts them (measured: 200 rows
+// cost the renderer twice what 50 do), and rows that move every second are read by pausing,
+// which shows the last MAX_FLOWS. (server.py's LIVE_OTHERS: how many a batch brings.)
+const LIVE_ROWS = 30;
 const DROP_SHOW_MS = 15000;
 const W = 1000;
 
 const ui = {
   map: null, pos: new Map(), known: null, drops: [], flows: [], seen: new Set(),
   source: null, paused: false, trace: null, params: new URLSearchParams(), skipped: 0,
+  mapText: "", dropsDrawn: null, queued: false,
 };
 
 function el(tag, attrs, text) {
@@ -45,6 +51,7 @@ function renderMap(m) {
   const refocus = focused ? focused.dataset.ref : null;
   svg.replaceChildren();
   ui.pos.clear();
+  ui.dropsDrawn = null;  // a new, empty #drops
   const defs = el("defs");
   const mk = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
     markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
@@ -197,20 +204,20 @@ function noteDrop(row) {
   ui.drops.push({ at: Date.now(), src: row.source_pod, dst: row.destination_pod,
     why: row.policy.length ? row.policy.map(p => p.split("/").pop()).join(", ") : row.reason });
   ui.drops = ui.drops.slice(-20);
-  renderDrops();
 }
 function renderDrops() {
   const g = document.getElementById("drops");
   if (!g) return;
   const now = Date.now();
   ui.drops = ui.drops.filter(d => now - d.at < DROP_SHOW_MS);
-  if (!ui.drops.length && !g.firstChild) return;  // nothing drawn, nothing to draw: no repaint
+  const edges = new Map();  // one broken edge per pair of pods: its newest reason
+  for (const d of ui.drops) edges.set(d.src + ">" + d.dst, d);
+  // the map is redrawn only when what it shows changed: a repaint of 200 pods is not free
+  const drawn = [...edges].map(([k, d]) => k + ":" + d.why).join("|");
+  if (drawn === ui.dropsDrawn) return;
+  ui.dropsDrawn = drawn;
   g.replaceChildren();
-  const seen = new Set();
-  for (const d of ui.drops) {
-    const key = d.src + ">" + d.dst;
-    if (seen.has(key)) continue;
-    seen.add(key);
+  for (const d of edges.values()) {
     const a = ui.pos.get(d.src), b = ui.pos.get(d.dst);
     if (!a || !b) continue;
     const [x1, y1] = center(a), [x2, y2] = center(b);
@@ -234,39 +241,68 @@ function timeOf(iso) {
 }
 function flowKey(r) { return [r.time, r.node, r.source, r.destination, r.summary, r.verdict].join("|"); }
 
+// Flows arrive in batches (the server sends one a second, at once when it holds a drop); they
+// are kept newest first in ui.flows and drawn at the next animation frame (none while the tab
+// is hidden), only the rows that are new.
 function addFlows(rows, live) {
-  const tbody = document.querySelector("#flows tbody");
-  const frag = document.createDocumentFragment();
+  const fresh = [];
   for (const r of rows) {
     const k = flowKey(r);
     if (ui.seen.has(k)) continue;
     ui.seen.add(k);
-    const dropped = r.verdict === "DROPPED";
-    const tr = h("tr", { class: dropped ? "dropped" : "forwarded", "data-verdict": r.verdict });
-    tr.dataset.key = k;
-    tr.dataset.time = r.time;  // when the datapath saw it, and when it was shown: the latency
-    tr.dataset.shown = String(Date.now());
-    tr.append(h("td", {}, timeOf(r.time)));
-    tr.append(h("td", { title: r.source }, r.source));
-    tr.append(h("td", { title: r.destination }, r.destination));
-    tr.append(h("td", { class: "verdict " + (dropped ? "dropped" : "forwarded") },
-      dropped ? `✕ DROPPED${r.reason ? " (" + r.reason + ")" : ""}` : "✓ " + r.verdict));
-    tr.append(h("td", { class: "policy" }, r.policy.join(", ")));
-    tr.append(h("td", {}, r.backend ? `${r.service} → ${r.backend}` : ""));
-    const sum = (r.reply ? "↩ " : "") + (r.traced ? "⌖ " : "") + (r.summary || "");
-    tr.append(h("td", { title: sum }, sum));
-    frag.prepend(tr);
-    if (dropped && live) noteDrop(r);
+    r.key = k;
+    fresh.push(r);
+    if (live && r.verdict === "DROPPED") noteDrop(r);
   }
-  tbody.prepend(frag);
-  while (tbody.rows.length > MAX_FLOWS) {
-    ui.seen.delete(rowKeyOf(tbody.lastElementChild));
-    tbody.lastElementChild.remove();
+  if (!fresh.length) return;
+  ui.flows = fresh.reverse().concat(ui.flows);
+  for (const r of ui.flows.splice(MAX_FLOWS)) ui.seen.delete(r.key);
+  if (!ui.queued) {
+    ui.queued = true;
+    requestAnimationFrame(renderFlows);
   }
-  document.getElementById("flow-count").textContent = `${tbody.rows.length} shown` +
-    (ui.skipped ? ` · ${ui.skipped} more not listed live (every drop is; the JSON has all)` : "");
 }
-function rowKeyOf(tr) { return tr ? tr.dataset.key : ""; }
+
+function renderFlows() {
+  ui.queued = false;
+  const tbody = document.querySelector("#flows tbody");
+  const n = Math.min(ui.paused ? MAX_FLOWS : LIVE_ROWS, ui.flows.length);
+  // the table holds ui.flows[k, k + rows): k new flows went in front of it
+  const first = tbody.firstElementChild;
+  let k = first ? ui.flows.findIndex(r => r.key === first.dataset.key) : ui.flows.length;
+  if (k < 0) k = ui.flows.length;
+  if (k >= n) tbody.replaceChildren();
+  const frag = document.createDocumentFragment();
+  for (const r of ui.flows.slice(0, Math.min(k, n))) frag.append(flowRow(r));
+  tbody.prepend(frag);
+  while (tbody.rows.length > n) tbody.lastElementChild.remove();
+  const more = document.createDocumentFragment();
+  for (const r of ui.flows.slice(tbody.rows.length, n)) more.append(flowRow(r));
+  tbody.append(more);  // grown: paused, the older flows kept
+  renderDrops();
+  const count = document.getElementById("flow-count");
+  const text = `${n} shown` + (ui.skipped ? ` · ${ui.skipped} more not listed live ` +
+    `(every drop is; pause shows the last ${MAX_FLOWS}; the JSON has all)` : "");
+  if (count.textContent !== text) count.textContent = text;
+}
+
+function flowRow(r) {
+  const dropped = r.verdict === "DROPPED";
+  const tr = h("tr", { class: dropped ? "dropped" : "forwarded", "data-verdict": r.verdict });
+  tr.dataset.key = r.key;
+  tr.dataset.time = r.time;  // when the datapath saw it, and when it was shown: the latency
+  tr.dataset.shown = String(r.shown || (r.shown = Date.now()));
+  tr.append(h("td", {}, timeOf(r.time)));
+  tr.append(h("td", { title: r.source }, r.source));
+  tr.append(h("td", { title: r.destination }, r.destination));
+  tr.append(h("td", { class: "verdict " + (dropped ? "dropped" : "forwarded") },
+    dropped ? `✕ DROPPED${r.reason ? " (" + r.reason + ")" : ""}` : "✓ " + r.verdict));
+  tr.append(h("td", { class: "policy" }, r.policy.join(", ")));
+  tr.append(h("td", {}, r.backend ? `${r.service} → ${r.backend}` : ""));
+  const sum = (r.reply ? "↩ " : "") + (r.traced ? "⌖ " : "") + (r.summary || "");
+  tr.append(h("td", { title: sum }, sum));
+  return tr;
+}
 
 async function loadFlows() {
   const err = document.getElementById("filter-error");
@@ -278,7 +314,9 @@ async function loadFlows() {
   if (!r.ok) { err.textContent = body.error; return false; }
   document.querySelector("#flows tbody").replaceChildren();
   ui.seen.clear();
+  ui.flows = [];
   addFlows(body, false);
+  renderFlows();
   document.body.dataset.flowsLoaded = "1";  // the history is in (bench/ui.py waits for it)
   return true;
 }
@@ -290,7 +328,12 @@ function connect() {
   ui.source = es;
   es.addEventListener("open", () => { conn.textContent = "live"; conn.className = "live"; });
   es.addEventListener("error", () => { conn.textContent = "reconnecting…"; conn.className = "down"; });
-  es.addEventListener("map", ev => { ui.map = JSON.parse(ev.data); renderMap(ui.map); });
+  es.addEventListener("map", ev => {
+    if (ev.data === ui.mapText) return;  // the same map (a reconnect): no redraw
+    ui.mapText = ev.data;
+    ui.map = JSON.parse(ev.data);
+    renderMap(ui.map);
+  });
   es.addEventListener("flows", ev => {
     const batch = JSON.parse(ev.data);
     ui.skipped += batch.skipped;
@@ -316,6 +359,17 @@ document.getElementById("pause").addEventListener("click", ev => {
   ui.paused = !ui.paused;
   ev.target.setAttribute("aria-pressed", String(ui.paused));
   ev.target.textContent = ui.paused ? "resume" : "pause";
+  renderFlows();  // paused: the last 200 flows; live again: the newest few
+});
+// A hidden tab neither draws nor keeps a stream open (the server then reads no flows); shown
+// again it loads the flows it missed (the last 200, as on a first load) and goes live.
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) {
+    if (ui.source) ui.source.close();
+    ui.source = null;
+  } else if (!ui.source) {
+    loadFlows().then(ok => { if (ok) connect(); });
+  }
 });
 
 // ---- the journey --------------------------------------------------------------------------
