@@ -290,3 +290,31 @@ def test_the_tc_drop_matches_exactly_the_fragments():
     v4 = [c for c in cmds if "u16" in c]
     assert len(v4) == 2 * len(blocks) and all(c[c.index("at") + 1] == "6" for c in v4)
     assert all(f"{NODE1}/32" in c and "npdrop" in c for c in v4)
+
+
+def test_observed_fragments_are_described_as_flows_from_the_network():
+    # the event hook keeps a node port's new connections and drops from eth0: a fragmented
+    # datagram's first fragment (new) and a later fragment dropped before its first must both
+    # describe and render (records of fragments carry no ports but the first's)
+    import random
+
+    from emunet.datapath import NodeTables
+    from emunet.observe import hubble
+    from emunet.observe.hook import ObservedDatapath
+    from emunet.observe.record import describe
+
+    st = dual_np_state()
+    dp = ObservedDatapath(NodeTables.from_state(st, "node-1"), random.Random(1))
+    six, four = frags6(3000, MTU), frags4(3000, 1400)
+    for frames in (six, four):
+        dp.process_nodeport(frames[0], 1.0)
+    dp.process_nodeport(frags6(3000, MTU, ident=5)[1], 1.0)  # before its first: dropped
+    dp.process_nodeport(frags4(3000, 1400, ident=5)[1], 1.0)
+    recs = [describe(ev, "node-1", st.node("node-1").underlay_ip, dp.ct.table, dp.traced, 0.0,
+                     {p.port: p.name for p in dp.tables.pods_by_port.values()})
+            for ev in dp.drain()]
+    assert [r["from"] for r in recs] == ["network"] * 4
+    assert [r.get("verdict") for r in recs][2:] == ["DROPPED", "DROPPED"]
+    assert all(r["drop"]["reason"] == "FRAG_NOT_SUPPORTED" for r in recs[2:])
+    for r in recs:
+        assert hubble.flows(r, hubble.Directory(st))
