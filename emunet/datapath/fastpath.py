@@ -280,32 +280,18 @@ class FastPath:
     def _hop(self, data: bytes, ip: int, src: str, now: float) -> Hop | None:
         """The hop of an established packet the fast path may take (module doc), its
         connection's deadline renewed as conntrack's own fast test does; else None."""
-        if type(data) is not bytes or len(data) < ip + 28 or data[ip + 1] == self.slow_tos:
+        if type(data) is not bytes or len(data) < ip + 28:
             return None
-        key = fast_key(data, ip)
-        if key is None:
-            return self._hop6(data, ip, src, now) if data[ip] >> 4 == 6 else None
-        hit = self.ct.table.get(key)
-        if hit is None:
-            return None
-        conn, is_reply = hit
-        if is_reply:
-            hop, steady = conn.rhop, conn.rsteady
+        if data[ip] >> 4 == 6:  # IPv6: the traffic class spans bytes 0-1 (RFC 8200 §3)
+            if ((data[ip] & 0xF) << 4 | data[ip + 1] >> 4) == self.slow_tos:
+                return None
+            key = fast_key6(data, ip)
+            hlim, nh, flags = ip + 7, ip + 6, ip + 53
         else:
-            hop, steady = conn.hop, conn.steady
-        if hop is None or hop.gen != self.route_gen or hop.src != src or not steady \
-                or conn.expires <= now or data[:ip] != hop.head \
-                or (hop.ttl and data[ip + 8] <= 1) \
-                or (data[ip + 9] == PROTO_TCP and data[ip + 33] & _SFR):
-            return None
-        conn.expires = now + steady
-        return hop
-
-    def _hop6(self, data: bytes, ip: int, src: str, now: float) -> Hop | None:
-        """`_hop` for an IPv6 packet (`Hop6`)."""
-        if ((data[ip] & 0xF) << 4 | data[ip + 1] >> 4) == self.slow_tos:  # traffic class
-            return None
-        key = fast_key6(data, ip)
+            if data[ip + 1] == self.slow_tos:
+                return None
+            key = fast_key(data, ip)
+            hlim, nh, flags = ip + 8, ip + 9, ip + 33  # TTL, protocol, TCP flags
         if key is None:
             return None
         hit = self.ct.table.get(key)
@@ -318,8 +304,8 @@ class FastPath:
             hop, steady = conn.hop, conn.steady
         if hop is None or hop.gen != self.route_gen or hop.src != src or not steady \
                 or conn.expires <= now or data[:ip] != hop.head \
-                or (hop.ttl and data[ip + 7] <= 1) \
-                or (data[ip + 6] == PROTO_TCP and data[ip + 53] & _SFR):
+                or (hop.ttl and data[hlim] <= 1) \
+                or (data[nh] == PROTO_TCP and data[flags] & _SFR):
             return None
         conn.expires = now + steady
         return hop
